@@ -1,0 +1,3 @@
+from wanmon.cli import main
+
+main()

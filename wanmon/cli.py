@@ -1,0 +1,273 @@
+"""Command line: `wanmon [--config PATH] validate | check | status`.
+
+Exit codes: 0 done (even with sites down), 1 the command could not do its job,
+2 invalid configuration (nothing run, nothing written), 75 another cycle holds
+the store lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from wanmon import __version__
+from wanmon.config import DEFAULT_CONFIG, Config, load
+from wanmon.errors import EXIT_FAILURE, WanmonError
+from wanmon.inventory import Inventory
+from wanmon.status import SEVERITY, STATUSES
+
+logger = logging.getLogger("wanmon")
+
+STATUS_STYLE = {"up": "green", "degraded": "yellow", "down": "bold red", "unreachable": "magenta", "unknown": "dim"}
+STATUS_MARK = {"up": "✔", "degraded": "▲", "down": "✖", "unreachable": "⊘", "unknown": "?"}
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _fail(exc: WanmonError) -> None:
+    click.echo(f"wanmon: error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _load(ctx: click.Context) -> Config:
+    try:
+        return load(ctx.obj["config"])
+    except WanmonError as exc:
+        _fail(exc)
+        raise  # unreachable
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config", "-c", "config", default=DEFAULT_CONFIG, envvar="WANMON_CONFIG", show_default=True,
+    help="Sites and settings file (env WANMON_CONFIG).", type=click.Path(dir_okay=False),
+)
+@click.option("--verbose", "-v", count=True, help="More log output on stderr (-vv for debug).")
+@click.version_option(__version__, prog_name="wanmon")
+@click.pass_context
+def cli(ctx: click.Context, config: str, verbose: int) -> None:
+    """wanmon: inventory and monitoring of a provincial WAN."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"config": config}
+
+
+@cli.command()
+@click.pass_context
+def validate(ctx: click.Context) -> None:
+    """Check the config file; list every problem with its place (exit 2 if any)."""
+    cfg = _load(ctx)
+    inv = Inventory.from_config(cfg)
+    counts = inv.level_counts()
+    click.echo(
+        f"{cfg.path}: OK: {len(cfg.sites)} sites "
+        f"({counts['province']} province, {counts['district']} district, {counts['commune']} commune) "
+        f"in {len(inv.districts)} districts"
+    )
+
+
+def _site_json(o, ip: str | None) -> dict[str, Any]:
+    return {
+        "id": o.site_id,
+        "name": o.name,
+        "level": o.level,
+        "district": o.district,
+        "address": o.address,
+        "ip": ip,
+        "status": o.status,
+        "reason": o.reason,
+        "ts": o.ts,
+        "icmp": {
+            "sent": o.sent,
+            "received": o.received,
+            "loss_pct": o.loss_pct,
+            "rtt_min_ms": o.rtt_min_ms,
+            "rtt_avg_ms": o.rtt_avg_ms,
+            "rtt_max_ms": o.rtt_max_ms,
+            "jitter_ms": o.jitter_ms,
+        },
+    }
+
+
+class _ProgressBar:
+    """A transient progress bar on a terminal's stderr; nothing when not a terminal."""
+
+    def __init__(self, total_sites: int):
+        self.total_sites = total_sites
+        self.progress = None
+        self.task = None
+
+    def __enter__(self) -> Callable[[int, int, int], None] | None:
+        if not sys.stderr.isatty():
+            return None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]ICMP[/] {task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), console=_console(stderr=True), transient=True,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(f"{self.total_sites} sites", total=None, info="")
+        return self.update
+
+    def update(self, sent: int, replies: int, total: int) -> None:
+        assert self.progress is not None and self.task is not None
+        info = f"sent {sent}/{total}, replies {replies}"
+        self.progress.update(self.task, total=total, completed=sent, info=info)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per site (a JSON array) on stdout.")
+@click.pass_context
+def check(ctx: click.Context, as_json: bool) -> None:
+    """Run one cycle (ping every site), record it in the store, print a summary."""
+    from wanmon.cycle import run_check
+
+    cfg = _load(ctx)
+    try:
+        with _ProgressBar(len(cfg.sites)) as progress:
+            result = run_check(cfg, progress)
+    except WanmonError as exc:
+        _fail(exc)
+    if as_json:
+        json.dump([_site_json(o, result.ip_by_site.get(o.site_id)) for o in result.observations], sys.stdout,
+                  ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+        return
+    _print_summary(cfg, result)
+
+
+def _fmt_ms(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def _print_summary(cfg: Config, result) -> None:
+    from rich.table import Table
+
+    con = _console()
+    obs = result.observations
+    table = Table(title=f"Cycle {result.cycle_id}: {len(obs)} sites in {result.finished_at - result.started_at:.2f} s")
+    table.add_column("level")
+    for st in STATUSES:
+        table.add_column(st, justify="right", style=STATUS_STYLE[st])
+    table.add_column("total", justify="right")
+    for level in ("province", "district", "commune", None):
+        rows = [o for o in obs if level is None or o.level == level]
+        if not rows:
+            continue
+        cells = [str(sum(o.status == st for o in rows)) for st in STATUSES]
+        table.add_row(level or "[bold]all[/]", *cells, str(len(rows)))
+    con.print(table)
+    worst = sorted((o for o in obs if o.status != "up"), key=lambda o: (SEVERITY[o.status], -o.loss_pct, -(o.rtt_avg_ms or 0)))
+    if worst:
+        wt = Table(title=f"Worst sites ({min(len(worst), 15)} of {len(worst)} not up)")
+        for col in ("status", "id", "name", "address", "loss %", "rtt avg ms", "reason"):
+            wt.add_column(col, justify="right" if col in ("loss %", "rtt avg ms") else "left")
+        for o in worst[:15]:
+            wt.add_row(
+                f"[{STATUS_STYLE[o.status]}]{STATUS_MARK[o.status]} {o.status}[/]", o.site_id, o.name, o.address,
+                f"{o.loss_pct:g}", _fmt_ms(o.rtt_avg_ms), o.reason or "",
+            )
+        con.print(wt)
+    else:
+        con.print(f"[green]All {len(obs)} sites up.[/]")
+    con.print(f"Stored in {cfg.store_path} (cycle {result.cycle_id}).", style="dim")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the current state as JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the current state of every site, from the store (no probing)."""
+    from wanmon.store import Store
+
+    cfg = _load(ctx)
+    try:
+        store = Store.open_readonly(cfg.store_path)
+        try:
+            states = {s.site_id: s for s in store.states()}
+            last = store.last_cycle()
+        finally:
+            store.close()
+    except WanmonError as exc:
+        _fail(exc)
+    inv = Inventory.from_config(cfg)
+    ordered = inv.ordered()
+    if as_json:
+        out = []
+        for site in ordered:
+            st = states.get(site.id)
+            out.append({
+                "id": site.id, "name": site.name, "level": site.level, "district": site.district,
+                "address": site.address, "status": st.status if st else "unknown",
+                "since": st.since if st else None, "last_ts": st.last_ts if st else None,
+                "consecutive_failures": st.consecutive_failures if st else 0,
+                "loss_pct": st.loss_pct if st else None, "rtt_avg_ms": st.rtt_avg_ms if st else None,
+                "reason": st.reason if st else None,
+            })
+        json.dump({"last_cycle": last, "sites": out}, sys.stdout, ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+        return
+    _print_status(ordered, states, last)
+
+
+def _ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return "never"
+    d = max(0, int(now - ts))
+    if d < 120:
+        return f"{d} s ago"
+    if d < 7200:
+        return f"{d // 60} min ago"
+    if d < 172800:
+        return f"{d // 3600} h ago"
+    return f"{d // 86400} d ago"
+
+
+def _print_status(ordered, states, last) -> None:
+    from rich.table import Table
+
+    con = _console()
+    now = time.time()
+    if last:
+        con.print(f"Last cycle {last['id']}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['started_at']))} "
+                  f"({_ago(last['started_at'], now)}), {last['sites']} sites, {last['duration_ms'] / 1000:.2f} s")
+    table = Table()
+    for col in ("status", "level", "district", "id", "name", "since", "loss %", "rtt ms", "fails"):
+        table.add_column(col, justify="right" if col in ("loss %", "rtt ms", "fails") else "left")
+    for site in ordered:
+        st = states.get(site.id)
+        status = st.status if st else "unknown"
+        table.add_row(
+            f"[{STATUS_STYLE[status]}]{STATUS_MARK[status]} {status}[/]", site.level, site.district or "", site.id,
+            site.name, _ago(st.since, now) if st else "", "–" if not st or st.loss_pct is None else f"{st.loss_pct:g}",
+            _fmt_ms(st.rtt_avg_ms) if st else "–", str(st.consecutive_failures) if st else "",
+        )
+    con.print(table)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("wanmon: interrupted", err=True)
+        sys.exit(130)
+    except WanmonError as exc:
+        _fail(exc)
+    except Exception:  # a bug: say so, with the traceback in the log
+        logger.exception("internal error")
+        sys.exit(EXIT_FAILURE)

@@ -1,0 +1,359 @@
+"""The embedded store (SQLite): the single source of truth that survives a process.
+
+* one transaction per cycle: the cycle row, every site's sample, the hourly
+  rollups and each site's current state land together or not at all;
+* WAL journal, so `wanmon status` (or the page) can read while a cycle writes;
+* a schema version (PRAGMA user_version) with forward migrations;
+* retention: raw samples for `retention_raw_days`, hourly rollups for
+  `retention_rollup_days`;
+* files 0600 in a 0700 folder (they hold the inventory and, later, spools);
+* one cycle at a time: `CycleLock` is an flock on `<db>.lock`, released by
+  the kernel when the process dies, so a crash never leaves it stale.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from wanmon.errors import StoreBusyError, WanmonError
+
+logger = logging.getLogger(__name__)
+
+# Each entry migrates from version i to i+1. Never edit a released entry: append.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE cycles (
+        id INTEGER PRIMARY KEY,
+        started_at REAL NOT NULL,          -- unix seconds
+        finished_at REAL NOT NULL,
+        duration_ms REAL NOT NULL,
+        sites INTEGER NOT NULL,
+        up INTEGER NOT NULL, degraded INTEGER NOT NULL, down INTEGER NOT NULL,
+        unreachable INTEGER NOT NULL, unknown INTEGER NOT NULL
+    );
+    CREATE INDEX cycles_started ON cycles(started_at);
+    CREATE TABLE icmp_samples (
+        cycle_id INTEGER NOT NULL,
+        site_id TEXT NOT NULL,
+        ts REAL NOT NULL,                   -- sample time, unix seconds
+        status TEXT NOT NULL,
+        reason TEXT,
+        sent INTEGER NOT NULL, received INTEGER NOT NULL, loss_pct REAL NOT NULL,
+        rtt_min_ms REAL, rtt_avg_ms REAL, rtt_max_ms REAL, jitter_ms REAL
+    );
+    CREATE INDEX icmp_samples_site_ts ON icmp_samples(site_id, ts);
+    CREATE INDEX icmp_samples_ts ON icmp_samples(ts);
+    CREATE TABLE icmp_hourly (
+        site_id TEXT NOT NULL,
+        hour REAL NOT NULL,                 -- start of the hour, unix seconds
+        samples INTEGER NOT NULL,
+        reachable INTEGER NOT NULL,         -- samples with status up or degraded
+        sent INTEGER NOT NULL, received INTEGER NOT NULL,
+        rtt_sum_ms REAL NOT NULL, rtt_n INTEGER NOT NULL,
+        rtt_min_ms REAL, rtt_max_ms REAL,
+        PRIMARY KEY (site_id, hour)
+    ) WITHOUT ROWID;
+    CREATE TABLE site_state (
+        site_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL, level TEXT NOT NULL, district TEXT, address TEXT NOT NULL,
+        status TEXT NOT NULL,
+        since REAL NOT NULL,                -- when the current status began
+        last_ts REAL NOT NULL,              -- last observation
+        last_cycle_id INTEGER NOT NULL,
+        consecutive_failures INTEGER NOT NULL,  -- cycles in a row without any reply
+        last_reachable_ts REAL,
+        loss_pct REAL, rtt_avg_ms REAL, jitter_ms REAL, reason TEXT
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+REACHABLE = ("up", "degraded")
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One site's result in one cycle, as stored."""
+
+    site_id: str
+    name: str
+    level: str
+    district: str | None
+    address: str
+    ts: float
+    status: str
+    reason: str | None
+    sent: int
+    received: int
+    loss_pct: float
+    rtt_min_ms: float | None
+    rtt_avg_ms: float | None
+    rtt_max_ms: float | None
+    jitter_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteState:
+    site_id: str
+    name: str
+    level: str
+    district: str | None
+    address: str
+    status: str
+    since: float
+    last_ts: float
+    consecutive_failures: int
+    last_reachable_ts: float | None
+    loss_pct: float | None
+    rtt_avg_ms: float | None
+    jitter_ms: float | None
+    reason: str | None
+
+
+class StoreError(WanmonError):
+    pass
+
+
+def _prepare_folder(folder: Path) -> None:
+    if not folder.exists():
+        folder.mkdir(parents=True, mode=0o700)
+        os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+
+
+def _touch_private(path: Path) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+
+
+class CycleLock:
+    """Exclusive, non-blocking flock on `<db>.lock`: one cycle at a time."""
+
+    def __init__(self, db_path: Path):
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self.fd: int | None = None
+
+    def __enter__(self) -> CycleLock:
+        _prepare_folder(self.path.parent)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 64).decode(errors="replace").strip()
+            finally:
+                os.close(fd)
+            raise StoreBusyError(
+                f"another wanmon cycle is running on {self.path.parent} ({holder or 'pid unknown'}); "
+                "this run exits without doing anything. If this happens every time, the cycle takes "
+                "longer than the cron interval: space the runs out or lower [icmp] timeout_ms."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None
+
+
+class Store:
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn = conn
+        self.path = path
+
+    # -- opening ---------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open for writing; create the folder (0700), file (0600) and schema if needed."""
+        path = Path(path)
+        try:
+            _prepare_folder(path.parent)
+            _touch_private(path)
+            old = os.umask(0o077)  # WAL and SHM files too
+            try:
+                conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA busy_timeout=10000")
+            finally:
+                os.umask(old)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store {path}: {exc} (check [store] path and the folder's permissions)") from None
+        store = cls(conn, path)
+        store._migrate()
+        return store
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> Store:
+        path = Path(path)
+        if not path.exists():
+            raise StoreError(f"no store at {path} yet: run `wanmon check` first")
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0, isolation_level=None)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the store {path}: {exc}") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the store {path} has schema {version}, newer than this wanmon ({SCHEMA_VERSION}): upgrade wanmon")
+        return cls(conn, path)
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the store {self.path} has schema {version}, newer than this wanmon ({SCHEMA_VERSION}): upgrade wanmon"
+            )
+        for v in range(version, SCHEMA_VERSION):
+            logger.info("store migrate path=%s from=%d to=%d", self.path, v, v + 1)
+            with self.transaction():
+                for stmt in _split_sql(MIGRATIONS[v]):
+                    self.conn.execute(stmt)
+                self.conn.execute(f"PRAGMA user_version={v + 1}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def transaction(self):
+        return _Tx(self.conn)
+
+    # -- writing ---------------------------------------------------------
+
+    def record_cycle(self, started_at: float, finished_at: float, obs: Sequence[Observation]) -> int:
+        """Store one cycle atomically; return its id."""
+        counts = {s: 0 for s in ("up", "degraded", "down", "unreachable", "unknown")}
+        for o in obs:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        with self.transaction():
+            cur = self.conn.execute(
+                "INSERT INTO cycles (started_at, finished_at, duration_ms, sites, up, degraded, down, unreachable, unknown)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (started_at, finished_at, (finished_at - started_at) * 1000.0, len(obs), *counts.values()),
+            )
+            cycle_id = cur.lastrowid
+            self.conn.executemany(
+                "INSERT INTO icmp_samples (cycle_id, site_id, ts, status, reason, sent, received, loss_pct,"
+                " rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (cycle_id, o.site_id, o.ts, o.status, o.reason, o.sent, o.received, o.loss_pct,
+                     o.rtt_min_ms, o.rtt_avg_ms, o.rtt_max_ms, o.jitter_ms)
+                    for o in obs
+                ],
+            )
+            self.conn.executemany(
+                "INSERT INTO icmp_hourly (site_id, hour, samples, reachable, sent, received, rtt_sum_ms, rtt_n,"
+                " rtt_min_ms, rtt_max_ms) VALUES (?,?,1,?,?,?,?,?,?,?)"
+                " ON CONFLICT(site_id, hour) DO UPDATE SET samples = samples + 1,"
+                " reachable = reachable + excluded.reachable, sent = sent + excluded.sent,"
+                " received = received + excluded.received, rtt_sum_ms = rtt_sum_ms + excluded.rtt_sum_ms,"
+                " rtt_n = rtt_n + excluded.rtt_n,"
+                " rtt_min_ms = min(coalesce(rtt_min_ms, excluded.rtt_min_ms), coalesce(excluded.rtt_min_ms, rtt_min_ms)),"
+                " rtt_max_ms = max(coalesce(rtt_max_ms, excluded.rtt_max_ms), coalesce(excluded.rtt_max_ms, rtt_max_ms))",
+                [
+                    (o.site_id, o.ts - o.ts % 3600, int(o.status in REACHABLE), o.sent, o.received,
+                     (o.rtt_avg_ms or 0.0) * o.received, o.received, o.rtt_min_ms, o.rtt_max_ms)
+                    for o in obs
+                ],
+            )
+            self._update_state(cycle_id, obs)
+        return cycle_id
+
+    def _update_state(self, cycle_id: int, obs: Iterable[Observation]) -> None:
+        prev = {
+            r[0]: r[1:]
+            for r in self.conn.execute("SELECT site_id, status, since, consecutive_failures, last_reachable_ts FROM site_state")
+        }
+        rows = []
+        for o in obs:
+            p_status, p_since, p_fail, p_reach = prev.get(o.site_id, (None, None, 0, None))
+            since = p_since if p_status == o.status else o.ts
+            failed = o.sent > 0 and o.received == 0 or o.status in ("down", "unreachable")
+            fails = p_fail + 1 if failed else 0
+            reach = o.ts if o.status in REACHABLE else p_reach
+            rows.append(
+                (o.site_id, o.name, o.level, o.district, o.address, o.status, since, o.ts, cycle_id, fails, reach,
+                 o.loss_pct if o.sent else None, o.rtt_avg_ms, o.jitter_ms, o.reason)
+            )
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO site_state (site_id, name, level, district, address, status, since, last_ts,"
+            " last_cycle_id, consecutive_failures, last_reachable_ts, loss_pct, rtt_avg_ms, jitter_ms, reason)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+
+    def apply_retention(self, now: float, raw_days: int, rollup_days: int) -> tuple[int, int]:
+        """Delete raw samples and cycles older than raw_days, rollups older than rollup_days."""
+        raw_cut = now - raw_days * 86400
+        roll_cut = now - rollup_days * 86400
+        with self.transaction():
+            n_raw = self.conn.execute("DELETE FROM icmp_samples WHERE ts < ?", (raw_cut,)).rowcount
+            self.conn.execute("DELETE FROM cycles WHERE started_at < ?", (raw_cut,))
+            n_roll = self.conn.execute("DELETE FROM icmp_hourly WHERE hour < ?", (roll_cut,)).rowcount
+        if n_raw or n_roll:
+            logger.info("store retention raw_deleted=%d rollups_deleted=%d", n_raw, n_roll)
+        return n_raw, n_roll
+
+    # -- reading ---------------------------------------------------------
+
+    def states(self) -> list[SiteState]:
+        rows = self.conn.execute(
+            "SELECT site_id, name, level, district, address, status, since, last_ts, consecutive_failures,"
+            " last_reachable_ts, loss_pct, rtt_avg_ms, jitter_ms, reason FROM site_state"
+        ).fetchall()
+        return [SiteState(*r) for r in rows]
+
+    def last_cycle(self) -> dict | None:
+        r = self.conn.execute(
+            "SELECT id, started_at, finished_at, duration_ms, sites, up, degraded, down, unreachable, unknown"
+            " FROM cycles ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if r is None:
+            return None
+        keys = ("id", "started_at", "finished_at", "duration_ms", "sites", "up", "degraded", "down", "unreachable", "unknown")
+        return dict(zip(keys, r))
+
+    def samples(self, site_id: str, since: float = 0.0) -> list[tuple]:
+        return self.conn.execute(
+            "SELECT ts, status, sent, received, loss_pct, rtt_avg_ms FROM icmp_samples WHERE site_id = ? AND ts >= ? ORDER BY ts",
+            (site_id, since),
+        ).fetchall()
+
+    def integrity_ok(self) -> bool:
+        return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+class _Tx:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error (autocommit connection)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration into statements (no semicolons inside our literals)."""
+    parts = []
+    for chunk in script.split(";"):
+        lines = [ln.split("--", 1)[0] for ln in chunk.splitlines()]
+        stmt = "\n".join(lines).strip()
+        if stmt:
+            parts.append(stmt)
+    return parts
