@@ -152,7 +152,7 @@ def check(ctx: click.Context, as_json: bool) -> None:
 
 
 def _fmt_ms(v: float | None) -> str:
-    return "–" if v is None else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+    return "–" if v is None else f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 1 else f"{v:.3f}"
 
 
 def _print_summary(cfg: Config, result) -> None:
@@ -222,7 +222,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         json.dump({"last_cycle": last, "sites": out}, sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")
         return
-    _print_status(ordered, states, last)
+    _print_status(inv, states, last)
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -238,7 +238,7 @@ def _ago(ts: float | None, now: float) -> str:
     return f"{d // 86400} d ago"
 
 
-def _print_status(ordered, states, last) -> None:
+def _print_status(inv: Inventory, states, last) -> None:
     from rich.table import Table
 
     con = _console()
@@ -246,17 +246,30 @@ def _print_status(ordered, states, last) -> None:
     if last:
         con.print(f"Last cycle {last['id']}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['started_at']))} "
                   f"({_ago(last['started_at'], now)}), {last['sites']} sites, {last['duration_ms'] / 1000:.2f} s")
-    table = Table()
-    for col in ("status", "level", "district", "id", "name", "since", "loss %", "rtt ms", "fails"):
-        table.add_column(col, justify="right" if col in ("loss %", "rtt ms", "fails") else "left")
-    for site in ordered:
-        st = states.get(site.id)
-        status = st.status if st else "unknown"
-        table.add_row(
-            f"[{STATUS_STYLE[status]}]{STATUS_MARK[status]} {status}[/]", site.level, site.district or "", site.id,
-            site.name, _ago(st.since, now) if st else "", "–" if not st or st.loss_pct is None else f"{st.loss_pct:g}",
-            _fmt_ms(st.rtt_avg_ms) if st else "–", str(st.consecutive_failures) if st else "",
-        )
+    table = Table(pad_edge=False, box=None, header_style="bold")
+    # Fixed widths so every column survives an 80-column terminal or a pipe.
+    table.add_column("status", no_wrap=True, width=13)
+    table.add_column("id", no_wrap=True, overflow="ellipsis", width=22)
+    table.add_column("name", no_wrap=True, overflow="ellipsis", width=max(12, con.width - 13 - 22 - 11 - 6 - 7 - 6))
+    table.add_column("since", no_wrap=True, width=11)
+    table.add_column("loss%", justify="right", no_wrap=True, width=6)
+    table.add_column("rtt ms", justify="right", no_wrap=True, width=7)
+
+    def rows(title: str, sites) -> None:
+        table.add_row("", f"[bold underline]{title}[/]", "", "", "", "")
+        for site in sites:
+            st = states.get(site.id)
+            status = st.status if st else "unknown"
+            table.add_row(
+                f"[{STATUS_STYLE[status]}]{STATUS_MARK[status]} {status}[/]", site.id, site.name,
+                _ago(st.since, now) if st else "", "–" if not st or st.loss_pct is None else f"{st.loss_pct:g}",
+                _fmt_ms(st.rtt_avg_ms) if st else "–",
+            )
+
+    if inv.province:
+        rows("province", inv.province)
+    for d in inv.districts:
+        rows(d.name, [*d.sites, *d.communes])
     con.print(table)
 
 

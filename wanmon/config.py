@@ -249,6 +249,7 @@ def parse(raw: dict[str, Any], text: str, path: Path) -> Config:
         raw_sites = []
 
     sites: list[Site] = []
+    index_of: dict[str, int] = {}  # site id -> position of its [[sites]] table
     site_lines: dict[str, int] = {}
     seen_ids: dict[str, int] = {}
     seen_addr: dict[str, str] = {}
@@ -273,6 +274,7 @@ def parse(raw: dict[str, Any], text: str, path: Path) -> Config:
         else:
             seen_ids[site.id] = line or 0
             site_lines[site.id] = line or 0
+            index_of[site.id] = i
         if not valid_address(site.address):
             bad("address", f"invalid address {site.address!r}: use an IPv4 or IPv6 address or a host name")
         else:
@@ -288,28 +290,37 @@ def parse(raw: dict[str, Any], text: str, path: Path) -> Config:
         for email in site.admins:
             if not _EMAIL.match(email):
                 bad("admins", f"invalid email {email!r} in 'admins'")
-        sites.append(site)
+        if site.id in index_of and index_of[site.id] == i:
+            sites.append(site)  # a duplicate id is reported above and not used further
 
     by_id = {s.id: s for s in sites}
-    district_sites = {s.district for s in sites if s.level == "district"}
+    # Sites that failed their own checks still count as existing here, so one
+    # typo does not cascade into "unknown parent" errors on all its children.
+    raw_ok = [r for r in raw_sites if isinstance(r, dict)]
+    known_ids = {r.get("id") for r in raw_ok} | set(by_id)
+    district_sites = {r.get("district") for r in raw_ok if r.get("level") == "district"}
     for s in sites:
-        line = site_lines.get(s.id)
+        i = index_of[s.id]
         if s.parent is not None:
             if s.parent == s.id:
-                problems.append(f"{at(line)}: site '{s.id}': parent is the site itself")
-            elif s.parent not in by_id:
+                problems.append(f"{at(loc.site(i, 'parent'))}: site '{s.id}': parent is the site itself")
+            elif s.parent not in known_ids:
                 close = difflib.get_close_matches(s.parent, list(by_id), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                problems.append(f"{at(line)}: site '{s.id}': unknown parent '{s.parent}'{hint}")
+                problems.append(f"{at(loc.site(i, 'parent'))}: site '{s.id}': unknown parent '{s.parent}'{hint}")
         if s.level == "commune" and s.district and s.district not in district_sites:
             problems.append(
-                f"{at(line)}: site '{s.id}': district '{s.district}' has no district-level site: "
+                f"{at(loc.site(i, 'district'))}: site '{s.id}': district '{s.district}' has no district-level site: "
                 f"add a [[sites]] with level = \"district\" and district = \"{s.district}\""
             )
-    problems.extend(f"{at(site_lines.get(c[0]))}: parent cycle: {' -> '.join(c)}" for c in _cycles(by_id))
+    problems.extend(
+        f"{at(loc.site(index_of[c[0]], 'parent'))}: parent cycle: {' -> '.join(c)}: one of these must have no parent "
+        "or another parent"
+        for c in _cycles(by_id)
+    )
 
     if problems:
-        raise ConfigError(shown, problems)
+        raise ConfigError(shown, sorted(problems, key=lambda p: _line_of(p, shown)))
     return Config(
         path=path,
         store=sections["store"],
@@ -318,6 +329,11 @@ def parse(raw: dict[str, Any], text: str, path: Path) -> Config:
         sites=tuple(sites),
         site_lines=site_lines,
     )
+
+
+def _line_of(problem: str, shown: str) -> int:
+    m = re.match(re.escape(shown) + r":(\d+)", problem)
+    return int(m.group(1)) if m else 0
 
 
 def _cycles(by_id: dict[str, Site]) -> list[list[str]]:

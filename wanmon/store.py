@@ -18,6 +18,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,14 +231,13 @@ class Store:
 
     def record_cycle(self, started_at: float, finished_at: float, obs: Sequence[Observation]) -> int:
         """Store one cycle atomically; return its id."""
-        counts = {s: 0 for s in ("up", "degraded", "down", "unreachable", "unknown")}
-        for o in obs:
-            counts[o.status] = counts.get(o.status, 0) + 1
+        seen = Counter(o.status for o in obs)
+        counts = [seen.get(s, 0) for s in ("up", "degraded", "down", "unreachable", "unknown")]
         with self.transaction():
             cur = self.conn.execute(
                 "INSERT INTO cycles (started_at, finished_at, duration_ms, sites, up, degraded, down, unreachable, unknown)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
-                (started_at, finished_at, (finished_at - started_at) * 1000.0, len(obs), *counts.values()),
+                (started_at, finished_at, (finished_at - started_at) * 1000.0, len(obs), *counts),
             )
             cycle_id = cur.lastrowid
             self.conn.executemany(

@@ -164,8 +164,12 @@ class _Family:
                 self.sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *words))
             else:
                 self.sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("=I", ~(1 << self.reply_type) & 0xFFFFFFFF))
-        # Unprivileged sockets get their ICMP identifier from the kernel (the "port").
-        self.kernel_id = None if raw else self.sock.getsockname()[1]
+        # Unprivileged sockets get their ICMP identifier from the kernel (the
+        # "port"); it is only assigned at bind or first send, so bind now to learn it.
+        self.kernel_id = None
+        if not raw:
+            self.sock.bind(("::", 0, 0, 0) if v6 else ("0.0.0.0", 0))
+            self.kernel_id = self.sock.getsockname()[1]
 
     def close(self) -> None:
         self._icmplib_sock.close()

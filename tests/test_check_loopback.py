@@ -1,0 +1,137 @@
+"""`wanmon check` end to end with real ICMP to loopback (IPv4 and ::1)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import MINIMAL, REPO, wanmon
+
+ICMP_KEYS = {"sent", "received", "loss_pct", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "jitter_ms"}
+
+# Resolving a name that is not in /etc/hosts would query the machine's DNS
+# server; run such checks in a private network namespace (only `lo`), where
+# that query fails at once without leaving the machine.
+ISOLATED = ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "isolated"]
+
+
+def isolated_ok() -> bool:
+    if not shutil.which("unshare") or not shutil.which("ip"):
+        return False
+    return subprocess.run([*ISOLATED, "true"], capture_output=True).returncode == 0
+
+
+def test_check_json_all_up(write_config, tmp_path):
+    path = write_config()
+    r = wanmon("--config", str(path), "check", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    sites = json.loads(r.stdout)
+    assert [s["id"] for s in sites] == ["dc-core", "tien-du", "tien-du-phat-tich"]
+    for s in sites:
+        assert {"id", "name", "level", "district", "address", "status", "icmp"} <= s.keys()
+        assert set(s["icmp"]) >= ICMP_KEYS
+        assert s["status"] == "up", s
+        assert (s["icmp"]["sent"], s["icmp"]["received"], s["icmp"]["loss_pct"]) == (3, 3, 0.0)
+        assert 0 <= s["icmp"]["rtt_min_ms"] <= s["icmp"]["rtt_avg_ms"] <= s["icmp"]["rtt_max_ms"] < 50
+    assert sites[1]["district"] == "Tiên Du" and sites[1]["name"] == "UBND huyện Tiên Du"
+    assert sites[2]["ip"] == "::1"
+    # recorded in the store, relative to the config's folder
+    db = tmp_path / "var" / "wanmon.db"
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*) FROM icmp_samples").fetchone()[0] == 3
+    assert con.execute("SELECT count(*) FROM site_state WHERE status='up'").fetchone()[0] == 3
+
+
+def test_summary_and_status(write_config, tmp_path):
+    path = write_config()
+    r = wanmon("--config", str(path), "check", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "All 3 sites up" in r.stdout
+    r = wanmon("--config", str(path), "status", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["last_cycle"]["sites"] == 3
+    assert [s["status"] for s in data["sites"]] == ["up", "up", "up"]
+    r = wanmon("--config", str(path), "status", cwd=tmp_path)
+    assert r.returncode == 0 and "tien-du" in r.stdout
+
+
+def test_status_before_any_check_says_what_to_do(write_config, tmp_path):
+    r = wanmon("--config", str(write_config()), "status", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "run `wanmon check` first" in r.stderr
+
+
+def test_hostname_resolves(write_config, tmp_path):
+    path = write_config(MINIMAL.replace('address = "127.0.0.1"', 'address = "localhost"'))
+    r = wanmon("--config", str(path), "check", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    site = json.loads(r.stdout)[0]
+    assert site["status"] == "up" and site["ip"] in ("127.0.0.1", "::1")
+
+
+@pytest.mark.skipif(not isolated_ok(), reason="needs unshare --net (root) to keep DNS lookups off the network")
+def test_unresolvable_hostname_is_a_result_not_a_crash(write_config, tmp_path):
+    path = write_config(MINIMAL.replace('address = "127.10.2.1"', 'address = "router.tiendu.invalid"'))
+    r = wanmon("--config", str(path), "check", "--json", cwd=tmp_path, prefix=ISOLATED)
+    assert r.returncode == 0, r.stderr
+    sites = {s["id"]: s for s in json.loads(r.stdout)}
+    bad = sites["tien-du"]
+    assert bad["status"] == "down" and "does not resolve" in bad["reason"]
+    assert bad["icmp"]["received"] == 0 and bad["icmp"]["rtt_avg_ms"] is None
+    # its commune still answers, and is reported up (it is not unreachable: it answered)
+    assert sites["tien-du-phat-tich"]["status"] == "up"
+    assert sites["dc-core"]["status"] == "up"
+
+
+def test_two_concurrent_checks(write_config, tmp_path):
+    """Acceptance 6: the second run exits 75 with a clear message; the store stays intact."""
+    slow = MINIMAL.replace("count = 3", "count = 15").replace("interval_ms = 50", "interval_ms = 100")
+    path = write_config(slow)
+    cmd = [sys.executable, "-m", "wanmon", "--config", str(path), "check", "--json"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 75], (codes, [o[1] for o in outs])
+    loser = next(o for p, o in zip(procs, outs) if p.returncode == 75)
+    assert "another wanmon cycle is running" in loser[1] and loser[0] == ""
+    winner = next(o for p, o in zip(procs, outs) if p.returncode == 0)
+    assert all(s["icmp"]["loss_pct"] == 0 for s in json.loads(winner[0]))
+    con = sqlite3.connect(tmp_path / "var" / "wanmon.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert con.execute("SELECT count(*) FROM cycles").fetchone()[0] == 1
+    # and a later run works normally: the lock did not go stale
+    r = wanmon("--config", str(path), "check", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_status_reads_while_check_runs(write_config, tmp_path):
+    path = write_config()
+    assert wanmon("--config", str(path), "check", cwd=tmp_path).returncode == 0
+    slow = path.read_text().replace("count = 3", "count = 20").replace("interval_ms = 50", "interval_ms = 100")
+    path.write_text(slow)
+    p = subprocess.Popen([sys.executable, "-m", "wanmon", "--config", str(path), "check"], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    r = wanmon("--config", str(path), "status", "--json", cwd=tmp_path)
+    p.communicate(timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["sites"]) == 3
+
+
+def test_shipped_inventory_one_cycle(tmp_path):
+    """Acceptance 1 (the main job): one cycle over the shipped 177 sites, all loopback."""
+    cfg = tmp_path / "sites.toml"
+    cfg.write_text((REPO / "sites.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    r = wanmon("--config", str(cfg), "check", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    sites = json.loads(r.stdout)
+    assert len(sites) == 177
+    assert sum(s["status"] == "up" for s in sites) == 177

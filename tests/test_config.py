@@ -1,0 +1,157 @@
+"""Validation: one case per class of error, each named with its place; exit 2, nothing written."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from conftest import MINIMAL, REPO, wanmon
+from wanmon.config import ConfigError, load, valid_address
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as ei:
+        load(path)
+    return ei.value.problems
+
+
+def test_minimal_is_valid(write_config):
+    cfg = load(write_config())
+    assert [s.id for s in cfg.sites] == ["dc-core", "tien-du", "tien-du-phat-tich"]
+    assert cfg.icmp.count == 3 and cfg.icmp.timeout_ms == 500
+    assert cfg.store_path == cfg.path.parent / "var" / "wanmon.db"
+
+
+def test_defaults_when_sections_absent(write_config):
+    text = MINIMAL.split("[[sites]]", 1)[1]
+    cfg = load(write_config("[[sites]]" + text))
+    assert (cfg.icmp.count, cfg.icmp.interval_ms, cfg.icmp.timeout_ms) == (3, 200, 1000)
+    assert cfg.store.path == "var/wanmon.db"
+    assert cfg.thresholds.degraded_loss_pct == 10.0
+
+
+# (description, edit of MINIMAL, words the message must contain, expected line or None)
+CASES = [
+    ("syntax", lambda t: t.replace('count = 3', 'count = = 3'), ["TOML syntax error"], 5),
+    ("unknown site key", lambda t: t.replace('address = "127.10.2.1"', 'adress = "127.10.2.1"'),
+     ["site 'tien-du'", "unknown key 'adress'", "did you mean 'address'"], 22),
+    ("unknown section key", lambda t: t.replace("timeout_ms = 500", "timeout = 500"),
+     ["[icmp]", "unknown key 'timeout'", "timeout_ms"], 7),
+    ("unknown table", lambda t: "[stor]\npath = 'x'\n" + t, ["unknown table or key 'stor'", "did you mean 'store'"], 1),
+    ("missing required", lambda t: t.replace('name = "UBND huyện Tiên Du"\n', ""),
+     ["site 'tien-du'", "missing required key 'name'"], None),
+    ("duplicate id", lambda t: t.replace('id = "tien-du-phat-tich"', 'id = "tien-du"').replace('parent = "tien-du"\n', ""),
+     ["duplicate id 'tien-du'"], 26),
+    ("duplicate address", lambda t: t.replace('address = "::1"', 'address = "127.10.2.1"'),
+     ["duplicate address", "tien-du"], 31),
+    ("duplicate address (ipv6 spelling)", lambda t: t.replace('address = "::1"', 'address = "0:0:0:0:0:0:0:1"').replace(
+        'address = "127.0.0.1"', 'address = "::1"'), ["duplicate address"], None),
+    ("invalid address", lambda t: t.replace('address = "127.10.2.1"', 'address = "127.10.2.300"'),
+     ["site 'tien-du'", "invalid address '127.10.2.300'"], 22),
+    ("unknown parent", lambda t: t.replace('parent = "tien-du"', 'parent = "tien-duu"'),
+     ["site 'tien-du-phat-tich'", "unknown parent 'tien-duu'", "did you mean 'tien-du'"], 30),
+    ("parent cycle", lambda t: t.replace('address = "127.0.0.1"', 'address = "127.0.0.1"\nparent = "tien-du-phat-tich"'),
+     ["parent cycle", "dc-core", "tien-du", "tien-du-phat-tich"], None),
+    ("self parent", lambda t: t.replace('parent = "tien-du"', 'parent = "tien-du-phat-tich"'), ["parent is the site itself"], 30),
+    ("commune without district site", lambda t: t.replace('district = "Tiên Du"\nparent = "tien-du"', 'district = "Gia Bình"\nparent = "tien-du"'),
+     ["site 'tien-du-phat-tich'", "district 'Gia Bình' has no district-level site"], 29),
+    ("district level without district", lambda t: t.replace('district = "Tiên Du"\nparent = "dc-core"', 'parent = "dc-core"'),
+     ["site 'tien-du'", "requires a 'district'"], None),
+    ("invalid email", lambda t: t.replace('"quantri@tiendu.example"', '"quantri at tiendu"'),
+     ["site 'tien-du'", "invalid email 'quantri at tiendu'"], 23),
+    ("non-positive timing", lambda t: t.replace("timeout_ms = 500", "timeout_ms = 0"), ["[icmp]", "timeout_ms", "must be > 0"], 7),
+    ("negative interval", lambda t: t.replace("interval_ms = 50", "interval_ms = -5"), ["[icmp]", "interval_ms", "must be > 0"], 6),
+    ("wrong type", lambda t: t.replace("count = 3", 'count = "3"'), ["[icmp]", "count"], 5),
+    ("bad level", lambda t: t.replace('level = "commune"', 'level = "village"'), ["site 'tien-du-phat-tich'", "level", "province"], 28),
+    ("bad id", lambda t: t.replace('id = "tien-du-phat-tich"', 'id = "Phật Tích"'), ["ASCII slug"], 26),
+    ("no sites", lambda t: t.split("[[sites]]")[0], ["no [[sites]]"], None),
+]
+
+
+@pytest.mark.parametrize("name,edit,words,line", CASES, ids=[c[0] for c in CASES])
+def test_each_error_class_is_reported_with_its_place(write_config, name, edit, words, line):
+    path = write_config(edit(MINIMAL))
+    problems = _problems(path)
+    text = "\n".join(problems)
+    for w in words:
+        assert w in text, f"{name}: {w!r} not in {text!r}"
+    if line is not None:
+        assert f"{path}:{line}" in text, f"{name}: line {line} not named in {text!r}"
+
+
+def test_all_problems_reported_at_once(write_config):
+    bad = (MINIMAL.replace("timeout_ms = 500", "timeout_ms = -1")
+           .replace('address = "127.10.2.1"', 'address = "not an address"')
+           .replace('"quantri@phattich.tiendu.example"', '"nobody"')
+           .replace('parent = "tien-du"', 'parent = "ghost"'))
+    problems = _problems(write_config(bad))
+    assert len(problems) == 4, problems
+
+
+@pytest.mark.parametrize("cmd", [["validate"], ["check"], ["check", "--json"], ["status"]])
+def test_cli_exits_2_and_writes_nothing(write_config, tmp_path, cmd):
+    path = write_config(MINIMAL.replace('address = "127.10.2.1"', 'adress = "127.10.2.1"'))
+    r = wanmon("--config", str(path), *cmd, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert f"{path}:22" in r.stderr and "adress" in r.stderr
+    assert r.stdout == ""
+    assert not (tmp_path / "var").exists()
+
+
+def test_env_var_selects_config(write_config, tmp_path):
+    path = write_config()
+    r = wanmon("validate", cwd=tmp_path, env={"WANMON_CONFIG": str(path)})
+    assert r.returncode == 0, r.stderr
+    assert "3 sites" in r.stdout
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    r = wanmon("--config", str(tmp_path / "nope.toml"), "validate", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "not found" in r.stderr
+
+
+@pytest.mark.parametrize("addr,ok", [
+    ("127.0.0.1", True), ("::1", True), ("fd00::1", True), ("router-1.bacninh.example", True),
+    ("localhost", True), ("127.0.0.300", False), ("10.1.1", False), ("bad_host!", False), ("-x.example", False), ("", False),
+])
+def test_address_forms(addr, ok):
+    assert valid_address(addr) is ok
+
+
+def test_shipped_sites_toml():
+    """Acceptance 2: 177 sites, 3 levels, the real unit names, communes under their district."""
+    r = wanmon("--config", str(REPO / "sites.toml"), "validate")
+    assert r.returncode == 0, r.stderr
+    cfg = load(REPO / "sites.toml")
+    sites = cfg.sites
+    assert len(sites) == 177
+    by_level = {lv: [s for s in sites if s.level == lv] for lv in ("province", "district", "commune")}
+    assert {lv: len(v) for lv, v in by_level.items()} == {"province": 35, "district": 16, "commune": 126}
+    by_id = {s.id: s for s in sites}
+    for c in by_level["commune"]:
+        parent = by_id[c.parent]
+        assert parent.level == "district" and parent.district == c.district, c.id
+    import ipaddress
+    assert all(ipaddress.ip_address(s.address).is_loopback for s in sites)
+    assert all(a.endswith(".example") for s in sites for a in s.admins)
+    data = REPO.parent / "shared" / "data" / "bacninh-units-2023.tsv"
+    if not data.exists():
+        pytest.skip(f"reference data not found at {data}")
+    import csv
+    rows = list(csv.DictReader(data.open(encoding="utf-8"), delimiter="\t"))
+    names = {s.name for s in by_level["province"]}
+    for row in rows:
+        if row["level"] == "province":
+            assert row["name"] in names, row
+        else:
+            pool = [s.name for s in by_level[row["level"]] if s.district == row["district"]]
+            assert any(n.endswith(" " + row["name"]) for n in pool), row
+    counts = {}
+    for c in by_level["commune"]:
+        counts[c.district] = counts.get(c.district, 0) + 1
+    assert counts == {"Bắc Ninh": 19, "Từ Sơn": 12, "Quế Võ": 21, "Thuận Thành": 18, "Yên Phong": 14,
+                      "Tiên Du": 14, "Gia Bình": 14, "Lương Tài": 14}
+    assert tomllib.loads((REPO / "sites.toml").read_text())["store"]["path"] == "var/wanmon.db"

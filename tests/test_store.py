@@ -1,0 +1,125 @@
+"""The embedded store: schema, atomic cycles, state transitions, rollups, retention, permissions."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+
+import pytest
+
+from wanmon.store import SCHEMA_VERSION, CycleLock, Observation, Store, StoreError
+from wanmon.errors import StoreBusyError
+
+
+def obs(site="a", ts=1000.0, status="up", received=3, rtt=1.0):
+    return Observation(
+        site_id=site, name=site.upper(), level="province", district=None, address="127.0.0.1", ts=ts,
+        status=status, reason=None if received else "no reply", sent=3, received=received,
+        loss_pct=100.0 * (3 - received) / 3, rtt_min_ms=rtt if received else None,
+        rtt_avg_ms=rtt if received else None, rtt_max_ms=rtt if received else None, jitter_ms=None,
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "var" / "w.db")
+    yield s
+    s.close()
+
+
+def test_creates_private_files_and_schema(tmp_path):
+    path = tmp_path / "var" / "w.db"
+    s = Store.open(path)
+    s.record_cycle(1.0, 2.0, [obs()])
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    for f in path.parent.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s.close()
+    # Reopening does not migrate again nor lose data.
+    s2 = Store.open(path)
+    assert s2.last_cycle()["sites"] == 1
+    s2.close()
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "w.db"
+    Store.open(path).close()
+    c = sqlite3.connect(path)
+    c.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    c.commit()
+    c.close()
+    with pytest.raises(StoreError, match="upgrade wanmon"):
+        Store.open(path)
+
+
+def test_state_since_and_failures(store):
+    store.record_cycle(100, 101, [obs(ts=100)])
+    store.record_cycle(160, 161, [obs(ts=160)])
+    (st,) = store.states()
+    assert (st.status, st.since, st.consecutive_failures, st.last_reachable_ts) == ("up", 100, 0, 160)
+    store.record_cycle(220, 221, [obs(ts=220, status="down", received=0)])
+    store.record_cycle(280, 281, [obs(ts=280, status="down", received=0)])
+    (st,) = store.states()
+    assert (st.status, st.since, st.consecutive_failures, st.last_reachable_ts) == ("down", 220, 2, 160)
+    assert st.reason == "no reply"
+    store.record_cycle(340, 341, [obs(ts=340)])
+    (st,) = store.states()
+    assert (st.status, st.since, st.consecutive_failures) == ("up", 340, 0)
+
+
+def test_hourly_rollup(store):
+    store.record_cycle(3600, 3601, [obs(ts=3600, rtt=2.0)])
+    store.record_cycle(3660, 3661, [obs(ts=3660, rtt=4.0)])
+    store.record_cycle(3720, 3721, [obs(ts=3720, status="down", received=0)])
+    store.record_cycle(7200, 7201, [obs(ts=7200, rtt=1.0)])
+    rows = store.conn.execute(
+        "SELECT hour, samples, reachable, sent, received, rtt_sum_ms, rtt_n, rtt_min_ms, rtt_max_ms FROM icmp_hourly ORDER BY hour"
+    ).fetchall()
+    assert rows == [(3600, 3, 2, 9, 6, 18.0, 6, 2.0, 4.0), (7200, 1, 1, 3, 3, 3.0, 3, 1.0, 1.0)]
+
+
+def test_retention(store):
+    day = 86400
+    now = 100 * day
+    store.record_cycle(now - 40 * day, now - 40 * day + 1, [obs(ts=now - 40 * day)])
+    store.record_cycle(now - 1 * day, now - 1 * day + 1, [obs(ts=now - 1 * day)])
+    n_raw, n_roll = store.apply_retention(now, raw_days=35, rollup_days=30)
+    assert n_raw == 1 and n_roll == 1
+    assert [r[0] for r in store.conn.execute("SELECT ts FROM icmp_samples")] == [now - day]
+    assert store.conn.execute("SELECT count(*) FROM cycles").fetchone()[0] == 1
+
+
+def test_cycle_is_atomic(store):
+    bad = obs(site="b")
+    object.__setattr__(bad, "status", None)  # violates NOT NULL: the whole cycle must roll back
+    with pytest.raises(sqlite3.IntegrityError):
+        store.record_cycle(1, 2, [obs(site="a"), bad])
+    assert store.conn.execute("SELECT count(*) FROM cycles").fetchone()[0] == 0
+    assert store.conn.execute("SELECT count(*) FROM icmp_samples").fetchone()[0] == 0
+    assert store.states() == []
+
+
+def test_cycle_lock_excludes_second_holder(tmp_path):
+    path = tmp_path / "var" / "w.db"
+    with CycleLock(path):
+        with pytest.raises(StoreBusyError, match="another wanmon cycle is running") as ei:
+            with CycleLock(path):
+                pass
+        assert f"pid " in str(ei.value)
+    with CycleLock(path):  # released on exit
+        pass
+
+
+def test_reader_while_writer_holds_transaction(tmp_path):
+    path = tmp_path / "w.db"
+    w = Store.open(path)
+    w.record_cycle(1, 2, [obs()])
+    w.conn.execute("BEGIN IMMEDIATE")
+    w.conn.execute("DELETE FROM site_state")
+    r = Store.open_readonly(path)
+    assert len(r.states()) == 1  # WAL: the reader sees the last committed cycle, no lock error
+    w.conn.execute("ROLLBACK")
+    r.close()
+    w.close()
