@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +137,37 @@ def test_shipped_inventory_one_cycle(tmp_path):
     sites = json.loads(r.stdout)
     assert len(sites) == 177
     assert sum(s["status"] == "up" for s in sites) == 177
+
+
+AS_NOBODY_WITH_NET_RAW = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                          "--inh-caps=+net_raw", "--ambient-caps=+net_raw"]
+
+
+def _nobody_can_run_python() -> bool:
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return False
+    r = subprocess.run([*AS_NOBODY_WITH_NET_RAW, sys.executable, "-c", "import wanmon"], capture_output=True,
+                       cwd="/", env={**os.environ, "PYTHONPATH": str(REPO)})
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(not _nobody_can_run_python(),
+                    reason="needs root to switch users, and a Python/venv that uid 65534 can read")
+def test_non_root_with_cap_net_raw():
+    """A non-root user holding only CAP_NET_RAW (as under systemd AmbientCapabilities) can sweep."""
+    import tempfile
+
+    # pytest's tmp_path sits in a 0700 folder of root's: use one that uid 65534 can reach.
+    work = Path(tempfile.mkdtemp(prefix="wanmon-nobody-"))
+    try:
+        os.chmod(work, 0o777)
+        path = work / "sites.toml"
+        path.write_text(MINIMAL, encoding="utf-8")
+        os.chmod(path, 0o644)
+        r = wanmon("--config", str(path), "check", "--json", cwd=work, prefix=AS_NOBODY_WITH_NET_RAW,
+                   env={"PYTHONPATH": str(REPO)})
+        assert r.returncode == 0, r.stderr
+        assert all(s["status"] == "up" for s in json.loads(r.stdout))
+        assert (work / "var" / "wanmon.db").stat().st_uid == 65534
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -316,7 +316,7 @@ class _Sweep:
         spec = self.spec
         gap = 1.0 / spec.rate_pps
         interval = spec.interval_ms / 1000.0
-        round_start = loop.time()
+        round_start = last_report = loop.time()
         n = 0
         for k in range(spec.count):
             if k:
@@ -332,12 +332,13 @@ class _Sweep:
                 while n < min(due, end):
                     self._send(n)
                     n += 1
+                if self.progress and loop.time() - last_report > 0.1:
+                    self.progress(self.sent, self.answered, self.N)
+                    last_report = loop.time()
                 if n < end:
                     await asyncio.sleep(max(0.0, (n - j0) * gap - (loop.time() - round_start)))
                 else:
                     await asyncio.sleep(0)
-            if self.progress:
-                self.progress(self.sent, self.answered, self.N)
 
     # -- receiving -------------------------------------------------------
 
