@@ -92,26 +92,57 @@ def test_unresolvable_hostname_is_a_result_not_a_crash(write_config, tmp_path):
     assert sites["dc-core"]["status"] == "up"
 
 
-def test_two_concurrent_checks(write_config, tmp_path):
-    """Acceptance 6: the second run exits 75 with a clear message; the store stays intact."""
-    slow = MINIMAL.replace("count = 3", "count = 15").replace("interval_ms = 50", "interval_ms = 100")
-    path = write_config(slow)
+def _slow_config(write_config):
+    return write_config(MINIMAL.replace("count = 3", "count = 30").replace("interval_ms = 50", "interval_ms = 100"))
+
+
+def _start_check(path, cwd):
     cmd = [sys.executable, "-m", "wanmon", "--config", str(path), "check", "--json"]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=60) for p in procs]
-    codes = sorted(p.returncode for p in procs)
-    assert codes == [0, 75], (codes, [o[1] for o in outs])
-    loser = next(o for p, o in zip(procs, outs) if p.returncode == 75)
-    assert "another wanmon cycle is running" in loser[1] and loser[0] == ""
-    winner = next(o for p, o in zip(procs, outs) if p.returncode == 0)
-    assert all(s["icmp"]["loss_pct"] == 0 for s in json.loads(winner[0]))
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_second_check_exits_75_while_one_runs(write_config, tmp_path):
+    """Acceptance 6: while a cycle runs, a second `wanmon check` exits 75 at once; the store stays intact."""
+    path = _slow_config(write_config)
+    first = _start_check(path, tmp_path)
+    lock = tmp_path / "var" / "wanmon.db.lock"
+    deadline = time.monotonic() + 30
+    while not (lock.exists() and f"pid {first.pid} " in lock.read_text()):
+        assert first.poll() is None and time.monotonic() < deadline, "first check never took the lock"
+        time.sleep(0.05)
+    second = subprocess.run([sys.executable, "-m", "wanmon", "--config", str(path), "check", "--json"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    first_still_running = first.poll() is None  # the second did not wait for the lock
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert second.returncode == 75, second.stderr
+    assert "another wanmon cycle is running" in second.stderr and f"pid {first.pid}" in second.stderr
+    assert second.stdout == ""
+    assert first_still_running
+    assert all(s["icmp"]["loss_pct"] == 0 for s in json.loads(out))
     con = sqlite3.connect(tmp_path / "var" / "wanmon.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert con.execute("SELECT count(*) FROM cycles").fetchone()[0] == 1
-    # and a later run works normally: the lock did not go stale
+    # a later run works normally: the lock did not go stale
     r = wanmon("--config", str(path), "check", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+def test_two_checks_started_together(write_config, tmp_path):
+    """Started at the same instant: each either runs its cycle or exits 75; never a corrupt store."""
+    path = _slow_config(write_config)
+    procs = [_start_check(path, tmp_path) for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert set(codes) <= {0, 75} and 0 in codes, (codes, [o[1] for o in outs])
+    for p, (out, err) in zip(procs, outs):
+        if p.returncode == 75:
+            assert "another wanmon cycle is running" in err and out == ""
+        else:
+            assert len(json.loads(out)) == 3
+    con = sqlite3.connect(tmp_path / "var" / "wanmon.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert con.execute("SELECT count(*) FROM cycles").fetchone()[0] == codes.count(0)
 
 
 def test_status_reads_while_check_runs(write_config, tmp_path):
