@@ -95,6 +95,9 @@ def wanmon_config(targets: list[Target], store_path: str, *, count: int,
         f"timeout_ms = {timeout_ms}",
         f"rate_pps = {rate_pps}",
         f"mode = {toml_str(mode)}",
+        "",
+        "[snmp]",
+        "enabled = false  # an ICMP benchmark: fping does no SNMP either",
     ]
     for t in targets:
         lines += [

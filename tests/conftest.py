@@ -56,6 +56,9 @@ MINIMAL = textwrap.dedent(
     parent = "tien-du"
     address = "::1"
     admins = ["quantri@phattich.tiendu.example"]
+
+    [snmp]
+    enabled = false
     """
 )
 

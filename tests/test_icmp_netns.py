@@ -96,6 +96,8 @@ def write_config(folder: Path, lab, *, sites=SITES, count=COUNT, mode="auto",
         "[thresholds]",
         "degraded_loss_pct = 10.0",
         f"degraded_rtt_ms = {DEGRADED_RTT_MS}",
+        "[snmp]",
+        "enabled = false  # these tests are about ICMP",
     ]
     for sid, (key, level, district, parent) in sites.items():
         lines += ["", "[[sites]]", f'id = "{sid}"', f'name = "Lab {sid}"', f'level = "{level}"',

@@ -420,6 +420,72 @@ degraded_loss_pct = 10.0
 degraded_rtt_ms = 300.0
 
 # =============================================================================
+# [snmp] – SNMP polling of each site's router (defaults for every site)
+# =============================================================================
+# Each key can be overridden per site in a `[sites.snmp]` table (or an inline
+# `snmp = { ... }`), which also takes `uplink`. Secrets (community, v3 keys)
+# come ONLY from the environment (`*_env`) or a file (`*_file`, relative paths
+# are relative to this file's folder): never write them in this file.
+# The placeholder addresses have no SNMP agent: every poll of this shipped
+# file ends in "timeout" until real addresses are filled in.
+[snmp]
+## Poll SNMP at all. A site turns it off with `snmp = { enabled = false }`.
+## Default: true
+enabled = true
+
+## "1", "2c" or "3".
+## Default: "2c"
+version = "2c"
+
+## UDP port of the agents.
+## Default: 161
+port = 161
+
+## Wait for each reply, in milliseconds; a request is sent retries+1 times,
+## so a dead agent costs timeout_ms * (retries + 1).
+## Default: 1000
+timeout_ms = 1000
+
+## Default: 1
+retries = 1
+
+## Poll a site at most this often, in seconds, also from cron (the time of
+## the last poll is kept in the store). 0 = every cycle.
+## Default: 300
+interval_s = 300
+
+## At most this many agents polled at once.
+## Default: 256
+max_concurrency = 256
+
+## v1/v2c community: the name of an environment variable holding it
+## (community_env) or a file holding it (community_file). With neither, the
+## well-known "public" is used.
+# community_env = "WANMON_SNMP_COMMUNITY"
+# community_file = "/etc/wanmon/snmp-community"
+
+## SNMPv3 (version = "3"): user name, authentication and privacy.
+## auth_protocol: "none" | "MD5" | "SHA" | "SHA224" | "SHA256" | "SHA384" | "SHA512"
+##   (default "SHA"); priv_protocol: "none" | "DES" | "AES" | "AES192" | "AES256"
+##   (default "AES"). Keys (at least 8 characters) from auth_key_env /
+##   auth_key_file and priv_key_env / priv_key_file.
+# user = "wanmon"
+# auth_protocol = "SHA"
+# auth_key_env = "WANMON_SNMP_AUTH_KEY"
+# priv_protocol = "AES"
+# priv_key_env = "WANMON_SNMP_PRIV_KEY"
+
+## Per site only: `uplink` names the interface whose traffic is the site's
+## figure (its ifName, ifDescr or ifIndex). Without it wanmon picks: among
+## interfaces that are up and not loopbacks, one whose ifAlias/ifName says
+## uplink/WAN/internet/ISP/upstream, else the fastest, else the lowest ifIndex.
+## Example:
+# [sites.snmp]
+# version = "3"
+# user = "wanmon-tiendu"
+# uplink = "GigabitEthernet0/0"
+
+# =============================================================================
 # [[sites]] – one table per monitored connection point
 # =============================================================================
 ## id        Required. Stable ASCII slug matching ^[a-z0-9][a-z0-9-]*$, unique
@@ -439,6 +505,7 @@ degraded_rtt_ms = 300.0
 ## address   Required. What to ping: IPv4, IPv6 or hostname (placeholders
 ##           here, see the top of the file).
 ## admins    Optional, default []. E-mail addresses of the site's admins.
+## snmp      Optional table: this site's overrides of [snmp] (see above).
 ##
 ## Example:
 # [[sites]]

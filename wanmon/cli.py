@@ -76,7 +76,26 @@ def validate(ctx: click.Context) -> None:
     )
 
 
-def _site_json(o, ip: str | None) -> dict[str, Any]:
+def _snmp_json(view) -> dict[str, Any]:
+    d = view.device if view is not None else None
+    ok = d is not None and d.last_ok_ts is not None
+    uplink = None
+    if ok and d.uplink_if_index is not None:
+        uplink = {"if_index": d.uplink_if_index, "name": d.uplink_name, "in_bps": d.uplink_in_bps,
+                  "out_bps": d.uplink_out_bps, "util_in_pct": d.uplink_util_in_pct, "util_out_pct": d.uplink_util_out_pct}
+    return {
+        "status": view.status if view is not None else "disabled",
+        "reason": view.reason if view is not None else None,
+        "ts": d.last_poll_ts if d else None,
+        "last_ok_ts": d.last_ok_ts if d else None,
+        "uptime_s": d.uptime_s if ok else None,
+        "sys_name": d.sys_name if ok else None,
+        "last_reboot": d.last_reboot_ts if ok else None,
+        "uplink": uplink,
+    }
+
+
+def _site_json(o, ip: str | None, snmp_view=None) -> dict[str, Any]:
     return {
         "id": o.site_id,
         "name": o.name,
@@ -96,6 +115,7 @@ def _site_json(o, ip: str | None) -> dict[str, Any]:
             "rtt_max_ms": o.rtt_max_ms,
             "jitter_ms": o.jitter_ms,
         },
+        "snmp": _snmp_json(snmp_view),
     }
 
 
@@ -145,7 +165,8 @@ def check(ctx: click.Context, as_json: bool) -> None:
         _fail(exc)
     if as_json:
         # One dumps + one write: json.dump with indent streams thousands of tiny writes.
-        sys.stdout.write(json.dumps([_site_json(o, result.ip_by_site.get(o.site_id)) for o in result.observations],
+        sys.stdout.write(json.dumps([_site_json(o, result.ip_by_site.get(o.site_id), result.snmp.get(o.site_id))
+                                     for o in result.observations],
                                     ensure_ascii=False, indent=1) + "\n")
         return
     _print_summary(cfg, result)
@@ -185,7 +206,155 @@ def _print_summary(cfg: Config, result) -> None:
         con.print(wt)
     else:
         con.print(f"[green]All {len(obs)} sites up.[/]")
+    _print_snmp_summary(con, result)
     con.print(f"Stored in {cfg.store_path} (cycle {result.cycle_id}).", style="dim")
+
+
+def _print_snmp_summary(con, result) -> None:
+    from collections import Counter
+
+    from rich.table import Table
+
+    counts = Counter(v.status for v in result.snmp.values())
+    if not counts:
+        return
+    order = ("ok", "timeout", "auth_error", "error", "not_due", "disabled")
+    con.print("SNMP: " + ", ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in order if counts.get(k)))
+    failed = [(sid, v) for sid, v in result.snmp.items() if v.status in ("timeout", "auth_error", "error")]
+    if failed:
+        # Group by (status, reason): 177 placeholders without an agent make one line, not 177.
+        groups: dict[tuple, list[str]] = {}
+        for sid, v in failed:
+            groups.setdefault((v.status, v.reason or ""), []).append(sid)
+        t = Table(title="SNMP problems")
+        for col in ("sites", "status", "reason"):
+            t.add_column(col)
+        for (status, reason), ids in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            shown = ", ".join(ids[:4]) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
+            t.add_row(shown, status, reason)
+        con.print(t)
+
+
+def _inventory_rows(cfg: Config) -> list[dict[str, Any]]:
+    from wanmon.store import Store
+    from wanmon.vendors import model, vendor
+
+    store = Store.open_readonly(cfg.store_path)
+    try:
+        devices = store.devices()
+        ifaces = store.interfaces()
+        events = {}
+        for e in store.events(limit=100_000):
+            events.setdefault(e.site_id, []).append(e)
+    finally:
+        store.close()
+    out = []
+    for site in Inventory.from_config(cfg).ordered():
+        d = devices.get(site.id)
+        known = d is not None and d.last_ok_ts is not None
+        status = d.status if d else ("never_polled" if site.id in cfg.snmp_specs else "disabled")
+        out.append({
+            "id": site.id, "name": site.name, "level": site.level, "district": site.district, "address": site.address,
+            "snmp_status": status, "reason": d.reason if d else None,
+            "sys_name": d.sys_name if known else None, "sys_descr": d.sys_descr if known else None,
+            "sys_object_id": d.sys_object_id if known else None,
+            "vendor": vendor(d.sys_object_id) if known else None, "model": model(d.sys_descr) if known else None,
+            "sys_location": d.sys_location if known else None, "sys_contact": d.sys_contact if known else None,
+            "uptime_s": d.uptime_s if known else None, "last_reboot": d.last_reboot_ts if known else None,
+            "first_seen": d.first_seen if d else None, "last_seen": d.last_seen if d else None,
+            "last_poll": d.last_poll_ts if d else None,
+            "uplink": d.uplink_name if known else None,
+            "interfaces": [
+                {"if_index": i.if_index, "name": i.name, "descr": i.descr, "alias": i.alias, "type": i.type,
+                 "admin_status": i.admin_status, "oper_status": i.oper_status, "speed_bps": i.speed_bps,
+                 "in_bps": i.in_bps, "out_bps": i.out_bps, "util_in_pct": i.util_in_pct,
+                 "util_out_pct": i.util_out_pct, "in_errors": i.in_errors, "out_errors": i.out_errors,
+                 "in_discards": i.in_discards, "out_discards": i.out_discards, "last_change": i.last_change_ts}
+                for i in ifaces.get(site.id, {}).values()
+            ],
+            "events": [{"ts": e.ts, "kind": e.kind, "detail": e.detail} for e in events.get(site.id, [])],
+        })
+    return out
+
+
+def _fmt_bps(v: float | None) -> str:
+    if v is None:
+        return "–"
+    for unit, div in (("Gb/s", 1e9), ("Mb/s", 1e6), ("kb/s", 1e3)):
+        if v >= div:
+            return f"{v / div:.1f} {unit}"
+    return f"{v:.0f} b/s"
+
+
+def _fmt_uptime(s: float | None) -> str:
+    if s is None:
+        return "–"
+    d, rest = divmod(int(s), 86400)
+    return f"{d}d {rest // 3600:02d}h" if d else f"{rest // 3600:02d}:{rest % 3600 // 60:02d}"
+
+
+INVENTORY_CSV = ["site_id", "site_name", "level", "district", "address", "snmp_status", "sys_name", "vendor", "model",
+                 "uptime_s", "last_reboot", "first_seen", "last_seen", "if_index", "if_name", "if_descr", "if_alias",
+                 "if_type", "admin_status", "oper_status", "speed_bps", "in_bps", "out_bps", "util_in_pct",
+                 "util_out_pct", "in_errors", "out_errors", "in_discards", "out_discards"]
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per site, with interfaces and events.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV, one row per interface (a site without data: one row).")
+@click.option("--refresh", is_flag=True, help="Poll SNMP at every site now (ignoring interval_s) before showing.")
+@click.pass_context
+def inventory(ctx: click.Context, as_json: bool, as_csv: bool, refresh: bool) -> None:
+    """What equipment answers at each site, from the store (`wanmon check` keeps it current)."""
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    cfg = _load(ctx)
+    try:
+        if refresh:
+            from wanmon.cycle import refresh_snmp
+
+            refresh_snmp(cfg)
+        rows = _inventory_rows(cfg)
+    except WanmonError as exc:
+        _fail(exc)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+        return
+    if as_csv:
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(INVENTORY_CSV)
+        for r in rows:
+            head = [r["id"], r["name"], r["level"], r["district"] or "", r["address"], r["snmp_status"],
+                    r["sys_name"] or "", r["vendor"] or "", r["model"] or "", r["uptime_s"] or "",
+                    r["last_reboot"] or "", r["first_seen"] or "", r["last_seen"] or ""]
+            for i in r["interfaces"] or [None]:
+                tail = [] if i is None else [i[k] for k in ("if_index", "name", "descr", "alias", "type", "admin_status",
+                                                             "oper_status", "speed_bps", "in_bps", "out_bps",
+                                                             "util_in_pct", "util_out_pct", "in_errors", "out_errors",
+                                                             "in_discards", "out_discards")]
+                w.writerow(head + ["" if v is None else v for v in tail])
+        return
+    _print_inventory(rows)
+
+
+def _print_inventory(rows) -> None:
+    from rich.table import Table
+
+    con = _console()
+    now = time.time()
+    t = Table(pad_edge=False, box=None, header_style="bold")
+    for col, width in (("id", 22), ("snmp", 10), ("sysName", 18), ("vendor", 12), ("uptime", 9), ("reboot", 10),
+                       ("ifs up/all", 10), ("uplink", 24)):
+        t.add_column(col, no_wrap=True, overflow="ellipsis", max_width=width)
+    for r in rows:
+        ifs = r["interfaces"]
+        up = sum(1 for i in ifs if i["oper_status"] == "up")
+        t.add_row(r["id"], r["snmp_status"], r["sys_name"] or "–", r["vendor"] or "–", _fmt_uptime(r["uptime_s"]),
+                  _ago(r["last_reboot"], now) if r["last_reboot"] else "–", f"{up}/{len(ifs)}" if ifs else "–",
+                  r["uplink"] or "–")
+    con.print(t)
 
 
 @cli.command()

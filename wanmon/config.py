@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -55,6 +56,102 @@ class Thresholds(_Strict):
     degraded_rtt_ms: float = Field(300.0, gt=0)
 
 
+SNMP_AUTH = ("none", "MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512")
+SNMP_PRIV = ("none", "DES", "AES", "AES192", "AES256")
+_SECRET_KEYS = ("community", "auth_key", "priv_key")
+
+
+class Secret:
+    """A secret value that never shows itself in repr, str, logs or JSON."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class SnmpSettings(_Strict):
+    """[snmp]: defaults for every site; a site's own `snmp` table overrides any key."""
+
+    enabled: bool = True
+    version: Literal["1", "2c", "3"] = "2c"
+    port: int = Field(161, ge=1, le=65535)
+    timeout_ms: float = Field(1000.0, gt=0)
+    retries: int = Field(1, ge=0, le=10)
+    interval_s: float = Field(300.0, ge=0)
+    max_concurrency: int = Field(256, gt=0, le=4096)
+    community_env: str | None = None
+    community_file: str | None = None
+    user: str | None = None
+    auth_protocol: Literal["none", "MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"] = "SHA"
+    auth_key_env: str | None = None
+    auth_key_file: str | None = None
+    priv_protocol: Literal["none", "DES", "AES", "AES192", "AES256"] = "AES"
+    priv_key_env: str | None = None
+    priv_key_file: str | None = None
+
+
+class SiteSnmp(_Strict):
+    """A site's `snmp` table: any [snmp] key, plus `uplink`."""
+
+    enabled: bool | None = None
+    version: Literal["1", "2c", "3"] | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    timeout_ms: float | None = Field(None, gt=0)
+    retries: int | None = Field(None, ge=0, le=10)
+    interval_s: float | None = Field(None, ge=0)
+    community_env: str | None = None
+    community_file: str | None = None
+    user: str | None = None
+    auth_protocol: Literal["none", "MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"] | None = None
+    auth_key_env: str | None = None
+    auth_key_file: str | None = None
+    priv_protocol: Literal["none", "DES", "AES", "AES192", "AES256"] | None = None
+    priv_key_env: str | None = None
+    priv_key_file: str | None = None
+    uplink: str | int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpSpec:
+    """One site's effective SNMP settings, secrets resolved (never printed)."""
+
+    version: str
+    port: int
+    timeout_ms: float
+    retries: int
+    interval_s: float
+    community: Secret | None = None
+    user: str | None = None
+    auth_protocol: str = "none"
+    auth_key: Secret | None = None
+    priv_protocol: str = "none"
+    priv_key: Secret | None = None
+    uplink: str | int | None = None
+
+    @property
+    def security_level(self) -> str:
+        if self.version != "3":
+            return "community"
+        if self.auth_protocol == "none":
+            return "noAuthNoPriv"
+        return "authNoPriv" if self.priv_protocol == "none" else "authPriv"
+
+
 class Site(_Strict):
     id: str
     name: str = Field(min_length=1)
@@ -63,6 +160,7 @@ class Site(_Strict):
     parent: str | None = None
     address: str = Field(min_length=1)
     admins: tuple[str, ...] = ()
+    snmp: SiteSnmp | None = None
 
     # TOML arrays arrive as lists; accept them for the tuple in strict mode.
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
@@ -72,6 +170,7 @@ _SECTIONS: dict[str, type[_Strict]] = {
     "store": StoreSettings,
     "icmp": IcmpSettings,
     "thresholds": Thresholds,
+    "snmp": SnmpSettings,
 }
 
 
@@ -81,8 +180,10 @@ class Config:
     store: StoreSettings
     icmp: IcmpSettings
     thresholds: Thresholds
+    snmp: SnmpSettings
     sites: tuple[Site, ...]
     site_lines: dict[str, int] = field(default_factory=dict)
+    snmp_specs: dict[str, SnmpSpec] = field(default_factory=dict)  # site id -> spec; absent = SNMP off
 
     @property
     def store_path(self) -> Path:
@@ -114,28 +215,40 @@ class _Locator:
         self.sites: list[_Block] = []
         current = _Block("", 0)
         self.root = current
+        prefix = ""  # "snmp." while inside a [sites.snmp] sub-table: keys land on the site
         for n, line in enumerate(text.splitlines(), start=1):
             m = _HEADER.match(line)
             if m:
                 name = m.group(2).strip()
+                prefix = ""
                 if m.group(1) == "[[" and name == "sites":
                     current = _Block("sites", n)
                     self.sites.append(current)
                 elif name.startswith("sites.") and self.sites:
-                    current = _Block(name, n)  # sub-table of the last site
+                    current = self.sites[-1]
+                    sub = name[len("sites."):]
+                    current.keys.setdefault(sub, n)
+                    prefix = sub + "."
                 else:
                     current = _Block(name, n)
                     self.top.setdefault(name, current)
                 continue
             k = _KEY.match(line)
             if k:
-                current.keys.setdefault(k.group(1).strip('"'), n)
+                current.keys.setdefault(prefix + k.group(1).strip('"'), n)
 
     def site(self, index: int, key: str | None = None) -> int | None:
         if index >= len(self.sites):
             return None
         b = self.sites[index]
         return b.keys.get(key, b.line) if key else b.line
+
+    def site_any(self, index: int, *keys: str) -> int | None:
+        """Line of the first of `keys` present in the site's table, else its header."""
+        if index >= len(self.sites):
+            return None
+        b = self.sites[index]
+        return next((b.keys[k] for k in keys if k in b.keys), b.line)
 
     def section(self, name: str, key: str | None = None) -> int | None:
         b = self.top.get(name)
@@ -147,22 +260,33 @@ class _Locator:
 # --------------------------------------------------------------------------
 
 
-def _describe(err: dict[str, Any], fields: list[str]) -> tuple[str | None, str]:
-    """(key, message) for one pydantic error, in the operator's words."""
-    loc = [str(x) for x in err["loc"]]
-    key = loc[0] if loc else None
+def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[str | None, str]:
+    """(dotted key, message) for one pydantic error, in the operator's words."""
+    loc = [str(x) for x in err["loc"] if not isinstance(x, int)]
+    key = ".".join(loc) if loc else None
     etype = err["type"]
     if etype == "extra_forbidden":
-        close = difflib.get_close_matches(key or "", fields, n=1)
+        # Suggest among the fields of the (possibly nested) table that holds the key.
+        fields = list(model.model_fields)
+        for part in loc[:-1]:
+            ann = model.model_fields.get(part)
+            sub = next((a for a in getattr(ann.annotation, "__args__", (ann.annotation,)) if isinstance(a, type)
+                        and issubclass(a, BaseModel)), None) if ann else None
+            if sub is None:
+                break
+            model, fields = sub, list(sub.model_fields)
+        close = difflib.get_close_matches(loc[-1], fields, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(fields)})"
         return key, f"unknown key '{key}'{hint}"
     if etype == "missing":
         return key, f"missing required key '{key}'"
-    where = ".".join(loc) if loc else "value"
+    where = key or "value"
     got = err.get("input")
     msg = err["msg"]
-    if etype in ("greater_than", "greater_than_equal") and got is not None:
-        msg = f"must be {'> ' if etype == 'greater_than' else '>= '}{err['ctx'].get('gt', err['ctx'].get('ge'))}"
+    if etype in ("greater_than", "greater_than_equal", "less_than_equal") and got is not None:
+        ctx = err["ctx"]
+        op, bound = next((o, ctx[k]) for k, o in (("gt", "> "), ("ge", ">= "), ("le", "<= ")) if k in ctx)
+        msg = f"must be {op}{bound}"
     return key, f"key '{where}': {msg} (got {got!r})"
 
 
@@ -172,8 +296,7 @@ def _validate_model(model: type[BaseModel], raw: Any) -> tuple[BaseModel | None,
     try:
         return model.model_validate(raw), []
     except ValidationError as exc:
-        fields = list(model.model_fields)
-        return None, [_describe(e, fields) for e in exc.errors()]
+        return None, [_describe(e, model) for e in exc.errors()]
 
 
 def valid_address(address: str) -> bool:
@@ -319,6 +442,10 @@ def parse(raw: dict[str, Any], text: str, path: Path) -> Config:
         for c in _cycles(by_id)
     )
 
+    snmp_specs: dict[str, SnmpSpec] = {}
+    if sections["snmp"] is not None:
+        snmp_specs = _snmp_specs(sections["snmp"], sites, index_of, loc, path, at, problems)
+
     if problems:
         raise ConfigError(shown, sorted(problems, key=lambda p: _line_of(p, shown)))
     return Config(
@@ -326,9 +453,103 @@ def parse(raw: dict[str, Any], text: str, path: Path) -> Config:
         store=sections["store"],
         icmp=sections["icmp"],
         thresholds=sections["thresholds"],
+        snmp=sections["snmp"],
         sites=tuple(sites),
         site_lines=site_lines,
+        snmp_specs=snmp_specs,
     )
+
+
+def _read_secret(kind: str, env: str | None, file: str | None, base: Path) -> tuple[Secret | None, str | None]:
+    """(secret, problem) from an env var or a file; (None, None) when neither is given."""
+    if env and file:
+        return None, f"give either {kind}_env or {kind}_file, not both"
+    if env:
+        val = os.environ.get(env)
+        if val is None:
+            return None, f"{kind}_env: environment variable {env} is not set (export it, or use {kind}_file)"
+        if not val:
+            return None, f"{kind}_env: environment variable {env} is empty"
+        return Secret(val), None
+    if file:
+        fp = Path(file).expanduser()
+        fp = fp if fp.is_absolute() else base / fp
+        try:
+            val = fp.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            return None, f"{kind}_file: cannot read {fp}: {exc.strerror or exc}"
+        if not val:
+            return None, f"{kind}_file: {fp} is empty"
+        return Secret(val), None
+    return None, None
+
+
+def _snmp_specs(glob: SnmpSettings, sites, index_of, loc: _Locator, path: Path, at, problems: list[str]) -> dict[str, SnmpSpec]:
+    """Merge [snmp] with each site's own table, resolve secrets, check v3 consistency."""
+    base = path.parent
+    # Secrets named in [snmp] are read (and reported) once, not once per site.
+    glob_secrets: dict[str, Secret | None] = {}
+    for kind in _SECRET_KEYS:
+        secret, problem = _read_secret(kind, getattr(glob, f"{kind}_env"), getattr(glob, f"{kind}_file"), base)
+        if problem:
+            problems.append(f"{at(loc.section('snmp', f'{kind}_env') or loc.section('snmp'))}: [snmp] {problem}")
+        glob_secrets[kind] = secret
+    specs: dict[str, SnmpSpec] = {}
+    for site in sites:
+        own = site.snmp.model_dump(exclude_none=True) if site.snmp else {}
+        merged = {**glob.model_dump(), **{k: v for k, v in own.items() if k != "uplink"}}
+        if not merged["enabled"]:
+            continue
+        i = index_of[site.id]
+        label = f"site '{site.id}'"
+        here = at(loc.site_any(i, "snmp.version", "snmp.user", "snmp"))
+        secrets: dict[str, Secret | None] = {}
+        unreadable: set[str] = set()  # reported already: no second "needs a key" message
+        for kind in _SECRET_KEYS:
+            if f"{kind}_env" in own or f"{kind}_file" in own:
+                secret, problem = _read_secret(kind, own.get(f"{kind}_env"), own.get(f"{kind}_file"), base)
+                if problem:
+                    line = loc.site_any(i, f"snmp.{kind}_env", f"snmp.{kind}_file", "snmp")
+                    problems.append(f"{at(line)}: {label}: snmp {problem}")
+                    unreadable.add(kind)
+                secrets[kind] = secret
+            else:
+                secrets[kind] = glob_secrets[kind]
+                if getattr(glob, f"{kind}_env") or getattr(glob, f"{kind}_file"):
+                    unreadable.update([kind] if secrets[kind] is None else [])
+        version = merged["version"]
+        community = secrets["community"]
+        if version in ("1", "2c") and community is None:
+            community = Secret("public")  # the well-known default, like net-snmp's tools
+        if version == "3":
+            if not merged["user"]:
+                problems.append(f"{here}: {label}: SNMPv3 needs a 'user' (in [snmp] or the site's snmp table)")
+            if merged["auth_protocol"] != "none" and secrets["auth_key"] is None and "auth_key" not in unreadable:
+                problems.append(f"{here}: {label}: SNMPv3 auth_protocol {merged['auth_protocol']} needs "
+                                "auth_key_env or auth_key_file (or set auth_protocol = \"none\")")
+            if merged["priv_protocol"] != "none":
+                if merged["auth_protocol"] == "none":
+                    problems.append(f"{here}: {label}: SNMPv3 privacy needs authentication: set "
+                                    "auth_protocol, or priv_protocol = \"none\"")
+                elif secrets["priv_key"] is None and "priv_key" not in unreadable:
+                    problems.append(f"{here}: {label}: SNMPv3 priv_protocol {merged['priv_protocol']} needs "
+                                    "priv_key_env or priv_key_file (or set priv_protocol = \"none\")")
+            for kind in ("auth_key", "priv_key"):
+                sec = secrets[kind]
+                if sec is not None and len(sec.reveal()) < 8:
+                    problems.append(f"{here}: {label}: SNMPv3 {kind} must be at least 8 characters (RFC 3414)")
+        specs[site.id] = SnmpSpec(
+            version=version, port=merged["port"], timeout_ms=merged["timeout_ms"], retries=merged["retries"],
+            interval_s=merged["interval_s"],
+            community=community if version != "3" else None,
+            user=merged["user"] if version == "3" else None,
+            auth_protocol=merged["auth_protocol"] if version == "3" else "none",
+            auth_key=secrets["auth_key"] if version == "3" and merged["auth_protocol"] != "none" else None,
+            priv_protocol=merged["priv_protocol"] if version == "3" and merged["auth_protocol"] != "none" else "none",
+            priv_key=secrets["priv_key"] if version == "3" and merged["priv_protocol"] != "none" else None,
+            uplink=own.get("uplink"),
+        )
+    return specs
 
 
 def _line_of(problem: str, shown: str) -> int:

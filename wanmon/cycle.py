@@ -6,15 +6,25 @@ import asyncio
 import logging
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from wanmon.config import Config
+from wanmon.config import Config, Site
+from wanmon.devices import DeviceState, derive
 from wanmon.inventory import Inventory
-from wanmon.probes import icmp
+from wanmon.probes import icmp, snmp
 from wanmon.status import icmp_status, with_parents
-from wanmon.store import CycleLock, Observation, Store
+from wanmon.store import CycleLock, Observation, SnmpOutcome, Store
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpView:
+    """A site's SNMP figures as `check --json` shows them."""
+
+    status: str  # ok | timeout | auth_error | error (polled now) | not_due | disabled
+    reason: str | None = None
+    device: DeviceState | None = None  # this poll's outcome, or the last one for not_due
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +34,7 @@ class CycleResult:
     finished_at: float
     observations: tuple[Observation, ...]
     ip_by_site: dict[str, str | None]
+    snmp: dict[str, SnmpView] = field(default_factory=dict)
 
 
 def observe(cfg: Config, inv: Inventory, results: list[icmp.IcmpResult], ts: float) -> list[Observation]:
@@ -45,6 +56,68 @@ def observe(cfg: Config, inv: Inventory, results: list[icmp.IcmpResult], ts: flo
     return out
 
 
+def snmp_due(cfg: Config, devices: dict[str, DeviceState], now: float) -> list[Site]:
+    """Sites whose SNMP poll is due: never polled, or last polled >= interval_s ago.
+
+    A little slack (5% of the interval, at most 15 s) keeps a cron job that runs
+    every minute with interval_s = 300 on every fifth run despite start jitter.
+    """
+    due = []
+    for s in cfg.sites:
+        spec = cfg.snmp_specs.get(s.id)
+        if spec is None:
+            continue
+        last = devices.get(s.id)
+        slack = min(15.0, 0.05 * spec.interval_s)
+        if last is None or now - last.last_poll_ts >= spec.interval_s - slack:
+            due.append(s)
+    return due
+
+
+def snmp_outcomes(cfg: Config, devices: dict[str, DeviceState], prev_ifs: dict, polled: list[Site],
+                  results: list[snmp.SnmpResult]) -> tuple[list[SnmpOutcome], dict[str, SnmpView]]:
+    """Poll results -> what the store records and what the CLI shows (rates, reboots, events)."""
+    outcomes, views = [], {}
+    for site, res in zip(polled, results):
+        spec = cfg.snmp_specs[site.id]
+        dev, ifs, events = derive(site.id, devices.get(site.id), prev_ifs.get(site.id, {}), res, spec.uplink)
+        outcomes.append(SnmpOutcome(dev, ifs, events))
+        views[site.id] = SnmpView(res.status, res.reason, dev)
+        if not res.ok:
+            logger.info("snmp site=%s status=%s reason=%s", site.id, res.status, res.reason)
+        for e in events:
+            logger.info("event site=%s kind=%s detail=%s", e.site_id, e.kind, e.detail)
+    return outcomes, views
+
+
+def _targets(cfg: Config, sites: list[Site]) -> list[snmp.SnmpTarget]:
+    return [snmp.SnmpTarget(s.address.strip("[]"), cfg.snmp_specs[s.id]) for s in sites]
+
+
+def refresh_snmp(cfg: Config) -> dict[str, SnmpView]:
+    """Poll SNMP at every enabled site now, whatever interval_s says, and record it
+    (`wanmon inventory --refresh`: discover the equipment right after editing sites.toml)."""
+    sites = [s for s in cfg.sites if s.id in cfg.snmp_specs]
+    with CycleLock(cfg.store_path):
+        store = Store.open(cfg.store_path)
+        try:
+            devices = store.devices()
+            prev_ifs = store.interfaces()
+            results = asyncio.run(snmp.probe(_targets(cfg, sites), cfg.snmp.max_concurrency))
+            outcomes, views = snmp_outcomes(cfg, devices, prev_ifs, sites, results)
+            store.record_snmp(outcomes)
+        finally:
+            store.close()
+    return views
+
+
+async def _probe_all(cfg: Config, polled: list[Site], progress):
+    return await asyncio.gather(
+        icmp.probe([s.address for s in cfg.sites], cfg.icmp, progress),
+        snmp.probe(_targets(cfg, polled), cfg.snmp.max_concurrency),
+    )
+
+
 def run_check(cfg: Config, progress: icmp.Progress | None = None) -> CycleResult:
     """Run one cycle and record it. Raises WanmonError subclasses for the operator."""
     # Fail on a missing ICMP permission before anything is written.
@@ -54,12 +127,22 @@ def run_check(cfg: Config, progress: icmp.Progress | None = None) -> CycleResult
         store = Store.open(cfg.store_path)
         try:
             started = time.time()
-            results = asyncio.run(icmp.probe([s.address for s in cfg.sites], cfg.icmp, progress))
+            devices = store.devices()
+            polled = snmp_due(cfg, devices, started)
+            prev_ifs = store.interfaces() if polled else {}
+            icmp_results, snmp_results = asyncio.run(_probe_all(cfg, polled, progress))
             finished = time.time()
-            obs = observe(cfg, inv, results, started)
-            cycle_id = store.record_cycle(started, finished, obs)
+            obs = observe(cfg, inv, icmp_results, started)
+            outcomes, views = snmp_outcomes(cfg, devices, prev_ifs, polled, snmp_results)
+            for s in cfg.sites:
+                if s.id not in views:
+                    views[s.id] = SnmpView("not_due", None, devices.get(s.id)) if s.id in cfg.snmp_specs \
+                        else SnmpView("disabled")
+            cycle_id = store.record_cycle(started, finished, obs, outcomes)
             store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
         finally:
             store.close()
-    logger.info("cycle id=%d sites=%d duration_ms=%.0f", cycle_id, len(obs), (finished - started) * 1000)
-    return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, results)})
+    logger.info("cycle id=%d sites=%d snmp_polled=%d duration_ms=%.0f", cycle_id, len(obs), len(polled),
+                (finished - started) * 1000)
+    return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)},
+                       views)

@@ -20,9 +20,10 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from wanmon.devices import DeviceState, Event, IfState
 from wanmon.errors import StoreBusyError, WanmonError
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,47 @@ MIGRATIONS: list[str] = [
         loss_pct REAL, rtt_avg_ms REAL, jitter_ms REAL, reason TEXT
     );
     """,
+    # 2: SNMP: the device and interface inventory over time, history, events.
+    """
+    CREATE TABLE snmp_device (
+        site_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL, reason TEXT,
+        last_poll_ts REAL NOT NULL, last_ok_ts REAL, first_seen REAL, last_seen REAL,
+        sys_descr TEXT, sys_object_id TEXT, sys_name TEXT, sys_contact TEXT, sys_location TEXT,
+        uptime_ticks INTEGER, engine_boots INTEGER, engine_time_s INTEGER, last_reboot_ts REAL,
+        uplink_if_index INTEGER, uplink_name TEXT, uplink_in_bps REAL, uplink_out_bps REAL,
+        uplink_util_in_pct REAL, uplink_util_out_pct REAL
+    );
+    CREATE TABLE snmp_if (
+        site_id TEXT NOT NULL, if_index INTEGER NOT NULL,
+        name TEXT, descr TEXT, alias TEXT, type INTEGER, admin_status TEXT, oper_status TEXT,
+        speed_bps INTEGER, in_octets INTEGER, out_octets INTEGER, counter_bits INTEGER NOT NULL,
+        discontinuity INTEGER, sample_ts REAL NOT NULL,
+        in_bps REAL, out_bps REAL, util_in_pct REAL, util_out_pct REAL,
+        in_errors INTEGER, out_errors INTEGER, in_discards INTEGER, out_discards INTEGER,
+        last_change_ts REAL,
+        PRIMARY KEY (site_id, if_index)
+    ) WITHOUT ROWID;
+    CREATE TABLE snmp_samples (
+        site_id TEXT NOT NULL, ts REAL NOT NULL, status TEXT NOT NULL, reason TEXT,
+        uptime_s REAL, uplink_in_bps REAL, uplink_out_bps REAL,
+        uplink_util_in_pct REAL, uplink_util_out_pct REAL
+    );
+    CREATE INDEX snmp_samples_site_ts ON snmp_samples(site_id, ts);
+    CREATE INDEX snmp_samples_ts ON snmp_samples(ts);
+    CREATE TABLE if_samples (
+        site_id TEXT NOT NULL, if_index INTEGER NOT NULL, ts REAL NOT NULL,
+        in_bps REAL, out_bps REAL, util_in_pct REAL, util_out_pct REAL, oper_status TEXT,
+        in_errors INTEGER, out_errors INTEGER, in_discards INTEGER, out_discards INTEGER
+    );
+    CREATE INDEX if_samples_site_ts ON if_samples(site_id, ts);
+    CREATE INDEX if_samples_ts ON if_samples(ts);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        ts REAL NOT NULL, site_id TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL
+    );
+    CREATE INDEX events_site_ts ON events(site_id, ts);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 REACHABLE = ("up", "degraded")
@@ -123,9 +165,15 @@ class StoreError(WanmonError):
 
 
 def _prepare_folder(folder: Path) -> None:
-    if not folder.exists():
-        folder.mkdir(parents=True, mode=0o700)
-        os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+    """Create the store's folder 0700 (two processes may race to create it)."""
+    if folder.is_dir():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        return  # the other process made it
+    os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
 
 
 def _touch_private(path: Path) -> None:
@@ -229,8 +277,9 @@ class Store:
 
     # -- writing ---------------------------------------------------------
 
-    def record_cycle(self, started_at: float, finished_at: float, obs: Sequence[Observation]) -> int:
-        """Store one cycle atomically; return its id."""
+    def record_cycle(self, started_at: float, finished_at: float, obs: Sequence[Observation],
+                     snmp: Sequence[SnmpOutcome] = ()) -> int:
+        """Store one cycle (ICMP observations and SNMP outcomes) atomically; return its id."""
         seen = Counter(o.status for o in obs)
         counts = [seen.get(s, 0) for s in ("up", "degraded", "down", "unreachable", "unknown")]
         with self.transaction():
@@ -265,7 +314,45 @@ class Store:
                 ],
             )
             self._update_state(cycle_id, obs)
+            self._record_snmp(snmp)
         return cycle_id
+
+    def record_snmp(self, outcomes: Sequence[SnmpOutcome]) -> None:
+        """Store SNMP outcomes outside a cycle (inventory --refresh), atomically."""
+        with self.transaction():
+            self._record_snmp(outcomes)
+
+    def _record_snmp(self, outcomes: Sequence[SnmpOutcome]) -> None:
+        if not outcomes:
+            return
+        _upsert(self.conn, "snmp_device", [o.device for o in outcomes])
+        self.conn.executemany(
+            "INSERT INTO snmp_samples (site_id, ts, status, reason, uptime_s, uplink_in_bps, uplink_out_bps,"
+            " uplink_util_in_pct, uplink_util_out_pct) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(d.site_id, d.last_poll_ts, d.status, d.reason, d.uptime_s if d.status == "ok" else None,
+              *((d.uplink_in_bps, d.uplink_out_bps, d.uplink_util_in_pct, d.uplink_util_out_pct)
+                if d.status == "ok" else (None, None, None, None)))
+             for d in (o.device for o in outcomes)],
+        )
+        for o in outcomes:
+            if o.interfaces is None:
+                continue  # failed poll: the last good interface data stays
+            keep = [i.if_index for i in o.interfaces]
+            self.conn.execute(
+                f"DELETE FROM snmp_if WHERE site_id = ? AND if_index NOT IN ({','.join('?' * len(keep))})",
+                (o.device.site_id, *keep),
+            )
+            _upsert(self.conn, "snmp_if", o.interfaces, site_id=o.device.site_id)
+            self.conn.executemany(
+                "INSERT INTO if_samples (site_id, if_index, ts, in_bps, out_bps, util_in_pct, util_out_pct,"
+                " oper_status, in_errors, out_errors, in_discards, out_discards) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(o.device.site_id, i.if_index, i.sample_ts, i.in_bps, i.out_bps, i.util_in_pct, i.util_out_pct,
+                  i.oper_status, i.in_errors, i.out_errors, i.in_discards, i.out_discards) for i in o.interfaces],
+            )
+        self.conn.executemany(
+            "INSERT INTO events (ts, site_id, kind, detail) VALUES (?,?,?,?)",
+            [(e.ts, e.site_id, e.kind, e.detail) for o in outcomes for e in o.events],
+        )
 
     def _update_state(self, cycle_id: int, obs: Iterable[Observation]) -> None:
         prev = {
@@ -298,6 +385,9 @@ class Store:
             n_raw = self.conn.execute("DELETE FROM icmp_samples WHERE ts < ?", (raw_cut,)).rowcount
             self.conn.execute("DELETE FROM cycles WHERE started_at < ?", (raw_cut,))
             n_roll = self.conn.execute("DELETE FROM icmp_hourly WHERE hour < ?", (roll_cut,)).rowcount
+            n_raw += self.conn.execute("DELETE FROM snmp_samples WHERE ts < ?", (raw_cut,)).rowcount
+            n_raw += self.conn.execute("DELETE FROM if_samples WHERE ts < ?", (raw_cut,)).rowcount
+            self.conn.execute("DELETE FROM events WHERE ts < ?", (roll_cut,))
         if n_raw or n_roll:
             logger.info("store retention raw_deleted=%d rollups_deleted=%d", n_raw, n_roll)
         return n_raw, n_roll
@@ -327,6 +417,24 @@ class Store:
             (site_id, since),
         ).fetchall()
 
+    def devices(self) -> dict[str, DeviceState]:
+        return {d.site_id: d for d in _select(self.conn, DeviceState, "snmp_device")}
+
+    def interfaces(self, site_id: str | None = None) -> dict[str, dict[int, IfState]]:
+        out: dict[str, dict[int, IfState]] = {}
+        where, args = ("WHERE site_id = ?", (site_id,)) if site_id else ("", ())
+        cols = ", ".join(f.name for f in fields(IfState))
+        for row in self.conn.execute(f"SELECT site_id, {cols} FROM snmp_if {where} ORDER BY site_id, if_index", args):
+            out.setdefault(row[0], {})[row[1]] = IfState(*row[1:])
+        return out
+
+    def events(self, site_id: str | None = None, limit: int = 100) -> list[Event]:
+        where, args = ("WHERE site_id = ?", (site_id,)) if site_id else ("", ())
+        rows = self.conn.execute(
+            f"SELECT ts, site_id, kind, detail FROM events {where} ORDER BY ts DESC, id DESC LIMIT ?", (*args, limit)
+        ).fetchall()
+        return [Event(*r) for r in rows]
+
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
@@ -346,6 +454,34 @@ class _Tx:
             self.conn.execute("COMMIT")
         else:
             self.conn.execute("ROLLBACK")
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpOutcome:
+    """One site's SNMP poll as the store records it (see devices.derive)."""
+
+    device: DeviceState
+    interfaces: list[IfState] | None  # None: the poll failed, keep the last good data
+    events: list[Event]
+
+
+def _upsert(conn: sqlite3.Connection, table: str, rows: Sequence, **extra) -> None:
+    """INSERT OR REPLACE dataclass rows whose field names are the table's columns."""
+    if not rows:
+        return
+    names = [*extra, *(f.name for f in fields(rows[0]))]
+    sql = f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    fixed = tuple(extra.values())
+    conn.executemany(sql, [fixed + astuple_shallow(r) for r in rows])
+
+
+def astuple_shallow(row) -> tuple:
+    return tuple(getattr(row, f.name) for f in fields(row))
+
+
+def _select(conn: sqlite3.Connection, cls, table: str) -> list:
+    cols = ", ".join(f.name for f in fields(cls))
+    return [cls(*r) for r in conn.execute(f"SELECT {cols} FROM {table}")]
 
 
 def _split_sql(script: str) -> list[str]:
