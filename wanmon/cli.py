@@ -39,9 +39,9 @@ def _fail(exc: WanmonError) -> None:
     sys.exit(exc.exit_code)
 
 
-def _load(ctx: click.Context) -> Config:
+def _load(ctx: click.Context, secrets: bool = True) -> Config:
     try:
-        return load(ctx.obj["config"])
+        return load(ctx.obj["config"], secrets=secrets)
     except WanmonError as exc:
         _fail(exc)
         raise  # unreachable
@@ -308,7 +308,7 @@ def inventory(ctx: click.Context, as_json: bool, as_csv: bool, refresh: bool) ->
     """What equipment answers at each site, from the store (`wanmon check` keeps it current)."""
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
-    cfg = _load(ctx)
+    cfg = _load(ctx, secrets=refresh)
     try:
         if refresh:
             from wanmon.cycle import refresh_snmp
@@ -364,11 +364,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Show the current state of every site, from the store (no probing)."""
     from wanmon.store import Store
 
-    cfg = _load(ctx)
+    cfg = _load(ctx, secrets=False)
     try:
         store = Store.open_readonly(cfg.store_path)
         try:
             states = {s.site_id: s for s in store.states()}
+            devices = store.devices()
             last = store.last_cycle()
         finally:
             store.close()
@@ -380,6 +381,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         out = []
         for site in ordered:
             st = states.get(site.id)
+            dev = devices.get(site.id)
             out.append({
                 "id": site.id, "name": site.name, "level": site.level, "district": site.district,
                 "address": site.address, "status": st.status if st else "unknown",
@@ -387,11 +389,28 @@ def status(ctx: click.Context, as_json: bool) -> None:
                 "consecutive_failures": st.consecutive_failures if st else 0,
                 "loss_pct": st.loss_pct if st else None, "rtt_avg_ms": st.rtt_avg_ms if st else None,
                 "reason": st.reason if st else None,
+                "snmp": {
+                    "status": dev.status if dev else ("never_polled" if site.id in cfg.snmp_specs else "disabled"),
+                    "reason": dev.reason if dev else None,
+                    "last_poll": dev.last_poll_ts if dev else None,
+                    "uptime_s": dev.uptime_s if dev and dev.last_ok_ts else None,
+                    "sys_name": dev.sys_name if dev and dev.last_ok_ts else None,
+                    "last_reboot": dev.last_reboot_ts if dev else None,
+                },
             })
         json.dump({"last_cycle": last, "sites": out}, sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")
         return
-    _print_status(inv, states, last)
+    _print_status(inv, states, devices, last)
+
+
+def _age(ts: float, now: float) -> str:
+    """Compact age for narrow columns: 40s, 23m, 5h, 3d."""
+    d = max(0, int(now - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if d >= 2 * size:
+            return f"{d // size}{unit}"
+    return f"{d}s"
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -407,7 +426,7 @@ def _ago(ts: float | None, now: float) -> str:
     return f"{d // 86400} d ago"
 
 
-def _print_status(inv: Inventory, states, last) -> None:
+def _print_status(inv: Inventory, states, devices, last) -> None:
     from rich.table import Table
 
     con = _console()
@@ -417,22 +436,33 @@ def _print_status(inv: Inventory, states, last) -> None:
                   f"({_ago(last['started_at'], now)}), {last['sites']} sites, {last['duration_ms'] / 1000:.2f} s")
     table = Table(pad_edge=False, box=None, header_style="bold")
     # Fixed widths so every column survives an 80-column terminal or a pipe.
-    table.add_column("status", no_wrap=True, width=13)
-    table.add_column("id", no_wrap=True, overflow="ellipsis", width=22)
-    table.add_column("name", no_wrap=True, overflow="ellipsis", width=max(12, con.width - 13 - 22 - 11 - 6 - 7 - 6))
-    table.add_column("since", no_wrap=True, width=11)
-    table.add_column("loss%", justify="right", no_wrap=True, width=6)
-    table.add_column("rtt ms", justify="right", no_wrap=True, width=7)
+    fixed = {"status": 13, "id": 18, "since": 5, "loss%": 5, "rtt ms": 6, "device": 9}
+    name_w = max(12, con.width - sum(fixed.values()) - 2 * len(fixed))
+    table.add_column("status", no_wrap=True, width=fixed["status"])
+    table.add_column("id", no_wrap=True, overflow="ellipsis", width=fixed["id"])
+    table.add_column("name", no_wrap=True, overflow="ellipsis", width=name_w)
+    table.add_column("since", no_wrap=True, width=fixed["since"])
+    table.add_column("loss%", justify="right", no_wrap=True, width=fixed["loss%"])
+    table.add_column("rtt ms", justify="right", no_wrap=True, width=fixed["rtt ms"])
+    table.add_column("uptime", no_wrap=True, overflow="ellipsis", width=fixed["device"])  # SNMP uptime, or why not
+
+    def device(site) -> str:
+        dev = devices.get(site.id)
+        if dev is None:
+            return "–"
+        if dev.status != "ok":
+            return f"[red]{dev.status}[/]"
+        return _fmt_uptime(dev.uptime_s)
 
     def rows(title: str, sites) -> None:
-        table.add_row("", f"[bold underline]{title}[/]", "", "", "", "")
+        table.add_row("", f"[bold underline]{title}[/]", "", "", "", "", "")
         for site in sites:
             st = states.get(site.id)
             status = st.status if st else "unknown"
             table.add_row(
                 f"[{STATUS_STYLE[status]}]{STATUS_MARK[status]} {status}[/]", site.id, site.name,
-                _ago(st.since, now) if st else "", "–" if not st or st.loss_pct is None else f"{st.loss_pct:g}",
-                _fmt_ms(st.rtt_avg_ms) if st else "–",
+                _age(st.since, now) if st else "", "–" if not st or st.loss_pct is None else f"{st.loss_pct:g}",
+                _fmt_ms(st.rtt_avg_ms) if st else "–", device(site),
             )
 
     if inv.province:

@@ -323,8 +323,12 @@ def address_key(address: str) -> str:
         return address.lower().rstrip(".")
 
 
-def load(path: str | Path) -> Config:
-    """Read, parse and validate; raise ConfigError listing every problem."""
+def load(path: str | Path, secrets: bool = True) -> Config:
+    """Read, parse and validate; raise ConfigError listing every problem.
+
+    secrets=False (read-only commands such as `status`) skips reading the SNMP
+    secrets, so a shell without them can still look at the state.
+    """
     p = Path(path)
     shown = str(path)
     try:
@@ -340,10 +344,10 @@ def load(path: str | Path) -> Config:
         where = f"{shown}:{m.group(1)}:{m.group(2)}" if m else shown
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         raise ConfigError(shown, [f"{where}: TOML syntax error: {msg}"]) from None
-    return parse(raw, text, p)
+    return parse(raw, text, p, secrets)
 
 
-def parse(raw: dict[str, Any], text: str, path: Path) -> Config:
+def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> Config:
     loc = _Locator(text)
     shown = str(path)
     problems: list[str] = []
@@ -444,7 +448,7 @@ def parse(raw: dict[str, Any], text: str, path: Path) -> Config:
 
     snmp_specs: dict[str, SnmpSpec] = {}
     if sections["snmp"] is not None:
-        snmp_specs = _snmp_specs(sections["snmp"], sites, index_of, loc, path, at, problems)
+        snmp_specs = _snmp_specs(sections["snmp"], sites, index_of, loc, path, at, problems if secrets else [])
 
     if problems:
         raise ConfigError(shown, sorted(problems, key=lambda p: _line_of(p, shown)))
