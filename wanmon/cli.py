@@ -18,7 +18,7 @@ import click
 
 from wanmon import __version__
 from wanmon.config import DEFAULT_CONFIG, Config, load
-from wanmon.errors import EXIT_FAILURE, WanmonError
+from wanmon.errors import EXIT_CONFIG, EXIT_FAILURE, WanmonError
 from wanmon.inventory import Inventory
 from wanmon.status import SEVERITY, STATUSES
 
@@ -216,7 +216,7 @@ def _print_snmp_summary(con, result) -> None:
     from rich.table import Table
 
     counts = Counter(v.status for v in result.snmp.values())
-    if not counts:
+    if not counts or set(counts) == {"disabled"}:
         return
     order = ("ok", "timeout", "auth_error", "error", "not_due", "disabled")
     con.print("SNMP: " + ", ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in order if counts.get(k)))
@@ -371,6 +371,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
             states = {s.site_id: s for s in store.states()}
             devices = store.devices()
             last = store.last_cycle()
+            spool = store.spool_stats() if cfg.influx is not None else None
         finally:
             store.close()
     except WanmonError as exc:
@@ -398,10 +399,63 @@ def status(ctx: click.Context, as_json: bool) -> None:
                     "last_reboot": dev.last_reboot_ts if dev else None,
                 },
             })
-        json.dump({"last_cycle": last, "sites": out}, sys.stdout, ensure_ascii=False, indent=1)
+        json.dump({"last_cycle": last, "spool": spool, "sites": out}, sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")
         return
-    _print_status(inv, states, devices, last)
+    _print_status(inv, states, devices, last, spool)
+
+
+@cli.group()
+def influx() -> None:
+    """The InfluxDB sink: check the server, send the spool now."""
+
+
+def _influx_cfg(ctx: click.Context) -> Config:
+    cfg = _load(ctx.find_root())
+    if cfg.influx is None:
+        click.echo(f"wanmon: error: {cfg.path}: no [influxdb] table: add one (see README, InfluxDB) to use a server",
+                   err=True)
+        sys.exit(EXIT_CONFIG)
+    return cfg
+
+
+@influx.command("check")
+@click.pass_context
+def influx_check(ctx: click.Context) -> None:
+    """Connectivity, authentication and database/bucket; exit 1 with the reason if any fails."""
+    from wanmon.sink import check_server
+
+    cfg = _influx_cfg(ctx)
+    results = check_server(cfg.influx)
+    for ok, msg in results:
+        click.echo(("ok:   " if ok else "FAIL: ") + msg, err=not ok)
+    if not all(ok for ok, _ in results):
+        sys.exit(EXIT_FAILURE)
+
+
+@influx.command("drain")
+@click.option("--budget", type=float, default=None, help="Seconds to spend at most (default: [influxdb] drain_budget_s).")
+@click.pass_context
+def influx_drain(ctx: click.Context, budget: float | None) -> None:
+    """Send the spooled points now (e.g. after an outage), oldest first."""
+    from wanmon.sink import drain
+    from wanmon.store import CycleLock, Store
+
+    cfg = _influx_cfg(ctx)
+    try:
+        with CycleLock(cfg.store_path):
+            store = Store.open(cfg.store_path)
+            try:
+                rep = drain(store, cfg.influx, cfg.influx.settings.drain_budget_s if budget is None else budget)
+            finally:
+                store.close()
+    except WanmonError as exc:
+        _fail(exc)
+    click.echo(f"sent {rep.sent} points in {rep.batches} requests; {rep.remaining} left in the spool"
+               + (f"; {rep.quarantined} quarantined" if rep.quarantined else "")
+               + (f"; stopped: {rep.error}" if rep.error else ""))
+    if rep.error and rep.sent == 0:
+        sys.exit(EXIT_FAILURE)
 
 
 def _age(ts: float, now: float) -> str:
@@ -426,7 +480,13 @@ def _ago(ts: float | None, now: float) -> str:
     return f"{d // 86400} d ago"
 
 
-def _print_status(inv: Inventory, states, devices, last) -> None:
+def escape(text: str) -> str:
+    from rich.markup import escape as _e
+
+    return _e(text)
+
+
+def _print_status(inv: Inventory, states, devices, last, spool=None) -> None:
     from rich.table import Table
 
     con = _console()
@@ -434,6 +494,17 @@ def _print_status(inv: Inventory, states, devices, last) -> None:
     if last:
         con.print(f"Last cycle {last['id']}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['started_at']))} "
                   f"({_ago(last['started_at'], now)}), {last['sites']} sites, {last['duration_ms'] / 1000:.2f} s")
+    if spool is not None:
+        line = f"InfluxDB spool: {spool['points']} points waiting"
+        if spool["points"]:
+            line += f" (oldest {_ago(spool['oldest_ts'], now)})"
+        if spool["dropped"]:
+            line += f", [red]{spool['dropped']} dropped[/] (spool full)"
+        if spool["quarantined"]:
+            line += f", {spool['quarantined']} quarantined (rejected by the server)"
+        if spool["last_error"]:
+            line += f"; last error: {escape(spool['last_error'])}"
+        con.print(line)
     table = Table(pad_edge=False, box=None, header_style="bold")
     # Fixed widths so every column survives an 80-column terminal or a pipe.
     fixed = {"status": 13, "id": 18, "since": 5, "loss%": 5, "rtt ms": 6, "device": 9}

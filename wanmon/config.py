@@ -105,6 +105,35 @@ class SnmpSettings(_Strict):
     priv_key_file: str | None = None
 
 
+class InfluxSettings(_Strict):
+    """[influxdb]: the long-term sink. Absent = embedded store only."""
+
+    url: str
+    api: Literal["v2", "v1"] = "v2"
+    org: str = "wanmon"
+    bucket: str = "wanmon"
+    token_env: str | None = None
+    token_file: str | None = None
+    database: str = "wanmon"
+    retention_policy: str | None = None
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    timeout_ms: float = Field(5000.0, gt=0)
+    batch_size: int = Field(5000, gt=0, le=1_000_000)
+    spool_max_points: int = Field(1_000_000, gt=0)
+    spool_max_age_h: float = Field(168.0, gt=0)
+    drain_budget_s: float = Field(10.0, ge=0)
+
+
+@dataclass(frozen=True, slots=True)
+class InfluxSpec:
+    """[influxdb] with its secret resolved (never printed)."""
+
+    settings: InfluxSettings
+    secret: Secret | None  # v2 token, or v1 password
+
+
 class SiteSnmp(_Strict):
     """A site's `snmp` table: any [snmp] key, plus `uplink`."""
 
@@ -184,6 +213,7 @@ class Config:
     sites: tuple[Site, ...]
     site_lines: dict[str, int] = field(default_factory=dict)
     snmp_specs: dict[str, SnmpSpec] = field(default_factory=dict)  # site id -> spec; absent = SNMP off
+    influx: InfluxSpec | None = None
 
     @property
     def store_path(self) -> Path:
@@ -355,7 +385,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     def at(line: int | None) -> str:
         return f"{shown}:{line}" if line else shown
 
-    known = [*_SECTIONS, "sites"]
+    known = [*_SECTIONS, "sites", "influxdb"]
     for key in raw:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -369,6 +399,10 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         sections[name] = obj
         for key, msg in errs:
             problems.append(f"{at(loc.section(name, key))}: [{name}] {msg}")
+
+    influx = None
+    if "influxdb" in raw:
+        influx = _influx_spec(raw["influxdb"], loc, path, at, problems if secrets else [])
 
     raw_sites = raw.get("sites", [])
     if not isinstance(raw_sites, list) or not raw_sites:
@@ -461,6 +495,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         sites=tuple(sites),
         site_lines=site_lines,
         snmp_specs=snmp_specs,
+        influx=influx,
     )
 
 
@@ -486,6 +521,30 @@ def _read_secret(kind: str, env: str | None, file: str | None, base: Path) -> tu
             return None, f"{kind}_file: {fp} is empty"
         return Secret(val), None
     return None, None
+
+
+def _influx_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str]) -> InfluxSpec | None:
+    obj, errs = _validate_model(InfluxSettings, raw)
+    for key, msg in errs:
+        problems.append(f"{at(loc.section('influxdb', key))}: [influxdb] {msg}")
+    if obj is None:
+        return None
+    st: InfluxSettings = obj  # type: ignore[assignment]
+    from urllib.parse import urlsplit
+
+    u = urlsplit(st.url)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        problems.append(f"{at(loc.section('influxdb', 'url'))}: [influxdb] url {st.url!r} must look like http://host:8086")
+    if u.username or u.password:
+        problems.append(f"{at(loc.section('influxdb', 'url'))}: [influxdb] url must not carry credentials: "
+                        "use token_env / password_env")
+    kind = "token" if st.api == "v2" else "password"
+    secret, problem = _read_secret(kind, getattr(st, f"{kind}_env"), getattr(st, f"{kind}_file"), path.parent)
+    if problem:
+        problems.append(f"{at(loc.section('influxdb', f'{kind}_env') or loc.section('influxdb'))}: [influxdb] {problem}")
+    if st.api == "v1" and secret is not None and not st.username:
+        problems.append(f"{at(loc.section('influxdb'))}: [influxdb] a v1 password needs a username")
+    return InfluxSpec(st, secret)
 
 
 def _snmp_specs(glob: SnmpSettings, sites, index_of, loc: _Locator, path: Path, at, problems: list[str]) -> dict[str, SnmpSpec]:

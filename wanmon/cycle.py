@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from wanmon.config import Config, Site
 from wanmon.devices import DeviceState, derive
 from wanmon.inventory import Inventory
+from wanmon.lineproto import cycle_points
+from wanmon.sink import drain
 from wanmon.probes import icmp, snmp
 from wanmon.status import icmp_status, with_parents
 from wanmon.store import CycleLock, Observation, SnmpOutcome, Store
@@ -118,6 +120,20 @@ async def _probe_all(cfg: Config, polled: list[Site], progress):
     )
 
 
+def _agent_fields(store: Store, started: float, finished: float, obs, outcomes) -> dict[str, object]:
+    """The agent's own metrics for this cycle (wanmon_agent)."""
+    from collections import Counter
+
+    counts = Counter(o.status for o in obs)
+    spool = store.spool_stats()
+    return {
+        "cycle_ms": (finished - started) * 1000.0, "sites": len(obs),
+        **{k: counts.get(k, 0) for k in ("up", "degraded", "down", "unreachable", "unknown")},
+        "snmp_polled": len(outcomes), "snmp_failed": sum(o.device.status != "ok" for o in outcomes),
+        "spool_points": int(spool["points"]), "spool_dropped": int(spool["dropped"]),
+    }
+
+
 def run_check(cfg: Config, progress: icmp.Progress | None = None) -> CycleResult:
     """Run one cycle and record it. Raises WanmonError subclasses for the operator."""
     # Fail on a missing ICMP permission before anything is written.
@@ -138,8 +154,16 @@ def run_check(cfg: Config, progress: icmp.Progress | None = None) -> CycleResult
                 if s.id not in views:
                     views[s.id] = SnmpView("not_due", None, devices.get(s.id)) if s.id in cfg.snmp_specs \
                         else SnmpView("disabled")
-            cycle_id = store.record_cycle(started, finished, obs, outcomes)
+            points, limits = (), None
+            if cfg.influx is not None:
+                points = cycle_points(obs, outcomes, _agent_fields(store, started, finished, obs, outcomes),
+                                      socket.gethostname(), started)
+                st = cfg.influx.settings
+                limits = (st.spool_max_points, st.spool_max_age_h * 3600)
+            cycle_id = store.record_cycle(started, finished, obs, outcomes, points, limits)
             store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
+            if cfg.influx is not None:
+                drain(store, cfg.influx, cfg.influx.settings.drain_budget_s)
         finally:
             store.close()
     logger.info("cycle id=%d sites=%d snmp_polled=%d duration_ms=%.0f", cycle_id, len(obs), len(polled),

@@ -116,6 +116,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_site_ts ON events(site_id, ts);
     """,
+    # 3: the InfluxDB spool: points wait here, in order, until the server acknowledges them.
+    """
+    CREATE TABLE spool (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, line TEXT NOT NULL);
+    CREATE INDEX spool_ts ON spool(ts);
+    CREATE TABLE spool_quarantine (
+        id INTEGER PRIMARY KEY, ts REAL NOT NULL, line TEXT NOT NULL,
+        status INTEGER, error TEXT, quarantined_at REAL NOT NULL
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 REACHABLE = ("up", "degraded")
@@ -278,8 +287,11 @@ class Store:
     # -- writing ---------------------------------------------------------
 
     def record_cycle(self, started_at: float, finished_at: float, obs: Sequence[Observation],
-                     snmp: Sequence[SnmpOutcome] = ()) -> int:
-        """Store one cycle (ICMP observations and SNMP outcomes) atomically; return its id."""
+                     snmp: Sequence[SnmpOutcome] = (), points: Sequence[str] = (),
+                     spool_limits: tuple[int, float] | None = None) -> int:
+        """Store one cycle atomically: ICMP observations, SNMP outcomes and the
+        cycle's InfluxDB points (into the spool, bounded by spool_limits =
+        (max points, max age in s)). Returns the cycle id."""
         seen = Counter(o.status for o in obs)
         counts = [seen.get(s, 0) for s in ("up", "degraded", "down", "unreachable", "unknown")]
         with self.transaction():
@@ -315,7 +327,69 @@ class Store:
             )
             self._update_state(cycle_id, obs)
             self._record_snmp(snmp)
+            if points:
+                self.conn.executemany("INSERT INTO spool (ts, line) VALUES (?, ?)", ((started_at, p) for p in points))
+            if spool_limits:
+                self._bound_spool(finished_at, *spool_limits)
         return cycle_id
+
+    # -- the InfluxDB spool ----------------------------------------------
+
+    def _bound_spool(self, now: float, max_points: int, max_age_s: float) -> None:
+        """Drop the oldest points past the bounds, counting them (in the caller's transaction)."""
+        dropped = self.conn.execute("DELETE FROM spool WHERE ts < ?", (now - max_age_s,)).rowcount
+        lo, hi = self.conn.execute("SELECT min(id), max(id) FROM spool").fetchone()
+        if lo is not None and hi - lo + 1 > max_points:  # ids are contiguous: only the head is ever deleted
+            dropped += self.conn.execute("DELETE FROM spool WHERE id <= ?", (hi - max_points,)).rowcount
+        if dropped:
+            total = int(self.meta("spool_dropped") or 0) + dropped
+            self._set_meta("spool_dropped", str(total))
+            logger.warning("spool full: dropped the %d oldest points (%d dropped in all); "
+                           "InfluxDB has not accepted points for a while: run `wanmon influx check`", dropped, total)
+
+    def spool_head(self, limit: int) -> list[tuple[int, str]]:
+        return self.conn.execute("SELECT id, line FROM spool ORDER BY id LIMIT ?", (limit,)).fetchall()
+
+    def spool_ack(self, ids: Sequence[int]) -> None:
+        """The server acknowledged these points: remove them."""
+        with self.transaction():
+            self.conn.executemany("DELETE FROM spool WHERE id = ?", ((i,) for i in ids))
+
+    def spool_quarantine(self, ids: Sequence[int], status: int | None, error: str, now: float) -> None:
+        """Move points the server rejects for good (400/422) out of the queue, keeping them for inspection."""
+        with self.transaction():
+            for i in ids:
+                self.conn.execute(
+                    "INSERT INTO spool_quarantine (id, ts, line, status, error, quarantined_at)"
+                    " SELECT id, ts, line, ?, ?, ? FROM spool WHERE id = ?", (status, error[:500], now, i))
+                self.conn.execute("DELETE FROM spool WHERE id = ?", (i,))
+
+    def spool_stats(self) -> dict[str, float | int | None]:
+        lo, hi, oldest = self.conn.execute("SELECT min(id), max(id), min(ts) FROM spool").fetchone()
+        quarantined = self.conn.execute("SELECT count(*) FROM spool_quarantine").fetchone()[0]
+        return {
+            "points": 0 if lo is None else hi - lo + 1,
+            "oldest_ts": oldest,
+            "dropped": int(self.meta("spool_dropped") or 0),
+            "quarantined": quarantined,
+            "last_sent_ts": float(self.meta("spool_last_sent") or 0) or None,
+            "last_error": self.meta("spool_last_error"),
+        }
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str | None) -> None:
+        if value is None:
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def set_meta(self, **values: str | None) -> None:
+        with self.transaction():
+            for k, v in values.items():
+                self._set_meta(k, v)
 
     def record_snmp(self, outcomes: Sequence[SnmpOutcome]) -> None:
         """Store SNMP outcomes outside a cycle (inventory --refresh), atomically."""

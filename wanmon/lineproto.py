@@ -1,0 +1,96 @@
+"""InfluxDB line protocol for a cycle's results (pure). The schema is in the README.
+
+Tags hold identity only (bounded cardinality): site_id, site_name, level,
+district, address (+ ifname, kind). Values are fields. Timestamps are the
+sample times in nanoseconds, so a retried write lands on the same point.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from wanmon.store import Observation, SnmpOutcome
+
+STATUS_CODE = {"up": 0, "degraded": 1, "down": 2, "unreachable": 3, "unknown": 4}
+
+
+def _esc_key(s: str) -> str:
+    """Measurement, tag keys and values, field keys: escape backslash, comma, equals, space."""
+    s = s.replace("\r", " ").replace("\n", " ")
+    return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _esc_str(s: str) -> str:
+    """String field value: quoted; escape backslash and double quote; no raw newlines."""
+    s = s.replace("\r", " ").replace("\n", " ")
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _field(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else repr(value)
+    return _esc_str(str(value))
+
+
+def line(measurement: str, tags: dict[str, str | None], fields: dict[str, object], ts: float) -> str | None:
+    """One point; None when it has no field (line protocol needs at least one)."""
+    tag_part = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(tags.items()) if v not in (None, ""))
+    encoded = [(k, _field(v)) for k, v in fields.items()]
+    field_part = ",".join(f"{_esc_key(k)}={v}" for k, v in encoded if v is not None)
+    if not field_part:
+        return None
+    return f"{_esc_key(measurement)}{tag_part} {field_part} {int(round(ts * 1e9))}"
+
+
+def site_tags(o) -> dict[str, str | None]:
+    return {"site_id": o.site_id, "site_name": o.name, "level": o.level, "district": o.district, "address": o.address}
+
+
+def cycle_points(obs: Sequence[Observation], snmp: Sequence[SnmpOutcome], agent: dict[str, object],
+                 host: str, started: float) -> list[str]:
+    """Every point of one cycle: ICMP per site, SNMP per polled site and interface, events, the agent."""
+    out: list[str | None] = []
+    by_site = {o.site_id: o for o in obs}
+    for o in obs:
+        out.append(line("wanmon_icmp", site_tags(o), {
+            "sent": o.sent, "received": o.received, "loss_pct": float(o.loss_pct),
+            "rtt_min_ms": o.rtt_min_ms, "rtt_avg_ms": o.rtt_avg_ms, "rtt_max_ms": o.rtt_max_ms,
+            "jitter_ms": o.jitter_ms, "up": int(o.status in ("up", "degraded")), "status": o.status,
+            "status_code": STATUS_CODE.get(o.status, 4),
+        }, o.ts))
+    for so in snmp:
+        d = so.device
+        o = by_site.get(d.site_id)
+        if o is None:
+            continue
+        tags = site_tags(o)
+        ok = d.status == "ok"
+        out.append(line("wanmon_snmp", tags, {
+            "ok": int(ok), "status": d.status,
+            "uptime_s": d.uptime_s if ok else None,
+            "uplink_in_bps": d.uplink_in_bps if ok else None, "uplink_out_bps": d.uplink_out_bps if ok else None,
+            "uplink_util_in_pct": d.uplink_util_in_pct if ok else None,
+            "uplink_util_out_pct": d.uplink_util_out_pct if ok else None,
+        }, d.last_poll_ts))
+        for i in so.interfaces or ():
+            out.append(line("wanmon_if", {**tags, "ifname": i.label}, {
+                "in_bps": i.in_bps, "out_bps": i.out_bps, "util_in_pct": i.util_in_pct, "util_out_pct": i.util_out_pct,
+                "oper_up": None if i.oper_status is None else int(i.oper_status == "up"),
+                "in_errors": i.in_errors, "out_errors": i.out_errors,
+                "in_discards": i.in_discards, "out_discards": i.out_discards,
+            }, i.sample_ts))
+        for e in so.events:
+            out.append(line("wanmon_event", {**tags, "kind": e.kind}, {"detail": e.detail}, e.ts))
+    out.append(line("wanmon_agent", {"host": host}, agent, started))
+    return [p for p in out if p is not None]
+
+
+def join(lines: Iterable[str]) -> bytes:
+    return ("\n".join(lines) + "\n").encode("utf-8")
