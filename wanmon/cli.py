@@ -207,7 +207,9 @@ def _print_summary(cfg: Config, result) -> None:
     else:
         con.print(f"[green]All {len(obs)} sites up.[/]")
     _print_snmp_summary(con, result)
-    con.print(f"Stored in {cfg.store_path} (cycle {result.cycle_id}).", style="dim")
+    from wanmon.page import out_dir
+
+    con.print(f"Stored in {cfg.store_path} (cycle {result.cycle_id}); page: {out_dir(cfg) / 'index.html'}", style="dim")
 
 
 def _print_snmp_summary(con, result) -> None:
@@ -403,6 +405,29 @@ def status(ctx: click.Context, as_json: bool) -> None:
         sys.stdout.write("\n")
         return
     _print_status(inv, states, devices, last, spool)
+
+
+@cli.command()
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default: [page] out_dir, relative to the config file).")
+@click.pass_context
+def render(ctx: click.Context, out: str | None) -> None:
+    """Write the status page (index.html + status.json) from the store, without probing."""
+    from wanmon.page import write_page
+    from wanmon.store import Store
+
+    cfg = _load(ctx, secrets=False)
+    try:
+        store = Store.open_readonly(cfg.store_path)
+        try:
+            folder = write_page(cfg, store, out)
+        finally:
+            store.close()
+    except WanmonError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(WanmonError(f"cannot write the page: {exc}"))
+    click.echo(f"wrote {folder / 'index.html'} and {folder / 'status.json'}")
 
 
 @cli.group()

@@ -105,6 +105,17 @@ class SnmpSettings(_Strict):
     priv_key_file: str | None = None
 
 
+class PageSettings(_Strict):
+    """[page]: the static status page."""
+
+    out_dir: str = "public"
+    language: Literal["vi", "en"] = "vi"
+    timezone: str = "Asia/Ho_Chi_Minh"
+    province: str = "Bắc Ninh"
+    refresh_s: int = Field(60, gt=0)
+    templates_dir: str | None = None
+
+
 class InfluxSettings(_Strict):
     """[influxdb]: the long-term sink. Absent = embedded store only."""
 
@@ -200,6 +211,7 @@ _SECTIONS: dict[str, type[_Strict]] = {
     "icmp": IcmpSettings,
     "thresholds": Thresholds,
     "snmp": SnmpSettings,
+    "page": PageSettings,
 }
 
 
@@ -210,6 +222,7 @@ class Config:
     icmp: IcmpSettings
     thresholds: Thresholds
     snmp: SnmpSettings
+    page: PageSettings
     sites: tuple[Site, ...]
     site_lines: dict[str, int] = field(default_factory=dict)
     snmp_specs: dict[str, SnmpSpec] = field(default_factory=dict)  # site id -> spec; absent = SNMP off
@@ -480,6 +493,14 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         for c in _cycles(by_id)
     )
 
+    if sections["page"] is not None:
+        try:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(sections["page"].timezone)
+        except (ValueError, LookupError, OSError):
+            problems.append(f"{at(loc.section('page', 'timezone'))}: [page] unknown timezone "
+                            f"{sections['page'].timezone!r} (e.g. \"Asia/Ho_Chi_Minh\")")
     snmp_specs: dict[str, SnmpSpec] = {}
     if sections["snmp"] is not None:
         snmp_specs = _snmp_specs(sections["snmp"], sites, index_of, loc, path, at, problems if secrets else [])
@@ -492,6 +513,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         icmp=sections["icmp"],
         thresholds=sections["thresholds"],
         snmp=sections["snmp"],
+        page=sections["page"],
         sites=tuple(sites),
         site_lines=site_lines,
         snmp_specs=snmp_specs,

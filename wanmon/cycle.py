@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from wanmon.config import Config, Site
 from wanmon.devices import DeviceState, derive
+from wanmon.errors import WanmonError
 from wanmon.inventory import Inventory
 from wanmon.lineproto import cycle_points
 from wanmon.sink import drain
@@ -120,6 +121,21 @@ async def _probe_all(cfg: Config, polled: list[Site], progress):
     )
 
 
+def _write_page(cfg: Config, store: Store) -> None:
+    """Render the status page from what was just recorded; the cycle stays recorded if this fails."""
+    from wanmon.page import write_page
+
+    try:
+        write_page(cfg, store)
+    except OSError as exc:
+        raise PageError(f"the cycle was recorded, but the status page could not be written: {exc} "
+                        "(check [page] out_dir and its permissions)") from None
+
+
+class PageError(WanmonError):
+    pass
+
+
 def _agent_fields(store: Store, started: float, finished: float, obs, outcomes) -> dict[str, object]:
     """The agent's own metrics for this cycle (wanmon_agent)."""
     from collections import Counter
@@ -164,6 +180,7 @@ def run_check(cfg: Config, progress: icmp.Progress | None = None) -> CycleResult
             store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
             if cfg.influx is not None:
                 drain(store, cfg.influx, cfg.influx.settings.drain_budget_s)
+            _write_page(cfg, store)
         finally:
             store.close()
     logger.info("cycle id=%d sites=%d snmp_polled=%d duration_ms=%.0f", cycle_id, len(obs), len(polled),

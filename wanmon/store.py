@@ -434,8 +434,11 @@ class Store:
             for r in self.conn.execute("SELECT site_id, status, since, consecutive_failures, last_reachable_ts FROM site_state")
         }
         rows = []
+        changes = []
         for o in obs:
             p_status, p_since, p_fail, p_reach = prev.get(o.site_id, (None, None, 0, None))
+            if p_status is not None and p_status != o.status:
+                changes.append((o.ts, o.site_id, "status", f"{p_status} -> {o.status}"))
             since = p_since if p_status == o.status else o.ts
             failed = o.sent > 0 and o.received == 0 or o.status in ("down", "unreachable")
             fails = p_fail + 1 if failed else 0
@@ -450,6 +453,8 @@ class Store:
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
+        # Status changes are the incident log (page, alerts): kept like the other events.
+        self.conn.executemany("INSERT INTO events (ts, site_id, kind, detail) VALUES (?,?,?,?)", changes)
 
     def apply_retention(self, now: float, raw_days: int, rollup_days: int) -> tuple[int, int]:
         """Delete raw samples and cycles older than raw_days, rollups older than rollup_days."""

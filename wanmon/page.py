@@ -1,0 +1,346 @@
+"""The static status page: snapshot(store) -> data -> index.html + status.json, written atomically.
+
+Availability ("uptime") = reachable samples / observed samples in the window.
+Each cycle's sample stands for one poll interval of observation; time without
+any cycle (agent not running) is a gap: shown, never counted as down. 24 h is
+computed from raw samples, 7 d and 30 d from the hourly rollups.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from wanmon.config import Config
+from wanmon.inventory import Inventory
+from wanmon.status import SEVERITY
+from wanmon.store import Store
+
+logger = logging.getLogger(__name__)
+
+WINDOWS = {"24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+SPARK_BUCKETS = 96  # 15-minute buckets over 24 h
+LEVELS = ("province", "district", "commune")
+
+TEXT = {
+    "vi": {
+        "title": "Tình trạng mạng WAN tỉnh {province}",
+        "last_cycle": "Lần kiểm tra gần nhất", "age": "cách đây", "never": "chưa có dữ liệu",
+        "stale": "Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây {age}. Tác tử giám sát có thể đã ngừng chạy.",
+        "no_data": "Chưa có lần kiểm tra nào: hãy chạy `wanmon check`.",
+        "summary": "Tổng quan", "availability": "Tỷ lệ sẵn sàng theo cấp",
+        "up": "Hoạt động", "degraded": "Suy giảm", "down": "Mất kết nối", "unreachable": "Không tới được",
+        "unknown": "Chưa rõ",
+        "province": "Cơ quan cấp tỉnh", "district": "UBND cấp huyện", "commune": "UBND cấp xã",
+        "province_section": "Sở, ban, ngành và Trung tâm dữ liệu tỉnh",
+        "district_section": "{name}", "sites": "điểm", "site": "Điểm kết nối", "status": "Trạng thái",
+        "rtt": "Độ trễ", "loss": "Mất gói", "latency24": "Độ trễ 24 giờ", "uptime": "Sẵn sàng",
+        "since": "từ", "down_since": "Mất kết nối từ", "last_change": "Thay đổi gần nhất",
+        "unreachable_because": "Không tới được vì tuyến trên ({parent}) mất kết nối",
+        "device_uptime": "Thiết bị chạy", "last_reboot": "khởi động lại", "uplink": "Đường lên",
+        "incidents": "Sự cố gần đây", "no_incidents": "Không có thay đổi trạng thái nào.",
+        "filter": "Lọc theo tên hoặc mã…", "only_problems": "Chỉ hiện điểm có sự cố",
+        "gap": "không có dữ liệu", "definition": "Tỷ lệ sẵn sàng = thời gian kết nối được / thời gian có quan sát; "
+        "khoảng thời gian không có quan sát (tác tử không chạy) không tính là mất kết nối.",
+        "level": "Cấp", "window": "Khoảng", "generated": "Tạo lúc", "assumption": "",
+        "when": "Thời điểm", "change": "Thay đổi",
+    },
+    "en": {
+        "title": "{province} provincial WAN status",
+        "last_cycle": "Last check", "age": "ago", "never": "no data yet",
+        "stale": "Data is stale: the last check was {age} ago. The monitoring agent may have stopped.",
+        "no_data": "No check has run yet: run `wanmon check`.",
+        "summary": "Summary", "availability": "Availability by level",
+        "up": "Up", "degraded": "Degraded", "down": "Down", "unreachable": "Unreachable", "unknown": "Unknown",
+        "province": "Provincial agencies", "district": "District People's Committees",
+        "commune": "Commune People's Committees",
+        "province_section": "Provincial agencies and data centre",
+        "district_section": "{name}", "sites": "sites", "site": "Site", "status": "Status",
+        "rtt": "RTT", "loss": "Loss", "latency24": "Latency, 24 h", "uptime": "Availability",
+        "since": "since", "down_since": "Down since", "last_change": "Last change",
+        "unreachable_because": "Unreachable because its uplink ({parent}) is down",
+        "device_uptime": "Device up", "last_reboot": "rebooted", "uplink": "Uplink",
+        "incidents": "Recent incidents", "no_incidents": "No status change recorded.",
+        "filter": "Filter by name or id…", "only_problems": "Only sites with problems",
+        "gap": "no data", "definition": "Availability = time reachable / time observed; periods with no "
+        "observation (agent not running) are gaps, not downtime.",
+        "level": "Level", "window": "Window", "generated": "Generated", "assumption": "",
+        "when": "When", "change": "Change",
+    },
+}
+STATUS_SYMBOL = {"up": "●", "degraded": "▲", "down": "✖", "unreachable": "⊘", "unknown": "?"}
+
+
+# ----------------------------------------------------------------------------
+# snapshot: everything the page shows, as plain data (also status.json)
+
+
+def _availability(store: Store, now: float) -> dict[str, dict[str, tuple[int, int]]]:
+    """{window: {site_id: (reachable, observed)}}."""
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    rows = store.conn.execute(
+        "SELECT site_id, sum(status IN ('up','degraded')), count(*) FROM icmp_samples WHERE ts >= ? GROUP BY site_id",
+        (now - WINDOWS["24h"],),
+    )
+    out["24h"] = {sid: (int(r), int(n)) for sid, r, n in rows}
+    for w in ("7d", "30d"):
+        rows = store.conn.execute(
+            "SELECT site_id, sum(reachable), sum(samples) FROM icmp_hourly WHERE hour >= ? GROUP BY site_id",
+            (now - WINDOWS[w],),
+        )
+        out[w] = {sid: (int(r), int(n)) for sid, r, n in rows}
+    return out
+
+
+def _sparklines(store: Store, now: float) -> dict[str, list[tuple[int, float | None, float]]]:
+    """{site_id: [(bucket, avg rtt ms or None, max loss %)]} over the last 24 h, 15-minute buckets."""
+    start = now - WINDOWS["24h"]
+    width = WINDOWS["24h"] / SPARK_BUCKETS
+    out: dict[str, list] = {}
+    for sid, b, rtt, loss in store.conn.execute(
+        "SELECT site_id, CAST((ts - ?) / ? AS INTEGER) AS b, avg(rtt_avg_ms), max(loss_pct)"
+        " FROM icmp_samples WHERE ts >= ? GROUP BY site_id, b ORDER BY site_id, b",
+        (start, width, start),
+    ):
+        out.setdefault(sid, []).append((int(b), rtt, float(loss)))
+    return out
+
+
+def pct(pair: tuple[int, int] | None) -> float | None:
+    if not pair or not pair[1]:
+        return None
+    return 100.0 * pair[0] / pair[1]
+
+
+def _sum_pairs(pairs) -> tuple[int, int]:
+    r = n = 0
+    for p in pairs:
+        if p:
+            r += p[0]
+            n += p[1]
+    return r, n
+
+
+def snapshot(cfg: Config, store: Store, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    inv = Inventory.from_config(cfg)
+    states = {s.site_id: s for s in store.states()}
+    devices = store.devices()
+    avail = _availability(store, now)
+    sparks = _sparklines(store, now)
+    last = store.last_cycle()
+
+    def site_data(s) -> dict[str, Any]:
+        st = states.get(s.id)
+        dev = devices.get(s.id)
+        status = st.status if st else "unknown"
+        parent = inv.by_id.get(s.parent) if s.parent else None
+        snmp = None
+        if dev is not None and dev.last_ok_ts is not None:
+            snmp = {"status": dev.status, "sys_name": dev.sys_name, "uptime_s": dev.uptime_s,
+                    "last_reboot": dev.last_reboot_ts, "uplink": dev.uplink_name,
+                    "uplink_util_in_pct": dev.uplink_util_in_pct, "uplink_util_out_pct": dev.uplink_util_out_pct}
+        return {
+            "id": s.id, "name": s.name, "level": s.level, "district": s.district, "address": s.address,
+            "parent": s.parent, "parent_name": parent.name if parent else None,
+            "status": status, "since": st.since if st else None, "last_ts": st.last_ts if st else None,
+            "reason": st.reason if st else None,
+            "rtt_avg_ms": st.rtt_avg_ms if st else None, "loss_pct": st.loss_pct if st else None,
+            "availability": {w: pct(avail[w].get(s.id)) for w in WINDOWS},
+            "observed_samples": {w: (avail[w].get(s.id) or (0, 0))[1] for w in WINDOWS},
+            "spark": [{"b": b, "rtt_ms": r, "loss_pct": l} for b, r, l in sparks.get(s.id, [])],
+            "snmp": snmp,
+        }
+
+    sites = {s.id: site_data(s) for s in inv.ordered()}
+    counts = {k: 0 for k in SEVERITY}
+    for d in sites.values():
+        counts[d["status"]] += 1
+    levels = {
+        lv: {w: pct(_sum_pairs(avail[w].get(s.id) for s in inv.sites if s.level == lv)) for w in WINDOWS}
+        for lv in LEVELS
+    }
+
+    def group(ids: list[str]) -> dict[str, Any]:
+        c = {k: 0 for k in SEVERITY}
+        for i in ids:
+            c[sites[i]["status"]] += 1
+        worst = min((sites[i]["status"] for i in ids), key=lambda st: SEVERITY[st], default="unknown")
+        return {"counts": c, "status": worst,
+                "availability": {w: pct(_sum_pairs(avail[w].get(i) for i in ids)) for w in WINDOWS}}
+
+    districts = []
+    for d in inv.districts:
+        ids = [s.id for s in (*d.sites, *d.communes)]
+        districts.append({"name": d.name, "sites": [s.id for s in d.sites], "communes": [s.id for s in d.communes],
+                          **group(ids)})
+    incidents = [
+        {"ts": ts, "site_id": sid, "site_name": sites[sid]["name"] if sid in sites else sid, "change": detail}
+        for ts, sid, detail in store.conn.execute(
+            "SELECT ts, site_id, detail FROM events WHERE kind = 'status' ORDER BY ts DESC, id DESC LIMIT 50")
+    ]
+    return {
+        "generated_at": now,
+        "last_cycle": last,
+        "refresh_s": cfg.page.refresh_s,
+        "stale": last is None or now - last["started_at"] > 3 * cfg.page.refresh_s,
+        "counts": counts,
+        "levels": levels,
+        "province": {"sites": [s.id for s in inv.province], **group([s.id for s in inv.province])},
+        "districts": districts,
+        "sites": sites,
+        "incidents": incidents,
+    }
+
+
+# ----------------------------------------------------------------------------
+# formatting (language and timezone)
+
+
+@dataclass(frozen=True)
+class Fmt:
+    lang: str
+    tz: ZoneInfo
+
+    def num(self, v: float | None, digits: int = 2, unit: str = "") -> str:
+        if v is None:
+            return "–"
+        s = f"{v:,.{digits}f}"
+        if self.lang == "vi":  # 1.234,56: dot for thousands, comma for decimals
+            s = s.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
+        return s + unit
+
+    def ms(self, v: float | None) -> str:
+        """RTT with the digits that matter: 0,023 ms on a LAN, 12,4 ms on a WAN, 1.250 ms when bad."""
+        if v is None:
+            return "–"
+        return self.num(v, 3 if v < 1 else 2 if v < 10 else 1 if v < 1000 else 0, " ms")
+
+    def pct(self, v: float | None) -> str:
+        return self.num(v, 2, "%")
+
+    def dt(self, ts: float | None) -> str:
+        if ts is None:
+            return "–"
+        d = datetime.fromtimestamp(ts, self.tz)
+        return d.strftime("%d/%m/%Y %H:%M") if self.lang == "vi" else d.strftime("%Y-%m-%d %H:%M")
+
+    def age(self, seconds: float | None) -> str:
+        if seconds is None:
+            return "–"
+        s = max(0, int(seconds))
+        units = (("ngày", "d", 86400), ("giờ", "h", 3600), ("phút", "min", 60))
+        for vi, en, size in units:
+            if s >= size:
+                return f"{s // size} {vi if self.lang == 'vi' else en}"
+        return f"{s} {'giây' if self.lang == 'vi' else 's'}"
+
+    def duration(self, seconds: float | None) -> str:
+        if seconds is None:
+            return "–"
+        d, rest = divmod(int(seconds), 86400)
+        h, m = rest // 3600, rest % 3600 // 60
+        day = "ngày" if self.lang == "vi" else "d"
+        return f"{d} {day} {h:02d}:{m:02d}" if d else f"{h:02d}:{m:02d}"
+
+
+def sparkline_svg(points: list[dict[str, Any]], width: int = 144, height: int = 28) -> str:
+    """Inline SVG: RTT line over 24 h (15-minute buckets), loss as red ticks, gaps left empty."""
+    if not points:
+        return ""
+    rtts = [p["rtt_ms"] for p in points if p["rtt_ms"] is not None]
+    top = max(rtts) if rtts else 1.0
+    top = top if top > 0 else 1.0
+    step = width / SPARK_BUCKETS
+    parts: list[str] = []
+    path: list[str] = []
+    prev_b = None
+    for p in points:
+        x = p["b"] * step + step / 2
+        if p["rtt_ms"] is not None:
+            y = height - 2 - (height - 6) * (p["rtt_ms"] / top)
+            cmd = "L" if prev_b is not None and p["b"] == prev_b + 1 else "M"  # a gap breaks the line
+            path.append(f"{cmd}{x:.1f},{y:.1f}")
+            prev_b = p["b"]
+        else:
+            prev_b = None
+        if p["loss_pct"] > 0:
+            parts.append(f'<rect x="{x - step / 2:.1f}" y="0" width="{max(step, 1):.1f}" height="4" class="lossmark"/>')
+    line = f'<path d="{" ".join(path)}" class="rttline"/>' if path else ""
+    return (f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-hidden="true">{line}{"".join(parts)}</svg>')
+
+
+# ----------------------------------------------------------------------------
+# rendering and writing
+
+
+def _env(cfg: Config):
+    from importlib.resources import files
+
+    import jinja2
+
+    folder = Path(__file__).resolve().parent.parent / "templates"
+    if cfg.page.templates_dir:
+        loader = jinja2.FileSystemLoader(str(cfg.path.parent / cfg.page.templates_dir))
+    elif (folder / "page.html.j2").exists():  # a checkout (editable install or source tree)
+        loader = jinja2.FileSystemLoader(str(folder))
+    else:
+        loader = jinja2.FileSystemLoader(str(files("wanmon.templates")))
+    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+def render_html(cfg: Config, snap: dict[str, Any]) -> str:
+    from markupsafe import Markup
+
+    lang = cfg.page.language
+    fmt = Fmt(lang, ZoneInfo(cfg.page.timezone))
+    t = {k: v for k, v in TEXT[lang].items()}
+    now = snap["generated_at"]
+    sparks = {sid: Markup(sparkline_svg(d["spark"])) for sid, d in snap["sites"].items()}
+    return _env(cfg).get_template("page.html.j2").render(
+        s=snap, t=t, f=fmt, lang=lang, now=now, province=cfg.page.province, sparks=sparks,
+        symbol=STATUS_SYMBOL, windows=list(WINDOWS), levels=LEVELS,
+    )
+
+
+def _atomic_write(path: Path, data: str) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # a web server or a colleague's browser reads it
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def out_dir(cfg: Config, override: str | Path | None = None) -> Path:
+    p = Path(override) if override else Path(cfg.page.out_dir).expanduser()
+    return p if p.is_absolute() else (Path.cwd() / p if override else cfg.path.parent / p)
+
+
+def write_page(cfg: Config, store: Store, out: str | Path | None = None, now: float | None = None) -> Path:
+    """Render index.html and status.json into the output folder, atomically. Returns the folder."""
+    folder = out_dir(cfg, out)
+    folder.mkdir(parents=True, exist_ok=True)
+    snap = snapshot(cfg, store, now)
+    html = render_html(cfg, snap)
+    _atomic_write(folder / "status.json", json.dumps(snap, ensure_ascii=False, indent=1) + "\n")
+    _atomic_write(folder / "index.html", html)
+    logger.info("page written dir=%s sites=%d bytes=%d", folder, len(snap["sites"]), len(html))
+    return folder
