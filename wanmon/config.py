@@ -564,6 +564,9 @@ def _influx_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str]) -
     secret, problem = _read_secret(kind, getattr(st, f"{kind}_env"), getattr(st, f"{kind}_file"), path.parent)
     if problem:
         problems.append(f"{at(loc.section('influxdb', f'{kind}_env') or loc.section('influxdb'))}: [influxdb] {problem}")
+    if st.api == "v2" and secret is not None and not (secret.reveal().isascii() and secret.reveal().isprintable()):
+        problems.append(f"{at(loc.section('influxdb', 'token_env') or loc.section('influxdb'))}: [influxdb] the token "
+                        "must be printable ASCII (it travels in an HTTP header): check token_env / token_file")
     if st.api == "v1" and secret is not None and not st.username:
         problems.append(f"{at(loc.section('influxdb'))}: [influxdb] a v1 password needs a username")
     return InfluxSpec(st, secret)

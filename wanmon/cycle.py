@@ -173,7 +173,7 @@ def run_check(cfg: Config, progress: icmp.Progress | None = None) -> CycleResult
             points, limits = (), None
             if cfg.influx is not None:
                 points = cycle_points(obs, outcomes, _agent_fields(store, started, finished, obs, outcomes),
-                                      socket.gethostname(), started)
+                                      socket.gethostname(), started, v1=cfg.influx.settings.api == "v1")
                 st = cfg.influx.settings
                 limits = (st.spool_max_points, st.spool_max_age_h * 3600)
             cycle_id = store.record_cycle(started, finished, obs, outcomes, points, limits)

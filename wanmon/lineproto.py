@@ -15,10 +15,17 @@ from wanmon.store import Observation, SnmpOutcome
 STATUS_CODE = {"up": 0, "degraded": 1, "down": 2, "unreachable": 3, "unknown": 4}
 
 
-def _esc_key(s: str) -> str:
-    """Measurement, tag keys and values, field keys: escape backslash, comma, equals, space."""
+def _esc_key(s: str, v1: bool = False) -> str:
+    """Measurement, tag keys and values, field keys: escape comma, equals and space,
+    and (v2 line protocol, as influxdb-client does) backslash.
+
+    InfluxDB 1.x does not unescape a doubled backslash in tags (it would keep
+    both), so for `api = "v1"` backslashes are written as they are.
+    """
     s = s.replace("\r", " ").replace("\n", " ")
-    return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+    if not v1:
+        s = s.replace("\\", "\\\\")
+    return s.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def _esc_str(s: str) -> str:
@@ -39,14 +46,15 @@ def _field(value) -> str | None:
     return _esc_str(str(value))
 
 
-def line(measurement: str, tags: dict[str, str | None], fields: dict[str, object], ts: float) -> str | None:
+def _line(measurement: str, tags: dict[str, str | None], fields: dict[str, object], ts: float,
+         v1: bool = False) -> str | None:
     """One point; None when it has no field (line protocol needs at least one)."""
-    tag_part = "".join(f",{_esc_key(k)}={_esc_key(v)}" for k, v in sorted(tags.items()) if v not in (None, ""))
+    tag_part = "".join(f",{_esc_key(k, v1)}={_esc_key(v, v1)}" for k, v in sorted(tags.items()) if v not in (None, ""))
     encoded = [(k, _field(v)) for k, v in fields.items()]
-    field_part = ",".join(f"{_esc_key(k)}={v}" for k, v in encoded if v is not None)
+    field_part = ",".join(f"{_esc_key(k, v1)}={v}" for k, v in encoded if v is not None)
     if not field_part:
         return None
-    return f"{_esc_key(measurement)}{tag_part} {field_part} {int(round(ts * 1e9))}"
+    return f"{_esc_key(measurement, v1)}{tag_part} {field_part} {int(round(ts * 1e9))}"
 
 
 def site_tags(o) -> dict[str, str | None]:
@@ -54,9 +62,13 @@ def site_tags(o) -> dict[str, str | None]:
 
 
 def cycle_points(obs: Sequence[Observation], snmp: Sequence[SnmpOutcome], agent: dict[str, object],
-                 host: str, started: float) -> list[str]:
+                 host: str, started: float, v1: bool = False) -> list[str]:
     """Every point of one cycle: ICMP per site, SNMP per polled site and interface, events, the agent."""
     out: list[str | None] = []
+
+    def line(*args):
+        return _line(*args, v1=v1)
+
     by_site = {o.site_id: o for o in obs}
     for o in obs:
         out.append(line("wanmon_icmp", site_tags(o), {
@@ -90,6 +102,9 @@ def cycle_points(obs: Sequence[Observation], snmp: Sequence[SnmpOutcome], agent:
             out.append(line("wanmon_event", {**tags, "kind": e.kind}, {"detail": e.detail}, e.ts))
     out.append(line("wanmon_agent", {"host": host}, agent, started))
     return [p for p in out if p is not None]
+
+
+line = _line
 
 
 def join(lines: Iterable[str]) -> bytes:
