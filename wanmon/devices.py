@@ -148,7 +148,9 @@ def derive(site_id: str, prev: DeviceState | None, prev_ifs: dict[int, IfState],
         if changes:
             events.append(Event(ts, site_id, "device_changed", "device replaced or renamed: " + "; ".join(changes)))
 
-    ifs = [_interface(i, prev_ifs.get(i.if_index), ts, reboot) for i in res.interfaces]
+    # Counter rates use the time the counters were read, not the start of the poll.
+    if_ts = res.if_ts if res.if_ts is not None else ts
+    ifs = [_interface(i, prev_ifs.get(i.if_index), if_ts, reboot) for i in res.interfaces]
     for new in ifs:
         old = prev_ifs.get(new.if_index)
         if old is not None and old.oper_status != new.oper_status:

@@ -107,6 +107,7 @@ class SnmpResult:
     engine_time_s: int | None = None
     interfaces: tuple[Interface, ...] = field(default=())
     duration_ms: float = 0.0
+    if_ts: float | None = None  # when the interface counters were read (middle of the table walk)
 
     @property
     def ok(self) -> bool:
@@ -368,7 +369,9 @@ async def _poll_one(engine, target: SnmpTarget) -> SnmpResult:
         if spec.version != "1":  # in v1 a missing OID fails the whole GET: skip the optional ones
             engine_vals = await agent.get(ENGINE)
         rows_hint = _int(sys_vals.get("if_number")) or 8
+        walk_start = time.time()
         rows = await agent.table(COLUMNS, rows_hint)
+        if_ts = (walk_start + time.time()) / 2
         oid = sys_vals.get("sys_object_id")
         return SnmpResult(
             status="ok", reason=None, ts=ts,
@@ -382,6 +385,7 @@ async def _poll_one(engine, target: SnmpTarget) -> SnmpResult:
             engine_time_s=_int(engine_vals.get("engine_time")),
             interfaces=_interfaces(rows),
             duration_ms=(time.perf_counter() - t0) * 1000,
+            if_ts=if_ts,
         )
     except _Failed as f:
         return SnmpResult(status=f.status, reason=f.reason, ts=ts, duration_ms=(time.perf_counter() - t0) * 1000)
