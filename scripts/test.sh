@@ -3,7 +3,7 @@
 # packages) and run the whole test suite. Tests start and stop their own peers
 # (network namespaces, responders...). Extra arguments go to pytest.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" iproute2 iputils-ping util-linux fping snmp snmpd influxdb victoria-metrics
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" iproute2 iputils-ping util-linux fping snmp snmpd influxdb victoria-metrics chromium
 cd "$ROOT"
 "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
 mkdir -p test-artifacts

@@ -43,7 +43,7 @@ TEXT = {
         "province_section": "Sở, ban, ngành và Trung tâm dữ liệu tỉnh",
         "district_section": "{name}", "sites": "điểm", "site": "Điểm kết nối", "status": "Trạng thái",
         "rtt": "Độ trễ", "loss": "Mất gói", "latency24": "Độ trễ 24 giờ", "uptime": "Sẵn sàng",
-        "since": "từ", "down_since": "Mất kết nối từ", "last_change": "Thay đổi gần nhất",
+        "since": "từ", "down_since": "Mất kết nối từ", "last_change": "Ở trạng thái này từ",
         "unreachable_because": "Không tới được vì tuyến trên ({parent}) mất kết nối",
         "device_uptime": "Thiết bị chạy", "last_reboot": "khởi động lại", "uplink": "Đường lên",
         "incidents": "Sự cố gần đây", "no_incidents": "Không có thay đổi trạng thái nào.",
@@ -65,7 +65,7 @@ TEXT = {
         "province_section": "Provincial agencies and data centre",
         "district_section": "{name}", "sites": "sites", "site": "Site", "status": "Status",
         "rtt": "RTT", "loss": "Loss", "latency24": "Latency, 24 h", "uptime": "Availability",
-        "since": "since", "down_since": "Down since", "last_change": "Last change",
+        "since": "since", "down_since": "Down since", "last_change": "In this state since",
         "unreachable_because": "Unreachable because its uplink ({parent}) is down",
         "device_uptime": "Device up", "last_reboot": "rebooted", "uplink": "Uplink",
         "incidents": "Recent incidents", "no_incidents": "No status change recorded.",
@@ -87,7 +87,9 @@ def _availability(store: Store, now: float) -> dict[str, dict[str, tuple[int, in
     """{window: {site_id: (reachable, observed)}}."""
     out: dict[str, dict[str, tuple[int, int]]] = {}
     rows = store.conn.execute(
-        "SELECT site_id, sum(status IN ('up','degraded')), count(*) FROM icmp_samples WHERE ts >= ? GROUP BY site_id",
+        # INDEXED BY: SQLite otherwise picks (site_id, ts) and reads the whole retention window.
+        "SELECT site_id, sum(status IN ('up','degraded')), count(*) FROM icmp_samples INDEXED BY icmp_samples_ts"
+        " WHERE ts >= ? GROUP BY site_id",
         (now - WINDOWS["24h"],),
     )
     out["24h"] = {sid: (int(r), int(n)) for sid, r, n in rows}
@@ -107,7 +109,7 @@ def _sparklines(store: Store, now: float) -> dict[str, list[tuple[int, float | N
     out: dict[str, list] = {}
     for sid, b, rtt, loss in store.conn.execute(
         "SELECT site_id, CAST((ts - ?) / ? AS INTEGER) AS b, avg(rtt_avg_ms), max(loss_pct)"
-        " FROM icmp_samples WHERE ts >= ? GROUP BY site_id, b ORDER BY site_id, b",
+        " FROM icmp_samples INDEXED BY icmp_samples_ts WHERE ts >= ? GROUP BY site_id, b ORDER BY site_id, b",
         (start, width, start),
     ):
         out.setdefault(sid, []).append((int(b), rtt, float(loss)))
@@ -340,7 +342,8 @@ def write_page(cfg: Config, store: Store, out: str | Path | None = None, now: fl
     folder.mkdir(parents=True, exist_ok=True)
     snap = snapshot(cfg, store, now)
     html = render_html(cfg, snap)
-    _atomic_write(folder / "status.json", json.dumps(snap, ensure_ascii=False, indent=1) + "\n")
+    # Compact: the C encoder (indent= falls back to the slow pure-Python one on big pages).
+    _atomic_write(folder / "status.json", json.dumps(snap, ensure_ascii=False, separators=(",", ":")) + "\n")
     _atomic_write(folder / "index.html", html)
     logger.info("page written dir=%s sites=%d bytes=%d", folder, len(snap["sites"]), len(html))
     return folder

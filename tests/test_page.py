@@ -1,0 +1,717 @@
+"""The static status page (index.html + status.json): structure, numbers, formatting, safety.
+
+Everything goes through the real CLI (`wanmon check`, `wanmon render`) in a
+subprocess. Known histories are written straight into the store with
+`Store.record_cycle`, exactly as a real cycle records them (samples, hourly
+rollups, site state, status-change events), at past timestamps relative to
+now, so `render` (which uses the wall clock) sees them where they belong.
+
+The HTML is read with BeautifulSoup (the stdlib html.parser builder), the
+way a browser would see the document, never with regexes on the markup.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+import tomllib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from conftest import REPO, wanmon
+
+bs4 = pytest.importorskip("bs4", reason="beautifulsoup4 is a test extra: pip install -e '.[test]'")
+BeautifulSoup = bs4.BeautifulSoup
+
+from wanmon.config import load as load_config  # noqa: E402
+from wanmon.devices import DeviceState  # noqa: E402
+from wanmon.inventory import Inventory  # noqa: E402
+from wanmon.status import with_parents  # noqa: E402
+from wanmon.store import Observation, SnmpOutcome, Store  # noqa: E402
+
+SCRIPT = "<script>alert(1)</script>"
+IMG = '"><img src=x onerror=alert(1)>'
+SSTI = "{{7*7}}"
+HOSTILE = (SCRIPT, IMG, SSTI)
+STATUSES = ("up", "degraded", "down", "unreachable", "unknown")
+VN = timezone(timedelta(hours=7))  # Asia/Ho_Chi_Minh: UTC+7, no DST since 1975
+
+
+# ----------------------------------------------------------------------------
+# helpers: configs, histories, reading the page
+
+
+def shipped_config(folder: Path, *, page: str = "", names: dict[str, str] | None = None) -> Path:
+    """Copy the shipped 177-site sites.toml into folder with SNMP off (keeps `check` fast and
+    on loopback), optional site renames (TOML literal strings) and an optional [page] table."""
+    lines = (REPO / "sites.toml").read_text(encoding="utf-8").splitlines()
+    start = lines.index("[snmp]")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("["))
+    key = next((i for i in range(start + 1, end) if re.match(r"enabled\s*=", lines[i])), None)
+    if key is None:
+        lines.insert(start + 1, "enabled = false")
+    else:
+        lines[key] = "enabled = false"
+    for sid, name in (names or {}).items():
+        i = lines.index(f'id = "{sid}"')
+        j = next(k for k in range(i, i + 10) if lines[k].startswith("name = "))
+        assert "'" not in name and "\n" not in name
+        lines[j] = f"name = '{name}'"
+    text = "\n".join(lines) + "\n" + (f"\n[page]\n{page}\n" if page else "")
+    raw = tomllib.loads(text)
+    assert raw["snmp"]["enabled"] is False and len(raw["sites"]) == 177
+    path = folder / "sites.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+SMALL = """\
+[store]
+path = "var/wanmon.db"
+
+[snmp]
+enabled = false
+
+[[sites]]
+id = "dc-core"
+name = "Trung tâm dữ liệu"
+level = "province"
+address = "127.0.0.1"
+
+[[sites]]
+id = "tien-du"
+name = "UBND huyện Tiên Du"
+level = "district"
+district = "Tiên Du"
+parent = "dc-core"
+address = "127.10.4.1"
+
+[[sites]]
+id = "tien-du-phat-tich"
+name = "UBND xã Phật Tích"
+level = "commune"
+district = "Tiên Du"
+parent = "tien-du"
+address = "127.10.4.11"
+
+[[sites]]
+id = "tien-du-lien-bao"
+name = "UBND xã Liên Bão"
+level = "commune"
+district = "Tiên Du"
+parent = "tien-du"
+address = "127.10.4.12"
+
+[[sites]]
+id = "tu-son"
+name = "UBND thị xã Từ Sơn"
+level = "district"
+district = "Từ Sơn"
+parent = "dc-core"
+address = "127.10.5.1"
+
+[[sites]]
+id = "tu-son-dong-ngan"
+name = "UBND phường Đông Ngàn"
+level = "commune"
+district = "Từ Sơn"
+parent = "tu-son"
+address = "127.10.5.11"
+"""
+
+
+def write_config(folder: Path, text: str, name: str = "sites.toml", page: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text + (f"\n[page]\n{page}\n" if page else ""), encoding="utf-8")
+    return path
+
+
+def observation(site, ts: float, status: str) -> Observation:
+    """A realistic observation: 3 echo requests; degraded = 1 of 3 lost; down/unreachable = none back."""
+    got = {"up": 3, "degraded": 2}.get(status, 0)
+    rtt = 4.0 + len(site.id) % 7 if got else None
+    reason = None
+    if status == "down":
+        reason = "timeout"
+    elif status == "unreachable":
+        reason = f"parent '{site.parent}' is down; timeout"
+    return Observation(
+        site_id=site.id, name=site.name, level=site.level, district=site.district, address=site.address, ts=ts,
+        status=status, reason=reason, sent=3, received=got, loss_pct=100.0 * (3 - got) / 3,
+        rtt_min_ms=rtt and rtt - 1, rtt_avg_ms=rtt, rtt_max_ms=rtt and rtt + 1, jitter_ms=rtt and 0.5,
+    )
+
+
+def record(cfg_path: Path, cycles, snmp_last=()) -> dict[str, dict]:
+    """Record cycles [(ts, {site_id: own status, default up})] in order, as real cycles are:
+    a silent child of a down parent becomes unreachable (wanmon.status.with_parents).
+    snmp_last: SNMP outcomes stored with the last cycle. Returns the final statuses."""
+    cfg = load_config(cfg_path, secrets=False)
+    inv = Inventory.from_config(cfg)
+    store = Store.open(cfg.store_path)
+    final: dict[str, str] = {}
+    try:
+        cycles = list(cycles)
+        for n, (ts, own) in enumerate(cycles):
+            final = with_parents({s.id: own.get(s.id, "up") for s in cfg.sites}, inv.by_id)
+            obs = [observation(s, ts, final[s.id]) for s in cfg.sites]
+            store.record_cycle(ts, ts + 1.5, obs, snmp=snmp_last if n == len(cycles) - 1 else ())
+    finally:
+        store.close()
+    return final
+
+
+def render(cfg_path: Path, out: Path) -> tuple[BeautifulSoup, dict, str]:
+    r = wanmon("--config", str(cfg_path), "render", "--out", str(out), cwd=cfg_path.parent)
+    assert r.returncode == 0, r.stderr
+    html = (out / "index.html").read_text(encoding="utf-8")
+    data = json.loads((out / "status.json").read_text(encoding="utf-8"))
+    return BeautifulSoup(html, "html.parser"), data, html
+
+
+def row_id(tr) -> str:
+    """A site row's id: the first part of its `id · address` line."""
+    return tr.select_one("div.meta").get_text().split(" · ")[0].strip()
+
+
+def rows_by_id(soup) -> dict[str, object]:
+    out = {}
+    for tr in soup.select("tr.site"):
+        sid = row_id(tr)
+        assert sid not in out, f"site {sid} appears twice"
+        out[sid] = tr
+    return out
+
+
+def avail_cells(tr) -> list[str]:
+    """The 24h / 7d / 30d availability cells: the last three numeric cells."""
+    return [td.get_text(strip=True) for td in tr.find_all("td", class_="num")[-3:]]
+
+
+def level_table(soup) -> dict[str, list[str]]:
+    return {tr.find("td").get_text(strip=True): [td.get_text(strip=True) for td in tr.find_all("td")[1:]]
+            for tr in soup.select("table.levels tbody tr")}
+
+
+def cards(soup) -> dict[str, int]:
+    out = {}
+    for card in soup.select(".cards .card"):
+        badge = card.select_one(".badge")
+        st = next(c[3:] for c in badge["class"] if c.startswith("st-"))
+        out[st] = int(card.find("b").get_text())
+    return out
+
+
+def groups(soup):
+    """[(summary text, [row ids])] for every <details> group, in page order."""
+    return [(d.find("summary").get_text(" ", strip=True), [row_id(tr) for tr in d.select("tr.site")])
+            for d in soup.select("main details")]
+
+
+def group_name(details) -> str:
+    """A district block's name: its summary after the status badge, up to the first ' · '."""
+    summary = details.find("summary")
+    badge = summary.select_one(".badge").get_text(" ", strip=True)
+    return summary.get_text(" ", strip=True)[len(badge):].strip().split(" · ")[0]
+
+
+def vn_time(ts: float) -> str:
+    """dd/mm/yyyy HH:MM in Vietnam (UTC+7), computed without zoneinfo."""
+    return (datetime.fromtimestamp(ts, timezone.utc).astimezone(VN)).strftime("%d/%m/%Y %H:%M")
+
+
+# ----------------------------------------------------------------------------
+# the shipped 177-site inventory after a real `wanmon check`
+
+
+@pytest.fixture(scope="module")
+def checked177(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("p177")
+    cfg = shipped_config(folder)
+    r = wanmon("--config", str(cfg), "check", cwd=folder, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = folder / "public"  # [page] out_dir default, relative to the config file
+    html = (out / "index.html").read_text(encoding="utf-8")
+    return {"cfg": cfg, "out": out, "html": html, "soup": BeautifulSoup(html, "html.parser"),
+            "data": json.loads((out / "status.json").read_text(encoding="utf-8")),
+            "raw": tomllib.loads(cfg.read_text(encoding="utf-8"))}
+
+
+def test_check_writes_page_with_all_177_sites_once(checked177):
+    soup, raw = checked177["soup"], checked177["raw"]
+    ids = [s["id"] for s in raw["sites"]]
+    rows = [row_id(tr) for tr in soup.select("tr.site")]
+    assert len(rows) == 177 and sorted(rows) == sorted(ids)  # each exactly once
+    names = {row_id(tr): tr.select_one("div.name").get_text() for tr in soup.select("tr.site")}
+    assert names == {s["id"]: s["name"] for s in raw["sites"]}
+    assert soup.html["lang"] == "vi"
+    assert soup.find("meta", attrs={"http-equiv": "refresh"})["content"] == "60"
+    assert soup.title.get_text() == "Tình trạng mạng WAN tỉnh Bắc Ninh"
+    assert not soup.select(".banner")  # fresh data: no stale banner
+
+
+def test_grouping_province_then_8_districts_with_their_communes(checked177):
+    soup, raw = checked177["soup"], checked177["raw"]
+    sites = raw["sites"]
+    by_id = {s["id"]: s for s in sites}
+    province = [s["id"] for s in sites if s["level"] == "province"]
+    order = list(dict.fromkeys(s["district"] for s in sites if s.get("district")))
+    assert len(order) == 8
+
+    got = groups(soup)
+    assert len(got) == 9  # province + 8 districts, one <details> each
+    assert soup.select("main details")[0].get("class") == ["group"]
+    assert len(soup.select("main details.group.district")) == 8
+    head, prov_rows = got[0]
+    assert prov_rows == province and len(province) == 35
+    assert "35 điểm" in head
+    for name, (summary, ids) in zip(order, got[1:]):
+        dsites = [s["id"] for s in sites if s["level"] == "district" and s.get("district") == name]
+        communes = [s["id"] for s in sites if s["level"] == "commune" and s.get("district") == name]
+        assert summary.split(" · ")[0].endswith(name), summary
+        assert f"· {len(dsites) + len(communes)} điểm" in summary
+        assert ids == dsites + communes  # district-level sites first, then its communes
+        ubnd = dsites[0]
+        for c in communes:  # every commune hangs from a site of its own district block
+            assert by_id[c]["parent"] in dsites, c
+        assert by_id[ubnd]["parent"] == "dc-core"
+    total = sum(len(ids) for _, ids in got)
+    assert total == 177
+
+
+def test_summary_counts_match_rows_and_json(checked177):
+    soup, data = checked177["soup"], checked177["data"]
+    c = cards(soup)
+    assert list(c) == ["up", "degraded", "down", "unreachable", "unknown"]
+    by_row = {st: len(soup.select(f'tr.site[data-status="{st}"]')) for st in STATUSES}
+    assert c == by_row == data["counts"]
+    assert sum(c.values()) == 177
+    assert c["up"] == 177  # the shipped placeholders are all on loopback: every one answers
+    assert data["last_cycle"]["sites"] == 177 and data["last_cycle"]["up"] == 177
+    for d in data["districts"]:
+        assert d["status"] == "up" and sum(d["counts"].values()) == len(d["sites"]) + len(d["communes"])
+
+
+def test_status_json_has_the_page_data(checked177):
+    soup, data = checked177["soup"], checked177["data"]
+    rows = [row_id(tr) for tr in soup.select("tr.site")]
+    assert list(data["sites"]) == rows  # same sites, same order
+    assert [g["name"] for g in data["districts"]] == [group_name(d) for d in soup.select("details.district")]
+    assert data["province"]["sites"] == groups(soup)[0][1]
+    for d, (_, ids) in zip(data["districts"], groups(soup)[1:]):
+        assert d["sites"] + d["communes"] == ids
+    table = level_table(soup)
+    for lv, label in (("province", "Cơ quan cấp tỉnh"), ("district", "UBND cấp huyện"), ("commune", "UBND cấp xã")):
+        assert table[label] == ["100,00%"] * 3
+        assert data["levels"][lv] == {"24h": 100.0, "7d": 100.0, "30d": 100.0}
+    for s in data["sites"].values():
+        assert s["status"] == "up" and s["observed_samples"]["24h"] == 1
+    assert data["stale"] is False and data["refresh_s"] == 60
+
+
+def test_page_files_are_written_atomically_and_readers_never_see_half_a_file(checked177, tmp_path):
+    cfg, out = checked177["cfg"], tmp_path / "web"
+    render(cfg, out)
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "status.json"]
+    for p in out.iterdir():
+        assert p.stat().st_mode & 0o777 == 0o644
+    size = (out / "index.html").stat().st_size
+    assert size > 100_000  # large enough that a non-atomic write would be caught mid-way
+
+    stop = threading.Event()
+    seen = {"reads": 0, "bad": []}
+
+    def reader():
+        while not stop.is_set():
+            try:
+                text = (out / "status.json").read_text(encoding="utf-8")
+                json.loads(text)
+                html = (out / "index.html").read_text(encoding="utf-8")
+                if not html.startswith("<!DOCTYPE html>") or not html.rstrip().endswith("</html>"):
+                    seen["bad"].append(("index.html", len(html)))
+                seen["reads"] += 1
+            except (ValueError, FileNotFoundError) as exc:  # partial JSON, or a missing file mid-rename
+                seen["bad"].append((type(exc).__name__, str(exc)[:80]))
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        for _ in range(20):
+            render(cfg, out)
+    finally:
+        stop.set()
+        t.join(10)
+    assert seen["bad"] == []
+    assert seen["reads"] >= 20
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "status.json"]  # no temp files left
+
+
+# ----------------------------------------------------------------------------
+# a known history, with a gap and known outages, computed by hand
+#
+# Sites: P = dc-core (province); D1 = tien-du (district) with communes
+# C1 = tien-du-phat-tich and C2 = tien-du-lien-bao; D2 = tu-son (district) with
+# commune C3 = tu-son-dong-ngan. Blocks of 60 one-minute cycles (60 samples
+# per site), oldest first (E = the last cycle, 30 s before now):
+#
+#   X  40 days ago    everything down (P down, the rest unreachable): outside every window
+#   D  10 days ago    cycles 0-29: P down, the rest unreachable        -> every site 30/60
+#   C   3 days ago    cycles 0-19: D2 down, C3 unreachable             -> D2, C3 40/60, others 60/60
+#   A  ~3 h ago       cycles 10-24: D1 down, C1, C2 unreachable;
+#                     cycles 40-49: C1 down on its own (parent up);
+#                     cycles 0-29: D2 degraded (reachable)            -> D1 45, C1 35, C2 45, others 60
+#      then a 2-hour GAP: no cycle at all (agent stopped): not downtime
+#   B  last hour      cycles 0-29: C3 down on its own;
+#                     cycles 57-59 (the last 3): D1 down, C1, C2 unreachable
+#                                                                      -> D1 57, C1 57, C2 57, C3 30, others 60
+#
+# 24 h = A + B (120 samples), 7 d = A + B + C (180), 30 d = A + B + C + D (240):
+#
+#   site   24h            7d             30d
+#   P      120/120 100,00  180/180 100,00  210/240 87,50
+#   D1     102/120  85,00  162/180  90,00  192/240 80,00
+#   C1      92/120  76,67  152/180  84,44  182/240 75,83
+#   C2     102/120  85,00  162/180  90,00  192/240 80,00
+#   D2     120/120 100,00  160/180  88,89  190/240 79,17
+#   C3      90/120  75,00  130/180  72,22  160/240 66,67
+#
+#   province (P)        100,00 (120/120)   100,00 (180/180)   87,50 (210/240)
+#   district (D1+D2)     92,50 (222/240)    89,44 (322/360)   79,58 (382/480)
+#   commune (C1+C2+C3)   78,89 (284/360)    82,22 (444/540)   74,17 (534/720)
+#   group Tiên Du        82,22 (296/360)    88,15 (476/540)   78,61 (566/720)
+#   group Từ Sơn         87,50 (210/240)    80,56 (290/360)   72,92 (350/480)
+#
+# Were the 2-hour gap counted as down, P's 24 h would be 120/240 = 50 %.
+
+P, D1, C1, C2, D2, C3 = "dc-core", "tien-du", "tien-du-phat-tich", "tien-du-lien-bao", "tu-son", "tu-son-dong-ngan"
+ALL = (P, D1, C1, C2, D2, C3)
+
+EXPECTED_SITES = {  # site: (reachable, observed) for 24h, 7d, 30d
+    P: ((120, 120), (180, 180), (210, 240)),
+    D1: ((102, 120), (162, 180), (192, 240)),
+    C1: ((92, 120), (152, 180), (182, 240)),
+    C2: ((102, 120), (162, 180), (192, 240)),
+    D2: ((120, 120), (160, 180), (190, 240)),
+    C3: ((90, 120), (130, 180), (160, 240)),
+}
+EXPECTED_SITE_TEXT = {
+    P: ["100,00%", "100,00%", "87,50%"],
+    D1: ["85,00%", "90,00%", "80,00%"],
+    C1: ["76,67%", "84,44%", "75,83%"],
+    C2: ["85,00%", "90,00%", "80,00%"],
+    D2: ["100,00%", "88,89%", "79,17%"],
+    C3: ["75,00%", "72,22%", "66,67%"],
+}
+EXPECTED_LEVELS = {
+    "province": ((120, 120), (180, 180), (210, 240)),
+    "district": ((222, 240), (322, 360), (382, 480)),
+    "commune": ((284, 360), (444, 540), (534, 720)),
+}
+EXPECTED_LEVEL_TEXT_VI = {
+    "Cơ quan cấp tỉnh": ["100,00%", "100,00%", "87,50%"],
+    "UBND cấp huyện": ["92,50%", "89,44%", "79,58%"],
+    "UBND cấp xã": ["78,89%", "82,22%", "74,17%"],
+}
+EXPECTED_GROUPS = {
+    "Tiên Du": ((296, 360), (476, 540), (566, 720), "82,22%", "88,15%", "78,61%"),
+    "Từ Sơn": ((210, 240), (290, 360), (350, 480), "87,50%", "80,56%", "72,92%"),
+}
+WINDOWS = ("24h", "7d", "30d")
+
+
+def history(now: float):
+    """The cycles of the table above: [(ts, {site: own status})], oldest first."""
+    end = now - 30
+    b0 = end - 59 * 60
+    a0 = b0 - 2 * 3600 - 59 * 60  # A's last cycle is 2 h before B's first
+    blocks = []
+
+    def block(start, rule):
+        return [(start + i * 60, rule(i)) for i in range(60)]
+
+    blocks += block(now - 40 * 86400, lambda i: {P: "down", **{s: "down" for s in ALL}})
+    blocks += block(now - 10 * 86400, lambda i: {s: "down" for s in ALL} if i < 30 else {})
+    blocks += block(now - 3 * 86400, lambda i: {D2: "down", C3: "down"} if i < 20 else {})
+
+    def rule_a(i):
+        own = {}
+        if 10 <= i < 25:
+            own.update({D1: "down", C1: "down", C2: "down"})
+        if 40 <= i < 50:
+            own[C1] = "down"
+        if i < 30:
+            own[D2] = "degraded"
+        return own
+
+    def rule_b(i):
+        own = {}
+        if i < 30:
+            own[C3] = "down"
+        if i >= 57:
+            own.update({D1: "down", C1: "down", C2: "down"})
+        return own
+
+    blocks += block(a0, rule_a)
+    blocks += block(b0, rule_b)
+    return blocks, {"end": end, "b0": b0, "a0": a0, "down_since": b0 + 57 * 60, "c3_up_since": b0 + 30 * 60}
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory):
+    """The known history, rendered at once in Vietnamese (default) and English."""
+    folder = tmp_path_factory.mktemp("known")
+    vi = write_config(folder, SMALL)
+    en = write_config(folder, SMALL, name="sites-en.toml", page='language = "en"')  # same store
+    cycles, marks = history(time.time())
+    final = record(vi, cycles)
+    assert final == {P: "up", D1: "down", C1: "unreachable", C2: "unreachable", D2: "up", C3: "up"}
+    out = {}
+    for lang, cfg in (("vi", vi), ("en", en)):
+        soup, data, html = render(cfg, folder / f"out-{lang}")
+        out[lang] = {"soup": soup, "data": data, "html": html}
+    return {"folder": folder, "marks": marks, **out}
+
+
+def test_availability_per_site_and_level_equals_hand_computation(known):
+    data = known["vi"]["data"]
+    for sid, pairs in EXPECTED_SITES.items():
+        site = data["sites"][sid]
+        for w, (r, n) in zip(WINDOWS, pairs):
+            assert site["observed_samples"][w] == n, (sid, w)  # the gap adds no sample
+            assert site["availability"][w] == pytest.approx(100.0 * r / n), (sid, w)
+    for lv, pairs in EXPECTED_LEVELS.items():
+        for w, (r, n) in zip(WINDOWS, pairs):
+            assert data["levels"][lv][w] == pytest.approx(100.0 * r / n), (lv, w)
+    for g in data["districts"]:
+        exp = EXPECTED_GROUPS[g["name"]]
+        for w, (r, n) in zip(WINDOWS, exp[:3]):
+            assert g["availability"][w] == pytest.approx(100.0 * r / n), (g["name"], w)
+    assert data["province"]["availability"]["24h"] == 100.0  # P through a 2-hour gap: still 100 %
+
+
+def test_availability_shown_in_vietnamese_format(known):
+    soup = known["vi"]["soup"]
+    rows = rows_by_id(soup)
+    for sid, text in EXPECTED_SITE_TEXT.items():
+        assert avail_cells(rows[sid]) == text, sid
+    assert level_table(soup) == EXPECTED_LEVEL_TEXT_VI
+    heads = {s.split(" · ")[0]: s for s, _ in groups(soup)}
+    for name, exp in EXPECTED_GROUPS.items():
+        head = next(v for k, v in heads.items() if k.endswith(name))
+        assert f"Sẵn sàng 24h {exp[3]} / 7d {exp[4]} / 30d {exp[5]}" in head
+    prov = groups(soup)[0][0]
+    assert prov.endswith("Sẵn sàng 24h 100,00%")
+
+
+def test_down_for_3_cycles_shows_since_and_children_unreachable(known):
+    soup, data, marks = known["vi"]["soup"], known["vi"]["data"], known["marks"]
+    rows = rows_by_id(soup)
+    d1 = rows[D1]
+    assert d1["data-status"] == "down" and "st-down" in d1["class"]
+    assert d1.select_one(".badge").get_text(" ", strip=True) == "✖ Mất kết nối"
+    note = d1.select_one("div.note").get_text(" ", strip=True)
+    since = marks["down_since"]
+    assert note.startswith(f"Mất kết nối từ {vn_time(since)} (")
+    assert re.fullmatch(r"Mất kết nối từ \d\d/\d\d/\d{4} \d\d:\d\d \(\d+ phút\)", note), note
+    assert data["sites"][D1]["since"] == pytest.approx(since)
+    for c in (C1, C2):  # its communes: unreachable, not down, and the page says why
+        assert rows[c]["data-status"] == "unreachable"
+        assert rows[c].select_one(".badge").get_text(" ", strip=True) == "⊘ Không tới được"
+        assert rows[c].select_one("div.note").get_text(" ", strip=True) == \
+            "Không tới được vì tuyến trên (UBND huyện Tiên Du) mất kết nối"
+        assert data["sites"][c]["parent_name"] == "UBND huyện Tiên Du"
+    assert data["counts"] == {"up": 3, "degraded": 0, "down": 1, "unreachable": 2, "unknown": 0}
+    assert cards(soup) == data["counts"]
+    # the district block is open and says what is wrong; the healthy one stays closed
+    tien_du, tu_son = soup.select("details.district")
+    assert tien_du.has_attr("open") and not tu_son.has_attr("open")
+    head = tien_du.find("summary").get_text(" ", strip=True)
+    assert "· 1 mất kết nối" in head and "· 2 không tới được" in head
+    assert tien_du.select_one("summary .badge").get_text(" ", strip=True) == "✖ Mất kết nối"
+    # a site back up shows when it last changed
+    assert f"Ở trạng thái này từ: {vn_time(marks['c3_up_since'])}" in rows[C3].get_text(" ", strip=True)
+    # incident log: newest first, in words
+    first = soup.select("table.incidents tbody tr")[0]
+    cells = [td.get_text(" ", strip=True) for td in first.find_all("td")]
+    assert cells[0] == vn_time(since)
+    assert cells[2] in ("Hoạt động → Mất kết nối", "Hoạt động → Không tới được")
+
+
+def test_english_page(known):
+    soup, data = known["en"]["soup"], known["en"]["data"]
+    assert soup.html["lang"] == "en"
+    rows = rows_by_id(soup)
+    for sid, text in EXPECTED_SITE_TEXT.items():
+        assert avail_cells(rows[sid]) == [t.replace(",", ".") for t in text], sid
+    assert level_table(soup) == {
+        "Provincial agencies": ["100.00%", "100.00%", "87.50%"],
+        "District People's Committees": ["92.50%", "89.44%", "79.58%"],
+        "Commune People's Committees": ["78.89%", "82.22%", "74.17%"],
+    }
+    assert avail_cells(rows[C3])[0] == "75.00%"
+    since = datetime.fromtimestamp(known["marks"]["down_since"], timezone.utc).astimezone(VN)
+    note = rows[D1].select_one("div.note").get_text(" ", strip=True)
+    assert note.startswith(f"Down since {since:%Y-%m-%d %H:%M} (") and note.endswith(" min)")
+    assert rows[C1].select_one("div.note").get_text(" ", strip=True) == \
+        "Unreachable because its uplink (UBND huyện Tiên Du) is down"
+    assert data["levels"] == known["vi"]["data"]["levels"]  # the data does not depend on the language
+
+
+def test_formatting_units():
+    """Numbers and times, Vietnamese and English (the page's Fmt)."""
+    from wanmon.page import Fmt
+
+    vi, en = Fmt("vi", ZoneInfo("Asia/Ho_Chi_Minh")), Fmt("en", ZoneInfo("Asia/Ho_Chi_Minh"))
+    assert vi.pct(75.0) == "75,00%" and en.pct(75.0) == "75.00%"
+    assert vi.num(1234.5) == "1.234,50" and en.num(1234.5) == "1,234.50"
+    assert vi.ms(0.0234) == "0,023 ms" and vi.ms(12.44) == "12,4 ms" and vi.ms(1250) == "1.250 ms"
+    assert vi.pct(None) == "–"
+    # 2024-12-31 17:30 UTC is already New Year's Day in Hà Nội
+    ts = datetime(2024, 12, 31, 17, 30, tzinfo=timezone.utc).timestamp()
+    assert vi.dt(ts) == "01/01/2025 00:30" and en.dt(ts) == "2025-01-01 00:30"
+    assert vi.age(59) == "59 giây" and vi.age(180) == "3 phút" and vi.age(7200) == "2 giờ" and vi.age(3 * 86400) == "3 ngày"
+    assert en.age(180) == "3 min"
+
+
+def test_header_times_are_in_vietnam_time(known):
+    soup, data = known["vi"]["soup"], known["vi"]["data"]
+    meta = soup.select_one("header .meta").get_text(" ", strip=True)
+    assert meta.startswith(f"Lần kiểm tra gần nhất: {vn_time(data['last_cycle']['started_at'])} (cách đây ")
+    assert f"Tạo lúc: {vn_time(data['generated_at'])}" in meta
+
+
+# ----------------------------------------------------------------------------
+# stale data
+
+
+def _stale_case(folder: Path, last_age_s: float, refresh_s: int | None):
+    page = f"refresh_s = {refresh_s}" if refresh_s else ""
+    cfg = write_config(folder, SMALL, page=page)
+    now = time.time()
+    record(cfg, [(now - last_age_s - 60 * k, {}) for k in range(5, -1, -1)])
+    return render(cfg, folder / "out")
+
+
+def test_stale_banner_when_last_cycle_older_than_3_refresh(tmp_path):
+    soup, data, _ = _stale_case(tmp_path, last_age_s=400, refresh_s=None)  # 400 s > 3 x 60 s
+    banner = soup.select(".banner")
+    assert len(banner) == 1 and banner[0]["role"] == "alert"
+    text = banner[0].get_text(" ", strip=True)
+    assert re.fullmatch(r"Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây (6|7) phút\. "
+                        r"Tác tử giám sát có thể đã ngừng chạy\.", text), text
+    assert data["stale"] is True
+
+
+def test_stale_follows_refresh_s(tmp_path):
+    soup, data, _ = _stale_case(tmp_path / "a", last_age_s=100, refresh_s=None)  # 100 s < 180 s
+    assert not soup.select(".banner") and data["stale"] is False
+    soup, data, _ = _stale_case(tmp_path / "b", last_age_s=100, refresh_s=20)  # 100 s > 60 s
+    assert soup.select(".banner") and data["stale"] is True
+    assert soup.find("meta", attrs={"http-equiv": "refresh"})["content"] == "20"
+
+
+def test_no_cycle_yet_says_what_to_do(tmp_path):
+    cfg = write_config(tmp_path, SMALL)
+    Store.open(tmp_path / "var" / "wanmon.db").close()
+    soup, data, _ = render(cfg, tmp_path / "out")
+    assert soup.select_one(".banner").get_text(strip=True) == "Chưa có lần kiểm tra nào: hãy chạy `wanmon check`."
+    assert data["last_cycle"] is None and data["stale"] is True
+    assert {tr["data-status"] for tr in soup.select("tr.site")} == {"unknown"}
+    assert len(soup.select("tr.site")) == 6
+
+
+# ----------------------------------------------------------------------------
+# hostile names: data, never markup or template code
+
+HOSTILE_NAMES = {"dc-fw-1": SCRIPT, "tien-du": IMG, "tien-du-phat-tich": SSTI}
+
+
+def hostile_snmp(ts: float) -> list[SnmpOutcome]:
+    devs = [("dc-core", SCRIPT), ("tien-du", IMG), ("tien-du-lien-bao", SSTI)]
+    return [SnmpOutcome(DeviceState(site_id=sid, status="ok", reason=None, last_poll_ts=ts, last_ok_ts=ts,
+                                    first_seen=ts - 86400, last_seen=ts, sys_name=name, uptime_ticks=360000,
+                                    uplink_name=SSTI, uplink_util_in_pct=1.5, uplink_util_out_pct=0.5),
+                        [], []) for sid, name in devs]
+
+
+def build_hostile177(folder: Path, page: str = "") -> Path:
+    """The 177-site inventory with hostile site names and sysNames, and a history in which
+    the hostile district goes down (so its name is also shown as a parent and in the incident
+    log), a district with 3 communes of its own down, and a degraded commune."""
+    cfg = shipped_config(folder, page=page, names=HOSTILE_NAMES)
+    raw = tomllib.loads(cfg.read_text(encoding="utf-8"))
+    behind = [s["id"] for s in raw["sites"] if s.get("parent") == "tien-du"]  # silent when tien-du is down
+    now = time.time()
+    cycles = []
+    for k in range(60):
+        own = {}
+        if k >= 57:
+            own.update({"tien-du": "down", "dc-fw-1": "down", **{c: "down" for c in behind}})
+        if k >= 50:
+            own.update({"que-vo-phuong-mao": "down", "que-vo-phu-lang": "down", "gia-binh-van-ninh": "degraded"})
+        cycles.append((now - 30 - (59 - k) * 60, own))
+    ids = {s["id"] for s in raw["sites"]}
+    assert {"que-vo-phuong-mao", "que-vo-phu-lang", "gia-binh-van-ninh", "tien-du-lien-bao"} <= ids
+    record(cfg, cycles, snmp_last=hostile_snmp(cycles[-1][0]))
+    return cfg
+
+
+def test_hostile_names_are_literal_text(tmp_path):
+    cfg = build_hostile177(tmp_path)
+    soup, data, html = render(cfg, tmp_path / "out")
+    assert "<script>alert" not in html and "<img src=x" not in html.lower()
+    assert len(soup.find_all("script")) == 1 and not soup.find_all("img")
+    assert not soup.find_all(attrs={"onerror": True})
+    rows = rows_by_id(soup)
+    for sid, name in HOSTILE_NAMES.items():
+        assert rows[sid].select_one("div.name").get_text() == name
+        assert name.lower() in rows[sid]["data-search"]
+        assert data["sites"][sid]["name"] == name
+    assert html.count(SSTI) >= 3  # name, sysName, uplink name: literally
+    # the hostile parent's name in its communes' notes
+    assert rows["tien-du-lien-bao"].select_one("div.note").get_text() == \
+        f"Không tới được vì tuyến trên ({IMG}) mất kết nối"
+    # sysNames (snmp_device.sys_name) shown as text
+    assert rows["dc-core"].select("div.meta")[-1].get_text().startswith(SCRIPT + " · ")
+    assert rows["tien-du"].select("div.meta")[-1].get_text().startswith(IMG + " · ")
+    assert rows["tien-du-lien-bao"].select("div.meta")[-1].get_text().startswith(SSTI + " · ")
+    assert data["sites"]["dc-core"]["snmp"]["sys_name"] == SCRIPT
+    assert data["sites"]["tien-du-lien-bao"]["snmp"]["uplink"] == SSTI
+    # the incident log names them too
+    inc = {td.get_text() for tr in soup.select("table.incidents tbody tr") for td in tr.find_all("td")[1:2]}
+    assert any(t.startswith(SCRIPT) for t in inc) and any(t.startswith(IMG) for t in inc)
+    assert {i["site_name"] for i in data["incidents"]} >= {SCRIPT, IMG}
+    # and the raw JSON file round-trips them exactly
+    text = (tmp_path / "out" / "status.json").read_text(encoding="utf-8")
+    assert json.loads(text)["sites"]["tien-du-phat-tich"]["name"] == SSTI
+
+
+def test_hostile_province_name_in_title(tmp_path):
+    cfg = write_config(tmp_path, SMALL, page=f"province = '{SCRIPT}{SSTI}'")
+    record(cfg, [(time.time() - 30, {})])
+    soup, _, html = render(cfg, tmp_path / "out")
+    assert soup.title.get_text() == f"Tình trạng mạng WAN tỉnh {SCRIPT}{SSTI}"
+    assert soup.find("h1").get_text() == soup.title.get_text()
+    assert "<script>alert" not in html and len(soup.find_all("script")) == 1
+
+
+def test_render_needs_no_write_access_to_the_store(known, tmp_path):
+    """`render` opens the store read-only: rendering twice changes nothing in it."""
+    db = known["folder"] / "var" / "wanmon.db"
+    before = db.stat().st_size
+    soup, data, _ = render(known["folder"] / "sites.toml", tmp_path / "again")
+    assert db.stat().st_size == before
+    assert data["counts"] == known["vi"]["data"]["counts"]
+
+
+def test_shipped_page_copy_has_no_leftover_tmp_in_default_out(checked177):
+    names = sorted(p.name for p in checked177["out"].iterdir())
+    assert names == ["index.html", "status.json"]
+    assert not [n for n in os.listdir(checked177["out"]) if n.startswith(".")]

@@ -1,0 +1,202 @@
+"""The status page in a real browser: Debian's headless Chromium driven by Playwright.
+
+The page is the 177-site inventory with a history that has down, unreachable
+and degraded sites, and hostile site names and sysNames (see
+test_page.build_hostile177). It is loaded from file://: no server, and the
+browser is started with every background-networking feature off, so nothing
+leaves the machine; any http(s)/ws request the page itself made would be
+aborted and reported.
+
+Playwright drives /usr/bin/chromium (`executable_path`); `playwright install`
+(which downloads a browser) is never needed. Playwright gives each launch a
+new temporary profile (`--user-data-dir`) and removes it on close.
+
+Screenshots go to test-artifacts/ at the repository root.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from test_page import HOSTILE, IMG, SCRIPT, SSTI, build_hostile177, render
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+if CHROMIUM is None:
+    pytest.skip("chromium is not installed (Debian package `chromium`; scripts/test.sh installs it)",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="playwright is a test extra: pip install -e '.[test]' (no `playwright install`)")
+
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+ARTIFACTS = REPO / "test-artifacts"
+
+VISIBLE_ROWS = """() => Array.from(document.querySelectorAll('tr.site'))
+  .filter(tr => tr.getClientRects().length > 0)
+  .map(tr => tr.querySelector('div.meta').textContent.split(' · ')[0].trim())"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("browser")
+    cfg = build_hostile177(folder)
+    soup, data, html = render(cfg, folder / "out")
+    index = folder / "out" / "index.html"
+    return {"url": index.as_uri(), "data": data}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Watch:
+    """Everything a page does that a test may want to forbid."""
+
+    def __init__(self, context, page):
+        self.requests: list[str] = []
+        self.blocked: list[str] = []
+        self.console_errors: list[str] = []
+        self.page_errors: list[str] = []
+        self.dialogs: list[str] = []
+        context.route(re.compile(r"^(https?|wss?|ftp)://"), self._block)
+        page.on("request", lambda r: self.requests.append(r.url))
+        page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        page.on("pageerror", lambda e: self.page_errors.append(str(e)))
+        page.on("dialog", self._dialog)
+
+    def _block(self, route):
+        self.blocked.append(route.request.url)
+        route.abort()
+
+    def _dialog(self, d):
+        self.dialogs.append(f"{d.type}: {d.message}")
+        d.dismiss()
+
+
+@pytest.fixture
+def open_page(browser, site):
+    contexts = []
+
+    def _open(**ctx):
+        context = browser.new_context(**ctx)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        watch = Watch(context, page)
+        page.goto(site["url"], wait_until="load")
+        return page, watch
+
+    yield _open
+    for c in contexts:
+        c.close()
+
+
+def expected(site, pred) -> set[str]:
+    return {sid for sid, s in site["data"]["sites"].items() if pred(s)}
+
+
+def test_loads_from_file_without_errors_or_network(open_page, site):
+    page, w = open_page(viewport={"width": 1366, "height": 768})
+    page.wait_for_timeout(300)
+    assert w.requests == [site["url"]]
+    assert w.blocked == [] and w.console_errors == [] and w.page_errors == []
+    assert page.title() == "Tình trạng mạng WAN tỉnh Bắc Ninh"
+    assert page.locator("tr.site").count() == 177
+    assert page.is_visible("#tools")  # the script ran and showed the filter tools
+
+
+def test_hostile_names_do_not_execute(open_page, site):
+    page, w = open_page(viewport={"width": 1366, "height": 768})
+    page.wait_for_timeout(500)  # let an injected onerror (x is not an image) fire, if there were one
+    assert w.dialogs == [] and w.page_errors == []
+    assert page.evaluate("document.querySelectorAll('img, [onerror]').length") == 0
+    assert page.evaluate("document.scripts.length") == 1
+    names = page.evaluate("Array.from(document.querySelectorAll('div.name')).map(e => e.textContent)")
+    for h in HOSTILE:
+        assert h in names
+    text = page.inner_text("body")
+    assert SCRIPT in text and IMG in text and SSTI in text and "49" not in page.inner_text(
+        "tr.site:has-text('tien-du-phat-tich') div.name")
+
+
+def test_filter_box_hides_non_matching_sites(open_page, site):
+    page, _ = open_page(viewport={"width": 1366, "height": 768})
+    page.fill("#filter", "tien-du")
+    want = expected(site, lambda s: "tien-du" in f"{s['id']} {s['name']} {s['address']}".lower())
+    assert len(want) == 16
+    assert set(page.evaluate(VISIBLE_ROWS)) == want
+    assert page.locator("details.group:visible").count() == 1
+
+    page.fill("#filter", "LIÊN BÃO")  # case-insensitive, Vietnamese letters
+    assert page.evaluate(VISIBLE_ROWS) == ["tien-du-lien-bao"]
+
+    # the same words with decomposed tone marks (NFD), as some Vietnamese keyboards type them
+    page.fill("#filter", unicodedata.normalize("NFD", "Liên Bão"))
+    assert page.evaluate(VISIBLE_ROWS) == ["tien-du-lien-bao"]
+
+    page.fill("#filter", "127.10.3.1")  # by address too
+    want = expected(site, lambda s: "127.10.3.1" in s["address"])
+    assert set(page.evaluate(VISIBLE_ROWS)) == want and len(want) >= 1
+
+    page.fill("#filter", "khong-co-diem-nao")
+    assert page.evaluate(VISIBLE_ROWS) == []
+    assert page.locator("details.group:visible").count() == 0
+
+    page.fill("#filter", "")
+    assert page.evaluate("document.querySelectorAll('tr.site[hidden], details.group[hidden]').length") == 0
+
+
+def test_only_problems_leaves_non_up_sites(open_page, site):
+    page, _ = open_page(viewport={"width": 1366, "height": 768})
+    page.check("#problems")
+    want = expected(site, lambda s: s["status"] != "up")
+    counts = site["data"]["counts"]
+    assert len(want) == counts["down"] + counts["unreachable"] + counts["degraded"] + counts["unknown"]
+    assert {site["data"]["sites"][i]["status"] for i in want} == {"down", "unreachable", "degraded"}
+    assert set(page.evaluate(VISIBLE_ROWS)) == want
+    page.fill("#filter", "que-vo")
+    assert set(page.evaluate(VISIBLE_ROWS)) == {i for i in want if i.startswith("que-vo")} != set()
+    page.fill("#filter", "")
+    page.uncheck("#problems")
+    assert page.evaluate("document.querySelectorAll('tr.site[hidden], details.group[hidden]').length") == 0
+
+
+def test_everything_readable_without_javascript(open_page, site):
+    page, w = open_page(viewport={"width": 1366, "height": 768}, java_script_enabled=False)
+    assert w.requests == [site["url"]] and w.blocked == []
+    assert page.is_hidden("#tools")  # no filter box that would not work
+    assert page.locator("tr.site").count() == 177
+    # province and districts with problems are open by default; the rest open with a click
+    opened = set(page.evaluate(VISIBLE_ROWS))
+    assert expected(site, lambda s: s["status"] != "up") <= opened
+    closed = page.query_selector_all("details:not([open]) > summary")  # a fixed list, unlike a locator
+    assert closed
+    for summary in closed:
+        summary.click()
+    assert len(page.evaluate(VISIBLE_ROWS)) == 177
+
+
+@pytest.mark.parametrize("width,height,mobile", [(1366, 768, False), (390, 844, True)])
+def test_screenshots(open_page, site, width, height, mobile):
+    page, w = open_page(viewport={"width": width, "height": height}, is_mobile=mobile, has_touch=mobile,
+                        device_scale_factor=1)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"page-{width}x{height}.png"
+    page.screenshot(path=str(shot))
+    page.screenshot(path=str(ARTIFACTS / f"page-{width}x{height}-full.png"), full_page=True)
+    assert shot.stat().st_size > 10_000
+    # the page itself never scrolls sideways: wide tables scroll inside their own box
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert w.console_errors == [] and w.page_errors == []
