@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Quick start, command 1: install wanmon (pip install ., not editable) into .venv,
-# validate the shipped sites.toml and run one cycle over its 177 sites on the
-# embedded store (var/wanmon.db). No InfluxDB, no SMTP needed.
+# validate the shipped sites.toml, run one cycle over its 177 sites on the
+# embedded store (var/wanmon.db) and write the status page (public/index.html).
+# No InfluxDB, no SMTP needed.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" iproute2
 cd "$ROOT"
 "$VENV/bin/python" -m pip install -q "$ROOT"
 "$VENV/bin/wanmon" --config sites.toml validate
 "$VENV/bin/wanmon" --config sites.toml check
-echo "Done. Current state: $VENV/bin/wanmon status   (store: var/wanmon.db)"
+echo "Done. Status page: $ROOT/public/index.html; current state: $VENV/bin/wanmon status (store: var/wanmon.db)"
