@@ -152,17 +152,20 @@ class _ProgressBar:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per site (a JSON array) on stdout.")
+@click.option("--dry-run", is_flag=True, help="Print the alert mails instead of sending them (on stderr with --json).")
 @click.pass_context
-def check(ctx: click.Context, as_json: bool) -> None:
+def check(ctx: click.Context, as_json: bool, dry_run: bool) -> None:
     """Run one cycle (ping every site), record it in the store, print a summary."""
     from wanmon.cycle import run_check
 
     cfg = _load(ctx)
     try:
         with _ProgressBar(len(cfg.sites)) as progress:
-            result = run_check(cfg, progress)
+            result = run_check(cfg, progress, dry_run=dry_run)
     except WanmonError as exc:
         _fail(exc)
+    if dry_run:
+        _print_mails(result.mails, sys.stderr if as_json else sys.stdout)
     if as_json:
         # One dumps + one write: json.dump with indent streams thousands of tiny writes.
         sys.stdout.write(json.dumps([_site_json(o, result.ip_by_site.get(o.site_id), result.snmp.get(o.site_id))
@@ -170,6 +173,85 @@ def check(ctx: click.Context, as_json: bool) -> None:
                                     ensure_ascii=False, indent=1) + "\n")
         return
     _print_summary(cfg, result)
+
+
+def _print_mails(mails, out) -> None:
+    if not mails:
+        out.write("--dry-run: no alert mail this cycle\n")
+    for m in mails:
+        out.write(f"--- mail (dry run) ---\nTo: {m.recipient}\nSubject: {m.subject}\nMessage-ID: {m.message_id}\n\n"
+                  f"{m.text}\n")
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """The daemon: a cycle now, then every [schedule] icmp_interval_s (SIGTERM to stop, SIGHUP to reload)."""
+    from wanmon.daemon import run as run_daemon
+
+    cfg = _load(ctx)
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logging.getLogger().setLevel(logging.INFO)  # a daemon's log is its only voice
+    sys.exit(run_daemon(cfg))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON: {problems: [...], outbox: [...]}.")
+@click.pass_context
+def alerts(ctx: click.Context, as_json: bool) -> None:
+    """Open problems (hard, as notified) and the mail outbox."""
+    from wanmon.store import Store
+
+    cfg = _load(ctx, secrets=False)
+    try:
+        store = Store.open_readonly(cfg.store_path)
+        try:
+            states, guard = store.alert_states()
+            box = store.outbox(limit=100_000)
+        finally:
+            store.close()
+    except WanmonError as exc:
+        _fail(exc)
+    names = {s.id: s.name for s in cfg.sites}
+    problems = [{"id": sid, "name": names.get(sid, sid), "status": a.hard, "since": a.hard_since,
+                 "notified": a.notified, "flapping": a.flapping}
+                for sid, a in sorted(states.items()) if a.hard != "up" or a.flapping]
+    outbox = [{k: r[k] for k in ("id", "status", "created_ts", "sent_ts", "attempts", "last_error", "message_id",
+                                 "subject")} | {"to": r["recipient"], "kinds": r["kinds"].split(",")} for r in box]
+    if as_json:
+        sys.stdout.write(json.dumps({"guard": guard, "problems": problems, "outbox": outbox}, ensure_ascii=False,
+                                    indent=1) + "\n")
+        return
+    con = _console()
+    if guard:
+        con.print("[bold red]The agent may be cut off: most sites failed in the last cycle.[/]")
+    con.print(f"Open problems: {len(problems)}")
+    for p in problems:
+        flag = " (flapping)" if p["flapping"] else ""
+        con.print(f"  {p['status']:<11} {p['id']:<22} {escape(p['name'])}{flag}")
+    pending = [o for o in outbox if o["status"] == "queued"]
+    con.print(f"Outbox: {len(pending)} queued, {sum(o['status'] == 'sent' for o in outbox)} sent, "
+              f"{sum(o['status'] == 'failed' for o in outbox)} failed")
+    for o in outbox[-20:]:
+        con.print(f"  #{o['id']:<5} {o['status']:<8} {o['to']:<32} {escape(o['subject'])}")
+
+
+@cli.command("test-email")
+@click.argument("address")
+@click.pass_context
+def test_email(ctx: click.Context, address: str) -> None:
+    """Send a test message to ADDRESS through [smtp] now."""
+    from wanmon.mailer import send_test
+
+    cfg = _load(ctx)
+    if cfg.smtp is None:
+        click.echo(f"wanmon: error: {cfg.path}: no [smtp] table: add one (host, port, from) to send mail", err=True)
+        sys.exit(EXIT_CONFIG)
+    try:
+        mid = send_test(cfg.smtp, address, cfg.page.language)
+    except WanmonError as exc:
+        _fail(exc)
+    click.echo(f"sent a test message to {address} (Message-ID {mid})")
 
 
 def _fmt_ms(v: float | None) -> str:

@@ -116,6 +116,66 @@ class PageSettings(_Strict):
     templates_dir: str | None = None
 
 
+class ScheduleSettings(_Strict):
+    """[schedule]: the daemon (`wanmon run`)."""
+
+    icmp_interval_s: float = Field(60.0, ge=1)
+    snmp_interval_s: float | None = Field(None, ge=0)  # alias of [snmp] interval_s when given
+    grace_s: float = Field(30.0, ge=0)
+
+
+class AlertSettings(_Strict):
+    """[alerts]: when and to whom notifications go."""
+
+    enabled: bool = True
+    confirm_cycles: int = Field(3, ge=1, le=100)
+    recover_cycles: int = Field(2, ge=1, le=100)
+    reminder_h: float = Field(4.0, ge=0)
+    flap_window: int = Field(21, ge=3, le=100)
+    flap_low_pct: float = Field(5.0, ge=0, le=100)
+    flap_high_pct: float = Field(20.0, gt=0, le=100)
+    notify_degraded: bool = True
+    notify_unreachable: bool = True
+    notify_reboot: bool = True
+    noc: tuple[str, ...] = ()
+    noc_gets_all: bool = True
+    guard_fraction: float = Field(0.5, gt=0, le=1)
+    guard_min_sites: int = Field(5, ge=1)
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class SmtpSettings(_Strict):
+    """[smtp]: the mail relay for alert emails."""
+
+    host: str
+    port: int = Field(25, ge=1, le=65535)
+    from_: str = Field(alias="from")
+    starttls: bool = False
+    ssl: bool = False
+    user_env: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    timeout_s: float = Field(10.0, gt=0)
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class Maintenance(_Strict):
+    """[[maintenance]]: notifications suppressed for these sites/districts during the window."""
+
+    sites: tuple[str, ...] = ()
+    districts: tuple[str, ...] = ()
+    start: str | None = None  # one-off, ISO local time ("2026-12-01T22:00")
+    end: str | None = None
+    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = ()  # weekly
+    from_: str | None = Field(None, alias="from")  # "22:00"
+    to: str | None = None  # "02:00" (next day when earlier than from)
+    reason: str = ""
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True, populate_by_name=True)
+
+
 class InfluxSettings(_Strict):
     """[influxdb]: the long-term sink. Absent = embedded store only."""
 
@@ -135,6 +195,13 @@ class InfluxSettings(_Strict):
     spool_max_points: int = Field(1_000_000, gt=0)
     spool_max_age_h: float = Field(168.0, gt=0)
     drain_budget_s: float = Field(10.0, ge=0)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSpec:
+    settings: SmtpSettings
+    user: str | None
+    password: Secret | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +279,8 @@ _SECTIONS: dict[str, type[_Strict]] = {
     "thresholds": Thresholds,
     "snmp": SnmpSettings,
     "page": PageSettings,
+    "schedule": ScheduleSettings,
+    "alerts": AlertSettings,
 }
 
 
@@ -223,10 +292,14 @@ class Config:
     thresholds: Thresholds
     snmp: SnmpSettings
     page: PageSettings
+    schedule: ScheduleSettings
+    alerts: AlertSettings
     sites: tuple[Site, ...]
     site_lines: dict[str, int] = field(default_factory=dict)
     snmp_specs: dict[str, SnmpSpec] = field(default_factory=dict)  # site id -> spec; absent = SNMP off
     influx: InfluxSpec | None = None
+    smtp: SmtpSpec | None = None
+    maintenance: tuple[Maintenance, ...] = ()
 
     @property
     def store_path(self) -> Path:
@@ -398,7 +471,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     def at(line: int | None) -> str:
         return f"{shown}:{line}" if line else shown
 
-    known = [*_SECTIONS, "sites", "influxdb"]
+    known = [*_SECTIONS, "sites", "influxdb", "smtp", "maintenance"]
     for key in raw:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -416,6 +489,11 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     influx = None
     if "influxdb" in raw:
         influx = _influx_spec(raw["influxdb"], loc, path, at, problems if secrets else [])
+
+    smtp = None
+    if "smtp" in raw:
+        smtp = _smtp_spec(raw["smtp"], loc, path, at, problems if secrets else [])
+    maintenance = _maintenance(raw.get("maintenance", []), at(loc.section("maintenance")), problems)
 
     raw_sites = raw.get("sites", [])
     if not isinstance(raw_sites, list) or not raw_sites:
@@ -501,6 +579,13 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         except (ValueError, LookupError, OSError):
             problems.append(f"{at(loc.section('page', 'timezone'))}: [page] unknown timezone "
                             f"{sections['page'].timezone!r} (e.g. \"Asia/Ho_Chi_Minh\")")
+    if sections["alerts"] is not None:
+        for email in sections["alerts"].noc:
+            if not _EMAIL.match(email):
+                problems.append(f"{at(loc.section('alerts', 'noc'))}: [alerts] invalid email {email!r} in 'noc'")
+    if sections["snmp"] is not None and sections["schedule"] is not None \
+            and sections["schedule"].snmp_interval_s is not None and "interval_s" not in raw.get("snmp", {}):
+        sections["snmp"] = sections["snmp"].model_copy(update={"interval_s": sections["schedule"].snmp_interval_s})
     snmp_specs: dict[str, SnmpSpec] = {}
     if sections["snmp"] is not None:
         snmp_specs = _snmp_specs(sections["snmp"], sites, index_of, loc, path, at, problems if secrets else [])
@@ -514,10 +599,14 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         thresholds=sections["thresholds"],
         snmp=sections["snmp"],
         page=sections["page"],
+        schedule=sections["schedule"],
+        alerts=sections["alerts"],
         sites=tuple(sites),
         site_lines=site_lines,
         snmp_specs=snmp_specs,
         influx=influx,
+        smtp=smtp,
+        maintenance=maintenance,
     )
 
 
@@ -543,6 +632,69 @@ def _read_secret(kind: str, env: str | None, file: str | None, base: Path) -> tu
             return None, f"{kind}_file: {fp} is empty"
         return Secret(val), None
     return None, None
+
+
+def _smtp_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str]) -> SmtpSpec | None:
+    obj, errs = _validate_model(SmtpSettings, raw)
+    for key, msg in errs:
+        problems.append(f"{at(loc.section('smtp', key))}: [smtp] {msg.replace('from_', 'from')}")
+    if obj is None:
+        return None
+    st: SmtpSettings = obj  # type: ignore[assignment]
+    if st.starttls and st.ssl:
+        problems.append(f"{at(loc.section('smtp', 'ssl'))}: [smtp] choose starttls or ssl, not both")
+    if not _EMAIL.match(st.from_):
+        problems.append(f"{at(loc.section('smtp', 'from'))}: [smtp] invalid from address {st.from_!r}")
+    user = None
+    if st.user_env:
+        user = os.environ.get(st.user_env)
+        if not user:
+            problems.append(f"{at(loc.section('smtp', 'user_env'))}: [smtp] user_env: environment variable "
+                            f"{st.user_env} is not set")
+    password, problem = _read_secret("password", st.password_env, st.password_file, path.parent)
+    if problem:
+        problems.append(f"{at(loc.section('smtp', 'password_env') or loc.section('smtp'))}: [smtp] {problem}")
+    if password is not None and not st.user_env:
+        problems.append(f"{at(loc.section('smtp'))}: [smtp] a password needs user_env (the login name)")
+    return SmtpSpec(st, user, password)
+
+
+def _maintenance(raw: Any, where: str, problems: list[str]) -> tuple[Maintenance, ...]:
+    from datetime import datetime as _dt
+
+    if not isinstance(raw, list):
+        problems.append(f"{where}: [[maintenance]] must be an array of tables")
+        return ()
+    out = []
+    for i, item in enumerate(raw):
+        label = f"[[maintenance]] #{i + 1}"
+        obj, errs = _validate_model(Maintenance, item)
+        for key, msg in errs:
+            problems.append(f"{where}: {label}: {msg.replace('from_', 'from')}")
+        if obj is None:
+            continue
+        m: Maintenance = obj  # type: ignore[assignment]
+        if not m.sites and not m.districts:
+            problems.append(f"{where}: {label}: name its `sites` and/or `districts`")
+        one_off = m.start is not None or m.end is not None
+        weekly = bool(m.days) or m.from_ is not None or m.to is not None
+        if one_off == weekly:
+            problems.append(f"{where}: {label}: give either start/end (one-off) or days/from/to (weekly)")
+        if one_off:
+            try:
+                if _dt.fromisoformat(m.end or "") <= _dt.fromisoformat(m.start or ""):
+                    problems.append(f"{where}: {label}: end must be after start")
+            except ValueError:
+                problems.append(f"{where}: {label}: start and end must be times like \"2026-12-01T22:00\"")
+        if weekly:
+            for v in (m.from_, m.to):
+                if v is None or not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", v):
+                    problems.append(f"{where}: {label}: from and to must be times like \"22:00\"")
+                    break
+            if not m.days:
+                problems.append(f"{where}: {label}: weekly windows need `days` (e.g. [\"sun\"])")
+        out.append(m)
+    return tuple(out)
 
 
 def _influx_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str]) -> InfluxSpec | None:

@@ -16,7 +16,11 @@ from wanmon.lineproto import cycle_points
 from wanmon.sink import drain
 from wanmon.probes import icmp, snmp
 from wanmon.status import icmp_status, with_parents
-from wanmon.store import CycleLock, Observation, SnmpOutcome, Store
+from wanmon.alerts.engine import evaluate
+from wanmon.alerts.mail import compose
+from wanmon.alerts.maintenance import sites_in_maintenance
+from wanmon.mailer import deliver
+from wanmon.store import AlertUpdate, CycleLock, Observation, SnmpOutcome, Store
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ class CycleResult:
     observations: tuple[Observation, ...]
     ip_by_site: dict[str, str | None]
     snmp: dict[str, SnmpView] = field(default_factory=dict)
+    mails: tuple = ()  # alert mails composed this cycle (alerts.mail.Mail)
 
 
 def observe(cfg: Config, inv: Inventory, results: list[icmp.IcmpResult], ts: float) -> list[Observation]:
@@ -150,40 +155,78 @@ def _agent_fields(store: Store, started: float, finished: float, obs, outcomes) 
     }
 
 
-def run_check(cfg: Config, progress: icmp.Progress | None = None) -> CycleResult:
-    """Run one cycle and record it. Raises WanmonError subclasses for the operator."""
+def run_check(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool = False) -> CycleResult:
+    """Run one cycle and record it (`wanmon check`). Raises WanmonError subclasses for the operator."""
+    return asyncio.run(run_cycle(cfg, progress, dry_run))
+
+
+async def run_cycle(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool = False) -> CycleResult:
+    """One cycle inside a running event loop (the daemon calls this directly).
+
+    Probing is async; the store, the sink, the mailer and the page are blocking
+    I/O and run in a worker thread so the loop (signals, the scheduler) stays live.
+    """
     # Fail on a missing ICMP permission before anything is written.
     icmp.open_sockets(cfg.icmp.mode, {socket.AF_INET}).popitem()[1].close()
     inv = Inventory.from_config(cfg)
     with CycleLock(cfg.store_path):
-        store = Store.open(cfg.store_path)
+        store = await asyncio.to_thread(Store.open, cfg.store_path, True)
         try:
             started = time.time()
             devices = store.devices()
             polled = snmp_due(cfg, devices, started)
             prev_ifs = store.interfaces() if polled else {}
-            icmp_results, snmp_results = asyncio.run(_probe_all(cfg, polled, progress))
+            icmp_results, snmp_results = await _probe_all(cfg, polled, progress)
             finished = time.time()
-            obs = observe(cfg, inv, icmp_results, started)
-            outcomes, views = snmp_outcomes(cfg, devices, prev_ifs, polled, snmp_results)
-            for s in cfg.sites:
-                if s.id not in views:
-                    views[s.id] = SnmpView("not_due", None, devices.get(s.id)) if s.id in cfg.snmp_specs \
-                        else SnmpView("disabled")
-            points, limits = (), None
-            if cfg.influx is not None:
-                points = cycle_points(obs, outcomes, _agent_fields(store, started, finished, obs, outcomes),
-                                      socket.gethostname(), started, v1=cfg.influx.settings.api == "v1")
-                st = cfg.influx.settings
-                limits = (st.spool_max_points, st.spool_max_age_h * 3600)
-            cycle_id = store.record_cycle(started, finished, obs, outcomes, points, limits)
-            store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
-            if cfg.influx is not None:
-                drain(store, cfg.influx, cfg.influx.settings.drain_budget_s)
-            _write_page(cfg, store)
+            result = await asyncio.to_thread(_record_and_publish, cfg, inv, store, started, finished, devices, prev_ifs,
+                                             polled, icmp_results, snmp_results, dry_run)
         finally:
             store.close()
-    logger.info("cycle id=%d sites=%d snmp_polled=%d duration_ms=%.0f", cycle_id, len(obs), len(polled),
-                (finished - started) * 1000)
+    logger.info("cycle id=%d sites=%d snmp_polled=%d duration_ms=%.0f", result.cycle_id, len(result.observations),
+                len(polled), (finished - started) * 1000)
+    return result
+
+
+def _record_and_publish(cfg: Config, inv: Inventory, store: Store, started: float, finished: float, devices, prev_ifs,
+                        polled, icmp_results, snmp_results, dry_run: bool) -> CycleResult:
+    obs = observe(cfg, inv, icmp_results, started)
+    outcomes, views = snmp_outcomes(cfg, devices, prev_ifs, polled, snmp_results)
+    for s in cfg.sites:
+        if s.id not in views:
+            views[s.id] = SnmpView("not_due", None, devices.get(s.id)) if s.id in cfg.snmp_specs \
+                else SnmpView("disabled")
+    points, limits = (), None
+    if cfg.influx is not None:
+        points = cycle_points(obs, outcomes, _agent_fields(store, started, finished, obs, outcomes),
+                              socket.gethostname(), started, v1=cfg.influx.settings.api == "v1")
+        st = cfg.influx.settings
+        limits = (st.spool_max_points, st.spool_max_age_h * 3600)
+    alert_update = _alerts(cfg, store, obs, outcomes, finished, dry_run)
+    cycle_id = store.record_cycle(started, finished, obs, outcomes, points, limits, alert_update)
+    store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
+    if cfg.influx is not None:
+        drain(store, cfg.influx, cfg.influx.settings.drain_budget_s)
+    if cfg.smtp is not None and not dry_run:
+        deliver(store, cfg.smtp)
+    _write_page(cfg, store)
     return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)},
-                       views)
+                       views, tuple(alert_update.mails) if alert_update else ())
+
+
+def _alerts(cfg: Config, store: Store, obs, outcomes, now: float, dry_run: bool) -> AlertUpdate | None:
+    """Evaluate the alert state machines for this cycle; compose the mails (queued with the cycle)."""
+    if not cfg.alerts.enabled:
+        return None
+    states, guard = store.alert_states()
+    reboots = [(e.site_id, e.detail) for o in outcomes for e in o.events if e.kind == "reboot"]
+    new_states, notes, guard = evaluate(
+        states, {o.site_id: o.status for o in obs}, now, cfg.alerts, {s.id: s.parent for s in cfg.sites},
+        sites_in_maintenance(cfg, now), reboots, guard)
+    mails = compose(cfg, notes, now)
+    for n in notes:
+        logger.info("alert kind=%s site=%s", n.kind, n.site_id)
+    status = "dry-run" if dry_run else ("queued" if cfg.smtp is not None else "unsent")
+    if mails and cfg.smtp is None and not dry_run:
+        logger.warning("%d alert mail(s) not sent: no [smtp] table in %s (they are listed by `wanmon alerts`)",
+                       len(mails), cfg.path)
+    return AlertUpdate(new_states, guard, mails, status)

@@ -285,19 +285,24 @@ def sparkline_svg(points: list[dict[str, Any]], width: int = 144, height: int = 
 # rendering and writing
 
 
-def _env(cfg: Config):
+def template_loader(cfg: Config):
+    """[page] templates_dir if set, else the checkout's templates/, else the installed wanmon.templates."""
     from importlib.resources import files
 
     import jinja2
 
     folder = Path(__file__).resolve().parent.parent / "templates"
     if cfg.page.templates_dir:
-        loader = jinja2.FileSystemLoader(str(cfg.path.parent / cfg.page.templates_dir))
-    elif (folder / "page.html.j2").exists():  # a checkout (editable install or source tree)
-        loader = jinja2.FileSystemLoader(str(folder))
-    else:
-        loader = jinja2.FileSystemLoader(str(files("wanmon.templates")))
-    return jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+        return jinja2.FileSystemLoader(str(cfg.path.parent / cfg.page.templates_dir))
+    if (folder / "page.html.j2").exists():  # a checkout (editable install or source tree)
+        return jinja2.FileSystemLoader(str(folder))
+    return jinja2.FileSystemLoader(str(files("wanmon.templates")))
+
+
+def _env(cfg: Config):
+    import jinja2
+
+    return jinja2.Environment(loader=template_loader(cfg), autoescape=True, undefined=jinja2.StrictUndefined,
                               trim_blocks=True, lstrip_blocks=True)
 
 

@@ -125,6 +125,18 @@ MIGRATIONS: list[str] = [
         status INTEGER, error TEXT, quarantined_at REAL NOT NULL
     );
     """,
+    # 4: alerting: each site's alert state machine, and the email outbox.
+    """
+    CREATE TABLE alert_state (site_id TEXT PRIMARY KEY, state TEXT NOT NULL);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_ts REAL NOT NULL, message_id TEXT NOT NULL UNIQUE, recipient TEXT NOT NULL,
+        subject TEXT NOT NULL, body_text TEXT NOT NULL, body_html TEXT NOT NULL, kinds TEXT NOT NULL,
+        status TEXT NOT NULL,           -- queued | sent | failed | dry-run | unsent (no [smtp])
+        attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, sent_ts REAL
+    );
+    CREATE INDEX outbox_status ON outbox(status, id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 REACHABLE = ("up", "degraded")
@@ -231,15 +243,18 @@ class Store:
     # -- opening ---------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path) -> Store:
-        """Open for writing; create the folder (0700), file (0600) and schema if needed."""
+    def open(cls, path: Path, any_thread: bool = False) -> Store:
+        """Open for writing; create the folder (0700), file (0600) and schema if needed.
+
+        any_thread: the connection may be used from another thread than the
+        opener's (one at a time: the daemon opens it in a worker thread)."""
         path = Path(path)
         try:
             _prepare_folder(path.parent)
             _touch_private(path)
             old = os.umask(0o077)  # WAL and SHM files too
             try:
-                conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+                conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=not any_thread)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=10000")
@@ -263,6 +278,10 @@ class Store:
             raise StoreError(f"cannot read the store {path}: {exc}") from None
         if version > SCHEMA_VERSION:
             raise StoreError(f"the store {path} has schema {version}, newer than this wanmon ({SCHEMA_VERSION}): upgrade wanmon")
+        if version < SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(f"the store {path} has schema {version}, older than this wanmon ({SCHEMA_VERSION}): "
+                             "run `wanmon check` once to upgrade it")
         return cls(conn, path)
 
     def _migrate(self) -> None:
@@ -288,7 +307,7 @@ class Store:
 
     def record_cycle(self, started_at: float, finished_at: float, obs: Sequence[Observation],
                      snmp: Sequence[SnmpOutcome] = (), points: Sequence[str] = (),
-                     spool_limits: tuple[int, float] | None = None) -> int:
+                     spool_limits: tuple[int, float] | None = None, alerts: AlertUpdate | None = None) -> int:
         """Store one cycle atomically: ICMP observations, SNMP outcomes and the
         cycle's InfluxDB points (into the spool, bounded by spool_limits =
         (max points, max age in s)). Returns the cycle id."""
@@ -331,7 +350,48 @@ class Store:
                 self.conn.executemany("INSERT INTO spool (ts, line) VALUES (?, ?)", ((started_at, p) for p in points))
             if spool_limits:
                 self._bound_spool(finished_at, *spool_limits)
+            if alerts is not None:
+                self._record_alerts(alerts)
         return cycle_id
+
+    # -- alerts and the outbox -------------------------------------------
+
+    def _record_alerts(self, up: AlertUpdate) -> None:
+        """Alert states and queued mails land with the cycle: a crash can neither lose
+        a notification nor (after a restart) repeat one."""
+        import json as _json
+
+        self.conn.executemany("INSERT OR REPLACE INTO alert_state (site_id, state) VALUES (?, ?)",
+                              [(sid, _json.dumps(astuple_dict(st))) for sid, st in up.states.items()])
+        self._set_meta("alert_guard", "1" if up.guard else None)
+        self.conn.executemany(
+            "INSERT INTO outbox (created_ts, message_id, recipient, subject, body_text, body_html, kinds, status)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            [(m.created_ts, m.message_id, m.recipient, m.subject, m.text, m.html, ",".join(m.kinds), up.mail_status)
+             for m in up.mails],
+        )
+
+    def alert_states(self) -> tuple[dict, bool]:
+        import json as _json
+
+        from wanmon.alerts.engine import SiteAlert
+
+        states = {sid: SiteAlert(**_json.loads(js)) for sid, js in self.conn.execute("SELECT site_id, state FROM alert_state")}
+        return states, self.meta("alert_guard") == "1"
+
+    def outbox(self, statuses: Sequence[str] | None = None, limit: int = 1000) -> list[dict]:
+        cols = ["id", "created_ts", "message_id", "recipient", "subject", "body_text", "body_html", "kinds", "status",
+                "attempts", "last_error", "sent_ts"]
+        where = f"WHERE status IN ({','.join('?' * len(statuses))})" if statuses else ""
+        rows = self.conn.execute(f"SELECT {', '.join(cols)} FROM outbox {where} ORDER BY id LIMIT ?",
+                                 (*(statuses or ()), limit)).fetchall()
+        return [dict(zip(cols, r)) for r in rows]
+
+    def outbox_mark(self, mail_id: int, status: str, error: str | None = None, now: float | None = None) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, sent_ts = ? WHERE id = ?",
+                (status, error, now if status == "sent" else None, mail_id))
 
     # -- the InfluxDB spool ----------------------------------------------
 
@@ -533,6 +593,20 @@ class _Tx:
             self.conn.execute("COMMIT")
         else:
             self.conn.execute("ROLLBACK")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertUpdate:
+    """What one cycle's alert evaluation writes (see alerts.engine and alerts.mail)."""
+
+    states: dict  # site id -> SiteAlert
+    guard: bool
+    mails: list  # alerts.mail.Mail
+    mail_status: str = "queued"  # "unsent" without [smtp], "dry-run" for --dry-run
+
+
+def astuple_dict(row) -> dict:
+    return {f.name: getattr(row, f.name) for f in fields(row)}
 
 
 @dataclass(frozen=True, slots=True)

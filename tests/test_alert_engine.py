@@ -1,0 +1,114 @@
+"""The alert engine, table-driven: soft/hard, recovery, flapping, parents, maintenance,
+reminders, the monitor-side guard (pure logic: no I/O)."""
+
+from __future__ import annotations
+
+import pytest
+
+from wanmon.alerts.engine import evaluate, flap_pct
+from wanmon.config import AlertSettings
+
+R = AlertSettings(noc=("noc@x.example",), guard_min_sites=5, guard_fraction=0.5)
+PARENTS = {"core": None, "d1": "core", "c1": "d1", "c2": "d1", "p1": "core", "p2": "core", "p3": "core", "p4": "core"}
+ALL_UP = {k: "up" for k in PARENTS}
+
+
+def run(seq, rules=R, maintenance=(), start=0.0, step=60.0, states=None, guard=False):
+    """Feed a sequence of {site: status} overrides (others up); return notifications per cycle."""
+    states = states or {}
+    out = []
+    for i, over in enumerate(seq):
+        statuses = {**ALL_UP, **over}
+        states, notes, guard = evaluate(states, statuses, start + i * step, rules, PARENTS, maintenance, (), guard)
+        out.append([(n.kind, n.site_id) for n in notes])
+    return out, states
+
+
+D, U = {"p1": "down"}, {}
+
+
+@pytest.mark.parametrize("seq,expected", [
+    ([D, D, U, U, U], [[], [], [], [], []]),  # 2 bad cycles: soft only, nothing sent
+    ([D, D, D, U, U], [[], [], [("down", "p1")], [], [("recovery", "p1")]]),
+    ([D, D, D, U, D, U, U], [[], [], [("down", "p1")], [], [], [], [("recovery", "p1")]]),  # 1 good is not recovery
+    ([{"p1": "degraded"}] * 3 + [D] * 3, [[], [], [("degraded", "p1")], [], [], [("down", "p1")]]),
+])
+def test_soft_hard_recover(seq, expected):
+    assert run(seq)[0] == expected
+
+
+def test_district_down_lists_communes_and_no_down_per_commune():
+    cyc = {"d1": "down", "c1": "unreachable", "c2": "unreachable"}
+    notes, _ = run([cyc] * 3)
+    assert notes[:2] == [[], []]
+    kinds = sorted(notes[2])
+    assert kinds == [("down", "d1"), ("unreachable", "c1"), ("unreachable", "c2")]
+    # the DOWN carries the children
+    statuses = {**ALL_UP, **cyc}
+    states = {}
+    for i in range(3):
+        states, n, _ = evaluate(states, statuses, i * 60.0, R, PARENTS)
+    down = next(x for x in n if x.kind == "down")
+    assert down.children == ("c1", "c2")
+    # told once: no repeat of UNREACHABLE (nor reminders for it) while it lasts
+    for i in range(3, 300):
+        states, n, _ = evaluate(states, statuses, i * 60.0, R, PARENTS)
+        assert all(x.kind != "unreachable" for x in n)
+
+
+def test_unreachable_notices_can_be_off():
+    rules = R.model_copy(update={"notify_unreachable": False})
+    notes, _ = run([{"d1": "down", "c1": "unreachable", "c2": "unreachable"}] * 3, rules)
+    assert notes[2] == [("down", "d1")]
+
+
+def test_reminders_every_4h_while_down():
+    notes, _ = run([D] * (5 * 60 + 5))  # one cycle a minute, 5 h
+    flat = [n for cyc in notes for n in cyc]
+    assert flat == [("down", "p1"), ("reminder", "p1")]
+    off = R.model_copy(update={"reminder_h": 0})
+    assert [n for cyc in run([D] * 300, off)[0] for n in cyc] == [("down", "p1")]
+
+
+def test_maintenance_silences_but_state_moves():
+    notes, states = run([D] * 4, maintenance=["p1"])
+    assert notes == [[], [], [], []] and states["p1"].hard == "down"
+    notes2, _ = run([U, U], states=states)
+    assert notes2 == [[], []]  # nothing was announced, so no recovery either
+
+
+def test_flap_pct_known_histories():
+    assert flap_pct("0" * 21) == 0.0
+    assert flap_pct("01" * 10 + "0") == pytest.approx(100.0)
+    # one change at the newest end weighs 1.2, at the oldest end 0.8 (out of 20 possible)
+    assert flap_pct("0" * 20 + "1") == pytest.approx(100 * 1.2 / 20)
+    assert flap_pct("1" + "0" * 20) == pytest.approx(100 * 0.8 / 20)
+
+
+def test_flapping_one_notice_at_start_and_end():
+    flappy = [D if i % 2 else U for i in range(30)] + [U] * 30
+    notes, states = run(flappy)
+    flat = [n for cyc in notes for n in cyc]
+    assert flat == [("flap_start", "p1"), ("flap_end", "p1")]
+    assert not states["p1"].flapping
+
+
+def test_guard_when_most_sites_fail_one_mail_and_no_flood():
+    everything = {k: "down" for k in PARENTS}
+    notes, states = run([everything] * 10 + [U] * 3)
+    flat = [n for cyc in notes for n in cyc]
+    assert flat == [("guard", None), ("guard_end", None)]
+    assert all(s.hard == "up" for s in states.values())
+
+
+def test_restart_keeps_state_no_duplicate_down():
+    notes, states = run([D] * 3)
+    assert notes[2] == [("down", "p1")]
+    # a new process gets the stored states back: no second DOWN, recovery still comes
+    notes2, _ = run([D, D, U, U], states=states, start=1000)
+    assert [n for cyc in notes2 for n in cyc] == [("recovery", "p1")]
+
+
+def test_reboot_events_notify():
+    states, notes, _ = evaluate({}, ALL_UP, 0.0, R, PARENTS, (), [("p2", "device restarted")])
+    assert [(n.kind, n.site_id, n.detail) for n in notes] == [("reboot", "p2", "device restarted")]

@@ -1,0 +1,1 @@
+"""Alerting: a pure engine (engine.py), emails composed from templates (mail.py)."""

@@ -1,0 +1,168 @@
+"""The alert state machine: evaluate(state, statuses, now) -> (state, notifications). Pure.
+
+Per site, per cycle:
+* a problem (down, degraded, unreachable) becomes HARD after `confirm_cycles`
+  consecutive cycles in that status; only hard changes notify;
+* recovery after `recover_cycles` consecutive up cycles (notified only if the
+  problem was);
+* flapping, the Nagios way: the weighted share of state changes over the last
+  `flap_window` cycles (newer changes weigh more, 0.8 -> 1.2); flapping starts
+  above `flap_high_pct` and stops below `flap_low_pct`; one notice at start and
+  one at end, nothing in between;
+* a site UNREACHABLE because of its uplink is not a DOWN: its own admins are
+  told once (`notify_unreachable`), and its parent's DOWN notice lists it;
+* reminders every `reminder_h` while a notified problem lasts;
+* maintenance: state advances, nothing is notified;
+* the monitor-side guard: when `guard_fraction` of all sites (at least
+  `guard_min_sites`) fail in one cycle, the agent itself is probably cut off:
+  no site state moves, one "agent cut off" notice goes to the NOC, and one
+  "restored" notice when it ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from wanmon.config import AlertSettings
+
+PROBLEMS = ("down", "degraded", "unreachable")
+GUARD_SITE = "*"  # the key of the agent-wide guard state
+
+
+@dataclass(frozen=True, slots=True)
+class SiteAlert:
+    site_id: str
+    hard: str = "up"  # "up" or a problem status
+    hard_since: float | None = None
+    streak_status: str = "up"
+    streak: int = 0
+    streak_since: float | None = None
+    history: str = ""  # the last flap_window cycles, "1" = problem, oldest first
+    flapping: bool = False
+    notified: bool = False  # a notice was sent for the current hard problem
+    last_notified: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    kind: str  # down | degraded | unreachable | recovery | flap_start | flap_end | reminder | reboot | guard | guard_end
+    site_id: str | None
+    ts: float
+    status: str | None = None
+    since: float | None = None
+    children: tuple[str, ...] = ()  # sites this outage made unreachable
+    detail: str = ""
+
+
+def flap_pct(history: str) -> float:
+    """Weighted percent of state changes (Nagios): changes near the end weigh up to 1.2, the oldest 0.8."""
+    n = len(history)
+    if n < 2:
+        return 0.0
+    total = 0.0
+    for i in range(1, n):
+        if history[i] != history[i - 1]:
+            total += 0.8 + 0.4 * (i - 1) / max(1, n - 2)
+    return 100.0 * total / (n - 1)
+
+
+def _descendants(site: str, parents: Mapping[str, str | None]) -> set[str]:
+    children: dict[str, list[str]] = {}
+    for s, p in parents.items():
+        if p:
+            children.setdefault(p, []).append(s)
+    out, todo = set(), [site]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def evaluate(
+    states: Mapping[str, SiteAlert],
+    statuses: Mapping[str, str],
+    now: float,
+    rules: AlertSettings,
+    parents: Mapping[str, str | None],
+    maintenance: Iterable[str] = (),
+    reboots: Iterable[tuple[str, str]] = (),
+    guard_active: bool = False,
+) -> tuple[dict[str, SiteAlert], list[Notification], bool]:
+    """One cycle. Returns (new states, notifications, guard active)."""
+    quiet = set(maintenance)
+    out: dict[str, SiteAlert] = dict(states)
+    notes: list[Notification] = []
+
+    failing = sum(1 for st in statuses.values() if st in ("down", "unreachable"))
+    total = len(statuses)
+    cut_off = total >= rules.guard_min_sites and failing >= rules.guard_fraction * total
+    if cut_off:
+        if not guard_active:
+            notes.append(Notification("guard", None, now, detail=f"{failing} of {total} sites failed in the same cycle"))
+        return out, notes, True  # nothing moves while the agent may be blind
+    if guard_active:
+        notes.append(Notification("guard_end", None, now, detail=f"{failing} of {total} sites failing now"))
+
+    for sid, status in statuses.items():
+        if status == "unknown":
+            continue
+        prev = out.get(sid) or SiteAlert(site_id=sid, streak_since=now)
+        out[sid], new = _step(prev, status, now, rules, sid in quiet)
+        notes.extend(new)
+
+    # A hard DOWN lists the sites it made unreachable; those do not get a DOWN of their own.
+    for i, n in enumerate(notes):
+        if n.kind == "down" and n.site_id:
+            below = sorted(d for d in _descendants(n.site_id, parents) if statuses.get(d) == "unreachable")
+            if below:
+                notes[i] = dataclasses.replace(n, children=tuple(below))
+    if not rules.notify_unreachable:
+        notes = [n for n in notes if n.kind != "unreachable"]
+    if not rules.notify_degraded:
+        notes = [n for n in notes if n.kind != "degraded"]
+    if rules.notify_reboot:
+        notes.extend(Notification("reboot", sid, now, detail=detail) for sid, detail in reboots if sid not in quiet)
+    return out, notes, False
+
+
+def _step(a: SiteAlert, status: str, now: float, rules: AlertSettings, quiet: bool) -> tuple[SiteAlert, list[Notification]]:
+    notes: list[Notification] = []
+    bad = status in PROBLEMS
+    history = (a.history + ("1" if bad else "0"))[-rules.flap_window:]
+    if status == a.streak_status:
+        streak, streak_since = a.streak + 1, a.streak_since
+    else:
+        streak, streak_since = 1, now
+    a = dataclasses.replace(a, history=history, streak_status=status, streak=streak, streak_since=streak_since)
+
+    pct = flap_pct(history)
+    if not a.flapping and len(history) >= rules.flap_window and pct >= rules.flap_high_pct:
+        a = dataclasses.replace(a, flapping=True)
+        if not quiet:
+            notes.append(Notification("flap_start", a.site_id, now, status, detail=f"{pct:.0f}% state change"))
+    elif a.flapping and pct < rules.flap_low_pct:
+        a = dataclasses.replace(a, flapping=False)
+        if not quiet:
+            notes.append(Notification("flap_end", a.site_id, now, status, detail=f"{pct:.0f}% state change"))
+
+    speak = not quiet and not a.flapping
+    if bad and status != a.hard and streak >= rules.confirm_cycles:
+        # A new hard problem (or a change of kind, e.g. degraded -> down).
+        a = dataclasses.replace(a, hard=status, hard_since=streak_since if a.hard == "up" else a.hard_since)
+        if speak:
+            notes.append(Notification(status, a.site_id, now, status, since=a.hard_since))
+            a = dataclasses.replace(a, notified=True, last_notified=now)
+    elif not bad and a.hard != "up" and streak >= rules.recover_cycles:
+        if speak and a.notified:
+            notes.append(Notification("recovery", a.site_id, now, status, since=a.hard_since,
+                                      detail=f"was {a.hard}"))
+        a = dataclasses.replace(a, hard="up", hard_since=None, notified=False, last_notified=None)
+    elif (a.hard != "up" and a.hard != "unreachable" and a.notified and speak and rules.reminder_h > 0
+          and a.last_notified is not None and now - a.last_notified >= rules.reminder_h * 3600):
+        notes.append(Notification("reminder", a.site_id, now, a.hard, since=a.hard_since))
+        a = dataclasses.replace(a, last_notified=now)
+    return a, notes
