@@ -43,6 +43,7 @@ class CycleResult:
     ip_by_site: dict[str, str | None]
     snmp: dict[str, SnmpView] = field(default_factory=dict)
     mails: tuple = ()  # alert mails composed this cycle (alerts.mail.Mail)
+    alerts_ms: float = 0.0  # time spent evaluating alerts and composing mail
 
 
 def observe(cfg: Config, inv: Inventory, results: list[icmp.IcmpResult], ts: float) -> list[Observation]:
@@ -201,7 +202,9 @@ def _record_and_publish(cfg: Config, inv: Inventory, store: Store, started: floa
                               socket.gethostname(), started, v1=cfg.influx.settings.api == "v1")
         st = cfg.influx.settings
         limits = (st.spool_max_points, st.spool_max_age_h * 3600)
+    t_alerts = time.perf_counter()
     alert_update = _alerts(cfg, store, obs, outcomes, finished, dry_run)
+    alerts_ms = (time.perf_counter() - t_alerts) * 1000
     cycle_id = store.record_cycle(started, finished, obs, outcomes, points, limits, alert_update)
     store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
     if cfg.influx is not None:
@@ -210,7 +213,7 @@ def _record_and_publish(cfg: Config, inv: Inventory, store: Store, started: floa
         deliver(store, cfg.smtp)
     _write_page(cfg, store)
     return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)},
-                       views, tuple(alert_update.mails) if alert_update else ())
+                       views, tuple(alert_update.mails) if alert_update else (), alerts_ms)
 
 
 def _alerts(cfg: Config, store: Store, obs, outcomes, now: float, dry_run: bool) -> AlertUpdate | None:

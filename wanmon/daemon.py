@@ -45,7 +45,7 @@ class Daemon:
             counts = {}
             for o in res.observations:
                 counts[o.status] = counts.get(o.status, 0) + 1
-            logger.info("cycle id=%d took=%.2fs %s", res.cycle_id, took,
+            logger.info("cycle id=%d took=%.2fs alerts_ms=%.1f %s", res.cycle_id, took, res.alerts_ms,
                         " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
             if took > cfg.schedule.icmp_interval_s:
                 logger.warning("cycle overran its interval: took %.1f s, interval %.0f s (the next one is not "
@@ -73,6 +73,7 @@ class Daemon:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from datetime import datetime
 
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
