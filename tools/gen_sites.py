@@ -486,6 +486,125 @@ max_concurrency = 256
 # uplink = "GigabitEthernet0/0"
 
 # =============================================================================
+# [page] – the static status page (written after every cycle)
+# =============================================================================
+[page]
+## Output folder for index.html and status.json; relative to this file.
+## Default: "public"
+out_dir = "public"
+
+## "vi" (95,55%, dd/mm/yyyy) or "en".
+## Default: "vi"
+language = "vi"
+
+## Time zone for the times shown on the page and in emails.
+## Default: "Asia/Ho_Chi_Minh"
+timezone = "Asia/Ho_Chi_Minh"
+
+## Province name in titles.
+## Default: "Bắc Ninh"
+province = "Bắc Ninh"
+
+## Browser refresh, in seconds; match the poll interval. The page shows a
+## "data is stale" banner when the last cycle is older than 3 x this.
+## Default: 60
+refresh_s = 60
+
+## A folder with your own copies of page.html.j2 / email.*.j2 (optional).
+# templates_dir = "my-templates"
+
+# =============================================================================
+# [schedule] – the daemon (`wanmon run`); cron runs one cycle per call
+# =============================================================================
+[schedule]
+## Seconds between two cycles (ICMP every cycle; SNMP per [snmp] interval_s).
+## Default: 60
+icmp_interval_s = 60
+
+## On SIGTERM/SIGINT, how long the running cycle may take to finish.
+## Default: 30
+grace_s = 30
+
+# =============================================================================
+# [alerts] – who is told what, and when
+# =============================================================================
+[alerts]
+## Default: true
+enabled = true
+## Consecutive bad cycles before a problem is "hard" and notified. Default: 3
+confirm_cycles = 3
+## Consecutive good cycles before a recovery is notified. Default: 2
+recover_cycles = 2
+## Reminder every N hours while a problem lasts; 0 = off. Default: 4
+reminder_h = 4
+## Flap detection over the last N cycles (Nagios' weighted state changes):
+## flapping starts at flap_high_pct and ends below flap_low_pct.
+## Defaults: 21, 5.0, 20.0
+flap_window = 21
+flap_low_pct = 5.0
+flap_high_pct = 20.0
+## Also notify degraded sites / unreachable communes (once) / SNMP reboots.
+## Defaults: true
+notify_degraded = true
+notify_unreachable = true
+notify_reboot = true
+## The network operations centre: gets every notification (noc_gets_all) and
+## the "monitoring agent may be cut off" mail.
+noc = ["noc@ttdl.bacninh.example"]
+noc_gets_all = true
+## When this share of all sites (and at least guard_min_sites) fail in the
+## same cycle, the agent itself is probably cut off: one mail to the NOC
+## instead of a flood. Defaults: 0.5, 5
+guard_fraction = 0.5
+guard_min_sites = 5
+
+# =============================================================================
+# [smtp] – mail relay for alert emails (optional; without it mails are only
+# listed by `wanmon alerts`)
+# =============================================================================
+# [smtp]
+# host = "mail.bacninh.example"
+# port = 587
+# from = "wanmon@ttdl.bacninh.example"
+# starttls = true                        # or ssl = true (port 465)
+# user_env = "WANMON_SMTP_USER"
+# password_env = "WANMON_SMTP_PASSWORD"  # or password_file
+# timeout_s = 10
+
+# =============================================================================
+# [influxdb] – long-term storage (optional; without it the embedded store only)
+# =============================================================================
+# [influxdb]
+# url = "http://127.0.0.1:8086"
+# api = "v2"                     # "v2" (InfluxDB 2.x/3.x/1.8+) or "v1" (1.7 and older)
+# org = "wanmon"                 # v2
+# bucket = "wanmon"              # v2
+# token_env = "WANMON_INFLUX_TOKEN"
+# database = "wanmon"            # v1
+# username = "wanmon"            # v1, optional
+# password_env = "WANMON_INFLUX_PASSWORD"
+# timeout_ms = 5000
+# batch_size = 5000
+# spool_max_points = 1000000
+# spool_max_age_h = 168
+# drain_budget_s = 10
+
+# =============================================================================
+# [[maintenance]] – windows without notifications (any number)
+# =============================================================================
+# [[maintenance]]
+# districts = ["Gia Bình"]       # and/or sites = ["gia-binh"]
+# days = ["sun"]                 # weekly: days + from/to (to < from = past midnight)
+# from = "22:00"
+# to = "02:00"
+# reason = "bảo trì định kỳ"
+#
+# [[maintenance]]
+# sites = ["tien-du"]
+# start = "2026-12-01T22:00"     # one-off, local time
+# end = "2026-12-02T02:00"
+
+# =============================================================================
 # [[sites]] – one table per monitored connection point
 # =============================================================================
 ## id        Required. Stable ASCII slug matching ^[a-z0-9][a-z0-9-]*$, unique
