@@ -112,3 +112,24 @@ def test_restart_keeps_state_no_duplicate_down():
 def test_reboot_events_notify():
     states, notes, _ = evaluate({}, ALL_UP, 0.0, R, PARENTS, (), [("p2", "device restarted")])
     assert [(n.kind, n.site_id, n.detail) for n in notes] == [("reboot", "p2", "device restarted")]
+
+
+def test_maintenance_windows():
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from wanmon.alerts.maintenance import active
+    from wanmon.config import Maintenance
+
+    tz = ZoneInfo("Asia/Ho_Chi_Minh")
+
+    def at(s):
+        return datetime.fromisoformat(s).replace(tzinfo=tz).timestamp()
+
+    weekly = Maintenance(sites=("a",), days=("sun",), **{"from": "22:00"}, to="02:00")
+    assert active(weekly, at("2026-11-29T23:00"), tz)  # Sunday night
+    assert active(weekly, at("2026-11-30T01:59"), tz)  # past midnight, Monday
+    assert not active(weekly, at("2026-11-30T02:00"), tz)
+    assert not active(weekly, at("2026-11-28T23:00"), tz)  # Saturday
+    once = Maintenance(districts=("D1",), start="2026-12-01T22:00", end="2026-12-02T02:00")
+    assert active(once, at("2026-12-01T22:00"), tz) and not active(once, at("2026-12-02T02:00"), tz)

@@ -565,6 +565,13 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
                 f"{at(loc.site(i, 'district'))}: site '{s.id}': district '{s.district}' has no district-level site: "
                 f"add a [[sites]] with level = \"district\" and district = \"{s.district}\""
             )
+    for k, m in enumerate(maintenance):
+        for sid in m.sites:
+            if sid not in known_ids:
+                problems.append(f"{at(loc.section('maintenance'))}: [[maintenance]] #{k + 1}: unknown site '{sid}'")
+        for d in m.districts:
+            if d not in {r.get("district") for r in raw_ok}:
+                problems.append(f"{at(loc.section('maintenance'))}: [[maintenance]] #{k + 1}: unknown district '{d}'")
     problems.extend(
         f"{at(loc.site(index_of[c[0]], 'parent'))}: parent cycle: {' -> '.join(c)}: one of these must have no parent "
         "or another parent"
