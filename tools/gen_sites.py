@@ -513,6 +513,10 @@ refresh_s = 60
 ## A folder with your own copies of page.html.j2 / email.*.j2 (optional).
 # templates_dir = "my-templates"
 
+## Where the IT staff open the page (served by any web server); emails link
+## to it. Without it, emails name the file's path.
+# url = "http://wanmon.ttdl.bacninh.example/"
+
 # =============================================================================
 # [schedule] – the daemon (`wanmon run`); cron runs one cycle per call
 # =============================================================================

@@ -114,6 +114,7 @@ class PageSettings(_Strict):
     province: str = "Bắc Ninh"
     refresh_s: int = Field(60, gt=0)
     templates_dir: str | None = None
+    url: str | None = None  # where the IT staff open the page (for emails); else its file path
 
 
 class ScheduleSettings(_Strict):

@@ -220,7 +220,7 @@ class CycleLock:
             finally:
                 os.close(fd)
             raise StoreBusyError(
-                f"another wanmon cycle is running on {self.path.parent} ({holder or 'pid unknown'}); "
+                f"another wanmon cycle is running on {self.path.parent.resolve()} ({holder or 'pid unknown'}); "
                 "this run exits without doing anything. If this happens every time, the cycle takes "
                 "longer than the cron interval: space the runs out or lower [icmp] timeout_ms."
             ) from None

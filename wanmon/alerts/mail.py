@@ -120,7 +120,7 @@ def compose(cfg: Config, notes: Sequence[Notification], now: float | None = None
 
     fmt = Fmt(lang, ZoneInfo(cfg.page.timezone))
     ctx_common = {"w": WORDS[lang], "f": fmt, "names": names, "province": cfg.page.province,
-                  "page": str(out_dir(cfg) / "index.html"), "now": now}
+                  "page": cfg.page.url or str(out_dir(cfg) / "index.html"), "now": now}
     mails = []
     for rcpt, ns in per.items():
         ns = sorted(ns, key=lambda n: (KIND_ORDER.index(n.kind), names.get(n.site_id or "", "")))
