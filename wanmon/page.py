@@ -158,7 +158,9 @@ def snapshot(cfg: Config, store: Store, now: float | None = None) -> dict[str, A
             "rtt_avg_ms": st.rtt_avg_ms if st else None, "loss_pct": st.loss_pct if st else None,
             "availability": {w: pct(avail[w].get(s.id)) for w in WINDOWS},
             "observed_samples": {w: (avail[w].get(s.id) or (0, 0))[1] for w in WINDOWS},
-            "spark": [{"b": b, "rtt_ms": r, "loss_pct": l} for b, r, l in sparks.get(s.id, [])],
+            # [15-minute bucket index over the last 24 h, avg RTT ms (null: no reply), max loss %]:
+            # compact lists, since 10,000 sites x 96 buckets of dicts cost hundreds of MB.
+            "spark": [[b, None if r is None else round(r, 3), round(l, 1)] for b, r, l in sparks.get(s.id, [])],
             "snmp": snmp,
         }
 
@@ -254,27 +256,27 @@ class Fmt:
         return f"{d} {day} {h:02d}:{m:02d}" if d else f"{h:02d}:{m:02d}"
 
 
-def sparkline_svg(points: list[dict[str, Any]], width: int = 144, height: int = 28) -> str:
+def sparkline_svg(points: list[list], width: int = 144, height: int = 28) -> str:
     """Inline SVG: RTT line over 24 h (15-minute buckets), loss as red ticks, gaps left empty."""
     if not points:
         return ""
-    rtts = [p["rtt_ms"] for p in points if p["rtt_ms"] is not None]
+    rtts = [r for _, r, _ in points if r is not None]
     top = max(rtts) if rtts else 1.0
     top = top if top > 0 else 1.0
     step = width / SPARK_BUCKETS
     parts: list[str] = []
     path: list[str] = []
     prev_b = None
-    for p in points:
-        x = p["b"] * step + step / 2
-        if p["rtt_ms"] is not None:
-            y = height - 2 - (height - 6) * (p["rtt_ms"] / top)
-            cmd = "L" if prev_b is not None and p["b"] == prev_b + 1 else "M"  # a gap breaks the line
+    for b, rtt, loss in points:
+        x = b * step + step / 2
+        if rtt is not None:
+            y = height - 2 - (height - 6) * (rtt / top)
+            cmd = "L" if prev_b is not None and b == prev_b + 1 else "M"  # a gap breaks the line
             path.append(f"{cmd}{x:.1f},{y:.1f}")
-            prev_b = p["b"]
+            prev_b = b
         else:
             prev_b = None
-        if p["loss_pct"] > 0:
+        if loss > 0:
             parts.append(f'<rect x="{x - step / 2:.1f}" y="0" width="{max(step, 1):.1f}" height="4" class="lossmark"/>')
     line = f'<path d="{" ".join(path)}" class="rttline"/>' if path else ""
     return (f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
