@@ -65,7 +65,7 @@ COLUMNS = {
     "discontinuity": _IFX + (19,),
 }
 IF_STATUS = {1: "up", 2: "down", 3: "testing", 4: "unknown", 5: "dormant", 6: "notPresent", 7: "lowerLayerDown"}
-_MAX_VARBINDS = 160  # per GETBULK response: keeps replies well under common message-size limits
+_MAX_VARBINDS = 256  # per GETBULK response (16 columns x 16 rows): one round trip for most routers
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,29 +240,41 @@ class _Failed(Exception):
 
 
 class _Agent:
-    def __init__(self, engine, target: SnmpTarget, transport):
-        import pysnmp.hlapi.v3arch.asyncio as h
+    """One agent's requests, through pysnmp's command generators directly.
 
-        self.h = h
+    The hlapi wrappers resolve every OID against the MIB and re-run the target
+    configuration on each request; with numeric OIDs neither is needed, and
+    together they cost about a quarter of the CPU of a poll.
+    """
+
+    def __init__(self, engine, target: SnmpTarget, transport):
+        from pysnmp.entity.rfc3413 import cmdgen as gen
+        from pysnmp.hlapi.v3arch.asyncio.cmdgen import LCD
+
         self.engine = engine
         self.spec = target.spec
-        self.transport = transport
-        self.auth = _auth_data(target.spec)
-        self.ctx = h.ContextData()
+        self.addr, _ = LCD.configure(engine, _auth_data(target.spec), transport, "")
+        self.gen = gen
 
-    def _vb(self, oids):
-        h = self.h
-        return [h.ObjectType(h.ObjectIdentity(o)) for o in oids]
+    async def _call(self, generator, args: tuple, oids) -> tuple:
+        from pyasn1.type import univ
+        from pysnmp.proto import rfc1902
 
-    async def _call(self, fn, *args):
-        err_ind, err_status, err_index, vbs = await fn(self.engine, self.auth, self.transport, self.ctx, *args,
-                                                       lookupMib=False)
+        fut = asyncio.get_running_loop().create_future()
+
+        def done(_engine, _handle, err_ind, err_status, err_index, var_binds, _ctx):
+            if not fut.done():
+                fut.set_result((err_ind, err_status, err_index, var_binds))
+
+        var_binds = [(rfc1902.ObjectName(o), univ.Null("")) for o in oids]
+        generator.send_varbinds(self.engine, self.addr, None, "", *args, var_binds, done)
+        err_ind, err_status, err_index, vbs = await fut
         if err_ind:
             raise _Failed(*_classify(err_ind, self.spec))
         return err_status, err_index, vbs
 
     async def get(self, names_oids: dict[str, tuple]) -> dict:
-        err_status, err_index, vbs = await self._call(self.h.get_cmd, *self._vb(names_oids.values()))
+        err_status, err_index, vbs = await self._call(self.gen.GetCommandGenerator(), (), names_oids.values())
         if err_status:
             if self.spec.version == "1" and int(err_status) == 2:  # noSuchName: one OID is missing
                 bad = int(err_index) - 1
@@ -281,7 +293,8 @@ class _Agent:
         reps = max(1, min(rows_hint + 1, _MAX_VARBINDS // max(1, len(active))))
         while active:
             if self.spec.version == "1":
-                err_status, err_index, vbs = await self._call(self.h.next_cmd, *self._vb(cursor[c] for c in active))
+                err_status, err_index, vbs = await self._call(self.gen.NextCommandGeneratorSingleRun(), (),
+                                                              [cursor[c] for c in active])
                 if err_status:
                     if int(err_status) == 2:  # noSuchName: that column ran off the end of the MIB
                         bad = int(err_index) - 1
@@ -289,8 +302,8 @@ class _Agent:
                         continue
                     raise _Failed("error", f"agent returned {err_status.prettyPrint()} while walking the interface table")
             else:
-                err_status, err_index, vbs = await self._call(
-                    self.h.bulk_cmd, 0, reps, *self._vb(cursor[c] for c in active))
+                err_status, err_index, vbs = await self._call(self.gen.BulkCommandGeneratorSingleRun(), (0, reps),
+                                                              [cursor[c] for c in active])
                 if err_status:
                     if int(err_status) == 1 and reps > 1:  # tooBig: ask for fewer rows
                         reps = max(1, reps // 2)
@@ -364,10 +377,10 @@ async def _poll_one(engine, target: SnmpTarget) -> SnmpResult:
         except Exception as exc:  # resolution failures and the like
             raise _Failed("error", f"cannot reach {target.host}:{spec.port}: {exc}") from None
         agent = _Agent(engine, target, transport)
-        sys_vals = await agent.get(SYS)
-        engine_vals = {}
-        if spec.version != "1":  # in v1 a missing OID fails the whole GET: skip the optional ones
-            engine_vals = await agent.get(ENGINE)
+        if spec.version == "1":  # in v1 a missing OID fails the whole GET: skip the optional ones
+            sys_vals, engine_vals = await agent.get(SYS), {}
+        else:
+            sys_vals = engine_vals = await agent.get({**SYS, **ENGINE})
         rows_hint = _int(sys_vals.get("if_number")) or 8
         walk_start = time.time()
         rows = await agent.table(COLUMNS, rows_hint)
