@@ -454,9 +454,12 @@ retries = 1
 ## Default: 300
 interval_s = 300
 
-## At most this many agents polled at once.
-## Default: 256
-max_concurrency = 256
+## At most this many agents polled at once. Decoding replies costs CPU
+## (pyasn1): with too many in flight, replies wait in the queue past their
+## timeout and look like dead agents. Dead agents hold a slot for
+## timeout_ms * (retries + 1).
+## Default: 64
+max_concurrency = 64
 
 ## v1/v2c community: the name of an environment variable holding it
 ## (community_env) or a file holding it (community_file). With neither, the
