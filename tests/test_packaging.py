@@ -39,3 +39,9 @@ def test_wheel_installs_package_and_templates(tmp_path):
     assert all(n in listed for n in shipped)
     r = subprocess.run([sys.executable, "-m", "wanmon", "--version"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode == 0 and "wanmon" in r.stdout
+    # every module of the checkout must be in the installed copy (a forgotten subpackage breaks `check`)
+    modules = sorted(".".join(p.relative_to(REPO).with_suffix("").parts) for p in (REPO / "wanmon").rglob("*.py")
+                     if p.name != "__main__.py")
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    r = subprocess.run([sys.executable, "-c", code, *modules], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
