@@ -45,3 +45,12 @@ def test_wheel_installs_package_and_templates(tmp_path):
     code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
     r = subprocess.run([sys.executable, "-c", code, *modules], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    # and the installed copy runs a cycle and renders the page from its own templates
+    from conftest import MINIMAL
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "sites.toml").write_text(MINIMAL, encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "wanmon", "--config", "sites.toml", "check"], cwd=tmp_path / "run",
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "UBND huyện Tiên Du" in (tmp_path / "run" / "public" / "index.html").read_text(encoding="utf-8")

@@ -288,17 +288,15 @@ def sparkline_svg(points: list[list], width: int = 144, height: int = 28) -> str
 
 
 def template_loader(cfg: Config):
-    """[page] templates_dir if set, else the checkout's templates/, else the installed wanmon.templates."""
-    from importlib.resources import files
-
+    """[page] templates_dir if set, then the installed package's templates (wanmon/templates,
+    where `pip install .` puts them), then a checkout's top-level templates/."""
     import jinja2
 
-    folder = Path(__file__).resolve().parent.parent / "templates"
+    here = Path(__file__).resolve().parent
+    paths = [here / "templates", here.parent / "templates"]
     if cfg.page.templates_dir:
-        return jinja2.FileSystemLoader(str(cfg.path.parent / cfg.page.templates_dir))
-    if (folder / "page.html.j2").exists():  # a checkout (editable install or source tree)
-        return jinja2.FileSystemLoader(str(folder))
-    return jinja2.FileSystemLoader(str(files("wanmon.templates")))
+        paths.insert(0, cfg.path.parent / cfg.page.templates_dir)
+    return jinja2.FileSystemLoader([str(p) for p in paths if p.is_dir()])
 
 
 def _env(cfg: Config):
