@@ -166,15 +166,9 @@ def drain(store: Store, spec: InfluxSpec, budget_s: float, writer=None) -> Drain
     backoff = 0.5
     try:
         while time.monotonic() < deadline:
-            head = store.spool_head(batch_size)
-            if not head:
-                break
-            outcome = _send(store, writer, head, deadline, rep)
-            if outcome == "ok":
-                backoff = 0.5
-                continue
-            if outcome == "stop":
-                break
+            outcome = _pipeline(store, writer, batch_size, deadline, rep)
+            if outcome in ("ok", "stop"):
+                break  # "ok": the spool is empty
             # retry: back off within the budget
             wait = min(backoff, max(0.0, deadline - time.monotonic()))
             if wait <= 0:
@@ -196,11 +190,48 @@ def drain(store: Store, spec: InfluxSpec, budget_s: float, writer=None) -> Drain
     return rep
 
 
+def _body(rows: list[tuple[int, str]]) -> bytes:
+    return ("\n".join(r[1] for r in rows) + "\n").encode("utf-8")
+
+
+def _pipeline(store: Store, writer, batch_size: int, deadline: float, rep: DrainReport) -> str:
+    """Send batches back to back: while one request is in flight, the next batch is read
+    and encoded (the server and wanmon work at the same time). A failed batch goes
+    through _after, which splits, quarantines or stops. 'ok' (spool empty) | 'retry' | 'stop'."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    head = store.spool_head(batch_size)
+    if not head:
+        return "ok"
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="influx-write") as pool:
+        future = pool.submit(writer.write, _body(head))
+        while True:
+            nxt = store.spool_head(batch_size, after_id=head[-1][0])
+            nxt_body = _body(nxt) if nxt else b""
+            res = future.result()
+            rep.batches += 1
+            outcome = _after(store, writer, head, res, deadline, rep)
+            if outcome != "ok":
+                return outcome
+            if not nxt:
+                return "ok"
+            if time.monotonic() >= deadline:
+                return "stop"
+            head = nxt
+            future = pool.submit(writer.write, nxt_body)
+
+
 def _send(store: Store, writer, rows: list[tuple[int, str]], deadline: float, rep: DrainReport) -> str:
     """Send one batch (splitting it on 413/400). 'ok' | 'retry' | 'stop'."""
-    ids = [r[0] for r in rows]
-    res = writer.write(("\n".join(r[1] for r in rows) + "\n").encode("utf-8"))
+    res = writer.write(_body(rows))
     rep.batches += 1
+    return _after(store, writer, rows, res, deadline, rep)
+
+
+def _after(store: Store, writer, rows: list[tuple[int, str]], res: WriteResult, deadline: float,
+           rep: DrainReport) -> str:
+    """Act on the server's answer to one batch: ack, split, quarantine, or stop."""
+    ids = [r[0] for r in rows]
     if res.ok:
         store.spool_ack(ids)
         rep.sent += len(ids)

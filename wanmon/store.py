@@ -407,13 +407,19 @@ class Store:
             logger.warning("spool full: dropped the %d oldest points (%d dropped in all); "
                            "InfluxDB has not accepted points for a while: run `wanmon influx check`", dropped, total)
 
-    def spool_head(self, limit: int) -> list[tuple[int, str]]:
-        return self.conn.execute("SELECT id, line FROM spool ORDER BY id LIMIT ?", (limit,)).fetchall()
+    def spool_head(self, limit: int, after_id: int = 0) -> list[tuple[int, str]]:
+        """The oldest `limit` points (with id > after_id), in order."""
+        return self.conn.execute("SELECT id, line FROM spool WHERE id > ? ORDER BY id LIMIT ?",
+                                 (after_id, limit)).fetchall()
 
     def spool_ack(self, ids: Sequence[int]) -> None:
-        """The server acknowledged these points: remove them."""
+        """The server acknowledged these points: remove them. A batch is a run of
+        consecutive spool rows (rows between its ids are gone already), so one
+        range delete does it."""
+        if not ids:
+            return
         with self.transaction():
-            self.conn.executemany("DELETE FROM spool WHERE id = ?", ((i,) for i in ids))
+            self.conn.execute("DELETE FROM spool WHERE id >= ? AND id <= ?", (min(ids), max(ids)))
 
     def spool_quarantine(self, ids: Sequence[int], status: int | None, error: str, now: float) -> None:
         """Move points the server rejects for good (400/422) out of the queue, keeping them for inspection."""
