@@ -1,5 +1,6 @@
 """Helpers for bench/icmp_sweep.py: a throw-away network namespace, target
-lists, measured subprocess runs and parsers for fping / wanmon output.
+lists and parsers for fping / wanmon output.  Measured subprocess runs live
+in _measure.py and are re-exported here.
 
 Everything here only ever sends packets to 127.0.0.0/8 inside a network
 namespace that this module creates and deletes again.
@@ -13,22 +14,25 @@ import json
 import os
 import random
 import re
-import resource
 import shutil
-import signal
 import subprocess
-import threading
-import time
 from dataclasses import dataclass
+
+from _measure import (  # noqa: F401  (re-exported for bench/icmp_sweep.py)
+    LabError,
+    Runner,
+    RunResult,
+    _run,
+    build_helper,
+    install_signal_cleanup,
+    kill_current_children,
+    run_measured,
+)
 
 LIVE_NET = ipaddress.ip_network("127.30.0.0/16")
 DEAD_NET = ipaddress.ip_network("127.31.0.0/16")
 NS_PREFIX = "wmbench-"
 NFT_TABLE = "wmbench"
-
-
-class LabError(RuntimeError):
-    """The lab (namespace, tools) could not be set up or verified."""
 
 
 # --------------------------------------------------------------------------
@@ -112,220 +116,7 @@ def wanmon_config(targets: list[Target], store_path: str, *, count: int,
 
 
 # --------------------------------------------------------------------------
-# measured child processes
-#
-# Why a C helper: ru_maxrss as returned by wait4() for a direct child of this
-# Python process is never smaller than *this* process's own peak RSS, because
-# the kernel folds the pre-exec address space (borrowed by vfork/posix_spawn,
-# or copied by fork) into the child's high-water mark at execve().  So the
-# bench's own memory would leak into fping's and wanmon's figures.  The tiny
-# helper below is exec'd once per run, enters the namespace with setns(),
-# forks the tool from its own ~1 MiB image and reports the tool's wait4()
-# rusage (user, sys, maxrss) and a CLOCK_MONOTONIC wall time.
-
-_HELPER_C = r"""
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <sched.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-/* wm_rusage REPORT NETNS_FILE|- PROG ARGS... */
-int main(int argc, char **argv) {
-    if (argc < 4) { fprintf(stderr, "usage: wm_rusage REPORT NETNS|- PROG ARGS...\n"); return 125; }
-    if (strcmp(argv[2], "-") != 0) {
-        int fd = open(argv[2], O_RDONLY | O_CLOEXEC);
-        if (fd < 0) { perror(argv[2]); return 125; }
-        if (setns(fd, CLONE_NEWNET) != 0) { perror("setns"); return 125; }
-        close(fd);
-    }
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    pid_t pid = fork();
-    if (pid < 0) { perror("fork"); return 125; }
-    if (pid == 0) { execvp(argv[3], argv + 3); perror(argv[3]); _exit(127); }
-    int status = 0;
-    struct rusage ru;
-    while (wait4(pid, &status, 0, &ru) < 0) {
-        if (errno != EINTR) { perror("wait4"); return 125; }
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    int rc = WIFEXITED(status) ? WEXITSTATUS(status)
-           : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 125;
-    FILE *f = fopen(argv[1], "w");
-    if (!f) { perror(argv[1]); return 125; }
-    fprintf(f, "wall_ns=%lld\nutime_us=%lld\nstime_us=%lld\nmaxrss_kib=%ld\nrc=%d\n",
-            (long long)(t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec),
-            (long long)ru.ru_utime.tv_sec * 1000000LL + ru.ru_utime.tv_usec,
-            (long long)ru.ru_stime.tv_sec * 1000000LL + ru.ru_stime.tv_usec,
-            ru.ru_maxrss, rc);
-    fclose(f);
-    return rc;
-}
-"""
-
-
-def build_helper(workdir: str) -> str | None:
-    """Compile the rusage helper into workdir; None if no C compiler."""
-    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not cc:
-        return None
-    src = os.path.join(workdir, "wm_rusage.c")
-    exe = os.path.join(workdir, "wm_rusage")
-    with open(src, "w") as f:
-        f.write(_HELPER_C)
-    r = _run([cc, "-O2", "-o", exe, src])
-    if r.returncode != 0:
-        raise LabError(f"compiling {src}: {r.stderr.strip()}")
-    return exe
-
-
-_current_children: set[int] = set()  # process-group ids we started
-
-
-@dataclass
-class RunResult:
-    argv: list[str]
-    rc: int | None
-    wall_s: float
-    user_s: float
-    sys_s: float
-    maxrss_kib: int
-    outer_wall_s: float          # wall seen from Python, incl. spawn overhead
-    children_cpu_delta_s: float  # RUSAGE_CHILDREN delta, cross-check
-    method: str                  # "helper" or "direct"
-    timed_out: bool = False
-    stdout_path: str = ""
-    stderr_path: str = ""
-
-    @property
-    def cpu_s(self) -> float:
-        return self.user_s + self.sys_s
-
-
-class Runner:
-    """Runs a command inside a network namespace and measures it.
-
-    With the helper (see above) the figures are the tool's own; without it
-    (no C compiler) the command is started as `ip netns exec NS cmd` and
-    wait4() on it is used directly, so ru_maxrss has the bench's own peak RSS
-    as a floor (reported as method "direct")."""
-
-    def __init__(self, netns: str, helper: str | None) -> None:
-        self.netns = netns
-        self.helper = helper
-
-    @property
-    def method(self) -> str:
-        return "helper" if self.helper else "direct"
-
-    def run(self, argv: list[str], *, stdout_path: str, stderr_path: str,
-            timeout_s: float, cwd: str | None = None,
-            env: dict[str, str] | None = None) -> RunResult:
-        report = stdout_path + ".rusage"
-        if self.helper:
-            full = [self.helper, report, f"/run/netns/{self.netns}"] + argv
-        else:
-            full = ["ip", "netns", "exec", self.netns] + argv
-        rr = run_measured(full, stdout_path=stdout_path, stderr_path=stderr_path,
-                          timeout_s=timeout_s, cwd=cwd, env=env)
-        rr.argv = argv
-        rr.method = self.method
-        if self.helper:
-            vals: dict[str, int] = {}
-            try:
-                with open(report) as f:
-                    for line in f:
-                        k, _, v = line.strip().partition("=")
-                        vals[k] = int(v)
-            except (OSError, ValueError):
-                vals = {}
-            if vals:
-                rr.wall_s = vals["wall_ns"] / 1e9
-                rr.user_s = vals["utime_us"] / 1e6
-                rr.sys_s = vals["stime_us"] / 1e6
-                rr.maxrss_kib = vals["maxrss_kib"]
-                rr.rc = vals["rc"]
-            elif rr.rc in (0, None):
-                rr.rc = 125  # helper failed without saying why
-        return rr
-
-
-def run_measured(argv: list[str], *, stdout_path: str, stderr_path: str,
-                 timeout_s: float, cwd: str | None = None,
-                 env: dict[str, str] | None = None) -> RunResult:
-    """Run argv to completion, stdout/stderr to files, and return wall-clock
-    time plus the child's rusage as reported by wait4 (user+sys CPU and
-    ru_maxrss, which includes any descendants the child reaped)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=err, cwd=cwd, env=env,
-                                start_new_session=True)
-    pgid = proc.pid
-    _current_children.add(pgid)
-    timed_out = threading.Event()
-    lock = threading.Lock()
-    reaped = False
-
-    def _kill() -> None:
-        with lock:
-            if not reaped:  # the group id is ours only while the leader is unreaped
-                timed_out.set()
-                _killpg(pgid, quiet=True)
-
-    timer = threading.Timer(timeout_s, _kill)
-    timer.daemon = True
-    timer.start()
-    # wait without reaping, so the process group id stays ours while we
-    # clear anything the child left running in it; then reap with wait4
-    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-    wall = time.perf_counter() - t0
-    with lock:
-        timer.cancel()
-        _killpg(pgid, quiet=True)
-        reaped = True
-        _current_children.discard(pgid)
-        _, status, ru = os.wait4(proc.pid, 0)
-    rc = os.waitstatus_to_exitcode(status)
-    proc.returncode = rc  # we reaped it ourselves; keep Popen quiet
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    delta = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return RunResult(argv=argv, rc=rc, wall_s=wall, user_s=ru.ru_utime,
-                     sys_s=ru.ru_stime, maxrss_kib=ru.ru_maxrss, outer_wall_s=wall,
-                     children_cpu_delta_s=delta, method="direct",
-                     timed_out=timed_out.is_set(),
-                     stdout_path=stdout_path, stderr_path=stderr_path)
-
-
-def _killpg(pgid: int, quiet: bool = False) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        if not quiet:
-            raise
-
-
-def kill_current_children() -> None:
-    for pgid in list(_current_children):
-        _killpg(pgid, quiet=True)
-
-
-# --------------------------------------------------------------------------
 # network namespace
-
-
-def _run(argv: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, **kw)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -462,14 +253,6 @@ def remove_stale_namespaces() -> list[str]:
             if _run(["ip", "netns", "del", name]).returncode == 0:
                 removed.append(name)
     return removed
-
-
-def install_signal_cleanup() -> None:
-    """Turn SIGTERM/SIGHUP into SystemExit so finally/atexit clean up."""
-    def _handler(signum, frame):
-        raise SystemExit(128 + signum)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _handler)
 
 
 # --------------------------------------------------------------------------

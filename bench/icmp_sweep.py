@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _lab  # noqa: E402
+from _measure import fmt, fmt_count, fmt_ratio, median_or_none, ratio, render_table  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -149,17 +150,6 @@ def evaluate(targets: list[_lab.Target], res: dict[str, dict]) -> dict:
         "live_total": len(live),
         "_rtts": rtts,
     }
-
-
-def median_or_none(vals: list) -> float | None:
-    vals = [v for v in vals if v is not None]
-    return statistics.median(vals) if vals else None
-
-
-def ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b <= 0:
-        return None
-    return a / b
 
 
 def summarize(runs: list[dict]) -> dict | None:
@@ -322,24 +312,6 @@ def profile_wanmon(runner: _lab.Runner, args, tmp: str, n: int, out_prof: str) -
 # reporting
 
 
-def fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def fmt_ratio(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}x"
-
-
-def fmt_count(med: float | None, mx: int | None) -> str:
-    """Median count, with the worst run in brackets when it was worse."""
-    if med is None:
-        return "-"
-    s = f"{med:g}"
-    if mx is not None and mx > med:
-        s += f" (max {mx})"
-    return s
-
-
 def acceptance(cases: list[dict], fping_only: bool) -> list[dict]:
     def find(n: int, live_only: bool) -> dict | None:
         for c in cases:
@@ -446,26 +418,8 @@ def print_report(meta: dict, cases: list[dict], checks: list[dict],
         ("median RTT ms", "wanmon", 6, lambda c: fmt(g("wanmon", "rtt_avg_median_ms")(c), ".3f")),
         ("median RTT ms", "diff", 6, lambda c: fmt(c["rtt_diff_median_ms"], "+.3f")),
     ]
-    cells = [[fn(c).strip() for (_, _, _, fn) in cols] for c in cases]
-    widths = [max([w, len(h)] + [len(row[i]) for row in cells])
-              for i, (_, h, w, _) in enumerate(cols)]
-    sep = "  "
-    # group header line: each group centred over its columns
-    line1, i = [], 0
-    while i < len(cols):
-        grp = cols[i][0]
-        j = i
-        while j + 1 < len(cols) and cols[j + 1][0] == grp and grp:
-            j += 1
-        span = sum(widths[i:j + 1]) + len(sep) * (j - i)
-        line1.append((f" {grp} ".center(span, "-") if grp else " " * span))
-        i = j + 1
-    p(sep.join(line1).rstrip())
-    header = sep.join(h.rjust(widths[k]) for k, (_, h, _, _) in enumerate(cols))
-    p(header)
-    p("-" * len(header))
-    for row in cells:
-        p(sep.join(v.rjust(widths[k]) for k, v in enumerate(row)))
+    for line in render_table(cols, cases):
+        p(line)
     p()
     # anomalies worth a line
     for c in cases:

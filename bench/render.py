@@ -1,0 +1,482 @@
+#!/usr/bin/env python3
+"""Status page benchmark: `wanmon render` on a store with 30 days of history.
+
+For each size in --sizes (default: the shipped 177-site sites.toml and a
+generated 10,000-site inventory) the script builds a store the way `wanmon`
+lays it out (created by `Store.open`, so the real schema and indexes), fills
+it with executemany, then runs, as cron would,
+
+    python -m wanmon --config FILE render --out DIR
+
+as a child process and reports its wall-clock time, CPU (user+sys) and peak
+RSS (wait4 rusage through bench/_measure.py's helper), and the size of
+index.html and status.json.  No acceptance figure is set: it prints numbers.
+
+History written per site (1-minute samples for 30 days would be 432 M rows
+at 10,000 sites, too many to generate):
+  * 30 days of hourly rollups (`icmp_hourly`), 12 samples per hour;
+  * the last 24 h of raw samples (`icmp_samples`) at 5-minute spacing
+    (288 cycles, with their `cycles` rows); the rollups of those hours are
+    computed from the same samples, as `record_cycle` does;
+  * `site_state` from the last sample, and a `status` event per change.
+  * --raw-days N keeps N days of raw samples instead of 1 (a real store
+    keeps `retention_raw_days` = 35 of them): the render's 24-hour queries
+    should not depend on it.
+Outages are deterministic (seeded): 5 % of sites have one outage of 5 min
+to 6 h somewhere in the 30 days (communes behind a down district count as
+unreachable), 0.2 % of samples are degraded, and at the end one district in
+eight (at least one) is down for the last 3 cycles and 1 % of communes for
+the last hour, so the page has incidents, unreachable sites and open blocks.
+
+Everything is local: no network at all.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import pstats
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+sys.path.insert(0, BENCH)
+sys.path.insert(0, REPO)
+import _measure as M  # noqa: E402
+
+HOUR = 3600
+DAY = 86400
+RAW_STEP = 300          # raw samples every 5 minutes
+HOURLY_SAMPLES = 12     # 5-minute cycles per hour
+HISTORY_DAYS = 30
+PROFILE_ABOVE_S = 30.0  # profile a size whose render takes longer than this
+
+
+def log(*a: Any) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+def default_python() -> str:
+    venv = os.path.join(REPO, ".venv", "bin", "python")
+    return venv if os.path.exists(venv) else sys.executable
+
+
+# --------------------------------------------------------------------------
+# inventories
+
+
+def shipped_config(folder: Path) -> Path:
+    """The shipped sites.toml, with SNMP off (render never polls; keeps it like the tests)."""
+    lines = (Path(REPO) / "sites.toml").read_text(encoding="utf-8").splitlines()
+    start = lines.index("[snmp]")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("["))
+    key = next((i for i in range(start + 1, end) if lines[i].startswith("enabled")), None)
+    if key is None:
+        lines.insert(start + 1, "enabled = false")
+    else:
+        lines[key] = "enabled = false"
+    path = folder / "sites.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def generated_config(folder: Path, n: int) -> Path:
+    """n sites: 1 % provincial bodies (dc-core the root), the rest in 60 districts,
+    each a district UBND with its communes; Vietnamese-length names."""
+    n_prov = max(1, n // 100)
+    n_dist = 60
+    rest = n - n_prov
+    per = [rest // n_dist + (1 if d < rest % n_dist else 0) for d in range(n_dist)]
+    out = ['[store]\npath = "var/wanmon.db"\n\n[snmp]\nenabled = false\n\n[page]\nprovince = "Bắc Ninh"\n']
+
+    def site(sid, name, level, addr, district=None, parent=None):
+        s = f'\n[[sites]]\nid = "{sid}"\nname = "{name}"\nlevel = "{level}"\n'
+        if district:
+            s += f'district = "{district}"\n'
+        if parent:
+            s += f'parent = "{parent}"\n'
+        return s + f'address = "{addr}"\n'
+
+    k = 0
+
+    def addr():
+        nonlocal k
+        k += 1
+        return f"127.{20 + k // 65025}.{k // 255 % 255}.{k % 255 + 1}"
+
+    out.append(site("dc-core", "Trung tâm dữ liệu tỉnh – Router lõi chính", "province", addr()))
+    for i in range(1, n_prov):
+        out.append(site(f"so-{i:03d}", f"Sở ban ngành số {i} tỉnh Bắc Ninh", "province", addr(), parent="dc-core"))
+    for d in range(n_dist):
+        dname = f"Huyện Thử Nghiệm {d + 1:02d}"
+        did = f"huyen-{d + 1:02d}"
+        out.append(site(did, f"UBND {dname}", "district", addr(), district=dname, parent="dc-core"))
+        for c in range(1, per[d]):
+            out.append(site(f"{did}-xa-{c:03d}", f"UBND xã Phường Thử Nghiệm {c:03d} ({dname})", "commune", addr(),
+                            district=dname, parent=did))
+    path = folder / "sites.toml"
+    path.write_text("".join(out), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------
+# the history
+
+
+def build_store(cfg_path: Path, raw_days: int, seed: int) -> dict[str, Any]:
+    """Fill the config's store; returns counts and the generation time."""
+    from wanmon.config import load
+    from wanmon.store import Store
+
+    t0 = time.perf_counter()
+    cfg = load(cfg_path, secrets=False)
+    sites = list(cfg.sites)
+    by_id = {s.id: s for s in sites}
+    rng = random.Random(seed)
+    Store.open(cfg.store_path).close()  # the real schema, indexes, permissions
+    conn = sqlite3.connect(cfg.store_path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=OFF")
+
+    now = time.time()
+    hist_start = now - HISTORY_DAYS * DAY
+    n_raw = raw_days * DAY // RAW_STEP
+    last_raw = now - 60
+    first_raw = last_raw - (n_raw - 1) * RAW_STEP
+
+    # outages: site -> [(start, end)], own failures; a child is unreachable inside its parent's
+    outages: dict[str, list[tuple[float, float]]] = {}
+    for s in sites:
+        if rng.random() < 0.05:
+            start = rng.uniform(hist_start, last_raw - 2 * HOUR)
+            outages.setdefault(s.id, []).append((start, start + rng.uniform(300, 6 * HOUR)))
+    parents = {s.parent for s in sites}
+    districts = [s for s in sites if s.level == "district" and s.id in parents]  # with communes behind them
+    communes = [s for s in sites if s.level == "commune"]
+    for s in rng.sample(districts, max(1, len(districts) // 8)):
+        outages.setdefault(s.id, []).append((last_raw - 2 * RAW_STEP - 1, now + 1))  # last 3 cycles
+    for s in rng.sample(communes, max(1, len(communes) // 100)):
+        outages.setdefault(s.id, []).append((last_raw - HOUR, now + 1))  # the last hour
+
+    def own_down(sid: str, t: float) -> bool:
+        return any(a <= t < b for a, b in outages.get(sid, ()))
+
+    def status_at(sid: str, t: float) -> str:
+        if own_down(sid, t):
+            p = by_id[sid].parent
+            while p:
+                if own_down(p, t):
+                    return "unreachable"
+                p = by_id[p].parent
+            return "down"
+        p = by_id[sid].parent
+        while p:  # a site whose uplink is down does not answer either
+            if own_down(p, t):
+                return "unreachable"
+            p = by_id[p].parent
+        return "up"
+
+    base_rtt = {s.id: 2.0 + rng.random() * 30.0 for s in sites}
+    conn.execute("BEGIN")
+
+    # 1. hourly rollups for the hours wholly before the raw samples (site-major: primary-key order)
+    first_roll = hist_start - hist_start % HOUR
+    roll_end = first_raw - first_raw % HOUR  # hours from here on come from the raw samples
+    hours = [first_roll + h * HOUR for h in range(int((roll_end - first_roll) // HOUR))]
+
+    def hourly_rows():
+        for s in sites:
+            rtt = base_rtt[s.id]
+            chain = [s.id]
+            p = s.parent
+            while p:
+                chain.append(p)
+                p = by_id[p].parent
+            bad: dict[float, int] = {}  # only the hours an outage of the site or its uplinks overlaps
+            for c in chain:
+                for a, b in outages.get(c, ()):
+                    h = a - a % HOUR
+                    while h < min(b, roll_end):
+                        if h >= first_roll and h not in bad:
+                            bad[h] = sum(status_at(s.id, h + k * RAW_STEP) == "up" for k in range(HOURLY_SAMPLES))
+                        h += HOUR
+            for h in hours:
+                reach = bad.get(h, HOURLY_SAMPLES)
+                rec = reach * 3
+                yield (s.id, h, HOURLY_SAMPLES, reach, HOURLY_SAMPLES * 3, rec, rtt * rec, rec,
+                       rtt * 0.8 if rec else None, rtt * 1.5 if rec else None)
+
+    conn.executemany(
+        "INSERT INTO icmp_hourly (site_id, hour, samples, reachable, sent, received, rtt_sum_ms, rtt_n,"
+        " rtt_min_ms, rtt_max_ms) VALUES (?,?,?,?,?,?,?,?,?,?)", hourly_rows())
+    n_hourly = len(hours) * len(sites)
+    log(f"  {len(sites)} sites: {n_hourly:,} hourly rollups in {time.perf_counter() - t0:.1f} s")
+
+    # 2. raw samples, one cycle every 5 minutes, with cycles rows, rollups, state and events
+    roll: dict[tuple[str, float], list] = {}
+    prev: dict[str, tuple[str, float]] = {}
+    last: dict[str, tuple] = {}
+    fails: dict[str, int] = {}
+    reach_ts: dict[str, float] = {}
+    events = []
+    for k in range(n_raw):
+        ts = first_raw + k * RAW_STEP
+        rows = []
+        counts = dict.fromkeys(("up", "degraded", "down", "unreachable", "unknown"), 0)
+        for i, s in enumerate(sites):
+            st = status_at(s.id, ts)
+            if st == "up" and rng.random() < 0.002:
+                st = "degraded"
+            counts[st] += 1
+            if st in ("up", "degraded"):
+                got = 3 if st == "up" else 2
+                rtt = base_rtt[s.id] + ((k * 7919 + i) % 13) * 0.1
+                sample = (st, None, 3, got, 100.0 * (3 - got) / 3, rtt * 0.8, rtt, rtt * 1.5, rtt * 0.1)
+                reach_ts[s.id] = ts
+                fails[s.id] = 0
+            else:
+                reason = "timeout" if st == "down" else f"parent '{s.parent}' is down; timeout"
+                sample = (st, reason, 3, 0, 100.0, None, None, None, None)
+                fails[s.id] = fails.get(s.id, 0) + 1
+            rows.append((k + 1, s.id, ts, *sample))
+            p = prev.get(s.id)
+            if p is None or p[0] != st:
+                if p is not None:
+                    events.append((ts, s.id, "status", f"{p[0]} -> {st}"))
+                prev[s.id] = (st, ts)
+            last[s.id] = (ts, k + 1, sample)
+            if ts >= roll_end:
+                key = (s.id, ts - ts % HOUR)
+                a = roll.get(key)
+                if a is None:
+                    a = roll[key] = [0, 0, 0, 0, 0.0, 0, None, None]
+                a[0] += 1
+                a[1] += st in ("up", "degraded")
+                a[2] += 3
+                a[3] += sample[3]
+                if sample[6] is not None:
+                    a[4] += sample[6] * sample[3]
+                    a[5] += sample[3]
+                    a[6] = sample[5] if a[6] is None else min(a[6], sample[5])
+                    a[7] = sample[7] if a[7] is None else max(a[7], sample[7])
+        conn.execute(
+            "INSERT INTO cycles (id, started_at, finished_at, duration_ms, sites, up, degraded, down, unreachable,"
+            " unknown) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (k + 1, ts, ts + 1.2, 1200.0, len(sites), *counts.values()))
+        conn.executemany(
+            "INSERT INTO icmp_samples (cycle_id, site_id, ts, status, reason, sent, received, loss_pct,"
+            " rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    conn.executemany(
+        "INSERT INTO icmp_hourly (site_id, hour, samples, reachable, sent, received, rtt_sum_ms, rtt_n,"
+        " rtt_min_ms, rtt_max_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        [(sid, h, *a) for (sid, h), a in roll.items()])
+    n_hourly += len(roll)
+    conn.executemany(
+        "INSERT INTO site_state (site_id, name, level, district, address, status, since, last_ts, last_cycle_id,"
+        " consecutive_failures, last_reachable_ts, loss_pct, rtt_avg_ms, jitter_ms, reason)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [(s.id, s.name, s.level, s.district, s.address, prev[s.id][0], prev[s.id][1], last[s.id][0],
+          last[s.id][1], fails.get(s.id, 0), reach_ts.get(s.id), last[s.id][2][4], last[s.id][2][6],
+          last[s.id][2][8], last[s.id][2][1]) for s in sites])
+    conn.executemany("INSERT INTO events (ts, site_id, kind, detail) VALUES (?,?,?,?)", events)
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    gen_s = time.perf_counter() - t0
+    n_raw_rows = n_raw * len(sites)
+    size = sum(p.stat().st_size for p in cfg.store_path.parent.iterdir() if p.is_file())
+    log(f"  {n_raw_rows:,} raw samples, {len(events):,} status events; store {size / 2**20:.0f} MiB;"
+        f" generated in {gen_s:.1f} s")
+    final = {st: sum(1 for v in prev.values() if v[0] == st) for st in ("up", "degraded", "down", "unreachable")}
+    return {"sites": len(sites), "raw_rows": n_raw_rows, "hourly_rows": n_hourly, "events": len(events),
+            "store_bytes": size, "gen_s": gen_s, "final": final, "last_cycle_ts": last_raw}
+
+
+# --------------------------------------------------------------------------
+# measuring
+
+PHASES = r"""
+import json, sys, time
+t = {}
+t0 = time.perf_counter()
+from wanmon.config import load
+from wanmon import page
+from wanmon.store import Store
+t["import"] = time.perf_counter() - t0
+def lap(name, fn, *a):
+    t1 = time.perf_counter(); r = fn(*a); t[name] = time.perf_counter() - t1; return r
+cfg = lap("config load", load, sys.argv[1], False)
+store = lap("store open", Store.open_readonly, cfg.store_path)
+now = time.time()
+lap("  availability queries (24h raw, 7d/30d hourly)", page._availability, store, now)
+lap("  sparkline query (24h raw)", page._sparklines, store, now)
+snap = lap("snapshot (all of it)", page.snapshot, cfg, store, now)
+html = lap("render_html (Jinja)", page.render_html, cfg, snap)
+js = lap("json.dumps status.json", lambda: json.dumps(snap, ensure_ascii=False, indent=1) + "\n")
+out = page.out_dir(cfg, sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
+lap("write both files (atomic)", lambda: (page._atomic_write(out / "status.json", js), page._atomic_write(out / "index.html", html)))
+t["total"] = time.perf_counter() - t0
+print(json.dumps(t))
+"""
+
+
+def measure(runner: M.Runner, py: str, cfg: Path, work: Path, tag: str, timeout: float) -> dict[str, Any]:
+    out = work / f"out-{tag}"
+    rr = runner.run([py, "-m", "wanmon", "--config", str(cfg), "render", "--out", str(out)],
+                    stdout_path=str(work / f"render-{tag}.out"), stderr_path=str(work / f"render-{tag}.err"),
+                    timeout_s=timeout, cwd=str(work))
+    if rr.rc != 0 or rr.timed_out:
+        err = Path(rr.stderr_path).read_text(errors="replace")[-2000:]
+        raise M.LabError(f"wanmon render failed (rc={rr.rc}, timed out={rr.timed_out}): {err}")
+    return {"wall_s": rr.wall_s, "cpu_s": rr.cpu_s, "user_s": rr.user_s, "sys_s": rr.sys_s,
+            "maxrss_mib": rr.maxrss_kib / 1024, "method": rr.method,
+            "index_bytes": (out / "index.html").stat().st_size, "json_bytes": (out / "status.json").stat().st_size}
+
+
+def phases(py: str, cfg: Path, work: Path) -> dict[str, float]:
+    r = M._run([py, "-c", PHASES, str(cfg), str(work / "out-phases")], cwd=str(work), timeout=1800)
+    if r.returncode != 0:
+        raise M.LabError(f"phase timing failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def profile(py: str, cfg: Path, work: Path, prof: Path, top: int = 25) -> list[str]:
+    r = M._run([py, "-m", "cProfile", "-o", str(prof), "-m", "wanmon", "--config", str(cfg), "render",
+                "--out", str(work / "out-profile")], cwd=str(work), timeout=3600)
+    if r.returncode != 0:
+        raise M.LabError(f"profiled render failed: {r.stderr[-2000:]}")
+    lines = []
+    for key in ("cumulative", "tottime"):
+        buf = _Capture()
+        pstats.Stats(str(prof), stream=buf).sort_stats(key).print_stats(top)
+        lines.append(f"--- top {top} by {key} ---")
+        lines.extend(ln for ln in buf.text().splitlines() if ln.strip())
+    return lines
+
+
+class _Capture:
+    def __init__(self):
+        self.parts: list[str] = []
+
+    def write(self, s: str) -> None:
+        self.parts.append(s)
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Time `wanmon render` on stores with 30 days of history.")
+    p.add_argument("--sizes", default="177,10000",
+                   help="comma-separated site counts; 177 = the shipped sites.toml (default: %(default)s)")
+    p.add_argument("--repeat", type=int, default=3, help="renders per size; the table shows medians (default: 3)")
+    p.add_argument("--raw-days", type=int, default=1,
+                   help="days of raw 5-minute samples to keep in the store (default: 1 = only the 24 h the page "
+                        "reads; a real store keeps retention_raw_days = 35)")
+    p.add_argument("--no-phases", action="store_true", help="skip the in-process per-phase timing")
+    p.add_argument("--profile", metavar="DIR",
+                   help="cProfile every size's render into DIR/render-N.prof and print the top entries "
+                        f"(done anyway, into the temp dir, for a size whose render takes more than {PROFILE_ABOVE_S:g} s)")
+    p.add_argument("--python", default=default_python(), help="interpreter for -m wanmon (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout instead of the table")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, stores, pages)")
+    p.add_argument("--timeout", type=float, default=900.0, help="kill one render after S seconds (default 900)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    M.install_signal_cleanup()
+    tmp = Path(tempfile.mkdtemp(prefix="wanmon-render-bench-"))
+    cases = []
+    try:
+        helper = M.build_helper(str(tmp))
+        if helper is None:
+            log("warning: no C compiler: peak RSS has this script's own RSS as a floor (see README)")
+        runner = M.Runner(None, helper)
+        for n in sizes:
+            work = tmp / f"n{n}"
+            work.mkdir()
+            log(f"size {n}: building the store ({HISTORY_DAYS} d hourly + {args.raw_days} d raw at 5 min)")
+            cfg = shipped_config(work) if n == 177 else generated_config(work, n)
+            gen = build_store(cfg, args.raw_days, seed=n)
+            runs = []
+            for i in range(args.repeat):
+                runs.append(measure(runner, args.python, cfg, work, f"{i}", args.timeout))
+                log(f"  render {i + 1}/{args.repeat}: wall {runs[-1]['wall_s']:.2f} s, cpu {runs[-1]['cpu_s']:.2f} s,"
+                    f" rss {runs[-1]['maxrss_mib']:.0f} MiB")
+            med = {k: M.median_or_none([r[k] for r in runs]) for k in
+                   ("wall_s", "cpu_s", "maxrss_mib", "index_bytes", "json_bytes")}
+            case: dict[str, Any] = {"sites": n, "gen": gen, "runs": runs, "median": med,
+                                    "last_cycle_age_s_at_end": time.time() - gen["last_cycle_ts"]}
+            if not args.no_phases:
+                case["phases"] = phases(args.python, cfg, work)
+            if args.profile or med["wall_s"] > PROFILE_ABOVE_S:
+                folder = Path(args.profile) if args.profile else work
+                folder.mkdir(parents=True, exist_ok=True)
+                prof = folder / f"render-{n}.prof"
+                log(f"  profiling into {prof}")
+                case["profile_file"] = str(prof)
+                case["profile_top"] = profile(args.python, cfg, work, prof)
+            cases.append(case)
+    except M.LabError as exc:
+        log(f"error: {exc}")
+        return 1
+    finally:
+        M.kill_current_children()
+        if args.keep_tmp:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    meta = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+            "sqlite": sqlite3.sqlite_version, "raw_days": args.raw_days, "repeat": args.repeat,
+            "when": time.strftime("%Y-%m-%d %H:%M")}
+    if args.json:
+        print(json.dumps({"meta": meta, "cases": cases}, indent=1))
+        return 0
+    print(f"wanmon render: {meta['when']}, Python {meta['python']}, SQLite {meta['sqlite']}, {meta['cpus']} CPUs;"
+          f" store: {HISTORY_DAYS} d hourly rollups + {args.raw_days} d raw samples at 5 min; medians of {args.repeat}")
+    cols: list[M.Column] = [
+        ("", "sites", 6, lambda c: f"{c['sites']}"),
+        ("store", "raw rows", 9, lambda c: f"{c['gen']['raw_rows']:,}"),
+        ("store", "hourly rows", 11, lambda c: f"{c['gen']['hourly_rows']:,}"),
+        ("store", "MiB", 5, lambda c: f"{c['gen']['store_bytes'] / 2**20:.0f}"),
+        ("render", "wall s", 7, lambda c: M.fmt(c["median"]["wall_s"], ".2f")),
+        ("render", "CPU s", 6, lambda c: M.fmt(c["median"]["cpu_s"], ".2f")),
+        ("render", "RSS MiB", 7, lambda c: M.fmt(c["median"]["maxrss_mib"], ".0f")),
+        ("page", "index.html KiB", 14, lambda c: f"{c['median']['index_bytes'] / 1024:,.0f}"),
+        ("page", "status.json KiB", 15, lambda c: f"{c['median']['json_bytes'] / 1024:,.0f}"),
+    ]
+    for line in M.render_table(cols, cases):
+        print(line)
+    for c in cases:
+        f = c["gen"]["final"]
+        print(f"\n{c['sites']} sites: final states up {f['up']}, degraded {f['degraded']}, down {f['down']},"
+              f" unreachable {f['unreachable']}; {c['gen']['events']:,} status events; store built in"
+              f" {c['gen']['gen_s']:.0f} s")
+        if "phases" in c:
+            print("  where the time goes (one in-process render, seconds):")
+            for k, v in c["phases"].items():
+                print(f"    {k:<50} {v:8.3f}")
+        if "profile_top" in c:
+            print(f"  profile: {c['profile_file']}")
+            for line in c["profile_top"]:
+                print("    " + line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
