@@ -39,6 +39,20 @@ def _fail(exc: WanmonError) -> None:
     sys.exit(exc.exit_code)
 
 
+def _read_store(cfg: Config, read: Callable[[Any], Any]) -> Any:
+    """Open the store read-only, return read(store), close it; a store problem ends the command."""
+    from wanmon.store import Store
+
+    try:
+        store = Store.open_readonly(cfg.store_path)
+        try:
+            return read(store)
+        finally:
+            store.close()
+    except WanmonError as exc:
+        _fail(exc)
+
+
 def _load(ctx: click.Context, secrets: bool = True) -> Config:
     try:
         return load(ctx.obj["config"], secrets=secrets)
@@ -200,18 +214,8 @@ def run(ctx: click.Context) -> None:
 @click.pass_context
 def alerts(ctx: click.Context, as_json: bool) -> None:
     """Open problems (hard, as notified) and the mail outbox."""
-    from wanmon.store import Store
-
     cfg = _load(ctx, secrets=False)
-    try:
-        store = Store.open_readonly(cfg.store_path)
-        try:
-            states, guard = store.alert_states()
-            box = store.outbox(limit=100_000)
-        finally:
-            store.close()
-    except WanmonError as exc:
-        _fail(exc)
+    (states, guard), box = _read_store(cfg, lambda st: (st.alert_states(), st.outbox(limit=100_000)))
     names = {s.id: s.name for s in cfg.sites}
     problems = [{"id": sid, "name": names.get(sid, sid), "status": a.hard, "since": a.hard_since,
                  "notified": a.notified, "flapping": a.flapping}
@@ -320,18 +324,12 @@ def _print_snmp_summary(con, result) -> None:
 
 
 def _inventory_rows(cfg: Config) -> list[dict[str, Any]]:
-    from wanmon.store import Store
     from wanmon.vendors import model, vendor
 
-    store = Store.open_readonly(cfg.store_path)
-    try:
-        devices = store.devices()
-        ifaces = store.interfaces()
-        events = {}
-        for e in store.events(limit=100_000):
-            events.setdefault(e.site_id, []).append(e)
-    finally:
-        store.close()
+    devices, ifaces, recent = _read_store(cfg, lambda st: (st.devices(), st.interfaces(), st.events(limit=100_000)))
+    events: dict[str, list] = {}
+    for e in recent:
+        events.setdefault(e.site_id, []).append(e)
     out = []
     for site in Inventory.from_config(cfg).ordered():
         d = devices.get(site.id)
@@ -446,20 +444,10 @@ def _print_inventory(rows) -> None:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show the current state of every site, from the store (no probing)."""
-    from wanmon.store import Store
-
     cfg = _load(ctx, secrets=False)
-    try:
-        store = Store.open_readonly(cfg.store_path)
-        try:
-            states = {s.site_id: s for s in store.states()}
-            devices = store.devices()
-            last = store.last_cycle()
-            spool = store.spool_stats() if cfg.influx is not None else None
-        finally:
-            store.close()
-    except WanmonError as exc:
-        _fail(exc)
+    states, devices, last, spool = _read_store(cfg, lambda st: (
+        {s.site_id: s for s in st.states()}, st.devices(), st.last_cycle(),
+        st.spool_stats() if cfg.influx is not None else None))
     inv = Inventory.from_config(cfg)
     ordered = inv.ordered()
     if as_json:
@@ -496,17 +484,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def render(ctx: click.Context, out: str | None) -> None:
     """Write the status page (index.html + status.json) from the store, without probing."""
     from wanmon.page import write_page
-    from wanmon.store import Store
 
     cfg = _load(ctx, secrets=False)
     try:
-        store = Store.open_readonly(cfg.store_path)
-        try:
-            folder = write_page(cfg, store, out)
-        finally:
-            store.close()
-    except WanmonError as exc:
-        _fail(exc)
+        folder = _read_store(cfg, lambda st: write_page(cfg, st, out))
     except OSError as exc:
         _fail(WanmonError(f"cannot write the page: {exc}"))
     click.echo(f"wrote {folder / 'index.html'} and {folder / 'status.json'}")

@@ -8,7 +8,7 @@ sample times in nanoseconds, so a retried write lands on the same point.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from wanmon.store import Observation, SnmpOutcome
 
@@ -105,7 +105,3 @@ def cycle_points(obs: Sequence[Observation], snmp: Sequence[SnmpOutcome], agent:
 
 
 line = _line
-
-
-def join(lines: Iterable[str]) -> bytes:
-    return ("\n".join(lines) + "\n").encode("utf-8")

@@ -556,12 +556,6 @@ class Store:
         keys = ("id", "started_at", "finished_at", "duration_ms", "sites", "up", "degraded", "down", "unreachable", "unknown")
         return dict(zip(keys, r))
 
-    def samples(self, site_id: str, since: float = 0.0) -> list[tuple]:
-        return self.conn.execute(
-            "SELECT ts, status, sent, received, loss_pct, rtt_avg_ms FROM icmp_samples WHERE site_id = ? AND ts >= ? ORDER BY ts",
-            (site_id, since),
-        ).fetchall()
-
     def devices(self) -> dict[str, DeviceState]:
         return {d.site_id: d for d in _select(self.conn, DeviceState, "snmp_device")}
 
@@ -579,9 +573,6 @@ class Store:
             f"SELECT ts, site_id, kind, detail FROM events {where} ORDER BY ts DESC, id DESC LIMIT ?", (*args, limit)
         ).fetchall()
         return [Event(*r) for r in rows]
-
-    def integrity_ok(self) -> bool:
-        return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 class _Tx:
@@ -631,11 +622,7 @@ def _upsert(conn: sqlite3.Connection, table: str, rows: Sequence, **extra) -> No
     names = [*extra, *(f.name for f in fields(rows[0]))]
     sql = f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
     fixed = tuple(extra.values())
-    conn.executemany(sql, [fixed + astuple_shallow(r) for r in rows])
-
-
-def astuple_shallow(row) -> tuple:
-    return tuple(getattr(row, f.name) for f in fields(row))
+    conn.executemany(sql, [fixed + tuple(astuple_dict(r).values()) for r in rows])
 
 
 def _select(conn: sqlite3.Connection, cls, table: str) -> list:

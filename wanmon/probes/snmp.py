@@ -468,13 +468,3 @@ async def _grow_receive_buffers(engines) -> None:
         if not pending:
             return
         await asyncio.sleep(0.001)
-
-
-def is_ip(host: str) -> bool:
-    for fam in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(fam, host)
-            return True
-        except OSError:
-            pass
-    return False
