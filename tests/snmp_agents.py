@@ -296,7 +296,10 @@ def _stop_all() -> None:
 # wanmon's spelling -> net-snmp's
 _NETSNMP_AUTH = {"MD5": "MD5", "SHA": "SHA", "SHA224": "SHA-224", "SHA256": "SHA-256",
                  "SHA384": "SHA-384", "SHA512": "SHA-512"}
-_NETSNMP_PRIV = {"DES": "DES", "AES": "AES", "AES128": "AES"}
+_NETSNMP_PRIV = {"DES": "DES", "AES": "AES", "AES128": "AES",
+                 # wanmon's AES192/AES256 are pysnmp's usmAesCfb192/256Protocol: the Reeder key extension,
+                 # which net-snmp calls "-C" (Cisco); plain "AES-256" there is Blumenthal's.
+                 "AES192": "AES-192-C", "AES256": "AES-256-C"}
 
 
 @dataclass(frozen=True)

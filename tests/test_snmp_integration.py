@@ -289,6 +289,29 @@ def test_netsnmp_v2c_and_v3_check_and_inventory(netsnmp, tmp_path):
 
 
 @need_snmpd
+def test_netsnmp_v3_protocol_matrix(tmp_path):
+    """Every auth and privacy protocol wanmon offers, against a real snmpd."""
+    combos = [("MD5", "DES"), ("MD5", "AES"), ("SHA", "DES"), ("SHA224", "AES"), ("SHA384", "AES192"),
+              ("SHA512", "AES256"), ("SHA256", "none")]
+    users = [V3User(f"u_{a.lower()}_{p.lower()}", a, f"ak-{a}-{os.urandom(4).hex()}", p,
+                    None if p == "none" else f"pk-{p}-{os.urandom(4).hex()}") for a, p in combos]
+    hosts = ["127.0.0.1"] + [f"127.0.0.{i + 2}" for i in range(len(users) - 1)]
+    with NetSnmpAgent(users=users, sys_name="ma-tran-v3", extra_hosts=hosts[1:]) as agent:
+        sites, env = [], {}
+        for i, u in enumerate(users):
+            sites.append({"id": u.name.replace("_", "-"), "address": hosts[i],
+                          "snmp": {"port": agent.port, **_v3(u, f"AK{i}", f"PK{i}"), "timeout_ms": 3000}})
+            env[f"AK{i}"] = u.auth_key
+            if u.priv_key:
+                env[f"PK{i}"] = u.priv_key
+        res = Run(tmp_path, config_text(sites), env).check()
+    for s in sites:
+        snmp = res[s["id"]]["snmp"]
+        assert snmp["status"] == "ok", (s["id"], snmp)
+        assert snmp["sys_name"] == "ma-tran-v3" and snmp["uptime_s"] is not None
+
+
+@need_snmpd
 def test_netsnmp_restart_is_one_reboot_event(tmp_path):
     with NetSnmpAgent(sys_name="reboots") as a:
         u = a.users["u_sha_aes"]

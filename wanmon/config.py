@@ -93,7 +93,7 @@ class SnmpSettings(_Strict):
     timeout_ms: float = Field(1000.0, gt=0)
     retries: int = Field(1, ge=0, le=10)
     interval_s: float = Field(300.0, ge=0)
-    max_concurrency: int = Field(64, gt=0, le=4096)
+    max_concurrency: int = Field(256, gt=0, le=4096)
     community_env: str | None = None
     community_file: str | None = None
     user: str | None = None

@@ -1,10 +1,15 @@
-"""SNMP poll of many agents with pysnmp 7 (asyncio): system group + interface table.
+"""SNMP poll of many agents (asyncio): system group + interface table.
 
-* One SnmpEngine per credential set (an engine keeps one key set per v3 user
-  name, the last configured wins), created inside the running loop and closed
-  at the end: never reused across `asyncio.run()` calls.
-* Numeric OIDs with `lookupMib=False`: no MIB loading (IF-MIB is not bundled)
-  and much less CPU.
+* Messages are encoded and decoded by `snmpwire` (BER for exactly the PDUs
+  the poll uses), not by pyasn1: pyasn1's generic decoder made a 177-site
+  poll CPU-bound at ~10 ms per GETBULK reply. SNMPv3 key localization and
+  privacy are pysnmp's USM services (`snmpwire.V3Keys`), one key set per
+  credential set, each pass phrase hashed once per poll.
+* One UDP socket per address family for the whole poll. A reply is matched
+  on its request id / msgID and on the agent's address and port; a late
+  reply to an earlier try of the same request is accepted.
+* v3: engine ID discovery (and boots/time) per agent, one resync on a
+  notInTimeWindow or unknownEngineID report.
 * The interface table is read with GETBULK over all wanted columns at once
   (GETNEXT for v1), `max-repetitions` sized from ifNumber, so most agents
   answer in one round trip.
@@ -13,20 +18,22 @@
   user: fast and explicit), "error" (anything else). Only bugs raise.
 * noSuchObject / noSuchInstance / endOfMibView leave a value absent (None),
   never 0. Device strings are decoded as text and never interpreted.
-* A concurrency cap keeps pysnmp's single UDP socket from overflowing under
-  many v3 replies (see NOTES-libraries.md).
+* A concurrency cap (`[snmp] max_concurrency`) bounds the requests in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import random
 import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from wanmon.config import SnmpSpec
+from wanmon.probes import snmpwire as wire
 
 logger = logging.getLogger(__name__)
 
@@ -126,108 +133,158 @@ class SnmpTarget:
 
 def _text(v) -> str | None:
     """Device strings are data: decode, drop NULs, never interpret."""
-    try:
-        raw = bytes(v)
-    except (TypeError, ValueError):
+    if isinstance(v, tuple):  # an OBJECT IDENTIFIER where text was expected
+        return ".".join(str(x) for x in v)
+    if not isinstance(v, (bytes, bytearray)):
         return str(v)
-    return raw.replace(b"\x00", b"").decode("utf-8", errors="replace").strip()
+    return bytes(v).replace(b"\x00", b"").decode("utf-8", errors="replace").strip()
 
 
 def _absent(v) -> bool:
-    from pysnmp.proto import rfc1905
-
-    return isinstance(v, (rfc1905.NoSuchObject, rfc1905.NoSuchInstance, rfc1905.EndOfMibView)) or v is None
+    return v is None or isinstance(v, wire.Absent)
 
 
 def _int(v) -> int | None:
-    if _absent(v):
-        return None
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None
+    return v if type(v) is int else None
 
 
 # ----------------------------------------------------------------------------
-# engines and credentials
+# transport: one UDP socket per address family for the whole poll
 
 
-_AUTH = {
-    "none": "usmNoAuthProtocol", "MD5": "usmHMACMD5AuthProtocol", "SHA": "usmHMACSHAAuthProtocol",
-    "SHA224": "usmHMAC128SHA224AuthProtocol", "SHA256": "usmHMAC192SHA256AuthProtocol",
-    "SHA384": "usmHMAC256SHA384AuthProtocol", "SHA512": "usmHMAC384SHA512AuthProtocol",
-}
-_PRIV = {
-    "none": "usmNoPrivProtocol", "DES": "usmDESPrivProtocol", "AES": "usmAesCfb128Protocol",
-    "AES192": "usmAesCfb192Protocol", "AES256": "usmAesCfb256Protocol",
-}
+class _Timeout(Exception):
+    pass
+
+
+class _Net(asyncio.DatagramProtocol):
+    """Requests and replies over one socket; a reply is matched on its
+    request id (v1/v2c) or msgID (v3) *and* the agent's address and port."""
+
+    def __init__(self):
+        self.pending: dict[int, tuple[asyncio.Future, str, int]] = {}
+        self._ids = itertools.count(random.randrange(1, 1 << 30))
+        self._transports: dict[int, asyncio.DatagramTransport] = {}
+        self._opening: dict[int, asyncio.Future] = {}
+
+    def next_id(self) -> int:
+        return next(self._ids) & 0x7FFFFFFF or 1
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        ident = wire.peek_id(data)
+        if ident is None:
+            return
+        entry = self.pending.get(ident[1])
+        if entry is None:  # a late answer to a request already given up
+            return
+        fut, ip, port = entry
+        if addr[1] != port or addr[0] != ip or fut.done():
+            return
+        fut.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP errors on an unconnected socket: nothing to match
+        logger.debug("snmp socket error: %s", exc)
+
+    async def transport(self, family: int) -> asyncio.DatagramTransport:
+        tr = self._transports.get(family)
+        if tr is not None:
+            return tr
+        opening = self._opening.get(family)
+        if opening is None:
+            opening = self._opening[family] = asyncio.ensure_future(self._open(family))
+        return await asyncio.shield(opening)
+
+    async def _open(self, family: int) -> asyncio.DatagramTransport:
+        local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+        tr, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: self, local_addr=local, family=family)
+        sock = tr.get_extra_info("socket")
+        # Many agents answering at once overflow the default buffer (~200 KB).
+        for opt in (33, socket.SO_RCVBUF):  # SO_RCVBUFFORCE needs CAP_NET_ADMIN; SO_RCVBUF is capped
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, _RCVBUF)
+                break
+            except OSError:
+                continue
+        self._transports[family] = tr
+        return tr
+
+    async def exchange(self, rid: int, msg: bytes, dest: tuple, family: int, timeout: float, retries: int) -> bytes:
+        tr = await self.transport(family)
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[rid] = (fut, dest[0], dest[1])
+        try:
+            for _ in range(retries + 1):
+                tr.sendto(msg, dest)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(fut), timeout)
+                except asyncio.TimeoutError:
+                    continue
+            raise _Timeout()
+        finally:
+            self.pending.pop(rid, None)
+            if not fut.done():
+                fut.cancel()
+
+    def close(self) -> None:
+        for tr in self._transports.values():
+            tr.close()
+        self._transports.clear()
+
+
+_RCVBUF = 8 * 1024 * 1024
+
+
+# ----------------------------------------------------------------------------
+# credentials
 
 
 def _cred_key(spec: SnmpSpec) -> tuple:
     return (spec.version, spec.community, spec.user, spec.auth_protocol, spec.auth_key, spec.priv_protocol, spec.priv_key)
 
 
-def _auth_data(spec: SnmpSpec):
-    import pysnmp.hlapi.v3arch.asyncio as h
+class _Keyring:
+    """V3 keys per credential set: each pass phrase is hashed once per poll."""
 
-    if spec.version in ("1", "2c"):
-        return h.CommunityData(spec.community.reveal(), mpModel=0 if spec.version == "1" else 1)
-    return h.UsmUserData(
-        spec.user,
-        authKey=spec.auth_key.reveal() if spec.auth_key else None,
-        privKey=spec.priv_key.reveal() if spec.priv_key else None,
-        authProtocol=getattr(h, _AUTH[spec.auth_protocol]),
-        privProtocol=getattr(h, _PRIV[spec.priv_protocol]),
-    )
+    def __init__(self):
+        self._keys: dict[tuple, wire.V3Keys] = {}
 
-
-def _engine_slots(targets: Sequence[SnmpTarget]) -> list[int]:
-    """Engine index per target: v3 credential sets that reuse a user name with
-    other keys go to another engine (one key set per user name per engine)."""
-    slot_of_cred: dict[tuple, int] = {}
-    users_in_slot: list[dict[str, tuple]] = []
-    out = []
-    for t in targets:
-        ck = _cred_key(t.spec)
-        if ck not in slot_of_cred:
-            user = t.spec.user if t.spec.version == "3" else None
-            slot = 0
-            while True:
-                if slot == len(users_in_slot):
-                    users_in_slot.append({})
-                taken = users_in_slot[slot]
-                if user is None or user not in taken or taken[user] == ck:
-                    if user is not None:
-                        taken[user] = ck
-                    break
-                slot += 1
-            slot_of_cred[ck] = slot
-        out.append(slot_of_cred[ck])
-    return out
+    def get(self, spec: SnmpSpec) -> wire.V3Keys:
+        ck = _cred_key(spec)
+        k = self._keys.get(ck)
+        if k is None:
+            k = self._keys[ck] = wire.V3Keys(
+                spec.user, spec.auth_protocol, spec.auth_key.reveal() if spec.auth_key else None,
+                spec.priv_protocol, spec.priv_key.reveal() if spec.priv_key else None)
+        return k
 
 
-def _classify(err_ind, spec: SnmpSpec) -> tuple[str, str]:
-    from pysnmp.proto import errind
+_REPORTS = {
+    wire.UNKNOWN_USER_NAME: "unknown_user", wire.WRONG_DIGEST: "wrong_digest",
+    wire.DECRYPTION_ERROR: "decryption", wire.UNSUPPORTED_SEC_LEVEL: "sec_level",
+    wire.NOT_IN_TIME_WINDOW: "time_window", wire.UNKNOWN_ENGINE_ID: "unknown_engine",
+}
 
-    name = type(err_ind).__name__
-    tries = spec.retries + 1
-    if isinstance(err_ind, errind.RequestTimedOut):
+
+def _reason(kind: str, spec: SnmpSpec) -> tuple[str, str]:
+    if kind == "timeout":
+        tries = spec.retries + 1
         if spec.version == "3":
             hint = "agent down, blocked by an ACL or firewall, or the v3 engine does not answer"
         else:
             hint = "wrong community, agent down, or blocked by an ACL or firewall"
         return "timeout", f"no response ({tries} {'try' if tries == 1 else 'tries'} of {spec.timeout_ms / 1000:g} s): {hint}"
-    if isinstance(err_ind, errind.UnknownUserName):
+    if kind == "unknown_user":
         return "auth_error", f"unknown SNMPv3 user '{spec.user}' on the agent"
-    if isinstance(err_ind, (errind.WrongDigest, errind.AuthenticationFailure)):
+    if kind == "wrong_digest":
         return "auth_error", f"SNMPv3 authentication failed for user '{spec.user}': wrong auth key or protocol ({spec.auth_protocol})"
-    if isinstance(err_ind, errind.DecryptionError):
+    if kind == "decryption":
         return "auth_error", f"SNMPv3 decryption failed for user '{spec.user}': wrong privacy key or protocol ({spec.priv_protocol})"
-    if isinstance(err_ind, (errind.UnsupportedSecurityLevel,)):
+    if kind == "sec_level":
         return "auth_error", f"the agent does not accept security level {spec.security_level} for user '{spec.user}'"
-    if isinstance(err_ind, errind.NotInTimeWindow):
+    if kind == "time_window":
         return "auth_error", "SNMPv3 message not in time window (agent clock/boots mismatch)"
-    return "error", f"SNMP error: {name}: {err_ind}"
+    if kind == "unknown_engine":
+        return "error", "SNMPv3 engine discovery failed: the agent keeps reporting an unknown engine ID"
+    return "error", f"SNMP error: {kind}"
 
 
 # ----------------------------------------------------------------------------
@@ -240,49 +297,95 @@ class _Failed(Exception):
 
 
 class _Agent:
-    """One agent's requests, through pysnmp's command generators directly.
+    """One agent's requests: encode, send, match, retry, decode (snmpwire)."""
 
-    The hlapi wrappers resolve every OID against the MIB and re-run the target
-    configuration on each request; with numeric OIDs neither is needed, and
-    together they cost about a quarter of the CPU of a poll.
-    """
+    def __init__(self, net: _Net, spec: SnmpSpec, dest: tuple, family: int, keys: wire.V3Keys | None):
+        self.net, self.spec, self.dest, self.family, self.keys = net, spec, dest, family, keys
+        self.timeout = spec.timeout_ms / 1000.0
+        self.community = spec.community.reveal().encode() if spec.version in ("1", "2c") else b""
+        self.engine_id: bytes | None = None
+        self.boots = self.time_s = 0
+        self.synced = 0.0
 
-    def __init__(self, engine, target: SnmpTarget, transport):
-        from pysnmp.entity.rfc3413 import cmdgen as gen
-        from pysnmp.hlapi.v3arch.asyncio.cmdgen import LCD
+    async def _exchange(self, rid: int, msg: bytes) -> bytes:
+        try:
+            return await self.net.exchange(rid, msg, self.dest, self.family, self.timeout, self.spec.retries)
+        except _Timeout:
+            raise _Failed(*_reason("timeout", self.spec)) from None
 
-        self.engine = engine
-        self.spec = target.spec
-        self.addr, _ = LCD.configure(engine, _auth_data(target.spec), transport, "")
-        self.gen = gen
+    async def _call(self, tag: int, a: int, b: int, oids) -> tuple[int, int, list]:
+        if self.spec.version != "3":
+            rid = self.net.next_id()
+            data = await self._exchange(rid, wire.community_message(
+                0 if self.spec.version == "1" else 1, self.community, wire.pdu(tag, rid, a, b, oids)))
+            try:
+                _, _, p = wire.parse_community(data)
+            except wire.WireError as exc:
+                raise _Failed("error", f"malformed SNMP reply: {exc}") from None
+            return p.error_status, p.error_index, p.varbinds
+        return await self._call_v3(tag, a, b, oids)
 
-    async def _call(self, generator, args: tuple, oids) -> tuple:
-        from pyasn1.type import univ
-        from pysnmp.proto import rfc1902
+    async def _discover(self) -> None:
+        rid = self.net.next_id()
+        msg = wire.v3_message(rid, wire.FLAG_REPORTABLE, b"", 0, 0, b"", wire.pdu(wire.GET, rid, 0, 0, ()))
+        data = await self._exchange(rid, msg)
+        try:
+            r = wire.parse_v3(data, None)
+        except wire.WireError as exc:
+            raise _Failed("error", f"malformed SNMPv3 discovery reply: {exc}") from None
+        if not r.engine_id:
+            raise _Failed("error", "SNMPv3 engine discovery failed: the agent sent no engine ID")
+        self._sync(r)
 
-        fut = asyncio.get_running_loop().create_future()
+    def _sync(self, r: wire.V3Reply) -> None:
+        self.engine_id, self.boots, self.time_s, self.synced = r.engine_id, r.boots, r.time_s, time.monotonic()
 
-        def done(_engine, _handle, err_ind, err_status, err_index, var_binds, _ctx):
-            if not fut.done():
-                fut.set_result((err_ind, err_status, err_index, var_binds))
-
-        var_binds = [(rfc1902.ObjectName(o), univ.Null("")) for o in oids]
-        generator.send_varbinds(self.engine, self.addr, None, "", *args, var_binds, done)
-        err_ind, err_status, err_index, vbs = await fut
-        if err_ind:
-            raise _Failed(*_classify(err_ind, self.spec))
-        return err_status, err_index, vbs
+    async def _call_v3(self, tag: int, a: int, b: int, oids) -> tuple[int, int, list]:
+        keys = self.keys
+        for attempt in range(3):  # discovery, then at most one resync for the time window or engine ID
+            if self.engine_id is None:
+                await self._discover()
+            rid = self.net.next_id()
+            now_s = self.time_s + int(time.monotonic() - self.synced)
+            msg = wire.v3_message(rid, keys.flags | wire.FLAG_REPORTABLE, self.engine_id, self.boots, now_s,
+                                  keys.user, wire.pdu(tag, rid, a, b, oids), keys)
+            data = await self._exchange(rid, msg)
+            try:
+                r = wire.parse_v3(data, keys)
+            except wire.DecryptError:
+                raise _Failed(*_reason("decryption", self.spec)) from None
+            except wire.AuthError:
+                raise _Failed(*_reason("wrong_digest", self.spec)) from None
+            except wire.WireError as exc:
+                raise _Failed("error", f"malformed SNMPv3 reply: {exc}") from None
+            p = r.pdu
+            if p.tag == wire.REPORT:
+                oid = p.varbinds[0][0] if p.varbinds else None
+                kind = _REPORTS.get(oid, f"report {'.'.join(map(str, oid)) if oid else '(empty)'}")
+                if kind in ("time_window", "unknown_engine") and attempt < 2:
+                    if kind == "time_window" and r.flags & wire.FLAG_AUTH:
+                        self._sync(r)  # authenticated: trust its boots and time
+                    else:
+                        self.engine_id = None
+                    continue
+                raise _Failed(*_reason(kind, self.spec))
+            if keys.auth and not r.flags & wire.FLAG_AUTH:
+                raise _Failed("error", "the agent answered an authenticated request without authentication")
+            return p.error_status, p.error_index, p.varbinds
+        raise _Failed(*_reason("time_window", self.spec))
 
     async def get(self, names_oids: dict[str, tuple]) -> dict:
-        err_status, err_index, vbs = await self._call(self.gen.GetCommandGenerator(), (), names_oids.values())
+        err_status, err_index, vbs = await self._call(wire.GET, 0, 0, names_oids.values())
         if err_status:
-            if self.spec.version == "1" and int(err_status) == 2:  # noSuchName: one OID is missing
-                bad = int(err_index) - 1
+            if self.spec.version == "1" and err_status == 2:  # noSuchName: one OID is missing
+                bad = err_index - 1
                 names = list(names_oids)
                 if 0 <= bad < len(names) and len(names) > 1:
                     rest = {k: v for i, (k, v) in enumerate(names_oids.items()) if i != bad}
                     return {**(await self.get(rest)), names[bad]: None}
-            raise _Failed("error", f"agent returned {err_status.prettyPrint()} for a GET")
+            raise _Failed("error", f"agent returned {wire.ERROR_STATUS.get(err_status, err_status)} for a GET")
+        if len(vbs) != len(names_oids):
+            raise _Failed("error", f"agent answered {len(vbs)} values for a GET of {len(names_oids)}")
         return {name: vb[1] for name, vb in zip(names_oids, vbs)}
 
     async def table(self, columns: dict[str, tuple], rows_hint: int) -> dict[int, dict]:
@@ -293,32 +396,32 @@ class _Agent:
         reps = max(1, min(rows_hint + 1, _MAX_VARBINDS // max(1, len(active))))
         while active:
             if self.spec.version == "1":
-                err_status, err_index, vbs = await self._call(self.gen.NextCommandGeneratorSingleRun(), (),
-                                                              [cursor[c] for c in active])
+                err_status, err_index, vbs = await self._call(wire.GETNEXT, 0, 0, [cursor[c] for c in active])
                 if err_status:
-                    if int(err_status) == 2:  # noSuchName: that column ran off the end of the MIB
-                        bad = int(err_index) - 1
+                    if err_status == 2:  # noSuchName: that column ran off the end of the MIB
+                        bad = err_index - 1
                         active = [c for i, c in enumerate(active) if i != bad] if 0 <= bad < len(active) else []
                         continue
-                    raise _Failed("error", f"agent returned {err_status.prettyPrint()} while walking the interface table")
+                    raise _Failed("error", "agent returned "
+                                  f"{wire.ERROR_STATUS.get(err_status, err_status)} while walking the interface table")
             else:
-                err_status, err_index, vbs = await self._call(self.gen.BulkCommandGeneratorSingleRun(), (0, reps),
-                                                              [cursor[c] for c in active])
+                err_status, err_index, vbs = await self._call(wire.GETBULK, 0, reps, [cursor[c] for c in active])
                 if err_status:
-                    if int(err_status) == 1 and reps > 1:  # tooBig: ask for fewer rows
+                    if err_status == 1 and reps > 1:  # tooBig: ask for fewer rows
                         reps = max(1, reps // 2)
                         continue
-                    raise _Failed("error", f"agent returned {err_status.prettyPrint()} while walking the interface table")
+                    raise _Failed("error", "agent returned "
+                                  f"{wire.ERROR_STATUS.get(err_status, err_status)} while walking the interface table")
             done: set[str] = set()
             progressed = False
             width = len(active)
-            for k, vb in enumerate(vbs):
+            for k, (oid, val) in enumerate(vbs):
                 col = active[k % width]
                 if col in done:
                     continue
-                oid, val = tuple(vb[0]), vb[1]
                 prefix = columns[col]
-                if _absent(val) or oid[: len(prefix)] != prefix or len(oid) != len(prefix) + 1 or oid <= cursor[col]:
+                if (_absent(val) or len(oid) != len(prefix) + 1 or oid[: len(prefix)] != prefix
+                        or oid <= cursor[col]):
                     done.add(col)  # left the column (or a non-increasing OID: agent bug)
                     continue
                 rows.setdefault(oid[-1], {})[col] = val
@@ -363,20 +466,22 @@ def _interfaces(rows: dict[int, dict]) -> tuple[Interface, ...]:
     return tuple(out)
 
 
-async def _poll_one(engine, target: SnmpTarget) -> SnmpResult:
-    import pysnmp.hlapi.v3arch.asyncio as h
+async def _resolve(host: str, port: int) -> tuple[tuple, int]:
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise _Failed("error", f"cannot reach {host}:{port}: {exc}") from None
+    family, _, _, _, sockaddr = infos[0]
+    return (sockaddr[0], sockaddr[1]) if family == socket.AF_INET else sockaddr, family
 
+
+async def _poll_one(net: _Net, keyring: _Keyring, target: SnmpTarget) -> SnmpResult:
     spec = target.spec
     ts = time.time()
     t0 = time.perf_counter()
     try:
-        try:
-            v6 = ":" in target.host
-            cls = h.Udp6TransportTarget if v6 else h.UdpTransportTarget
-            transport = await cls.create((target.host, spec.port), timeout=spec.timeout_ms / 1000.0, retries=spec.retries)
-        except Exception as exc:  # resolution failures and the like
-            raise _Failed("error", f"cannot reach {target.host}:{spec.port}: {exc}") from None
-        agent = _Agent(engine, target, transport)
+        dest, family = await _resolve(target.host, spec.port)
+        agent = _Agent(net, spec, dest, family, keyring.get(spec) if spec.version == "3" else None)
         if spec.version == "1":  # in v1 a missing OID fails the whole GET: skip the optional ones
             sys_vals, engine_vals = await agent.get(SYS), {}
         else:
@@ -389,7 +494,7 @@ async def _poll_one(engine, target: SnmpTarget) -> SnmpResult:
         return SnmpResult(
             status="ok", reason=None, ts=ts,
             sys_descr=None if _absent(sys_vals.get("sys_descr")) else _text(sys_vals["sys_descr"]),
-            sys_object_id=None if _absent(oid) else ".".join(str(x) for x in tuple(oid)),
+            sys_object_id=".".join(str(x) for x in oid) if isinstance(oid, tuple) else None,
             sys_uptime_ticks=_int(sys_vals.get("sys_uptime")),
             sys_contact=None if _absent(sys_vals.get("sys_contact")) else _text(sys_vals["sys_contact"]),
             sys_name=None if _absent(sys_vals.get("sys_name")) else _text(sys_vals["sys_name"]),
@@ -404,67 +509,24 @@ async def _poll_one(engine, target: SnmpTarget) -> SnmpResult:
         return SnmpResult(status=f.status, reason=f.reason, ts=ts, duration_ms=(time.perf_counter() - t0) * 1000)
 
 
-async def probe(targets: Sequence[SnmpTarget], max_concurrency: int = 64) -> list[SnmpResult]:
+async def probe(targets: Sequence[SnmpTarget], max_concurrency: int = 256) -> list[SnmpResult]:
     """Poll every target; one result per target, same order. Must run inside the event loop."""
     if not targets:
         return []
-    from pysnmp.hlapi.v3arch.asyncio import SnmpEngine
-
-    slots = _engine_slots(targets)
-    engines = [SnmpEngine() for _ in range(max(slots) + 1)]
+    net = _Net()
+    keyring = _Keyring()
     sem = asyncio.Semaphore(max_concurrency)
-    grower = asyncio.ensure_future(_grow_receive_buffers(engines))
 
-    async def one(t: SnmpTarget, slot: int) -> SnmpResult:
+    async def one(t: SnmpTarget) -> SnmpResult:
         async with sem:
             try:
-                return await _poll_one(engines[slot], t)
+                return await _poll_one(net, keyring, t)
             except Exception as exc:  # a bug in decoding one agent's answer must not stop the others
                 logger.exception("snmp poll failed host=%s", t.host)
                 return SnmpResult(status="error", reason=f"internal error while polling: {type(exc).__name__}",
                                   ts=time.time())
 
     try:
-        return list(await asyncio.gather(*(one(t, s) for t, s in zip(targets, slots))))
+        return list(await asyncio.gather(*(one(t) for t in targets)))
     finally:
-        grower.cancel()
-        for e in engines:
-            try:
-                e.close_dispatcher()
-            except Exception:  # closing is best effort
-                logger.debug("snmp engine close failed", exc_info=True)
-
-
-_RCVBUF = 8 * 1024 * 1024
-
-
-async def _grow_receive_buffers(engines) -> None:
-    """Enlarge each engine's UDP receive buffer as soon as pysnmp opens it.
-
-    Many agents answering at once overflow the default buffer (about 200 KB)
-    while pyasn1 decodes: dropped replies become timeouts and retries. The
-    socket only exists after the first request is queued, hence the polling.
-    """
-    from pysnmp.carrier.asyncio.dgram import udp, udp6
-
-    pending = {(id(e), d): e for e in engines for d in (udp.DOMAIN_NAME, udp6.DOMAIN_NAME)}
-    for _ in range(2000):  # bounded: a few seconds of event-loop turns at most
-        for key, eng in list(pending.items()):
-            try:
-                tr = eng.transport_dispatcher.get_transport(key[1]) if eng.transport_dispatcher else None
-            except Exception:  # not registered yet
-                continue
-            sock = tr.transport.get_extra_info("socket") if tr is not None and tr.transport is not None else None
-            if sock is None:
-                continue
-            for opt in (33, socket.SO_RCVBUF):  # SO_RCVBUFFORCE needs CAP_NET_ADMIN; SO_RCVBUF is capped
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, opt, _RCVBUF)
-                    break
-                except OSError:
-                    continue
-            logger.debug("snmp udp receive buffer: %d bytes", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-            del pending[key]
-        if not pending:
-            return
-        await asyncio.sleep(0.001)
+        net.close()
