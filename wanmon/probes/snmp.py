@@ -369,8 +369,9 @@ class _Agent:
                         self.engine_id = None
                     continue
                 raise _Failed(*_reason(kind, self.spec))
-            if keys.auth and not r.flags & wire.FLAG_AUTH:
-                raise _Failed("error", "the agent answered an authenticated request without authentication")
+            if (keys.auth and not r.flags & wire.FLAG_AUTH) or (keys.priv and not r.flags & wire.FLAG_PRIV):
+                raise _Failed("error", "the agent answered at a lower security level than asked "
+                              f"({self.spec.security_level})")
             return p.error_status, p.error_index, p.varbinds
         raise _Failed(*_reason("time_window", self.spec))
 
