@@ -715,3 +715,32 @@ def test_shipped_page_copy_has_no_leftover_tmp_in_default_out(checked177):
     names = sorted(p.name for p in checked177["out"].iterdir())
     assert names == ["index.html", "status.json"]
     assert not [n for n in os.listdir(checked177["out"]) if n.startswith(".")]
+
+
+def test_24h_availability_from_rollups_equals_counting_raw_samples(tmp_path):
+    """The 24 h figure reads hourly rollups for whole hours and raw samples only for the
+    window's first, partial hour; it must equal counting every raw sample, at any time of day."""
+    import random
+
+    from wanmon.page import _availability
+
+    cfg = load_config(shipped_config(tmp_path), secrets=False)
+    sites = cfg.sites[:12]
+    rnd = random.Random(5)
+    t0 = 1_790_000_000.0 + 1234.5  # not on an hour
+    store = Store.open(cfg.store_path)
+    try:
+        ts = t0
+        while ts < t0 + 30 * 3600:
+            if not (t0 + 20 * 3600 < ts < t0 + 22 * 3600):  # a 2-hour gap: no cycles
+                obs = [observation(s, ts + rnd.random(), rnd.choice(["up", "up", "degraded", "down"])) for s in sites]
+                store.record_cycle(ts, ts + 1, obs)
+            ts += rnd.uniform(200, 500)
+        for now in (t0 + 24 * 3600 + 17.25, t0 + 26 * 3600 - 0.5, t0 - t0 % 3600 + 27 * 3600, t0 + 30 * 3600 + 999):
+            got = _availability(store, now)["24h"]
+            want = {sid: (int(r), int(n)) for sid, r, n in store.conn.execute(
+                "SELECT site_id, sum(status IN ('up','degraded')), count(*) FROM icmp_samples WHERE ts >= ?"
+                " GROUP BY site_id", (now - 86400,))}
+            assert got == want and len(want) == len(sites), now
+    finally:
+        store.close()

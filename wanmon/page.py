@@ -3,7 +3,8 @@
 Availability ("uptime") = reachable samples / observed samples in the window.
 Each cycle's sample stands for one poll interval of observation; time without
 any cycle (agent not running) is a gap: shown, never counted as down. 24 h is
-computed from raw samples, 7 d and 30 d and the sparklines from the hourly rollups.
+exact to the sample (hourly rollups for its whole hours, raw samples for its
+first partial hour); 7 d and 30 d and the sparklines use the hourly rollups.
 """
 
 from __future__ import annotations
@@ -84,15 +85,32 @@ STATUS_SYMBOL = {"up": "●", "degraded": "▲", "down": "✖", "unreachable": "
 
 
 def _availability(store: Store, now: float) -> dict[str, dict[str, tuple[int, int]]]:
-    """{window: {site_id: (reachable, observed)}}."""
+    """{window: {site_id: (reachable, observed)}}.
+
+    24 h: the whole hours inside the window from the hourly rollups (which
+    count every raw sample in its hour, the current one included), plus the
+    raw samples of the window's first, partial hour: the same figure as
+    counting 24 h of raw samples, without reading 14 M rows at 10,000 sites.
+    """
     out: dict[str, dict[str, tuple[int, int]]] = {}
-    rows = store.conn.execute(
+    cut = now - WINDOWS["24h"]
+    first_full_hour = cut if cut % 3600 == 0 else cut - cut % 3600 + 3600
+    day: dict[str, list[int]] = {}
+    for sid, r, n in store.conn.execute(
+        "SELECT site_id, sum(reachable), sum(samples) FROM icmp_hourly WHERE hour >= ? GROUP BY site_id",
+        (first_full_hour,),
+    ):
+        day[sid] = [int(r), int(n)]
+    for sid, r, n in store.conn.execute(
         # INDEXED BY: SQLite otherwise picks (site_id, ts) and reads the whole retention window.
         "SELECT site_id, sum(status IN ('up','degraded')), count(*) FROM icmp_samples INDEXED BY icmp_samples_ts"
-        " WHERE ts >= ? GROUP BY site_id",
-        (now - WINDOWS["24h"],),
-    )
-    out["24h"] = {sid: (int(r), int(n)) for sid, r, n in rows}
+        " WHERE ts >= ? AND ts < ? GROUP BY site_id",
+        (cut, first_full_hour),
+    ):
+        acc = day.setdefault(sid, [0, 0])
+        acc[0] += int(r)
+        acc[1] += int(n)
+    out["24h"] = {sid: (r, n) for sid, (r, n) in day.items()}
     for w in ("7d", "30d"):
         rows = store.conn.execute(
             "SELECT site_id, sum(reachable), sum(samples) FROM icmp_hourly WHERE hour >= ? GROUP BY site_id",
