@@ -22,6 +22,30 @@ from wanmon.errors import ConfigError, StoreBusyError, WanmonError
 logger = logging.getLogger(__name__)
 
 
+def _release_memory() -> None:
+    """Between cycles: hand the heap the cycle freed back to the OS.
+
+    A cycle at 10,000 sites builds a page snapshot of ~50 MB and frees it;
+    glibc keeps freed heap (in the worker thread's arena too) mapped, so the
+    daemon's RSS would sit at its cycle peak. malloc_trim(0) returns it (a few
+    ms). Not glibc: nothing to do."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
 class Daemon:
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -58,6 +82,7 @@ class Daemon:
             logger.exception("cycle failed with an internal error")
         finally:
             self.running = None
+            _release_memory()
 
     def reload(self) -> None:
         path = self.cfg.path
@@ -67,6 +92,7 @@ class Daemon:
             logger.error("SIGHUP: %s is invalid, keeping the configuration in use:\n%s", path, exc)
             return
         self.cfg = new
+        _release_memory()
         logger.info("SIGHUP: reloaded %s (%d sites)", path, len(new.sites))
 
     async def serve(self) -> int:
@@ -80,6 +106,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         sched = AsyncIOScheduler()
         interval = self.cfg.schedule.icmp_interval_s
+        _release_memory()  # what loading and validating sites.toml left behind
         # misfire_grace_time: a cycle that could not start on time still runs if it is
         # at most one interval late; coalesce: missed runs collapse into one.
         sched.add_job(self.cycle, "interval", seconds=interval, next_run_time=datetime.now(),

@@ -121,8 +121,8 @@ def _availability(store: Store, now: float) -> dict[str, dict[str, tuple[int, in
     return out
 
 
-def _sparklines(store: Store, now: float) -> dict[str, list[list]]:
-    """{site_id: [[hour index 0..24, avg RTT ms (None: no reply), loss %], ...]} from the hourly rollups.
+def _sparklines(store: Store, now: float) -> dict[str, list[tuple]]:
+    """{site_id: [(hour index 0..24, avg RTT ms (None: no reply), loss %), ...]} from the hourly rollups.
 
     Hourly, from icmp_hourly: reading 24 h of raw samples for every site costs
     14 M rows (and hundreds of MB) at 10,000 sites with one-minute cycles.
@@ -141,7 +141,7 @@ def _sparklines(store: Store, now: float) -> dict[str, list[list]]:
         pts = out.get(sid)
         if pts is None:
             pts = out[sid] = []
-        pts.append([int((hour - start) // 3600), rtt, loss])
+        pts.append((int((hour - start) // 3600), rtt, loss))  # a tuple: 24 bytes less than a list, same JSON
     return out
 
 
@@ -343,9 +343,14 @@ def _render(cfg: Config, snap: dict[str, Any]):
     fmt = Fmt(lang, ZoneInfo(cfg.page.timezone))
     t = {k: v for k, v in TEXT[lang].items()}
     now = snap["generated_at"]
-    sparks = {sid: Markup(sparkline_svg(d["spark"])) for sid, d in snap["sites"].items()}
+    sites = snap["sites"]
+
+    class Sparks:  # `sparks[site_id]`, drawn as the row is written: 10,000 SVGs are never all in memory
+        def __getitem__(self, site_id: str) -> Markup:
+            return Markup(sparkline_svg(sites[site_id]["spark"]))
+
     return _env(cfg).get_template("page.html.j2").generate(
-        s=snap, t=t, f=fmt, lang=lang, now=now, province=cfg.page.province, sparks=sparks,
+        s=snap, t=t, f=fmt, lang=lang, now=now, province=cfg.page.province, sparks=Sparks(),
         symbol=STATUS_SYMBOL, windows=list(WINDOWS), levels=LEVELS,
     )
 
