@@ -381,6 +381,25 @@ def _atomic_write(path: Path, data: str | Iterable[str]) -> int:
     return n
 
 
+def _json_chunks(snap: dict[str, Any]) -> Iterable[str]:
+    """status.json as a stream, one site at a time: the same text as
+    json.dumps(snap, compact) + newline, without one 8 MB string at 10,000 sites.
+    Compact separators keep the C encoder (indent= falls back to the slow
+    pure-Python one)."""
+    enc = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    yield "{"
+    for i, (key, value) in enumerate(snap.items()):
+        yield ("," if i else "") + enc(key) + ":"
+        if key == "sites":
+            yield "{"
+            for j, (sid, site) in enumerate(value.items()):
+                yield ("," if j else "") + enc(sid) + ":" + enc(site)
+            yield "}"
+        else:
+            yield enc(value)
+    yield "}\n"
+
+
 def out_dir(cfg: Config, override: str | Path | None = None) -> Path:
     p = Path(override) if override else Path(cfg.page.out_dir).expanduser()
     return p if p.is_absolute() else (Path.cwd() / p if override else cfg.path.parent / p)
@@ -391,8 +410,7 @@ def write_page(cfg: Config, store: Store, out: str | Path | None = None, now: fl
     folder = out_dir(cfg, out)
     folder.mkdir(parents=True, exist_ok=True)
     snap = snapshot(cfg, store, now)
-    # Compact: the C encoder (indent= falls back to the slow pure-Python one on big pages).
-    _atomic_write(folder / "status.json", json.dumps(snap, ensure_ascii=False, separators=(",", ":")) + "\n")
+    _atomic_write(folder / "status.json", _json_chunks(snap))
     chars = _atomic_write(folder / "index.html", _render(cfg, snap))
     logger.info("page written dir=%s sites=%d bytes=%d", folder, len(snap["sites"]), chars)
     return folder
