@@ -316,13 +316,12 @@ def lap(name, fn, *a):
 cfg = lap("config load", load, sys.argv[1], False)
 store = lap("store open", Store.open_readonly, cfg.store_path)
 now = time.time()
-lap("  availability queries (24h raw, 7d/30d hourly)", page._availability, store, now)
-lap("  sparkline query (24h raw)", page._sparklines, store, now)
+lap("  availability queries (24 h, 7 d, 30 d)", page._availability, store, now)
+lap("  sparkline query (hourly rollups)", page._sparklines, store, now)
 snap = lap("snapshot (all of it)", page.snapshot, cfg, store, now)
-html = lap("render_html (Jinja)", page.render_html, cfg, snap)
-js = lap("json.dumps status.json", lambda: json.dumps(snap, ensure_ascii=False, indent=1) + "\n")
 out = page.out_dir(cfg, sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
-lap("write both files (atomic)", lambda: (page._atomic_write(out / "status.json", js), page._atomic_write(out / "index.html", html)))
+lap("status.json, streamed per site (atomic)", page._atomic_write, out / "status.json", page._json_chunks(snap))
+lap("index.html, Jinja streamed (atomic)", lambda: page._atomic_write(out / "index.html", page._render(cfg, snap)))
 t["total"] = time.perf_counter() - t0
 print(json.dumps(t))
 """
