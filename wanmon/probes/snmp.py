@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import random
@@ -156,6 +157,58 @@ class _Timeout(Exception):
     pass
 
 
+class _ByteBudget:
+    """Bytes of replies that may be on their way at once, so that a burst of
+    answers fits in the socket's receive buffer instead of being dropped by
+    the kernel (a drop costs a timeout and a retry, two drops a false
+    "timeout"). The buffer is what the kernel granted: 8 MB as root, but
+    Debian's default cap (net.core.rmem_max) gives an unprivileged process
+    only ~200 KB, about 30 GETBULK answers."""
+
+    def __init__(self, limit: int):
+        self.limit = max(limit, 1)
+        self.used = 0
+        self._waiters: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
+
+    async def acquire(self, n: int) -> int:
+        """Wait until n bytes fit (first come, first served); returns what to release."""
+        n = min(n, self.limit)
+        if not self._waiters and (not self.used or self.used + n <= self.limit):
+            self.used += n
+            return n
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((n, fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # granted just before the cancel: give it back
+                self.release(n)
+            else:
+                fut.cancel()
+            raise
+        return n
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        while self._waiters:
+            m, fut = self._waiters[0]
+            if fut.done():  # its task was cancelled
+                self._waiters.popleft()
+                continue
+            if self.used and self.used + m > self.limit:
+                break
+            self._waiters.popleft()
+            self.used += m
+            fut.set_result(None)
+
+
+def reply_estimate(varbinds: int) -> int:
+    """Receive-buffer bytes one reply may take: the datagram (~26 bytes per
+    varbind for an interface table, more for long strings) plus the kernel's
+    per-packet overhead."""
+    return 1024 + 48 * varbinds
+
+
 class _Net(asyncio.DatagramProtocol):
     """Requests and replies over one socket; a reply is matched on its
     request id (v1/v2c) or msgID (v3) *and* the agent's address and port."""
@@ -165,6 +218,7 @@ class _Net(asyncio.DatagramProtocol):
         self._ids = itertools.count(random.randrange(1, 1 << 30))
         self._transports: dict[int, asyncio.DatagramTransport] = {}
         self._opening: dict[int, asyncio.Future] = {}
+        self._budgets: dict[int, _ByteBudget] = {}
 
     def next_id(self) -> int:
         return next(self._ids) & 0x7FFFFFFF or 1
@@ -204,11 +258,19 @@ class _Net(asyncio.DatagramProtocol):
                 break
             except OSError:
                 continue
+        granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)  # already doubled by the kernel
+        self._budgets[family] = _ByteBudget(granted // 2)
+        logger.debug("snmp udp receive buffer: %d bytes", granted)
         self._transports[family] = tr
         return tr
 
-    async def exchange(self, rid: int, msg: bytes, dest: tuple, family: int, timeout: float, retries: int) -> bytes:
+    async def exchange(self, rid: int, msg: bytes, dest: tuple, family: int, timeout: float, retries: int,
+                       expect: int) -> bytes:
+        """Send msg (again after each timeout) until its reply comes; expect:
+        receive-buffer bytes the reply may take (reply_estimate)."""
         tr = await self.transport(family)
+        budget = self._budgets[family]
+        held = await budget.acquire(expect)
         fut = asyncio.get_running_loop().create_future()
         self.pending[rid] = (fut, dest[0], dest[1])
         try:
@@ -221,6 +283,7 @@ class _Net(asyncio.DatagramProtocol):
             raise _Timeout()
         finally:
             self.pending.pop(rid, None)
+            budget.release(held)
             if not fut.done():
                 fut.cancel()
 
@@ -291,6 +354,10 @@ def _reason(kind: str, spec: SnmpSpec) -> tuple[str, str]:
 # one agent
 
 
+def _reply_varbinds(tag: int, b: int, oids: list) -> int:
+    return len(oids) * max(b, 1) if tag == wire.GETBULK else len(oids)
+
+
 class _Failed(Exception):
     def __init__(self, status: str, reason: str):
         self.status, self.reason = status, reason
@@ -307,17 +374,21 @@ class _Agent:
         self.boots = self.time_s = 0
         self.synced = 0.0
 
-    async def _exchange(self, rid: int, msg: bytes) -> bytes:
+    async def _exchange(self, rid: int, msg: bytes, varbinds: int) -> bytes:
+        expect = reply_estimate(varbinds) + (256 if self.spec.version == "3" else 0)
         try:
-            return await self.net.exchange(rid, msg, self.dest, self.family, self.timeout, self.spec.retries)
+            return await self.net.exchange(rid, msg, self.dest, self.family, self.timeout, self.spec.retries,
+                                           expect)
         except _Timeout:
             raise _Failed(*_reason("timeout", self.spec)) from None
 
     async def _call(self, tag: int, a: int, b: int, oids) -> tuple[int, int, list]:
+        oids = list(oids)
         if self.spec.version != "3":
             rid = self.net.next_id()
             data = await self._exchange(rid, wire.community_message(
-                0 if self.spec.version == "1" else 1, self.community, wire.pdu(tag, rid, a, b, oids)))
+                0 if self.spec.version == "1" else 1, self.community, wire.pdu(tag, rid, a, b, oids)),
+                _reply_varbinds(tag, b, oids))
             try:
                 _, _, p = wire.parse_community(data)
             except wire.WireError as exc:
@@ -328,7 +399,7 @@ class _Agent:
     async def _discover(self) -> None:
         rid = self.net.next_id()
         msg = wire.v3_message(rid, wire.FLAG_REPORTABLE, b"", 0, 0, b"", wire.pdu(wire.GET, rid, 0, 0, ()))
-        data = await self._exchange(rid, msg)
+        data = await self._exchange(rid, msg, 1)
         try:
             r = wire.parse_v3(data, None)
         except wire.WireError as exc:
@@ -349,7 +420,7 @@ class _Agent:
             now_s = self.time_s + int(time.monotonic() - self.synced)
             msg = wire.v3_message(rid, keys.flags | wire.FLAG_REPORTABLE, self.engine_id, self.boots, now_s,
                                   keys.user, wire.pdu(tag, rid, a, b, oids), keys)
-            data = await self._exchange(rid, msg)
+            data = await self._exchange(rid, msg, _reply_varbinds(tag, b, oids))
             try:
                 r = wire.parse_v3(data, keys)
             except wire.DecryptError:
