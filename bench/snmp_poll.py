@@ -1205,6 +1205,8 @@ def print_report(meta: dict, cases: list[dict], checks: list[dict], profiles: li
                        "data by community; v3: one engine per device)")
     p(f"agents: {agents_desc}; v3 user {meta['v3']['user']} authPriv {meta['v3']['auth']}/{meta['v3']['priv']}, "
       f"{meta['v3']['keys']} keys")
+    if meta.get("wanmon_rcvbuf"):
+        p(f"NOTE: wanmon's SNMP socket asked for a {meta['wanmon_rcvbuf']}-byte receive buffer (--wanmon-rcvbuf)")
     if meta.get("wanmon_max_concurrency"):
         p(f"NOTE: wanmon's [snmp] max_concurrency = {meta['wanmon_max_concurrency']} (not its default): "
           "a diagnosis run, not the acceptance configuration")
@@ -1329,6 +1331,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wanmon-max-concurrency", type=int, metavar="N",
                    help="add `max_concurrency = N` to wanmon's [snmp] (default: not set, wanmon's own "
                         "default); for diagnosis only, the acceptance is judged on the default")
+    p.add_argument("--wanmon-rcvbuf", type=int, metavar="BYTES",
+                   help="give wanmon's SNMP socket this receive buffer instead of the 8 MB it asks for "
+                        "(run through a small wrapper); 106496 gives the 212,992 bytes an unprivileged "
+                        "process gets under Debian's default net.core.rmem_max")
     p.add_argument("--v3-keys", choices=["shared", "per-device"], default="shared",
                    help="SNMPv3: one user and key pair for every device (shared, default) or the same user "
                         "name with different keys per device")
@@ -1376,6 +1382,24 @@ def make_creds(agents: list[Agent], mode: str) -> tuple[dict[str, V3Creds], dict
     return creds, env, v3env
 
 
+def _rcvbuf_wrapper(python: str, nbytes: int) -> str:
+    """A `python -m wanmon ...` stand-in whose SNMP socket asks for nbytes of receive buffer."""
+    d = Path(tempfile.mkdtemp(prefix="wmbench-rcvbuf-"))
+    atexit.register(shutil.rmtree, d, True)
+    w = d / "python"
+    w.write_text(f"""#!{python}
+import runpy, sys
+import wanmon.probes.snmp as snmp
+snmp._RCVBUF = {int(nbytes)}  # the kernel doubles it
+assert sys.argv[1:2] == ["-m"], sys.argv
+mod = sys.argv[2]
+sys.argv = [mod] + sys.argv[3:]
+runpy.run_module(mod, run_name="__main__", alter_sys=True)
+""")
+    w.chmod(0o755)
+    return str(w)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report:
@@ -1394,6 +1418,8 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             log(f"error: {why}")
             return 2
+    if args.wanmon_rcvbuf:
+        args.python = _rcvbuf_wrapper(args.python, args.wanmon_rcvbuf)
     r = M._run([args.python, "-m", "wanmon", "inventory", "--help"], cwd=REPO, timeout=60)
     if r.returncode != 0 or "--refresh" not in r.stdout:
         log(f"error: `{args.python} -m wanmon inventory --help` failed or has no --refresh "
@@ -1529,6 +1555,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "pysmi": args.pysmi,
         "wanmon_max_concurrency": args.wanmon_max_concurrency,
+        "wanmon_rcvbuf": args.wanmon_rcvbuf,
         "versions": args.versions, "repeat": args.repeat, "warmup": args.warmup, "seed": args.seed,
         "v3": {"user": V3_USER, "auth": V3_AUTH, "priv": V3_PRIV, "keys": args.v3_keys},
         "timeout_s": TIMEOUT_S, "retries": RETRIES, "measurement": method, "lab": lab,
