@@ -16,6 +16,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 
 from _measure import (  # noqa: F401  (re-exported for bench/icmp_sweep.py)
@@ -239,6 +240,18 @@ class Netns:
                 raise LabError(f"fping: dead {addr} answered: {r.stderr.strip()}")
         notes.append(f"fping -c1 -t1000: {len(live)} live answered, {len(dead)} dead silent")
         return notes
+
+
+def teardown(ns: Netns, tmp: str, keep_tmp: bool) -> None:
+    """End of a bench run: our children, our namespace, our temp dir (unless kept)."""
+    kill_current_children()
+    ns.destroy()
+    if ns.created:
+        print(f"warning: could not delete namespace {ns.name}", file=sys.stderr, flush=True)
+    if keep_tmp:
+        print(f"kept {tmp}", file=sys.stderr, flush=True)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def remove_stale_namespaces() -> list[str]:

@@ -13,14 +13,27 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 
 class LabError(RuntimeError):
     """The lab (namespace, agents, tools) could not be set up or verified."""
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def log(*a: Any) -> None:
+    print(*a, file=sys.stderr, flush=True)
+
+
+def default_python() -> str:
+    venv = os.path.join(REPO, ".venv", "bin", "python")
+    return venv if os.path.exists(venv) else sys.executable
 
 
 def _run(argv: list[str], **kw) -> subprocess.CompletedProcess:

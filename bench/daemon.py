@@ -57,6 +57,7 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
 import _lab  # noqa: E402
+from _measure import default_python, log  # noqa: E402
 from _measure import fmt, render_table  # noqa: E402
 
 COUNT = 3              # [icmp] count
@@ -69,15 +70,6 @@ BOUNCE_NET = ipaddress.ip_network("127.32.0.0/16")  # sites that go down and com
 BOUNCE_TABLE = "wmbench_bounce"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WINDOW_EDGE_S = 0.25   # the window sample is taken this long before the next cycle is due
-
-
-def log(*a: Any) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
-def default_python() -> str:
-    venv = os.path.join(REPO, ".venv", "bin", "python")
-    return venv if os.path.exists(venv) else sys.executable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -954,14 +946,7 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted")
         return 130
     finally:
-        _lab.kill_current_children()
-        ns.destroy()
-        if ns.created:
-            log(f"warning: could not delete namespace {ns.name}")
-        if args.keep_tmp:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _lab.teardown(ns, tmp, args.keep_tmp)
 
     a = analyse(args, res, store, sites)
     a["page_files_bytes"] = page

@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _lab  # noqa: E402
+from _measure import default_python, log  # noqa: E402
 from _measure import fmt, fmt_count, fmt_ratio, median_or_none, ratio, render_table  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,15 +48,6 @@ RATE_PPS = 10000     # 0.1 ms between any two packets     (fping -i 0.1)
 FPING_I_MS = "0.1"
 
 RSS_LIMIT_BYTES = 200 * 1000 * 1000  # "200 MB", decimal: the stricter reading
-
-
-def log(*a: Any) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
-def default_python() -> str:
-    venv = os.path.join(REPO, ".venv", "bin", "python")
-    return venv if os.path.exists(venv) else sys.executable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -533,14 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted")
         return 130
     finally:
-        _lab.kill_current_children()
-        ns.destroy()
-        if ns.created:
-            log(f"warning: could not delete namespace {ns.name}")
-        if args.keep_tmp:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _lab.teardown(ns, tmp, args.keep_tmp)
 
     addrs_note = "<targets>"
     meta = {

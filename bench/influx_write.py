@@ -47,7 +47,7 @@ import tempfile
 import time
 import tomllib
 import urllib.parse
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -56,6 +56,7 @@ sys.path.insert(0, BENCH)
 sys.path.insert(1, os.path.join(REPO, "tests"))
 sys.path.insert(2, REPO)
 
+from _measure import default_python, log  # noqa: E402
 from _measure import (  # noqa: E402
     LabError,
     Runner,
@@ -85,15 +86,6 @@ ICMP_FIELDS = ("sent", "received", "loss_pct", "rtt_min_ms", "rtt_avg_ms", "rtt_
                "up", "status", "status_code")
 
 _SENT_RE = re.compile(r"sent (\d+) points in (\d+) requests; (\d+) left in the spool")
-
-
-def log(*a: Any) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
-def default_python() -> str:
-    venv = os.path.join(REPO, ".venv", "bin", "python")
-    return venv if os.path.exists(venv) else sys.executable
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -52,6 +52,7 @@ REPO = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
 sys.path.insert(0, REPO)
 import _measure as M  # noqa: E402
+from _measure import default_python, log  # noqa: E402
 
 HOUR = 3600
 DAY = 86400
@@ -59,15 +60,6 @@ RAW_STEP = 300          # raw samples every 5 minutes
 HOURLY_SAMPLES = 12     # 5-minute cycles per hour
 HISTORY_DAYS = 30
 PROFILE_ABOVE_S = 30.0  # profile a size whose render takes longer than this
-
-
-def log(*a: Any) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
-def default_python() -> str:
-    venv = os.path.join(REPO, ".venv", "bin", "python")
-    return venv if os.path.exists(venv) else sys.executable
 
 
 # --------------------------------------------------------------------------
@@ -321,7 +313,7 @@ lap("  sparkline query (hourly rollups)", page._sparklines, store, now)
 snap = lap("snapshot (all of it)", page.snapshot, cfg, store, now)
 out = page.out_dir(cfg, sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
 lap("status.json, streamed per site (atomic)", page._atomic_write, out / "status.json", page._json_chunks(snap))
-lap("index.html, Jinja streamed (atomic)", lambda: page._atomic_write(out / "index.html", page._render(cfg, snap)))
+lap("index.html, Jinja streamed (atomic)", lambda: page._atomic_write(out / "index.html", page.html_fragments(cfg, snap)))
 t["total"] = time.perf_counter() - t0
 print(json.dumps(t))
 """

@@ -63,6 +63,7 @@ REPO = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import _measure as M  # noqa: E402
+from _measure import default_python, log  # noqa: E402
 import snmp_agents as sa  # noqa: E402  (tests/snmp_agents.py: Device, SnmpSim, net-snmp CLI helpers)
 
 TIMEOUT_S = 1          # net-snmp -t 1      = wanmon timeout_ms = 1000
@@ -76,15 +77,6 @@ IF_TABLE = "1.3.6.1.2.1.2.2"
 IFX_TABLE = "1.3.6.1.2.1.31.1.1"
 UNITS_TSV = "/work/shared/data/bacninh-units-2023.tsv"
 TOOLS = ("netsnmp", "wanmon")
-
-
-def log(*a: Any) -> None:
-    print(*a, file=sys.stderr, flush=True)
-
-
-def default_python() -> str:
-    venv = os.path.join(REPO, ".venv", "bin", "python")
-    return venv if os.path.exists(venv) else sys.executable
 
 
 # --------------------------------------------------------------------------

@@ -503,7 +503,28 @@ def default_users() -> dict[str, V3User]:
     return {u.name: u for u in users}
 
 
-class NetSnmpAgent:
+class _AgentProcess:
+    """pid / running / log_text of an agent run as one child process (`_proc`, `log_path`)."""
+
+    _proc: _Proc | None
+    log_path: Path
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.alive()
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text("utf-8", "replace")
+        except OSError:
+            return ""
+
+
+class NetSnmpAgent(_AgentProcess):
     """Debian's snmpd on udp:HOST:PORT (and udp6:[::1]:PORT), as a context manager.
 
     ::
@@ -557,14 +578,6 @@ class NetSnmpAgent:
 
     # -- public ------------------------------------------------------------
     @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.alive()
-
-    @property
     def conf_path(self) -> Path:
         return self.dir / "snmpd.conf"
 
@@ -575,12 +588,6 @@ class NetSnmpAgent:
     @property
     def log_path(self) -> Path:
         return self.dir / "snmpd.log"
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text("utf-8", "replace")
-        except OSError:
-            return ""
 
     def get(self, oids, **kw) -> SnmpResult:
         """v2c GET with the agent's community (kwargs go to snmpcmd)."""
@@ -813,7 +820,7 @@ def _fmt_num(x: float) -> str:
     return str(int(round(x)))
 
 
-class SnmpSim:
+class SnmpSim(_AgentProcess):
     """Many simulated devices in one snmpsim process (see the module doc).
 
     ::
@@ -858,26 +865,12 @@ class SnmpSim:
 
     # -- public ------------------------------------------------------------
     @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.alive()
-
-    @property
     def data_dir(self) -> Path:
         return self.dir / "data"
 
     @property
     def log_path(self) -> Path:
         return self.dir / "snmpsim.log"
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text("utf-8", "replace")
-        except OSError:
-            return ""
 
     def device(self, community: str) -> Device:
         return self.devices[community]

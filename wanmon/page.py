@@ -335,7 +335,7 @@ def _env(cfg: Config):
                               trim_blocks=True, lstrip_blocks=True)
 
 
-def _render(cfg: Config, snap: dict[str, Any]):
+def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
     """The page as a stream of text fragments (Jinja's generate())."""
     from markupsafe import Markup
 
@@ -355,19 +355,15 @@ def _render(cfg: Config, snap: dict[str, Any]):
     )
 
 
-def render_html(cfg: Config, snap: dict[str, Any]) -> str:
-    return "".join(_render(cfg, snap))
-
-
-def _atomic_write(path: Path, data: str | Iterable[str]) -> int:
+def _atomic_write(path: Path, chunks: Iterable[str]) -> int:
     """Write to a temp file in the same folder, then rename: readers never see
-    half a file. data: a string or a stream of fragments (written as they come:
-    a 10,000-site page is never one 20 MB string). Returns the characters written."""
+    half a file. chunks are written as they come: a 10,000-site page is never
+    one 20 MB string. Returns the characters written."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     n = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 16) as f:
-            for chunk in ((data,) if isinstance(data, str) else data):
+            for chunk in chunks:
                 f.write(chunk)
                 n += len(chunk)
         os.chmod(tmp, 0o644)  # a web server or a colleague's browser reads it
@@ -411,6 +407,6 @@ def write_page(cfg: Config, store: Store, out: str | Path | None = None, now: fl
     folder.mkdir(parents=True, exist_ok=True)
     snap = snapshot(cfg, store, now)
     _atomic_write(folder / "status.json", _json_chunks(snap))
-    chars = _atomic_write(folder / "index.html", _render(cfg, snap))
+    chars = _atomic_write(folder / "index.html", html_fragments(cfg, snap))
     logger.info("page written dir=%s sites=%d bytes=%d", folder, len(snap["sites"]), chars)
     return folder

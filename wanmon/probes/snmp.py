@@ -133,7 +133,9 @@ class SnmpTarget:
 
 
 def _text(v) -> str | None:
-    """Device strings are data: decode, drop NULs, never interpret."""
+    """Device strings are data: decode, drop NULs, never interpret. Absent: None."""
+    if _absent(v):
+        return None
     if isinstance(v, tuple):  # an OBJECT IDENTIFIER where text was expected
         return ".".join(str(x) for x in v)
     if not isinstance(v, (bytes, bytearray)):
@@ -519,9 +521,9 @@ def _interfaces(rows: dict[int, dict]) -> tuple[Interface, ...]:
         admin, oper = _int(r.get("admin")), _int(r.get("oper"))
         out.append(Interface(
             if_index=idx,
-            name=_text(r["name"]) if "name" in r and not _absent(r["name"]) else None,
-            descr=_text(r["descr"]) if "descr" in r and not _absent(r["descr"]) else None,
-            alias=_text(r["alias"]) if "alias" in r and not _absent(r["alias"]) else None,
+            name=_text(r.get("name")),
+            descr=_text(r.get("descr")),
+            alias=_text(r.get("alias")),
             type=_int(r.get("type")),
             admin_status=IF_STATUS.get(admin, str(admin)) if admin is not None else None,
             oper_status=IF_STATUS.get(oper, str(oper)) if oper is not None else None,
@@ -565,12 +567,12 @@ async def _poll_one(net: _Net, keyring: _Keyring, target: SnmpTarget) -> SnmpRes
         oid = sys_vals.get("sys_object_id")
         return SnmpResult(
             status="ok", reason=None, ts=ts,
-            sys_descr=None if _absent(sys_vals.get("sys_descr")) else _text(sys_vals["sys_descr"]),
+            sys_descr=_text(sys_vals.get("sys_descr")),
             sys_object_id=".".join(str(x) for x in oid) if isinstance(oid, tuple) else None,
             sys_uptime_ticks=_int(sys_vals.get("sys_uptime")),
-            sys_contact=None if _absent(sys_vals.get("sys_contact")) else _text(sys_vals["sys_contact"]),
-            sys_name=None if _absent(sys_vals.get("sys_name")) else _text(sys_vals["sys_name"]),
-            sys_location=None if _absent(sys_vals.get("sys_location")) else _text(sys_vals["sys_location"]),
+            sys_contact=_text(sys_vals.get("sys_contact")),
+            sys_name=_text(sys_vals.get("sys_name")),
+            sys_location=_text(sys_vals.get("sys_location")),
             engine_boots=_int(engine_vals.get("engine_boots")),
             engine_time_s=_int(engine_vals.get("engine_time")),
             interfaces=_interfaces(rows),

@@ -423,6 +423,13 @@ class V3Reply:
     pdu: Pdu
 
 
+def _scoped_pdu(b: bytes, i: int, end: int) -> Pdu:
+    ps, pe = _expect(b, i, end, 0x30, "scopedPDU")
+    _, _, t = _octets_at(b, ps, pe, "contextEngineID")
+    _, _, t = _octets_at(b, t, pe, "contextName")
+    return parse_pdu(b, t, pe)
+
+
 def parse_v3(b: bytes, keys: V3Keys | None) -> V3Reply:
     """Decode, authenticate and decrypt a v3 reply. Raises AuthError when the
     MAC does not match, DecryptError when the plaintext is not a scoped PDU."""
@@ -460,17 +467,11 @@ def parse_v3(b: bytes, keys: V3Keys | None) -> V3Reply:
             cipher, _, _ = _octets_at(b, se, e, "encryptedPDU")
             plain = keys.decrypt(keys.localized(engine_id)[1], boots, time_s, salt, cipher)
             try:
-                ps, pe = _expect(plain, 0, len(plain), 0x30, "scopedPDU")
-                _, _, t = _octets_at(plain, ps, pe, "contextEngineID")
-                _, _, t = _octets_at(plain, t, pe, "contextName")
-                the_pdu = parse_pdu(plain, t, pe)
+                the_pdu = _scoped_pdu(plain, 0, len(plain))
             except (WireError, IndexError):
                 raise DecryptError("the decrypted reply is not a scoped PDU (wrong privacy key or protocol)") from None
         else:
-            ps, pe = _expect(b, se, e, 0x30, "scopedPDU")
-            _, _, t = _octets_at(b, ps, pe, "contextEngineID")
-            _, _, t = _octets_at(b, t, pe, "contextName")
-            the_pdu = parse_pdu(b, t, pe)
+            the_pdu = _scoped_pdu(b, se, e)
         return V3Reply(msg_id, flags, engine_id, boots, time_s, user, the_pdu)
     except IndexError:
         raise WireError("truncated message") from None
