@@ -220,8 +220,9 @@ def alerts(ctx: click.Context, as_json: bool) -> None:
     problems = [{"id": sid, "name": names.get(sid, sid), "status": a.hard, "since": a.hard_since,
                  "notified": a.notified, "flapping": a.flapping}
                 for sid, a in sorted(states.items()) if a.hard != "up" or a.flapping]
-    outbox = [{k: r[k] for k in ("id", "status", "created_ts", "sent_ts", "attempts", "last_error", "message_id",
-                                 "subject")} | {"to": r["recipient"], "kinds": r["kinds"].split(",")} for r in box]
+    outbox = [{k: r[k] for k in ("id", "status", "created_ts", "sent_ts", "attempts", "last_error", "next_try_ts",
+                                 "message_id", "subject")} | {"to": r["recipient"], "kinds": r["kinds"].split(",")}
+              for r in box]
     if as_json:
         sys.stdout.write(json.dumps({"guard": guard, "problems": problems, "outbox": outbox}, ensure_ascii=False,
                                     indent=1) + "\n")
@@ -238,6 +239,26 @@ def alerts(ctx: click.Context, as_json: bool) -> None:
               f"{sum(o['status'] == 'failed' for o in outbox)} failed")
     for o in outbox[-20:]:
         con.print(f"  #{o['id']:<5} {o['status']:<8} {o['to']:<32} {escape(o['subject'])}")
+    _print_mail_trouble(con, outbox)
+
+
+def _print_mail_trouble(con, outbox: list[dict]) -> None:
+    """Mail that could not be sent (with why), and mail waiting for a retry (with when)."""
+    now = time.time()
+    failed = [o for o in outbox if o["status"] == "failed"]
+    retrying = [o for o in outbox if o["status"] == "queued" and o["attempts"]]
+    if failed:
+        con.print(f"[bold red]Could not be sent: {len(failed)}[/]")
+        for o in failed[-20:]:
+            con.print(f"  #{o['id']:<5} {o['to']:<32} attempts={o['attempts']} "
+                      f"last error: {escape(o['last_error'] or '–')}", soft_wrap=True)
+    if retrying:
+        con.print(f"Waiting for a retry: {len(retrying)}")
+        for o in retrying[-20:]:
+            nxt = o["next_try_ts"]
+            when = "now" if nxt is None or nxt <= now else f"in {_age(now, nxt)}"
+            con.print(f"  #{o['id']:<5} {o['to']:<32} attempts={o['attempts']} next try {when} "
+                      f"last error: {escape(o['last_error'] or '–')}", soft_wrap=True)
 
 
 @cli.command("test-email")
@@ -306,7 +327,7 @@ def _print_snmp_summary(con, result) -> None:
     counts = Counter(v.status for v in result.snmp.values())
     if not counts or set(counts) == {"disabled"}:
         return
-    order = ("ok", "timeout", "auth_error", "error", "not_due", "disabled")
+    order = ("ok", "timeout", "auth_error", "error", "not_due", "not_polled", "disabled")
     con.print("SNMP: " + ", ".join(f"{counts[k]} {k.replace('_', ' ')}" for k in order if counts.get(k)))
     failed = [(sid, v) for sid, v in result.snmp.items() if v.status in ("timeout", "auth_error", "error")]
     if failed:
@@ -595,7 +616,7 @@ def _print_status(inv: Inventory, states, devices, last, spool=None) -> None:
         con.print(line)
     table = Table(pad_edge=False, box=None, header_style="bold")
     # Fixed widths so every column survives an 80-column terminal or a pipe.
-    fixed = {"status": 13, "id": 18, "since": 5, "loss%": 5, "rtt ms": 6, "device": 9}
+    fixed = {"status": 13, "id": 18, "since": 5, "loss%": 5, "rtt ms": 6, "device": 12}
     name_w = max(12, con.width - sum(fixed.values()) - 2 * len(fixed))
     table.add_column("status", no_wrap=True, width=fixed["status"])
     table.add_column("id", no_wrap=True, overflow="ellipsis", width=fixed["id"])
@@ -609,6 +630,10 @@ def _print_status(inv: Inventory, states, devices, last, spool=None) -> None:
         dev = devices.get(site.id)
         if dev is None:
             return "–"
+        if dev.status == "timeout" and dev.fail_since is not None:
+            # "no SNMP answer since ...", narrow: the time today, else the day
+            fmt = "%H:%M" if now - dev.fail_since < 86400 else "%d/%m"
+            return f"[red]silent {time.strftime(fmt, time.localtime(dev.fail_since))}[/]"
         if dev.status != "ok":
             return f"[red]{dev.status}[/]"
         return _fmt_uptime(dev.uptime_s)

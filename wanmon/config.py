@@ -49,6 +49,9 @@ class IcmpSettings(_Strict):
     rate_pps: float = Field(1000.0, gt=0)
     payload_bytes: int = Field(56, ge=16, le=1400)
     mode: Literal["auto", "raw", "unprivileged"] = "auto"
+    # Whole-lookup deadline for a site's host name; past it the site uses its last good
+    # address (wanmon.dns), or is down with "DNS timeout". Literal addresses never wait.
+    dns_timeout_ms: float = Field(1000.0, gt=0, le=60000)
 
 
 class Thresholds(_Strict):
@@ -94,6 +97,8 @@ class SnmpSettings(_Strict):
     retries: int = Field(1, ge=0, le=10)
     interval_s: float = Field(300.0, ge=0)
     max_concurrency: int = Field(256, gt=0, le=4096)
+    budget_s: float = Field(30.0, gt=0)  # one whole poll at most; agents not reached come first next time
+    max_backoff_s: float = Field(3600.0, ge=0)  # an agent that keeps timing out is polled at most this rarely
     community_env: str | None = None
     community_file: str | None = None
     user: str | None = None
@@ -157,7 +162,9 @@ class SmtpSettings(_Strict):
     user_env: str | None = None
     password_env: str | None = None
     password_file: str | None = None
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0)  # deadline of connect+greeting+EHLO+TLS+AUTH, and of each message
+    max_attempts: int = Field(8, ge=1)  # a mail still not accepted after this many attempts is 'failed'
+    retry_s: float = Field(60.0, gt=0)  # wait after a failed attempt: doubles each time, at most 1 h
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 

@@ -1,37 +1,95 @@
-"""One poll cycle: the single code path behind `wanmon check` (and, later, the daemon)."""
+"""One cycle, the single code path behind `wanmon check` (cron) and `wanmon run` (daemon).
+
+A cycle has a critical path and tails. The critical path is what the people
+reading the page and the mail depend on, and it never waits on a peer we do not
+control:
+
+    sweep (names resolve alongside, under their own deadline)
+      -> record -> evaluate alerts (mail queued in the same transaction)
+      -> write the page -> release the cycle lock (`<store>.lock`)
+
+The tails come after, each under its own lock and budget, so a slow peer never
+holds the next cycle back (a cron run started meanwhile records its own cycle):
+
+* SNMP (`run_snmp`, lock `<store>.snmp.lock`): the due agents of the sites
+  that answered ICMP, within `[snmp] budget_s`; agents that keep timing out
+  back off; the page is written again with what came back. Reboots it sees
+  reach the alerts of the next cycle.
+* publishing (`publish`, lock `<store>.publish.lock`, never two at once): the
+  InfluxDB drain within `drain_budget_s` and mail delivery within its budget,
+  every network operation under a deadline enforced while it runs
+  (wanmon/deadline.py).
+
+`now` (wall clock) and the peers (`Peers`: ICMP, SNMP, InfluxDB, SMTP) are
+parameters, so cycle, alert and scheduling logic is tested without sleeping.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from wanmon.config import Config, Site
-from wanmon.devices import DeviceState, derive
-from wanmon.errors import WanmonError
-from wanmon.inventory import Inventory
-from wanmon.lineproto import cycle_points
-from wanmon.sink import drain
-from wanmon.probes import icmp, snmp
-from wanmon.status import icmp_status, with_parents
 from wanmon.alerts.engine import evaluate
 from wanmon.alerts.mail import compose
 from wanmon.alerts.maintenance import sites_in_maintenance
-from wanmon.mailer import deliver
-from wanmon.store import AlertUpdate, CycleLock, Observation, SnmpOutcome, Store
+from wanmon.config import Config, Site
+from wanmon.devices import DeviceState, derive
+from wanmon.errors import StoreBusyError, WanmonError
+from wanmon.inventory import Inventory
+from wanmon.lineproto import agent_point, cycle_points, snmp_points
+from wanmon.probes import icmp, snmp
+from wanmon.status import icmp_status, with_parents
+from wanmon.store import REACHABLE, AlertUpdate, CycleLock, Observation, PublishLock, SnmpLock, SnmpOutcome, Store
 
 logger = logging.getLogger(__name__)
+
+Now = Callable[[], float]
+
+
+def _drain(store, spec, budget_s):
+    from wanmon.sink import drain
+
+    return drain(store, spec, budget_s)
+
+
+def _deliver(store, spec, budget_s):
+    from wanmon.mailer import deliver
+
+    return deliver(store, spec, budget_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Peers:
+    """The network behind small interfaces (tests pass fakes; the defaults are the real ones).
+
+    icmp(addresses, spec, progress, dns_cache) -> [IcmpResult]      async
+    snmp(targets, max_concurrency, budget_s) -> [SnmpResult | None]   async
+    drain(store, influx_spec, budget_s) -> report             blocking, deadline-bound
+    deliver(store, smtp_spec, budget_s) -> report             blocking, deadline-bound
+    """
+
+    icmp: Callable = icmp.probe
+    snmp: Callable = snmp.probe
+    drain: Callable = _drain
+    deliver: Callable = _deliver
+
+
+REAL = Peers()
+MAIL_BUDGET_S = 30.0  # one delivery run at most
 
 
 @dataclass(frozen=True, slots=True)
 class SnmpView:
     """A site's SNMP figures as `check --json` shows them."""
 
-    status: str  # ok | timeout | auth_error | error (polled now) | not_due | disabled
+    status: str  # ok | timeout | auth_error | error (polled now) | not_due | not_polled | disabled
     reason: str | None = None
-    device: DeviceState | None = None  # this poll's outcome, or the last one for not_due
+    device: DeviceState | None = None  # this poll's outcome, or the last one
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +102,10 @@ class CycleResult:
     snmp: dict[str, SnmpView] = field(default_factory=dict)
     mails: tuple = ()  # alert mails composed this cycle (alerts.mail.Mail)
     alerts_ms: float = 0.0  # time spent evaluating alerts and composing mail
+    page_ts: float | None = None  # when the page was written (wall clock)
 
+
+# -- pure parts ---------------------------------------------------------------
 
 def observe(cfg: Config, inv: Inventory, results: list[icmp.IcmpResult], ts: float) -> list[Observation]:
     """Results -> per-site observations with their status (pure)."""
@@ -65,74 +126,206 @@ def observe(cfg: Config, inv: Inventory, results: list[icmp.IcmpResult], ts: flo
     return out
 
 
-def snmp_due(cfg: Config, devices: dict[str, DeviceState], now: float) -> list[Site]:
-    """Sites whose SNMP poll is due: never polled, or last polled >= interval_s ago.
+def backoff_s(dev: DeviceState | None, interval_s: float, max_backoff_s: float) -> float:
+    """How long after its last poll an agent is due again (pure).
 
-    A little slack (5% of the interval, at most 15 s) keeps a cron job that runs
-    every minute with interval_s = 300 on every fifth run despite start jitter.
-    """
-    due = []
+    The interval, until an agent keeps timing out: from the second timeout in a
+    row the wait doubles (2x, 4x ... the interval, at least 60 s) up to
+    max_backoff_s (an hour). A timeout is what costs the poll time; an auth error
+    or a refusal answers at once and keeps the interval."""
+    if dev is None or dev.status != "timeout" or dev.fail_streak < 2:
+        return interval_s
+    base = max(interval_s, 60.0)
+    return max(interval_s, min(base * 2 ** (dev.fail_streak - 1), max_backoff_s))
+
+
+def snmp_due(cfg: Config, devices: dict[str, DeviceState], now: float, reachable: set[str] | None = None,
+             force: bool = False) -> list[Site]:
+    """Sites to poll now, the longest-waiting first (pure).
+
+    Due = never polled, or backoff_s() has passed since the last poll. A little
+    slack (5% of the interval, at most 15 s) keeps a cron job that runs every
+    minute with interval_s = 300 on every fifth run despite start jitter.
+    When the wall clock went back past a last poll (a clock step), that agent is
+    due now rather than frozen until the clock catches up.
+    reachable: only these sites (they answered ICMP); force: every enabled site,
+    backed off or not (`inventory --refresh`)."""
+    due: list[tuple[float, Site]] = []
     for s in cfg.sites:
         spec = cfg.snmp_specs.get(s.id)
-        if spec is None:
+        if spec is None or (reachable is not None and s.id not in reachable):
             continue
         last = devices.get(s.id)
+        if force or last is None:
+            due.append((float("-inf") if last is None else last.last_poll_ts, s))
+            continue
+        wait = backoff_s(last, spec.interval_s, cfg.snmp.max_backoff_s)
         slack = min(15.0, 0.05 * spec.interval_s)
-        if last is None or now - last.last_poll_ts >= spec.interval_s - slack:
-            due.append(s)
-    return due
+        clock_went_back = last.last_poll_ts > now + slack
+        if clock_went_back or now - last.last_poll_ts >= wait - slack:
+            due.append((last.last_poll_ts, s))
+    due.sort(key=lambda t: t[0])
+    return [s for _, s in due]
 
 
 def snmp_outcomes(cfg: Config, devices: dict[str, DeviceState], prev_ifs: dict, polled: list[Site],
-                  results: list[snmp.SnmpResult]) -> tuple[list[SnmpOutcome], dict[str, SnmpView]]:
-    """Poll results -> what the store records and what the CLI shows (rates, reboots, events)."""
+                  results: list[snmp.SnmpResult | None]) -> tuple[list[SnmpOutcome], dict[str, SnmpView]]:
+    """Poll results -> what the store records and what the CLI shows (rates, reboots, events).
+    A None result (not reached within the budget) records nothing."""
     outcomes, views = [], {}
     for site, res in zip(polled, results):
+        if res is None:
+            views[site.id] = SnmpView("not_polled", "the poll's budget ran out first", devices.get(site.id))
+            continue
         spec = cfg.snmp_specs[site.id]
         dev, ifs, events = derive(site.id, devices.get(site.id), prev_ifs.get(site.id, {}), res, spec.uplink)
         outcomes.append(SnmpOutcome(dev, ifs, events))
         views[site.id] = SnmpView(res.status, res.reason, dev)
         if not res.ok:
-            logger.info("snmp site=%s status=%s reason=%s", site.id, res.status, res.reason)
+            logger.info("snmp site=%s status=%s reason=%s streak=%d", site.id, res.status, res.reason, dev.fail_streak)
         for e in events:
             logger.info("event site=%s kind=%s detail=%s", e.site_id, e.kind, e.detail)
     return outcomes, views
 
 
-def _targets(cfg: Config, sites: list[Site]) -> list[snmp.SnmpTarget]:
-    return [snmp.SnmpTarget(s.address.strip("[]"), cfg.snmp_specs[s.id]) for s in sites]
+def last_views(cfg: Config, devices: dict[str, DeviceState]) -> dict[str, SnmpView]:
+    """Each site's SNMP as last recorded (not polled by this run)."""
+    out = {}
+    for s in cfg.sites:
+        dev = devices.get(s.id)
+        if s.id not in cfg.snmp_specs:
+            out[s.id] = SnmpView("disabled")
+        elif dev is not None and dev.status == "timeout" and dev.fail_since is not None:
+            out[s.id] = SnmpView("not_due", f"no SNMP answer since {time.strftime('%Y-%m-%d %H:%M', time.localtime(dev.fail_since))}"
+                                            f" ({dev.fail_streak} polls in a row); polled again later", dev)
+        else:
+            out[s.id] = SnmpView("not_due", None, dev)
+    return out
 
 
-def refresh_snmp(cfg: Config) -> dict[str, SnmpView]:
-    """Poll SNMP at every enabled site now, whatever interval_s says, and record it
-    (`wanmon inventory --refresh`: discover the equipment right after editing sites.toml)."""
-    sites = [s for s in cfg.sites if s.id in cfg.snmp_specs]
-    with CycleLock(cfg.store_path):
-        store = Store.open(cfg.store_path)
+# -- threads that never hold the process --------------------------------------
+
+async def in_thread(fn: Callable, *args):
+    """Run blocking fn(*args) in a daemon thread and await it.
+
+    Unlike asyncio.to_thread (the default executor, joined at exit), a daemon
+    thread never keeps `wanmon run` from exiting at grace_s on SIGTERM."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    def settle(result, exc) -> None:
+        if not fut.done():
+            fut.set_exception(exc) if exc is not None else fut.set_result(result)
+
+    def work() -> None:
         try:
-            devices = store.devices()
-            prev_ifs = store.interfaces()
-            results = asyncio.run(snmp.probe(_targets(cfg, sites), cfg.snmp.max_concurrency))
-            outcomes, views = snmp_outcomes(cfg, devices, prev_ifs, sites, results)
-            store.record_snmp(outcomes)
+            result, exc = fn(*args), None
+        except BaseException as e:  # handed to the awaiting task
+            result, exc = None, e
+        try:
+            loop.call_soon_threadsafe(settle, result, exc)
+        except RuntimeError:
+            pass  # the loop is gone (the daemon stopped): nobody waits for this any more
+
+    threading.Thread(target=work, name=getattr(fn, "__name__", "work"), daemon=True).start()
+    return await fut
+
+
+# -- the critical path --------------------------------------------------------
+
+def run_check(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool = False, *, now: Now = time.time,
+              peers: Peers = REAL, snmp_tail: bool = True, publish_tail: bool = True) -> CycleResult:
+    """`wanmon check`: the critical path, then the SNMP tail, then publishing (outside the cycle lock).
+    Raises WanmonError subclasses for the operator."""
+
+    async def main() -> CycleResult:
+        res = await run_cycle(cfg, progress, dry_run, now=now, peers=peers)
+        # The tails run side by side (SNMP in the loop, publishing in a thread): a check
+        # lasts about the longest budget, not their sum. Points the SNMP tail spools go
+        # with the next drain.
+        sending = asyncio.ensure_future(in_thread(publish, cfg, peers, dry_run)) if publish_tail else None
+        try:
+            if snmp_tail:
+                views = await run_snmp(cfg, now=now, peers=peers, ips=res.ip_by_site)
+                if views is not None:
+                    res = _with_snmp(res, views)
+        finally:
+            if sending is not None:
+                await sending
+        return res
+
+    return asyncio.run(main())
+
+
+def _with_snmp(res: CycleResult, views: dict[str, SnmpView]) -> CycleResult:
+    from dataclasses import replace
+
+    return replace(res, snmp={**res.snmp, **views})
+
+
+async def run_cycle(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool = False, *,
+                    now: Now = time.time, peers: Peers = REAL) -> CycleResult:
+    """The critical path, inside a running event loop: sweep, record, alerts, page; then the
+    cycle lock is released. No peer is waited on here (see the module docstring)."""
+    if peers.icmp is icmp.probe:  # fail on a missing ICMP permission before anything is written
+        icmp.open_sockets(cfg.icmp.mode, {socket.AF_INET}).popitem()[1].close()
+    inv = Inventory.from_config(cfg)
+    with CycleLock(cfg.store_path):
+        store = await in_thread(Store.open, cfg.store_path, True)
+        try:
+            started = now()
+            results = await _sweep(cfg, store, progress, peers)
+            finished = now()
+            result = await in_thread(_record, cfg, inv, store, started, finished, results, dry_run, now)
         finally:
             store.close()
-    return views
+    logger.info("cycle id=%d sites=%d duration_ms=%.0f page_after_ms=%.0f", result.cycle_id,
+                len(result.observations), (finished - started) * 1000, ((result.page_ts or finished) - started) * 1000)
+    return result
 
 
-async def _probe_all(cfg: Config, polled: list[Site], progress):
-    return await asyncio.gather(
-        icmp.probe([s.address for s in cfg.sites], cfg.icmp, progress),
-        snmp.probe(_targets(cfg, polled), cfg.snmp.max_concurrency),
-    )
+async def _sweep(cfg: Config, store: Store, progress, peers: Peers) -> list[icmp.IcmpResult]:
+    """The sweep; host names resolve alongside it, a silent DNS falls back to the last good address."""
+    return await peers.icmp([s.address for s in cfg.sites], cfg.icmp, progress, dns_cache=store.dns_cache())
 
 
-def _write_page(cfg: Config, store: Store) -> None:
-    """Render the status page from what was just recorded; the cycle stays recorded if this fails."""
-    from wanmon.page import write_page
+def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished: float, icmp_results,
+            dry_run: bool, now: Now) -> CycleResult:
+    obs = observe(cfg, inv, icmp_results, started)
+    points, limits = (), None
+    if cfg.influx is not None:
+        points = cycle_points(obs, (), _agent_fields(store, started, finished, obs), socket.gethostname(), started,
+                              v1=cfg.influx.settings.api == "v1")
+        limits = _spool_limits(cfg)
+    t_alerts = time.perf_counter()
+    alert_update = _alerts(cfg, store, obs, finished, dry_run)
+    alerts_ms = (time.perf_counter() - t_alerts) * 1000
+    cycle_id = store.record_cycle(started, finished, obs, (), points, limits, alert_update)
+    _remember_addresses(cfg, store, icmp_results, finished)
+    store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
+    write_page(cfg, store)
+    page_ts = now()
+    return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)},
+                       last_views(cfg, store.devices()), tuple(alert_update.mails) if alert_update else (), alerts_ms,
+                       page_ts)
+
+
+def _remember_addresses(cfg: Config, store: Store, results, now: float) -> None:
+    """Host names that resolved this cycle: their last good address (used when DNS is silent)."""
+    store.dns_cache_update(icmp.dns_updates(results), now)
+
+
+def _spool_limits(cfg: Config) -> tuple[int, float]:
+    st = cfg.influx.settings
+    return st.spool_max_points, st.spool_max_age_h * 3600
+
+
+def write_page(cfg: Config, store: Store) -> None:
+    """Render the status page from what is recorded; the cycle stays recorded if this fails."""
+    from wanmon.page import write_page as _write
 
     try:
-        write_page(cfg, store)
+        _write(cfg, store)
     except OSError as exc:
         raise PageError(f"the cycle was recorded, but the status page could not be written: {exc} "
                         "(check [page] out_dir and its permissions)") from None
@@ -142,7 +335,7 @@ class PageError(WanmonError):
     pass
 
 
-def _agent_fields(store: Store, started: float, finished: float, obs, outcomes) -> dict[str, object]:
+def _agent_fields(store: Store, started: float, finished: float, obs) -> dict[str, object]:
     """The agent's own metrics for this cycle (wanmon_agent)."""
     from collections import Counter
 
@@ -151,77 +344,17 @@ def _agent_fields(store: Store, started: float, finished: float, obs, outcomes) 
     return {
         "cycle_ms": (finished - started) * 1000.0, "sites": len(obs),
         **{k: counts.get(k, 0) for k in ("up", "degraded", "down", "unreachable", "unknown")},
-        "snmp_polled": len(outcomes), "snmp_failed": sum(o.device.status != "ok" for o in outcomes),
         "spool_points": int(spool["points"]), "spool_dropped": int(spool["dropped"]),
     }
 
 
-def run_check(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool = False) -> CycleResult:
-    """Run one cycle and record it (`wanmon check`). Raises WanmonError subclasses for the operator."""
-    return asyncio.run(run_cycle(cfg, progress, dry_run))
-
-
-async def run_cycle(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool = False) -> CycleResult:
-    """One cycle inside a running event loop (the daemon calls this directly).
-
-    Probing is async; the store, the sink, the mailer and the page are blocking
-    I/O and run in a worker thread so the loop (signals, the scheduler) stays live.
-    """
-    # Fail on a missing ICMP permission before anything is written.
-    icmp.open_sockets(cfg.icmp.mode, {socket.AF_INET}).popitem()[1].close()
-    inv = Inventory.from_config(cfg)
-    with CycleLock(cfg.store_path):
-        store = await asyncio.to_thread(Store.open, cfg.store_path, True)
-        try:
-            started = time.time()
-            devices = store.devices()
-            polled = snmp_due(cfg, devices, started)
-            prev_ifs = store.interfaces() if polled else {}
-            icmp_results, snmp_results = await _probe_all(cfg, polled, progress)
-            finished = time.time()
-            result = await asyncio.to_thread(_record_and_publish, cfg, inv, store, started, finished, devices, prev_ifs,
-                                             polled, icmp_results, snmp_results, dry_run)
-        finally:
-            store.close()
-    logger.info("cycle id=%d sites=%d snmp_polled=%d duration_ms=%.0f", result.cycle_id, len(result.observations),
-                len(polled), (finished - started) * 1000)
-    return result
-
-
-def _record_and_publish(cfg: Config, inv: Inventory, store: Store, started: float, finished: float, devices, prev_ifs,
-                        polled, icmp_results, snmp_results, dry_run: bool) -> CycleResult:
-    obs = observe(cfg, inv, icmp_results, started)
-    outcomes, views = snmp_outcomes(cfg, devices, prev_ifs, polled, snmp_results)
-    for s in cfg.sites:
-        if s.id not in views:
-            views[s.id] = SnmpView("not_due", None, devices.get(s.id)) if s.id in cfg.snmp_specs \
-                else SnmpView("disabled")
-    points, limits = (), None
-    if cfg.influx is not None:
-        points = cycle_points(obs, outcomes, _agent_fields(store, started, finished, obs, outcomes),
-                              socket.gethostname(), started, v1=cfg.influx.settings.api == "v1")
-        st = cfg.influx.settings
-        limits = (st.spool_max_points, st.spool_max_age_h * 3600)
-    t_alerts = time.perf_counter()
-    alert_update = _alerts(cfg, store, obs, outcomes, finished, dry_run)
-    alerts_ms = (time.perf_counter() - t_alerts) * 1000
-    cycle_id = store.record_cycle(started, finished, obs, outcomes, points, limits, alert_update)
-    store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
-    if cfg.influx is not None:
-        drain(store, cfg.influx, cfg.influx.settings.drain_budget_s)
-    if cfg.smtp is not None and not dry_run:
-        deliver(store, cfg.smtp)
-    _write_page(cfg, store)
-    return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)},
-                       views, tuple(alert_update.mails) if alert_update else (), alerts_ms)
-
-
-def _alerts(cfg: Config, store: Store, obs, outcomes, now: float, dry_run: bool) -> AlertUpdate | None:
-    """Evaluate the alert state machines for this cycle; compose the mails (queued with the cycle)."""
+def _alerts(cfg: Config, store: Store, obs, now: float, dry_run: bool) -> AlertUpdate | None:
+    """Evaluate the alert state machines for this cycle; compose the mails (queued with the cycle).
+    Reboots are the SNMP events recorded since the last evaluation (by the SNMP job or tail)."""
     if not cfg.alerts.enabled:
         return None
     states, guard = store.alert_states()
-    reboots = [(e.site_id, e.detail) for o in outcomes for e in o.events if e.kind == "reboot"]
+    reboots, events_seen = store.reboots_after()
     new_states, notes, guard = evaluate(
         states, {o.site_id: o.status for o in obs}, now, cfg.alerts, {s.id: s.parent for s in cfg.sites},
         sites_in_maintenance(cfg, now), reboots, guard)
@@ -232,4 +365,116 @@ def _alerts(cfg: Config, store: Store, obs, outcomes, now: float, dry_run: bool)
     if mails and cfg.smtp is None and not dry_run:
         logger.warning("%d alert mail(s) not sent: no [smtp] table in %s (they are listed by `wanmon alerts`)",
                        len(mails), cfg.path)
-    return AlertUpdate(new_states, guard, mails, status)
+    return AlertUpdate(new_states, guard, mails, status, events_seen)
+
+
+# -- SNMP, off the critical path ----------------------------------------------
+
+def _targets(sites: list[Site], cfg: Config, ips: dict[str, str | None] | None) -> list[snmp.SnmpTarget]:
+    """Poll the address ICMP resolved this cycle when there is one (no second DNS lookup)."""
+    ips = ips or {}
+    return [snmp.SnmpTarget(ips.get(s.id) or s.address.strip("[]"), cfg.snmp_specs[s.id]) for s in sites]
+
+
+async def run_snmp(cfg: Config, *, now: Now = time.time, peers: Peers = REAL, force: bool = False,
+                   ips: dict[str, str | None] | None = None, page: bool = True) -> dict[str, SnmpView] | None:
+    """Poll the due SNMP agents of the sites that answered ICMP in the last cycle (all enabled
+    sites with force), within [snmp] budget_s; record outcomes and their points, write the page.
+    None when another SNMP poll holds the lock (this one is skipped)."""
+    if not cfg.snmp_specs:
+        return {}
+    try:
+        lock = SnmpLock(cfg.store_path).__enter__()
+    except StoreBusyError as exc:
+        logger.info("snmp skipped: %s", exc)
+        return None
+    try:
+        store = await in_thread(Store.open, cfg.store_path, True)
+        try:
+            devices = store.devices()
+            reachable = None if force else {st.site_id for st in store.states() if st.status in REACHABLE}
+            t = now()
+            polled = snmp_due(cfg, devices, t, reachable, force)
+            views = last_views(cfg, devices)
+            for sid in set(cfg.snmp_specs) - (reachable if reachable is not None else set(cfg.snmp_specs)):
+                views[sid] = SnmpView("not_polled", "no ICMP reply: SNMP is not polled this cycle", devices.get(sid))
+            if not polled:
+                return views
+            prev_ifs = store.interfaces()
+            t0 = time.monotonic()
+            results = await peers.snmp(_targets(polled, cfg, ips), cfg.snmp.max_concurrency, cfg.snmp.budget_s)
+            outcomes, polled_views = snmp_outcomes(cfg, devices, prev_ifs, polled, results)
+            views.update(polled_views)
+            await in_thread(_record_snmp, cfg, store, outcomes, now(), time.monotonic() - t0, page)
+            logger.info("snmp polled=%d answered=%d failed=%d not_reached=%d took=%.2fs", len(polled),
+                        sum(o.device.status == "ok" for o in outcomes), sum(o.device.status != "ok" for o in outcomes),
+                        sum(r is None for r in results), time.monotonic() - t0)
+            return views
+        finally:
+            store.close()
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _record_snmp(cfg: Config, store: Store, outcomes: list[SnmpOutcome], ts: float, took_s: float,
+                 page: bool) -> None:
+    points, limits = (), None
+    if cfg.influx is not None and outcomes:
+        v1 = cfg.influx.settings.api == "v1"
+        tags = {s.id: {"site_id": s.id, "site_name": s.name, "level": s.level, "district": s.district,
+                       "address": s.address} for s in cfg.sites}
+        points = snmp_points(outcomes, tags, v1)
+        agent = agent_point(socket.gethostname(), {
+            "snmp_polled": len(outcomes), "snmp_failed": sum(o.device.status != "ok" for o in outcomes),
+            "snmp_ms": took_s * 1000.0}, ts, v1)
+        points = [*points, agent] if agent else points
+        limits = _spool_limits(cfg)
+    store.record_snmp(outcomes, points, ts, limits)
+    if page and outcomes:
+        write_page(cfg, store)
+
+
+def refresh_snmp(cfg: Config, now: Now = time.time, peers: Peers = REAL) -> dict[str, SnmpView]:
+    """`wanmon inventory --refresh`: poll every enabled site now, backed off or not, and record it
+    through the same path as the SNMP job (events reach the next cycle's alerts, points the spool)."""
+    views = asyncio.run(run_snmp(cfg, now=now, peers=peers, force=True, page=False))
+    if views is None:
+        raise StoreBusyError("another wanmon SNMP poll is running on this store: try again in a moment")
+    return views
+
+
+# -- publishing, off the critical path ----------------------------------------
+
+@dataclass
+class PublishReport:
+    drained: object = None  # sink.DrainReport
+    delivered: object = None  # mailer.DeliveryReport
+    skipped: str | None = None  # why nothing was published
+
+
+def publish(cfg: Config, peers: Peers = REAL, dry_run: bool = False) -> PublishReport:
+    """Send the spool to InfluxDB and the queued mail, each within its budget, with a deadline
+    on every network operation. Never two at once: a publisher already running (another
+    `check`, the daemon) sends what this one would have; this one returns at once."""
+    rep = PublishReport()
+    wants_mail = cfg.smtp is not None and not dry_run
+    if cfg.influx is None and not wants_mail:
+        return rep
+    try:
+        lock = PublishLock(cfg.store_path).__enter__()
+    except StoreBusyError as exc:
+        logger.info("publish skipped: %s", exc)
+        rep.skipped = str(exc)
+        return rep
+    try:
+        store = Store.open(cfg.store_path, any_thread=True)
+        try:
+            if cfg.influx is not None:
+                rep.drained = peers.drain(store, cfg.influx, cfg.influx.settings.drain_budget_s)
+            if wants_mail:
+                rep.delivered = peers.deliver(store, cfg.smtp, MAIL_BUDGET_S)
+        finally:
+            store.close()
+    finally:
+        lock.__exit__(None, None, None)
+    return rep

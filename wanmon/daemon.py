@@ -1,12 +1,25 @@
-"""`wanmon run`: the same cycle as `wanmon check`, on a schedule (APScheduler AsyncIOScheduler).
+"""`wanmon run`: the cycle of `wanmon check` on a schedule (APScheduler AsyncIOScheduler).
 
-* a cycle at start, then every [schedule] icmp_interval_s; one at a time
-  (max_instances=1, coalesce): an overrun is logged with its duration, never
-  stacked;
-* SNMP polls, the InfluxDB drain, alert mail and the page are parts of the
-  cycle (each with its own cadence rules), retention runs with every cycle;
-* SIGTERM / SIGINT: let the running cycle finish within grace_s, then exit 0;
-* SIGHUP: reload sites.toml if it validates; else log why and keep the old one.
+Three jobs, none waiting on another:
+
+* the cycle (the critical path: sweep, record, alerts, page) at start, then every
+  [schedule] icmp_interval_s; one at a time (max_instances=1, coalesce). A cycle
+  still running well past its interval (stuck: a disk, a lock) is cancelled and
+  logged, so it never blocks the ones after it;
+* SNMP, its own job on the same cadence: the agents that are due ([snmp]
+  interval_s, back-off for agents that keep timing out) at the sites that
+  answered ICMP, within [snmp] budget_s;
+* publishing (InfluxDB drain, mail) after each cycle, in a thread, never two at
+  once; every network operation there has a deadline (wanmon/deadline.py).
+
+SIGTERM / SIGINT: publishing and SNMP are stopped at once (points stay spooled,
+mail stays queued, unpolled agents are polled next time); the running cycle may
+finish within grace_s, else it is abandoned; exit 0 within grace_s whatever is in
+flight. SIGHUP: reload sites.toml if it validates; else log why and keep the old one.
+
+Wall-clock steps: the scheduler plans in wall time, so when the clock steps
+(NTP after a long drift, an operator's `date -s`) the jobs are re-planned from
+now instead of waiting for the clock to catch up.
 """
 
 from __future__ import annotations
@@ -14,13 +27,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import signal
 import time
+from datetime import datetime
 
 from wanmon.config import Config, load
 from wanmon.errors import ConfigError, StoreBusyError, WanmonError
 
 logger = logging.getLogger(__name__)
+
+CLOCK_STEP_S = 30.0  # a wall-clock jump larger than this (against the monotonic clock) re-plans the jobs
 
 
 def _release_memory() -> None:
@@ -48,34 +65,62 @@ def _malloc_trim():
         return None
 
 
-class Daemon:
-    def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.stopping = asyncio.Event()
-        self.running: asyncio.Task | None = None
-        self.cycles = 0
+def stuck_after_s(cfg: Config) -> float:
+    """When a running cycle counts as stuck: its interval, but never before its own sweep
+    could have ended (count x interval_ms + timeout_ms + DNS) plus a minute for the store
+    and the page."""
+    ic = cfg.icmp
+    sweep = (ic.count * ic.interval_ms + ic.timeout_ms + getattr(ic, "dns_timeout_ms", 0)) / 1000.0
+    return max(cfg.schedule.icmp_interval_s, sweep + 60.0)
 
+
+class Daemon:
+    def __init__(self, cfg: Config, now=time.time, peers=None):
+        from wanmon.cycle import REAL
+
+        self.cfg = cfg
+        self.now = now
+        self.peers = peers or REAL
+        self.stopping = asyncio.Event()
+        self.running: asyncio.Task | None = None  # the cycle in flight
+        self.snmp_task: asyncio.Task | None = None
+        self.publishing: asyncio.Future | None = None
+        self.cycles = 0
+        self.cancelled = 0
+        self.last_ips: dict[str, str | None] = {}  # what the last sweep resolved: SNMP polls these
+        self.sched = None
+
+    # -- jobs ----------------------------------------------------------------
     async def cycle(self) -> None:
-        """The scheduled job: one cycle, guarded so a failure never kills the daemon."""
+        """The scheduled cycle, guarded so a failure never kills the daemon."""
         from wanmon.cycle import run_cycle
 
         if self.stopping.is_set():
             return
         t0 = time.monotonic()
         cfg = self.cfg
+        limit = stuck_after_s(cfg)
         self.running = asyncio.current_task()
         try:
-            res = await run_cycle(cfg)
+            async with asyncio.timeout(limit):
+                res = await run_cycle(cfg, now=self.now, peers=self.peers)
             self.cycles += 1
+            self.last_ips = res.ip_by_site
             took = time.monotonic() - t0
-            counts = {}
+            counts: dict[str, int] = {}
             for o in res.observations:
                 counts[o.status] = counts.get(o.status, 0) + 1
-            logger.info("cycle id=%d took=%.2fs alerts_ms=%.1f %s", res.cycle_id, took, res.alerts_ms,
+            logger.info("cycle id=%d took=%.2fs page_after=%.2fs alerts_ms=%.1f %s", res.cycle_id, took,
+                        (res.page_ts or res.finished_at) - res.started_at, res.alerts_ms,
                         " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
             if took > cfg.schedule.icmp_interval_s:
                 logger.warning("cycle overran its interval: took %.1f s, interval %.0f s (the next one is not "
                                "stacked: it runs at its next slot)", took, cfg.schedule.icmp_interval_s)
+            self._start_publishing()
+        except TimeoutError:
+            self.cancelled += 1
+            logger.error("cycle stuck: still running after %.0f s (interval %.0f s): cancelled, the next one runs "
+                         "at its slot", limit, cfg.schedule.icmp_interval_s)
         except StoreBusyError as exc:
             logger.warning("cycle skipped: %s", exc)
         except WanmonError as exc:
@@ -86,6 +131,46 @@ class Daemon:
             self.running = None
             _release_memory()
 
+    async def snmp(self) -> None:
+        """The SNMP job: due agents at the sites that answer ICMP, within [snmp] budget_s."""
+        from wanmon.cycle import run_snmp
+
+        if self.stopping.is_set() or not self.cfg.snmp_specs:
+            return
+        self.snmp_task = asyncio.current_task()
+        try:
+            async with asyncio.timeout(self.cfg.snmp.budget_s + 30.0):
+                await run_snmp(self.cfg, now=self.now, peers=self.peers, ips=self.last_ips)
+        except TimeoutError:
+            logger.error("snmp job stuck past its budget (%.0f s): cancelled", self.cfg.snmp.budget_s)
+        except WanmonError as exc:
+            logger.error("snmp job failed: %s", exc)
+        except Exception:
+            logger.exception("snmp job failed with an internal error")
+        finally:
+            self.snmp_task = None
+
+    def _start_publishing(self) -> None:
+        """Publish in a thread after a cycle, unless a publish is still running (never two)."""
+        from wanmon.cycle import in_thread, publish
+
+        cfg = self.cfg
+        if cfg.influx is None and cfg.smtp is None:
+            return
+        if self.publishing is not None and not self.publishing.done():
+            logger.info("publish still running from an earlier cycle: this cycle's points and mail go with it "
+                        "or the next one")
+            return
+
+        async def run() -> None:
+            try:
+                await in_thread(publish, cfg, self.peers)
+            except Exception:
+                logger.exception("publish failed with an internal error")
+
+        self.publishing = asyncio.ensure_future(run())
+
+    # -- signals -------------------------------------------------------------
     def reload(self) -> None:
         path = self.cfg.path
         try:
@@ -97,38 +182,84 @@ class Daemon:
         _release_memory()
         logger.info("SIGHUP: reloaded %s (%d sites)", path, len(new.sites))
 
+    async def _watch_clock(self) -> None:
+        """Re-plan the jobs when the wall clock steps (see the module docstring)."""
+        offset = time.time() - time.monotonic()
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), 2.0)
+            except TimeoutError:
+                pass
+            new = time.time() - time.monotonic()
+            if abs(new - offset) > CLOCK_STEP_S and self.sched is not None:
+                logger.warning("the wall clock stepped by %+.0f s: re-planning the jobs from now", new - offset)
+                for job in self.sched.get_jobs():
+                    job.modify(next_run_time=datetime.now().astimezone())
+            offset = new
+
     async def serve(self) -> int:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
-        from datetime import datetime
 
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # one line per job run is noise
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
-        sched = AsyncIOScheduler()
+        self.sched = sched = AsyncIOScheduler()
         interval = self.cfg.schedule.icmp_interval_s
         _release_memory()  # what loading and validating sites.toml left behind
         # misfire_grace_time: a cycle that could not start on time still runs if it is
         # at most one interval late; coalesce: missed runs collapse into one.
-        sched.add_job(self.cycle, "interval", seconds=interval, next_run_time=datetime.now(),
+        start = datetime.now().astimezone()
+        sched.add_job(self.cycle, "interval", seconds=interval, next_run_time=start,
                       max_instances=1, coalesce=True, misfire_grace_time=max(1, int(interval)), id="cycle")
+        # SNMP a moment after each cycle starts, so it sees that cycle's ICMP answers
+        from datetime import timedelta
+
+        snmp_offset = min(interval / 2, (self.cfg.icmp.count * self.cfg.icmp.interval_ms
+                                         + self.cfg.icmp.timeout_ms) / 1000.0 + 1.0)
+        sched.add_job(self.snmp, "interval", seconds=interval, next_run_time=start + timedelta(seconds=snmp_offset),
+                      max_instances=1, coalesce=True, misfire_grace_time=max(1, int(interval)), id="snmp")
         sched.start()
+        clock = asyncio.ensure_future(self._watch_clock())
         logger.info("daemon started: %d sites, a cycle every %.0f s (pid %d)", len(self.cfg.sites), interval,
-                    __import__("os").getpid())
+                    os.getpid())
         await self.stopping.wait()
-        logger.info("stopping: waiting up to %.0f s for the running cycle", self.cfg.schedule.grace_s)
-        sched.pause()
-        task = self.running
-        if task is not None and not task.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(task), self.cfg.schedule.grace_s)
-            except asyncio.TimeoutError:
-                logger.warning("the running cycle did not finish within grace_s=%.0f: abandoning it",
-                               self.cfg.schedule.grace_s)
-        sched.shutdown(wait=False)
+        await self._stop(sched)
+        clock.cancel()
         logger.info("stopped after %d cycles", self.cycles)
         return 0
+
+    async def _stop(self, sched) -> None:
+        """Exit within grace_s whatever is in flight (see the module docstring)."""
+        from wanmon.deadline import abort_all
+
+        grace = self.cfg.schedule.grace_s
+        t_end = time.monotonic() + grace
+        sched.pause()
+        # Publishing and SNMP stop now: nothing is lost (spool, outbox, next poll).
+        for task in (self.snmp_task,):
+            if task is not None and not task.done():
+                task.cancel()
+        aborted = abort_all()
+        if self.publishing is not None and not self.publishing.done():
+            logger.info("stopping: publishing interrupted (%d network operations aborted; points stay spooled, "
+                        "mail stays queued)", aborted)
+        task = self.running
+        if task is not None and not task.done():
+            logger.info("stopping: waiting up to %.0f s for the running cycle", grace)
+            try:
+                await asyncio.wait_for(asyncio.shield(task), max(0.0, t_end - time.monotonic()))
+            except TimeoutError:
+                logger.warning("the running cycle did not finish within grace_s=%.0f: abandoning it", grace)
+                task.cancel()
+        for fut in (self.publishing, self.snmp_task):
+            if fut is not None and not fut.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), max(0.0, min(1.0, t_end - time.monotonic())))
+                except (TimeoutError, asyncio.CancelledError):
+                    pass
+        sched.shutdown(wait=False)
 
 
 def run(cfg: Config) -> int:

@@ -38,6 +38,8 @@ class DeviceState:
     uplink_out_bps: float | None = None
     uplink_util_in_pct: float | None = None
     uplink_util_out_pct: float | None = None
+    fail_streak: int = 0  # consecutive failed polls (timeouts, errors): the back-off doubles with each
+    fail_since: float | None = None  # time of the first failed poll of the streak ("no SNMP answer since")
 
     @property
     def uptime_s(self) -> float | None:
@@ -127,7 +129,10 @@ def derive(site_id: str, prev: DeviceState | None, prev_ifs: dict[int, IfState],
         # those of the last good poll, so the next one computes a correct rate
         # and a timeout never looks like a reboot.
         base = prev or DeviceState(site_id=site_id, status=res.status, reason=res.reason, last_poll_ts=res.ts)
-        return dataclasses.replace(base, status=res.status, reason=res.reason, last_poll_ts=res.ts), None, []
+        streak = prev.fail_streak if prev else 0
+        since = (prev.fail_since if prev and streak else None) or res.ts
+        return dataclasses.replace(base, status=res.status, reason=res.reason, last_poll_ts=res.ts,
+                                   fail_streak=streak + 1, fail_since=since), None, []
 
     ts = res.ts
     events: list[Event] = []

@@ -65,43 +65,49 @@ def cycle_points(obs: Sequence[Observation], snmp: Sequence[SnmpOutcome], agent:
                  host: str, started: float, v1: bool = False) -> list[str]:
     """Every point of one cycle: ICMP per site, SNMP per polled site and interface, events, the agent."""
     out: list[str | None] = []
-
-    def line(*args):
-        return _line(*args, v1=v1)
-
-    by_site = {o.site_id: o for o in obs}
     for o in obs:
-        out.append(line("wanmon_icmp", site_tags(o), {
+        out.append(_line("wanmon_icmp", site_tags(o), {
             "sent": o.sent, "received": o.received, "loss_pct": float(o.loss_pct),
             "rtt_min_ms": o.rtt_min_ms, "rtt_avg_ms": o.rtt_avg_ms, "rtt_max_ms": o.rtt_max_ms,
             "jitter_ms": o.jitter_ms, "up": int(o.status in ("up", "degraded")), "status": o.status,
             "status_code": STATUS_CODE.get(o.status, 4),
-        }, o.ts))
+        }, o.ts, v1=v1))
+    out.extend(snmp_points(snmp, {o.site_id: site_tags(o) for o in obs}, v1))
+    out.append(agent_point(host, agent, started, v1))
+    return [p for p in out if p is not None]
+
+
+def snmp_points(snmp: Sequence[SnmpOutcome], tags_by_site: dict[str, dict[str, str | None]],
+                v1: bool = False) -> list[str]:
+    """The points of SNMP outcomes (a poll, wherever it ran): device, interfaces, events."""
+    out: list[str | None] = []
     for so in snmp:
         d = so.device
-        o = by_site.get(d.site_id)
-        if o is None:
+        tags = tags_by_site.get(d.site_id)
+        if tags is None:
             continue
-        tags = site_tags(o)
         ok = d.status == "ok"
-        out.append(line("wanmon_snmp", tags, {
+        out.append(_line("wanmon_snmp", tags, {
             "ok": int(ok), "status": d.status,
             "uptime_s": d.uptime_s if ok else None,
             "uplink_in_bps": d.uplink_in_bps if ok else None, "uplink_out_bps": d.uplink_out_bps if ok else None,
             "uplink_util_in_pct": d.uplink_util_in_pct if ok else None,
             "uplink_util_out_pct": d.uplink_util_out_pct if ok else None,
-        }, d.last_poll_ts))
+        }, d.last_poll_ts, v1=v1))
         for i in so.interfaces or ():
-            out.append(line("wanmon_if", {**tags, "ifname": i.label}, {
+            out.append(_line("wanmon_if", {**tags, "ifname": i.label}, {
                 "in_bps": i.in_bps, "out_bps": i.out_bps, "util_in_pct": i.util_in_pct, "util_out_pct": i.util_out_pct,
                 "oper_up": None if i.oper_status is None else int(i.oper_status == "up"),
                 "in_errors": i.in_errors, "out_errors": i.out_errors,
                 "in_discards": i.in_discards, "out_discards": i.out_discards,
-            }, i.sample_ts))
+            }, i.sample_ts, v1=v1))
         for e in so.events:
-            out.append(line("wanmon_event", {**tags, "kind": e.kind}, {"detail": e.detail}, e.ts))
-    out.append(line("wanmon_agent", {"host": host}, agent, started))
+            out.append(_line("wanmon_event", {**tags, "kind": e.kind}, {"detail": e.detail}, e.ts, v1=v1))
     return [p for p in out if p is not None]
+
+
+def agent_point(host: str, fields: dict[str, object], ts: float, v1: bool = False) -> str | None:
+    return _line("wanmon_agent", {"host": host}, fields, ts, v1=v1)
 
 
 line = _line

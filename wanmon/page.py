@@ -48,12 +48,15 @@ TEXT = {
         "since": "từ", "down_since": "Mất kết nối từ", "last_change": "Ở trạng thái này từ",
         "unreachable_because": "Không tới được vì tuyến trên ({parent}) mất kết nối",
         "device_uptime": "Thiết bị chạy", "last_reboot": "khởi động lại", "uplink": "Đường lên",
+        "snmp_silent": "không có phản hồi SNMP từ",
         "incidents": "Sự cố gần đây", "no_incidents": "Không có thay đổi trạng thái nào.",
         "filter": "Lọc theo tên hoặc mã…", "only_problems": "Chỉ hiện điểm có sự cố",
         "gap": "không có dữ liệu", "definition": "Tỷ lệ sẵn sàng = thời gian kết nối được / thời gian có quan sát; "
         "khoảng thời gian không có quan sát (tác tử không chạy) không tính là mất kết nối.",
         "level": "Cấp", "window": "Khoảng", "generated": "Tạo lúc", "assumption": "",
         "when": "Thời điểm", "change": "Thay đổi",
+        "mail_failed": "{n} thư cảnh báo không gửi được (7 ngày qua): xem `wanmon alerts`.",
+        "mail_retrying": "{n} thư cảnh báo đang chờ gửi lại (máy chủ thư chưa nhận).",
     },
     "en": {
         "title": "{province} provincial WAN status",
@@ -70,12 +73,15 @@ TEXT = {
         "since": "since", "down_since": "Down since", "last_change": "In this state since",
         "unreachable_because": "Unreachable because its uplink ({parent}) is down",
         "device_uptime": "Device up", "last_reboot": "rebooted", "uplink": "Uplink",
+        "snmp_silent": "no SNMP answer since",
         "incidents": "Recent incidents", "no_incidents": "No status change recorded.",
         "filter": "Filter by name or id…", "only_problems": "Only sites with problems",
         "gap": "no data", "definition": "Availability = time reachable / time observed; periods with no "
         "observation (agent not running) are gaps, not downtime.",
         "level": "Level", "window": "Window", "generated": "Generated", "assumption": "",
         "when": "When", "change": "Change",
+        "mail_failed": "{n} alert email{s} could not be sent (last 7 days): see `wanmon alerts`.",
+        "mail_retrying": "{n} alert email{s} waiting to be sent again (the mail server has not taken them yet).",
     },
 }
 STATUS_SYMBOL = {"up": "●", "degraded": "▲", "down": "✖", "unreachable": "⊘", "unknown": "?"}
@@ -178,7 +184,13 @@ def snapshot(cfg: Config, store: Store, now: float | None = None) -> dict[str, A
         if dev is not None and dev.last_ok_ts is not None:
             snmp = {"status": dev.status, "sys_name": dev.sys_name, "uptime_s": dev.uptime_s,
                     "last_reboot": dev.last_reboot_ts, "uplink": dev.uplink_name,
-                    "uplink_util_in_pct": dev.uplink_util_in_pct, "uplink_util_out_pct": dev.uplink_util_out_pct}
+                    "uplink_util_in_pct": dev.uplink_util_in_pct, "uplink_util_out_pct": dev.uplink_util_out_pct,
+                    "silent_since": None}
+        if dev is not None and dev.status == "timeout" and dev.fail_since is not None:
+            # figures above are the last good poll's; say since when the agent is silent
+            snmp = {**(snmp or {"sys_name": None, "uptime_s": None, "last_reboot": None, "uplink": None,
+                                "uplink_util_in_pct": None, "uplink_util_out_pct": None}),
+                    "status": dev.status, "silent_since": dev.fail_since}
         return {
             "id": s.id, "name": s.name, "level": s.level, "district": s.district, "address": s.address,
             "parent": s.parent, "parent_name": parent.name if parent else None,
@@ -231,6 +243,8 @@ def snapshot(cfg: Config, store: Store, now: float | None = None) -> dict[str, A
         "districts": districts,
         "sites": sites,
         "incidents": incidents,
+        # alert mail the relay did not take: failed for good (last 7 days), or waiting for a retry
+        "mail": store.outbox_summary(now - WINDOWS["7d"]),
     }
 
 

@@ -137,6 +137,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_status ON outbox(status, id);
     """,
+    # 5: peers that misbehave: SNMP back-off for agents that keep failing, mail retry
+    # times, the last good address of each host name (DNS that does not answer in time).
+    """
+    ALTER TABLE snmp_device ADD COLUMN fail_streak INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE snmp_device ADD COLUMN fail_since REAL;
+    ALTER TABLE outbox ADD COLUMN next_try_ts REAL;
+    CREATE TABLE dns_cache (name TEXT PRIMARY KEY, ip TEXT NOT NULL, resolved_ts REAL NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 REACHABLE = ("up", "degraded")
@@ -203,10 +211,19 @@ def _touch_private(path: Path) -> None:
 
 
 class CycleLock:
-    """Exclusive, non-blocking flock on `<db>.lock`: one cycle at a time."""
+    """Exclusive, non-blocking flock on `<db><suffix>`: one holder at a time.
+
+    `<db>.lock` guards the critical path (one cycle at a time); the SNMP poll
+    (`.snmp.lock`) and publishing (`.publish.lock`: InfluxDB drain, mail) have
+    their own, so a slow peer never holds the next cycle back."""
+
+    suffix = ".lock"
+    busy_message = ("another wanmon cycle is running on {folder} ({holder}); this run exits without doing "
+                    "anything. If this happens every time, the cycle takes longer than the cron interval: "
+                    "space the runs out or lower [icmp] timeout_ms.")
 
     def __init__(self, db_path: Path):
-        self.path = db_path.with_name(db_path.name + ".lock")
+        self.path = db_path.with_name(db_path.name + self.suffix)
         self.fd: int | None = None
 
     def __enter__(self) -> CycleLock:
@@ -219,11 +236,8 @@ class CycleLock:
                 holder = os.read(fd, 64).decode(errors="replace").strip()
             finally:
                 os.close(fd)
-            raise StoreBusyError(
-                f"another wanmon cycle is running on {self.path.parent.resolve()} ({holder or 'pid unknown'}); "
-                "this run exits without doing anything. If this happens every time, the cycle takes "
-                "longer than the cron interval: space the runs out or lower [icmp] timeout_ms."
-            ) from None
+            raise StoreBusyError(self.busy_message.format(folder=self.path.parent.resolve(),
+                                                          holder=holder or "pid unknown")) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         self.fd = fd
@@ -233,6 +247,16 @@ class CycleLock:
         if self.fd is not None:
             os.close(self.fd)  # closing releases the flock
             self.fd = None
+
+
+class SnmpLock(CycleLock):
+    suffix = ".snmp.lock"
+    busy_message = "another wanmon SNMP poll is running on {folder} ({holder}): this one is skipped"
+
+
+class PublishLock(CycleLock):
+    suffix = ".publish.lock"
+    busy_message = "another wanmon is publishing (InfluxDB, mail) from {folder} ({holder}): it will send these too"
 
 
 class Store:
@@ -364,6 +388,8 @@ class Store:
         self.conn.executemany("INSERT OR REPLACE INTO alert_state (site_id, state) VALUES (?, ?)",
                               [(sid, _json.dumps(astuple_dict(st))) for sid, st in up.states.items()])
         self._set_meta("alert_guard", "1" if up.guard else None)
+        if up.events_seen is not None:
+            self._set_meta("alert_events_seen", str(up.events_seen))
         self.conn.executemany(
             "INSERT INTO outbox (created_ts, message_id, recipient, subject, body_text, body_html, kinds, status)"
             " VALUES (?,?,?,?,?,?,?,?)",
@@ -379,19 +405,50 @@ class Store:
         states = {sid: SiteAlert(**_json.loads(js)) for sid, js in self.conn.execute("SELECT site_id, state FROM alert_state")}
         return states, self.meta("alert_guard") == "1"
 
+    _OUTBOX_COLS = ("id", "created_ts", "message_id", "recipient", "subject", "body_text", "body_html", "kinds",
+                    "status", "attempts", "last_error", "sent_ts", "next_try_ts")
+
     def outbox(self, statuses: Sequence[str] | None = None, limit: int = 1000) -> list[dict]:
-        cols = ["id", "created_ts", "message_id", "recipient", "subject", "body_text", "body_html", "kinds", "status",
-                "attempts", "last_error", "sent_ts"]
+        cols = self._OUTBOX_COLS
         where = f"WHERE status IN ({','.join('?' * len(statuses))})" if statuses else ""
         rows = self.conn.execute(f"SELECT {', '.join(cols)} FROM outbox {where} ORDER BY id LIMIT ?",
                                  (*(statuses or ()), limit)).fetchall()
         return [dict(zip(cols, r)) for r in rows]
 
+    def outbox_due(self, now: float, limit: int = 1000) -> list[dict]:
+        """Queued mail to try now, oldest first: never tried, or its retry time has come.
+        (Mail waiting for a later retry is skipped: the rest goes out.)"""
+        cols = self._OUTBOX_COLS
+        rows = self.conn.execute(
+            f"SELECT {', '.join(cols)} FROM outbox WHERE status = 'queued'"
+            " AND (next_try_ts IS NULL OR next_try_ts <= ?) ORDER BY id LIMIT ?", (now, limit)).fetchall()
+        return [dict(zip(cols, r)) for r in rows]
+
+    def outbox_attempt(self, mail_id: int, next_try_ts: float) -> int:
+        """Count one more delivery attempt and when to retry if it fails, committed before the
+        message is sent: a crash or kill in mid-send still counts. Returns the attempt number."""
+        with self.transaction():
+            self.conn.execute("UPDATE outbox SET attempts = attempts + 1, next_try_ts = ? WHERE id = ?",
+                              (next_try_ts, mail_id))
+            return self.conn.execute("SELECT attempts FROM outbox WHERE id = ?", (mail_id,)).fetchone()[0]
+
     def outbox_mark(self, mail_id: int, status: str, error: str | None = None, now: float | None = None) -> None:
+        """The outcome of an attempt (counted by outbox_attempt): 'sent' (at `now`), 'failed' for
+        good, or 'queued' again with `error` (its next_try_ts stays)."""
         with self.transaction():
             self.conn.execute(
-                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, sent_ts = ? WHERE id = ?",
-                (status, error, now if status == "sent" else None, mail_id))
+                "UPDATE outbox SET status = ?, last_error = ?, sent_ts = ?,"
+                " next_try_ts = CASE WHEN ? = 'queued' THEN next_try_ts END WHERE id = ?",
+                (status, error, now if status == "sent" else None, status, mail_id))
+
+    def outbox_summary(self, since_ts: float) -> dict[str, int]:
+        """Counts: 'failed' = mails created since since_ts that could not be sent, 'retrying' =
+        queued mails with at least one failed attempt (waiting for their retry), 'queued' = all queued."""
+        failed, retrying, queued = self.conn.execute(
+            "SELECT coalesce(sum(status = 'failed' AND created_ts >= ?), 0),"
+            " coalesce(sum(status = 'queued' AND attempts > 0), 0), coalesce(sum(status = 'queued'), 0)"
+            " FROM outbox", (since_ts,)).fetchone()
+        return {"failed": int(failed), "retrying": int(retrying), "queued": int(queued)}
 
     # -- the InfluxDB spool ----------------------------------------------
 
@@ -457,10 +514,47 @@ class Store:
             for k, v in values.items():
                 self._set_meta(k, v)
 
-    def record_snmp(self, outcomes: Sequence[SnmpOutcome]) -> None:
-        """Store SNMP outcomes outside a cycle (inventory --refresh), atomically."""
+    def dns_cache(self) -> dict[str, tuple[str, float]]:
+        """Last good address of each host name: {name: (ip, resolved_ts)} (see wanmon.dns)."""
+        rows = self.conn.execute("SELECT name, ip, resolved_ts FROM dns_cache").fetchall()
+        return {name: (ip, ts) for name, ip, ts in rows}
+
+    def dns_cache_update(self, entries: dict[str, str], now: float) -> None:
+        """Record fresh DNS answers {name: ip} resolved at `now` (only fresh ones: never a cached
+        address again, or its age would restart)."""
+        if not entries:
+            return
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT INTO dns_cache (name, ip, resolved_ts) VALUES (?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET ip = excluded.ip, resolved_ts = excluded.resolved_ts",
+                ((name, ip, now) for name, ip in entries.items()))
+
+    def record_snmp(self, outcomes: Sequence[SnmpOutcome], points: Sequence[str] = (), ts: float | None = None,
+                    spool_limits: tuple[int, float] | None = None) -> None:
+        """Store one SNMP poll's outcomes and its InfluxDB points (spooled at `ts`), atomically.
+        Its events reach the alerts of the next cycle (`reboots_after`)."""
         with self.transaction():
             self._record_snmp(outcomes)
+            if points:
+                self.conn.executemany("INSERT INTO spool (ts, line) VALUES (?, ?)", ((ts, p) for p in points))
+            if spool_limits and ts is not None:
+                self._bound_spool(ts, *spool_limits)
+
+    def reboots_after(self) -> tuple[list[tuple[str, str]], int]:
+        """SNMP reboot events the alerts have not seen yet: ([(site id, detail)], last event id).
+
+        A store without the mark (new, or from before it existed) starts from its
+        newest event: old reboots are history, not news."""
+        last = self.conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        seen = self.meta("alert_events_seen")
+        if seen is None:
+            return [], last
+        if int(seen) > last:  # retention emptied the table and ids start again: all of it is new
+            seen = 0
+        rows = self.conn.execute("SELECT site_id, detail FROM events WHERE id > ? AND kind = 'reboot' ORDER BY id",
+                                 (int(seen),)).fetchall()
+        return [(r[0], r[1]) for r in rows], last
 
     def _record_snmp(self, outcomes: Sequence[SnmpOutcome]) -> None:
         if not outcomes:
@@ -600,6 +694,7 @@ class AlertUpdate:
     guard: bool
     mails: list  # alerts.mail.Mail
     mail_status: str = "queued"  # "unsent" without [smtp], "dry-run" for --dry-run
+    events_seen: int | None = None  # the last SNMP event id these alerts took into account
 
 
 def astuple_dict(row) -> dict:

@@ -15,17 +15,24 @@ so a second wanmon, a `ping` or any other process on the host never
 cross-talks with this sweep.  RTTs use the kernel's receive timestamp
 (SO_TIMESTAMPNS), so a busy event loop does not inflate them.
 
-Packets go out in rounds (round k sends packet k to every target), paced by
-a global rate cap; two packets to the same target are at least `interval_ms`
-apart; a packet without reply after `timeout_ms` is lost.  A dead target
-therefore costs exactly its own timeout and never delays the others.
+Packets go out in due order under a global rate cap: every target's first
+packet is due when it joins the sweep, its next one `interval_ms` after the
+previous one actually left, so with all targets present at the start this is
+round k = packet k to every target.  A packet without reply after
+`timeout_ms` is lost.  A dead target therefore costs exactly its own timeout
+and never delays the others.
+
+Host names never hold the sweep: IP literals start at once, and a named
+target joins the running sweep as soon as its name resolves (wanmon.dns, in
+daemon threads under `dns_timeout_ms`), or at that deadline with its last good
+address, or ends as a result without packets.  The sweep ends when every
+name is settled and every joined target's packets are answered or timed out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import os
 import secrets
@@ -33,11 +40,13 @@ import socket
 import struct
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import icmplib
 
+from wanmon import dns
 from wanmon.config import IcmpSettings
 from wanmon.errors import ProbePermissionError
 
@@ -54,9 +63,9 @@ ECHO_REPLY_V4, ECHO_REQUEST_V4 = 0, 8
 ECHO_REPLY_V6, ECHO_REQUEST_V6 = 129, 128
 _TOKEN_LEN = 8
 _RCVBUF = 8 * 1024 * 1024
-_RESOLVE_TIMEOUT_S = 5.0
+_MAX_LAG_S = 0.05  # the rate cap catches up at most this much lost time in one burst
 
-Progress = Callable[[int, int, int], None]  # (packets sent, replies, packets total)
+Progress = Callable[[int, int, int], None]  # (packets sent, replies, packets total so far)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +82,19 @@ class IcmpResult:
     rtt_max_ms: float | None
     jitter_ms: float | None
     reason: str | None = None
+    # Where `ip` came from when the address is a host name (None for an IP literal):
+    # "fresh" (the DNS answered now: the caller records it in its cache), "cache" (no answer
+    # in time: the last good address, said in `reason`), "timeout", "error" or "nxdomain"
+    # (no address: nothing sent, `reason` says why). See wanmon.dns.
+    dns: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.received > 0
 
 
-def summarize(address: str, ip: str | None, sent: int, rtts_ms: Sequence[float | None], reason: str | None = None) -> IcmpResult:
+def summarize(address: str, ip: str | None, sent: int, rtts_ms: Sequence[float | None], reason: str | None = None,
+              dns: str | None = None) -> IcmpResult:
     """Statistics of one target's packets, in send order (None = lost).
 
     loss_pct = lost / sent; jitter = mean absolute difference between the RTTs
@@ -92,7 +107,7 @@ def summarize(address: str, ip: str | None, sent: int, rtts_ms: Sequence[float |
     if not got:
         if reason is None and sent:
             reason = "no reply"
-        return IcmpResult(address, ip, sent, 0, 100.0 if sent else 0.0, None, None, None, None, reason)
+        return IcmpResult(address, ip, sent, 0, 100.0 if sent else 0.0, None, None, None, None, reason, dns)
     jitter = None
     if received > 1:
         jitter = sum(abs(b - a) for a, b in zip(got, got[1:])) / (received - 1)
@@ -107,6 +122,7 @@ def summarize(address: str, ip: str | None, sent: int, rtts_ms: Sequence[float |
         round(max(got), 3),
         None if jitter is None else round(jitter, 3),
         None,
+        dns,
     )
 
 
@@ -205,82 +221,149 @@ def _open_one(mode: str, family: int) -> _Family:
     raise ProbePermissionError(f"{permission_help()} (mode={mode}: {last})")
 
 
-async def _resolve(addresses: Sequence[str]) -> list[tuple[str | None, int | None, str | None]]:
-    """(ip, family, reason) per address; literals skip DNS, names resolve concurrently."""
-    out: list[tuple[str | None, int | None, str | None]] = [(None, None, None)] * len(addresses)
-    names: dict[str, list[int]] = {}
-    for i, a in enumerate(addresses):
-        try:
-            ip = ipaddress.ip_address(a.strip("[]"))
-            out[i] = (ip.compressed, socket.AF_INET6 if ip.version == 6 else socket.AF_INET, None)
-        except ValueError:
-            names.setdefault(a, []).append(i)
-
-    async def one(name: str) -> tuple[str | None, int | None, str | None]:
-        try:
-            ips = await asyncio.wait_for(icmplib.async_resolve(name), _RESOLVE_TIMEOUT_S)
-        except icmplib.NameLookupError:
-            return None, None, f"host name {name!r} does not resolve"
-        except asyncio.TimeoutError:
-            return None, None, f"host name {name!r}: DNS lookup timed out after {_RESOLVE_TIMEOUT_S:.0f} s"
-        except OSError as exc:
-            return None, None, f"host name {name!r}: lookup failed: {exc}"
-        ip = ipaddress.ip_address(ips[0])
-        return ip.compressed, socket.AF_INET6 if ip.version == 6 else socket.AF_INET, None
-
-    if names:
-        results = await asyncio.gather(*(one(n) for n in names))
-        for (name, idxs), res in zip(names.items(), results):
-            for i in idxs:
-                out[i] = res
-    return out
+def dns_updates(results: Sequence[IcmpResult]) -> dict[str, str]:
+    """{host name: ip} of the fresh DNS answers in a sweep: what to record with
+    `Store.dns_cache_update(dns_updates(results), now)` for the next sweep's `dns_cache`."""
+    return {r.address: r.ip for r in results if r.dns == "fresh" and r.ip is not None}
 
 
-async def probe(addresses: Sequence[str], spec: IcmpSettings, progress: Progress | None = None) -> list[IcmpResult]:
+async def probe(addresses: Sequence[str], spec: IcmpSettings, progress: Progress | None = None,
+                dns_cache: dict[str, tuple[str, float]] | None = None) -> list[IcmpResult]:
     """Ping every address `spec.count` times; one result per address, same order.
 
     Unreachable, unresolvable or silent targets are results with a reason;
     only a missing permission (ProbePermissionError) or a bug raises.
+
+    Host names resolve while the sweep runs, each within `spec.dns_timeout_ms`;
+    no site waits for another's DNS. `dns_cache` is {name: (ip, resolved_ts)},
+    the last good addresses (`Store.dns_cache()`): a name without an answer in
+    time (or with a temporary DNS failure) is pinged at its cached address,
+    and its `reason` says so ("DNS timeout; using last address 127.0.0.5
+    (resolved 02/12 10:00)") even when it answers. Each result's `dns` says
+    where its ip came from (None: literal; "fresh", "cache", "timeout",
+    "error", "nxdomain"); the caller records the fresh ones,
+    `store.dns_cache_update(dns_updates(results), now)`. A name the DNS says
+    does not exist never uses the cache ("host name 'x' does not resolve").
     """
-    resolved = await _resolve(addresses)
-    families = {fam for _, fam, _ in resolved if fam is not None}
+    literals = [dns.literal(a) for a in addresses]
+    families = set()
+    for ip in literals:
+        if ip is not None:
+            families.add(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+        else:
+            # Most names resolve to IPv4: open it now, so a missing permission fails
+            # before anything is sent (an IPv6 socket for a name opens when needed).
+            families.add(socket.AF_INET)
     socks = open_sockets(spec.mode, families) if families else {}
+    sweep = _Sweep(addresses, socks, spec, progress, dns_cache, literals)
     try:
-        return await _Sweep(addresses, resolved, socks, spec, progress).run()
+        return await sweep.run()
     finally:
-        for f in socks.values():
+        for f in sweep.socks.values():
             f.close()
 
 
 class _Sweep:
-    def __init__(self, addresses, resolved, socks: dict[int, _Family], spec: IcmpSettings, progress: Progress | None):
+    """One sweep. Target t (in join order) is site `index[t]`; its packet k has the
+    sweep-wide number n = t * count + k (in the payload, and the raw-mode sequence)."""
+
+    def __init__(self, addresses, socks: dict[int, _Family], spec: IcmpSettings, progress: Progress | None,
+                 dns_cache: dict[str, tuple[str, float]] | None = None, literals: list[str | None] | None = None):
         self.addresses = list(addresses)
+        self.literals = literals if literals is not None else [dns.literal(a) for a in self.addresses]
         self.spec = spec
+        self.count = spec.count
         self.socks = socks
         self.progress = progress
-        # Only resolved targets take part; packet n goes to live[n % T] in round n // T.
-        self.live = [i for i, (ip, _, _) in enumerate(resolved) if ip is not None]
-        self.resolved = resolved
-        self.T = len(self.live)
-        self.N = self.T * spec.count
+        self.dns_cache = dns_cache or {}
         self.token = secrets.token_bytes(_TOKEN_LEN)
         self.base_id = secrets.randbits(16)
-        self.tx_ns = [0] * self.N
-        self.rtt: list[float | None] = [None] * self.N
-        self.sent_ok = bytearray(self.N)  # 1 when sendto succeeded
+        # per target
+        self.index: list[int] = []
+        self.dest: list[tuple[int, tuple]] = []
+        self.src_ip: list[str] = []
+        # per packet
+        self.N = 0
+        self.tx_ns: list[int] = []
+        self.rtt: list[float | None] = []
+        self.sent_ok = bytearray()  # 1 when sendto succeeded
         self.send_error: dict[int, str] = {}
         self.answered = 0
         self.sent = 0
+        self.last_tx_ns = 0
         self.timeout_ns = int(spec.timeout_ms * 1e6)
         self.done = asyncio.Event()
         pad = max(0, spec.payload_bytes - _TOKEN_LEN - 4)
         self.padding = bytes(pad)
-        self.dest = []
-        self.src_ip = []
-        for i in self.live:
-            ip, fam, _ = resolved[i]
-            self.dest.append((fam, (ip, 0) if fam == socket.AF_INET else (ip, 0, 0, 0)))
-            self.src_ip.append(ip)
+        # what is due: first packets (join order) and next packets (send order); both are
+        # in due order, so the next packet to send is the earlier of the two heads.
+        self.first: deque[tuple[float, int]] = deque()
+        self.again: deque[tuple[float, int, int]] = deque()
+        # names
+        self.answers: dict[int, dns.Answer] = {}  # site index -> how its name resolved
+        self.settled: dict[int, IcmpResult] = {}  # sites that take no part (no address, no socket)
+        self.pending_sites = 0
+        self.fam_error: dict[int, str] = {}
+        self._nap_fut: asyncio.Future | None = None
+
+    # -- targets ---------------------------------------------------------
+
+    def _join(self, i: int, ip: str, famnum: int, due: float) -> None:
+        fam = self._family(famnum)
+        if fam is None:
+            ans = self.answers.get(i)
+            self.settled[i] = summarize(self.addresses[i], ip, 0, [], self.fam_error[famnum],
+                                        ans.source if ans else None)
+            return
+        t = len(self.index)
+        self.index.append(i)
+        self.dest.append((famnum, (ip, 0) if famnum == socket.AF_INET else (ip, 0, 0, 0)))
+        self.src_ip.append(ip)
+        c = self.count
+        self.N += c
+        self.tx_ns.extend([0] * c)
+        self.rtt.extend([None] * c)
+        self.sent_ok.extend(bytes(c))
+        self.first.append((due, t))
+        self._kick()
+
+    def _family(self, famnum: int) -> _Family | None:
+        """The family's socket, opened now if a late name is the first to need it."""
+        fam = self.socks.get(famnum)
+        if fam is not None or famnum in self.fam_error:
+            return fam
+        try:
+            fam = _open_one(self.spec.mode, famnum)
+        except ProbePermissionError as exc:
+            logger.warning("icmp cannot open a socket family=%s: %s", famnum, exc)
+            self.fam_error[famnum] = str(exc)
+            return None
+        self.socks[famnum] = fam
+        asyncio.get_running_loop().add_reader(fam.sock.fileno(), self._on_readable, fam)
+        return fam
+
+    async def _name(self, name: str, idxs: list[int]) -> None:
+        try:
+            try:
+                ans = await dns.resolve(name, self.spec.dns_timeout_ms / 1000.0, self.dns_cache)
+            except Exception as exc:  # a bug here must cost this name only
+                logger.exception("dns resolve failed name=%s", name)
+                ans = dns.Answer(name, None, "error", f"host name {name!r}: lookup failed ({type(exc).__name__})")
+            loop = asyncio.get_running_loop()
+            for i in idxs:
+                self.answers[i] = ans
+                if ans.ip is None:
+                    self.settled[i] = summarize(self.addresses[i], None, 0, [], ans.reason, ans.source)
+                else:
+                    self._join(i, ans.ip, ans.family, loop.time())
+        finally:
+            self.pending_sites -= len(idxs)
+            self._check_done()
+            self._kick()
+
+    def _check_done(self) -> None:
+        if self.answered == self.N and not self.pending_sites:
+            self.done.set()
 
     # -- sending ---------------------------------------------------------
 
@@ -298,12 +381,12 @@ class _Sweep:
             header = header[:2] + struct.pack("=H", csum) + header[4:]
         return header + payload
 
-    def _send(self, n: int) -> None:
-        t = n % self.T
+    def _send(self, t: int, k: int) -> None:
+        n = t * self.count + k
         famnum, sockaddr = self.dest[t]
         fam = self.socks[famnum]
         pkt = self._packet(n, fam)
-        self.tx_ns[n] = time.time_ns()  # before sendto: on loopback the reply can arrive inside it
+        self.tx_ns[n] = self.last_tx_ns = time.time_ns()  # before sendto: on loopback the reply can arrive inside it
         try:
             fam.sock.sendto(pkt, sockaddr)
             self.sent_ok[n] = 1
@@ -311,34 +394,84 @@ class _Sweep:
             self.send_error[t] = f"send failed: {exc.strerror or exc}"
         self.sent += 1
 
+    def _next_due(self) -> float | None:
+        a = self.first[0][0] if self.first else None
+        b = self.again[0][0] if self.again else None
+        if a is None:
+            return b
+        return a if b is None or a <= b else b
+
     async def _send_all(self) -> None:
+        """Send every packet when due, under the rate cap, until no name is pending and
+        nothing is left to send."""
         loop = asyncio.get_running_loop()
         spec = self.spec
         gap = 1.0 / spec.rate_pps
         interval = spec.interval_ms / 1000.0
-        round_start = last_report = loop.time()
-        n = 0
-        for k in range(spec.count):
-            if k:
-                round_start = max(loop.time(), round_start + interval)
-                delay = round_start - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            end = n + self.T
-            j0 = n
-            while n < end:
-                # Send every packet that is due by now, then let replies in.
-                due = j0 + int((loop.time() - round_start) / gap) + 1
-                while n < min(due, end):
-                    self._send(n)
-                    n += 1
-                if self.progress and loop.time() - last_report > 0.1:
-                    self.progress(self.sent, self.answered, self.N)
-                    last_report = loop.time()
-                if n < end:
-                    await asyncio.sleep(max(0.0, (n - j0) * gap - (loop.time() - round_start)))
+        last_count = self.count - 1
+        first, again = self.first, self.again
+        slot = loop.time()  # when the rate cap lets the next packet go
+        last_report = slot
+        while True:
+            now = loop.time()
+            slot = max(slot, now - _MAX_LAG_S)  # a late loop catches up, in bounded bursts
+            while slot <= now:
+                # the earlier head of the two queues (first packets win ties: join order)
+                if first and (not again or first[0][0] <= again[0][0]):
+                    if first[0][0] > now:
+                        break
+                    _, t = first.popleft()
+                    k = 0
+                elif again and again[0][0] <= now:
+                    _, t, k = again.popleft()
                 else:
-                    await asyncio.sleep(0)
+                    break
+                self._send(t, k)
+                slot += gap
+                now = loop.time()
+                if k < last_count:
+                    again.append((now + interval, t, k + 1))
+            if self.progress and now - last_report > 0.1:
+                self.progress(self.sent, self.answered, self._total())
+                last_report = now
+            due = self._next_due()
+            if due is None:
+                if not self.pending_sites:
+                    return
+                await self._nap(None)  # until a name settles
+                slot = max(slot, loop.time())  # time spent idle is no credit for a burst
+                continue
+            if due > slot:  # idle until the next packet is due (or a name joins)
+                delay = due - loop.time()
+                if delay > 0:
+                    await self._nap(delay)
+                slot = max(slot, min(due, loop.time()))
+            else:  # the rate cap
+                delay = slot - loop.time()
+                if delay > 0:
+                    await self._nap(delay)
+                else:
+                    await asyncio.sleep(0)  # let replies in
+
+    async def _nap(self, delay: float | None) -> None:
+        """Sleep `delay` seconds (None: until kicked), or less when a name joins."""
+        loop = asyncio.get_running_loop()
+        fut = self._nap_fut = loop.create_future()
+        handle = loop.call_later(delay, _wake, fut) if delay is not None else None
+        try:
+            await fut
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self._nap_fut = None
+
+    def _kick(self) -> None:
+        fut = self._nap_fut
+        if fut is not None:
+            _wake(fut)
+
+    def _total(self) -> int:
+        return self.N + self.count * self.pending_sites
 
     # -- receiving -------------------------------------------------------
 
@@ -375,7 +508,7 @@ class _Sweep:
             return  # unknown, or a duplicate reply
         if (ident, seq) != self._ident(n, fam):
             return
-        t = n % self.T
+        t = n // self.count
         if "%" in src:
             src = src.split("%", 1)[0]
         if src != self.src_ip[t]:
@@ -386,7 +519,7 @@ class _Sweep:
         self.rtt[n] = max(rtt_ns, 0) / 1e6
         self.answered += 1
         if self.answered == self.N:
-            self.done.set()
+            self._check_done()
 
     # -- the sweep -------------------------------------------------------
 
@@ -394,17 +527,28 @@ class _Sweep:
         loop = asyncio.get_running_loop()
         for fam in self.socks.values():
             loop.add_reader(fam.sock.fileno(), self._on_readable, fam)
+        names: dict[str, list[int]] = {}
+        start = loop.time()
+        for i, (a, ip) in enumerate(zip(self.addresses, self.literals)):
+            if ip is None:
+                names.setdefault(a, []).append(i)
+            else:
+                self._join(i, ip, socket.AF_INET6 if ":" in ip else socket.AF_INET, start)
+        self.pending_sites = sum(len(v) for v in names.values())
+        tasks = [asyncio.ensure_future(self._name(n, idxs)) for n, idxs in names.items()]
         try:
+            await self._send_all()
             if self.N:
-                await self._send_all()
                 # The last packet sent has the latest deadline: wait for it, or for all replies.
-                last = max(self.tx_ns[self.N - 1], time.time_ns() - self.timeout_ns)
+                last = max(self.last_tx_ns, time.time_ns() - self.timeout_ns)
                 wait_s = (last + self.timeout_ns - time.time_ns()) / 1e9
                 if wait_s > 0 and not self.done.is_set():
                     await self._wait(wait_s)
                 for fam in self.socks.values():
                     self._on_readable(fam)  # anything already queued
         finally:
+            for task in tasks:
+                task.cancel()
             for fam in self.socks.values():
                 loop.remove_reader(fam.sock.fileno())
         if self.progress:
@@ -430,13 +574,22 @@ class _Sweep:
             self.progress(self.sent, self.answered, self.N)
 
     def _results(self) -> list[IcmpResult]:
-        count = self.spec.count
+        count = self.count
         out: list[IcmpResult | None] = [None] * len(self.addresses)
-        for t, i in enumerate(self.live):
-            rtts = [self.rtt[k * self.T + t] for k in range(count)]
-            reason = self.send_error.get(t)
-            out[i] = summarize(self.addresses[i], self.src_ip[t], count, rtts, reason)
-        for i, (ip, _, reason) in enumerate(self.resolved):
-            if ip is None:
-                out[i] = summarize(self.addresses[i], None, 0, [], reason)
+        for t, i in enumerate(self.index):
+            rtts = self.rtt[t * count : (t + 1) * count]
+            ans = self.answers.get(i)
+            res = summarize(self.addresses[i], self.src_ip[t], count, rtts, self.send_error.get(t),
+                            ans.source if ans else None)
+            if ans is not None and ans.source == "cache":
+                res = replace(res, reason=ans.reason + (f"; {res.reason}" if res.reason else ""))
+            out[i] = res
+        out_settled = self.settled
+        for i, res in out_settled.items():
+            out[i] = res
         return out  # type: ignore[return-value]
+
+
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)

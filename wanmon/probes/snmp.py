@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from wanmon import dns
 from wanmon.config import SnmpSpec
 from wanmon.probes import snmpwire as wire
 
@@ -540,12 +541,26 @@ def _interfaces(rows: dict[int, dict]) -> tuple[Interface, ...]:
     return tuple(out)
 
 
-async def _resolve(host: str, port: int) -> tuple[tuple, int]:
+def dns_budget_s(spec: SnmpSpec) -> float:
+    """How long a host name may take to resolve: what a dead agent costs anyway."""
+    return spec.timeout_ms * (spec.retries + 1) / 1000.0
+
+
+async def _resolve(host: str, port: int, timeout_s: float) -> tuple[tuple, int]:
+    """(sockaddr, family) of the agent. A host name resolves in a daemon thread under
+    `timeout_s` (wanmon.dns), never in the default executor: a silent DNS costs this
+    target its budget, not the poll or the process exit."""
+    ans = await dns.resolve(host, timeout_s)
+    if ans.ip is None:
+        if ans.source == "timeout":
+            raise _Failed("timeout", f"DNS timeout for {host} (no answer within {timeout_s:g} s)")
+        raise _Failed("error", ans.reason or f"host name {host!r} does not resolve")
+    family = ans.family
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        infos = socket.getaddrinfo(ans.ip, port, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)
     except OSError as exc:
         raise _Failed("error", f"cannot reach {host}:{port}: {exc}") from None
-    family, _, _, _, sockaddr = infos[0]
+    sockaddr = infos[0][4]
     return (sockaddr[0], sockaddr[1]) if family == socket.AF_INET else sockaddr, family
 
 
@@ -554,7 +569,7 @@ async def _poll_one(net: _Net, keyring: _Keyring, target: SnmpTarget) -> SnmpRes
     ts = time.time()
     t0 = time.perf_counter()
     try:
-        dest, family = await _resolve(target.host, spec.port)
+        dest, family = await _resolve(target.host, spec.port, dns_budget_s(spec))
         agent = _Agent(net, spec, dest, family, keyring.get(spec) if spec.version == "3" else None)
         if spec.version == "1":  # in v1 a missing OID fails the whole GET: skip the optional ones
             sys_vals, engine_vals = await agent.get(SYS), {}
@@ -583,8 +598,13 @@ async def _poll_one(net: _Net, keyring: _Keyring, target: SnmpTarget) -> SnmpRes
         return SnmpResult(status=f.status, reason=f.reason, ts=ts, duration_ms=(time.perf_counter() - t0) * 1000)
 
 
-async def probe(targets: Sequence[SnmpTarget], max_concurrency: int = 256) -> list[SnmpResult]:
-    """Poll every target; one result per target, same order. Must run inside the event loop."""
+async def probe(targets: Sequence[SnmpTarget], max_concurrency: int = 256,
+                budget_s: float | None = None) -> list[SnmpResult | None]:
+    """Poll every target; one result per target, same order. Must run inside the event loop.
+
+    budget_s bounds the whole poll: targets still waiting or in flight when it
+    runs out are abandoned and their result is None (not polled: no sample, no
+    failure counted); the caller polls them next time."""
     if not targets:
         return []
     net = _Net()
@@ -600,7 +620,17 @@ async def probe(targets: Sequence[SnmpTarget], max_concurrency: int = 256) -> li
                 return SnmpResult(status="error", reason=f"internal error while polling: {type(exc).__name__}",
                                   ts=time.time())
 
+    tasks = [asyncio.ensure_future(one(t)) for t in targets]
     try:
-        return list(await asyncio.gather(*(one(t) for t in targets)))
+        done, pending = await asyncio.wait(tasks, timeout=budget_s)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+            logger.warning("snmp poll budget of %.1f s spent: %d of %d agents not polled this time (they come first "
+                           "next time)", budget_s, len(pending), len(tasks))
+        return [t.result() if t in done else None for t in tasks]
     finally:
+        for t in tasks:
+            t.cancel()
         net.close()
