@@ -5,7 +5,7 @@ against curl posting the same line protocol in the same batches.
 For every server in --servers, in the same run:
 
   v1  Debian's InfluxDB 1.6.7 (POST /write?db=bench&precision=ns), wanmon's
-      `api = "v1"` path (urllib);
+      `api = "v1"` path (http.client under a deadline);
   v2  Debian's VictoriaMetrics (POST /api/v2/write?org=bench&bucket=bench&
       precision=ns), wanmon's `api = "v2"` path (influxdb-client);
 

@@ -48,8 +48,10 @@ PER_CYCLE = len(SITES) + 1      # one wanmon_icmp point per site + one wanmon_ag
 
 ICMP_INT = {"sent", "received", "up"}
 ICMP_FLOAT = {"loss_pct", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "jitter_ms"}
-AGENT_FIELDS = {"cycle_ms", "sites", "up", "degraded", "down", "unreachable", "unknown", "snmp_polled",
-                "snmp_failed", "spool_points", "spool_dropped"}
+# The cycle's own point; SNMP polls (a tail of the cycle, not part of it) write snmp_polled,
+# snmp_failed and snmp_ms in a wanmon_agent point of their own, at the poll's time.
+AGENT_FIELDS = {"cycle_ms", "sites", "up", "degraded", "down", "unreachable", "unknown",
+                "spool_points", "spool_dropped"}
 SITE_TAGS = {"site_id", "site_name", "level", "district", "address"}
 
 

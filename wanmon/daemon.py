@@ -139,6 +139,12 @@ class Daemon:
             return
         self.snmp_task = asyncio.current_task()
         try:
+            cycle = self.running
+            if cycle is not None and not cycle.done():
+                # Poll after the sweep, not during it: the sweep's send schedule and the
+                # cycle's record/page share this process's CPU, and SNMP wants this
+                # cycle's ICMP answers anyway.
+                await asyncio.wait({cycle})
             async with asyncio.timeout(self.cfg.snmp.budget_s + 30.0):
                 await run_snmp(self.cfg, now=self.now, peers=self.peers, ips=self.last_ips)
         except TimeoutError:
