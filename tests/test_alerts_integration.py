@@ -18,6 +18,12 @@ the lab's client namespace, where wanmon runs; nothing listens in the test's
 own namespace. What wanmon queued is read with `wanmon alerts --json`
 (outbox: id, status, to, subject, message_id, kinds) and joined to what the
 server received by Message-ID.
+
+Scenarios about time and state over many cycles (reminders after hours,
+restarts of cron runs and of the daemon) run through the seams, with an
+injected clock and fake ICMP, in test_alerts_seams.py; here a few keep the
+real peers honest. A test that waits for a real process to do something waits on
+events (its log lines, its writes to the lock file: tests/waiting.py).
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import netns  # noqa: E402
 from smtp_server import SMTPServer  # noqa: E402
+from waiting import MODIFY, OPEN, FileWrites, Output  # noqa: E402
 
 _ok, _why = netns.available()
 pytestmark = pytest.mark.skipif(not _ok, reason=f"netns lab unavailable: {_why}")
@@ -432,32 +439,29 @@ def test_district_down_lists_its_communes(lab, hosts, smtp, tmp_path):
 # (3) restarts: cron processes and the daemon
 
 
-def start_daemon(lab, cfg: Path, log: Path) -> subprocess.Popen:
-    fh = open(log, "ab")
-    try:
-        return lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "run"], cwd=cfg.parent, env=wm_env(),
-                         stdout=fh, stderr=subprocess.STDOUT)
-    finally:
-        fh.close()
+CYCLE_DONE = r"cycle id=\d+ took="   # the daemon's INFO line after each recorded cycle
 
 
-def stop_daemon(p: subprocess.Popen, timeout: float = 30) -> int:
+def start_daemon(lab, cfg: Path, log: Path) -> tuple[subprocess.Popen, Output]:
+    """`wanmon run` in the lab; its log read as it comes (and copied to `log`)."""
+    p = lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "run"], cwd=cfg.parent, env=wm_env(),
+                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return p, Output(p.stdout, log)
+
+
+def stop_daemon(p: subprocess.Popen, out: Output, timeout: float = 30) -> int:
     p.send_signal(signal.SIGTERM)
-    return p.wait(timeout=timeout)
+    try:
+        return p.wait(timeout=timeout)
+    finally:
+        out.close()
+        p.stdout.close()
 
 
-def wait_cycles(cfg: Path, n: int, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while cycles(cfg) < n:
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"daemon exited {proc.returncode}:\n{log.read_text()[-3000:] if log else ''}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{cycles(cfg)} cycles after {timeout} s, wanted {n}\n"
-                        f"{log.read_text()[-3000:] if log else ''}")
-        time.sleep(0.1)
-
-
-def test_restarts_send_no_duplicate_and_recoveries_still_go(lab, hosts, smtp, tmp_path):
+def test_the_daemon_after_cron_repeats_nothing_and_delivers_the_recoveries(lab, hosts, smtp, tmp_path):
+    """End to end with the real daemon and a real SMTP server: sites hard down under cron get one
+    DOWN; the daemon started then repeats nothing, and when they answer again it delivers one
+    RECOVERY per site. (Restarts over many cycles, cron and daemon: test_alerts_seams.py.)"""
     addrs = [hosts.new() for _ in range(3)]
     ids = ["yen-phong", "gia-binh", "luong-tai"]
     names = ["UBND huyện Yên Phong", "UBND huyện Gia Bình", "UBND huyện Lương Tài"]
@@ -481,37 +485,30 @@ def test_restarts_send_no_duplicate_and_recoveries_still_go(lab, hosts, smtp, tm
     n0 = len(first)
     assert {p["id"] for p in alerts_json(lab, cfg)["problems"]} == set(ids)
 
-    # more cron runs while hard down: nothing new
-    for _ in range(2):
-        check(lab, cfg)
-    assert_count(smtp, n0, "cron runs while hard down")
-
-    # the daemon, started and stopped twice while they are still down: nothing new
+    # the daemon while they are still down: a cycle, then SIGTERM; nothing new, not even queued
     log = tmp_path / "daemon.log"
-    for _ in range(2):
-        c0 = cycles(cfg)
-        p = start_daemon(lab, cfg, log)
-        try:
-            wait_cycles(cfg, c0 + 3, 30, p, log)
-        finally:
-            rc = stop_daemon(p)
-        assert rc == 0, log.read_text()[-3000:]
-    assert_count(smtp, n0, "daemon restarts while hard down")
-
-    # back up, under the daemon: one RECOVERY per site (admins + NOC)
-    hosts.up(*addrs)
-    c0 = cycles(cfg)
-    p = start_daemon(lab, cfg, log)
+    p, out = start_daemon(lab, cfg, log)
     try:
-        wait_cycles(cfg, c0 + 3, 30, p, log)
+        out.wait_for(CYCLE_DONE)
     finally:
-        rc = stop_daemon(p)
-    assert rc == 0
+        rc = stop_daemon(p, out)
+    assert rc == 0, log.read_text()[-3000:]
+    assert_count(smtp, n0, "the daemon while hard down")
+    assert len(alerts_json(lab, cfg)["outbox"]) == n0
+
+    # back up, under the daemon: one RECOVERY per site (admins + NOC), delivered by the daemon
+    hosts.up(*addrs)
+    p, out = start_daemon(lab, cfg, log)
+    try:
+        smtp.wait_for(n0 + 4, timeout=30)
+    finally:
+        rc = stop_daemon(p, out)
+    assert rc == 0, log.read_text()[-3000:]
     rec = classify(lab, cfg, smtp.snapshot()[n0:])
     assert all(k == "recovery" for k, _, _ in rec), [(k, r) for k, r, _ in rec]
     assert sorted(r for _, rr, _ in rec for r in rr) == sorted([f"qt@{s}.example" for s in ids] + [NOC])
     n1 = n0 + len(rec)
-    # and cron again afterwards: still nothing duplicated
+    # and cron again afterwards (it also delivers whatever the daemon queued last): nothing duplicated
     for _ in range(2):
         check(lab, cfg)
     assert_count(smtp, n1, "after recovery")
@@ -532,6 +529,9 @@ def test_smtp_outage_queues_then_delivers_in_order_once(lab, hosts, smtp, tmp_pa
     sites += site_toml("bac-ninh", "UBND thành phố Bắc Ninh", "district", s2, ["qt@bacninh.example"],
                        district="Bắc Ninh", parent="core")
     cfg = write_config(tmp_path, smtp, sites)
+    # a failed attempt waits [smtp] retry_s (60 s by default, doubling) before the next: 1 s here
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("timeout_s = 5\n", "timeout_s = 5\nretry_s = 1\n", 1),
+                   encoding="utf-8")
     check(lab, cfg)
 
     smtp.stop()
@@ -547,6 +547,7 @@ def test_smtp_outage_queues_then_delivers_in_order_once(lab, hosts, smtp, tmp_pa
         check(lab, cfg)          # RECOVERY tu-son queued (2 mails)
     box = alerts_json(lab, cfg)["outbox"]
     assert [o["status"] for o in box] == ["queued"] * 6, box
+    assert [o["attempts"] for o in box] == [0] * 6, box  # an unreachable server counts against no mail
     assert [o["kinds"] for o in box] == [["down"]] * 4 + [["recovery"]] * 2
     assert [o["id"] for o in box] == sorted(o["id"] for o in box)
     assert smtp.snapshot() == []
@@ -559,9 +560,14 @@ def test_smtp_outage_queues_then_delivers_in_order_once(lab, hosts, smtp, tmp_pa
     assert len(smtp.rejected) >= 1
     box2 = alerts_json(lab, cfg)["outbox"]
     assert [o["status"] for o in box2] == ["queued"] * 6, box2
+    # each was refused for now (451): one attempt each, and a retry time
+    assert [o["attempts"] for o in box2] == [1] * 6 and all(o["next_try_ts"] for o in box2), box2
+    assert all(o["last_error"].startswith("451") for o in box2), box2
 
-    # the server takes mail again: the next cycle delivers all six, in queue order, once
+    # the server takes mail again: once their retry time has come (retry_s = 1 here, 60 s by
+    # default), the next cycle delivers all six, in queue order, once
     smtp.fail_data = None
+    time.sleep(max(0.0, max(o["next_try_ts"] for o in box2) - time.time()) + 0.1)
     check(lab, cfg)
     got = assert_count(smtp, 6, "after the SMTP outage")
     assert [m.message_id for m in got] == [o["message_id"] for o in box]
@@ -570,6 +576,7 @@ def test_smtp_outage_queues_then_delivers_in_order_once(lab, hosts, smtp, tmp_pa
     assert len({m.message_id for m in got}) == 6
     box3 = alerts_json(lab, cfg)["outbox"]
     assert [o["status"] for o in box3] == ["sent"] * 6, box3
+    assert [o["attempts"] for o in box3] == [2] * 6, box3
     for _ in range(2):
         check(lab, cfg)
     assert_count(smtp, 6, "later cycles")
@@ -584,6 +591,15 @@ def _lock_held_by(cfg: Path, pid: int) -> bool:
     return lock.exists() and f"pid {pid} " in lock.read_text()
 
 
+def wait_lock_taken(w: FileWrites, cfg: Path, proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Until `proc` holds the cycle lock: it writes its pid into the lock file once it has it
+    (each write wakes us; no polling)."""
+    deadline = time.monotonic() + timeout
+    while not _lock_held_by(cfg, proc.pid):
+        assert proc.poll() is None, "the check ended before it took the lock"
+        w.wait("wanmon.db.lock", MODIFY, deadline - time.monotonic())
+
+
 def test_concurrent_check_exits_75_and_kill_9_leaves_no_stale_lock(lab, hosts, smtp, tmp_path):
     a = hosts.new()
     sites = base_sites(2) + site_toml("site-a", "Điểm A", "district", a, ["a@x.example"],
@@ -593,12 +609,10 @@ def test_concurrent_check_exits_75_and_kill_9_leaves_no_stale_lock(lab, hosts, s
     check(lab, cfg)          # creates the store
     n = cycles(cfg)
 
-    first = lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "check"], cwd=tmp_path, env=wm_env(),
-                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not _lock_held_by(cfg, first.pid):
-        assert first.poll() is None and time.monotonic() < deadline, "the first check never took the lock"
-        time.sleep(0.02)
+    with FileWrites(db_path(cfg).parent) as w:
+        first = lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "check"], cwd=tmp_path, env=wm_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_lock_taken(w, cfg, first)
     t0 = time.monotonic()
     second = wm(lab, cfg, "check")
     took = time.monotonic() - t0
@@ -611,14 +625,13 @@ def test_concurrent_check_exits_75_and_kill_9_leaves_no_stale_lock(lab, hosts, s
     assert took < 2.5, f"the second check took {took:.1f} s to give up"
     assert cycles(cfg) == n + 1
 
-    # kill -9 in the middle of a cycle: the next run proceeds
-    victim = lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "check"], cwd=tmp_path, env=wm_env(),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not _lock_held_by(cfg, victim.pid):
-        assert victim.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    time.sleep(0.3)
+    # kill -9 in the middle of a cycle (lock taken, store open, sweeping): the next run proceeds
+    with FileWrites(db_path(cfg).parent) as w:
+        victim = lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "check"], cwd=tmp_path, env=wm_env(),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_lock_taken(w, cfg, victim)
+        w.wait("wanmon.db", OPEN)      # the cycle opened the store (after the lock)
+    assert victim.poll() is None
     os.kill(victim.pid, signal.SIGKILL)
     assert victim.wait(timeout=10) == -signal.SIGKILL
     after = wm(lab, cfg, "check")
@@ -736,7 +749,8 @@ def test_test_email_with_auth(lab, tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# the other kinds: the agent-side guard, maintenance, reminders, flapping
+# the other kinds: the agent-side guard, maintenance, flapping (reminders, which need hours to
+# pass: test_alerts_seams.py, with an injected clock)
 
 
 def test_guard_most_sites_failing_mails_the_noc_only(lab, hosts, smtp, tmp_path):
@@ -782,29 +796,6 @@ def test_maintenance_window_silences_a_site(lab, hosts, smtp, tmp_path):
     got = smtp.snapshot()
     assert rcpts(got) == sorted(["khac@x.example", NOC]), [(m.rcpt_tos, m.subject) for m in got]
     assert all("bảo trì" not in m.subject for m in got)
-
-
-def test_reminder_while_a_problem_lasts(lab, hosts, smtp, tmp_path):
-    a = hosts.new()
-    sites = base_sites() + site_toml("nhac", "Điểm nhắc", "district", a, ["nhac@x.example"],
-                                     district="N", parent="core")
-    # reminder_h = 0.001 h = 3.6 s
-    cfg = write_config(tmp_path, smtp, sites)
-    cfg.write_text(cfg.read_text(encoding="utf-8").replace("reminder_h = 4", "reminder_h = 0.001"), encoding="utf-8")
-    check(lab, cfg)
-    hosts.down(a)
-    for _ in range(3):
-        check(lab, cfg)
-    assert [k for k, _, _ in classify(lab, cfg, smtp.snapshot())] == ["down", "down"]
-    check(lab, cfg)
-    assert_count(smtp, 2, "right after the DOWN")
-    time.sleep(3.8)
-    check(lab, cfg)
-    got = classify(lab, cfg, smtp.snapshot())
-    assert [k for k, _, _ in got] == ["down", "down", "reminder", "reminder"], [(k, r) for k, r, _ in got]
-    assert rcpts([m for _, _, m in got[2:]]) == sorted(["nhac@x.example", NOC])
-    check(lab, cfg)
-    assert_count(smtp, 4, "no second reminder before reminder_h")
 
 
 def test_flapping_start_and_end(lab, hosts, smtp, tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MINIMAL, REPO, wanmon
+from waiting import MODIFY, OPEN, FileWrites
 
 ICMP_KEYS = {"sent", "received", "loss_pct", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "jitter_ms"}
 
@@ -101,15 +102,23 @@ def _start_check(path, cwd):
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _wait_lock_taken(w: FileWrites, lock: Path, proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Until `proc` holds the cycle lock: it writes its pid into the lock file once it has it
+    (each write wakes us: no polling, no guessed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not (lock.exists() and f"pid {proc.pid} " in lock.read_text()):
+        assert proc.poll() is None, "the check ended before it took the lock"
+        w.wait(lock.name, MODIFY, deadline - time.monotonic())
+
+
 def test_second_check_exits_75_while_one_runs(write_config, tmp_path):
     """Acceptance 6: while a cycle runs, a second `wanmon check` exits 75 at once; the store stays intact."""
     path = _slow_config(write_config)
-    first = _start_check(path, tmp_path)
     lock = tmp_path / "var" / "wanmon.db.lock"
-    deadline = time.monotonic() + 30
-    while not (lock.exists() and f"pid {first.pid} " in lock.read_text()):
-        assert first.poll() is None and time.monotonic() < deadline, "first check never took the lock"
-        time.sleep(0.05)
+    lock.parent.mkdir(mode=0o700)  # to watch it from before the first check starts
+    with FileWrites(lock.parent) as w:
+        first = _start_check(path, tmp_path)
+        _wait_lock_taken(w, lock, first)
     second = subprocess.run([sys.executable, "-m", "wanmon", "--config", str(path), "check", "--json"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     first_still_running = first.poll() is None  # the second did not wait for the lock
@@ -150,13 +159,19 @@ def test_status_reads_while_check_runs(write_config, tmp_path):
     assert wanmon("--config", str(path), "check", cwd=tmp_path).returncode == 0
     slow = path.read_text().replace("count = 3", "count = 20").replace("interval_ms = 50", "interval_ms = 100")
     path.write_text(slow)
-    p = subprocess.Popen([sys.executable, "-m", "wanmon", "--config", str(path), "check"], cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    lock = tmp_path / "var" / "wanmon.db.lock"
+    with FileWrites(lock.parent) as w:
+        p = subprocess.Popen([sys.executable, "-m", "wanmon", "--config", str(path), "check"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_lock_taken(w, lock, p)
+        w.wait("wanmon.db", OPEN)  # the cycle has the store open: it is sweeping (2 s)
     r = wanmon("--config", str(path), "status", "--json", cwd=tmp_path)
+    check_running = p.poll() is None
     p.communicate(timeout=60)
+    assert p.returncode == 0
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["sites"]) == 3
+    assert check_running, "status did not run while the check did"
 
 
 def test_shipped_inventory_one_cycle(tmp_path):

@@ -7,14 +7,23 @@ helpers), with a 1 s cycle (the smallest [schedule] icmp_interval_s allowed).
   logs why; with a good edited one: the new site shows up in the store;
 * SIGTERM / SIGINT during a cycle: the cycle is finished and recorded, then
   exit 0, within grace_s; a cycle longer than grace_s is abandoned at grace_s,
-  still exit 0, and leaves no stale lock.
+  still exit 0, and leaves no stale lock;
+* while it is in a cycle, a cron `wanmon check` exits 75 at once.
 
-Whether a cycle is running is read from /proc/locks (the daemon's flock on
-`<store>.lock`), without touching the lock.
+The same bookkeeping in detail (both kinds of broken file, a stuck cycle
+cancelled, publishing never twice at once, _stop with and without a cycle
+that ends in time) runs in-process through the seams in test_daemon_seams.py.
+
+No sleeping here: the test reads the daemon's log as it comes (one
+`cycle id=N took=` line per recorded cycle) and sees a cycle start when the
+daemon writes its pid into `<store>.lock` right after taking the lock
+(inotify, tests/waiting.py). Whether the lock is still held afterwards is read
+from /proc/locks, without touching the lock.
 """
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,8 +35,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import netns  # noqa: E402
 from test_alerts_integration import (  # noqa: E402
-    PY, base_sites, cycles, db_path, site_statuses, site_toml, store_query, wm, wm_env, write_config,
+    CYCLE_DONE, PY, base_sites, cycles, db_path, site_statuses, site_toml, store_query, wm, wm_env, write_config,
 )
+from waiting import MODIFY, OPEN, FileWrites, Output  # noqa: E402
 
 _ok, _why = netns.available()
 pytestmark = pytest.mark.skipif(not _ok, reason=f"netns lab unavailable: {_why}")
@@ -42,35 +52,25 @@ def lab():
 class Daemon:
     def __init__(self, lab, cfg: Path, log: Path):
         self.cfg, self.log = cfg, log
-        fh = open(log, "ab")
-        try:
-            self.p = lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "run"], cwd=cfg.parent,
-                               env=wm_env(), stdout=fh, stderr=subprocess.STDOUT)
-        finally:
-            fh.close()
+        self.p = lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "run"], cwd=cfg.parent,
+                           env=wm_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.out = Output(self.p.stdout, log)
 
     def text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
+        return self.out.text()
 
     def alive(self) -> bool:
         return self.p.poll() is None
 
     def wait_cycles(self, n: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while cycles(self.cfg) < n:
-            assert self.alive(), f"daemon exited {self.p.returncode}:\n{self.text()[-3000:]}"
-            assert time.monotonic() < deadline, f"{cycles(self.cfg)} cycles, wanted {n}:\n{self.text()[-3000:]}"
-            time.sleep(0.05)
+        """Until the daemon has recorded its n-th cycle (its log says so as it happens)."""
+        self.out.wait_for(CYCLE_DONE, timeout, n=n)
+        assert cycles(self.cfg) >= n
 
     def wait_log(self, needle: str, timeout: float = 15, start: int = 0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            t = self.text()
-            if needle in t[start:]:
-                return t[start:]
-            assert self.alive(), f"daemon exited {self.p.returncode}:\n{t[-3000:]}"
-            assert time.monotonic() < deadline, f"no {needle!r} in the log:\n{t[-3000:]}"
-            time.sleep(0.05)
+        """Until a log line after `start` holds `needle`; returns the log from `start`."""
+        self.out.wait_for(re.escape(needle), timeout, start=start)
+        return self.out.text(start)
 
     def signal(self, sig: int) -> None:
         os.kill(self.p.pid, sig)
@@ -100,6 +100,8 @@ def daemons():
         if d.alive():
             d.p.kill()
             d.p.wait(timeout=10)
+        d.out.close()
+        d.p.stdout.close()
 
 
 def lock_held(cfg: Path) -> bool:
@@ -120,26 +122,36 @@ def lock_held(cfg: Path) -> bool:
     return False
 
 
+LOCK = "wanmon.db.lock"
+
+
 def wait_for_running_cycle(d: Daemon, timeout: float = 30) -> int:
-    """Wait for a cycle to *start* (the lock goes from free to held) and return the
-    number of cycles recorded before it. A held lock alone is not enough: the lock
-    is still held for a moment after a cycle is recorded (the page, the mail)."""
-    deadline = time.monotonic() + timeout
-    was_free = False
-    while True:
-        held = lock_held(d.cfg)
-        if held and was_free:
-            return cycles(d.cfg)
-        was_free = was_free or not held
-        assert d.alive(), d.text()[-3000:]
-        assert time.monotonic() < deadline, "never saw a cycle start"
-        time.sleep(0.005)
+    """Wait for a cycle to *start* and return the number of cycles recorded before it.
+    The daemon writes its pid into the lock file right after taking the lock: the first
+    such write after the watch begins is a cycle starting (one already running when the
+    watch begins wrote before it)."""
+    with FileWrites(db_path(d.cfg).parent) as w:
+        w.wait(LOCK, MODIFY, timeout)
+    return cycles(d.cfg)
+
+
+def next_check_proceeds(lab, cfg: Path) -> bool:
+    """A cron `wanmon check` on the same store and lock afterwards exits 0. (Its own file with a
+    short [icmp] timeout_ms: the dead host would otherwise make it sweep for seconds.)"""
+    text = cfg.read_text(encoding="utf-8")
+    fast = cfg.with_name("sites-next.toml")
+    fast.write_text(re.sub(r"(?m)^timeout_ms = \d+$", "timeout_ms = 300", text, count=1), encoding="utf-8")
+    cp = wm(lab, fast, "check", timeout=60)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    return db_path(fast) == db_path(cfg)
 
 
 # ---------------------------------------------------------------------------
 
 
 def test_cycles_and_sighup_reload(lab, tmp_path, daemons):
+    """The real process and real signals; both kinds of broken file and the bookkeeping in detail:
+    test_daemon_seams.py."""
     sites = base_sites(3)
     cfg = write_config(tmp_path, None, sites, interval_s=1, grace_s=10)
     good_text = cfg.read_text(encoding="utf-8")
@@ -153,38 +165,30 @@ def test_cycles_and_sighup_reload(lab, tmp_path, daemons):
     assert set(site_statuses(cfg)) == {"core", "fill-0", "fill-1", "fill-2"}
     assert set(site_statuses(cfg).values()) == {"up"}
 
-    # a broken file (a new site, plus an invalid [icmp] count; then a TOML syntax
-    # error): SIGHUP keeps the old config and the log says why
+    # a broken file (a new site, then a TOML syntax error): SIGHUP keeps the old config
+    # and the log says why
     new_site = site_toml("moi", "Điểm mới", "district", "127.0.0.42", ["moi@x.example"],
                          district="Huyện mới", parent="core")
-    bad_value = good_text.replace("count = 1\n", "count = 0\n") + "\n" + new_site
-    bad_syntax = good_text + "\n" + new_site + "\n[[sites\n"
-    for broken, why in ((bad_value, "count"), (bad_syntax, "sites.toml:")):
-        assert broken != good_text + "\n" + new_site
-        cfg.write_text(broken, encoding="utf-8")
-        assert wm(lab, cfg, "validate").returncode == 2
-        mark = len(d.text())
-        d.signal(signal.SIGHUP)
-        d.wait_log("SIGHUP", start=mark)
-        time.sleep(0.5)
-        after = d.text()[mark:]
-        assert why in after, f"the log does not say what is wrong ({why!r}):\n{after}"
-        assert str(cfg) in after, after
-        n = cycles(cfg)
-        d.wait_cycles(n + 3, timeout=20)           # still running, on the old config
-        assert "moi" not in site_statuses(cfg)
-        assert d.alive()
+    cfg.write_text(good_text + "\n" + new_site + "\n[[sites\n", encoding="utf-8")
+    mark = d.out.mark()
+    d.signal(signal.SIGHUP)
+    d.wait_log("SIGHUP", start=mark)
+    d.wait_log("sites.toml:", start=mark)          # what is wrong, and where
+    after = d.wait_log(str(cfg), start=mark)
+    assert "keeping the configuration in use" in after, after
+    n = d.out.count(CYCLE_DONE)
+    d.wait_cycles(n + 2, timeout=20)               # still running, on the old config
+    assert "moi" not in site_statuses(cfg)
+    assert d.alive()
 
-    # a good edited file: picked up at the next SIGHUP
+    # a good edited file: picked up at the next SIGHUP; the first cycle that starts after it
+    # has the new site
     cfg.write_text(good_text + "\n" + new_site, encoding="utf-8")
-    assert wm(lab, cfg, "validate").returncode == 0
-    mark = len(d.text())
+    mark = d.out.mark()
     d.signal(signal.SIGHUP)
     d.wait_log("reload", start=mark)
-    deadline = time.monotonic() + 20
-    while site_statuses(cfg).get("moi") != "up":
-        assert d.alive() and time.monotonic() < deadline, d.text()[-3000:]
-        time.sleep(0.1)
+    d.out.wait_for(CYCLE_DONE, 20, start=d.out.mark(), n=2)
+    assert site_statuses(cfg).get("moi") == "up", d.text()[-3000:]
     st = wm(lab, cfg, "status", "--json")
     assert st.returncode == 0 and "Điểm mới" in st.stdout
 
@@ -214,7 +218,8 @@ def test_signal_during_a_cycle_finishes_it_and_exits_0(lab, tmp_path, daemons, s
     assert not lock_held(cfg)
     assert store_query(cfg, "PRAGMA integrity_check")[0][0] == "ok"
     # the next cron-style run proceeds
-    assert wm(lab, cfg, "check").returncode == 0
+    assert next_check_proceeds(lab, cfg)
+    assert cycles(cfg) == n + 2
 
 
 def test_cycle_longer_than_grace_is_abandoned_at_grace(lab, tmp_path, daemons):
@@ -222,12 +227,13 @@ def test_cycle_longer_than_grace_is_abandoned_at_grace(lab, tmp_path, daemons):
                                       district="Huyện chết", parent="core")
     grace = 1
     cfg = write_config(tmp_path, None, sites, interval_s=1, grace_s=grace, timeout_ms=6000)
-    d = daemons(lab, cfg, tmp_path / "daemon.log")
-    deadline = time.monotonic() + 30
-    while not lock_held(cfg):
-        assert d.alive() and time.monotonic() < deadline, d.text()[-3000:]
-        time.sleep(0.01)
-    time.sleep(0.3)
+    var = db_path(cfg).parent
+    var.mkdir(mode=0o700)                  # to watch it from before the daemon starts
+    with FileWrites(var) as w:
+        d = daemons(lab, cfg, tmp_path / "daemon.log")
+        w.wait(LOCK, MODIFY)               # the first cycle took the lock...
+        w.wait("wanmon.db", OPEN)          # ... and opened the store: it is sweeping (6 s)
+    assert lock_held(cfg) and d.alive(), d.text()[-3000:]
     n = cycles(cfg)
     t0 = time.monotonic()
     d.signal(signal.SIGTERM)
@@ -238,7 +244,8 @@ def test_cycle_longer_than_grace_is_abandoned_at_grace(lab, tmp_path, daemons):
     assert cycles(cfg) == n               # the abandoned cycle left nothing half-written
     assert not lock_held(cfg)
     assert store_query(cfg, "PRAGMA integrity_check")[0][0] == "ok"
-    assert wm(lab, cfg, "check", timeout=60).returncode == 0
+    assert next_check_proceeds(lab, cfg)
+    assert cycles(cfg) == n + 1
 
 
 def test_daemon_and_check_share_the_lock(lab, tmp_path, daemons):
@@ -246,9 +253,11 @@ def test_daemon_and_check_share_the_lock(lab, tmp_path, daemons):
     sites = base_sites(4) + site_toml("chet", "Điểm chết", "district", lab.dead4, ["chet@x.example"],
                                       district="Huyện chết", parent="core")
     cfg = write_config(tmp_path, None, sites, interval_s=1, grace_s=10, timeout_ms=3000)
-    d = daemons(lab, cfg, tmp_path / "daemon.log")
-    d.wait_cycles(1, timeout=30)
-    wait_for_running_cycle(d)
+    var = db_path(cfg).parent
+    var.mkdir(mode=0o700)                  # to watch it from before the daemon starts
+    with FileWrites(var) as w:
+        d = daemons(lab, cfg, tmp_path / "daemon.log")
+        w.wait(LOCK, MODIFY)               # its first cycle (3 s) took the lock
     t0 = time.monotonic()
     cp = wm(lab, cfg, "check")
     assert cp.returncode == 75, (cp.returncode, cp.stderr)

@@ -23,7 +23,6 @@ bench/peer_faults.py measures the page times.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -39,6 +38,7 @@ import netns  # noqa: E402
 from fault_servers import DripServer, Fault, FaultServer, FaultSMTPServer, read_http_request  # noqa: E402
 from smtp_server import in_netns  # noqa: E402
 from test_alerts_integration import PY, base_sites, cycles, site_toml, store_query, wm_env  # noqa: E402
+from waiting import Output  # noqa: E402
 
 _ok, _why = netns.available()
 pytestmark = pytest.mark.skipif(not _ok, reason=f"netns lab unavailable: {_why}")
@@ -64,6 +64,7 @@ class InfluxEndpoint(FaultServer):
         self.drip_s = drip_s
         self.lines: list[str] = []
         self.requests = 0
+        self.asked = threading.Event()  # set at the first request
 
     def handle(self, conn) -> None:
         while True:
@@ -72,6 +73,7 @@ class InfluxEndpoint(FaultServer):
                 return
             with self._lock:
                 self.requests += 1
+            self.asked.set()
             mode = self.mode
             if mode == "silent":
                 while not self.pause(0.2):
@@ -136,20 +138,28 @@ timeout_s = 2
     return p
 
 
-def start_check(lab, cfg: Path) -> tuple[subprocess.Popen, float]:
-    p = lab.popen([PY, "-m", "wanmon", "-v", "--config", str(cfg), "check"], cwd=cfg.parent, env=wm_env(),
-                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return p, time.monotonic()
+class Check:
+    """A `wanmon -v check` running in the lab; its log lines read as they come."""
 
+    def __init__(self, lab, cfg: Path):
+        self.t0 = time.monotonic()
+        self.p = lab.popen([PY, "-m", "wanmon", "-v", "--config", str(cfg), "check"], cwd=cfg.parent,
+                           env=wm_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.log = Output(self.p.stderr)
 
-def finish(p: subprocess.Popen, t0: float, limit: float = 60) -> tuple[int, float, str]:
-    try:
-        _, err = p.communicate(timeout=limit)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.communicate()
-        pytest.fail(f"wanmon check did not return within {limit} s")
-    return p.returncode, time.monotonic() - t0, err
+    def page_written(self) -> int:
+        """Wait for the log line that follows the page: the cycle id it showed."""
+        return int(self.log.wait_for(r"cycle id=(\d+) .*page_after_ms=").group(1))
+
+    def finish(self, limit: float = 60) -> tuple[int, float, str]:
+        try:
+            self.p.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            pytest.fail(f"wanmon check did not return within {limit} s")
+        self.log.close()
+        return self.p.returncode, time.monotonic() - self.t0, self.log.text()
 
 
 def page_cycle(cfg: Path) -> int | None:
@@ -159,16 +169,6 @@ def page_cycle(cfg: Path) -> int | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return (data.get("last_cycle") or {}).get("id")
-
-
-def wait_for(pred, what: str, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def spooled(cfg: Path) -> int:
@@ -188,17 +188,17 @@ def test_hung_peers_never_hold_the_page_the_lock_or_the_next_check(lab, tmp_path
         cfg = config(tmp_path, lab, influx.port, smtp.port)
         timings = []
         # 1. silent peers: the page comes while the publisher is stuck on the silent InfluxDB
-        p1, t1 = start_check(lab, cfg)
-        wait_for(lambda: page_cycle(cfg) == 1 or p1.poll() is not None, "the first page")
-        wait_for(lambda: influx.requests or p1.poll() is not None, "the drain to start")
-        assert p1.poll() is None, "the check ended before it reached the silent peer: nothing was tested"
+        c1 = Check(lab, cfg)
+        assert c1.page_written() == 1 and page_cycle(cfg) == 1
+        assert influx.asked.wait(30), "the first check never reached the silent InfluxDB"
+        assert c1.p.poll() is None, "the check ended before it reached the silent peer: nothing was tested"
         # a check started meanwhile records its own cycle and exits 0
-        p2, t2 = start_check(lab, cfg)
-        rc2, took2, err2 = finish(p2, t2)
+        c2 = Check(lab, cfg)
+        rc2, took2, err2 = c2.finish()
         assert rc2 == 0, err2[-3000:]
         assert cycles(cfg) == 2 and page_cycle(cfg) == 2
-        assert p1.poll() is None, "the first check's publishing was not what held it"
-        rc1, took1, err1 = finish(p1, t1)
+        assert c1.p.poll() is None, "the first check's publishing was not what held it"
+        rc1, took1, err1 = c1.finish()
         assert rc1 == 0, err1[-3000:]
         timings += [("silent", page_after_ms(err1), took1), ("meanwhile", page_after_ms(err2), took2)]
         assert "deadline" in err1 or "timed out" in err1 or "timeout" in err1, err1[-2000:]
@@ -206,9 +206,9 @@ def test_hung_peers_never_hold_the_page_the_lock_or_the_next_check(lab, tmp_path
         # 2. dripping peers: same story
         influx.mode = "drip"
         smtp.faults = {"greeting": Fault("drip", drip_s=0.3)}
-        p3, t3 = start_check(lab, cfg)
-        wait_for(lambda: page_cycle(cfg) == 3 or p3.poll() is not None, "the third page")
-        rc3, took3, err3 = finish(p3, t3)
+        c3 = Check(lab, cfg)
+        assert c3.page_written() == 3 and page_cycle(cfg) == 3
+        rc3, took3, err3 = c3.finish()
         assert rc3 == 0, err3[-3000:]
         timings.append(("drip", page_after_ms(err3), took3))
         assert took3 < 45, f"the check took {took3:.1f} s against dripping peers (budgets: 6 s drain, 30 s mail)"
@@ -219,8 +219,7 @@ def test_hung_peers_never_hold_the_page_the_lock_or_the_next_check(lab, tmp_path
         # 3. the peers answer again: every point arrives, the DOWN mail goes out once
         influx.mode = "good"
         smtp.faults = {}
-        p4, t4 = start_check(lab, cfg)
-        rc4, took4, err4 = finish(p4, t4)
+        rc4, took4, err4 = Check(lab, cfg).finish()
         assert rc4 == 0, err4[-3000:]
         assert spooled(cfg) == 0, "points left in the spool after a good drain"
         sent = {ln.rsplit(" ", 1)[1] + ln.split(" ", 1)[0] for ln in influx.lines}
@@ -245,18 +244,17 @@ def test_daemon_keeps_cycling_against_a_dripping_influxdb_and_stops_within_grace
     try:
         cfg = config(tmp_path, lab, drip.port, smtp.port, interval_s=1, grace_s=grace, drain_budget_s=20)
         cfg.write_text(cfg.read_text().replace("timeout_ms = 3000", "timeout_ms = 30000"))  # per-read timeouts alone never end
-        log = tmp_path / "daemon.log"
-        with open(log, "wb") as fh:
-            d = lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "run"], cwd=cfg.parent, env=wm_env(),
-                          stdout=fh, stderr=subprocess.STDOUT)
+        d = lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "run"], cwd=cfg.parent, env=wm_env(),
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log = Output(d.stderr, tmp_path / "daemon.log")
         try:
-            wait_for(lambda: drip.requests, "the first drain to reach the dripping server")
-            n0, t0 = cycles(cfg), time.monotonic()
-            wait_for(lambda: cycles(cfg) >= n0 + 5, "5 more cycles while the drain drips", timeout=30)
+            log.wait_for(r"cycle id=1 took=")
+            mark, t0 = log.mark(), time.monotonic()
+            log.wait_for(r"cycle id=\d+ took=", start=mark, n=5)   # 5 more cycles while the drain drips
             per_cycle = (time.monotonic() - t0) / 5
             assert per_cycle < 3, f"{per_cycle:.2f} s per cycle with a 1 s interval while the drain drips"
             assert drip.bytes_sent > 0 and drip.connections == 1, "publishing ran twice at once"
-            text = log.read_text(errors="replace")
+            text = log.text()
             assert "maximum number of running instances" not in text, text[-3000:]
             t_stop = time.monotonic()
             d.send_signal(signal.SIGTERM)
@@ -266,7 +264,8 @@ def test_daemon_keeps_cycling_against_a_dripping_influxdb_and_stops_within_grace
             if d.poll() is None:
                 d.kill()
                 d.wait()
-        text = log.read_text(errors="replace")
+        log.close()
+        text = log.text()
         assert rc == 0, text[-3000:]
         assert took <= grace + 1, f"exit took {took:.1f} s with grace_s = {grace}"
         assert store_query(cfg, "PRAGMA integrity_check")[0][0] == "ok"

@@ -4,8 +4,9 @@ v3 users, and snmpsim serving many simulated devices from one process."""
 from __future__ import annotations
 
 import os
+import select
+import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from snmp_agents import (  # noqa: E402
     SYS_CONTACT, SYS_LOCATION, SYS_NAME, SYS_OBJECT_ID, SYS_UPTIME, ENGINE_BOOTS,
     Device, NetSnmpAgent, SnmpSim, snmpcmd, snmpget,
 )
+
+from wanmon.probes import snmpwire  # noqa: E402
 
 _ns_ok, _ns_why = sa.netsnmp_available()
 _sim_ok, _sim_why = sa.snmpsim_available()
@@ -226,23 +229,40 @@ def test_interfaces_and_hc_columns(fleet):
     assert not any(o.startswith(f"{IFX_ENTRY}.{IFX_HC_IN_OCTETS}.") for o in walk.values)
 
 
+def _read(sim: SnmpSim, d: Device, oids) -> tuple[sa.SnmpResult, float, float]:
+    """One GET and the wall-clock times just before and after it: the simulator computed its
+    values somewhere in between."""
+    t0 = time.time()
+    r = sim.get(d, oids)
+    t1 = time.time()
+    assert r.ok, r.stderr
+    return r, t0, t1
+
+
+def _assert_on_model(got: int, value_at_epoch: int, rate: float, epoch: float, t0: float, t1: float, what="") -> None:
+    """A growing counter serves value_at_epoch + rate * (now - epoch): between its values at t0
+    and t1 (give or take the integer roundings)."""
+    lo, hi = value_at_epoch + rate * (t0 - epoch), value_at_epoch + rate * (t1 - epoch)
+    assert lo - 2 <= got <= hi + 2, (what, got, lo, hi, t0 - epoch)
+
+
 @need_snmpsim
 def test_counters_grow_at_the_given_rate(fleet):
+    """Each reading is value_at_epoch + rate * (now - epoch), `now` pinned between the times around
+    the request: the counters have grown at the given rate since the epoch (seconds ago), to
+    better than 10 %, without waiting for them to grow."""
     sim, devs = fleet
     d = devs[1]
+    eth = d.iface(2)
     oids = [f"{IF_ENTRY}.{IF_IN_OCTETS}.2", f"{IFX_ENTRY}.{IFX_HC_IN_OCTETS}.2", f"{IF_ENTRY}.{IF_OUT_OCTETS}.2"]
-    t1 = time.time()
-    a = sim.get(d, oids)
-    time.sleep(2.0)
-    t2 = time.time()
-    b = sim.get(d, oids)
-    dt = t2 - t1
-    for oid, rate in zip(oids, (RATE, RATE, RATE / 2)):
-        got = ((b.int(oid) - a.int(oid)) % sa.C32 if "2.2.1" in oid else b.int(oid) - a.int(oid)) / dt
-        assert abs(got - rate) <= 0.1 * rate, (oid, got, rate)
-    # the counter's value follows value_at_epoch + rate * (now - epoch)
-    expect = d.iface(2).in_octets + RATE * (time.time() - sim.epoch)
-    assert abs(sim.get(d, oids[1]).int() - expect) <= 0.1 * RATE + 0.01 * expect
+    models = [(eth.in_octets, RATE), (eth.in_octets, RATE), (eth.out_octets, RATE / 2)]
+    readings = [_read(sim, d, oids) for _ in range(2)]
+    for r, t0, t1 in readings:
+        assert t1 - t0 < 0.1 * (t0 - sim.epoch), "too soon after the start to pin the rate to 10 %"
+        for oid, (v0, rate) in zip(oids, models):
+            _assert_on_model(r.int(oid), v0, rate, sim.epoch, t0, t1, oid)
+    (a, _, _), (b, _, _) = readings
+    assert all(b.int(oid) > a.int(oid) for oid in oids)
 
 
 @need_snmpsim
@@ -286,11 +306,11 @@ def test_set_device_changed_rate_restarts_the_simulator(fleet):
     fast = d.with_iface(2, in_rate=4 * RATE)
     assert sim.set_device(fast) == "restart"
     assert sim.pid != pid and not _pid_alive(pid)
-    t1, a = time.time(), sim.get(d, oid).int()
-    time.sleep(1.5)
-    t2, b = time.time(), sim.get(d, oid).int()
-    got = ((b - a) % sa.C32) / (t2 - t1)
-    assert abs(got - 4 * RATE) <= 0.1 * 4 * RATE, got
+    # it now serves the new rate: value_at_epoch + 4 x RATE x (now - epoch), the epoch seconds ago
+    for _ in range(2):
+        r, t0, t1 = _read(sim, d, oid)
+        assert t1 - t0 < 0.1 * (t0 - sim.epoch)
+        _assert_on_model(r.int(oid), fast.iface(2).in_octets, 4 * RATE, sim.epoch, t0, t1)
     # every device still answers after the restart
     for dev in devs:
         assert sim.get(dev, SYS_NAME).ok
@@ -305,20 +325,23 @@ def test_slow_agent_answers_after_its_delay_and_blocks_only_itself(fleet):
     with sa.slow_agent(spec, 700) as slow:
         fast_name = slow.get(spec, SYS_NAME, timeout=3)
         assert fast_name.ok and fast_name.elapsed < 0.5        # only sysUpTime.0 is delayed
-        results = {}
-
-        def poll_slow():
-            results["slow"] = slow.get(spec, [SYS_UPTIME, SYS_NAME], timeout=3)
-
-        th = threading.Thread(target=poll_slow)
-        th.start()
-        time.sleep(0.1)
-        other = sim.get(devs[0], SYS_NAME, timeout=3)            # the main simulator is not blocked
-        th.join()
+        # The slow request goes first, from a socket of ours: when send() returns its bytes are
+        # in the agent's queue, so the other request below is made while the slow one waits.
+        oids = [tuple(map(int, o.split("."))) for o in (SYS_UPTIME, SYS_NAME)]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((addr, slow.port))
+            t0 = time.monotonic()
+            s.send(snmpwire.community_message(1, spec.community.encode(), snmpwire.pdu(snmpwire.GET, 4242, 0, 0, oids)))
+            other = sim.get(devs[0], SYS_NAME, timeout=3)        # the main simulator is not blocked
+            still_waiting = not select.select([s], [], [], 0)[0]
+            answered = select.select([s], [], [], 3)[0]
+            elapsed = time.monotonic() - t0
+            reply = snmpwire.parse_community(s.recv(65535))[2] if answered else None
         assert other.ok and other.elapsed < 0.5, other.elapsed
-        r = results["slow"]
-        assert r.ok and r.value(SYS_NAME) == "slow-dev"
-        assert 0.65 <= r.elapsed < 2.5, r.elapsed
+        assert still_waiting, "the slow agent answered before its delay"
+        assert reply is not None and reply.request_id == 4242 and reply.error_status == 0, reply
+        assert dict(reply.varbinds)[oids[1]] == b"slow-dev"
+        assert 0.65 <= elapsed < 2.5, elapsed
         # a client timeout shorter than the delay gives a timeout
         short = slow.get(spec, SYS_UPTIME, timeout=0.3)
         assert short.timed_out
@@ -362,11 +385,15 @@ def test_reboot_helper_with_growing_uptime_and_counter_reset(fleet):
     d = devs[6]
     before = sim.get(d, [SYS_UPTIME, f"{IFX_ENTRY}.{IFX_HC_IN_OCTETS}.2"])
     spec = d.rebooted(1000, grows=True, reset_counters=True)
-    assert sim.set_device(spec) == "restart"
-    time.sleep(1.0)
-    after = sim.get(d, [SYS_UPTIME, f"{IFX_ENTRY}.{IFX_HC_IN_OCTETS}.2", f"{IF_ENTRY}.{IF_IN_OCTETS}.2"])
-    since = time.time() - spec.epoch                          # the restart itself takes a second or two
-    assert 1000 + 100 < after.int(SYS_UPTIME) <= 1000 + 100 * since + 50     # growing again from 10 s
-    assert after.int(f"{IFX_ENTRY}.{IFX_HC_IN_OCTETS}.2") < before.int(f"{IFX_ENTRY}.{IFX_HC_IN_OCTETS}.2")
-    assert after.int(f"{IF_ENTRY}.{IF_IN_OCTETS}.2") <= 102 + RATE * since + 1   # from 102, growing
+    assert sim.set_device(spec) == "restart"                   # growing from the reboot (spec.epoch)
+    oids = [SYS_UPTIME, f"{IFX_ENTRY}.{IFX_HC_IN_OCTETS}.2", f"{IF_ENTRY}.{IF_IN_OCTETS}.2"]
+    readings = [_read(sim, d, oids) for _ in range(2)]
+    for after, t0, t1 in readings:
+        # sysUpTime: 10 s at the reboot, growing 100 ticks/s since; the counters from 102
+        _assert_on_model(after.int(SYS_UPTIME), 1000, 100, spec.epoch, t0, t1, "uptime")
+        _assert_on_model(after.int(oids[1]), 102, RATE, spec.epoch, t0, t1, "HC")
+        _assert_on_model(after.int(oids[2]), 102, RATE, spec.epoch, t0, t1, "32-bit")
+        assert after.int(oids[1]) < before.int(oids[1])      # a counter reset
+    (a, _, _), (b, _, _) = readings
+    assert 1000 < a.int(SYS_UPTIME) < b.int(SYS_UPTIME)      # growing again from 10 s
     sim.set_device(d)

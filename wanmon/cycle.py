@@ -231,6 +231,44 @@ async def in_thread(fn: Callable, *args):
     return await fut
 
 
+class _Held:
+    """A step's lock and open store, which its last blocking part takes over.
+
+    A task awaiting a thread can be cancelled (a stuck cycle, SIGTERM at grace_s)
+    while the thread goes on writing: closing the store then would pull SQLite
+    from under it. So the last part runs in a thread that closes the store and
+    releases the lock itself when it is done; before that, the task closes them."""
+
+    def __init__(self, lock: CycleLock):
+        self.lock = lock
+        self.store: Store | None = None
+        self.handed = False
+
+    async def open(self, path) -> Store:
+        self.store = await in_thread(Store.open, path, True)
+        return self.store
+
+    async def finish_in_thread(self, fn: Callable, *args):
+        self.handed = True
+
+        def last_part():
+            try:
+                return fn(*args)
+            finally:
+                self._close()
+
+        return await in_thread(last_part)
+
+    def _close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        self.lock.__exit__(None, None, None)
+
+    def close_unless_handed(self) -> None:
+        if not self.handed:
+            self._close()
+
+
 # -- the critical path --------------------------------------------------------
 
 def run_check(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool = False, *, now: Now = time.time,
@@ -270,15 +308,15 @@ async def run_cycle(cfg: Config, progress: icmp.Progress | None = None, dry_run:
     if peers.icmp is icmp.probe:  # fail on a missing ICMP permission before anything is written
         icmp.open_sockets(cfg.icmp.mode, {socket.AF_INET}).popitem()[1].close()
     inv = Inventory.from_config(cfg)
-    with CycleLock(cfg.store_path):
-        store = await in_thread(Store.open, cfg.store_path, True)
-        try:
-            started = now()
-            results = await _sweep(cfg, store, progress, peers)
-            finished = now()
-            result = await in_thread(_record, cfg, inv, store, started, finished, results, dry_run, now)
-        finally:
-            store.close()
+    held = _Held(CycleLock(cfg.store_path).__enter__())
+    try:
+        store = await held.open(cfg.store_path)
+        started = now()
+        results = await _sweep(cfg, store, progress, peers)
+        finished = now()
+        result = await held.finish_in_thread(_record, cfg, inv, store, started, finished, results, dry_run, now)
+    finally:
+        held.close_unless_handed()
     logger.info("cycle id=%d sites=%d duration_ms=%.0f page_after_ms=%.0f", result.cycle_id,
                 len(result.observations), (finished - started) * 1000, ((result.page_ts or finished) - started) * 1000)
     return result
@@ -384,36 +422,33 @@ async def run_snmp(cfg: Config, *, now: Now = time.time, peers: Peers = REAL, fo
     if not cfg.snmp_specs:
         return {}
     try:
-        lock = SnmpLock(cfg.store_path).__enter__()
+        held = _Held(SnmpLock(cfg.store_path).__enter__())
     except StoreBusyError as exc:
         logger.info("snmp skipped: %s", exc)
         return None
     try:
-        store = await in_thread(Store.open, cfg.store_path, True)
-        try:
-            devices = store.devices()
-            reachable = None if force else {st.site_id for st in store.states() if st.status in REACHABLE}
-            t = now()
-            polled = snmp_due(cfg, devices, t, reachable, force)
-            views = last_views(cfg, devices)
-            for sid in set(cfg.snmp_specs) - (reachable if reachable is not None else set(cfg.snmp_specs)):
-                views[sid] = SnmpView("not_polled", "no ICMP reply: SNMP is not polled this cycle", devices.get(sid))
-            if not polled:
-                return views
-            prev_ifs = store.interfaces()
-            t0 = time.monotonic()
-            results = await peers.snmp(_targets(polled, cfg, ips), cfg.snmp.max_concurrency, cfg.snmp.budget_s)
-            outcomes, polled_views = snmp_outcomes(cfg, devices, prev_ifs, polled, results)
-            views.update(polled_views)
-            await in_thread(_record_snmp, cfg, store, outcomes, now(), time.monotonic() - t0, page)
-            logger.info("snmp polled=%d answered=%d failed=%d not_reached=%d took=%.2fs", len(polled),
-                        sum(o.device.status == "ok" for o in outcomes), sum(o.device.status != "ok" for o in outcomes),
-                        sum(r is None for r in results), time.monotonic() - t0)
+        store = await held.open(cfg.store_path)
+        devices = store.devices()
+        reachable = None if force else {st.site_id for st in store.states() if st.status in REACHABLE}
+        t = now()
+        polled = snmp_due(cfg, devices, t, reachable, force)
+        views = last_views(cfg, devices)
+        for sid in set(cfg.snmp_specs) - (reachable if reachable is not None else set(cfg.snmp_specs)):
+            views[sid] = SnmpView("not_polled", "no ICMP reply: SNMP is not polled this cycle", devices.get(sid))
+        if not polled:
             return views
-        finally:
-            store.close()
+        prev_ifs = store.interfaces()
+        t0 = time.monotonic()
+        results = await peers.snmp(_targets(polled, cfg, ips), cfg.snmp.max_concurrency, cfg.snmp.budget_s)
+        outcomes, polled_views = snmp_outcomes(cfg, devices, prev_ifs, polled, results)
+        views.update(polled_views)
+        await held.finish_in_thread(_record_snmp, cfg, store, outcomes, now(), time.monotonic() - t0, page)
+        logger.info("snmp polled=%d answered=%d failed=%d not_reached=%d took=%.2fs", len(polled),
+                    sum(o.device.status == "ok" for o in outcomes), sum(o.device.status != "ok" for o in outcomes),
+                    sum(r is None for r in results), time.monotonic() - t0)
+        return views
     finally:
-        lock.__exit__(None, None, None)
+        held.close_unless_handed()
 
 
 def _record_snmp(cfg: Config, store: Store, outcomes: list[SnmpOutcome], ts: float, took_s: float,

@@ -65,6 +65,16 @@ def _malloc_trim():
         return None
 
 
+def _log_failure(job: str, exc: Exception) -> None:
+    """A job's failure is logged, never fatal to the daemon."""
+    if isinstance(exc, StoreBusyError):
+        logger.warning("%s skipped: %s", job, exc)
+    elif isinstance(exc, WanmonError):
+        logger.error("%s failed: %s", job, exc)
+    else:
+        logger.error("%s failed with an internal error", job, exc_info=exc)
+
+
 def stuck_after_s(cfg: Config) -> float:
     """When a running cycle counts as stuck: its interval, but never before its own sweep
     could have ended (count x interval_ms + timeout_ms + DNS) plus a minute for the store
@@ -121,12 +131,8 @@ class Daemon:
             self.cancelled += 1
             logger.error("cycle stuck: still running after %.0f s (interval %.0f s): cancelled, the next one runs "
                          "at its slot", limit, cfg.schedule.icmp_interval_s)
-        except StoreBusyError as exc:
-            logger.warning("cycle skipped: %s", exc)
-        except WanmonError as exc:
-            logger.error("cycle failed: %s", exc)
-        except Exception:
-            logger.exception("cycle failed with an internal error")
+        except Exception as exc:
+            _log_failure("cycle", exc)
         finally:
             self.running = None
             _release_memory()
@@ -149,10 +155,8 @@ class Daemon:
                 await run_snmp(self.cfg, now=self.now, peers=self.peers, ips=self.last_ips)
         except TimeoutError:
             logger.error("snmp job stuck past its budget (%.0f s): cancelled", self.cfg.snmp.budget_s)
-        except WanmonError as exc:
-            logger.error("snmp job failed: %s", exc)
-        except Exception:
-            logger.exception("snmp job failed with an internal error")
+        except Exception as exc:
+            _log_failure("snmp job", exc)
         finally:
             self.snmp_task = None
 
