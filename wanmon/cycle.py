@@ -340,12 +340,13 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     alerts_ms = (time.perf_counter() - t_alerts) * 1000
     cycle_id = store.record_cycle(started, finished, obs, (), points, limits, alert_update)
     _remember_addresses(cfg, store, icmp_results, finished)
+    page_ts = []
+    write_page(cfg, store, on_html=lambda: page_ts.append(now()))
+    # after the page: deleting old samples is nobody's wait
     store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
-    write_page(cfg, store)
-    page_ts = now()
     return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)},
                        last_views(cfg, store.devices()), tuple(alert_update.mails) if alert_update else (), alerts_ms,
-                       page_ts)
+                       page_ts[0] if page_ts else None)
 
 
 def _remember_addresses(cfg: Config, store: Store, results, now: float) -> None:
@@ -358,12 +359,20 @@ def _spool_limits(cfg: Config) -> tuple[int, float]:
     return st.spool_max_points, st.spool_max_age_h * 3600
 
 
-def write_page(cfg: Config, store: Store) -> None:
-    """Render the status page from what is recorded; the cycle stays recorded if this fails."""
+_PAGE_LOCK = threading.Lock()
+
+
+def write_page(cfg: Config, store: Store, on_html: Callable[[], None] | None = None) -> None:
+    """Render the status page from what is recorded; the cycle stays recorded if this fails.
+
+    One render at a time in a process (the daemon's cycle and SNMP job both write it):
+    two at once would double the peak memory (~50 MB each at 10,000 sites) for nothing,
+    since the later one reads everything the earlier one would show."""
     from wanmon.page import write_page as _write
 
     try:
-        _write(cfg, store)
+        with _PAGE_LOCK:
+            _write(cfg, store, on_html=on_html)
     except OSError as exc:
         raise PageError(f"the cycle was recorded, but the status page could not be written: {exc} "
                         "(check [page] out_dir and its permissions)") from None
@@ -436,19 +445,29 @@ async def run_snmp(cfg: Config, *, now: Now = time.time, peers: Peers = REAL, fo
         for sid in set(cfg.snmp_specs) - (reachable if reachable is not None else set(cfg.snmp_specs)):
             views[sid] = SnmpView("not_polled", "no ICMP reply: SNMP is not polled this cycle", devices.get(sid))
         if not polled:
+            logger.debug("snmp: no agent due")
             return views
-        prev_ifs = store.interfaces()
         t0 = time.monotonic()
         results = await peers.snmp(_targets(polled, cfg, ips), cfg.snmp.max_concurrency, cfg.snmp.budget_s)
-        outcomes, polled_views = snmp_outcomes(cfg, devices, prev_ifs, polled, results)
+        poll_s = time.monotonic() - t0
+        # Rates, reboots and events (CPU: ~2 s for 10,000 agents) are worked out in the thread,
+        # never on the event loop, where the next cycle's sweep may be sending.
+        outcomes, polled_views = await held.finish_in_thread(_outcomes_and_record, cfg, store, devices, polled,
+                                                             results, now, poll_s, page)
         views.update(polled_views)
-        await held.finish_in_thread(_record_snmp, cfg, store, outcomes, now(), time.monotonic() - t0, page)
-        logger.info("snmp polled=%d answered=%d failed=%d not_reached=%d took=%.2fs", len(polled),
+        logger.info("snmp polled=%d answered=%d failed=%d not_reached=%d poll=%.2fs took=%.2fs", len(polled),
                     sum(o.device.status == "ok" for o in outcomes), sum(o.device.status != "ok" for o in outcomes),
-                    sum(r is None for r in results), time.monotonic() - t0)
+                    sum(r is None for r in results), poll_s, time.monotonic() - t0)
         return views
     finally:
         held.close_unless_handed()
+
+
+def _outcomes_and_record(cfg: Config, store: Store, devices, polled, results, now: Now, poll_s: float,
+                         page: bool) -> tuple[list[SnmpOutcome], dict[str, SnmpView]]:
+    outcomes, views = snmp_outcomes(cfg, devices, store.interfaces(), polled, results)
+    _record_snmp(cfg, store, outcomes, now(), poll_s, page)
+    return outcomes, views
 
 
 def _record_snmp(cfg: Config, store: Store, outcomes: list[SnmpOutcome], ts: float, took_s: float,

@@ -24,18 +24,17 @@ class Inventory:
     @classmethod
     def from_config(cls, cfg: Config) -> Inventory:
         sites = cfg.sites
-        order: list[str] = []
+        # One pass (10,000 sites x 100 districts made the obvious nested scan cost 0.5 s a cycle).
+        groups: dict[str, tuple[list[Site], list[Site]]] = {}  # district -> (district level, communes), in order
         for s in sites:
-            if s.district and s.district not in order:
-                order.append(s.district)
-        districts = tuple(
-            District(
-                name=d,
-                sites=tuple(s for s in sites if s.level == "district" and s.district == d),
-                communes=tuple(s for s in sites if s.level == "commune" and s.district == d),
-            )
-            for d in order
-        )
+            if s.district:
+                own, communes = groups.setdefault(s.district, ([], []))
+                if s.level == "district":
+                    own.append(s)
+                elif s.level == "commune":
+                    communes.append(s)
+        districts = tuple(District(name=d, sites=tuple(own), communes=tuple(communes))
+                          for d, (own, communes) in groups.items())
         return cls(
             sites=sites,
             by_id={s.id: s for s in sites},

@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -363,7 +363,10 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
         def __getitem__(self, site_id: str) -> Markup:
             return Markup(sparkline_svg(sites[site_id]["spark"]))
 
-    return _env(cfg).get_template("page.html.j2").generate(
+    env = _env(cfg)
+    # The site rows format through filters (a plain call per value; see the template)
+    env.filters.update(ms=fmt.ms, pct=fmt.pct, num=fmt.num, dt=fmt.dt, age=fmt.age, duration=fmt.duration)
+    return env.get_template("page.html.j2").generate(
         s=snap, t=t, f=fmt, lang=lang, now=now, province=cfg.page.province, sparks=Sparks(),
         symbol=STATUS_SYMBOL, windows=list(WINDOWS), levels=LEVELS,
     )
@@ -415,12 +418,16 @@ def out_dir(cfg: Config, override: str | Path | None = None) -> Path:
     return p if p.is_absolute() else (Path.cwd() / p if override else cfg.path.parent / p)
 
 
-def write_page(cfg: Config, store: Store, out: str | Path | None = None, now: float | None = None) -> Path:
-    """Render index.html and status.json into the output folder, atomically. Returns the folder."""
+def write_page(cfg: Config, store: Store, out: str | Path | None = None, now: float | None = None,
+               on_html: Callable[[], None] | None = None) -> Path:
+    """Render index.html, then status.json, into the output folder, atomically. Returns the folder.
+    on_html: called the moment index.html is in place (what the IT staff read comes first)."""
     folder = out_dir(cfg, out)
     folder.mkdir(parents=True, exist_ok=True)
     snap = snapshot(cfg, store, now)
-    _atomic_write(folder / "status.json", _json_chunks(snap))
     chars = _atomic_write(folder / "index.html", html_fragments(cfg, snap))
+    if on_html is not None:
+        on_html()
+    _atomic_write(folder / "status.json", _json_chunks(snap))
     logger.info("page written dir=%s sites=%d bytes=%d", folder, len(snap["sites"]), chars)
     return folder

@@ -68,11 +68,15 @@ def flap_pct(history: str) -> float:
     return 100.0 * total / (n - 1)
 
 
-def _descendants(site: str, parents: Mapping[str, str | None]) -> set[str]:
+def _children(parents: Mapping[str, str | None]) -> dict[str, list[str]]:
     children: dict[str, list[str]] = {}
     for s, p in parents.items():
         if p:
             children.setdefault(p, []).append(s)
+    return children
+
+
+def _descendants(site: str, children: Mapping[str, list[str]]) -> set[str]:
     out, todo = set(), [site]
     while todo:
         for c in children.get(todo.pop(), []):
@@ -115,9 +119,10 @@ def evaluate(
         notes.extend(new)
 
     # A hard DOWN lists the sites it made unreachable; those do not get a DOWN of their own.
+    children = _children(parents) if any(n.kind == "down" for n in notes) else {}
     for i, n in enumerate(notes):
         if n.kind == "down" and n.site_id:
-            below = sorted(d for d in _descendants(n.site_id, parents) if statuses.get(d) == "unreachable")
+            below = sorted(d for d in _descendants(n.site_id, children) if statuses.get(d) == "unreachable")
             if below:
                 notes[i] = dataclasses.replace(n, children=tuple(below))
     if not rules.notify_unreachable:
