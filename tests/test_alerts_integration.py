@@ -40,6 +40,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import netns  # noqa: E402
+from seams import query  # noqa: E402
 from smtp_server import SMTPServer  # noqa: E402
 from waiting import MODIFY, OPEN, FileWrites, Output  # noqa: E402
 
@@ -88,11 +89,7 @@ def db_path(cfg: Path) -> Path:
 
 
 def store_query(cfg: Path, sql: str, args=()) -> list:
-    con = sqlite3.connect(f"file:{db_path(cfg)}?mode=ro", uri=True, timeout=10)
-    try:
-        return con.execute(sql, args).fetchall()
-    finally:
-        con.close()
+    return query(db_path(cfg), sql, args)
 
 
 def cycles(cfg: Path) -> int:
