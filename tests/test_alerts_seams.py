@@ -85,7 +85,7 @@ def assert_mail(row: dict, names: list[str]) -> None:
 def test_reminder_while_a_problem_lasts(tmp_path):
     """reminder_h = 4: one REMINDER (admins + NOC) once 4 h have passed since the DOWN, not a
     minute before, and the next only 4 h after that one."""
-    a = "198.18.1.10"
+    a = "198.18.1.10"  # a name for the fake network (tests/seams.py): no packet is ever sent
     sites = base_sites() + site_toml("nhac", "Điểm nhắc", "district", a, ["nhac@x.example"],
                                      district="N", parent="core")
     path = write_config(tmp_path, None, sites, extra=SMTP)
@@ -118,7 +118,7 @@ def test_restarts_send_no_duplicate_and_recoveries_still_go(tmp_path):
     """Cron runs (a new process each time) and the daemon started and stopped twice while three
     sites are hard down: one DOWN each, never again; back up under the daemon: one RECOVERY per
     site; cron again afterwards: nothing duplicated."""
-    addrs = ["198.18.1.20", "198.18.1.21", "198.18.1.22"]
+    addrs = ["198.18.1.20", "198.18.1.21", "198.18.1.22"]  # the fake network's: never sent to
     ids = ["yen-phong", "gia-binh", "luong-tai"]
     names = ["UBND huyện Yên Phong", "UBND huyện Gia Bình", "UBND huyện Lương Tài"]
     sites = base_sites()

@@ -27,6 +27,7 @@ parameters, so cycle, alert and scheduling logic is tested without sleeping.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 import threading
@@ -296,9 +297,7 @@ def run_check(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool 
 
 
 def _with_snmp(res: CycleResult, views: dict[str, SnmpView]) -> CycleResult:
-    from dataclasses import replace
-
-    return replace(res, snmp={**res.snmp, **views})
+    return dataclasses.replace(res, snmp={**res.snmp, **views})
 
 
 async def run_cycle(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool = False, *,

@@ -80,7 +80,7 @@ def stuck_after_s(cfg: Config) -> float:
     could have ended (count x interval_ms + timeout_ms + DNS) plus a minute for the store
     and the page."""
     ic = cfg.icmp
-    sweep = (ic.count * ic.interval_ms + ic.timeout_ms + getattr(ic, "dns_timeout_ms", 0)) / 1000.0
+    sweep = (ic.count * ic.interval_ms + ic.timeout_ms + ic.dns_timeout_ms) / 1000.0
     return max(cfg.schedule.icmp_interval_s, sweep + 60.0)
 
 

@@ -180,17 +180,14 @@ def snapshot(cfg: Config, store: Store, now: float | None = None) -> dict[str, A
         dev = devices.get(s.id)
         status = st.status if st else "unknown"
         parent = inv.by_id.get(s.parent) if s.parent else None
+        silent = dev is not None and dev.status == "timeout" and dev.fail_since is not None
         snmp = None
-        if dev is not None and dev.last_ok_ts is not None:
+        if dev is not None and (dev.last_ok_ts is not None or silent):
+            # the figures are the last good poll's (none before the first); a silent agent says since when
             snmp = {"status": dev.status, "sys_name": dev.sys_name, "uptime_s": dev.uptime_s,
                     "last_reboot": dev.last_reboot_ts, "uplink": dev.uplink_name,
                     "uplink_util_in_pct": dev.uplink_util_in_pct, "uplink_util_out_pct": dev.uplink_util_out_pct,
-                    "silent_since": None}
-        if dev is not None and dev.status == "timeout" and dev.fail_since is not None:
-            # figures above are the last good poll's; say since when the agent is silent
-            snmp = {**(snmp or {"sys_name": None, "uptime_s": None, "last_reboot": None, "uplink": None,
-                                "uplink_util_in_pct": None, "uplink_util_out_pct": None}),
-                    "status": dev.status, "silent_since": dev.fail_since}
+                    "silent_since": dev.fail_since if silent else None}
         return {
             "id": s.id, "name": s.name, "level": s.level, "district": s.district, "address": s.address,
             "parent": s.parent, "parent_name": parent.name if parent else None,
