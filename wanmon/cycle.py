@@ -105,6 +105,13 @@ class CycleResult:
     alerts_ms: float = 0.0  # time spent evaluating alerts and composing mail
     page_ts: float | None = None  # when the page was written (wall clock)
 
+    def __repr__(self) -> str:
+        # Short: asyncio.run's SIGINT bookkeeping reprs the main task, result included
+        # (signal.getsignal -> Handlers(partial) -> "%r is not a valid"), and the full
+        # dataclass repr of 10,000 observations cost 0.3 s at the end of every check.
+        return (f"CycleResult(cycle_id={self.cycle_id}, sites={len(self.observations)}, "
+                f"mails={len(self.mails)}, page_ts={self.page_ts})")
+
 
 # -- pure parts ---------------------------------------------------------------
 
@@ -411,7 +418,10 @@ def _alerts(cfg: Config, store: Store, obs, now: float, dry_run: bool) -> AlertU
     if mails and cfg.smtp is None and not dry_run:
         logger.warning("%d alert mail(s) not sent: no [smtp] table in %s (they are listed by `wanmon alerts`)",
                        len(mails), cfg.path)
-    return AlertUpdate(new_states, guard, mails, status, events_seen)
+    # Only the states this cycle changed are written: a site up for a while keeps the same state
+    # (10,000 JSON rows rewritten every cycle cost 0.1 s of the page's path at 10,000 sites).
+    changed = {sid: st for sid, st in new_states.items() if states.get(sid) != st}
+    return AlertUpdate(changed, guard, mails, status, events_seen)
 
 
 # -- SNMP, off the critical path ----------------------------------------------

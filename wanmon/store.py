@@ -690,7 +690,7 @@ class _Tx:
 class AlertUpdate:
     """What one cycle's alert evaluation writes (see alerts.engine and alerts.mail)."""
 
-    states: dict  # site id -> SiteAlert
+    states: dict  # site id -> SiteAlert: the states that changed (the others stay as stored)
     guard: bool
     mails: list  # alerts.mail.Mail
     mail_status: str = "queued"  # "unsent" without [smtp], "dry-run" for --dry-run
