@@ -341,15 +341,17 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
         points = cycle_points(obs, (), _agent_fields(store, started, finished, obs), socket.gethostname(), started,
                               v1=cfg.influx.settings.api == "v1")
         limits = _spool_limits(cfg)
+    store.defer_checkpoints()  # to after the page
     t_alerts = time.perf_counter()
     alert_update = _alerts(cfg, store, obs, finished, dry_run)
     alerts_ms = (time.perf_counter() - t_alerts) * 1000
     cycle_id = store.record_cycle(started, finished, obs, (), points, limits, alert_update)
     _remember_addresses(cfg, store, icmp_results, finished)
     page_ts = []
-    write_page(cfg, store, on_html=lambda: page_ts.append(now()))
-    # after the page: deleting old samples is nobody's wait
+    write_page(cfg, store, on_html=lambda: page_ts.append(now()), states=store.written_states)
+    # after the page: deleting old samples and checkpointing the WAL are nobody's wait
     store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
+    store.checkpoint()
     return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)},
                        last_views(cfg, store.devices()), tuple(alert_update.mails) if alert_update else (), alerts_ms,
                        page_ts[0] if page_ts else None)
@@ -368,7 +370,7 @@ def _spool_limits(cfg: Config) -> tuple[int, float]:
 _PAGE_LOCK = threading.Lock()
 
 
-def write_page(cfg: Config, store: Store, on_html: Callable[[], None] | None = None) -> None:
+def write_page(cfg: Config, store: Store, on_html: Callable[[], None] | None = None, states=None) -> None:
     """Render the status page from what is recorded; the cycle stays recorded if this fails.
 
     One render at a time in a process (the daemon's cycle and SNMP job both write it):
@@ -378,7 +380,7 @@ def write_page(cfg: Config, store: Store, on_html: Callable[[], None] | None = N
 
     try:
         with _PAGE_LOCK:
-            _write(cfg, store, on_html=on_html)
+            _write(cfg, store, on_html=on_html, states=states)
     except OSError as exc:
         raise PageError(f"the cycle was recorded, but the status page could not be written: {exc} "
                         "(check [page] out_dir and its permissions)") from None

@@ -59,7 +59,7 @@ class Notification:
 def flap_pct(history: str) -> float:
     """Weighted percent of state changes (Nagios): changes near the end weigh up to 1.2, the oldest 0.8."""
     n = len(history)
-    if n < 2:
+    if n < 2 or "1" not in history or "0" not in history:  # one state throughout: no change (most sites)
         return 0.0
     total = 0.0
     for i in range(1, n):
@@ -139,10 +139,13 @@ def _step(a: SiteAlert, status: str, now: float, rules: AlertSettings, quiet: bo
     bad = status in PROBLEMS
     history = (a.history + ("1" if bad else "0"))[-rules.flap_window:]
     if status == a.streak_status:
-        streak, streak_since = a.streak + 1, a.streak_since
+        # Counted up to the largest threshold it is compared with, no further: a site that
+        # stays up keeps the same state from cycle to cycle (only changed states are stored).
+        streak, streak_since = min(a.streak + 1, max(rules.confirm_cycles, rules.recover_cycles, a.streak)), a.streak_since
     else:
         streak, streak_since = 1, now
-    a = dataclasses.replace(a, history=history, streak_status=status, streak=streak, streak_since=streak_since)
+    if (history, streak, streak_since) != (a.history, a.streak, a.streak_since) or status != a.streak_status:
+        a = dataclasses.replace(a, history=history, streak_status=status, streak=streak, streak_since=streak_since)
 
     pct = flap_pct(history)
     if not a.flapping and len(history) >= rules.flap_window and pct >= rules.flap_high_pct:
