@@ -109,11 +109,10 @@ def compose(cfg: Config, notes: Sequence[Notification], now: float | None = None
     lang = cfg.page.language
     names = {s.id: s.name for s in cfg.sites}
     admins = {s.id: s.admins for s in cfg.sites}
-    per: dict[str, list[Notification]] = {}
+    per: dict[str, dict[Notification, None]] = {}  # a dict per recipient: ordered, and no note twice
     for n in notes:
         for r in recipients_for(n, cfg, admins):
-            if n not in per.setdefault(r, []):
-                per[r].append(n)
+            per.setdefault(r, {})[n] = None
     env_txt, env_html = _envs(cfg)
     from wanmon.page import Fmt, out_dir
     from zoneinfo import ZoneInfo
