@@ -133,3 +133,98 @@ def test_maintenance_windows():
     assert not active(weekly, at("2026-11-28T23:00"), tz)  # Saturday
     once = Maintenance(districts=("D1",), start="2026-12-01T22:00", end="2026-12-02T02:00")
     assert active(once, at("2026-12-01T22:00"), tz) and not active(once, at("2026-12-02T02:00"), tz)
+
+
+# -- the guard looks at root causes and at the agent's own upstream (issue 11) --------------
+
+def _shipped_parents() -> dict[str, str | None]:
+    import tomllib
+    from pathlib import Path
+
+    raw = tomllib.loads((Path(__file__).resolve().parents[1] / "sites.toml").read_text(encoding="utf-8"))
+    return {s["id"]: s.get("parent") for s in raw["sites"]}
+
+
+def _district_down(parents: dict[str, str | None], district: str) -> dict[str, str]:
+    """The district's router down: it is down, every site below it unreachable, the rest up."""
+    below = {district}
+    while True:
+        more = {s for s, p in parents.items() if p in below} - below
+        if not more:
+            break
+        below |= more
+    return {s: ("down" if s == district else "unreachable" if s in below else "up") for s in parents}
+
+
+def _cycles(parents, statuses_seq, rules=R):
+    states, guard, out = {}, False, []
+    for i, statuses in enumerate(statuses_seq):
+        states, notes, guard = evaluate(states, statuses, i * 60.0, rules, parents, (), (), guard)
+        out.append(notes)
+    return out, guard
+
+
+SIX = {"core": None, "d": "core", "c1": "d", "c2": "d", "c3": "d", "c4": "d"}
+
+
+@pytest.mark.parametrize("parents,district", [
+    (SIX, "d"),                                       # 5 of 6 sites fail: one root cause
+    (_shipped_parents(), "gia-binh"),                 # the shipped 177-site network
+], ids=["6-sites", "177-sites"])
+def test_a_district_down_with_all_its_communes_is_one_down_not_the_guard(parents, district):
+    if district not in parents:  # the shipped ids: pick the district with the most communes
+        counts = {p: sum(1 for q in parents.values() if q == p) for p in set(parents.values()) if p}
+        district = max((d for d in counts if parents.get(d) == "dc-core"), key=lambda d: counts[d])
+    out_s = _district_down(parents, district)
+    below = sorted(s for s, st in out_s.items() if st == "unreachable")
+    assert len(below) >= 4
+    notes, guard = _cycles(parents, [{s: "up" for s in parents}] + [out_s] * 3 + [{s: "up" for s in parents}] * 2)
+    flat = [n for cyc in notes for n in cyc]
+    assert not guard and not [n for n in flat if n.kind.startswith("guard")]
+    downs = [n for n in flat if n.kind == "down"]
+    assert [(n.site_id, n.children) for n in downs] == [(district, tuple(below))]
+    recoveries = [n.site_id for n in flat if n.kind == "recovery"]
+    assert recoveries.count(district) == 1
+    # the communes' admins were told "unreachable" once each, and get their own recovery
+    assert sorted(n.site_id for n in flat if n.kind == "unreachable") == below == sorted(set(recoveries) - {district})
+
+
+def test_the_core_down_raises_the_guard_when_it_is_the_agents_only_upstream():
+    parents = _shipped_parents()
+    root = [s for s, p in parents.items() if not p]
+    assert root == ["dc-core"]
+    core_down = _district_down(parents, "dc-core")
+    notes, guard = _cycles(parents, [core_down] * 4)
+    flat = [(n.kind, n.site_id) for cyc in notes for n in cyc]
+    assert flat == [("guard", None)] and guard
+    assert "dc-core" in notes[0][0].detail and "1 root cause" in notes[0][0].detail
+
+
+def test_with_the_agents_gateway_as_guard_site_a_core_outage_is_a_down():
+    parents = {"gw": None, **{s: (p or "gw") for s, p in _shipped_parents().items()}}  # the agent -> gw -> dc-core
+    rules = AlertSettings(noc=("noc@x.example",), guard_sites=("gw",))
+    core_down = _district_down(parents, "dc-core")
+    notes, guard = _cycles(parents, [core_down] * 3, rules)
+    flat = [n for cyc in notes for n in cyc]
+    assert not guard
+    assert [(n.kind, n.site_id, len(n.children)) for n in flat if n.kind == "down"] == [("down", "dc-core", 176)]
+
+
+def test_the_agent_really_isolated_is_one_guard_then_its_end():
+    parents = {"gw": None, **{s: (p or "gw") for s, p in _shipped_parents().items()}}
+    rules = AlertSettings(noc=("noc@x.example",), guard_sites=("gw",))
+    isolated = _district_down(parents, "gw")
+    up = {s: "up" for s in parents}
+    notes, guard = _cycles(parents, [up] + [isolated] * 10 + [up] * 3, rules)
+    flat = [(n.kind, n.site_id) for cyc in notes for n in cyc]
+    assert flat == [("guard", None), ("guard_end", None)] and not guard
+
+
+def test_a_flat_network_raises_the_guard_only_when_no_site_answers():
+    parents = {f"s{i}": None for i in range(8)}
+    most = {s: ("down" if s != "s0" else "up") for s in parents}  # 7 of 8 down, but one answers
+    rules = AlertSettings(noc=("noc@x.example",))  # the defaults: guard_fraction 1.0
+    notes, guard = _cycles(parents, [most] * 3, rules)
+    assert not guard and len([n for cyc in notes for n in cyc if n.kind == "down"]) == 7
+    notes, guard = _cycles(parents, [{s: "down" for s in parents}] * 3, rules)
+    assert guard and [(n.kind) for cyc in notes for n in cyc] == ["guard"]

@@ -10,7 +10,7 @@ kernel there answers echo for them; deleting an address makes that host stop
 answering (the packet reaches the namespace, which does not forward it), and
 adding it back makes it answer again, between two consecutive runs. Filler
 sites on the client namespace's own loopback (127.0.0.x, always up) keep the
-"agent cut off" guard (guard_fraction of the sites failing at once) out of the
+"agent cut off" guard (the agent's own upstream silent) out of the
 way of the per-site scenarios.
 
 The SMTP server (tests/smtp_server.py, aiosmtpd) listens on 127.0.0.1 inside
@@ -750,27 +750,67 @@ def test_test_email_with_auth(lab, tmp_path):
 # pass: test_alerts_seams.py, with an injected clock)
 
 
-def test_guard_most_sites_failing_mails_the_noc_only(lab, hosts, smtp, tmp_path):
+def test_guard_when_the_agents_upstream_is_silent_mails_the_noc_only(lab, hosts, smtp, tmp_path):
+    """The agent cut off: its upstream (the only site without a parent) and everything behind it
+    stop answering. One mail to the NOC, none per site; then one 'connected again'."""
+    gw = hosts.new()
     addrs = [hosts.new() for _ in range(6)]
-    sites = base_sites(2)     # core + 2 loopback fillers stay up: 6 of 9 fail (>= 0.5)
+    sites = site_toml("gw", "Cổng trung tâm dữ liệu", "province", gw, ["gw@x.example"])
     for i, a in enumerate(addrs):
         sites += site_toml(f"g{i}", f"Điểm G{i}", "district", a, [f"g{i}@x.example"],
-                           district=f"G{i}", parent="core")
+                           district=f"G{i}", parent="gw")
     cfg = write_config(tmp_path, smtp, sites)
     check(lab, cfg)
-    hosts.down(*addrs)
+    hosts.down(gw, *addrs)
     for _ in range(4):
         check(lab, cfg)
     got = classify(lab, cfg, smtp.snapshot())
     assert [(k, r) for k, r, _ in got] == [("guard", [NOC])], [(k, r, m.subject) for k, r, m in got]
+    assert "gw" in got[0][2].text, got[0][2].text   # the silent upstream is named
     assert alerts_json(lab, cfg)["guard"] is True
-    hosts.up(*addrs)
+    hosts.up(gw, *addrs)
     for _ in range(3):
         check(lab, cfg)
     got = classify(lab, cfg, smtp.snapshot())
     assert [(k, r) for k, r, _ in got] == [("guard", [NOC]), ("guard_end", [NOC])], \
         [(k, r, m.subject) for k, r, m in got]
     assert alerts_json(lab, cfg)["problems"] == []
+
+
+def test_six_sites_district_and_all_its_communes_down_is_one_down_and_one_recovery(lab, hosts, smtp, tmp_path):
+    """5 of 6 sites fail, but the agent's upstream (core) answers: one root cause. The district's
+    admins get one DOWN listing the communes and one RECOVERY; no guard mail (issue 11)."""
+    d = hosts.new()
+    communes = [hosts.new() for _ in range(4)]
+    dist = "Gia Bình"
+    sites = base_sites(0) + site_toml("gia-binh", "UBND huyện Gia Bình", "district", d, ["qt@giabinh.example"],
+                                      district=dist, parent="core")
+    names = ["UBND xã Đông Cứu", "UBND xã Giang Sơn", "UBND xã Lãng Ngâm", "UBND xã Song Giang"]
+    for i, (a, n) in enumerate(zip(communes, names)):
+        sites += site_toml(f"xa-{i}", n, "commune", a, [f"xa{i}@giabinh.example"], district=dist, parent="gia-binh")
+    cfg = write_config(tmp_path, smtp, sites)
+    check(lab, cfg)
+    hosts.down(d, *communes)
+    for _ in range(3):
+        check(lab, cfg)
+    st = site_statuses(cfg)
+    assert st["gia-binh"] == "down" and {st[f"xa-{i}"] for i in range(4)} == {"unreachable"}
+    got = classify(lab, cfg, smtp.snapshot())
+    summary = [(k, r) for k, r, _ in got]
+    assert not [k for k, _ in summary if k.startswith("guard")], summary
+    downs = [m for k, r, m in got if "down" in k.split("+")]
+    assert rcpts(downs) == sorted(["qt@giabinh.example", NOC]), summary
+    for m in downs:
+        assert_well_formed(m, ["UBND huyện Gia Bình", *names])
+    assert alerts_json(lab, cfg)["guard"] is False
+    n_before = len(got)
+    hosts.up(d, *communes)
+    for _ in range(2):
+        check(lab, cfg)
+    got = classify(lab, cfg, smtp.snapshot())[n_before:]
+    district_rec = [m for k, r, m in got if "recovery" in k.split("+") and "qt@giabinh.example" in r]
+    assert len(district_rec) == 1 and "UBND huyện Gia Bình" in district_rec[0].subject, [(k, r) for k, r, _ in got]
+    assert not [k for k, _, _ in got if k.startswith("guard")]
 
 
 def test_maintenance_window_silences_a_site(lab, hosts, smtp, tmp_path):

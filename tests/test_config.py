@@ -67,6 +67,10 @@ CASES = [
     ("bad level", lambda t: t.replace('level = "commune"', 'level = "village"'), ["site 'tien-du-phat-tich'", "level", "province"], 28),
     ("bad id", lambda t: t.replace('id = "tien-du-phat-tich"', 'id = "Phật Tích"'), ["ASCII slug"], 26),
     ("no sites", lambda t: t.split("[[sites]]")[0], ["no [[sites]]"], None),
+    ("unknown guard site", lambda t: t.replace("[[sites]]", '[alerts]\nguard_sites = ["dc-cor"]\n\n[[sites]]', 1),
+     ["[alerts] guard_sites", "unknown site 'dc-cor'", "did you mean 'dc-core'"], None),
+    ("empty guard sites", lambda t: t.replace("[[sites]]", "[alerts]\nguard_sites = []\n\n[[sites]]", 1),
+     ["[alerts] guard_sites is empty", "without a parent"], None),
 ]
 
 

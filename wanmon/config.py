@@ -145,7 +145,11 @@ class AlertSettings(_Strict):
     notify_reboot: bool = True
     noc: tuple[str, ...] = ()
     noc_gets_all: bool = True
-    guard_fraction: float = Field(0.5, gt=0, le=1)
+    # The monitor-side guard (alerts.engine.evaluate): raised when the agent's own upstream,
+    # guard_sites (default: the sites without a parent), does not answer: guard_fraction of
+    # them (default all) down or unreachable, in a network of at least guard_min_sites sites.
+    guard_sites: tuple[str, ...] | None = None
+    guard_fraction: float = Field(1.0, gt=0, le=1)
     guard_min_sites: int = Field(5, ge=1)
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
@@ -598,6 +602,16 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         for email in sections["alerts"].noc:
             if not _EMAIL.match(email):
                 problems.append(f"{at(loc.section('alerts', 'noc'))}: [alerts] invalid email {email!r} in 'noc'")
+        for sid in sections["alerts"].guard_sites or ():
+            if sid not in known_ids:
+                close = difflib.get_close_matches(sid, list(by_id), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                problems.append(f"{at(loc.section('alerts', 'guard_sites'))}: [alerts] guard_sites: unknown site '{sid}'"
+                                f"{hint}")
+        if sections["alerts"].guard_sites == ():
+            problems.append(f"{at(loc.section('alerts', 'guard_sites'))}: [alerts] guard_sites is empty: list the "
+                            "sites the agent reaches the network through, or remove the key (default: the sites "
+                            "without a parent)")
     if sections["snmp"] is not None and sections["schedule"] is not None \
             and sections["schedule"].snmp_interval_s is not None and "interval_s" not in raw.get("snmp", {}):
         sections["snmp"] = sections["snmp"].model_copy(update={"interval_s": sections["schedule"].snmp_interval_s})

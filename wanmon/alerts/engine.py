@@ -86,6 +86,31 @@ def _descendants(site: str, children: Mapping[str, list[str]]) -> set[str]:
     return out
 
 
+FAILING = ("down", "unreachable")
+
+
+def guard_sites(rules: AlertSettings, parents: Mapping[str, str | None]) -> list[str]:
+    """The agent's own upstream: [alerts] guard_sites, or the sites without a parent."""
+    return list(rules.guard_sites) if rules.guard_sites is not None else [s for s, p in parents.items() if not p]
+
+
+def _guard(statuses: Mapping[str, str], rules: AlertSettings, parents: Mapping[str, str | None]) -> tuple[bool, str]:
+    """Is the agent itself probably cut off? Only when its own upstream (guard_sites) does not
+    answer: a district router down with all its communes is one root cause, however many
+    sites that is, and the district's admins get their DOWN. Root causes are the down sites
+    whose parent answers (a down site's unreachable children are not counted).
+    Returns (raised, what the NOC mail says)."""
+    total = len(statuses)
+    upstream = [s for s in guard_sites(rules, parents) if s in statuses and statuses[s] != "unknown"]
+    silent = [s for s in upstream if statuses[s] in FAILING]
+    roots = sum(1 for st in statuses.values() if st == "down")
+    failing = sum(1 for st in statuses.values() if st in FAILING)
+    raised = bool(upstream) and total >= rules.guard_min_sites and len(silent) >= rules.guard_fraction * len(upstream)
+    detail = (f"{len(silent)} of {len(upstream)} upstream site(s) not answering ({', '.join(silent[:5])}); "
+              f"{failing} of {total} sites failing, {roots} root cause(s)")
+    return raised, detail
+
+
 def evaluate(
     states: Mapping[str, SiteAlert],
     statuses: Mapping[str, str],
@@ -101,15 +126,13 @@ def evaluate(
     out: dict[str, SiteAlert] = dict(states)
     notes: list[Notification] = []
 
-    failing = sum(1 for st in statuses.values() if st in ("down", "unreachable"))
-    total = len(statuses)
-    cut_off = total >= rules.guard_min_sites and failing >= rules.guard_fraction * total
+    cut_off, detail = _guard(statuses, rules, parents)
     if cut_off:
         if not guard_active:
-            notes.append(Notification("guard", None, now, detail=f"{failing} of {total} sites failed in the same cycle"))
+            notes.append(Notification("guard", None, now, detail=detail))
         return out, notes, True  # nothing moves while the agent may be blind
     if guard_active:
-        notes.append(Notification("guard_end", None, now, detail=f"{failing} of {total} sites failing now"))
+        notes.append(Notification("guard_end", None, now, detail=detail))
 
     for sid, status in statuses.items():
         if status == "unknown":

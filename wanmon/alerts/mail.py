@@ -27,7 +27,7 @@ WORDS = {
         "guard": "tác tử giám sát có thể bị cô lập", "guard_end": "tác tử giám sát đã kết nối lại",
         "site": "điểm", "since": "từ", "children": "Các điểm không tới được do sự cố này",
         "intro": "Thông báo từ hệ thống giám sát mạng WAN tỉnh {province}.",
-        "guard_text": "Phần lớn các điểm không trả lời trong cùng một chu kỳ: có thể chính tác tử giám sát bị mất "
+        "guard_text": "Tuyến trên của chính tác tử giám sát không trả lời: có thể chính tác tử giám sát bị mất "
                       "kết nối. Không gửi thông báo cho từng điểm cho đến khi tình trạng này kết thúc.",
         "footer": "Thư tự động từ wanmon. Trang tình trạng: {page}",
         "test_subject": "[wanmon] Thư kiểm tra", "test_body": "Thư kiểm tra từ wanmon: cấu hình [smtp] hoạt động.",
@@ -39,8 +39,8 @@ WORDS = {
         "guard_end": "the monitoring agent is connected again",
         "site": "site", "since": "since", "children": "Sites unreachable because of this outage",
         "intro": "Notification from the {province} provincial WAN monitor.",
-        "guard_text": "Most sites failed in the same cycle: the monitoring agent itself may be cut off. Per-site "
-                      "notifications are held until this ends.",
+        "guard_text": "The monitoring agent's own upstream does not answer: the agent itself may be cut off. "
+                      "Per-site notifications are held until this ends.",
         "footer": "Automatic mail from wanmon. Status page: {page}",
         "test_subject": "[wanmon] Test message", "test_body": "Test message from wanmon: the [smtp] settings work.",
     },
