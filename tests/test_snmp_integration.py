@@ -711,3 +711,30 @@ def test_secrets_never_appear_in_output_logs_or_store(netsnmp, tmp_path):
         for secret in ALL_SECRETS:
             for form in (secret.encode(), secret.encode("utf-16-le")):
                 assert form not in data, f"{secret!r} found in {p}"
+
+
+@need_snmpd
+def test_terminal_escapes_in_a_sysname_are_shown_not_sent_to_the_terminal(tmp_path):
+    """A router whose sysName holds ESC]0;… (set the terminal title) and ESC[31m (colour):
+    `inventory`, `--csv`, `status`, the logs and the page show them escaped, never raw (issue 11)."""
+    hostile = "r1\x1b]0;pwned\x07\x1b[31mred\x1b[0m"
+    with NetSnmpAgent(sys_name=hostile) as a:
+        sites = [{"id": "esc", "address": "127.0.0.1", "snmp": {"port": a.port}}]
+        run = Run(tmp_path, config_text(sites, snmp={"community_env": "COMM"}), {"COMM": a.community})
+        res = run.check()
+        assert res["esc"]["snmp"]["sys_name"] == hostile          # the data is kept as the device sent it (JSON)
+        outputs = {
+            "inventory": run.cli("inventory").stdout,
+            "inventory --csv": run.cli("inventory", "--csv").stdout,
+            "inventory --refresh -v": (lambda r: r.stdout + r.stderr)(run.cli("inventory", "--refresh", verbose=2)),
+            "status": run.cli("status").stdout,
+        }
+    for what, text in outputs.items():
+        assert "\x1b" not in text and "\x07" not in text, (what, text)
+    assert "r1\\x1b]0;pwned\\x07\\x1b[31mred" in outputs["inventory --csv"], outputs["inventory --csv"]
+    assert "r1\\x1b]0;pwned" in outputs["inventory"], outputs["inventory"]
+    html = (tmp_path / "public" / "index.html").read_text(encoding="utf-8")
+    raw_json = (tmp_path / "public" / "status.json").read_bytes()
+    assert not any(c in html for c in "\x00\x07\x1b"), "raw control characters in index.html"
+    assert "r1\\x1b]0;pwned" in html
+    assert not any(b in raw_json for b in (b"\x00", b"\x07", b"\x1b"))

@@ -21,11 +21,20 @@ from wanmon.config import DEFAULT_CONFIG, Config, load
 from wanmon.errors import EXIT_CONFIG, EXIT_FAILURE, WanmonError
 from wanmon.inventory import Inventory
 from wanmon.status import SEVERITY, STATUSES
+from wanmon.text import printable, printable_lines
 
 logger = logging.getLogger("wanmon")
 
 STATUS_STYLE = {"up": "green", "degraded": "yellow", "down": "bold red", "unreachable": "magenta", "unknown": "dim"}
 STATUS_MARK = {"up": "✔", "degraded": "▲", "down": "✖", "unreachable": "⊘", "unknown": "?"}
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines carry device and config strings: their control characters are shown, not sent
+    to the terminal (wanmon.text)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable_lines(super().format(record))
 
 
 def _console(stderr: bool = False):
@@ -72,7 +81,9 @@ def _load(ctx: click.Context, secrets: bool = True) -> Config:
 def cli(ctx: click.Context, config: str, verbose: int) -> None:
     """wanmon: inventory and monitoring of a provincial WAN."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     ctx.obj = {"config": config}
 
 
@@ -307,8 +318,8 @@ def _print_summary(cfg: Config, result) -> None:
             wt.add_column(col, justify="right" if col in ("loss %", "rtt avg ms") else "left")
         for o in worst[:15]:
             wt.add_row(
-                f"[{STATUS_STYLE[o.status]}]{STATUS_MARK[o.status]} {o.status}[/]", o.site_id, o.name, o.address,
-                f"{o.loss_pct:g}", _fmt_ms(o.rtt_avg_ms), o.reason or "",
+                f"[{STATUS_STYLE[o.status]}]{STATUS_MARK[o.status]} {o.status}[/]", o.site_id, escape(o.name),
+                escape(o.address), f"{o.loss_pct:g}", _fmt_ms(o.rtt_avg_ms), escape(o.reason or ""),
             )
         con.print(wt)
     else:
@@ -340,7 +351,7 @@ def _print_snmp_summary(con, result) -> None:
             t.add_column(col)
         for (status, reason), ids in sorted(groups.items(), key=lambda kv: -len(kv[1])):
             shown = ", ".join(ids[:4]) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
-            t.add_row(shown, status, reason)
+            t.add_row(shown, status, escape(reason))
         con.print(t)
 
 
@@ -437,7 +448,7 @@ def inventory(ctx: click.Context, as_json: bool, as_csv: bool, refresh: bool) ->
                                                              "oper_status", "speed_bps", "in_bps", "out_bps",
                                                              "util_in_pct", "util_out_pct", "in_errors", "out_errors",
                                                              "in_discards", "out_discards")]
-                w.writerow(head + ["" if v is None else v for v in tail])
+                w.writerow([printable(v) for v in head] + ["" if v is None else printable(v) for v in tail])
         return
     _print_inventory(rows)
 
@@ -454,9 +465,9 @@ def _print_inventory(rows) -> None:
     for r in rows:
         ifs = r["interfaces"]
         up = sum(1 for i in ifs if i["oper_status"] == "up")
-        t.add_row(r["id"], r["snmp_status"], r["sys_name"] or "–", r["vendor"] or "–", _fmt_uptime(r["uptime_s"]),
-                  _ago(r["last_reboot"], now) if r["last_reboot"] else "–", f"{up}/{len(ifs)}" if ifs else "–",
-                  r["uplink"] or "–")
+        t.add_row(r["id"], r["snmp_status"], escape(r["sys_name"] or "–"), escape(r["vendor"] or "–"),
+                  _fmt_uptime(r["uptime_s"]), _ago(r["last_reboot"], now) if r["last_reboot"] else "–",
+                  f"{up}/{len(ifs)}" if ifs else "–", escape(r["uplink"] or "–"))
     con.print(t)
 
 
@@ -590,9 +601,11 @@ def _ago(ts: float | None, now: float) -> str:
 
 
 def escape(text: str) -> str:
+    """Text from the config or a device, for rich: its markup ([bold]…) and its control
+    characters (ESC…) shown as text."""
     from rich.markup import escape as _e
 
-    return _e(text)
+    return _e(printable(text))
 
 
 def _print_status(inv: Inventory, states, devices, last, spool=None) -> None:
@@ -639,12 +652,12 @@ def _print_status(inv: Inventory, states, devices, last, spool=None) -> None:
         return _fmt_uptime(dev.uptime_s)
 
     def rows(title: str, sites) -> None:
-        table.add_row("", f"[bold underline]{title}[/]", "", "", "", "", "")
+        table.add_row("", f"[bold underline]{escape(title)}[/]", "", "", "", "", "")
         for site in sites:
             st = states.get(site.id)
             status = st.status if st else "unknown"
             table.add_row(
-                f"[{STATUS_STYLE[status]}]{STATUS_MARK[status]} {status}[/]", site.id, site.name,
+                f"[{STATUS_STYLE[status]}]{STATUS_MARK[status]} {status}[/]", site.id, escape(site.name),
                 _age(st.since, now) if st else "", "–" if not st or st.loss_pct is None else f"{st.loss_pct:g}",
                 _fmt_ms(st.rtt_avg_ms) if st else "–", device(site),
             )

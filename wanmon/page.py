@@ -26,6 +26,7 @@ from wanmon.config import Config
 from wanmon.inventory import Inventory
 from wanmon.status import SEVERITY
 from wanmon.store import SiteState, Store
+from wanmon.text import printable
 
 logger = logging.getLogger(__name__)
 
@@ -349,11 +350,17 @@ def template_loader(cfg: Config):
     return jinja2.FileSystemLoader([str(p) for p in paths if p.is_dir()])
 
 
+def _shown(value: Any) -> Any:
+    """Jinja's finalize: data as printable text; markup already made (the site rows) as it is."""
+    return value if hasattr(value, "__html__") else printable(value)
+
+
 def _env(cfg: Config):
     import jinja2
 
+    # finalize: every {{ value }} shows its control characters as \xNN (wanmon.text) before escaping
     return jinja2.Environment(loader=template_loader(cfg), autoescape=True, undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True)
+                              trim_blocks=True, lstrip_blocks=True, finalize=_shown)
 
 
 def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
@@ -407,7 +414,7 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
     from markupsafe import escape
 
     def e(v: Any) -> str:  # most names need no escaping: a search is ~10x cheaper than escape()
-        v = v if isinstance(v, str) else str(v)
+        v = printable(v if isinstance(v, str) else str(v))
         return str(escape(v)) if _NEEDS_ESCAPE(v) else v
 
     te = {k: e(v) for k, v in t.items()}
