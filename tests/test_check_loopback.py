@@ -80,6 +80,23 @@ def test_hostname_resolves(write_config, tmp_path):
 
 
 @pytest.mark.skipif(not isolated_ok(), reason="needs unshare --net (root) to keep DNS lookups off the network")
+def test_a_name_and_a_literal_of_the_same_host_are_reported(write_config, tmp_path):
+    """'localhost' and the loopback literals in one file: one router counted twice (issue 11)."""
+    # dc-core is 127.0.0.1 and tien-du-phat-tich ::1: 'localhost' resolves to one of them
+    path = write_config(MINIMAL.replace('address = "127.10.2.1"', 'address = "localhost"'))
+    r = wanmon("-v", "--config", str(path), "check", "--json", cwd=tmp_path, prefix=ISOLATED)
+    assert r.returncode == 0, r.stderr
+    ip = ip_by_site(r.stdout)["tien-du"]
+    same = [sid for sid, s in ip_by_site(r.stdout).items() if s == ip]
+    assert len(same) == 2 and "tien-du" in same, ip_by_site(r.stdout)
+    assert "are the same host" in r.stderr and all(f"'{sid}'" in r.stderr for sid in same), r.stderr
+
+
+def ip_by_site(stdout: str) -> dict[str, str]:
+    return {s["id"]: s["ip"] for s in json.loads(stdout)}
+
+
+@pytest.mark.skipif(not isolated_ok(), reason="needs unshare --net (root) to keep DNS lookups off the network")
 def test_unresolvable_hostname_is_a_result_not_a_crash(write_config, tmp_path):
     path = write_config(MINIMAL.replace('address = "127.10.2.1"', 'address = "router.tiendu.invalid"'))
     r = wanmon("--config", str(path), "check", "--json", cwd=tmp_path, prefix=ISOLATED)

@@ -67,6 +67,13 @@ CASES = [
     ("bad level", lambda t: t.replace('level = "commune"', 'level = "village"'), ["site 'tien-du-phat-tich'", "level", "province"], 28),
     ("bad id", lambda t: t.replace('id = "tien-du-phat-tich"', 'id = "Phật Tích"'), ["ASCII slug"], 26),
     ("no sites", lambda t: t.split("[[sites]]")[0], ["no [[sites]]"], None),
+    *[(f"special address {addr}", (lambda a: lambda t: t.replace('address = "127.10.2.1"', f'address = "{a}"'))(addr),
+       ["site 'tien-du'", *words], 22) for addr, words in [
+        ("0.0.0.0", ["unspecified address"]), ("::", ["unspecified address"]),
+        ("255.255.255.255", ["broadcast address"]), ("224.0.0.1", ["multicast group"]),
+        ("ff02::1", ["multicast group"]), ("::ffff:127.0.0.1", ["IPv4-mapped", "'127.0.0.1'"]),
+        ("fe80::1", ["link-local", "fe80::1%eth0"]), ("fe80::1%wmnosuch9", ["no network interface 'wmnosuch9'"]),
+    ]],
     ("unknown guard site", lambda t: t.replace("[[sites]]", '[alerts]\nguard_sites = ["dc-cor"]\n\n[[sites]]', 1),
      ["[alerts] guard_sites", "unknown site 'dc-cor'", "did you mean 'dc-core'"], None),
     ("empty guard sites", lambda t: t.replace("[[sites]]", "[alerts]\nguard_sites = []\n\n[[sites]]", 1),

@@ -280,3 +280,26 @@ def test_no_icmp_permission_fails_clearly(wanmon_cli, lab, no_net_raw, tmp_path)
     store = tmp_path / "var" / "wanmon.db"
     written = sorted(str(p) for p in tmp_path.rglob("wanmon.db*"))
     assert not store.exists() and not written, f"store written despite failure: {written}"
+
+
+def test_a_link_local_address_with_its_zone_answers_and_a_missing_zone_is_a_config_error(lab, wanmon_cli, tmp_path):
+    """fe80::…%<veth>: the alive host's link-local address, reached through the client's veth
+    (issue 11). Without the zone, or with an interface that does not exist, the config says why."""
+    client_if, alive_if = f"{lab.tag}ca", f"{lab.tag}ac"
+    cp = lab.run(["ip", "-6", "-o", "addr", "show", "dev", alive_if, "scope", "link"], ns=lab.alive_ns)
+    assert cp.returncode == 0 and "fe80::" in cp.stdout, cp.stdout + cp.stderr
+    ll = cp.stdout.split("inet6", 1)[1].split()[0].split("/")[0]
+    ping = lab.run(["ping", "-6", "-c", "1", "-W", "2", f"{ll}%{client_if}"])
+    assert ping.returncode == 0, ping.stdout + ping.stderr      # the kernel's own ping reaches it
+
+    sites = {"ll": (f"{ll}%{client_if}", "province", None, None), "lo4": ("loop4", "district", "D1", "ll")}
+    cfg = write_config(tmp_path / "zone", lab, sites=sites, count=2)
+    got = parse(run_check(lab, cfg)[0])
+    assert got["ll"]["status"] == "up", got["ll"]
+    assert got["ll"]["icmp"]["received"] == 2, got["ll"]
+
+    for address, words in ((ll, "needs the interface"), (f"{ll}%wmnosuch0", "no network interface 'wmnosuch0'")):
+        bad = write_config(tmp_path / address.replace(":", "_").replace("%", "_"), lab,
+                           sites={"ll": (address, "province", None, None)})
+        cp = lab.run([PY, "-m", "wanmon", "--config", str(bad), "validate"], cwd=REPO, env=_env())
+        assert cp.returncode != 0 and words in cp.stderr, (address, cp.returncode, cp.stderr)

@@ -443,6 +443,35 @@ def valid_address(address: str) -> bool:
     return not labels[-1].isdigit()
 
 
+def address_problem(address: str) -> str | None:
+    """Why an IP literal cannot be a site's address (None: it can, or it is a host name).
+    Each reason says what to write instead."""
+    import socket
+
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return None
+    zone = getattr(ip, "scope_id", None)
+    if ip.is_unspecified:
+        return f"{address!r} is the unspecified address: no host answers from it (write the router's own address)"
+    if ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"):
+        return f"{address!r} is the broadcast address, not a host (write the router's own address)"
+    if ip.is_multicast:
+        return f"{address!r} is a multicast group, not a host (write the router's own address)"
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return f"{address!r} is an IPv4-mapped IPv6 address: write the IPv4 address '{ip.ipv4_mapped}'"
+    if ip.version == 6 and ip.is_link_local and not zone:
+        return (f"{address!r} is link-local: it needs the interface it is reached through, "
+                f"e.g. '{address.strip('[]')}%eth0'")
+    if zone and not zone.isdigit():
+        try:
+            socket.if_nametoindex(zone)
+        except OSError:
+            return f"{address!r}: no network interface '{zone}' on this machine (see `ip link`)"
+    return None
+
+
 def address_key(address: str) -> str:
     """Normalised form for duplicate detection."""
     try:
@@ -541,6 +570,8 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
             index_of[site.id] = i
         if not valid_address(site.address):
             bad("address", f"invalid address {site.address!r}: use an IPv4 or IPv6 address or a host name")
+        elif (why := address_problem(site.address)) is not None:
+            bad("address", why)
         else:
             ak = address_key(site.address)
             if ak in seen_addr:

@@ -350,11 +350,25 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     page_ts = []
     write_page(cfg, store, on_html=lambda: page_ts.append(now()), states=store.written_states)
     # after the page: deleting old samples and checkpointing the WAL are nobody's wait
+    _warn_same_hosts(cfg, icmp_results)
     store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
     store.checkpoint()
     return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)},
                        last_views(cfg, store.devices()), tuple(alert_update.mails) if alert_update else (), alerts_ms,
                        page_ts[0] if page_ts else None)
+
+
+def _warn_same_hosts(cfg: Config, icmp_results) -> None:
+    """Two sites that resolved to one host (e.g. 'localhost' and '127.0.0.1') are one router
+    counted twice. Literal duplicates are config errors; names are only known here."""
+    by_ip: dict[str, list[str]] = {}
+    for s, r in zip(cfg.sites, icmp_results):
+        if r.ip:
+            by_ip.setdefault(r.ip, []).append(s.id)
+    for ip, ids in by_ip.items():
+        if len(ids) > 1:
+            logger.warning("sites %s are the same host (%s): one router counted %d times; check their addresses in %s",
+                           ", ".join(f"'{i}'" for i in ids), ip, len(ids), cfg.path)
 
 
 def _remember_addresses(cfg: Config, store: Store, results, now: float) -> None:

@@ -315,9 +315,21 @@ class _Sweep:
             self.settled[i] = summarize(self.addresses[i], ip, 0, [], self.fam_error[famnum],
                                         ans.source if ans else None)
             return
+        scope = 0
+        if famnum == socket.AF_INET6 and "%" in ip:
+            # A link-local address with its zone (fe80::1%eth0): the zone goes in the socket
+            # address's scope id (Python would take the text's zone, then overwrite it with 0).
+            ip, zone = ip.split("%", 1)
+            try:
+                scope = int(zone) if zone.isdigit() else socket.if_nametoindex(zone)
+            except OSError:
+                ans = self.answers.get(i)
+                self.settled[i] = summarize(self.addresses[i], ip, 0, [], f"no network interface '{zone}'",
+                                            ans.source if ans else None)
+                return
         t = len(self.index)
         self.index.append(i)
-        self.dest.append((famnum, (ip, 0) if famnum == socket.AF_INET else (ip, 0, 0, 0)))
+        self.dest.append((famnum, (ip, 0) if famnum == socket.AF_INET else (ip, 0, 0, scope)))
         self.src_ip.append(ip)
         c = self.count
         self.N += c
