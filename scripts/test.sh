@@ -10,6 +10,14 @@ cd "$ROOT"
 # wanmon/ without bytecode, and with PYTHONDONTWRITEBYTECODE set (as in CI containers)
 # every start compiled it again (~0.1 s each); compileall writes it once.
 "$VENV/bin/python" -m compileall -q "$ROOT/wanmon" >/dev/null
+# Independent decoders for the mail tests (npm: tests/node/package-lock.json).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing Debian packages: nodejs npm" >&2
+    if [ "$(id -u)" != 0 ]; then SUDO=sudo; else SUDO=; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+(cd "$ROOT/tests/node" && npm ci --no-audit --no-fund --silent)
 mkdir -p test-artifacts
 set +e
 # Two workers, each taking whole test files (module fixtures and the servers they start stay
