@@ -53,3 +53,84 @@ def test_hostile_names_add_no_header(write_config):
         assert parsed["Bcc"] is None and parsed.get_all("To") == [m.recipient]
         assert "&lt;script&gt;" in m.html and "<script>" not in m.html
     assert header_safe("a\r\nb\x00c\u2028d") == "a b c d"
+
+
+def _all_kinds() -> list[Notification]:
+    return [
+        Notification("down", "tien-du", 10_000.0, "down", since=2_500.0, children=("tien-du-phat-tich",)),
+        Notification("recovery", "dc-core", 10_000.0, "up", since=10_000.0 - 7_500.0, detail="was down"),
+        Notification("degraded", "tien-du-phat-tich", 10_000.0, "degraded", since=9_000.0),
+        Notification("flap_start", "dc-core", 10_000.0, "down", detail="37% state change", value=37.4),
+        Notification("flap_end", "tien-du", 10_000.0, "up", detail="3% state change", value=3.0),
+        Notification("reboot", "tien-du", 10_000.0,
+                     detail="device restarted (uptime was 12 d 03:04 at the previous poll, now 00:02)"),
+        Notification("guard", None, 10_000.0, detail="1 of 1 upstream site(s) not answering (dc-core); ...",
+                     children=("dc-core",), counts=(1, 1, 3, 3, 1)),
+        Notification("guard_end", None, 10_000.0, detail="...", counts=(0, 1, 0, 3, 0)),
+    ]
+
+
+ENGLISH_FROM_THE_ENGINE = ["was down", "state change", "upstream site", "sites failing", "root cause",
+                           "uptime was", "device restarted", "previous poll"]
+
+
+def test_a_vietnamese_mail_is_vietnamese_throughout_with_durations_figures_and_thresholds(write_config):
+    cfg = cfg_with(write_config)
+    figures = {"tien-du-phat-tich": (401.0, 33.3)}
+    for m in compose(cfg, _all_kinds(), 10_000.0, figures):
+        for body in (m.text, m.html):
+            for words in ENGLISH_FROM_THE_ENGINE:
+                assert words not in body, (m.recipient, words, body)
+    noc = next(m for m in compose(cfg, _all_kinds(), 10_000.0, figures) if m.recipient == "noc@x.example")
+    assert "sau 02:05 mất kết nối" in noc.text                        # the recovery's outage, 7,500 s
+    assert "độ trễ 401,0 ms ≥ 300,0 ms" in noc.text and "mất gói 33 % ≥ 10 %" in noc.text
+    assert "37 % thay đổi trạng thái" in noc.text
+    assert "thời gian chạy 12 d 03:04 ở lần hỏi trước, nay 00:02" in noc.text
+    guard = next(m for m in compose(cfg, _all_kinds(), 10_000.0, figures) if "guard" in m.kinds)
+    assert "tuyến trên không trả lời" in guard.text and "(dc-core)" in guard.text
+
+
+def test_an_english_mail_says_the_same_in_english(write_config):
+    cfg = cfg_with(write_config, MINIMAL + '\n[page]\nlanguage = "en"\n')
+    noc = next(m for m in compose(cfg, _all_kinds(), 10_000.0, {"tien-du-phat-tich": (401.0, 33.3)})
+               if m.recipient == "noc@x.example")
+    assert "after 02:05 down" in noc.text and "RTT 401.0 ms ≥ 300.0 ms" in noc.text and "loss 33 % ≥ 10 %" in noc.text
+    assert "mất kết nối" not in noc.text and "thay đổi" not in noc.text
+
+
+def test_the_html_part_has_lang_head_title_and_links_the_page_only_with_its_url(write_config):
+    from html.parser import HTMLParser
+
+    class Tags(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.seen, self.lang, self.title, self._in_title, self.hrefs = [], None, "", False, []
+
+        def handle_starttag(self, tag, attrs):
+            self.seen.append(tag)
+            a = dict(attrs)
+            if tag == "html":
+                self.lang = a.get("lang")
+            if tag == "a":
+                self.hrefs.append(a.get("href"))
+            self._in_title = tag == "title"
+
+        def handle_endtag(self, tag):
+            self._in_title = False
+
+        def handle_data(self, data):
+            if self._in_title:
+                self.title += data
+
+    cfg = cfg_with(write_config)
+    for m in compose(cfg, _all_kinds(), 10_000.0):
+        t = Tags()
+        t.feed(m.html)
+        assert t.lang == "vi" and "head" in t.seen and t.title == m.subject and t.hrefs == []
+        assert "index.html" not in m.text + m.html and "/public" not in m.text + m.html   # no server path
+    url = "https://giamsat.bacninh.example/wan/"
+    cfg = cfg_with(write_config, MINIMAL + f'\n[page]\nurl = "{url}"\n')
+    for m in compose(cfg, _all_kinds(), 10_000.0):
+        t = Tags()
+        t.feed(m.html)
+        assert t.hrefs == [url] and url in m.text

@@ -119,7 +119,7 @@ class PageSettings(_Strict):
     province: str = "Bắc Ninh"
     refresh_s: int = Field(60, gt=0)
     templates_dir: str | None = None
-    url: str | None = None  # where the IT staff open the page (for emails); else its file path
+    url: str | None = None  # where the IT staff open the page: alert mails link it (no link without it)
 
 
 class ScheduleSettings(_Strict):

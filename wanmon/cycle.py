@@ -427,7 +427,7 @@ def _alerts(cfg: Config, store: Store, obs, now: float, dry_run: bool) -> AlertU
     new_states, notes, guard = evaluate(
         states, {o.site_id: o.status for o in obs}, now, cfg.alerts, {s.id: s.parent for s in cfg.sites},
         sites_in_maintenance(cfg, now), reboots, guard)
-    mails = compose(cfg, notes, now)
+    mails = compose(cfg, notes, now, {o.site_id: (o.rtt_avg_ms, o.loss_pct) for o in obs} if notes else None)
     for n in notes:
         logger.info("alert kind=%s site=%s", n.kind, n.site_id)
     status = "dry-run" if dry_run else ("queued" if cfg.smtp is not None else "unsent")

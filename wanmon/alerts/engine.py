@@ -52,8 +52,10 @@ class Notification:
     ts: float
     status: str | None = None
     since: float | None = None
-    children: tuple[str, ...] = ()  # sites this outage made unreachable
-    detail: str = ""
+    children: tuple[str, ...] = ()  # sites this outage made unreachable (guard: the silent upstream sites)
+    detail: str = ""  # for logs; mails say it in their language from the fields below (alerts.mail.detail)
+    value: float | None = None  # flap_*: the weighted % of state changes
+    counts: tuple[int, ...] = ()  # guard*: (upstream sites silent, upstream sites, sites failing, sites, root causes)
 
 
 def flap_pct(history: str) -> float:
@@ -94,12 +96,12 @@ def guard_sites(rules: AlertSettings, parents: Mapping[str, str | None]) -> list
     return list(rules.guard_sites) if rules.guard_sites is not None else [s for s, p in parents.items() if not p]
 
 
-def _guard(statuses: Mapping[str, str], rules: AlertSettings, parents: Mapping[str, str | None]) -> tuple[bool, str]:
+def _guard(statuses: Mapping[str, str], rules: AlertSettings, parents: Mapping[str, str | None]) -> tuple:
     """Is the agent itself probably cut off? Only when its own upstream (guard_sites) does not
     answer: a district router down with all its communes is one root cause, however many
     sites that is, and the district's admins get their DOWN. Root causes are the down sites
     whose parent answers (a down site's unreachable children are not counted).
-    Returns (raised, what the NOC mail says)."""
+    Returns (raised, a log line, the silent upstream sites, the counts of Notification.counts)."""
     total = len(statuses)
     upstream = [s for s in guard_sites(rules, parents) if s in statuses and statuses[s] != "unknown"]
     silent = [s for s in upstream if statuses[s] in FAILING]
@@ -108,7 +110,7 @@ def _guard(statuses: Mapping[str, str], rules: AlertSettings, parents: Mapping[s
     raised = bool(upstream) and total >= rules.guard_min_sites and len(silent) >= rules.guard_fraction * len(upstream)
     detail = (f"{len(silent)} of {len(upstream)} upstream site(s) not answering ({', '.join(silent[:5])}); "
               f"{failing} of {total} sites failing, {roots} root cause(s)")
-    return raised, detail
+    return raised, detail, tuple(silent), (len(silent), len(upstream), failing, total, roots)
 
 
 def evaluate(
@@ -126,13 +128,13 @@ def evaluate(
     out: dict[str, SiteAlert] = dict(states)
     notes: list[Notification] = []
 
-    cut_off, detail = _guard(statuses, rules, parents)
+    cut_off, detail, silent, counts = _guard(statuses, rules, parents)
     if cut_off:
         if not guard_active:
-            notes.append(Notification("guard", None, now, detail=detail))
+            notes.append(Notification("guard", None, now, detail=detail, children=silent, counts=counts))
         return out, notes, True  # nothing moves while the agent may be blind
     if guard_active:
-        notes.append(Notification("guard_end", None, now, detail=detail))
+        notes.append(Notification("guard_end", None, now, detail=detail, counts=counts))
 
     for sid, status in statuses.items():
         if status == "unknown":
@@ -174,11 +176,11 @@ def _step(a: SiteAlert, status: str, now: float, rules: AlertSettings, quiet: bo
     if not a.flapping and len(history) >= rules.flap_window and pct >= rules.flap_high_pct:
         a = dataclasses.replace(a, flapping=True)
         if not quiet:
-            notes.append(Notification("flap_start", a.site_id, now, status, detail=f"{pct:.0f}% state change"))
+            notes.append(Notification("flap_start", a.site_id, now, status, detail=f"{pct:.0f}% state change", value=pct))
     elif a.flapping and pct < rules.flap_low_pct:
         a = dataclasses.replace(a, flapping=False)
         if not quiet:
-            notes.append(Notification("flap_end", a.site_id, now, status, detail=f"{pct:.0f}% state change"))
+            notes.append(Notification("flap_end", a.site_id, now, status, detail=f"{pct:.0f}% state change", value=pct))
 
     speak = not quiet and not a.flapping
     if bad and status != a.hard and streak >= rules.confirm_cycles:

@@ -29,7 +29,13 @@ WORDS = {
         "intro": "Thông báo từ hệ thống giám sát mạng WAN tỉnh {province}.",
         "guard_text": "Tuyến trên của chính tác tử giám sát không trả lời: có thể chính tác tử giám sát bị mất "
                       "kết nối. Không gửi thông báo cho từng điểm cho đến khi tình trạng này kết thúc.",
-        "footer": "Thư tự động từ wanmon. Trang tình trạng: {page}",
+        "footer": "Thư tự động từ wanmon.", "footer_page": "Trang tình trạng:",
+        "outage": "sau {d} mất kết nối", "flap": "{pct} thay đổi trạng thái",
+        "rtt": "độ trễ {v} ≥ {t}", "loss": "mất gói {v} ≥ {t}",
+        "guard_detail": "tuyến trên không trả lời: {sites} ({silent}/{upstream}); {failing}/{total} điểm lỗi, "
+                        "{roots} nguyên nhân gốc",
+        "guard_end_detail": "tuyến trên trả lời lại; {failing}/{total} điểm đang lỗi",
+        "reboot_detail": "thời gian chạy {was} ở lần hỏi trước, nay {now}",
         "test_subject": "[wanmon] Thư kiểm tra", "test_body": "Thư kiểm tra từ wanmon: cấu hình [smtp] hoạt động.",
     },
     "en": {
@@ -41,7 +47,13 @@ WORDS = {
         "intro": "Notification from the {province} provincial WAN monitor.",
         "guard_text": "The monitoring agent's own upstream does not answer: the agent itself may be cut off. "
                       "Per-site notifications are held until this ends.",
-        "footer": "Automatic mail from wanmon. Status page: {page}",
+        "footer": "Automatic mail from wanmon.", "footer_page": "Status page:",
+        "outage": "after {d} down", "flap": "{pct} state changes",
+        "rtt": "RTT {v} ≥ {t}", "loss": "loss {v} ≥ {t}",
+        "guard_detail": "upstream not answering: {sites} ({silent}/{upstream}); {failing}/{total} sites failing, "
+                        "{roots} root cause(s)",
+        "guard_end_detail": "upstream answers again; {failing}/{total} sites failing",
+        "reboot_detail": "uptime {was} at the previous poll, now {now}",
         "test_subject": "[wanmon] Test message", "test_body": "Test message from wanmon: the [smtp] settings work.",
     },
 }
@@ -101,8 +113,44 @@ def subject(lang: str, notes: Sequence[Notification], names: dict[str, str]) -> 
     return header_safe(text)[:250]
 
 
-def compose(cfg: Config, notes: Sequence[Notification], now: float | None = None) -> list[Mail]:
-    """Group the cycle's notifications per recipient: one mail each."""
+_REBOOT = re.compile(r"uptime was (.+) at the previous poll, now (.+)\)$")
+
+
+def detail(n: Notification, lang: str, fmt, now: float, names: dict[str, str],
+           figures: dict[str, tuple[float | None, float | None]], thresholds) -> str:
+    """What a notification says beyond its kind, in the mail's language (the engine's
+    `detail` is for the logs)."""
+    w = WORDS[lang]
+    if n.kind == "recovery" and n.since is not None:
+        return w["outage"].format(d=fmt.duration(max(0.0, n.ts - n.since)))
+    if n.kind in ("flap_start", "flap_end") and n.value is not None:
+        return w["flap"].format(pct=fmt.num(n.value, 0, " %"))
+    if n.kind == "degraded":
+        rtt, loss = figures.get(n.site_id or "", (None, None))
+        parts = []
+        if rtt is not None and rtt >= thresholds.degraded_rtt_ms:
+            parts.append(w["rtt"].format(v=fmt.ms(rtt), t=fmt.ms(thresholds.degraded_rtt_ms)))
+        if loss is not None and loss >= thresholds.degraded_loss_pct:
+            parts.append(w["loss"].format(v=fmt.num(loss, 0, " %"), t=fmt.num(thresholds.degraded_loss_pct, 0, " %")))
+        return ", ".join(parts)
+    if n.kind == "guard" and len(n.counts) == 5:
+        silent, upstream, failing, total, roots = n.counts
+        return w["guard_detail"].format(sites=", ".join(f"{names.get(c, c)} ({c})" for c in n.children[:5]),
+                                        silent=silent, upstream=upstream, failing=failing, total=total, roots=roots)
+    if n.kind == "guard_end" and len(n.counts) == 5:
+        return w["guard_end_detail"].format(failing=n.counts[2], total=n.counts[3])
+    if n.kind == "reboot":
+        m = _REBOOT.search(n.detail)
+        if m:
+            return w["reboot_detail"].format(was=m.group(1), now=m.group(2))
+        return "" if lang != "en" else n.detail
+    return ""
+
+
+def compose(cfg: Config, notes: Sequence[Notification], now: float | None = None,
+            figures: dict[str, tuple[float | None, float | None]] | None = None) -> list[Mail]:
+    """Group the cycle's notifications per recipient: one mail each.
+    figures: {site_id: (rtt_avg_ms, loss_pct)} of this cycle (a degraded mail gives them)."""
     if not notes:
         return []
     now = time.time() if now is None else now
@@ -114,18 +162,21 @@ def compose(cfg: Config, notes: Sequence[Notification], now: float | None = None
         for r in recipients_for(n, cfg, admins):
             per.setdefault(r, {})[n] = None
     env_txt, env_html = _envs(cfg)
-    from wanmon.page import Fmt, out_dir
+    from wanmon.page import Fmt
     from zoneinfo import ZoneInfo
 
     fmt = Fmt(lang, ZoneInfo(cfg.page.timezone))
+    details = {n: detail(n, lang, fmt, now, names, figures or {}, cfg.thresholds) for n in notes}
+    # the footer links the page only where people can open it ([page] url): never a server's file path
     ctx_common = {"w": WORDS[lang], "f": fmt, "names": names, "province": cfg.page.province,
-                  "page": cfg.page.url or str(out_dir(cfg) / "index.html"), "now": now}
+                  "page": cfg.page.url, "now": now, "details": details, "lang": lang}
     mails = []
     for rcpt, ns in per.items():
         ns = sorted(ns, key=lambda n: (KIND_ORDER.index(n.kind), names.get(n.site_id or "", "")))
-        ctx = {**ctx_common, "notes": ns}
+        subj = subject(lang, ns, names)
+        ctx = {**ctx_common, "notes": ns, "subject": subj}
         mails.append(Mail(
-            recipient=rcpt, subject=subject(lang, ns, names),
+            recipient=rcpt, subject=subj,
             text=env_txt.get_template("email.txt.j2").render(ctx),
             html=env_html.get_template("email.html.j2").render(ctx),
             message_id=new_message_id(), kinds=tuple(dict.fromkeys(n.kind for n in ns)), created_ts=now,
