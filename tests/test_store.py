@@ -123,3 +123,74 @@ def test_reader_while_writer_holds_transaction(tmp_path):
     w.conn.execute("ROLLBACK")
     r.close()
     w.close()
+
+
+def test_an_emptied_store_is_refused_by_check_and_status_and_left_as_it_was(write_config, tmp_path):
+    """`: > wanmon.db` (issue 11): no new history at cycle 1 over the old one, no advice to run check."""
+    from conftest import wanmon
+
+    cfg = write_config()
+    assert wanmon("--config", str(cfg), "check", cwd=tmp_path).returncode == 0
+    db = cfg.parent / "var" / "wanmon.db"
+    db.write_bytes(b"")
+    for args in (["check"], ["status"], ["render"]):
+        r = wanmon("--config", str(cfg), *args, cwd=tmp_path)
+        assert r.returncode != 0, (args, r.stdout, r.stderr)
+        assert "exists but is empty" in r.stderr and "backup" in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and "wanmon check" not in r.stderr, (args, r.stderr)
+        assert db.stat().st_size == 0, args          # left as it was
+
+
+def test_a_foreign_sqlite_file_is_refused_and_a_new_path_is_created(tmp_path):
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE notes (x)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    with pytest.raises(StoreError, match="not a wanmon store"):
+        Store.open(other)
+    assert other.read_bytes() == before
+    fresh = tmp_path / "new" / "wanmon.db"
+    st = Store.open(fresh)
+    assert st.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    st.close()
+    assert sorted(p.name for p in fresh.parent.iterdir() if not p.name.startswith("wanmon.db-")) == ["wanmon.db"]
+    st = Store.open(fresh)  # and it opens again as a store
+    st.close()
+
+
+def test_store_backup_while_it_is_open_and_store_check_finds_damage(write_config, tmp_path):
+    from conftest import wanmon
+
+    cfg = write_config()
+    for _ in range(3):
+        assert wanmon("--config", str(cfg), "check", cwd=tmp_path).returncode == 0
+    db = cfg.parent / "var" / "wanmon.db"
+    writer = Store.open(db)  # a writer holds the store open, mid-transaction
+    writer.conn.execute("BEGIN IMMEDIATE")
+    try:
+        r = wanmon("--config", str(cfg), "store", "backup", str(tmp_path / "b.db"), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    finally:
+        writer.conn.execute("ROLLBACK")
+        writer.close()
+    copy = Store.open_readonly(tmp_path / "b.db")
+    assert copy.conn.execute("SELECT count(*) FROM cycles").fetchone()[0] == 3
+    copy.close()
+    r = wanmon("--config", str(cfg), "store", "backup", str(tmp_path / "b.db"), cwd=tmp_path)
+    assert r.returncode != 0 and "already exists" in r.stderr          # never over a file
+    r = wanmon("--config", str(cfg), "store", "check", cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.startswith("ok:"), r.stdout + r.stderr
+
+    # damage in the middle of the file: quick_check finds it, the message says what to do
+    raw = bytearray((tmp_path / "b.db").read_bytes())
+    page = 4096
+    assert len(raw) > 6 * page
+    raw[3 * page: 4 * page] = bytes([0xA5]) * page
+    (cfg.parent / "var" / "wanmon.db").write_bytes(bytes(raw))
+    for suffix in ("-wal", "-shm"):
+        (cfg.parent / "var" / f"wanmon.db{suffix}").unlink(missing_ok=True)
+    r = wanmon("--config", str(cfg), "store", "check", cwd=tmp_path)
+    assert r.returncode == 1 and "is damaged" in r.stderr and "backup" in r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr

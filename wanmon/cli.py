@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -551,6 +552,38 @@ def influx_check(ctx: click.Context) -> None:
         click.echo(("ok:   " if ok else "FAIL: ") + msg, err=not ok)
     if not all(ok for ok, _ in results):
         sys.exit(EXIT_FAILURE)
+
+
+@cli.group("store")
+def store_group() -> None:
+    """The embedded store: a consistent backup, an integrity check."""
+
+
+@store_group.command("backup")
+@click.argument("dest", type=click.Path(dir_okay=False))
+@click.pass_context
+def store_backup(ctx: click.Context, dest: str) -> None:
+    """Copy the store to DEST (a new file), consistent even while checks run."""
+    cfg = _load(ctx.find_root(), secrets=False)
+    size = _read_store(cfg, lambda st: st.backup(Path(dest)))
+    click.echo(f"backup of {cfg.store_path} written to {dest} ({size:,} bytes)")
+
+
+@store_group.command("check")
+@click.pass_context
+def store_check(ctx: click.Context) -> None:
+    """SQLite's quick_check of the store; exit 1 with its findings if the file is damaged."""
+    cfg = _load(ctx.find_root(), secrets=False)
+    t0 = time.monotonic()
+    problems = _read_store(cfg, lambda st: st.quick_check())
+    took = time.monotonic() - t0
+    if problems:
+        for p in problems[:20]:
+            click.echo(f"FAIL: {printable(p)}", err=True)
+        click.echo(f"wanmon: error: the store {cfg.store_path} is damaged ({len(problems)} finding(s)): restore the "
+                   "last good backup (README, 'Backup and restore')", err=True)
+        sys.exit(EXIT_FAILURE)
+    click.echo(f"ok: {cfg.store_path} passed quick_check in {took:.2f} s")
 
 
 @influx.command("drain")

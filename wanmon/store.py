@@ -206,9 +206,60 @@ def _prepare_folder(folder: Path) -> None:
     os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
 
 
-def _touch_private(path: Path) -> None:
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+def _create_store(path: Path) -> None:
+    """Create a new, empty wanmon store at `path` in one step: an SQLite file (0600) built
+    under a temporary name in the same folder, then linked into place (never over an
+    existing file). So every file at a store's path is a whole store that wanmon wrote,
+    and an empty or foreign file there is somebody else's doing (see _refuse_foreign)."""
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     os.close(fd)
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.execute("PRAGMA application_id = %d" % APPLICATION_ID)
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another wanmon created it meanwhile: that one is used
+    finally:
+        tmp.unlink()
+
+
+def _refuse_foreign(path: Path, conn: sqlite3.Connection | None = None) -> None:
+    """An existing file at the store's path that wanmon did not write: never replaced, never
+    written to. (`: > wanmon.db` used to start a new history at cycle 1 over the old one.)"""
+    size = path.stat().st_size
+    way_out = ("If it was emptied or replaced by mistake, restore it from a backup (see the README, "
+               "'Backup and restore'); to start a new history, move it away or delete it: wanmon then creates a new store.")
+    if size == 0:
+        raise StoreError(f"the store {path} exists but is empty (0 bytes): it holds no history, and wanmon will "
+                         f"not write over it. {way_out}")
+    if conn is not None:
+        app = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        if app != APPLICATION_ID and not (version > 0 and tables > 0):
+            raise StoreError(f"{path} is an SQLite database but not a wanmon store (application_id {app}, "
+                             f"schema {version}, {tables} tables): wanmon will not write over it. {way_out}")
+
+
+APPLICATION_ID = 0x776D6F6E  # "wmon": PRAGMA application_id of every store wanmon creates
+
+
+def _user() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
 
 
 class CycleLock:
@@ -279,10 +330,17 @@ class Store:
         path = Path(path)
         try:
             _prepare_folder(path.parent)
-            _touch_private(path)
+            if not path.exists():
+                _create_store(path)
+            _refuse_foreign(path)
             old = os.umask(0o077)  # WAL and SHM files too
             try:
                 conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=not any_thread)
+                try:
+                    _refuse_foreign(path, conn)
+                except WanmonError:
+                    conn.close()
+                    raise
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=10000")
@@ -300,10 +358,19 @@ class Store:
         if not path.exists():
             raise StoreError(f"no store at {path} yet: run `wanmon check` first")
         try:
+            _refuse_foreign(path)
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0, isolation_level=None)
+            try:
+                _refuse_foreign(path, conn)
+            except WanmonError:
+                conn.close()
+                raise
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the store {path}: {exc}") from None
+        except PermissionError as exc:
+            raise StoreError(f"cannot read the store {path}: permission denied for user {_user()} "
+                             f"({exc.strerror}); run as the user that runs wanmon, or ask for read access") from None
         if version > SCHEMA_VERSION:
             raise StoreError(f"the store {path} has schema {version}, newer than this wanmon ({SCHEMA_VERSION}): upgrade wanmon")
         if version < SCHEMA_VERSION:
@@ -311,6 +378,38 @@ class Store:
             raise StoreError(f"the store {path} has schema {version}, older than this wanmon ({SCHEMA_VERSION}): "
                              "run `wanmon check` once to upgrade it")
         return cls(conn, path)
+
+    def backup(self, dest: Path) -> int:
+        """A consistent copy of the store at `dest` (SQLite's online backup: safe while cycles
+        write; never over an existing file). Returns its size in bytes."""
+        dest = Path(dest)
+        if dest.exists():
+            raise StoreError(f"{dest} already exists: choose a new file name for the backup")
+        tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+        try:
+            out = sqlite3.connect(tmp)
+            try:
+                self.conn.backup(out)
+            finally:
+                out.close()
+            os.chmod(tmp, 0o600)
+            os.link(tmp, dest)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot write the backup {dest}: {exc}") from None
+        finally:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+        return dest.stat().st_size
+
+    def quick_check(self) -> list[str]:
+        """SQLite's PRAGMA quick_check: [] when the file is sound, else its findings."""
+        try:
+            rows = [r[0] for r in self.conn.execute("PRAGMA quick_check")]
+        except sqlite3.DatabaseError as exc:  # "database disk image is malformed" before any row
+            return [str(exc)]
+        return [] if rows == ["ok"] else rows
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
