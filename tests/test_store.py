@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sqlite3
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -194,3 +199,37 @@ def test_store_backup_while_it_is_open_and_store_check_finds_damage(write_config
     r = wanmon("--config", str(cfg), "store", "check", cwd=tmp_path)
     assert r.returncode == 1 and "is damaged" in r.stderr and "backup" in r.stderr, r.stdout + r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare -m for a small private tmpfs")
+def test_a_full_disk_is_one_clear_line_and_the_store_stays_intact(tmp_path):
+    """The store on a 1 MiB tmpfs (in a private mount namespace, gone with the script): fill it,
+    run check: exit 1, 'the disk … is full', no traceback; free it: the earlier cycles are there."""
+    from conftest import MINIMAL
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    cfg = tmp_path / "sites.toml"
+    cfg.write_text(MINIMAL.replace('path = "var/wanmon.db"', f'path = "{mnt}/wanmon.db"'), encoding="utf-8")
+    py = f"{sys.executable} -m wanmon --config {cfg}"
+    script = f"""
+set -u
+mount -t tmpfs -o size=1m tmpfs {mnt} || exit 97
+{py} check >/dev/null 2>&1 || exit 98
+{py} check >/dev/null 2>&1 || exit 98
+dd if=/dev/zero of={mnt}/fill bs=4k >/dev/null 2>&1
+{py} check > {tmp_path}/full.out 2> {tmp_path}/full.err; echo $? > {tmp_path}/full.rc
+rm -f {mnt}/fill
+{py} store check > {tmp_path}/after.out 2>&1; echo $? > {tmp_path}/after.rc
+{py} status --json > {tmp_path}/status.json 2>/dev/null
+"""
+    cp = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=180)
+    assert cp.returncode == 0, (cp.returncode, cp.stdout, cp.stderr)
+    err = (tmp_path / "full.err").read_text()
+    assert (tmp_path / "full.rc").read_text().strip() == "1", err
+    assert "is full" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "after.rc").read_text().strip() == "0", (tmp_path / "after.out").read_text()
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["last_cycle"]["id"] >= 2, status["last_cycle"]

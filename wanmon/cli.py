@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -63,9 +64,14 @@ def _read_store(cfg: Config, read: Callable[[Any], Any]) -> Any:
         _fail(exc)
 
 
+_STORE_PATH: list = [None]  # the loaded config's store, for the one-line messages of main()
+
+
 def _load(ctx: click.Context, secrets: bool = True) -> Config:
     try:
-        return load(ctx.obj["config"], secrets=secrets)
+        cfg = load(ctx.obj["config"], secrets=secrets)
+        _STORE_PATH[0] = cfg.store_path
+        return cfg
     except WanmonError as exc:
         _fail(exc)
         raise  # unreachable
@@ -720,6 +726,13 @@ def main() -> None:
         sys.exit(130)
     except WanmonError as exc:
         _fail(exc)
+    except (sqlite3.Error, OSError) as exc:  # the machine, not a bug: one line that names the cause
+        from wanmon.errors import os_cause, sqlite_cause
+
+        logger.debug("the cause in full", exc_info=True)  # the traceback with -vv
+        why = os_cause(exc) if isinstance(exc, OSError) else sqlite_cause(exc, _STORE_PATH[0])
+        click.echo(f"wanmon: error: {why}", err=True)
+        sys.exit(EXIT_FAILURE)
     except Exception:  # a bug: say so, with the traceback in the log
         logger.exception("internal error")
         sys.exit(EXIT_FAILURE)

@@ -396,8 +396,10 @@ def write_page(cfg: Config, store: Store, on_html: Callable[[], None] | None = N
         with _PAGE_LOCK:
             _write(cfg, store, on_html=on_html, states=states)
     except OSError as exc:
-        raise PageError(f"the cycle was recorded, but the status page could not be written: {exc} "
-                        "(check [page] out_dir and its permissions)") from None
+        from wanmon.errors import os_cause
+
+        raise PageError(f"the cycle was recorded, but the status page could not be written: {os_cause(exc)} "
+                        "([page] out_dir)") from None
 
 
 class PageError(WanmonError):

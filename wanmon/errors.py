@@ -36,3 +36,67 @@ class StoreBusyError(WanmonError):
     """Another process holds the store's cycle lock."""
 
     exit_code = EXIT_BUSY
+
+
+def _user() -> str:
+    import os
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def os_cause(exc: OSError) -> str:
+    """What an OSError means for the operator, in a few words (which user, for permissions)."""
+    import errno
+
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    if exc.errno == errno.ENOSPC:
+        return f"the disk is full{where}: free space on it"
+    if exc.errno == errno.EDQUOT:
+        return f"user {_user()}'s disk quota is used up{where}"
+    if exc.errno == errno.EROFS:
+        return f"the file system is read-only{where}"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied for user {_user()}{where}: run as the user that owns these files, or fix their permissions"
+    return f"{exc.strerror or exc}{where}"
+
+
+def _no_space(path: object) -> bool:
+    """The file system holding `path` has no block left (SQLite says "disk I/O error" when the
+    WAL cannot grow)."""
+    import os
+    from pathlib import Path
+
+    if not path:
+        return False
+    try:
+        st = os.statvfs(Path(str(path)).parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+def sqlite_cause(exc: Exception, path: object = None) -> str:
+    """What an sqlite3 error on the store means, in a few words: disk full, read-only, locked, damaged."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc)
+    store = f"the store {path}" if path else "the store"
+    if (name.startswith("SQLITE_FULL") or "disk is full" in text
+            or ((name.startswith("SQLITE_IOERR") or "I/O error" in text) and _no_space(path))):
+        return (f"the disk holding {store} is full: free space on it; the cycles recorded before are intact, "
+                "this one was not recorded")
+    if name.startswith("SQLITE_READONLY") or "readonly database" in text:
+        return f"{store} cannot be written: its file system is read-only, or user {_user()} may not write it"
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
+        return f"{store} is locked by another process (a long backup or a stuck wanmon); try again later"
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text:
+        return (f"{store} is damaged ({text}): run `wanmon store check`, then restore the last good backup "
+                "(README, 'Backup and restore')")
+    if name.startswith(("SQLITE_PERM", "SQLITE_CANTOPEN", "SQLITE_AUTH")):
+        return f"{store} cannot be opened by user {_user()} ({text}): check the file's and its folder's permissions"
+    if name.startswith("SQLITE_IOERR") or "I/O error" in text:
+        return f"disk I/O error on {store} ({text}): check free space and the disk (dmesg)"
+    return f"{store}: {text}"

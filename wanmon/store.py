@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from wanmon.devices import DeviceState, Event, IfState
-from wanmon.errors import StoreBusyError, WanmonError
+from wanmon.errors import StoreBusyError, WanmonError, _user, os_cause, sqlite_cause
 
 logger = logging.getLogger(__name__)
 
@@ -253,15 +253,6 @@ def _refuse_foreign(path: Path, conn: sqlite3.Connection | None = None) -> None:
 APPLICATION_ID = 0x776D6F6E  # "wmon": PRAGMA application_id of every store wanmon creates
 
 
-def _user() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
-
-
 class CycleLock:
     """Exclusive, non-blocking flock on `<db><suffix>`: one holder at a time.
 
@@ -346,8 +337,10 @@ class Store:
                 conn.execute("PRAGMA busy_timeout=10000")
             finally:
                 os.umask(old)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open the store {path}: {exc} (check [store] path and the folder's permissions)") from None
+        except OSError as exc:
+            raise StoreError(f"cannot open the store {path}: {os_cause(exc)} ([store] path)") from None
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store: {sqlite_cause(exc, path)}") from None
         store = cls(conn, path)
         store._migrate()
         return store
