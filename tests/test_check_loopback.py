@@ -234,3 +234,42 @@ def test_non_root_with_cap_net_raw():
         assert (work / "var" / "wanmon.db").stat().st_uid == 65534
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setcap") is None, reason="needs root and setcap (libcap2-bin)")
+def test_check_warns_when_its_interpreter_is_shared_and_has_cap_net_raw(write_config, tmp_path):
+    """setcap through a venv's bin/python lands on the interpreter it links to (issue 11). Here a copy
+    of the interpreter plays the system's: a symlink to it with cap_net_raw set warns; a venv made
+    with --copies, whose own python3 carries the capability, does not."""
+    import venv
+
+    real = Path(os.path.realpath(sys.executable))
+    import site as site_mod
+
+    site = site_mod.getsitepackages()[0]  # this venv's packages, for the interpreters made below
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), site])}
+    cfg = write_config()
+
+    shared = tmp_path / "system" / real.name
+    shared.parent.mkdir()
+    shutil.copy2(real, shared)
+    (tmp_path / "linked" / "bin").mkdir(parents=True)
+    link = tmp_path / "linked" / "bin" / "python"
+    link.symlink_to(shared)
+    own = tmp_path / "own"
+    venv.EnvBuilder(symlinks=False, with_pip=False).create(own)
+    own_py = Path(os.path.realpath(own / "bin" / "python3"))
+    assert not own_py.is_symlink() and str(own_py).startswith(str(own))
+    for f in (shared, own_py):
+        subprocess.run(["setcap", "cap_net_raw+ep", str(f)], check=True)
+
+    def check_with(python: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([str(python), "-m", "wanmon", "--config", str(cfg), "check"], cwd=tmp_path,
+                              env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+
+    r = check_with(link)
+    assert r.returncode == 0, r.stderr
+    assert "has cap_net_raw and is shared" in r.stderr and str(shared) in r.stderr, r.stderr
+    r = check_with(own / "bin" / "python3")
+    assert r.returncode == 0, r.stderr
+    assert "cap_net_raw" not in r.stderr, r.stderr

@@ -112,7 +112,7 @@ def test_cycle_lock_excludes_second_holder(tmp_path):
         with pytest.raises(StoreBusyError, match="another wanmon cycle is running") as ei:
             with CycleLock(path):
                 pass
-        assert f"pid " in str(ei.value)
+        assert "pid " in str(ei.value)
     with CycleLock(path):  # released on exit
         pass
 

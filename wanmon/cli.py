@@ -191,6 +191,7 @@ def check(ctx: click.Context, as_json: bool, dry_run: bool) -> None:
     from wanmon.cycle import run_check
 
     cfg = _load(ctx)
+    _warn_shared_net_raw()
     try:
         with _ProgressBar(len(cfg.sites)) as progress:
             result = run_check(cfg, progress, dry_run=dry_run)
@@ -637,6 +638,19 @@ def _ago(ts: float | None, now: float) -> str:
     if d < 172800:
         return f"{d // 3600} h ago"
     return f"{d // 86400} d ago"
+
+
+def _warn_shared_net_raw() -> None:
+    """setcap on a venv's python lands on the system interpreter it links to: every user of it
+    may then open raw sockets. Say so (README, Permissions: a dedicated copy, or systemd)."""
+    from wanmon.probes.icmp import shared_interpreter_with_net_raw
+
+    real = shared_interpreter_with_net_raw(sys.executable, sys.prefix, sys.base_prefix)
+    if real:
+        logger.warning("the interpreter %s has cap_net_raw and is shared (%s runs it): every user of it may open "
+                       "raw sockets. Remove it (sudo setcap -r %s) and give wanmon its own copy (python3 -m venv "
+                       "--copies) or systemd's AmbientCapabilities=CAP_NET_RAW (README, Permissions)",
+                       real, sys.executable, real)
 
 
 def escape(text: str) -> str:

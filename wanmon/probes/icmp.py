@@ -605,3 +605,36 @@ class _Sweep:
 def _wake(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+# -- the interpreter's own capability ----------------------------------------
+
+CAP_NET_RAW = 13
+
+
+def file_has_cap_net_raw(path: str) -> bool:
+    """Does the file carry CAP_NET_RAW in its permitted file capabilities (`setcap cap_net_raw+ep`)?
+    Reads the security.capability extended attribute (struct vfs_cap_data: magic, then permitted
+    and inheritable words)."""
+    import struct
+
+    try:
+        raw = os.getxattr(path, "security.capability")
+    except OSError:
+        return False
+    if len(raw) < 12:
+        return False
+    _magic, permitted_lo = struct.unpack_from("<II", raw)
+    return bool(permitted_lo >> CAP_NET_RAW & 1)
+
+
+def shared_interpreter_with_net_raw(executable: str, prefix: str, base_prefix: str) -> str | None:
+    """The interpreter file, when it carries CAP_NET_RAW and is not wanmon's own copy: the venv's
+    python is a symlink to the system's (setcap follows it), or this is no venv at all. Then
+    every user of that interpreter may open raw sockets. None otherwise."""
+    real = os.path.realpath(executable)
+    if not file_has_cap_net_raw(real):
+        return None
+    in_venv = prefix != base_prefix
+    own = in_venv and os.path.commonpath([real, os.path.realpath(prefix)]) == os.path.realpath(prefix)
+    return None if own else real
