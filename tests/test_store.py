@@ -233,3 +233,40 @@ rm -f {mnt}/fill
     assert (tmp_path / "after.rc").read_text().strip() == "0", (tmp_path / "after.out").read_text()
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["last_cycle"]["id"] >= 2, status["last_cycle"]
+
+
+def test_damage_stops_writes_says_so_and_a_restored_backup_resumes(write_config, tmp_path):
+    """quick_check finds damage: check records nothing (exit 1, says why), status and the page say so;
+    the backup restored and checked, cycles resume (issue 11)."""
+    from conftest import wanmon
+
+    cfg = write_config()
+    run = lambda *a: wanmon("--config", str(cfg), *a, cwd=tmp_path)  # noqa: E731
+    for _ in range(2):
+        assert run("check").returncode == 0
+    assert run("store", "backup", str(tmp_path / "good.db")).returncode == 0
+    db = cfg.parent / "var" / "wanmon.db"
+    raw = bytearray(db.read_bytes())
+    raw[3 * 4096: 4 * 4096] = bytes([0x5A]) * 4096
+    db.write_bytes(bytes(raw))
+    for suffix in ("-wal", "-shm"):
+        (cfg.parent / "var" / f"wanmon.db{suffix}").unlink(missing_ok=True)
+
+    r = run("store", "check")
+    assert r.returncode == 1 and "writes are stopped" in r.stderr, r.stderr
+    damaged_bytes = db.read_bytes()
+    r = run("check")
+    assert r.returncode == 1 and "was found damaged" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert db.read_bytes() == damaged_bytes                       # nothing written to it
+    r = run("status")
+    assert "STORE DAMAGED" in r.stderr, r.stdout + r.stderr
+    r = run("render", "--out", str(tmp_path / "web"))
+    if r.returncode == 0:  # what the damaged file still gives, under a banner that says so
+        assert "Kho dữ liệu của wanmon bị hỏng" in (tmp_path / "web" / "index.html").read_text(encoding="utf-8")
+
+    db.write_bytes((tmp_path / "good.db").read_bytes())          # restore (README, 'Backup and restore')
+    r = run("store", "check")
+    assert r.returncode == 0, r.stderr
+    assert run("check").returncode == 0
+    r = run("status", "--json")
+    assert json.loads(r.stdout)["store_damaged"] is None and json.loads(r.stdout)["last_cycle"]["id"] == 3

@@ -484,7 +484,15 @@ def _print_inventory(rows) -> None:
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show the current state of every site, from the store (no probing)."""
+    from wanmon.store import damaged
+
     cfg = _load(ctx, secrets=False)
+    broken = damaged(cfg.store_path)
+    if broken is not None:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(broken["ts"])) if broken.get("ts") else "?"
+        click.echo(f"wanmon: STORE DAMAGED since {when}: {printable('; '.join(broken['findings'][:2]))}. Nothing is "
+                   "recorded until it is restored (README, 'Backup and restore'); what follows is what it still "
+                   "holds.", err=True)
     states, devices, last, spool = _read_store(cfg, lambda st: (
         {s.site_id: s for s in st.states()}, st.devices(), st.last_cycle(),
         st.spool_stats() if cfg.influx is not None else None))
@@ -511,7 +519,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
                     "last_reboot": dev.last_reboot_ts if dev else None,
                 },
             })
-        json.dump({"last_cycle": last, "spool": spool, "sites": out}, sys.stdout, ensure_ascii=False, indent=1)
+        json.dump({"last_cycle": last, "spool": spool, "store_damaged": broken, "sites": out}, sys.stdout,
+                  ensure_ascii=False, indent=1)
         sys.stdout.write("\n")
         return
     _print_status(inv, states, devices, last, spool)
@@ -580,15 +589,17 @@ def store_backup(ctx: click.Context, dest: str) -> None:
 @click.pass_context
 def store_check(ctx: click.Context) -> None:
     """SQLite's quick_check of the store; exit 1 with its findings if the file is damaged."""
+    from wanmon.store import check_integrity
+
     cfg = _load(ctx.find_root(), secrets=False)
     t0 = time.monotonic()
-    problems = _read_store(cfg, lambda st: st.quick_check())
+    problems = check_integrity(cfg.store_path)
     took = time.monotonic() - t0
     if problems:
         for p in problems[:20]:
             click.echo(f"FAIL: {printable(p)}", err=True)
-        click.echo(f"wanmon: error: the store {cfg.store_path} is damaged ({len(problems)} finding(s)): restore the "
-                   "last good backup (README, 'Backup and restore')", err=True)
+        click.echo(f"wanmon: error: the store {cfg.store_path} is damaged ({len(problems)} finding(s)): writes are "
+                   "stopped; restore the last good backup (README, 'Backup and restore')", err=True)
         sys.exit(EXIT_FAILURE)
     click.echo(f"ok: {cfg.store_path} passed quick_check in {took:.2f} s")
 
@@ -745,6 +756,11 @@ def main() -> None:
 
         logger.debug("the cause in full", exc_info=True)  # the traceback with -vv
         why = os_cause(exc) if isinstance(exc, OSError) else sqlite_cause(exc, _STORE_PATH[0])
+        if isinstance(exc, sqlite3.DatabaseError) and _STORE_PATH[0] is not None and (
+                "malformed" in str(exc) or "not a database" in str(exc)):
+            from wanmon.store import mark_damaged
+
+            mark_damaged(_STORE_PATH[0], [str(exc)])  # writes stop; status and the page say so
         click.echo(f"wanmon: error: {why}", err=True)
         sys.exit(EXIT_FAILURE)
     except Exception:  # a bug: say so, with the traceback in the log

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from wanmon.config import Config
 from wanmon.inventory import Inventory
 from wanmon.status import SEVERITY
-from wanmon.store import SiteState, Store
+from wanmon.store import SiteState, Store, damaged
 from wanmon.text import printable
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ TEXT = {
         "level": "Cấp", "window": "Khoảng", "generated": "Tạo lúc", "assumption": "",
         "when": "Thời điểm", "change": "Thay đổi",
         "mail_failed": "{n} thư cảnh báo không gửi được (7 ngày qua): xem `wanmon alerts`.",
+        "store_damaged": "Kho dữ liệu của wanmon bị hỏng (phát hiện lúc {when}): không ghi thêm dữ liệu cho đến khi "
+                         "khôi phục từ bản sao lưu. Trang này có thể đã cũ.",
         "mail_retrying": "{n} thư cảnh báo đang chờ gửi lại (máy chủ thư chưa nhận).",
     },
     "en": {
@@ -83,6 +85,8 @@ TEXT = {
         "level": "Level", "window": "Window", "generated": "Generated", "assumption": "",
         "when": "When", "change": "Change",
         "mail_failed": "{n} alert email{s} could not be sent (last 7 days): see `wanmon alerts`.",
+        "store_damaged": "wanmon's store is damaged (found at {when}): nothing is recorded until it is restored "
+                         "from a backup. This page may be out of date.",
         "mail_retrying": "{n} alert email{s} waiting to be sent again (the mail server has not taken them yet).",
     },
 }
@@ -253,6 +257,8 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         "incidents": incidents,
         # alert mail the relay did not take: failed for good (last 7 days), or waiting for a retry
         "mail": store.outbox_summary(now - WINDOWS["7d"]),
+        # SQLite found the store damaged: nothing is recorded until it is restored
+        "store_damaged": damaged(store.path),
     }
 
 

@@ -251,6 +251,50 @@ def _refuse_foreign(path: Path, conn: sqlite3.Connection | None = None) -> None:
 
 
 APPLICATION_ID = 0x776D6F6E  # "wmon": PRAGMA application_id of every store wanmon creates
+DAMAGED_SUFFIX = ".damaged"  # beside the store: SQLite found it damaged; writes stop until it passes a check
+
+
+def damaged(path: Path) -> dict | None:
+    """The damage marker of the store at `path` ({"ts", "findings"}), or None."""
+    import json
+
+    try:
+        return json.loads(Path(f"{path}{DAMAGED_SUFFIX}").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"ts": None, "findings": ["the damage marker itself cannot be read"]}
+
+
+def mark_damaged(path: Path, findings: Sequence[str], ts: float | None = None) -> None:
+    """Stop writes to the store (Store.open refuses) and let the page, `status` and the log say why.
+    A file beside the store, not in it: the store is what is damaged."""
+    import json
+
+    if damaged(path) is not None:
+        return  # the first finding stays
+    p = Path(f"{path}{DAMAGED_SUFFIX}")
+    p.write_text(json.dumps({"ts": time.time() if ts is None else ts, "findings": list(findings)[:20]},
+                            ensure_ascii=False), encoding="utf-8")
+    logger.error("store damaged path=%s findings=%s: writes stop until `wanmon store check` passes (README, "
+                 "'Backup and restore')", path, "; ".join(list(findings)[:3]))
+
+
+def clear_damaged(path: Path) -> bool:
+    try:
+        Path(f"{path}{DAMAGED_SUFFIX}").unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _refuse_damaged(path: Path) -> None:
+    d = damaged(path)
+    if d is not None:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(d["ts"])) if d.get("ts") else "?"
+        raise StoreError(f"the store {path} was found damaged at {when} ({'; '.join(d['findings'][:2])}): nothing "
+                         "is written to it until it is restored from a backup and `wanmon store check` passes "
+                         "(README, 'Backup and restore')")
 
 
 class CycleLock:
@@ -323,6 +367,7 @@ class Store:
             _prepare_folder(path.parent)
             if not path.exists():
                 _create_store(path)
+            _refuse_damaged(path)
             _refuse_foreign(path)
             old = os.umask(0o077)  # WAL and SHM files too
             try:
@@ -806,6 +851,28 @@ class Store:
 
 # {store path: (alert_gen, {site_id: SiteAlert})}: the alert states this process last committed
 _ALERT_CACHE: dict[str, tuple[str, dict]] = {}
+
+
+def check_integrity(path: Path) -> list[str]:
+    """PRAGMA quick_check of the store at `path` ([] when sound). Findings mark it damaged (writes
+    stop); a store that passes clears an earlier mark (it was restored). About 2.6 s for an
+    86 MB store (10,000 sites, 470,000 samples) here: daily in the daemon, `wanmon store check` from cron."""
+    try:
+        st = Store.open_readonly(path)
+    except StoreError as exc:
+        if "not a database" not in str(exc) and "malformed" not in str(exc):
+            raise  # missing, unreadable, foreign: not damage
+        mark_damaged(path, [str(exc)])
+        return [str(exc)]
+    try:
+        problems = st.quick_check()
+    finally:
+        st.close()
+    if problems:
+        mark_damaged(path, problems)
+    elif clear_damaged(path):
+        logger.warning("store check passed path=%s: the damage mark is cleared, writes resume", path)
+    return problems
 
 
 class _Tx:
