@@ -14,6 +14,8 @@ import pytest
 
 from wanmon.store import SCHEMA_VERSION, CycleLock, Observation, Store, StoreError
 from wanmon.errors import StoreBusyError
+from pathlib import Path
+from conftest import REPO
 
 
 def obs(site="a", ts=1000.0, status="up", received=3, rtt=1.0):
@@ -270,3 +272,45 @@ def test_damage_stops_writes_says_so_and_a_restored_backup_resumes(write_config,
     assert run("check").returncode == 0
     r = run("status", "--json")
     assert json.loads(r.stdout)["store_damaged"] is None and json.loads(r.stdout)["last_cycle"]["id"] == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("setpriv") is None,
+                    reason="needs root, unshare -m and setpriv")
+def test_read_only_file_system_and_another_users_status_are_one_clear_line(tmp_path):
+    """The store's file system remounted read-only: check says so; a user without read access to
+    the store runs status: 'permission denied for user nobody'. No traceback (issue 11)."""
+    import tempfile
+
+    from conftest import MINIMAL
+
+    # a folder uid 65534 can reach (pytest's tmp_path is in root's 0700 folder)
+    work = Path(tempfile.mkdtemp(prefix="wanmon-ro-"))
+    try:
+        os.chmod(work, 0o755)
+        mnt = work / "small"
+        mnt.mkdir()
+        cfg = work / "sites.toml"
+        cfg.write_text(MINIMAL.replace('path = "var/wanmon.db"', f'path = "{mnt}/var/wanmon.db"'), encoding="utf-8")
+        os.chmod(cfg, 0o644)
+        py = f"{sys.executable} -m wanmon --config {cfg}"
+        nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups"
+        script = f"""
+set -u
+mount -t tmpfs -o size=4m,mode=0755 tmpfs {mnt} || exit 97
+{py} check >/dev/null 2>&1 || exit 98
+PYTHONPATH={REPO} {nobody} {py} status > {work}/nobody.out 2> {work}/nobody.err; echo $? > {work}/nobody.rc
+mount -o remount,ro {mnt} || exit 96
+{py} check > {work}/ro.out 2> {work}/ro.err; echo $? > {work}/ro.rc
+"""
+        cp = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=work,
+                            capture_output=True, text=True, timeout=180)
+        assert cp.returncode == 0, (cp.returncode, cp.stdout, cp.stderr)
+        err = (work / "nobody.err").read_text()
+        assert (work / "nobody.rc").read_text().strip() == "1", err
+        assert "permission denied for user nobody" in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+        err = (work / "ro.err").read_text()
+        assert (work / "ro.rc").read_text().strip() == "1", err
+        assert "read-only" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

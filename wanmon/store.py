@@ -260,8 +260,8 @@ def damaged(path: Path) -> dict | None:
 
     try:
         return json.loads(Path(f"{path}{DAMAGED_SUFFIX}").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
+    except (FileNotFoundError, PermissionError):
+        return None  # none, or this user cannot see the store's folder (opening the store will say so)
     except (OSError, ValueError):
         return {"ts": None, "findings": ["the damage marker itself cannot be read"]}
 
