@@ -111,22 +111,12 @@ def _availability(store: Store, now: float) -> dict[str, dict[str, tuple[int, in
     week: dict[str, tuple[int, int]] = {}
     month: dict[str, tuple[int, int]] = {}
     # One pass over the rollups for the three windows (three queries read them three times)
-    for sid, r24, n24, r7, n7, r30, n30 in store.conn.execute(
-        "SELECT site_id, sum(CASE WHEN hour >= ?1 THEN reachable ELSE 0 END),"
-        " sum(CASE WHEN hour >= ?1 THEN samples ELSE 0 END), sum(CASE WHEN hour >= ?2 THEN reachable ELSE 0 END),"
-        " sum(CASE WHEN hour >= ?2 THEN samples ELSE 0 END), sum(reachable), sum(samples)"
-        " FROM icmp_hourly WHERE hour >= ?3 GROUP BY site_id",
-        (first_full_hour, now - WINDOWS["7d"], now - WINDOWS["30d"]),
-    ):
+    for sid, r24, n24, r7, n7, r30, n30 in store.rollup_sums(first_full_hour, now - WINDOWS["7d"],
+                                                                now - WINDOWS["30d"]):
         day[sid] = [int(r24), int(n24)]
         week[sid] = (int(r7), int(n7))
         month[sid] = (int(r30), int(n30))
-    for sid, r, n in store.conn.execute(
-        # INDEXED BY: SQLite otherwise picks (site_id, ts) and reads the whole retention window.
-        "SELECT site_id, sum(status IN ('up','degraded')), count(*) FROM icmp_samples INDEXED BY icmp_samples_ts"
-        " WHERE ts >= ? AND ts < ? GROUP BY site_id",
-        (cut, first_full_hour),
-    ):
+    for sid, r, n in store.raw_reachable(cut, first_full_hour):
         acc = day.setdefault(sid, [0, 0])
         acc[0] += int(r)
         acc[1] += int(n)
@@ -143,11 +133,7 @@ def _sparklines(store: Store, now: float) -> dict[str, list[tuple]]:
     """
     start = now - now % 3600 - 24 * 3600  # 24 whole hours + the current one
     out: dict[str, list] = {}
-    for sid, hour, rtt_sum, rtt_n, sent, received in store.conn.execute(
-        "SELECT site_id, hour, rtt_sum_ms, rtt_n, sent, received FROM icmp_hourly WHERE hour >= ?"
-        " ORDER BY site_id, hour",
-        (start,),
-    ):
+    for sid, hour, rtt_sum, rtt_n, sent, received in store.hourly_since(start):
         rtt = round(rtt_sum / rtt_n, 3) if rtt_n else None
         loss = round(100.0 * (sent - received) / sent, 1) if sent else 0.0
         pts = out.get(sid)
@@ -241,8 +227,7 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
                           **group(ids)})
     incidents = [
         {"ts": ts, "site_id": sid, "site_name": sites[sid]["name"] if sid in sites else sid, "change": detail}
-        for ts, sid, detail in store.conn.execute(
-            "SELECT ts, site_id, detail FROM events WHERE kind = 'status' ORDER BY ts DESC, id DESC LIMIT 50")
+        for ts, sid, detail in store.status_changes(50)
     ]
     return {
         "generated_at": now,

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple
@@ -826,6 +826,44 @@ class Store:
 
     def devices(self) -> dict[str, DeviceState]:
         return {d.site_id: d for d in _select(self.conn, DeviceState, "snmp_device")}
+
+    # -- what the status page reads (page.py holds no SQL) ----------------
+
+    def rollup_sums(self, h24: float, h7: float, h30: float) -> Iterator[tuple[str, int, int, int, int, int, int]]:
+        """Per site, from the hourly rollups in one pass: (site_id, reachable and samples of the
+        hours >= h24, the same >= h7, the same >= h30)."""
+        return self.conn.execute(
+            "SELECT site_id, sum(CASE WHEN hour >= ?1 THEN reachable ELSE 0 END),"
+            " sum(CASE WHEN hour >= ?1 THEN samples ELSE 0 END), sum(CASE WHEN hour >= ?2 THEN reachable ELSE 0 END),"
+            " sum(CASE WHEN hour >= ?2 THEN samples ELSE 0 END), sum(reachable), sum(samples)"
+            " FROM icmp_hourly WHERE hour >= ?3 GROUP BY site_id",
+            (h24, h7, h30),
+        )
+
+    def raw_reachable(self, start: float, end: float) -> Iterator[tuple[str, int, int]]:
+        """Per site, from the raw samples with start <= ts < end: (site_id, reachable, samples)."""
+        return self.conn.execute(
+            # INDEXED BY: SQLite otherwise picks (site_id, ts) and reads the whole retention window.
+            "SELECT site_id, sum(status IN ('up','degraded')), count(*) FROM icmp_samples INDEXED BY icmp_samples_ts"
+            " WHERE ts >= ? AND ts < ? GROUP BY site_id",
+            (start, end),
+        )
+
+    def hourly_since(self, start: float) -> Iterator[tuple[str, float, float, int, int, int]]:
+        """The hourly rollups from `start` on, by site then hour:
+        (site_id, hour, rtt_sum_ms, rtt_n, sent, received)."""
+        return self.conn.execute(
+            "SELECT site_id, hour, rtt_sum_ms, rtt_n, sent, received FROM icmp_hourly WHERE hour >= ?"
+            " ORDER BY site_id, hour",
+            (start,),
+        )
+
+    def status_changes(self, limit: int) -> list[tuple[float, str, str]]:
+        """The newest status changes (the incident log): [(ts, site_id, "old -> new")]."""
+        return self.conn.execute(
+            "SELECT ts, site_id, detail FROM events WHERE kind = 'status' ORDER BY ts DESC, id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
 
     def device_lines(self) -> dict[str, DeviceLine]:
         """The columns of each device the status page shows: at 10,000 sites reading whole
