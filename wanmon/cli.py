@@ -752,12 +752,11 @@ def main() -> None:
     except WanmonError as exc:
         _fail(exc)
     except (sqlite3.Error, OSError) as exc:  # the machine, not a bug: one line that names the cause
-        from wanmon.errors import os_cause, sqlite_cause
+        from wanmon.errors import means_damage, os_cause, sqlite_cause
 
         logger.debug("the cause in full", exc_info=True)  # the traceback with -vv
         why = os_cause(exc) if isinstance(exc, OSError) else sqlite_cause(exc, _STORE_PATH[0])
-        if isinstance(exc, sqlite3.DatabaseError) and _STORE_PATH[0] is not None and (
-                "malformed" in str(exc) or "not a database" in str(exc)):
+        if isinstance(exc, sqlite3.DatabaseError) and _STORE_PATH[0] is not None and means_damage(str(exc)):
             from wanmon.store import mark_damaged
 
             mark_damaged(_STORE_PATH[0], [str(exc)])  # writes stop; status and the page say so

@@ -38,7 +38,7 @@ class StoreBusyError(WanmonError):
     exit_code = EXIT_BUSY
 
 
-def _user() -> str:
+def user_name() -> str:
     import os
     import pwd
 
@@ -56,12 +56,17 @@ def os_cause(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return f"the disk is full{where}: free space on it"
     if exc.errno == errno.EDQUOT:
-        return f"user {_user()}'s disk quota is used up{where}"
+        return f"user {user_name()}'s disk quota is used up{where}"
     if exc.errno == errno.EROFS:
         return f"the file system is read-only{where}"
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return f"permission denied for user {_user()}{where}: run as the user that owns these files, or fix their permissions"
+        return f"permission denied for user {user_name()}{where}: run as the user that owns these files, or fix their permissions"
     return f"{exc.strerror or exc}{where}"
+
+
+def means_damage(text: str) -> bool:
+    """Does SQLite's message say the file is damaged (not merely unreadable or absent)?"""
+    return "malformed" in text or "not a database" in text
 
 
 def _no_space(path: object) -> bool:
@@ -89,14 +94,14 @@ def sqlite_cause(exc: Exception, path: object = None) -> str:
         return (f"the disk holding {store} is full: free space on it; the cycles recorded before are intact, "
                 "this one was not recorded")
     if name.startswith("SQLITE_READONLY") or "readonly database" in text:
-        return f"{store} cannot be written: its file system is read-only, or user {_user()} may not write it"
+        return f"{store} cannot be written: its file system is read-only, or user {user_name()} may not write it"
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
         return f"{store} is locked by another process (a long backup or a stuck wanmon); try again later"
-    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text:
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or means_damage(text):
         return (f"{store} is damaged ({text}): run `wanmon store check`, then restore the last good backup "
                 "(README, 'Backup and restore')")
     if name.startswith(("SQLITE_PERM", "SQLITE_CANTOPEN", "SQLITE_AUTH")):
-        return f"{store} cannot be opened by user {_user()} ({text}): check the file's and its folder's permissions"
+        return f"{store} cannot be opened by user {user_name()} ({text}): check the file's and its folder's permissions"
     if name.startswith("SQLITE_IOERR") or "I/O error" in text:
         return f"disk I/O error on {store} ({text}): check free space and the disk (dmesg)"
     return f"{store}: {text}"

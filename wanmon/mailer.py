@@ -85,10 +85,6 @@ class EncodedSubject(str):
     def fold(self, *, policy) -> str:
         return "Subject: " + policy.linesep.join(subject_lines(str(self))) + policy.linesep
 
-    # what the policy's header objects offer and the email package may ask for
-    defects: tuple = ()
-    max_count = 1
-
 
 _EW_OVERHEAD = len("=?utf-8?b??=")
 

@@ -174,8 +174,7 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         snmp = None
         if dev is not None and (dev.last_ok_ts is not None or silent):
             # the figures are the last good poll's (none before the first); a silent agent says since when
-            ticks = dev.uptime_ticks
-            snmp = {"status": dev.status, "sys_name": dev.sys_name, "uptime_s": None if ticks is None else ticks / 100.0,
+            snmp = {"status": dev.status, "sys_name": dev.sys_name, "uptime_s": dev.uptime_s,
                     "last_reboot": dev.last_reboot_ts, "uplink": dev.uplink_name,
                     "uplink_util_in_pct": dev.uplink_util_in_pct, "uplink_util_out_pct": dev.uplink_util_out_pct,
                     "silent_since": dev.fail_since if silent else None}
@@ -369,9 +368,7 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
     def site_rows(ids: list[str]) -> Markup:  # one group's rows: see _row_writer
         return Markup("".join([row(sites[i]) for i in ids]))
 
-    env = _env(cfg)
-    env.filters.update(ms=fmt.ms, pct=fmt.pct, num=fmt.num, dt=fmt.dt, age=fmt.age, duration=fmt.duration)
-    return env.get_template("page.html.j2").generate(
+    return _env(cfg).get_template("page.html.j2").generate(
         s=snap, t=t, f=fmt, lang=lang, now=now, province=cfg.page.province, site_rows=site_rows,
         symbol=STATUS_SYMBOL, windows=list(WINDOWS), levels=LEVELS,
     )

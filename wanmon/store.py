@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from wanmon.devices import DeviceState, Event, IfState
-from wanmon.errors import StoreBusyError, WanmonError, _user, os_cause, sqlite_cause
+from wanmon.errors import StoreBusyError, WanmonError, means_damage, os_cause, sqlite_cause
 
 logger = logging.getLogger(__name__)
 
@@ -232,26 +232,36 @@ def _create_store(path: Path) -> None:
         tmp.unlink()
 
 
-def _refuse_foreign(path: Path, conn: sqlite3.Connection | None = None) -> None:
-    """An existing file at the store's path that wanmon did not write: never replaced, never
-    written to. (`: > wanmon.db` used to start a new history at cycle 1 over the old one.)"""
-    size = path.stat().st_size
-    way_out = ("If it was emptied or replaced by mistake, restore it from a backup (see the README, "
-               "'Backup and restore'); to start a new history, move it away or delete it: wanmon then creates a new store.")
-    if size == 0:
+_WAY_OUT = ("If it was emptied or replaced by mistake, restore it from a backup (see the README, 'Backup and "
+            "restore'); to start a new history, move it away or delete it: wanmon then creates a new store.")
+
+
+def _refuse_empty(path: Path) -> None:
+    """An empty file at the store's path is not wanmon's (it creates stores whole): checked before
+    SQLite opens it, which would write a header into it. (`: > wanmon.db` used to start a new
+    history at cycle 1 over the old one.)"""
+    if path.stat().st_size == 0:
         raise StoreError(f"the store {path} exists but is empty (0 bytes): it holds no history, and wanmon will "
-                         f"not write over it. {way_out}")
-    if conn is not None:
-        app = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-        if app != APPLICATION_ID and not (version > 0 and tables > 0):
-            raise StoreError(f"{path} is an SQLite database but not a wanmon store (application_id {app}, "
-                             f"schema {version}, {tables} tables): wanmon will not write over it. {way_out}")
+                         f"not write over it. {_WAY_OUT}")
+
+
+def _refuse_foreign(path: Path, conn: sqlite3.Connection) -> None:
+    """Another program's SQLite database at the store's path: never written to. Closes `conn` when refusing."""
+    app = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+    if app != APPLICATION_ID and not (version > 0 and tables > 0):
+        conn.close()
+        raise StoreError(f"{path} is an SQLite database but not a wanmon store (application_id {app}, "
+                         f"schema {version}, {tables} tables): wanmon will not write over it. {_WAY_OUT}")
 
 
 APPLICATION_ID = 0x776D6F6E  # "wmon": PRAGMA application_id of every store wanmon creates
 DAMAGED_SUFFIX = ".damaged"  # beside the store: SQLite found it damaged; writes stop until it passes a check
+
+
+def _mark_path(path: Path) -> Path:
+    return Path(f"{path}{DAMAGED_SUFFIX}")
 
 
 def damaged(path: Path) -> dict | None:
@@ -259,7 +269,7 @@ def damaged(path: Path) -> dict | None:
     import json
 
     try:
-        return json.loads(Path(f"{path}{DAMAGED_SUFFIX}").read_text(encoding="utf-8"))
+        return json.loads(_mark_path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, PermissionError):
         return None  # none, or this user cannot see the store's folder (opening the store will say so)
     except (OSError, ValueError):
@@ -273,8 +283,7 @@ def mark_damaged(path: Path, findings: Sequence[str], ts: float | None = None) -
 
     if damaged(path) is not None:
         return  # the first finding stays
-    p = Path(f"{path}{DAMAGED_SUFFIX}")
-    p.write_text(json.dumps({"ts": time.time() if ts is None else ts, "findings": list(findings)[:20]},
+    _mark_path(path).write_text(json.dumps({"ts": time.time() if ts is None else ts, "findings": list(findings)[:20]},
                             ensure_ascii=False), encoding="utf-8")
     logger.error("store damaged path=%s findings=%s: writes stop until `wanmon store check` passes (README, "
                  "'Backup and restore')", path, "; ".join(list(findings)[:3]))
@@ -282,7 +291,7 @@ def mark_damaged(path: Path, findings: Sequence[str], ts: float | None = None) -
 
 def clear_damaged(path: Path) -> bool:
     try:
-        Path(f"{path}{DAMAGED_SUFFIX}").unlink()
+        _mark_path(path).unlink()
         return True
     except FileNotFoundError:
         return False
@@ -368,15 +377,11 @@ class Store:
             if not path.exists():
                 _create_store(path)
             _refuse_damaged(path)
-            _refuse_foreign(path)
+            _refuse_empty(path)
             old = os.umask(0o077)  # WAL and SHM files too
             try:
                 conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=not any_thread)
-                try:
-                    _refuse_foreign(path, conn)
-                except WanmonError:
-                    conn.close()
-                    raise
+                _refuse_foreign(path, conn)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=10000")
@@ -396,19 +401,14 @@ class Store:
         if not path.exists():
             raise StoreError(f"no store at {path} yet: run `wanmon check` first")
         try:
-            _refuse_foreign(path)
+            _refuse_empty(path)
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0, isolation_level=None)
-            try:
-                _refuse_foreign(path, conn)
-            except WanmonError:
-                conn.close()
-                raise
+            _refuse_foreign(path, conn)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the store {path}: {exc}") from None
         except PermissionError as exc:
-            raise StoreError(f"cannot read the store {path}: permission denied for user {_user()} "
-                             f"({exc.strerror}); run as the user that runs wanmon, or ask for read access") from None
+            raise StoreError(f"cannot read the store {path}: {os_cause(exc)}") from None
         if version > SCHEMA_VERSION:
             raise StoreError(f"the store {path} has schema {version}, newer than this wanmon ({SCHEMA_VERSION}): upgrade wanmon")
         if version < SCHEMA_VERSION:
@@ -898,7 +898,7 @@ def check_integrity(path: Path) -> list[str]:
     try:
         st = Store.open_readonly(path)
     except StoreError as exc:
-        if "not a database" not in str(exc) and "malformed" not in str(exc):
+        if not means_damage(str(exc)):
             raise  # missing, unreadable, foreign: not damage
         mark_damaged(path, [str(exc)])
         return [str(exc)]
@@ -943,6 +943,8 @@ class DeviceLine(NamedTuple):
     uplink_name: str | None
     uplink_util_in_pct: float | None
     uplink_util_out_pct: float | None
+
+    uptime_s = DeviceState.uptime_s  # the same derived figure as DeviceState's
 
 
 @dataclass(frozen=True, slots=True)
