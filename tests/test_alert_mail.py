@@ -6,10 +6,10 @@ import email
 from email.policy import default
 
 from conftest import MINIMAL
-from wanmon.alerts.engine import Notification
 from wanmon.alerts.mail import compose, header_safe
 from wanmon.config import load
 from wanmon.mailer import build
+from wanmon.model import Notification
 
 SMTP = '\n[smtp]\nhost = "127.0.0.1"\nport = 2525\nfrom = "wanmon@x.example"\n[alerts]\nnoc = ["noc@x.example"]\n'
 

@@ -19,7 +19,7 @@ import pytest
 
 from wanmon.config import load
 from wanmon.cycle import Peers, backoff_s, publish, refresh_snmp, run_check, run_cycle, run_snmp, snmp_due
-from wanmon.devices import DeviceState
+from wanmon.model import DeviceState
 from wanmon.errors import StoreBusyError
 from wanmon.probes.icmp import summarize
 from wanmon.probes.snmp import SnmpResult

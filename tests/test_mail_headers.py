@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from smtp_server import SMTPServer
-from wanmon.alerts.engine import Notification
 from wanmon.alerts.mail import KIND_ORDER, subject
 from wanmon.config import load
 from wanmon.mailer import EncodedSubject, build
+from wanmon.model import Notification
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "tests" / "node"

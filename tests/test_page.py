@@ -30,10 +30,10 @@ bs4 = pytest.importorskip("bs4", reason="beautifulsoup4 is a test extra: pip ins
 BeautifulSoup = bs4.BeautifulSoup
 
 from wanmon.config import load as load_config  # noqa: E402
-from wanmon.devices import DeviceState  # noqa: E402
+from wanmon.model import DeviceState, Observation, SnmpOutcome  # noqa: E402
 from wanmon.inventory import Inventory  # noqa: E402
 from wanmon.status import with_parents  # noqa: E402
-from wanmon.store import Observation, SnmpOutcome, Store  # noqa: E402
+from wanmon.store import Store  # noqa: E402
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(1)>'

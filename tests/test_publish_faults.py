@@ -31,7 +31,8 @@ from wanmon.alerts.mail import Mail, new_message_id
 from wanmon.config import InfluxSettings, InfluxSpec, SmtpSettings, SmtpSpec
 from wanmon.mailer import MailError, deliver, retry_delay_s, send_test
 from wanmon.sink import check_server, drain
-from wanmon.store import AlertUpdate, Store
+from wanmon.model import AlertUpdate
+from wanmon.store import Store
 
 MARGIN_S = 1.0  # "returns within its budget": budget + this, at most
 N_POINTS = 60

@@ -8,7 +8,8 @@ import pytest
 from wanmon.config import InfluxSettings, InfluxSpec
 from wanmon.lineproto import cycle_points, line
 from wanmon.sink import WriteResult, drain
-from wanmon.store import Observation, Store
+from wanmon.model import Observation
+from wanmon.store import Store
 
 
 def test_line_escaping_round_trip_rules():

@@ -12,7 +12,8 @@ import sys
 
 import pytest
 
-from wanmon.store import SCHEMA_VERSION, CycleLock, Observation, Store, StoreError
+from wanmon.model import Observation
+from wanmon.store import SCHEMA_VERSION, CycleLock, Store, StoreError
 from wanmon.errors import StoreBusyError
 from pathlib import Path
 from conftest import REPO
@@ -314,3 +315,28 @@ mount -o remount,ro {mnt} || exit 96
         assert "read-only" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_site_state_and_alert_streaks_move_with_one_status_machine(store):
+    """The store's `since` and the status-change log, and the alert engine's streak, come from
+    status.advance: over a random history (seeded) they agree at every cycle."""
+    import random
+
+    from wanmon.alerts.engine import evaluate
+    from wanmon.config import AlertSettings
+
+    rules = AlertSettings(noc=("noc@x.example",), guard_min_sites=99)
+    rng = random.Random(11)
+    alerts, changes, prev = {}, 0, None
+    for i in range(200):
+        ts = 1000.0 + 60 * i
+        status = rng.choice(["up", "up", "up", "degraded", "down"])
+        store.record_cycle(ts, ts + 1, [obs(ts=ts, status=status, received=0 if status == "down" else 3)])
+        alerts, _, _ = evaluate(alerts, {"a": status}, ts, rules, {"a": None})
+        (st,) = store.states()
+        a = alerts["a"]
+        assert (st.status, st.since) == (a.streak_status, a.streak_since), i
+        changes += prev is not None and prev != status
+        prev = status
+    logged = store.conn.execute("SELECT count(*) FROM events WHERE kind = 'status'").fetchone()[0]
+    assert logged == changes > 50

@@ -39,13 +39,14 @@ from wanmon.alerts.engine import evaluate
 from wanmon.alerts.mail import compose
 from wanmon.alerts.maintenance import sites_in_maintenance
 from wanmon.config import Config, Site
-from wanmon.devices import DeviceState, derive
+from wanmon.devices import derive
 from wanmon.errors import StoreBusyError, WanmonError
 from wanmon.inventory import Inventory
 from wanmon.lineproto import agent_point, cycle_points, snmp_points
 from wanmon.probes import icmp, snmp
-from wanmon.status import icmp_status, with_parents
-from wanmon.store import REACHABLE, AlertUpdate, CycleLock, Observation, PublishLock, SnmpLock, SnmpOutcome, Store
+from wanmon.status import REACHABLE, icmp_status, with_parents
+from wanmon.model import AlertUpdate, DeviceState, Observation, SnmpOutcome
+from wanmon.store import CycleLock, PublishLock, SnmpLock, Store
 
 logger = logging.getLogger(__name__)
 

@@ -8,80 +8,10 @@ the uplink figure. No I/O: the store reads `prev` and writes the outcome.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from wanmon import rates
+from wanmon.model import DeviceState, Event, IfState
 from wanmon.probes.snmp import Interface, SnmpResult
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceState:
-    site_id: str
-    status: str  # last poll: ok | timeout | auth_error | error
-    reason: str | None
-    last_poll_ts: float
-    last_ok_ts: float | None = None
-    first_seen: float | None = None
-    last_seen: float | None = None
-    sys_descr: str | None = None
-    sys_object_id: str | None = None
-    sys_name: str | None = None
-    sys_contact: str | None = None
-    sys_location: str | None = None
-    uptime_ticks: int | None = None
-    engine_boots: int | None = None
-    engine_time_s: int | None = None
-    last_reboot_ts: float | None = None
-    uplink_if_index: int | None = None
-    uplink_name: str | None = None
-    uplink_in_bps: float | None = None
-    uplink_out_bps: float | None = None
-    uplink_util_in_pct: float | None = None
-    uplink_util_out_pct: float | None = None
-    fail_streak: int = 0  # consecutive failed polls (timeouts, errors): the back-off doubles with each
-    fail_since: float | None = None  # time of the first failed poll of the streak ("no SNMP answer since")
-
-    @property
-    def uptime_s(self) -> float | None:
-        return None if self.uptime_ticks is None else self.uptime_ticks / 100.0
-
-
-@dataclass(frozen=True, slots=True)
-class IfState:
-    if_index: int
-    name: str | None
-    descr: str | None
-    alias: str | None
-    type: int | None
-    admin_status: str | None
-    oper_status: str | None
-    speed_bps: int | None
-    in_octets: int | None
-    out_octets: int | None
-    counter_bits: int
-    discontinuity: int | None
-    sample_ts: float
-    in_bps: float | None
-    out_bps: float | None
-    util_in_pct: float | None
-    util_out_pct: float | None
-    in_errors: int | None
-    out_errors: int | None
-    in_discards: int | None
-    out_discards: int | None
-    last_change_ts: float | None
-
-    @property
-    def label(self) -> str:
-        return self.name or self.descr or f"ifIndex {self.if_index}"
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    ts: float
-    site_id: str
-    kind: str  # reboot | device_changed | if_oper
-    detail: str
 
 
 def _uptime(d: DeviceState | None) -> rates.Uptime | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from wanmon.store import Observation, SnmpOutcome
+from wanmon.model import Observation, SnmpOutcome
 
 STATUS_CODE = {"up": 0, "degraded": 1, "down": 2, "unreachable": 3, "unknown": 4}
 

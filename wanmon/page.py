@@ -25,7 +25,8 @@ from zoneinfo import ZoneInfo
 from wanmon.config import Config
 from wanmon.inventory import Inventory
 from wanmon.status import SEVERITY
-from wanmon.store import SiteState, Store, damaged
+from wanmon.model import SiteState
+from wanmon.store import Store, damaged
 from wanmon.text import printable
 
 logger = logging.getLogger(__name__)

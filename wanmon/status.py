@@ -1,4 +1,4 @@
-"""Site status from one cycle's observations: pure functions, no I/O.
+"""Site status: what one cycle's observations mean, and how a site's status moves. Pure, no I/O.
 
 UP          replies, loss and RTT under the thresholds
 DEGRADED    replies, but loss >= degraded_loss_pct or avg RTT >= degraded_rtt_ms
@@ -11,14 +11,37 @@ UNKNOWN     not observed in this cycle
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
-from wanmon.config import Site, Thresholds
-from wanmon.probes.icmp import IcmpResult
+if TYPE_CHECKING:
+    from wanmon.config import Site, Thresholds
+    from wanmon.probes.icmp import IcmpResult
 
 UP, DEGRADED, DOWN, UNREACHABLE, UNKNOWN = "up", "degraded", "down", "unreachable", "unknown"
 STATUSES = (UP, DEGRADED, DOWN, UNREACHABLE, UNKNOWN)
+REACHABLE = (UP, DEGRADED)  # the site answers: available time in the history
+FAILING = (DOWN, UNREACHABLE)  # no answer at all
+PROBLEMS = (DOWN, DEGRADED, UNREACHABLE)  # what alerts are about
 # Worst first: the order used to pick "the worst sites".
 SEVERITY = {DOWN: 0, UNREACHABLE: 1, DEGRADED: 2, UNKNOWN: 3, UP: 4}
+
+
+class Track(NamedTuple):
+    """Where a site's status stands: the status, when it began, and for how many cycles in a row."""
+
+    status: str
+    since: float
+    cycles: int
+
+
+def advance(prev: Track | None, status: str, ts: float, cap: int = 1 << 30) -> Track:
+    """The one status state machine, fed by every cycle: the site state the store keeps
+    (status, since, the status-change events) and the alert engine's streaks both move
+    with it. The same status again: one cycle more (counted up to cap), since kept;
+    another status: a new track from ts."""
+    if prev is None or prev.status != status:
+        return Track(status, ts, 1)
+    return Track(status, prev.since, min(prev.cycles + 1, max(cap, prev.cycles)))
 
 
 def icmp_status(result: IcmpResult | None, th: Thresholds) -> str:

@@ -20,12 +20,12 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import NamedTuple
 
-from wanmon.devices import DeviceState, Event, IfState
 from wanmon.errors import StoreBusyError, WanmonError, means_damage, os_cause, sqlite_cause
+from wanmon.model import AlertUpdate, DeviceLine, DeviceState, Event, IfState, Observation, SiteState, SnmpOutcome
+from wanmon.status import FAILING, REACHABLE, Track, advance
 
 logger = logging.getLogger(__name__)
 
@@ -148,46 +148,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-REACHABLE = ("up", "degraded")
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """One site's result in one cycle, as stored."""
-
-    site_id: str
-    name: str
-    level: str
-    district: str | None
-    address: str
-    ts: float
-    status: str
-    reason: str | None
-    sent: int
-    received: int
-    loss_pct: float
-    rtt_min_ms: float | None
-    rtt_avg_ms: float | None
-    rtt_max_ms: float | None
-    jitter_ms: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class SiteState:
-    site_id: str
-    name: str
-    level: str
-    district: str | None
-    address: str
-    status: str
-    since: float
-    last_ts: float
-    consecutive_failures: int
-    last_reachable_ts: float | None
-    loss_pct: float | None
-    rtt_avg_ms: float | None
-    jitter_ms: float | None
-    reason: str | None
 
 
 class StoreError(WanmonError):
@@ -555,7 +515,7 @@ class Store:
         when another writer (a cron check, another process) has changed it since."""
         import json as _json
 
-        from wanmon.alerts.engine import SiteAlert
+        from wanmon.model import SiteAlert
 
         gen = self.meta("alert_gen")
         cached = _ALERT_CACHE.get(str(self.path))
@@ -758,10 +718,10 @@ class Store:
         changes = []
         for o in obs:
             p_status, p_since, p_fail, p_reach = prev.get(o.site_id, (None, None, 0, None))
+            since = advance(Track(p_status, p_since, 1) if p_status is not None else None, o.status, o.ts).since
             if p_status is not None and p_status != o.status:
                 changes.append((o.ts, o.site_id, "status", f"{p_status} -> {o.status}"))
-            since = p_since if p_status == o.status else o.ts
-            failed = o.sent > 0 and o.received == 0 or o.status in ("down", "unreachable")
+            failed = o.sent > 0 and o.received == 0 or o.status in FAILING
             fails = p_fail + 1 if failed else 0
             reach = o.ts if o.status in REACHABLE else p_reach
             rows.append(
@@ -930,45 +890,8 @@ class _Tx:
             self.conn.execute("ROLLBACK")
 
 
-class DeviceLine(NamedTuple):
-    """A device as the status page shows it (Store.device_lines): DeviceState's columns of that name."""
-
-    site_id: str
-    status: str
-    last_ok_ts: float | None
-    fail_since: float | None
-    sys_name: str | None
-    uptime_ticks: int | None
-    last_reboot_ts: float | None
-    uplink_name: str | None
-    uplink_util_in_pct: float | None
-    uplink_util_out_pct: float | None
-
-    uptime_s = DeviceState.uptime_s  # the same derived figure as DeviceState's
-
-
-@dataclass(frozen=True, slots=True)
-class AlertUpdate:
-    """What one cycle's alert evaluation writes (see alerts.engine and alerts.mail)."""
-
-    states: dict  # site id -> SiteAlert: the states that changed (the others stay as stored)
-    guard: bool
-    mails: list  # alerts.mail.Mail
-    mail_status: str = "queued"  # "unsent" without [smtp], "dry-run" for --dry-run
-    events_seen: int | None = None  # the last SNMP event id these alerts took into account
-
-
 def astuple_dict(row) -> dict:
     return {f.name: getattr(row, f.name) for f in fields(row)}
-
-
-@dataclass(frozen=True, slots=True)
-class SnmpOutcome:
-    """One site's SNMP poll as the store records it (see devices.derive)."""
-
-    device: DeviceState
-    interfaces: list[IfState] | None  # None: the poll failed, keep the last good data
-    events: list[Event]
 
 
 def _upsert(conn: sqlite3.Connection, table: str, rows: Sequence, **extra) -> None:

@@ -23,39 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from wanmon.config import AlertSettings
+from wanmon.model import Notification, SiteAlert
+from wanmon.status import DOWN, FAILING, PROBLEMS, UNKNOWN, UNREACHABLE, UP, Track, advance
 
-PROBLEMS = ("down", "degraded", "unreachable")
 GUARD_SITE = "*"  # the key of the agent-wide guard state
-
-
-@dataclass(frozen=True, slots=True)
-class SiteAlert:
-    site_id: str
-    hard: str = "up"  # "up" or a problem status
-    hard_since: float | None = None
-    streak_status: str = "up"
-    streak: int = 0
-    streak_since: float | None = None
-    history: str = ""  # the last flap_window cycles, "1" = problem, oldest first
-    flapping: bool = False
-    notified: bool = False  # a notice was sent for the current hard problem
-    last_notified: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Notification:
-    kind: str  # down | degraded | unreachable | recovery | flap_start | flap_end | reminder | reboot | guard | guard_end
-    site_id: str | None
-    ts: float
-    status: str | None = None
-    since: float | None = None
-    children: tuple[str, ...] = ()  # sites this outage made unreachable (guard: the silent upstream sites)
-    detail: str = ""  # for logs; mails say it in their language from the fields below (alerts.mail.detail)
-    value: float | None = None  # flap_*: the weighted % of state changes
-    counts: tuple[int, ...] = ()  # guard*: (upstream sites silent, upstream sites, sites failing, sites, root causes)
 
 
 def flap_pct(history: str) -> float:
@@ -88,9 +61,6 @@ def _descendants(site: str, children: Mapping[str, list[str]]) -> set[str]:
     return out
 
 
-FAILING = ("down", "unreachable")
-
-
 def guard_sites(rules: AlertSettings, parents: Mapping[str, str | None]) -> list[str]:
     """The agent's own upstream: [alerts] guard_sites, or the sites without a parent."""
     return list(rules.guard_sites) if rules.guard_sites is not None else [s for s, p in parents.items() if not p]
@@ -103,9 +73,9 @@ def _guard(statuses: Mapping[str, str], rules: AlertSettings, parents: Mapping[s
     whose parent answers (a down site's unreachable children are not counted).
     Returns (raised, a log line, the silent upstream sites, the counts of Notification.counts)."""
     total = len(statuses)
-    upstream = [s for s in guard_sites(rules, parents) if s in statuses and statuses[s] != "unknown"]
+    upstream = [s for s in guard_sites(rules, parents) if s in statuses and statuses[s] != UNKNOWN]
     silent = [s for s in upstream if statuses[s] in FAILING]
-    roots = sum(1 for st in statuses.values() if st == "down")
+    roots = sum(1 for st in statuses.values() if st == DOWN)
     failing = sum(1 for st in statuses.values() if st in FAILING)
     raised = bool(upstream) and total >= rules.guard_min_sites and len(silent) >= rules.guard_fraction * len(upstream)
     detail = (f"{len(silent)} of {len(upstream)} upstream site(s) not answering ({', '.join(silent[:5])}); "
@@ -137,7 +107,7 @@ def evaluate(
         notes.append(Notification("guard_end", None, now, detail=detail, counts=counts))
 
     for sid, status in statuses.items():
-        if status == "unknown":
+        if status == UNKNOWN:
             continue
         prev = out.get(sid) or SiteAlert(site_id=sid, streak_since=now)
         out[sid], new = _step(prev, status, now, rules, sid in quiet)
@@ -147,7 +117,7 @@ def evaluate(
     children = _children(parents) if any(n.kind == "down" for n in notes) else {}
     for i, n in enumerate(notes):
         if n.kind == "down" and n.site_id:
-            below = sorted(d for d in _descendants(n.site_id, children) if statuses.get(d) == "unreachable")
+            below = sorted(d for d in _descendants(n.site_id, children) if statuses.get(d) == UNREACHABLE)
             if below:
                 notes[i] = dataclasses.replace(n, children=tuple(below))
     if not rules.notify_unreachable:
@@ -163,12 +133,12 @@ def _step(a: SiteAlert, status: str, now: float, rules: AlertSettings, quiet: bo
     notes: list[Notification] = []
     bad = status in PROBLEMS
     history = (a.history + ("1" if bad else "0"))[-rules.flap_window:]
-    if status == a.streak_status:
-        # Counted up to the largest threshold it is compared with, no further: a site that
-        # stays up keeps the same state from cycle to cycle (only changed states are stored).
-        streak, streak_since = min(a.streak + 1, max(rules.confirm_cycles, rules.recover_cycles, a.streak)), a.streak_since
-    else:
-        streak, streak_since = 1, now
+    # The streak is the site's status track (status.advance), counted up to the largest
+    # threshold it is compared with, no further: a site that stays up keeps the same state
+    # from cycle to cycle (only changed states are stored).
+    track = advance(Track(a.streak_status, a.streak_since, a.streak), status, now,
+                    cap=max(rules.confirm_cycles, rules.recover_cycles))
+    streak, streak_since = track.cycles, track.since
     if (history, streak, streak_since) != (a.history, a.streak, a.streak_since) or status != a.streak_status:
         a = dataclasses.replace(a, history=history, streak_status=status, streak=streak, streak_since=streak_since)
 
@@ -185,16 +155,16 @@ def _step(a: SiteAlert, status: str, now: float, rules: AlertSettings, quiet: bo
     speak = not quiet and not a.flapping
     if bad and status != a.hard and streak >= rules.confirm_cycles:
         # A new hard problem (or a change of kind, e.g. degraded -> down).
-        a = dataclasses.replace(a, hard=status, hard_since=streak_since if a.hard == "up" else a.hard_since)
+        a = dataclasses.replace(a, hard=status, hard_since=streak_since if a.hard == UP else a.hard_since)
         if speak:
             notes.append(Notification(status, a.site_id, now, status, since=a.hard_since))
             a = dataclasses.replace(a, notified=True, last_notified=now)
-    elif not bad and a.hard != "up" and streak >= rules.recover_cycles:
+    elif not bad and a.hard != UP and streak >= rules.recover_cycles:
         if speak and a.notified:
             notes.append(Notification("recovery", a.site_id, now, status, since=a.hard_since,
                                       detail=f"was {a.hard}"))
-        a = dataclasses.replace(a, hard="up", hard_since=None, notified=False, last_notified=None)
-    elif (a.hard != "up" and a.hard != "unreachable" and a.notified and speak and rules.reminder_h > 0
+        a = dataclasses.replace(a, hard=UP, hard_since=None, notified=False, last_notified=None)
+    elif (a.hard not in (UP, UNREACHABLE) and a.notified and speak and rules.reminder_h > 0
           and a.last_notified is not None and now - a.last_notified >= rules.reminder_h * 3600):
         notes.append(Notification("reminder", a.site_id, now, a.hard, since=a.hard_since))
         a = dataclasses.replace(a, last_notified=now)

@@ -12,10 +12,9 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from wanmon.alerts.engine import Notification
 from wanmon.config import Config
+from wanmon.model import Mail, Notification
 
 KIND_ORDER = ("guard", "down", "unreachable", "degraded", "reminder", "flap_start", "reboot", "flap_end", "recovery",
               "guard_end")
@@ -57,17 +56,6 @@ WORDS = {
         "test_subject": "[wanmon] Test message", "test_body": "Test message from wanmon: the [smtp] settings work.",
     },
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Mail:
-    recipient: str
-    subject: str
-    text: str
-    html: str
-    message_id: str
-    kinds: tuple[str, ...]
-    created_ts: float
 
 
 _CTRL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")

@@ -1,0 +1,194 @@
+"""The domain types: what one cycle observes, what the store keeps, what alerts send. Data only.
+
+Every module speaks these (probes -> cycle -> store, alerts, page, InfluxDB lines);
+none of them imports another wanmon module, so any module can use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One site's result in one cycle, as stored."""
+
+    site_id: str
+    name: str
+    level: str
+    district: str | None
+    address: str
+    ts: float
+    status: str
+    reason: str | None
+    sent: int
+    received: int
+    loss_pct: float
+    rtt_min_ms: float | None
+    rtt_avg_ms: float | None
+    rtt_max_ms: float | None
+    jitter_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SiteState:
+    site_id: str
+    name: str
+    level: str
+    district: str | None
+    address: str
+    status: str
+    since: float
+    last_ts: float
+    consecutive_failures: int
+    last_reachable_ts: float | None
+    loss_pct: float | None
+    rtt_avg_ms: float | None
+    jitter_ms: float | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    site_id: str
+    status: str  # last poll: ok | timeout | auth_error | error
+    reason: str | None
+    last_poll_ts: float
+    last_ok_ts: float | None = None
+    first_seen: float | None = None
+    last_seen: float | None = None
+    sys_descr: str | None = None
+    sys_object_id: str | None = None
+    sys_name: str | None = None
+    sys_contact: str | None = None
+    sys_location: str | None = None
+    uptime_ticks: int | None = None
+    engine_boots: int | None = None
+    engine_time_s: int | None = None
+    last_reboot_ts: float | None = None
+    uplink_if_index: int | None = None
+    uplink_name: str | None = None
+    uplink_in_bps: float | None = None
+    uplink_out_bps: float | None = None
+    uplink_util_in_pct: float | None = None
+    uplink_util_out_pct: float | None = None
+    fail_streak: int = 0  # consecutive failed polls (timeouts, errors): the back-off doubles with each
+    fail_since: float | None = None  # time of the first failed poll of the streak ("no SNMP answer since")
+
+    @property
+    def uptime_s(self) -> float | None:
+        return None if self.uptime_ticks is None else self.uptime_ticks / 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class IfState:
+    if_index: int
+    name: str | None
+    descr: str | None
+    alias: str | None
+    type: int | None
+    admin_status: str | None
+    oper_status: str | None
+    speed_bps: int | None
+    in_octets: int | None
+    out_octets: int | None
+    counter_bits: int
+    discontinuity: int | None
+    sample_ts: float
+    in_bps: float | None
+    out_bps: float | None
+    util_in_pct: float | None
+    util_out_pct: float | None
+    in_errors: int | None
+    out_errors: int | None
+    in_discards: int | None
+    out_discards: int | None
+    last_change_ts: float | None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.descr or f"ifIndex {self.if_index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    ts: float
+    site_id: str
+    kind: str  # reboot | device_changed | if_oper
+    detail: str
+
+
+class DeviceLine(NamedTuple):
+    """A device as the status page shows it (Store.device_lines): DeviceState's columns of that name."""
+
+    site_id: str
+    status: str
+    last_ok_ts: float | None
+    fail_since: float | None
+    sys_name: str | None
+    uptime_ticks: int | None
+    last_reboot_ts: float | None
+    uplink_name: str | None
+    uplink_util_in_pct: float | None
+    uplink_util_out_pct: float | None
+
+    uptime_s = DeviceState.uptime_s  # the same derived figure as DeviceState's
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpOutcome:
+    """One site's SNMP poll as the store records it (see devices.derive)."""
+
+    device: DeviceState
+    interfaces: list[IfState] | None  # None: the poll failed, keep the last good data
+    events: list[Event]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertUpdate:
+    """What one cycle's alert evaluation writes (see alerts.engine and alerts.mail)."""
+
+    states: dict  # site id -> SiteAlert: the states that changed (the others stay as stored)
+    guard: bool
+    mails: list  # alerts.mail.Mail
+    mail_status: str = "queued"  # "unsent" without [smtp], "dry-run" for --dry-run
+    events_seen: int | None = None  # the last SNMP event id these alerts took into account
+
+
+@dataclass(frozen=True, slots=True)
+class SiteAlert:
+    site_id: str
+    hard: str = "up"  # "up" or a problem status
+    hard_since: float | None = None
+    streak_status: str = "up"
+    streak: int = 0
+    streak_since: float | None = None
+    history: str = ""  # the last flap_window cycles, "1" = problem, oldest first
+    flapping: bool = False
+    notified: bool = False  # a notice was sent for the current hard problem
+    last_notified: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    kind: str  # down | degraded | unreachable | recovery | flap_start | flap_end | reminder | reboot | guard | guard_end
+    site_id: str | None
+    ts: float
+    status: str | None = None
+    since: float | None = None
+    children: tuple[str, ...] = ()  # sites this outage made unreachable (guard: the silent upstream sites)
+    detail: str = ""  # for logs; mails say it in their language from the fields below (alerts.mail.detail)
+    value: float | None = None  # flap_*: the weighted % of state changes
+    counts: tuple[int, ...] = ()  # guard*: (upstream sites silent, upstream sites, sites failing, sites, root causes)
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    recipient: str
+    subject: str
+    text: str
+    html: str
+    message_id: str
+    kinds: tuple[str, ...]
+    created_ts: float
