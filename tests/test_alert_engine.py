@@ -7,6 +7,7 @@ import pytest
 
 from wanmon.alerts.engine import evaluate, flap_pct
 from wanmon.config import AlertSettings
+from wanmon.model import Event
 
 R = AlertSettings(noc=("noc@x.example",), guard_min_sites=5, guard_fraction=0.5)
 PARENTS = {"core": None, "d1": "core", "c1": "d1", "c2": "d1", "p1": "core", "p2": "core", "p3": "core", "p4": "core"}
@@ -109,9 +110,12 @@ def test_restart_keeps_state_no_duplicate_down():
     assert [n for cyc in notes2 for n in cyc] == [("recovery", "p1")]
 
 
-def test_reboot_events_notify():
-    states, notes, _ = evaluate({}, ALL_UP, 0.0, R, PARENTS, (), [("p2", "device restarted")])
-    assert [(n.kind, n.site_id, n.detail) for n in notes] == [("reboot", "p2", "device restarted")]
+def test_reboot_events_notify_with_their_figures():
+    ev = Event(0.0, "p2", "reboot", "device restarted (…)", {"uptime_was_s": 86_400.0, "uptime_s": 120.0})
+    old = Event(0.0, "p3", "reboot", "device restarted (…)", None)  # recorded before events had figures
+    states, notes, _ = evaluate({}, ALL_UP, 0.0, R, PARENTS, (), [ev, old])
+    assert [(n.kind, n.site_id, n.uptimes) for n in notes] == [("reboot", "p2", (86_400.0, 120.0)),
+                                                               ("reboot", "p3", ())]
 
 
 def test_maintenance_windows():

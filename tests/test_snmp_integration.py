@@ -466,6 +466,7 @@ def test_reboot_by_static_uptime_drop_is_one_event(fleet, tmp_path):
     inv = run.inventory()["reboot"]
     assert len(reboots(inv)) == 1 and inv["last_reboot"] is not None
     assert abs(inv["last_reboot"] - (two["ts"] - 10.0)) < 2
+    assert reboots(inv)[0]["data"] == {"uptime_was_s": 5000.0, "uptime_s": 10.0}  # figures, not only text
     run.check()
     inv = run.inventory()["reboot"]
     assert len(reboots(inv)) == 1, inv["events"]

@@ -394,7 +394,7 @@ def _inventory_rows(cfg: Config) -> list[dict[str, Any]]:
                  "in_discards": i.in_discards, "out_discards": i.out_discards, "last_change": i.last_change_ts}
                 for i in ifaces.get(site.id, {}).values()
             ],
-            "events": [{"ts": e.ts, "kind": e.kind, "detail": e.detail} for e in events.get(site.id, [])],
+            "events": [{"ts": e.ts, "kind": e.kind, "detail": e.detail, "data": e.data} for e in events.get(site.id, [])],
         })
     return out
 

@@ -71,17 +71,22 @@ def derive(site_id: str, prev: DeviceState | None, prev_ifs: dict[int, IfState],
     last_reboot = prev.last_reboot_ts if prev else None
     if reboot and res.sys_uptime_ticks is not None:
         last_reboot = ts - res.sys_uptime_ticks / 100.0
-        was = _fmt_duration(prev.uptime_ticks / 100.0) if prev and prev.uptime_ticks is not None else "?"
+        was_s = prev.uptime_ticks / 100.0 if prev and prev.uptime_ticks is not None else None
+        now_s = res.sys_uptime_ticks / 100.0
+        was = _fmt_duration(was_s) if was_s is not None else "?"
         events.append(Event(ts, site_id, "reboot",
-                            f"device restarted (uptime was {was} at the previous poll, now {_fmt_duration(res.sys_uptime_ticks / 100.0)})"))
+                            f"device restarted (uptime was {was} at the previous poll, now {_fmt_duration(now_s)})",
+                            {"uptime_was_s": was_s, "uptime_s": now_s}))
     if prev is not None and prev.last_ok_ts is not None:
-        changes = []
+        changes, data = [], {}
         if prev.sys_object_id and res.sys_object_id and prev.sys_object_id != res.sys_object_id:
             changes.append(f"sysObjectID {prev.sys_object_id} -> {res.sys_object_id}")
+            data["sys_object_id"] = [prev.sys_object_id, res.sys_object_id]
         if prev.sys_name and res.sys_name and prev.sys_name != res.sys_name:
             changes.append(f"sysName {prev.sys_name!r} -> {res.sys_name!r}")
+            data["sys_name"] = [prev.sys_name, res.sys_name]
         if changes:
-            events.append(Event(ts, site_id, "device_changed", "device replaced or renamed: " + "; ".join(changes)))
+            events.append(Event(ts, site_id, "device_changed", "device replaced or renamed: " + "; ".join(changes), data))
 
     # Counter rates use the time the counters were read, not the start of the poll.
     if_ts = res.if_ts if res.if_ts is not None else ts
@@ -89,7 +94,8 @@ def derive(site_id: str, prev: DeviceState | None, prev_ifs: dict[int, IfState],
     for new in ifs:
         old = prev_ifs.get(new.if_index)
         if old is not None and old.oper_status != new.oper_status:
-            events.append(Event(ts, site_id, "if_oper", f"{new.label}: {old.oper_status} -> {new.oper_status}"))
+            events.append(Event(ts, site_id, "if_oper", f"{new.label}: {old.oper_status} -> {new.oper_status}",
+                                {"interface": new.label, "from": old.oper_status, "to": new.oper_status}))
 
     views = [rates.IfView(i.if_index, i.name, i.descr, i.alias, i.type, i.oper_status, i.speed_bps) for i in ifs]
     up = rates.choose_uplink(views, uplink)

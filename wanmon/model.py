@@ -115,8 +115,13 @@ class IfState:
 class Event:
     ts: float
     site_id: str
-    kind: str  # reboot | device_changed | if_oper
-    detail: str
+    kind: str  # reboot | device_changed | if_oper | status
+    detail: str  # one English line for logs and `inventory`
+    # The event's figures, for mails (in their language) and JSON; never parsed from detail:
+    # reboot {"uptime_was_s": float | None, "uptime_s": float}; if_oper {"interface", "from", "to"};
+    # device_changed {"sys_object_id": [old, new], "sys_name": [old, new]} (those that changed);
+    # status {"from", "to"}
+    data: dict | None = None
 
 
 class DeviceLine(NamedTuple):
@@ -181,6 +186,7 @@ class Notification:
     detail: str = ""  # for logs; mails say it in their language from the fields below (alerts.mail.detail)
     value: float | None = None  # flap_*: the weighted % of state changes
     counts: tuple[int, ...] = ()  # guard*: (upstream sites silent, upstream sites, sites failing, sites, root causes)
+    uptimes: tuple[float | None, ...] = ()  # reboot: (uptime at the previous poll or None, uptime now), seconds
 
 
 @dataclass(frozen=True, slots=True)

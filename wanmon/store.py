@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import sqlite3
@@ -145,6 +146,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE snmp_device ADD COLUMN fail_since REAL;
     ALTER TABLE outbox ADD COLUMN next_try_ts REAL;
     CREATE TABLE dns_cache (name TEXT PRIMARY KEY, ip TEXT NOT NULL, resolved_ts REAL NOT NULL);
+    """,
+    # 6: events carry their figures (JSON), so mails never parse the English detail.
+    """
+    ALTER TABLE events ADD COLUMN data TEXT;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -662,8 +667,8 @@ class Store:
             if spool_limits and ts is not None:
                 self._bound_spool(ts, *spool_limits)
 
-    def reboots_after(self) -> tuple[list[tuple[str, str]], int]:
-        """SNMP reboot events the alerts have not seen yet: ([(site id, detail)], last event id).
+    def reboots_after(self) -> tuple[list[Event], int]:
+        """SNMP reboot events the alerts have not seen yet: ([Event], last event id).
 
         A store without the mark (new, or from before it existed) starts from its
         newest event: old reboots are history, not news."""
@@ -673,9 +678,9 @@ class Store:
             return [], last
         if int(seen) > last:  # retention emptied the table and ids start again: all of it is new
             seen = 0
-        rows = self.conn.execute("SELECT site_id, detail FROM events WHERE id > ? AND kind = 'reboot' ORDER BY id",
-                                 (int(seen),)).fetchall()
-        return [(r[0], r[1]) for r in rows], last
+        rows = self.conn.execute("SELECT ts, site_id, kind, detail, data FROM events WHERE id > ? AND kind = 'reboot'"
+                                 " ORDER BY id", (int(seen),)).fetchall()
+        return [_event(r) for r in rows], last
 
     def _record_snmp(self, outcomes: Sequence[SnmpOutcome]) -> None:
         if not outcomes:
@@ -705,8 +710,8 @@ class Store:
                   i.oper_status, i.in_errors, i.out_errors, i.in_discards, i.out_discards) for i in o.interfaces],
             )
         self.conn.executemany(
-            "INSERT INTO events (ts, site_id, kind, detail) VALUES (?,?,?,?)",
-            [(e.ts, e.site_id, e.kind, e.detail) for o in outcomes for e in o.events],
+            "INSERT INTO events (ts, site_id, kind, detail, data) VALUES (?,?,?,?,?)",
+            [_event_row(e) for o in outcomes for e in o.events],
         )
 
     def _update_state(self, cycle_id: int, obs: Iterable[Observation]) -> None:
@@ -720,7 +725,8 @@ class Store:
             p_status, p_since, p_fail, p_reach = prev.get(o.site_id, (None, None, 0, None))
             since = advance(Track(p_status, p_since, 1) if p_status is not None else None, o.status, o.ts).since
             if p_status is not None and p_status != o.status:
-                changes.append((o.ts, o.site_id, "status", f"{p_status} -> {o.status}"))
+                changes.append(_event_row(Event(o.ts, o.site_id, "status", f"{p_status} -> {o.status}",
+                                                {"from": p_status, "to": o.status})))
             failed = o.sent > 0 and o.received == 0 or o.status in FAILING
             fails = p_fail + 1 if failed else 0
             reach = o.ts if o.status in REACHABLE else p_reach
@@ -736,7 +742,7 @@ class Store:
             rows,
         )
         # Status changes are the incident log (page, alerts): kept like the other events.
-        self.conn.executemany("INSERT INTO events (ts, site_id, kind, detail) VALUES (?,?,?,?)", changes)
+        self.conn.executemany("INSERT INTO events (ts, site_id, kind, detail, data) VALUES (?,?,?,?,?)", changes)
 
     def defer_checkpoints(self) -> None:
         """This connection's commits leave the WAL for checkpoint() to copy into the database.
@@ -842,9 +848,18 @@ class Store:
     def events(self, site_id: str | None = None, limit: int = 100) -> list[Event]:
         where, args = ("WHERE site_id = ?", (site_id,)) if site_id else ("", ())
         rows = self.conn.execute(
-            f"SELECT ts, site_id, kind, detail FROM events {where} ORDER BY ts DESC, id DESC LIMIT ?", (*args, limit)
-        ).fetchall()
-        return [Event(*r) for r in rows]
+            f"SELECT ts, site_id, kind, detail, data FROM events {where} ORDER BY ts DESC, id DESC LIMIT ?",
+            (*args, limit)).fetchall()
+        return [_event(r) for r in rows]
+
+
+def _event_row(e: Event) -> tuple:
+    return e.ts, e.site_id, e.kind, e.detail, None if e.data is None else json.dumps(e.data)
+
+
+def _event(row: Sequence) -> Event:
+    """An events row (ts, site_id, kind, detail, data); data None for events from before it was kept."""
+    return Event(*row[:4], None if row[4] is None else json.loads(row[4]))
 
 
 # {store path: (alert_gen, {site_id: SiteAlert})}: the alert states this process last committed

@@ -25,7 +25,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 
 from wanmon.config import AlertSettings
-from wanmon.model import Notification, SiteAlert
+from wanmon.model import Event, Notification, SiteAlert
 from wanmon.status import DOWN, FAILING, PROBLEMS, UNKNOWN, UNREACHABLE, UP, Track, advance
 
 GUARD_SITE = "*"  # the key of the agent-wide guard state
@@ -90,7 +90,7 @@ def evaluate(
     rules: AlertSettings,
     parents: Mapping[str, str | None],
     maintenance: Iterable[str] = (),
-    reboots: Iterable[tuple[str, str]] = (),
+    reboots: Iterable[Event] = (),
     guard_active: bool = False,
 ) -> tuple[dict[str, SiteAlert], list[Notification], bool]:
     """One cycle. Returns (new states, notifications, guard active)."""
@@ -125,8 +125,15 @@ def evaluate(
     if not rules.notify_degraded:
         notes = [n for n in notes if n.kind != "degraded"]
     if rules.notify_reboot:
-        notes.extend(Notification("reboot", sid, now, detail=detail) for sid, detail in reboots if sid not in quiet)
+        notes.extend(Notification("reboot", e.site_id, now, detail=e.detail, uptimes=_uptimes(e))
+                     for e in reboots if e.site_id not in quiet)
     return out, notes, False
+
+
+def _uptimes(e: Event) -> tuple[float | None, ...]:
+    """A reboot event's (uptime at the previous poll, uptime now); () for events from before they had figures."""
+    d = e.data or {}
+    return (d.get("uptime_was_s"), d["uptime_s"]) if "uptime_s" in d else ()
 
 
 def _step(a: SiteAlert, status: str, now: float, rules: AlertSettings, quiet: bool) -> tuple[SiteAlert, list[Notification]]:

@@ -101,9 +101,6 @@ def subject(lang: str, notes: Sequence[Notification], names: dict[str, str]) -> 
     return header_safe(text)[:250]
 
 
-_REBOOT = re.compile(r"uptime was (.+) at the previous poll, now (.+)\)$")
-
-
 def detail(n: Notification, lang: str, fmt, now: float, names: dict[str, str],
            figures: dict[str, tuple[float | None, float | None]], thresholds) -> str:
     """What a notification says beyond its kind, in the mail's language (the engine's
@@ -127,11 +124,9 @@ def detail(n: Notification, lang: str, fmt, now: float, names: dict[str, str],
                                         silent=silent, upstream=upstream, failing=failing, total=total, roots=roots)
     if n.kind == "guard_end" and len(n.counts) == 5:
         return w["guard_end_detail"].format(failing=n.counts[2], total=n.counts[3])
-    if n.kind == "reboot":
-        m = _REBOOT.search(n.detail)
-        if m:
-            return w["reboot_detail"].format(was=m.group(1), now=m.group(2))
-        return "" if lang != "en" else n.detail
+    if n.kind == "reboot" and n.uptimes:
+        was, up = n.uptimes
+        return w["reboot_detail"].format(was="?" if was is None else fmt.duration(was), now=fmt.duration(up))
     return ""
 
 
