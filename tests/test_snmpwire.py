@@ -229,3 +229,51 @@ def test_broken_datagrams_raise_wire_error_only():
                 parse(data)
             except w.WireError:
                 pass
+
+
+def test_pysnmp_is_a_version_the_v3_code_is_tested_with_and_pyproject_pins_it():
+    """V3Keys uses pysnmp's USM services, which pysnmp does not document: a pysnmp other than
+    the ones tested fails here loudly. To move on: run this file against the new version, then
+    add it to snmpwire.PYSNMP_TESTED and pyproject.toml's pin."""
+    import re
+    from importlib.metadata import version
+
+    from conftest import REPO
+
+    assert version("pysnmp") in w.PYSNMP_TESTED, (
+        f"pysnmp {version('pysnmp')} is not one the SNMPv3 code is tested with ({', '.join(w.PYSNMP_TESTED)})")
+    pins = re.findall(r'"pysnmp==([^"]+)"', (REPO / "pyproject.toml").read_text())
+    assert pins and all(p in w.PYSNMP_TESTED for p in pins), pins
+    auth, priv, _ = w.usm_services()
+    assert set(auth) == {"MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"}
+    assert set(priv) == {"DES", "AES", "AES192", "AES256"}
+
+
+def test_pysnmp_aes_privacy_equals_an_independent_aes_cfb():
+    """RFC 3826: AES-128 CFB, key = the first 16 bytes of the localized privacy key, IV =
+    engineBoots, engineTime (4 bytes each, big-endian) and the 8-byte salt."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    try:
+        from cryptography.hazmat.decrepit.ciphers.modes import CFB
+    except ImportError:  # cryptography < 47
+        from cryptography.hazmat.primitives.ciphers.modes import CFB
+
+    keys = w.V3Keys("u", "SHA", "auth-pass-phrase", "AES", "priv-pass-phrase")
+    _, pk = keys.localized(bytes.fromhex("80001f8880e9630000d61ff449"))
+    plain = bytes(range(256)) * 3 + b"tail"
+    cipher, salt = keys.encrypt(pk, 7, 123_456, plain)
+    iv = (7).to_bytes(4, "big") + (123_456).to_bytes(4, "big") + salt
+    assert len(salt) == 8
+    assert cipher == Cipher(algorithms.AES(bytes(pk)[:16]), CFB(iv)).encryptor().update(plain)
+    assert keys.decrypt(pk, 7, 123_456, salt, cipher) == plain
+
+
+def test_usm_services_that_moved_are_one_error_naming_the_version_to_install(monkeypatch):
+    from pysnmp.proto.secmod.rfc3414.service import SnmpUSMSecurityModel as Usm
+
+    monkeypatch.setattr(w, "_USM", None)
+    monkeypatch.setattr(Usm, "PRIV_SERVICES", {})
+    with pytest.raises(w.UsmUnavailable, match=r"pip install 'pysnmp==7\.1\.30'"):
+        w.V3Keys("u", "SHA", "auth-pass-phrase", "AES", "priv-pass-phrase")
+    monkeypatch.setattr(w, "_USM", None)  # the real services come back once the patch is undone

@@ -615,6 +615,8 @@ async def probe(targets: Sequence[SnmpTarget], max_concurrency: int = 256,
         async with sem:
             try:
                 return await _poll_one(net, keyring, t)
+            except wire.UsmUnavailable as exc:  # the installed pysnmp moved what v3 uses: say which to install
+                return SnmpResult(status="error", reason=str(exc), ts=time.time())
             except Exception as exc:  # a bug in decoding one agent's answer must not stop the others
                 logger.exception("snmp poll failed host=%s", t.host)
                 return SnmpResult(status="error", reason=f"internal error while polling: {type(exc).__name__}",

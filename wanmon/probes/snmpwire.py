@@ -11,6 +11,11 @@ parameters) in about 0.3 ms per such reply. Everything else it rejects with
 SNMPv3 security stays pysnmp's: key localization (RFC 3414, RFC 7860 and the
 AES-192/256 key-extension variants) and the privacy ciphers are pysnmp's own
 USM services (`V3Keys`); only HMAC, which is standard `hmac`, runs here.
+Those services are pysnmp internals, not its documented API: pyproject pins
+the pysnmp versions they are tested with (`PYSNMP_TESTED`), `usm_services()`
+checks each one is where wanmon expects it and says which version to install
+when it is not, and tests/test_snmpwire.py fails on any other version and on
+any change of their results (RFC 3414 key vectors, AES against `cryptography`).
 
 Decoded values are plain Python: int (INTEGER, Counter32/64, Gauge32,
 TimeTicks), bytes (OCTET STRING, IpAddress, Opaque), tuple (OBJECT
@@ -314,22 +319,66 @@ _PRIV_OID = {
 }
 
 
+PYSNMP_TESTED = ("7.1.30",)  # keep in step with pyproject.toml's pin
+
+
+class UsmUnavailable(WireError):
+    """The installed pysnmp lacks the USM services V3Keys uses."""
+
+
+_USM: tuple[dict, dict, object] | None = None
+
+
+def usm_services() -> tuple[dict, dict, object]:
+    """({auth name: pysnmp auth service}, {priv name: pysnmp priv service}, pysnmp's config
+    module), each service checked for the methods V3Keys calls. UsmUnavailable names the
+    installed version and the one to install when anything moved."""
+    global _USM
+    if _USM is not None:
+        return _USM
+    needs = {"auth": ("hash_passphrase", "localize_key"),
+             "priv": ("hash_passphrase", "localize_key", "encrypt_data", "decrypt_data")}
+    try:
+        from pysnmp.entity import config as pc
+        from pysnmp.proto.secmod.rfc3414.service import SnmpUSMSecurityModel as Usm
+
+        auth = {name: Usm.AUTH_SERVICES[getattr(pc, oid)] for name, oid in _AUTH_OID.items()}
+        priv = {name: Usm.PRIV_SERVICES[getattr(pc, oid)] for name, oid in _PRIV_OID.items()}
+        for kind, services in (("auth", auth), ("priv", priv)):
+            for name, svc in services.items():
+                missing = [m for m in needs[kind] if not callable(getattr(svc, m, None))]
+                if missing:
+                    raise AttributeError(f"{name} service has no {', '.join(missing)}")
+    except (ImportError, AttributeError, KeyError) as exc:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            have = version("pysnmp")
+        except PackageNotFoundError:
+            have = "(not installed)"
+        raise UsmUnavailable(
+            f"SNMPv3 needs pysnmp's USM services, and pysnmp {have} does not have them as wanmon uses them "
+            f"({type(exc).__name__}: {exc}); install the version wanmon is tested with: "
+            f"pip install 'pysnmp=={PYSNMP_TESTED[-1]}'") from None
+    _USM = (auth, priv, pc)
+    return _USM
+
+
 class V3Keys:
     """One v3 credential set: the pass phrases hashed once (the 1 MB hash of
     RFC 3414 A.2), then localized per authoritative engine ID, by pysnmp's
     USM services."""
 
     def __init__(self, user: str, auth_protocol: str, auth_key: str | None, priv_protocol: str, priv_key: str | None):
-        from pysnmp.entity import config as pc
         from pysnmp.proto import rfc1902
-        from pysnmp.proto.secmod.rfc3414.service import SnmpUSMSecurityModel as Usm
 
         self.user = user.encode()
         self.auth = auth_protocol if auth_protocol != "none" else None
         self.priv = priv_protocol if priv_protocol != "none" else None
+        auth_svcs, priv_svcs, pc = usm_services() if self.auth else ({}, {}, None)
         self._auth_oid = getattr(pc, _AUTH_OID[self.auth]) if self.auth else None
-        self._auth_svc = Usm.AUTH_SERVICES[self._auth_oid] if self.auth else None
-        self._priv_svc = Usm.PRIV_SERVICES[getattr(pc, _PRIV_OID[self.priv])] if self.priv else None
+        self._auth_svc = auth_svcs[self.auth] if self.auth else None
+        self._priv_svc = priv_svcs[self.priv] if self.priv else None
         self._hash, self.mac_len = _AUTH_HASH[self.auth] if self.auth else (None, 0)
         self._auth_master = self._auth_svc.hash_passphrase(rfc1902.OctetString(auth_key or "")) if self.auth else None
         self._priv_master = (self._priv_svc.hash_passphrase(self._auth_oid, rfc1902.OctetString(priv_key or ""))
