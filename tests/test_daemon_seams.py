@@ -267,3 +267,48 @@ def test_daemon_and_check_share_the_lock(setup, caplog):
     d = run(main())
     assert d.cycles == 2 and cycles(cfg) == 2
     assert "cycle skipped: another wanmon cycle is running" in caplog.text
+
+
+def test_damage_found_by_the_daily_check_is_told_to_the_noc_once_off_the_cycle(tmp_path, caplog):
+    """The daemon's integrity job finds damage: writes stop, the NOC gets one mail (a real SMTP
+    server), sent in a thread; the cycles that then fail say why and mail nobody again."""
+    from smtp_server import SMTPServer
+    from test_alerts_integration import NOC
+
+    caplog.set_level(logging.INFO, logger="wanmon")
+    with SMTPServer() as smtp:
+        cfg = load(write_config(tmp_path, smtp, base_sites(4), interval_s=1))
+        clock = Clock()
+        net = Net(clock)
+
+        async def main():
+            net.in_loop()
+            d = daemon_mod.Daemon(cfg, now=clock, peers=net.peers())
+            for _ in range(2):
+                await d.cycle()
+                clock.advance(60)
+            if d.publishing is not None:
+                await d.publishing
+            db = cfg.store_path
+            raw = bytearray(db.read_bytes())
+            raw[3 * 4096: 4 * 4096] = bytes([0x5A]) * 4096
+            db.write_bytes(bytes(raw))
+            for suffix in ("-wal", "-shm"):
+                db.with_name(db.name + suffix).unlink(missing_ok=True)
+            await d.integrity()
+            assert d.telling is not None, "no notice started"
+            await d.telling
+            first = d.telling
+            for _ in range(2):
+                clock.advance(60)
+                await d.cycle()
+            assert d.telling is first or d.telling.done()
+            if d.telling is not first:
+                await d.telling
+            return d
+
+        d = run(main())
+        assert d.cycles == 2
+        got = smtp.snapshot()
+        assert [m.rcpt_tos for m in got] == [[NOC]] and "bị hỏng" in got[0].subject, [m.subject for m in got]
+        assert caplog.text.count("was found damaged") >= 2  # the failing cycles say why

@@ -340,3 +340,47 @@ def test_site_state_and_alert_streaks_move_with_one_status_machine(store):
         prev = status
     logged = store.conn.execute("SELECT count(*) FROM events WHERE kind = 'status'").fetchone()[0]
     assert logged == changes > 50
+
+
+def test_damage_found_is_told_to_the_noc_once_by_direct_mail_and_retried_after_a_failure(write_config, tmp_path):
+    """The outbox is in the damaged store: the NOC's notice goes straight to a real SMTP
+    server (aiosmtpd), once; with the relay down, the next check after the back-off sends it."""
+    from conftest import MINIMAL, wanmon
+    from smtp_server import SMTPServer
+
+    with SMTPServer() as smtp:
+        cfg = write_config(MINIMAL + "\n" + smtp.toml() + '\n[alerts]\nnoc = ["noc@x.example"]\nconfirm_cycles = 99\n')
+        run = lambda *a: wanmon("--config", str(cfg), *a, cwd=tmp_path)  # noqa: E731
+        for _ in range(2):
+            assert run("check").returncode == 0
+        db = cfg.parent / "var" / "wanmon.db"
+        raw = bytearray(db.read_bytes())
+        raw[3 * 4096: 4 * 4096] = bytes([0x5A]) * 4096
+        db.write_bytes(bytes(raw))
+        for suffix in ("-wal", "-shm"):
+            (cfg.parent / "var" / f"wanmon.db{suffix}").unlink(missing_ok=True)
+
+        smtp.stop()                                                    # the relay is down when it is found
+        r = run("store", "check")
+        assert r.returncode == 1 and "writes are stopped" in r.stderr, r.stderr
+        assert "the NOC was not told" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        mark_path = cfg.parent / "var" / "wanmon.db.damaged"
+        mark = json.loads(mark_path.read_text(encoding="utf-8"))
+        assert mark["noc_tries"] == 1 and "noc_told_ts" not in mark, mark
+        smtp.start()
+        assert run("check").returncode == 1                          # within the back-off: not tried again
+        assert smtp.snapshot() == []
+        mark["noc_last_try_ts"] -= 120                                 # two minutes later
+        mark_path.write_text(json.dumps(mark), encoding="utf-8")
+        r = run("check")
+        assert r.returncode == 1 and "was found damaged" in r.stderr, r.stderr
+        (m,) = smtp.wait_for(1, timeout=5)
+        assert m.rcpt_tos == ["noc@x.example"]
+        assert m.subject == "[wanmon] Kho dữ liệu bị hỏng: đã dừng ghi"
+        assert str(db) in m.text and "wanmon store check" in m.text and "SQLite báo:" in m.text, m.text
+        assert '<html lang="vi">' in m.html and "<title>" in m.html
+        for _ in range(2):
+            assert run("check").returncode == 1
+        assert run("store", "check").returncode == 1
+        assert len(smtp.snapshot()) == 1, "the NOC was told more than once"
+        assert json.loads(mark_path.read_text(encoding="utf-8"))["noc_told_ts"]

@@ -65,6 +65,20 @@ def _read_store(cfg: Config, read: Callable[[Any], Any]) -> Any:
 
 
 _STORE_PATH: list = [None]  # the loaded config's store, for the one-line messages of main()
+_WRITER_CFG: list = [None]  # the config of a command that writes the store (check, store check): damage found is told to the NOC
+
+
+def _tell_noc_if_damaged() -> None:
+    """The store was found damaged while a writing command ran: mail the NOC (once; never fails the command)."""
+    cfg = _WRITER_CFG[0]
+    if cfg is None:
+        return
+    from wanmon.cycle import tell_noc_of_damage
+
+    try:
+        tell_noc_of_damage(cfg)
+    except Exception:
+        logger.exception("telling the NOC that the store is damaged failed")
 
 
 def _load(ctx: click.Context, secrets: bool = True) -> Config:
@@ -191,11 +205,13 @@ def check(ctx: click.Context, as_json: bool, dry_run: bool) -> None:
     from wanmon.cycle import run_check
 
     cfg = _load(ctx)
+    _WRITER_CFG[0] = cfg
     _warn_shared_net_raw()
     try:
         with _ProgressBar(len(cfg.sites)) as progress:
             result = run_check(cfg, progress, dry_run=dry_run)
     except WanmonError as exc:
+        _tell_noc_if_damaged()
         _fail(exc)
     if dry_run:
         _print_mails(result.mails, sys.stderr if as_json else sys.stdout)
@@ -591,11 +607,16 @@ def store_check(ctx: click.Context) -> None:
     """SQLite's quick_check of the store; exit 1 with its findings if the file is damaged."""
     from wanmon.store import check_integrity
 
-    cfg = _load(ctx.find_root(), secrets=False)
+    cfg = _load(ctx.find_root(), secrets=False)  # a shell without the secrets can check the store
     t0 = time.monotonic()
     problems = check_integrity(cfg.store_path)
     took = time.monotonic() - t0
     if problems:
+        try:
+            _WRITER_CFG[0] = load(cfg.path)  # with the SMTP password, when this shell has it
+        except WanmonError as exc:
+            logger.warning("the NOC is told by the next `wanmon check` (this shell cannot read the secrets: %s)", exc)
+        _tell_noc_if_damaged()
         for p in problems[:20]:
             click.echo(f"FAIL: {printable(p)}", err=True)
         click.echo(f"wanmon: error: the store {cfg.store_path} is damaged ({len(problems)} finding(s)): writes are "
@@ -760,6 +781,7 @@ def main() -> None:
             from wanmon.store import mark_damaged
 
             mark_damaged(_STORE_PATH[0], [str(exc)])  # writes stop; status and the page say so
+            _tell_noc_if_damaged()
         click.echo(f"wanmon: error: {why}", err=True)
         sys.exit(EXIT_FAILURE)
     except Exception:  # a bug: say so, with the traceback in the log

@@ -534,6 +534,39 @@ class PublishReport:
     skipped: str | None = None  # why nothing was published
 
 
+DAMAGE_MAIL_BUDGET_S = 20.0  # the NOC's notice of a damaged store: the whole SMTP session
+
+
+def tell_noc_of_damage(cfg: Config, now: Now = time.time) -> str | None:
+    """When the store is marked damaged, mail the NOC ([alerts] noc) once, directly: the
+    outbox is in the damaged store. A failed attempt is retried by a later call after the
+    outbox's back-off (1, 2, 4... min); the marker keeps when the NOC was told. Returns what
+    was done, for the log (None: nothing to do). Runs off the cycle's path (a check that
+    found the damage ends after it; the daemon runs it in a thread)."""
+    from wanmon.alerts.mail import damage_mails
+    from wanmon.mailer import MailError, retry_delay_s, send_now
+    from wanmon.store import damaged, note_damaged
+
+    marker = damaged(cfg.store_path)
+    if marker is None or marker.get("noc_told_ts") or cfg.smtp is None or not cfg.alerts.noc:
+        return None
+    t, tries = now(), int(marker.get("noc_tries", 0))
+    if tries and t - float(marker.get("noc_last_try_ts", 0)) < retry_delay_s(tries):
+        return None
+    mails = damage_mails(cfg, cfg.store_path, marker, t)
+    rows = [{"recipient": m.recipient, "subject": m.subject, "created_ts": m.created_ts, "message_id": m.message_id,
+             "body_text": m.text, "body_html": m.html} for m in mails]
+    try:
+        send_now(cfg.smtp, rows, DAMAGE_MAIL_BUDGET_S, "the NOC's damaged-store notice")
+    except MailError as exc:
+        note_damaged(cfg.store_path, noc_tries=tries + 1, noc_last_try_ts=t, noc_error=str(exc))
+        logger.error("the NOC was not told that the store is damaged (tried %d time(s)): %s", tries + 1, exc)
+        return f"not sent: {exc}"
+    note_damaged(cfg.store_path, noc_told_ts=t, noc_tries=tries + 1)
+    logger.warning("the NOC was told that the store is damaged (%s)", ", ".join(cfg.alerts.noc))
+    return "sent to " + ", ".join(cfg.alerts.noc)
+
+
 def publish(cfg: Config, peers: Peers = REAL, dry_run: bool = False) -> PublishReport:
     """Send the spool to InfluxDB and the queued mail, each within its budget, with a deadline
     on every network operation. Never two at once: a publisher already running (another

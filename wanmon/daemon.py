@@ -95,6 +95,7 @@ class Daemon:
         self.running: asyncio.Task | None = None  # the cycle in flight
         self.snmp_task: asyncio.Task | None = None
         self.publishing: asyncio.Future | None = None
+        self.telling: asyncio.Future | None = None  # the NOC's notice of a damaged store, in flight
         self.cycles = 0
         self.cancelled = 0
         self.last_ips: dict[str, str | None] = {}  # what the last sweep resolved: SNMP polls these
@@ -137,6 +138,7 @@ class Daemon:
                          "at its slot", limit, cfg.schedule.icmp_interval_s)
         except Exception as exc:
             _log_failure("cycle", exc)
+            self._damage_found(exc)
         finally:
             self.running = None
             _release_memory()
@@ -182,6 +184,33 @@ class Daemon:
             _log_failure("integrity job", exc)
             return
         logger.info("store check %s in %.1f s", "FAILED" if problems else "ok", time.monotonic() - t0)
+        if problems:
+            self._damage_found(None)
+
+    def _damage_found(self, exc: Exception | None) -> None:
+        """A 'malformed' error marks the store damaged (writes stop); a damaged store is told to
+        the NOC in a thread (cycle.tell_noc_of_damage: once, retried with back-off), never on
+        the cycle's path."""
+        import sqlite3
+
+        from wanmon.cycle import in_thread, tell_noc_of_damage
+        from wanmon.errors import means_damage
+        from wanmon.store import damaged, mark_damaged
+
+        path = self.cfg.store_path
+        if isinstance(exc, sqlite3.DatabaseError) and means_damage(str(exc)):
+            mark_damaged(path, [str(exc)])
+        mark = damaged(path)
+        if mark is None or mark.get("noc_told_ts") or (self.telling is not None and not self.telling.done()):
+            return  # nothing to tell, told already, or being told
+
+        async def tell() -> None:
+            try:
+                await in_thread(tell_noc_of_damage, self.cfg, self.now)
+            except Exception:
+                logger.exception("telling the NOC that the store is damaged failed")
+
+        self.telling = asyncio.ensure_future(tell())
 
     def _start_publishing(self) -> None:
         """Publish in a thread after a cycle, unless a publish is still running (never two)."""

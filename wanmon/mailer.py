@@ -382,6 +382,25 @@ def _give_up(store: Store, row: dict, attempts: int, error: str, rep: DeliveryRe
     logger.error("mail failed id=%d to=%s attempts=%d error=%r", row["id"], row["recipient"], attempts, error)
 
 
+def send_now(spec: SmtpSpec, rows: Sequence[dict], budget_s: float, what: str) -> None:
+    """Send these messages now, outside the outbox, on one connection within budget_s
+    (enforced while it runs): `wanmon test-email`, and the NOC's notice of a damaged store
+    (whose outbox is in that store). Raises MailError with the first reason one was not sent."""
+    st = spec.settings
+    with Deadline(budget_s, f"{what} ({budget_s:g} s budget)") as session:
+        try:
+            conn = _open(spec, session)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise MailError(_open_error(spec, exc)) from None
+        try:
+            for row in rows:
+                outcome, error = _send_one(conn, row, spec, session)
+                if outcome != "sent":
+                    raise MailError(f"cannot send to {row['recipient']} through {st.host}:{st.port}: {error}")
+        finally:
+            _quit(conn, spec, session)
+
+
 def send_test(spec: SmtpSpec, address: str, lang: str) -> str:
     """`wanmon test-email`: send one message now (within TEST_BUDGET_S); raise MailError with the reason."""
     from wanmon.alerts.mail import WORDS, new_message_id
@@ -389,16 +408,5 @@ def send_test(spec: SmtpSpec, address: str, lang: str) -> str:
     row = {"recipient": address, "subject": WORDS[lang]["test_subject"], "created_ts": time.time(),
            "message_id": new_message_id(), "body_text": WORDS[lang]["test_body"] + "\n",
            "body_html": f"<p>{WORDS[lang]['test_body']}</p>"}
-    st = spec.settings
-    with Deadline(TEST_BUDGET_S, f"SMTP test ({TEST_BUDGET_S:g} s budget)") as session:
-        try:
-            conn = _open(spec, session)
-        except (OSError, smtplib.SMTPException) as exc:
-            raise MailError(_open_error(spec, exc)) from None
-        try:
-            outcome, error = _send_one(conn, row, spec, session)
-        finally:
-            _quit(conn, spec, session)
-    if outcome != "sent":
-        raise MailError(f"cannot send through {st.host}:{st.port}: {error}")
+    send_now(spec, [row], TEST_BUDGET_S, "SMTP test")
     return row["message_id"]

@@ -254,6 +254,17 @@ def mark_damaged(path: Path, findings: Sequence[str], ts: float | None = None) -
                  "'Backup and restore')", path, "; ".join(list(findings)[:3]))
 
 
+def note_damaged(path: Path, **fields: object) -> None:
+    """Add fields to the damage marker (e.g. when the NOC was told), keeping its findings."""
+    import json
+
+    d = damaged(path)
+    if d is not None:
+        tmp = _mark_path(path).with_suffix(".tmp")
+        tmp.write_text(json.dumps({**d, **fields}, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(_mark_path(path))
+
+
 def clear_damaged(path: Path) -> bool:
     try:
         _mark_path(path).unlink()

@@ -36,6 +36,12 @@ WORDS = {
         "guard_end_detail": "tuyến trên trả lời lại; {failing}/{total} điểm đang lỗi",
         "reboot_detail": "thời gian chạy {was} ở lần hỏi trước, nay {now}",
         "test_subject": "[wanmon] Thư kiểm tra", "test_body": "Thư kiểm tra từ wanmon: cấu hình [smtp] hoạt động.",
+        "damage_subject": "[wanmon] Kho dữ liệu bị hỏng: đã dừng ghi",
+        "damage_text": "Kho dữ liệu của wanmon ({path}) được phát hiện bị hỏng lúc {when}. Từ đó wanmon không ghi "
+                       "gì vào kho: các chu kỳ giám sát không được lưu và không có thư cảnh báo cho đến khi kho "
+                       "được khôi phục từ bản sao lưu và lệnh `wanmon store check` đạt (README, mục 'Backup and "
+                       "restore').",
+        "damage_findings": "SQLite báo:",
     },
     "en": {
         "down": "down", "unreachable": "unreachable (upstream outage)", "degraded": "degraded",
@@ -54,6 +60,11 @@ WORDS = {
         "guard_end_detail": "upstream answers again; {failing}/{total} sites failing",
         "reboot_detail": "uptime {was} at the previous poll, now {now}",
         "test_subject": "[wanmon] Test message", "test_body": "Test message from wanmon: the [smtp] settings work.",
+        "damage_subject": "[wanmon] The store is damaged: writes stopped",
+        "damage_text": "wanmon's store ({path}) was found damaged at {when}. Since then wanmon writes nothing to "
+                       "it: monitoring cycles are not recorded and no alert mail is sent until the store is "
+                       "restored from a backup and `wanmon store check` passes (README, 'Backup and restore').",
+        "damage_findings": "SQLite says:",
     },
 }
 
@@ -165,6 +176,31 @@ def compose(cfg: Config, notes: Sequence[Notification], now: float | None = None
             message_id=new_message_id(), kinds=tuple(dict.fromkeys(n.kind for n in ns)), created_ts=now,
         ))
     return mails
+
+
+def damage_mails(cfg: Config, path, marker: dict, now: float) -> list[Mail]:
+    """The NOC's notice that the store is damaged (store.damaged's marker), one mail per NOC
+    address, in [page] language. Sent at once (cycle.tell_noc_of_damage), not through the
+    outbox: the outbox is in the damaged store."""
+    from html import escape
+    from zoneinfo import ZoneInfo
+
+    from wanmon.page import Fmt
+    from wanmon.text import printable
+
+    lang = cfg.page.language
+    w = WORDS[lang]
+    fmt = Fmt(lang, ZoneInfo(cfg.page.timezone))
+    when = fmt.dt(marker["ts"]) if marker.get("ts") else "?"
+    text = w["damage_text"].format(path=path, when=when)
+    findings = [printable(f)[:300] for f in marker.get("findings", [])[:5]]
+    subj = header_safe(w["damage_subject"])
+    body = text + "\n\n" + w["damage_findings"] + "\n" + "".join(f"- {f}\n" for f in findings) + "\n" + w["footer"] + "\n"
+    html = (f'<!DOCTYPE html>\n<html lang="{lang}"><head><meta charset="utf-8"><title>{escape(subj)}</title></head>'
+            f"<body><p>{escape(text)}</p><p>{escape(w['damage_findings'])}</p><ul>"
+            + "".join(f"<li>{escape(f)}</li>" for f in findings) + f"</ul><p>{escape(w['footer'])}</p></body></html>\n")
+    return [Mail(recipient=r, subject=subj, text=body, html=html, message_id=new_message_id(),
+                 kinds=("store_damaged",), created_ts=now) for r in cfg.alerts.noc]
 
 
 def _envs(cfg: Config):
