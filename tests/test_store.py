@@ -384,3 +384,33 @@ def test_damage_found_is_told_to_the_noc_once_by_direct_mail_and_retried_after_a
         assert run("store", "check").returncode == 1
         assert len(smtp.snapshot()) == 1, "the NOC was told more than once"
         assert json.loads(mark_path.read_text(encoding="utf-8"))["noc_told_ts"]
+
+
+def test_a_store_locked_by_another_process_is_one_clear_line_and_nothing_is_lost(write_config, tmp_path):
+    """Another program holds the store's write lock past the 10 s busy timeout (a long
+    transaction, a stuck tool): `check` says 'locked', how to find the holder, exit 1, no
+    traceback; once it lets go, the next check records (issue 11, item 5)."""
+    from conftest import wanmon
+
+    cfg = write_config()
+    run = lambda *a: wanmon("--config", str(cfg), *a, cwd=tmp_path)  # noqa: E731
+    assert run("check").returncode == 0
+    db = cfg.parent / "var" / "wanmon.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(60)", str(db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = run("check")
+        assert r.returncode == 1, r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if ln.startswith("wanmon: error:")]
+        assert len(lines) == 1 and "is locked by another process" in lines[0] and "fuser" in lines[0], r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run("check").returncode == 0
+    r = run("status", "--json")
+    assert json.loads(r.stdout)["last_cycle"]["id"] == 2

@@ -96,7 +96,9 @@ def sqlite_cause(exc: Exception, path: object = None) -> str:
     if name.startswith("SQLITE_READONLY") or "readonly database" in text:
         return f"{store} cannot be written: its file system is read-only, or user {user_name()} may not write it"
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
-        return f"{store} is locked by another process (a long backup or a stuck wanmon); try again later"
+        who = f"`fuser -v {path}` names it" if path else "`fuser -v` on the store file names it"
+        return (f"{store} is locked by another process for more than 10 s (a long transaction, a stuck tool; "
+                f"{who}); nothing was recorded by this run, try again once it lets go")
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or means_damage(text):
         return (f"{store} is damaged ({text}): run `wanmon store check`, then restore the last good backup "
                 "(README, 'Backup and restore')")
