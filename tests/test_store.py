@@ -302,6 +302,7 @@ mount -t tmpfs -o size=4m,mode=0755 tmpfs {mnt} || exit 97
 PYTHONPATH={REPO} {nobody} {py} status > {work}/nobody.out 2> {work}/nobody.err; echo $? > {work}/nobody.rc
 mount -o remount,ro {mnt} || exit 96
 {py} check > {work}/ro.out 2> {work}/ro.err; echo $? > {work}/ro.rc
+{py} -v check > /dev/null 2> {work}/ro-v.err || :
 """
         cp = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=work,
                             capture_output=True, text=True, timeout=180)
@@ -313,6 +314,8 @@ mount -o remount,ro {mnt} || exit 96
         err = (work / "ro.err").read_text()
         assert (work / "ro.rc").read_text().strip() == "1", err
         assert "read-only" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        err = (work / "ro-v.err").read_text()                    # -v: the traceback for whoever debugs it
+        assert "Traceback" in err and "read-only" in err.splitlines()[-1], err
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

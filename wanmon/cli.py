@@ -775,7 +775,7 @@ def main() -> None:
     except (sqlite3.Error, OSError) as exc:  # the machine, not a bug: one line that names the cause
         from wanmon.errors import means_damage, os_cause, sqlite_cause
 
-        logger.debug("the cause in full", exc_info=True)  # the traceback with -vv
+        logger.info("the cause in full", exc_info=True)  # the traceback with -v
         why = os_cause(exc) if isinstance(exc, OSError) else sqlite_cause(exc, _STORE_PATH[0])
         if isinstance(exc, sqlite3.DatabaseError) and _STORE_PATH[0] is not None and means_damage(str(exc)):
             from wanmon.store import mark_damaged
