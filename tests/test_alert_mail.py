@@ -82,7 +82,7 @@ def test_a_vietnamese_mail_is_vietnamese_throughout_with_durations_figures_and_t
             for words in ENGLISH_FROM_THE_ENGINE:
                 assert words not in body, (m.recipient, words, body)
     noc = next(m for m in compose(cfg, _all_kinds(), 10_000.0, figures) if m.recipient == "noc@x.example")
-    assert "sau 02:05 mất kết nối" in noc.text                        # the recovery's outage, 7,500 s
+    assert "sau 2 giờ 5 phút mất kết nối" in noc.text                        # the recovery's outage, 7,500 s
     assert "độ trễ 401,0 ms ≥ 300,0 ms" in noc.text and "mất gói 33 % ≥ 10 %" in noc.text
     assert "37 % thay đổi trạng thái" in noc.text
     assert "thời gian chạy 12 ngày 03:04 ở lần hỏi trước, nay 00:02" in noc.text
@@ -94,7 +94,7 @@ def test_an_english_mail_says_the_same_in_english(write_config):
     cfg = cfg_with(write_config, MINIMAL + '\n[page]\nlanguage = "en"\n')
     noc = next(m for m in compose(cfg, _all_kinds(), 10_000.0, {"tien-du-phat-tich": (401.0, 33.3)})
                if m.recipient == "noc@x.example")
-    assert "after 02:05 down" in noc.text and "RTT 401.0 ms ≥ 300.0 ms" in noc.text and "loss 33 % ≥ 10 %" in noc.text
+    assert "after 2 h 5 min down" in noc.text and "RTT 401.0 ms ≥ 300.0 ms" in noc.text and "loss 33 % ≥ 10 %" in noc.text
     assert "uptime 12 d 03:04 at the previous poll, now 00:02" in noc.text
     assert "mất kết nối" not in noc.text and "thay đổi" not in noc.text
 

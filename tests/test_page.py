@@ -566,7 +566,7 @@ def test_english_page(known):
 
 def test_formatting_units():
     """Numbers and times, Vietnamese and English (the page's Fmt)."""
-    from wanmon.page import Fmt
+    from wanmon.words import Fmt
 
     vi, en = Fmt("vi", ZoneInfo("Asia/Ho_Chi_Minh")), Fmt("en", ZoneInfo("Asia/Ho_Chi_Minh"))
     assert vi.pct(75.0) == "75,00%" and en.pct(75.0) == "75.00%"

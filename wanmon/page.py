@@ -16,8 +16,6 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,6 +26,8 @@ from wanmon.status import SEVERITY
 from wanmon.model import SiteState
 from wanmon.store import Store, damaged
 from wanmon.text import printable
+from wanmon.words import PAGE as TEXT
+from wanmon.words import Fmt
 
 logger = logging.getLogger(__name__)
 
@@ -35,62 +35,6 @@ WINDOWS = {"24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 SPARK_BUCKETS = 25  # hourly points: the last 24 whole hours and the current one
 LEVELS = ("province", "district", "commune")
 
-TEXT = {
-    "vi": {
-        "title": "Tình trạng mạng WAN tỉnh {province}",
-        "last_cycle": "Lần kiểm tra gần nhất", "age": "cách đây", "never": "chưa có dữ liệu",
-        "stale": "Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây {age}. Tác tử giám sát có thể đã ngừng chạy.",
-        "no_data": "Chưa có lần kiểm tra nào: hãy chạy `wanmon check`.",
-        "summary": "Tổng quan", "availability": "Tỷ lệ sẵn sàng theo cấp",
-        "up": "Hoạt động", "degraded": "Suy giảm", "down": "Mất kết nối", "unreachable": "Không tới được",
-        "unknown": "Chưa rõ",
-        "province": "Cơ quan cấp tỉnh", "district": "UBND cấp huyện", "commune": "UBND cấp xã",
-        "province_section": "Sở, ban, ngành và Trung tâm dữ liệu tỉnh",
-        "district_section": "{name}", "sites": "điểm", "site": "Điểm kết nối", "status": "Trạng thái",
-        "rtt": "Độ trễ", "loss": "Mất gói", "latency24": "Độ trễ 24 giờ", "uptime": "Sẵn sàng",
-        "since": "từ", "down_since": "Mất kết nối từ", "last_change": "Ở trạng thái này từ",
-        "unreachable_because": "Không tới được vì tuyến trên ({parent}) mất kết nối",
-        "device_uptime": "Thiết bị chạy", "last_reboot": "khởi động lại", "uplink": "Đường lên",
-        "snmp_silent": "không có phản hồi SNMP từ",
-        "incidents": "Sự cố gần đây", "no_incidents": "Không có thay đổi trạng thái nào.",
-        "filter": "Lọc theo tên hoặc mã…", "only_problems": "Chỉ hiện điểm có sự cố",
-        "gap": "không có dữ liệu", "definition": "Tỷ lệ sẵn sàng = thời gian kết nối được / thời gian có quan sát; "
-        "khoảng thời gian không có quan sát (tác tử không chạy) không tính là mất kết nối.",
-        "level": "Cấp", "window": "Khoảng", "generated": "Tạo lúc", "assumption": "",
-        "when": "Thời điểm", "change": "Thay đổi",
-        "mail_failed": "{n} thư cảnh báo không gửi được (7 ngày qua): xem `wanmon alerts`.",
-        "store_damaged": "Kho dữ liệu của wanmon bị hỏng (phát hiện lúc {when}): không ghi thêm dữ liệu cho đến khi "
-                         "khôi phục từ bản sao lưu. Trang này có thể đã cũ.",
-        "mail_retrying": "{n} thư cảnh báo đang chờ gửi lại (máy chủ thư chưa nhận).",
-    },
-    "en": {
-        "title": "{province} provincial WAN status",
-        "last_cycle": "Last check", "age": "ago", "never": "no data yet",
-        "stale": "Data is stale: the last check was {age} ago. The monitoring agent may have stopped.",
-        "no_data": "No check has run yet: run `wanmon check`.",
-        "summary": "Summary", "availability": "Availability by level",
-        "up": "Up", "degraded": "Degraded", "down": "Down", "unreachable": "Unreachable", "unknown": "Unknown",
-        "province": "Provincial agencies", "district": "District People's Committees",
-        "commune": "Commune People's Committees",
-        "province_section": "Provincial agencies and data centre",
-        "district_section": "{name}", "sites": "sites", "site": "Site", "status": "Status",
-        "rtt": "RTT", "loss": "Loss", "latency24": "Latency, 24 h", "uptime": "Availability",
-        "since": "since", "down_since": "Down since", "last_change": "In this state since",
-        "unreachable_because": "Unreachable because its uplink ({parent}) is down",
-        "device_uptime": "Device up", "last_reboot": "rebooted", "uplink": "Uplink",
-        "snmp_silent": "no SNMP answer since",
-        "incidents": "Recent incidents", "no_incidents": "No status change recorded.",
-        "filter": "Filter by name or id…", "only_problems": "Only sites with problems",
-        "gap": "no data", "definition": "Availability = time reachable / time observed; periods with no "
-        "observation (agent not running) are gaps, not downtime.",
-        "level": "Level", "window": "Window", "generated": "Generated", "assumption": "",
-        "when": "When", "change": "Change",
-        "mail_failed": "{n} alert email{s} could not be sent (last 7 days): see `wanmon alerts`.",
-        "store_damaged": "wanmon's store is damaged (found at {when}): nothing is recorded until it is restored "
-                         "from a backup. This page may be out of date.",
-        "mail_retrying": "{n} alert email{s} waiting to be sent again (the mail server has not taken them yet).",
-    },
-}
 STATUS_SYMBOL = {"up": "●", "degraded": "▲", "down": "✖", "unreachable": "⊘", "unknown": "?"}
 
 
@@ -245,57 +189,6 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         # SQLite found the store damaged: nothing is recorded until it is restored
         "store_damaged": damaged(store.path),
     }
-
-
-# ----------------------------------------------------------------------------
-# formatting (language and timezone)
-
-
-@dataclass(frozen=True)
-class Fmt:
-    lang: str
-    tz: ZoneInfo
-
-    def num(self, v: float | None, digits: int = 2, unit: str = "") -> str:
-        if v is None:
-            return "–"
-        s = f"{v:,.{digits}f}"
-        if self.lang == "vi":  # 1.234,56: dot for thousands, comma for decimals
-            s = s.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
-        return s + unit
-
-    def ms(self, v: float | None) -> str:
-        """RTT with the digits that matter: 0,023 ms on a LAN, 12,4 ms on a WAN, 1.250 ms when bad."""
-        if v is None:
-            return "–"
-        return self.num(v, 3 if v < 1 else 2 if v < 10 else 1 if v < 1000 else 0, " ms")
-
-    def pct(self, v: float | None) -> str:
-        return self.num(v, 2, "%")
-
-    def dt(self, ts: float | None) -> str:
-        if ts is None:
-            return "–"
-        d = datetime.fromtimestamp(ts, self.tz)
-        return d.strftime("%d/%m/%Y %H:%M") if self.lang == "vi" else d.strftime("%Y-%m-%d %H:%M")
-
-    def age(self, seconds: float | None) -> str:
-        if seconds is None:
-            return "–"
-        s = max(0, int(seconds))
-        units = (("ngày", "d", 86400), ("giờ", "h", 3600), ("phút", "min", 60))
-        for vi, en, size in units:
-            if s >= size:
-                return f"{s // size} {vi if self.lang == 'vi' else en}"
-        return f"{s} {'giây' if self.lang == 'vi' else 's'}"
-
-    def duration(self, seconds: float | None) -> str:
-        if seconds is None:
-            return "–"
-        d, rest = divmod(int(seconds), 86400)
-        h, m = rest // 3600, rest % 3600 // 60
-        day = "ngày" if self.lang == "vi" else "d"
-        return f"{d} {day} {h:02d}:{m:02d}" if d else f"{h:02d}:{m:02d}"
 
 
 def sparkline_svg(points: list[list], width: int = 144, height: int = 28) -> str:

@@ -15,58 +15,12 @@ from collections.abc import Sequence
 
 from wanmon.config import Config
 from wanmon.model import Mail, Notification
+from wanmon.words import MAIL as WORDS
+from wanmon.words import Fmt, degraded_why, outage
 
 KIND_ORDER = ("guard", "down", "unreachable", "degraded", "reminder", "flap_start", "reboot", "flap_end", "recovery",
               "guard_end")
-WORDS = {
-    "vi": {
-        "down": "mất kết nối", "unreachable": "không tới được do tuyến trên", "degraded": "suy giảm",
-        "recovery": "đã kết nối lại", "reminder": "vẫn mất kết nối", "flap_start": "chập chờn",
-        "flap_end": "hết chập chờn", "reboot": "thiết bị khởi động lại",
-        "guard": "tác tử giám sát có thể bị cô lập", "guard_end": "tác tử giám sát đã kết nối lại",
-        "site": "điểm", "since": "từ", "children": "Các điểm không tới được do sự cố này",
-        "intro": "Thông báo từ hệ thống giám sát mạng WAN tỉnh {province}.",
-        "guard_text": "Tuyến trên của chính tác tử giám sát không trả lời: có thể chính tác tử giám sát bị mất "
-                      "kết nối. Không gửi thông báo cho từng điểm cho đến khi tình trạng này kết thúc.",
-        "footer": "Thư tự động từ wanmon.", "footer_page": "Trang tình trạng:",
-        "outage": "sau {d} mất kết nối", "flap": "{pct} thay đổi trạng thái",
-        "rtt": "độ trễ {v} ≥ {t}", "loss": "mất gói {v} ≥ {t}",
-        "guard_detail": "tuyến trên không trả lời: {sites} ({silent}/{upstream}); {failing}/{total} điểm lỗi, "
-                        "{roots} nguyên nhân gốc",
-        "guard_end_detail": "tuyến trên trả lời lại; {failing}/{total} điểm đang lỗi",
-        "reboot_detail": "thời gian chạy {was} ở lần hỏi trước, nay {now}",
-        "test_subject": "[wanmon] Thư kiểm tra", "test_body": "Thư kiểm tra từ wanmon: cấu hình [smtp] hoạt động.",
-        "damage_subject": "[wanmon] Kho dữ liệu bị hỏng: đã dừng ghi",
-        "damage_text": "Kho dữ liệu của wanmon ({path}) được phát hiện bị hỏng lúc {when}. Từ đó wanmon không ghi "
-                       "gì vào kho: các chu kỳ giám sát không được lưu và không có thư cảnh báo cho đến khi kho "
-                       "được khôi phục từ bản sao lưu và lệnh `wanmon store check` đạt (README, mục 'Backup and "
-                       "restore').",
-        "damage_findings": "SQLite báo:",
-    },
-    "en": {
-        "down": "down", "unreachable": "unreachable (upstream outage)", "degraded": "degraded",
-        "recovery": "recovered", "reminder": "still down", "flap_start": "flapping", "flap_end": "stopped flapping",
-        "reboot": "device rebooted", "guard": "the monitoring agent may be cut off",
-        "guard_end": "the monitoring agent is connected again",
-        "site": "site", "since": "since", "children": "Sites unreachable because of this outage",
-        "intro": "Notification from the {province} provincial WAN monitor.",
-        "guard_text": "The monitoring agent's own upstream does not answer: the agent itself may be cut off. "
-                      "Per-site notifications are held until this ends.",
-        "footer": "Automatic mail from wanmon.", "footer_page": "Status page:",
-        "outage": "after {d} down", "flap": "{pct} state changes",
-        "rtt": "RTT {v} ≥ {t}", "loss": "loss {v} ≥ {t}",
-        "guard_detail": "upstream not answering: {sites} ({silent}/{upstream}); {failing}/{total} sites failing, "
-                        "{roots} root cause(s)",
-        "guard_end_detail": "upstream answers again; {failing}/{total} sites failing",
-        "reboot_detail": "uptime {was} at the previous poll, now {now}",
-        "test_subject": "[wanmon] Test message", "test_body": "Test message from wanmon: the [smtp] settings work.",
-        "damage_subject": "[wanmon] The store is damaged: writes stopped",
-        "damage_text": "wanmon's store ({path}) was found damaged at {when}. Since then wanmon writes nothing to "
-                       "it: monitoring cycles are not recorded and no alert mail is sent until the store is "
-                       "restored from a backup and `wanmon store check` passes (README, 'Backup and restore').",
-        "damage_findings": "SQLite says:",
-    },
-}
+
 
 
 _CTRL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
@@ -118,17 +72,12 @@ def detail(n: Notification, lang: str, fmt, now: float, names: dict[str, str],
     `detail` is for the logs)."""
     w = WORDS[lang]
     if n.kind == "recovery" and n.since is not None:
-        return w["outage"].format(d=fmt.duration(max(0.0, n.ts - n.since)))
+        return outage(fmt, max(0.0, n.ts - n.since))
     if n.kind in ("flap_start", "flap_end") and n.value is not None:
         return w["flap"].format(pct=fmt.num(n.value, 0, " %"))
     if n.kind == "degraded":
         rtt, loss = figures.get(n.site_id or "", (None, None))
-        parts = []
-        if rtt is not None and rtt >= thresholds.degraded_rtt_ms:
-            parts.append(w["rtt"].format(v=fmt.ms(rtt), t=fmt.ms(thresholds.degraded_rtt_ms)))
-        if loss is not None and loss >= thresholds.degraded_loss_pct:
-            parts.append(w["loss"].format(v=fmt.num(loss, 0, " %"), t=fmt.num(thresholds.degraded_loss_pct, 0, " %")))
-        return ", ".join(parts)
+        return degraded_why(fmt, rtt, loss, thresholds)
     if n.kind == "guard" and len(n.counts) == 5:
         silent, upstream, failing, total, roots = n.counts
         return w["guard_detail"].format(sites=", ".join(f"{names.get(c, c)} ({c})" for c in n.children[:5]),
@@ -156,7 +105,6 @@ def compose(cfg: Config, notes: Sequence[Notification], now: float | None = None
         for r in recipients_for(n, cfg, admins):
             per.setdefault(r, {})[n] = None
     env_txt, env_html = _envs(cfg)
-    from wanmon.page import Fmt
     from zoneinfo import ZoneInfo
 
     fmt = Fmt(lang, ZoneInfo(cfg.page.timezone))
@@ -185,7 +133,6 @@ def damage_mails(cfg: Config, path, marker: dict, now: float) -> list[Mail]:
     from html import escape
     from zoneinfo import ZoneInfo
 
-    from wanmon.page import Fmt
     from wanmon.text import printable
 
     lang = cfg.page.language

@@ -1,0 +1,237 @@
+"""The words of the status page and of the alert mails, Vietnamese and English, in one place.
+
+PAGE is the page's text, MAIL the mails'; what both say about a problem (its cause,
+its figures against the thresholds, how long it lasted) comes from the functions at
+the end, so a mail and the page never word the same outage two ways. Fmt formats
+numbers, times and durations in a language and a time zone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+
+PAGE = {
+    "vi": {
+        "title": "Tình trạng mạng WAN tỉnh {province}",
+        "last_cycle": "Lần kiểm tra gần nhất", "age": "cách đây", "never": "chưa có dữ liệu",
+        "stale": "Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây {age}. Tác tử giám sát có thể đã ngừng chạy.",
+        "no_data": "Chưa có lần kiểm tra nào: hãy chạy `wanmon check`.",
+        "summary": "Tổng quan", "availability": "Tỷ lệ sẵn sàng theo cấp",
+        "up": "Hoạt động", "degraded": "Suy giảm", "down": "Mất kết nối", "unreachable": "Không tới được",
+        "unknown": "Chưa rõ",
+        "province": "Cơ quan cấp tỉnh", "district": "UBND cấp huyện", "commune": "UBND cấp xã",
+        "province_section": "Sở, ban, ngành và Trung tâm dữ liệu tỉnh",
+        "district_section": "{name}", "sites": "điểm", "site": "Điểm kết nối", "status": "Trạng thái",
+        "rtt": "Độ trễ", "loss": "Mất gói", "latency24": "Độ trễ 24 giờ", "uptime": "Sẵn sàng",
+        "since": "từ", "down_since": "Mất kết nối từ", "last_change": "Ở trạng thái này từ",
+        "unreachable_because": "Không tới được vì tuyến trên ({parent}) mất kết nối",
+        "device_uptime": "Thiết bị chạy", "last_reboot": "khởi động lại", "uplink": "Đường lên",
+        "snmp_silent": "không có phản hồi SNMP từ",
+        "incidents": "Sự cố gần đây", "no_incidents": "Không có thay đổi trạng thái nào.",
+        "filter": "Lọc theo tên hoặc mã…", "only_problems": "Chỉ hiện điểm có sự cố",
+        "gap": "không có dữ liệu", "definition": "Tỷ lệ sẵn sàng = thời gian kết nối được / thời gian có quan sát; "
+        "khoảng thời gian không có quan sát (tác tử không chạy) không tính là mất kết nối.",
+        "level": "Cấp", "window": "Khoảng", "generated": "Tạo lúc", "assumption": "",
+        "when": "Thời điểm", "change": "Thay đổi",
+        "mail_failed": "{n} thư cảnh báo không gửi được (7 ngày qua): xem `wanmon alerts`.",
+        "store_damaged": "Kho dữ liệu của wanmon bị hỏng (phát hiện lúc {when}): không ghi thêm dữ liệu cho đến khi "
+                         "khôi phục từ bản sao lưu. Trang này có thể đã cũ.",
+        "mail_retrying": "{n} thư cảnh báo đang chờ gửi lại (máy chủ thư chưa nhận).",
+    },
+    "en": {
+        "title": "{province} provincial WAN status",
+        "last_cycle": "Last check", "age": "ago", "never": "no data yet",
+        "stale": "Data is stale: the last check was {age} ago. The monitoring agent may have stopped.",
+        "no_data": "No check has run yet: run `wanmon check`.",
+        "summary": "Summary", "availability": "Availability by level",
+        "up": "Up", "degraded": "Degraded", "down": "Down", "unreachable": "Unreachable", "unknown": "Unknown",
+        "province": "Provincial agencies", "district": "District People's Committees",
+        "commune": "Commune People's Committees",
+        "province_section": "Provincial agencies and data centre",
+        "district_section": "{name}", "sites": "sites", "site": "Site", "status": "Status",
+        "rtt": "RTT", "loss": "Loss", "latency24": "Latency, 24 h", "uptime": "Availability",
+        "since": "since", "down_since": "Down since", "last_change": "In this state since",
+        "unreachable_because": "Unreachable because its uplink ({parent}) is down",
+        "device_uptime": "Device up", "last_reboot": "rebooted", "uplink": "Uplink",
+        "snmp_silent": "no SNMP answer since",
+        "incidents": "Recent incidents", "no_incidents": "No status change recorded.",
+        "filter": "Filter by name or id…", "only_problems": "Only sites with problems",
+        "gap": "no data", "definition": "Availability = time reachable / time observed; periods with no "
+        "observation (agent not running) are gaps, not downtime.",
+        "level": "Level", "window": "Window", "generated": "Generated", "assumption": "",
+        "when": "When", "change": "Change",
+        "mail_failed": "{n} alert email{s} could not be sent (last 7 days): see `wanmon alerts`.",
+        "store_damaged": "wanmon's store is damaged (found at {when}): nothing is recorded until it is restored "
+                         "from a backup. This page may be out of date.",
+        "mail_retrying": "{n} alert email{s} waiting to be sent again (the mail server has not taken them yet).",
+    },
+}
+
+
+MAIL = {
+    "vi": {
+        "down": "mất kết nối", "unreachable": "không tới được do tuyến trên", "degraded": "suy giảm",
+        "recovery": "đã kết nối lại", "reminder": "vẫn mất kết nối", "flap_start": "chập chờn",
+        "flap_end": "hết chập chờn", "reboot": "thiết bị khởi động lại",
+        "guard": "tác tử giám sát có thể bị cô lập", "guard_end": "tác tử giám sát đã kết nối lại",
+        "site": "điểm", "since": "từ", "children": "Các điểm không tới được do sự cố này",
+        "intro": "Thông báo từ hệ thống giám sát mạng WAN tỉnh {province}.",
+        "guard_text": "Tuyến trên của chính tác tử giám sát không trả lời: có thể chính tác tử giám sát bị mất "
+                      "kết nối. Không gửi thông báo cho từng điểm cho đến khi tình trạng này kết thúc.",
+        "footer": "Thư tự động từ wanmon.", "footer_page": "Trang tình trạng:",
+        "flap": "{pct} thay đổi trạng thái",
+        "guard_detail": "tuyến trên không trả lời: {sites} ({silent}/{upstream}); {failing}/{total} điểm lỗi, "
+                        "{roots} nguyên nhân gốc",
+        "guard_end_detail": "tuyến trên trả lời lại; {failing}/{total} điểm đang lỗi",
+        "reboot_detail": "thời gian chạy {was} ở lần hỏi trước, nay {now}",
+        "test_subject": "[wanmon] Thư kiểm tra", "test_body": "Thư kiểm tra từ wanmon: cấu hình [smtp] hoạt động.",
+        "damage_subject": "[wanmon] Kho dữ liệu bị hỏng: đã dừng ghi",
+        "damage_text": "Kho dữ liệu của wanmon ({path}) được phát hiện bị hỏng lúc {when}. Từ đó wanmon không ghi "
+                       "gì vào kho: các chu kỳ giám sát không được lưu và không có thư cảnh báo cho đến khi kho "
+                       "được khôi phục từ bản sao lưu và lệnh `wanmon store check` đạt (README, mục 'Backup and "
+                       "restore').",
+        "damage_findings": "SQLite báo:",
+    },
+    "en": {
+        "down": "down", "unreachable": "unreachable (upstream outage)", "degraded": "degraded",
+        "recovery": "recovered", "reminder": "still down", "flap_start": "flapping", "flap_end": "stopped flapping",
+        "reboot": "device rebooted", "guard": "the monitoring agent may be cut off",
+        "guard_end": "the monitoring agent is connected again",
+        "site": "site", "since": "since", "children": "Sites unreachable because of this outage",
+        "intro": "Notification from the {province} provincial WAN monitor.",
+        "guard_text": "The monitoring agent's own upstream does not answer: the agent itself may be cut off. "
+                      "Per-site notifications are held until this ends.",
+        "footer": "Automatic mail from wanmon.", "footer_page": "Status page:",
+        "flap": "{pct} state changes",
+        "guard_detail": "upstream not answering: {sites} ({silent}/{upstream}); {failing}/{total} sites failing, "
+                        "{roots} root cause(s)",
+        "guard_end_detail": "upstream answers again; {failing}/{total} sites failing",
+        "reboot_detail": "uptime {was} at the previous poll, now {now}",
+        "test_subject": "[wanmon] Test message", "test_body": "Test message from wanmon: the [smtp] settings work.",
+        "damage_subject": "[wanmon] The store is damaged: writes stopped",
+        "damage_text": "wanmon's store ({path}) was found damaged at {when}. Since then wanmon writes nothing to "
+                       "it: monitoring cycles are not recorded and no alert mail is sent until the store is "
+                       "restored from a backup and `wanmon store check` passes (README, 'Backup and restore').",
+        "damage_findings": "SQLite says:",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Fmt:
+    lang: str
+    tz: ZoneInfo
+
+    def num(self, v: float | None, digits: int = 2, unit: str = "") -> str:
+        if v is None:
+            return "–"
+        s = f"{v:,.{digits}f}"
+        if self.lang == "vi":  # 1.234,56: dot for thousands, comma for decimals
+            s = s.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
+        return s + unit
+
+    def ms(self, v: float | None) -> str:
+        """RTT with the digits that matter: 0,023 ms on a LAN, 12,4 ms on a WAN, 1.250 ms when bad."""
+        if v is None:
+            return "–"
+        return self.num(v, 3 if v < 1 else 2 if v < 10 else 1 if v < 1000 else 0, " ms")
+
+    def pct(self, v: float | None) -> str:
+        return self.num(v, 2, "%")
+
+    def dt(self, ts: float | None) -> str:
+        if ts is None:
+            return "–"
+        d = datetime.fromtimestamp(ts, self.tz)
+        return d.strftime("%d/%m/%Y %H:%M") if self.lang == "vi" else d.strftime("%Y-%m-%d %H:%M")
+
+    def age(self, seconds: float | None) -> str:
+        if seconds is None:
+            return "–"
+        s = max(0, int(seconds))
+        units = (("ngày", "d", 86400), ("giờ", "h", 3600), ("phút", "min", 60))
+        for vi, en, size in units:
+            if s >= size:
+                return f"{s // size} {vi if self.lang == 'vi' else en}"
+        return f"{s} {'giây' if self.lang == 'vi' else 's'}"
+
+    def duration(self, seconds: float | None) -> str:
+        if seconds is None:
+            return "–"
+        d, rest = divmod(int(seconds), 86400)
+        h, m = rest // 3600, rest % 3600 // 60
+        day = "ngày" if self.lang == "vi" else "d"
+        return f"{d} {day} {h:02d}:{m:02d}" if d else f"{h:02d}:{m:02d}"
+
+    def span(self, seconds: float | None) -> str:
+        """How long something lasted, in words: 45 phút, 2 giờ 5 phút, 3 ngày 4 giờ (the page's
+        problems and incidents, the mails' outages)."""
+        if seconds is None:
+            return "–"
+        s = max(0, int(seconds))
+        vi = self.lang == "vi"
+        d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
+        day, hour, minute = ("ngày", "giờ", "phút") if vi else ("d", "h", "min")
+        if d:
+            return f"{d} {day} {h} {hour}" if h else f"{d} {day}"
+        if h:
+            return f"{h} {hour} {m} {minute}" if m else f"{h} {hour}"
+        return f"{m} {minute}" if m else f"<1 {minute}"
+
+
+# -- what the page and the mails both say about a problem ----------------------
+
+CAUSE = {
+    "vi": {
+        "down": "{name} mất kết nối từ {since} ({span})",
+        "unreachable_n": "{n} {what} không tới được",
+        "what": {"commune": "xã", "district": "huyện", "province": "cơ quan", "": "điểm"},
+        "rtt": "độ trễ {v} ≥ {t}", "loss": "mất gói {v} ≥ {t}",
+        "outage": "sau {d} mất kết nối", "ongoing": "đang diễn ra",
+        "flapping": "chập chờn", "maintenance": "đang bảo trì",
+        "snmp_silent": "không có phản hồi SNMP từ {since}", "rebooted": "thiết bị khởi động lại lúc {when}",
+        "all_ok": "Tất cả {n} điểm đều hoạt động bình thường.",
+    },
+    "en": {
+        "down": "{name} down since {since} ({span})",
+        "unreachable_n": "{n} {what} unreachable",
+        "what": {"commune": "communes", "district": "districts", "province": "agencies", "": "sites"},
+        "rtt": "RTT {v} ≥ {t}", "loss": "loss {v} ≥ {t}",
+        "outage": "after {d} down", "ongoing": "ongoing",
+        "flapping": "flapping", "maintenance": "in maintenance",
+        "snmp_silent": "no SNMP answer since {since}", "rebooted": "device rebooted at {when}",
+        "all_ok": "All {n} sites are up.",
+    },
+}
+
+
+def degraded_why(fmt: Fmt, rtt_ms: float | None, loss_pct: float | None, thresholds) -> str:
+    """Which threshold a degraded site crossed, with its figure: "độ trễ 401,0 ms ≥ 300,0 ms"."""
+    c = CAUSE[fmt.lang]
+    parts = []
+    if rtt_ms is not None and rtt_ms >= thresholds.degraded_rtt_ms:
+        parts.append(c["rtt"].format(v=fmt.ms(rtt_ms), t=fmt.ms(thresholds.degraded_rtt_ms)))
+    if loss_pct is not None and loss_pct >= thresholds.degraded_loss_pct:
+        parts.append(c["loss"].format(v=fmt.num(loss_pct, 0, " %"), t=fmt.num(thresholds.degraded_loss_pct, 0, " %")))
+    return ", ".join(parts)
+
+
+def outage(fmt: Fmt, seconds: float) -> str:
+    """A recovery's outage: "sau 2 giờ 5 phút mất kết nối"."""
+    return CAUSE[fmt.lang]["outage"].format(d=fmt.span(seconds))
+
+
+def down_since(fmt: Fmt, name: str, since: float, now: float) -> str:
+    """A root cause on the page: "UBND huyện Gia Bình mất kết nối từ 08:15 (2 giờ 5 phút)"."""
+    return CAUSE[fmt.lang]["down"].format(name=name, since=fmt.dt(since), span=fmt.span(now - since))
+
+
+def unreachable_count(lang: str, levels: list[str]) -> str:
+    """ "14 xã không tới được" (all communes), "3 điểm không tới được" (a mix)."""
+    c = CAUSE[lang]
+    kinds = set(levels)
+    what = c["what"][kinds.pop()] if len(kinds) == 1 else c["what"][""]
+    return c["unreachable_n"].format(n=len(levels), what=what)
