@@ -212,7 +212,7 @@ def cards(soup) -> dict[str, int]:
 def groups(soup):
     """[(summary text, [row ids])] for every <details> group, in page order."""
     return [(d.find("summary").get_text(" ", strip=True), [row_id(tr) for tr in d.select("tr.site")])
-            for d in soup.select("main details")]
+            for d in soup.select("main details.group")]
 
 
 def group_name(details) -> str:
@@ -252,7 +252,9 @@ def test_check_writes_page_with_all_177_sites_once(checked177):
     names = {row_id(tr): tr.select_one("div.name").get_text() for tr in soup.select("tr.site")}
     assert names == {s["id"]: s["name"] for s in raw["sites"]}
     assert soup.html["lang"] == "vi"
-    assert soup.find("meta", attrs={"http-equiv": "refresh"})["content"] == "60"
+    # no <meta refresh> (it threw away the filter and the open groups): the script reloads, keeping them
+    assert soup.find("meta", attrs={"http-equiv": "refresh"}) is None
+    assert soup.find(id="refresh-note").get_text() == "Trang tự cập nhật mỗi 60 giây."
     assert soup.title.get_text() == "Tình trạng mạng WAN tỉnh Bắc Ninh"
     assert not soup.select(".banner")  # fresh data: no stale banner
 
@@ -284,6 +286,43 @@ def test_grouping_province_then_8_districts_with_their_communes(checked177):
         assert by_id[ubnd]["parent"] == "dc-core"
     total = sum(len(ids) for _, ids in got)
     assert total == 177
+
+
+def test_nothing_wrong_is_one_line_and_every_group_closed(checked177):
+    soup, data = checked177["soup"], checked177["data"]
+    assert data["problems"] == [] and data["counts"]["up"] == 177
+    now = soup.select_one("section#now")
+    assert now.select_one("p.allok").get_text(" ", strip=True) == "● Hoạt động Tất cả 177 điểm đều hoạt động bình thường."
+    assert not now.select("ul.causes")
+    groups_ = soup.select("details.group")
+    assert len(groups_) == 9 and not any(d.has_attr("open") for d in groups_)  # the province group too
+    # the summary cards are links to the list filtered by their status
+    assert [a["href"] for a in soup.select(".cards a.card")] == ["#st=up", "#st=degraded", "#st=down",
+                                                                  "#st=unreachable", "#st=unknown"]
+
+
+def test_partial_district_badge_degraded_figures_and_snmp_line(tmp_path):
+    """Communes with problems under a router that is up: the district's badge says 'n/m xã'
+    (not the router's red); a degraded site says which threshold; an up site whose agent is
+    silent gets a quieter line."""
+    cfg = write_config(tmp_path, SMALL)
+    t0 = time.time() - 300
+    silent = DeviceState(site_id=D2, status="timeout", reason="timeout", last_poll_ts=t0 + 120, last_ok_ts=t0 - 600,
+                         sys_name="r", fail_streak=3, fail_since=t0 - 60)
+    record(cfg, [(t0 + 60 * i, {C3: "down", C1: "degraded"}) for i in range(3)],
+           snmp_last=[SnmpOutcome(device=silent, interfaces=None, events=[])])
+    soup, data, _ = render(cfg, tmp_path / "out")
+    kinds = [(p["kind"], p["site"]) for p in data["problems"]]
+    assert kinds == [("down", C3), ("degraded", C1), ("snmp", D2)], kinds
+    causes = [li.get_text(" ", strip=True) for li in soup.select("ul.causes > li")]
+    assert causes[0].startswith("✖ Mất kết nối UBND phường Đông Ngàn mất kết nối từ ") and causes[0].endswith("· Từ Sơn")
+    assert causes[1] == "▲ Suy giảm UBND xã Phật Tích mất gói 33 % ≥ 10 % · Tiên Du", causes
+    (quiet,) = [li.get_text(" ", strip=True) for li in soup.select("ul.quiet li")]
+    assert quiet == f"UBND thị xã Từ Sơn (tu-son) : không có phản hồi SNMP từ {vn_time(t0 - 60)}", quiet
+    badges = {group_name(d): d.select_one("summary .badge").get_text(" ", strip=True) for d in soup.select("details.district")}
+    assert badges == {"Tiên Du": "◐ 1/2 xã có sự cố", "Từ Sơn": "◐ 1/1 xã có sự cố"}, badges
+    assert all(d.has_attr("open") for d in soup.select("details.district"))
+    assert not soup.select_one("details#g-province").has_attr("open")  # all up: closed
 
 
 def test_summary_counts_match_rows_and_json(checked177):
@@ -460,7 +499,8 @@ def history(now: float):
 
     blocks += block(a0, rule_a)
     blocks += block(b0, rule_b)
-    return blocks, {"end": end, "b0": b0, "a0": a0, "down_since": b0 + 57 * 60, "c3_up_since": b0 + 30 * 60}
+    return blocks, {"end": end, "b0": b0, "a0": a0, "down_since": b0 + 57 * 60, "c3_up_since": b0 + 30 * 60,
+                    "c0": now - 3 * 86400, "d0": now - 10 * 86400}
 
 
 @pytest.fixture(scope="module")
@@ -537,11 +577,56 @@ def test_down_for_3_cycles_shows_since_and_children_unreachable(known):
     assert tien_du.select_one("summary .badge").get_text(" ", strip=True) == "✖ Mất kết nối"
     # a site back up shows when it last changed
     assert f"Ở trạng thái này từ: {vn_time(marks['c3_up_since'])}" in rows[C3].get_text(" ", strip=True)
-    # incident log: newest first, in words
+    # incident log: one line per root cause, newest first: the ongoing outage of D1 with the
+    # 2 communes it cuts off; C1 and C2 have no line of their own for it
     first = soup.select("table.incidents tbody tr")[0]
     cells = [td.get_text(" ", strip=True) for td in first.find_all("td")]
-    assert cells[0] == vn_time(since)
-    assert cells[2] in ("Hoạt động → Mất kết nối", "Hoạt động → Không tới được")
+    assert cells[0] == vn_time(since) and cells[1] == "đang diễn ra", cells
+    assert re.fullmatch(r"\d+ phút", cells[2]) and "UBND huyện Tiên Du" in cells[3] and D1 in cells[3], cells
+    assert cells[4] == "Tiên Du" and cells[5] == "2 điểm không tới được", cells
+    inc = data["incidents"]
+    assert inc[0]["site"] == D1 and inc[0]["end"] is None and inc[0]["unreachable"] == 2
+    assert not any(i["site"] in (C1, C2) and i["start"] == pytest.approx(since) for i in inc)
+
+
+def test_now_section_one_entry_per_root_cause_first_on_the_page(known):
+    """D1 down with its 2 communes: one entry, first in <main>, that names the communes it cuts off."""
+    soup, data, marks = known["vi"]["soup"], known["vi"]["data"], known["marks"]
+    assert [(p["kind"], p["site"], p["unreachable"]) for p in data["problems"]] == [("down", D1, [C1, C2])]
+    now = soup.select_one("main section#now")
+    assert soup.select_one("main").find(["section", "h2", "details", "table"]) is now  # before anything else
+    (entry,) = now.select("ul.causes > li")
+    text = entry.find("summary").get_text(" ", strip=True)
+    assert re.fullmatch(rf"✖ Mất kết nối UBND huyện Tiên Du mất kết nối từ {re.escape(vn_time(marks['down_since']))} "
+                        r"\(\d+ phút\) — 2 xã không tới được · Tiên Du", text), text
+    assert [li.get_text(" ", strip=True) for li in entry.select(".children li")] == \
+        ["UBND xã Phật Tích tien-du-phat-tich", "UBND xã Liên Bão tien-du-lien-bao"]
+
+
+def test_incidents_are_one_line_per_root_cause_equal_to_a_hand_computation(known):
+    """From the table above: root causes only (an unreachable period is counted under its
+    cause), newest first, ongoing first; P's outage began before the 30 days (start unknown)."""
+    data, m = known["vi"]["data"], known["marks"]
+    got = [(i["site"], i["kind"], i["start"], i["end"], i["unreachable"], i["district"]) for i in data["incidents"]]
+    a0, b0, c0, d0 = m["a0"], m["b0"], m["c0"], m["d0"]
+    want = [
+        (D1, "down", b0 + 57 * 60, None, 2, "Tiên Du"),
+        (C3, "down", b0, b0 + 30 * 60, 0, "Từ Sơn"),
+        (C1, "down", a0 + 40 * 60, a0 + 50 * 60, 0, "Tiên Du"),
+        (D2, "degraded", a0, a0 + 30 * 60, 0, "Từ Sơn"),
+        (D1, "down", a0 + 10 * 60, a0 + 25 * 60, 2, "Tiên Du"),
+        (D2, "down", c0, c0 + 20 * 60, 1, "Từ Sơn"),
+        (P, "down", None, d0 + 30 * 60, 5, None),
+    ]
+    assert len(got) == len(want), got
+    for g, w in zip(got, want):
+        assert g[:2] == w[:2] and g[4:] == w[4:], (g, w)
+        for x, y in zip(g[2:4], w[2:4]):
+            assert (x is None and y is None) or x == pytest.approx(y), (g, w)
+    rows = [[td.get_text(" ", strip=True) for td in tr.find_all("td")] for tr in
+            known["vi"]["soup"].select("table.incidents tbody tr")]
+    assert rows[1][:3] == [vn_time(b0), vn_time(b0 + 30 * 60), "30 phút"]
+    assert rows[6][0] == "–" and rows[6][5] == "5 điểm không tới được"
 
 
 def test_english_page(known):
@@ -614,7 +699,8 @@ def test_stale_follows_refresh_s(tmp_path):
     assert not soup.select(".banner") and data["stale"] is False
     soup, data, _ = _stale_case(tmp_path / "b", last_age_s=100, refresh_s=20)  # 100 s > 60 s
     assert soup.select(".banner") and data["stale"] is True
-    assert soup.find("meta", attrs={"http-equiv": "refresh"})["content"] == "20"
+    assert soup.find("meta", attrs={"http-equiv": "refresh"}) is None
+    assert soup.find(id="refresh-note").get_text() == "Trang tự cập nhật mỗi 20 giây."
 
 
 def test_no_cycle_yet_says_what_to_do(tmp_path):
@@ -685,9 +771,14 @@ def test_hostile_names_are_literal_text(tmp_path):
     assert data["sites"]["dc-core"]["snmp"]["sys_name"] == SCRIPT
     assert data["sites"]["tien-du-lien-bao"]["snmp"]["uplink"] == SSTI
     # the incident log names them too
-    inc = {td.get_text() for tr in soup.select("table.incidents tbody tr") for td in tr.find_all("td")[1:2]}
-    assert any(t.startswith(SCRIPT) for t in inc) and any(t.startswith(IMG) for t in inc)
-    assert {i["site_name"] for i in data["incidents"]} >= {SCRIPT, IMG}
+    inc = {td.get_text(" ", strip=True) for tr in soup.select("table.incidents tbody tr") for td in tr.find_all("td")[3:4]}
+    assert any(SCRIPT in t for t in inc) and any(IMG in t for t in inc), inc
+    assert {data["sites"][i["site"]]["name"] for i in data["incidents"]} >= {SCRIPT, IMG}
+    # and the "now" section: the down root and the sites it cuts off, as text
+    now = soup.select_one("section#now")
+    names = {n.get_text() for n in now.select(".cause-name")} | {li.get_text(" ", strip=True) for li in now.select(".children li")}
+    assert any(IMG == n or n.startswith(IMG) for n in names), names
+    assert not now.select("img, script, iframe, [onerror]")
     # and the raw JSON file round-trips them exactly
     text = (tmp_path / "out" / "status.json").read_text(encoding="utf-8")
     assert json.loads(text)["sites"]["tien-du-phat-tich"]["name"] == SSTI

@@ -103,6 +103,12 @@ def open_page(browser, site):
         c.close()
 
 
+def fill(page, text: str) -> None:
+    """Type into the filter box and wait until the (debounced) filter has applied it."""
+    page.fill("#filter", text)
+    page.wait_for_function("t => document.getElementById('tools').getAttribute('data-applied') === t", arg=text)
+
+
 def expected(site, pred) -> set[str]:
     return {sid for sid, s in site["data"]["sites"].items() if pred(s)}
 
@@ -133,28 +139,28 @@ def test_hostile_names_do_not_execute(open_page, site):
 
 def test_filter_box_hides_non_matching_sites(open_page, site):
     page, _ = open_page(viewport={"width": 1366, "height": 768})
-    page.fill("#filter", "tien-du")
+    fill(page, "tien-du")
     want = expected(site, lambda s: "tien-du" in f"{s['id']} {s['name']} {s['address']}".lower())
     assert len(want) == 16
     assert set(page.evaluate(VISIBLE_ROWS)) == want
     assert page.locator("details.group:visible").count() == 1
 
-    page.fill("#filter", "LIÊN BÃO")  # case-insensitive, Vietnamese letters
+    fill(page, "LIÊN BÃO")  # case-insensitive, Vietnamese letters
     assert page.evaluate(VISIBLE_ROWS) == ["tien-du-lien-bao"]
 
     # the same words with decomposed tone marks (NFD), as some Vietnamese keyboards type them
-    page.fill("#filter", unicodedata.normalize("NFD", "Liên Bão"))
+    fill(page, unicodedata.normalize("NFD", "Liên Bão"))
     assert page.evaluate(VISIBLE_ROWS) == ["tien-du-lien-bao"]
 
-    page.fill("#filter", "127.10.3.1")  # by address too
+    fill(page, "127.10.3.1")  # by address too
     want = expected(site, lambda s: "127.10.3.1" in s["address"])
     assert set(page.evaluate(VISIBLE_ROWS)) == want and len(want) >= 1
 
-    page.fill("#filter", "khong-co-diem-nao")
+    fill(page, "khong-co-diem-nao")
     assert page.evaluate(VISIBLE_ROWS) == []
     assert page.locator("details.group:visible").count() == 0
 
-    page.fill("#filter", "")
+    fill(page, "")
     assert page.evaluate("document.querySelectorAll('tr.site[hidden], details.group[hidden]').length") == 0
 
 
@@ -166,9 +172,9 @@ def test_only_problems_leaves_non_up_sites(open_page, site):
     assert len(want) == counts["down"] + counts["unreachable"] + counts["degraded"] + counts["unknown"]
     assert {site["data"]["sites"][i]["status"] for i in want} == {"down", "unreachable", "degraded"}
     assert set(page.evaluate(VISIBLE_ROWS)) == want
-    page.fill("#filter", "que-vo")
+    fill(page, "que-vo")
     assert set(page.evaluate(VISIBLE_ROWS)) == {i for i in want if i.startswith("que-vo")} != set()
-    page.fill("#filter", "")
+    fill(page, "")
     page.uncheck("#problems")
     assert page.evaluate("document.querySelectorAll('tr.site[hidden], details.group[hidden]').length") == 0
 

@@ -22,12 +22,13 @@ from zoneinfo import ZoneInfo
 
 from wanmon.config import Config
 from wanmon.inventory import Inventory
-from wanmon.status import SEVERITY
+from wanmon.alerts.maintenance import sites_in_maintenance
+from wanmon.status import PROBLEMS, SEVERITY
 from wanmon.model import SiteState
 from wanmon.store import Store, damaged
 from wanmon.text import printable
 from wanmon.words import PAGE as TEXT
-from wanmon.words import Fmt
+from wanmon.words import CAUSE, Fmt, degraded_why, since_text, unreachable_count
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ WINDOWS = {"24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 SPARK_BUCKETS = 25  # hourly points: the last 24 whole hours and the current one
 LEVELS = ("province", "district", "commune")
 
-STATUS_SYMBOL = {"up": "●", "degraded": "▲", "down": "✖", "unreachable": "⊘", "unknown": "?"}
+STATUS_SYMBOL = {"up": "●", "degraded": "▲", "down": "✖", "unreachable": "⊘", "unknown": "?", "partial": "◐"}
 
 
 # ----------------------------------------------------------------------------
@@ -88,6 +89,130 @@ def _sparklines(store: Store, now: float) -> dict[str, list[tuple]]:
     return out
 
 
+LEVEL_ORDER = {lv: i for i, lv in enumerate(LEVELS)}
+INCIDENT_DAYS = 30
+INCIDENTS_MAX = 500  # the newest root causes kept in status.json; the page shows INCIDENTS_SHOWN
+INCIDENTS_SHOWN = 200
+
+
+def _root_of(sid: str, sites: dict[str, dict[str, Any]]) -> str | None:
+    """The down site an unreachable site is unreachable through: its nearest ancestor that is down."""
+    seen = 0
+    p = sites[sid]["parent"]
+    while p and p in sites and seen < 64:
+        if sites[p]["status"] == "down":
+            return p
+        if sites[p]["status"] != "unreachable":
+            return None
+        p, seen = sites[p]["parent"], seen + 1
+    return None
+
+
+def _problems(sites: dict[str, dict[str, Any]], now: float, flapping: set[str],
+              maintenance: set[str]) -> list[dict[str, Any]]:
+    """What is wrong now, one entry per cause, most important first:
+
+    * a site down on its own, with the sites it makes unreachable (kind "down");
+    * an unreachable site whose uplink is not down (an older state; kind "unreachable");
+    * degraded sites, with their figures (kind "degraded");
+    * flapping sites that are up at the moment (kind "flapping");
+    * sites in maintenance that are up (kind "maintenance"; a problem in maintenance
+      keeps its kind, flagged, after the others);
+    * quieter: up sites whose SNMP agent does not answer, or whose device rebooted in
+      the last 24 h (kind "snmp").
+    """
+    below: dict[str, list[str]] = {}
+    out: list[dict[str, Any]] = []
+    for sid, s in sites.items():
+        if s["status"] == "unreachable":
+            root = _root_of(sid, sites)
+            if root is not None:
+                below.setdefault(root, []).append(sid)
+            else:
+                out.append({"kind": "unreachable", "site": sid, "since": s["since"]})
+    for sid, s in sites.items():
+        st = s["status"]
+        if st == "down":
+            out.append({"kind": "down", "site": sid, "since": s["since"], "unreachable": below.get(sid, [])})
+        elif st == "degraded":
+            out.append({"kind": "degraded", "site": sid, "since": s["since"], "rtt_avg_ms": s["rtt_avg_ms"],
+                        "loss_pct": s["loss_pct"]})
+        elif st == "up" and sid in flapping:
+            out.append({"kind": "flapping", "site": sid, "since": s["since"]})
+        elif st == "up" and sid in maintenance:
+            out.append({"kind": "maintenance", "site": sid, "since": s["since"]})
+        elif st == "up" and s["snmp"]:
+            silent = s["snmp"]["silent_since"]
+            rebooted = s["snmp"]["last_reboot"]
+            rebooted = rebooted if rebooted is not None and now - rebooted <= 86400 else None
+            if silent or rebooted:
+                out.append({"kind": "snmp", "site": sid, "silent_since": silent, "rebooted": rebooted})
+    for e in out:
+        e["maintenance"] = e["site"] in maintenance
+        e["flapping"] = e["site"] in flapping
+    rank = {"down": 0, "unreachable": 1, "degraded": 2, "flapping": 3, "maintenance": 4, "snmp": 5}
+    out.sort(key=lambda e: (e["kind"] == "snmp", e["maintenance"] and e["kind"] != "maintenance", rank[e["kind"]],
+                            -len(e.get("unreachable", ())), LEVEL_ORDER.get(sites[e["site"]]["level"], 9),
+                            e.get("since") or 0.0, e["site"]))
+    return out
+
+
+def _incidents(store: Store, sites: dict[str, dict[str, Any]], children: dict[str, list[str]], now: float) -> list:
+    """The last INCIDENT_DAYS days, one entry per root cause, newest first: a site's own
+    outage (down) or degradation, with its start, end (None: ongoing), and the sites it made
+    unreachable meanwhile (descendants that became unreachable during it). Unreachable
+    periods are not entries of their own: they are counted under their cause."""
+    cut = now - INCIDENT_DAYS * 86400
+    events = store.status_events_since(cut)
+    open_: dict[str, dict[str, Any]] = {}
+    done: list[dict[str, Any]] = []
+    unreach: dict[str, list[list[float]]] = {}  # site: [[start, end]] of its unreachable periods (end inf: still)
+    first_seen: set[str] = set()
+    for ts, sid, old, new in events:
+        if sid not in first_seen:
+            first_seen.add(sid)
+            if old in ("down", "degraded"):  # it began before the window: when?
+                prev = store.status_change_before(sid, cut)
+                start = prev[0] if prev is not None and prev[2] == old else None
+                open_[sid] = {"site": sid, "kind": old, "start": start, "end": None}
+            elif old == "unreachable":
+                unreach[sid] = [[cut, float("inf")]]
+        if old == "unreachable" and sid in unreach:
+            unreach[sid][-1][1] = ts
+        if new == "unreachable":
+            unreach.setdefault(sid, []).append([ts, float("inf")])
+        if sid in open_ and new != open_[sid]["kind"]:
+            inc = open_.pop(sid)
+            inc["end"] = ts
+            done.append(inc)
+        if new in ("down", "degraded") and sid not in open_:
+            open_[sid] = {"site": sid, "kind": new, "start": ts, "end": None}
+    for sid, s in sites.items():  # still going: the site's state says since when
+        if s["status"] in ("down", "degraded") and sid not in open_:
+            open_[sid] = {"site": sid, "kind": s["status"], "start": s["since"], "end": None}
+    done.extend(open_.values())
+    for inc in done:
+        n = 0
+        if inc["kind"] == "down":
+            lo = inc["start"] if inc["start"] is not None else cut
+            hi = inc["end"] if inc["end"] is not None else float("inf")
+            todo, seen = list(children.get(inc["site"], ())), set()
+            while todo:
+                c = todo.pop()
+                if c in seen:
+                    continue
+                seen.add(c)
+                todo.extend(children.get(c, ()))
+                if any(a < hi and b > lo for a, b in unreach.get(c, ())) or (
+                        inc["end"] is None and sites.get(c, {}).get("status") == "unreachable"):
+                    n += 1
+        inc["unreachable"] = n
+        s = sites.get(inc["site"])
+        inc["district"] = s["district"] if s else None
+    done.sort(key=lambda i: (i["end"] is None, i["end"] or 0.0, i["start"] or 0.0), reverse=True)
+    return done[:INCIDENTS_MAX]
+
+
 def pct(pair: tuple[int, int] | None) -> float | None:
     if not pair or not pair[1]:
         return None
@@ -95,8 +220,9 @@ def pct(pair: tuple[int, int] | None) -> float | None:
 
 
 def snapshot(cfg: Config, store: Store, now: float | None = None,
-             states: Iterable[SiteState] | None = None) -> dict[str, Any]:
-    """states: the sites' states if the caller has them (the cycle that just wrote them)."""
+             states: Iterable[SiteState] | None = None, alerts: dict | None = None) -> dict[str, Any]:
+    """states: the sites' states if the caller has them (the cycle that just wrote them);
+    alerts: the alert states likewise ({site_id: SiteAlert}: who is flapping)."""
     now = time.time() if now is None else now
     inv = Inventory.from_config(cfg)
     states = {s.site_id: s for s in (store.states() if states is None else states)}
@@ -167,12 +293,22 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
     districts = []
     for d in inv.districts:
         ids = [s.id for s in (*d.sites, *d.communes)]
+        g = group(ids)
+        # The badge says whose problem it is: the district's own router (its status), or only
+        # some communes ("partial": n of m communes with a problem).
+        own = min((sites[s.id]["status"] for s in d.sites), key=lambda st: SEVERITY[st], default="up")
+        bad_communes = sum(1 for s in d.communes if sites[s.id]["status"] in PROBLEMS)
+        badge = own if own in PROBLEMS else "partial" if bad_communes else g["status"]
         districts.append({"name": d.name, "sites": [s.id for s in d.sites], "communes": [s.id for s in d.communes],
-                          **group(ids)})
-    incidents = [
-        {"ts": ts, "site_id": sid, "site_name": sites[sid]["name"] if sid in sites else sid, "change": detail}
-        for ts, sid, detail in store.status_changes(50)
-    ]
+                          "badge": badge, "communes_with_problems": bad_communes, **g})
+    children: dict[str, list[str]] = {}
+    for s in inv.sites:
+        if s.parent:
+            children.setdefault(s.parent, []).append(s.id)
+    incidents = _incidents(store, sites, children, now)
+    alert_states, _ = store.alert_states() if alerts is None else (alerts, False)
+    flapping = {sid for sid, a in alert_states.items() if getattr(a, "flapping", False)}
+    problems = _problems(sites, now, flapping, sites_in_maintenance(cfg, now))
     return {
         "generated_at": now,
         "last_cycle": last,
@@ -183,6 +319,7 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         "province": {"sites": [s.id for s in inv.province], **group([s.id for s in inv.province])},
         "districts": districts,
         "sites": sites,
+        "problems": problems,
         "incidents": incidents,
         # alert mail the relay did not take: failed for good (last 7 days), or waiting for a retry
         "mail": store.outbox_summary(now - WINDOWS["7d"]),
@@ -247,6 +384,43 @@ def _env(cfg: Config):
                               trim_blocks=True, lstrip_blocks=True, finalize=_shown)
 
 
+def _cause_lines(snap: dict[str, Any], fmt: Fmt, thresholds) -> list[dict[str, Any]]:
+    """The "now" section's entries (snapshot's problems) as the page words them."""
+    c = CAUSE[fmt.lang]
+    sites, now = snap["sites"], snap["generated_at"]
+    out = []
+    for p in snap["problems"]:
+        s = sites[p["site"]]
+        kind, since = p["kind"], p.get("since")
+        bits = []
+        if kind in ("down", "unreachable") and since is not None:
+            bits.append(since_text(fmt, kind, since, now))
+        elif kind == "degraded":
+            bits.append(degraded_why(fmt, p["rtt_avg_ms"], p["loss_pct"], thresholds)
+                        or (since_text(fmt, kind, since, now) if since else ""))
+        elif kind == "flapping":
+            bits.append(c["flapping"])
+        elif kind == "maintenance":
+            bits.append(c["maintenance"])
+        elif kind == "snmp":
+            if p["silent_since"]:
+                bits.append(c["snmp_silent"].format(since=fmt.dt(p["silent_since"])))
+            if p["rebooted"]:
+                bits.append(c["rebooted"].format(when=fmt.dt(p["rebooted"])))
+        if p["flapping"] and kind != "flapping":
+            bits.append(c["flapping"])
+        if p["maintenance"] and kind != "maintenance":
+            bits.append(c["maintenance"])
+        below = p.get("unreachable") or []
+        out.append({
+            "kind": kind, "status": s["status"], "id": s["id"], "name": s["name"], "district": s["district"],
+            "text": " · ".join(b for b in bits if b),
+            "impact": unreachable_count(fmt.lang, [sites[x]["level"] for x in below]) if below else "",
+            "children": [(sites[x]["name"], x) for x in below],
+        })
+    return out
+
+
 def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
     """The page as a stream of text fragments (Jinja's generate())."""
     from markupsafe import Markup
@@ -262,9 +436,12 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
     def site_rows(ids: list[str]) -> Markup:  # one group's rows: see _row_writer
         return Markup("".join([row(sites[i]) for i in ids]))
 
+    causes = _cause_lines(snap, fmt, cfg.thresholds)
     return _env(cfg).get_template("page.html.j2").generate(
-        s=snap, t=t, f=fmt, lang=lang, now=now, province=cfg.page.province, site_rows=site_rows,
-        symbol=STATUS_SYMBOL, windows=list(WINDOWS), levels=LEVELS,
+        s=snap, t=t, c=CAUSE[lang], f=fmt, lang=lang, now=now, province=cfg.page.province, site_rows=site_rows,
+        symbol=STATUS_SYMBOL, windows=list(WINDOWS), levels=LEVELS, unreachable_count=unreachable_count,
+        loud=[x for x in causes if x["kind"] != "snmp"], quiet=[x for x in causes if x["kind"] == "snmp"],
+        incidents_shown=INCIDENTS_SHOWN,
     )
 
 

@@ -151,6 +151,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE events ADD COLUMN data TEXT;
     """,
+    # 7: the page's incident log reads 30 days of status changes by time.
+    """
+    CREATE INDEX events_kind_ts ON events(kind, ts);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -842,6 +846,17 @@ class Store:
             (limit,),
         ).fetchall()
 
+    def status_events_since(self, start: float) -> list[tuple[float, str, str, str]]:
+        """Status changes since start, oldest first: [(ts, site_id, old status, new status)]."""
+        return [(ts, sid, *_change(detail, data)) for ts, sid, detail, data in self.conn.execute(
+            "SELECT ts, site_id, detail, data FROM events WHERE kind = 'status' AND ts >= ? ORDER BY ts, id", (start,))]
+
+    def status_change_before(self, site_id: str, ts: float) -> tuple[float, str, str] | None:
+        """A site's last status change before ts: (ts, old status, new status), or None."""
+        row = self.conn.execute("SELECT ts, detail, data FROM events WHERE site_id = ? AND ts < ? AND kind = 'status'"
+                                " ORDER BY ts DESC, id DESC LIMIT 1", (site_id, ts)).fetchone()
+        return None if row is None else (row[0], *_change(row[1], row[2]))
+
     def device_lines(self) -> dict[str, DeviceLine]:
         """The columns of each device the status page shows: at 10,000 sites reading whole
         DeviceState rows cost the page 0.3 s, these a third of it."""
@@ -862,6 +877,16 @@ class Store:
             f"SELECT ts, site_id, kind, detail, data FROM events {where} ORDER BY ts DESC, id DESC LIMIT ?",
             (*args, limit)).fetchall()
         return [_event(r) for r in rows]
+
+
+def _change(detail: str, data: str | None) -> tuple[str, str]:
+    """A status event's (old, new): its data, or for events from before data was kept, the
+    "old -> new" detail this module wrote."""
+    if data is not None:
+        d = json.loads(data)
+        return d["from"], d["to"]
+    old, _, new = detail.partition(" -> ")
+    return old, new
 
 
 def _event_row(e: Event) -> tuple:

@@ -30,7 +30,12 @@ PAGE = {
         "unreachable_because": "Không tới được vì tuyến trên ({parent}) mất kết nối",
         "device_uptime": "Thiết bị chạy", "last_reboot": "khởi động lại", "uplink": "Đường lên",
         "snmp_silent": "không có phản hồi SNMP từ",
-        "incidents": "Sự cố gần đây", "no_incidents": "Không có thay đổi trạng thái nào.",
+        "incidents": "Sự cố 30 ngày qua", "no_incidents": "Không có sự cố nào trong 30 ngày qua.",
+        "now_title": "Sự cố hiện tại", "quiet_title": "Cần để ý (SNMP)", "partial": "{n}/{m} xã có sự cố",
+        "start": "Bắt đầu", "end": "Kết thúc", "duration": "Thời lượng", "district_col": "Huyện",
+        "impact": "Ảnh hưởng", "more_incidents": "… và {n} sự cố cũ hơn (trong status.json).",
+        "status_all": "Mọi trạng thái", "refresh_note": "Trang tự cập nhật mỗi {n} giây.",
+        "show_list": "danh sách",
         "filter": "Lọc theo tên hoặc mã…", "only_problems": "Chỉ hiện điểm có sự cố",
         "gap": "không có dữ liệu", "definition": "Tỷ lệ sẵn sàng = thời gian kết nối được / thời gian có quan sát; "
         "khoảng thời gian không có quan sát (tác tử không chạy) không tính là mất kết nối.",
@@ -57,7 +62,12 @@ PAGE = {
         "unreachable_because": "Unreachable because its uplink ({parent}) is down",
         "device_uptime": "Device up", "last_reboot": "rebooted", "uplink": "Uplink",
         "snmp_silent": "no SNMP answer since",
-        "incidents": "Recent incidents", "no_incidents": "No status change recorded.",
+        "incidents": "Incidents, last 30 days", "no_incidents": "No incident in the last 30 days.",
+        "now_title": "Problems now", "quiet_title": "Worth a look (SNMP)", "partial": "{n} of {m} communes with problems",
+        "start": "Start", "end": "End", "duration": "Duration", "district_col": "District",
+        "impact": "Impact", "more_incidents": "… and {n} older incidents (in status.json).",
+        "status_all": "All statuses", "refresh_note": "This page updates itself every {n} s.",
+        "show_list": "list",
         "filter": "Filter by name or id…", "only_problems": "Only sites with problems",
         "gap": "no data", "definition": "Availability = time reachable / time observed; periods with no "
         "observation (agent not running) are gaps, not downtime.",
@@ -186,7 +196,8 @@ class Fmt:
 
 CAUSE = {
     "vi": {
-        "down": "{name} mất kết nối từ {since} ({span})",
+        "down": "mất kết nối từ {since} ({span})", "unreachable": "không tới được từ {since} ({span})",
+        "degraded": "suy giảm từ {since}",
         "unreachable_n": "{n} {what} không tới được",
         "what": {"commune": "xã", "district": "huyện", "province": "cơ quan", "": "điểm"},
         "rtt": "độ trễ {v} ≥ {t}", "loss": "mất gói {v} ≥ {t}",
@@ -196,7 +207,8 @@ CAUSE = {
         "all_ok": "Tất cả {n} điểm đều hoạt động bình thường.",
     },
     "en": {
-        "down": "{name} down since {since} ({span})",
+        "down": "down since {since} ({span})", "unreachable": "unreachable since {since} ({span})",
+        "degraded": "degraded since {since}",
         "unreachable_n": "{n} {what} unreachable",
         "what": {"commune": "communes", "district": "districts", "province": "agencies", "": "sites"},
         "rtt": "RTT {v} ≥ {t}", "loss": "loss {v} ≥ {t}",
@@ -224,9 +236,9 @@ def outage(fmt: Fmt, seconds: float) -> str:
     return CAUSE[fmt.lang]["outage"].format(d=fmt.span(seconds))
 
 
-def down_since(fmt: Fmt, name: str, since: float, now: float) -> str:
-    """A root cause on the page: "UBND huyện Gia Bình mất kết nối từ 08:15 (2 giờ 5 phút)"."""
-    return CAUSE[fmt.lang]["down"].format(name=name, since=fmt.dt(since), span=fmt.span(now - since))
+def since_text(fmt: Fmt, status: str, since: float, now: float) -> str:
+    """A problem's start after the site's name: "mất kết nối từ 02/12/2026 08:15 (2 giờ 5 phút)"."""
+    return CAUSE[fmt.lang][status].format(since=fmt.dt(since), span=fmt.span(now - since))
 
 
 def unreachable_count(lang: str, levels: list[str]) -> str:
