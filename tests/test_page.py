@@ -12,6 +12,7 @@ way a browser would see the document, never with regexes on the markup.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -358,7 +359,9 @@ def test_status_json_has_the_page_data(checked177):
 def test_page_files_are_written_atomically_and_readers_never_see_half_a_file(checked177, tmp_path):
     cfg, out = checked177["cfg"], tmp_path / "web"
     render(cfg, out)
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "status.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "index.html.gz", "status.json", "status.json.gz"]
+    for name in ("index.html", "status.json"):  # the .gz copies are the files, byte for byte
+        assert gzip.decompress((out / (name + ".gz")).read_bytes()) == (out / name).read_bytes()
     for p in out.iterdir():
         assert p.stat().st_mode & 0o777 == 0o644
     size = (out / "index.html").stat().st_size
@@ -389,7 +392,7 @@ def test_page_files_are_written_atomically_and_readers_never_see_half_a_file(che
         t.join(10)
     assert seen["bad"] == []
     assert seen["reads"] >= 20
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "status.json"]  # no temp files left
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "index.html.gz", "status.json", "status.json.gz"]  # no temp files left
 
 
 # ----------------------------------------------------------------------------
@@ -804,7 +807,7 @@ def test_render_needs_no_write_access_to_the_store(known, tmp_path):
 
 def test_shipped_page_copy_has_no_leftover_tmp_in_default_out(checked177):
     names = sorted(p.name for p in checked177["out"].iterdir())
-    assert names == ["index.html", "status.json"]
+    assert names == ["index.html", "index.html.gz", "status.json", "status.json.gz"]
     assert not [n for n in os.listdir(checked177["out"]) if n.startswith(".")]
 
 

@@ -550,6 +550,32 @@ def _atomic_write(path: Path, chunks: Iterable[str]) -> int:
     return n
 
 
+GZIP_LEVEL = 6
+
+
+def _gzip_beside(path: Path) -> int:
+    """path + ".gz", written atomically beside it (nginx's gzip_static serves it as is).
+    Streamed in 1 MB pieces: a 10,000-site page is never held whole. Returns its size."""
+    import gzip
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.gz.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw,
+                                                      compresslevel=GZIP_LEVEL, mtime=int(path.stat().st_mtime)) as gz, \
+                open(path, "rb") as src:
+            while chunk := src.read(1 << 20):
+                gz.write(chunk)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path.with_name(path.name + ".gz"))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path.with_name(path.name + ".gz").stat().st_size
+
+
 def _json_chunks(snap: dict[str, Any]) -> Iterable[str]:
     """status.json as a stream, one site at a time: the same text as
     json.dumps(snap, compact) + newline, without one 8 MB string at 10,000 sites.
@@ -586,5 +612,7 @@ def write_page(cfg: Config, store: Store, out: str | Path | None = None, now: fl
     if on_html is not None:
         on_html()
     _atomic_write(folder / "status.json", _json_chunks(snap))
-    logger.info("page written dir=%s sites=%d bytes=%d", folder, len(snap["sites"]), chars)
+    # Compressed copies for a web server (nginx gzip_static), once the page is in place
+    gz = _gzip_beside(folder / "index.html") + _gzip_beside(folder / "status.json")
+    logger.info("page written dir=%s sites=%d bytes=%d gzipped=%d", folder, len(snap["sites"]), chars, gz)
     return folder
