@@ -64,6 +64,13 @@ def shipped_config(folder: Path, *, page: str = "", names: dict[str, str] | None
         j = next(k for k in range(i, i + 10) if lines[k].startswith("name = "))
         assert "'" not in name and "\n" not in name
         lines[j] = f"name = '{name}'"
+    if page and "[page]" in lines:  # the shipped file has a [page] table: the given keys replace its own
+        at = lines.index("[page]")
+        end = next((i for i in range(at + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+        keys = {ln.split("=")[0].strip() for ln in page.splitlines() if "=" in ln}
+        lines[at + 1:end] = [ln for ln in lines[at + 1:end] if ln.split("=")[0].strip() not in keys]
+        lines.insert(at + 1, page)
+        page = ""
     text = "\n".join(lines) + "\n" + (f"\n[page]\n{page}\n" if page else "")
     raw = tomllib.loads(text)
     assert raw["snmp"]["enabled"] is False and len(raw["sites"]) == 177

@@ -206,3 +206,78 @@ def test_screenshots(open_page, site, width, height, mobile):
     # the page itself never scrolls sideways: wide tables scroll inside their own box
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     assert w.console_errors == [] and w.page_errors == []
+
+
+@pytest.fixture(scope="module")
+def fast_site(tmp_path_factory):
+    """The same page with [page] refresh_s = 2: the script reloads it every 2 s."""
+    folder = tmp_path_factory.mktemp("browser-fast")
+    cfg = build_hostile177(folder, page="refresh_s = 2")
+    _, data, _ = render(cfg, folder / "out")
+    return {"url": (folder / "out" / "index.html").as_uri(), "data": data}
+
+
+def test_a_refresh_keeps_the_filter_the_checkbox_and_the_open_groups(browser, fast_site):
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page.goto(fast_site["url"], wait_until="load")
+        groups_open = "Array.from(document.querySelectorAll('details.group')).map(d => d.open)"
+        first = page.evaluate(groups_open)
+        page.click("details#g-2 > summary")               # the user opens a healthy district
+        opened = page.evaluate(groups_open)
+        assert opened != first
+        fill(page, "que-vo")
+        page.check("#problems")
+        page.wait_for_function("() => document.getElementById('tools').getAttribute('data-applied') === 'que-vo'")
+        visible = set(page.evaluate(VISIBLE_ROWS))
+        want = expected(fast_site, lambda s: s["status"] != "up" and "que-vo" in s["id"])
+        assert visible == want != set()
+        with page.expect_event("load", timeout=10_000):   # the script's own reload, refresh_s later
+            pass
+        page.wait_for_function("() => !document.getElementById('tools').hidden")
+        assert page.input_value("#filter") == "que-vo" and page.is_checked("#problems")
+        assert set(page.evaluate(VISIBLE_ROWS)) == visible
+        fill(page, "")                                     # clearing the filter gives the groups back
+        page.uncheck("#problems")
+        page.wait_for_function("() => document.querySelectorAll('tr.site[hidden]').length === 0")
+        assert page.evaluate(groups_open) == opened
+        with page.expect_event("load", timeout=10_000):
+            pass
+        page.wait_for_function("() => !document.getElementById('tools').hidden")
+        assert page.evaluate(groups_open) == opened and page.input_value("#filter") == ""
+    finally:
+        context.close()
+
+
+def test_a_summary_card_shows_the_sites_of_its_status(open_page, site):
+    page, _ = open_page(viewport={"width": 1366, "height": 768})
+    page.click(".cards a.card[href='#st=down']")
+    page.wait_for_function("() => document.getElementById('st').value === 'down'")
+    assert set(page.evaluate(VISIBLE_ROWS)) == expected(site, lambda s: s["status"] == "down") != set()
+    page.select_option("#st", "")
+    page.wait_for_function("() => document.querySelectorAll('tr.site[hidden]').length === 0")
+
+
+def test_phone_layout_one_compact_block_per_site(open_page, site):
+    """390 px: every site is one block, no empty cell takes room, 24h / 7d / 30d on one line,
+    ids never broken inside."""
+    page, _ = open_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.evaluate("document.querySelectorAll('details.group').forEach(d => d.open = true)")
+    report = page.evaluate("""() => Array.from(document.querySelectorAll('tr.site')).map(tr => {
+        const tds = Array.from(tr.children);
+        const empty = tds.filter(td => td.textContent.trim() === '' && !td.querySelector('svg')
+                                 && td.getClientRects().length > 0).length;
+        const av = tds.slice(-3).map(td => Math.round(td.getBoundingClientRect().top));
+        const id = tr.querySelector('.id');
+        return {id: id.textContent, empty, oneLine: new Set(av).size === 1, idLines: id.getClientRects().length,
+                right: Math.max(...tds.map(td => td.getBoundingClientRect().right))};
+    })""")
+    assert len(report) == 177
+    bad = [r for r in report if r["empty"] or not r["oneLine"] or r["idLines"] != 1 or r["right"] > 390]
+    assert bad == [], bad[:5]
+    # no group's box scrolls sideways (a scrolling box also needs keyboard access: axe)
+    wide = page.evaluate("() => Array.from(document.querySelectorAll('details.group > div'))"
+                         ".filter(d => d.scrollWidth > d.clientWidth).map(d => d.parentElement.id)")
+    assert wide == []

@@ -517,7 +517,7 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
         return (
             f'<tr class="site st-{status}" data-status="{status}" data-search="{search}">\n'
             f'  <td>{badge[status]}</td>\n'
-            f'  <td><div class="name">{name}</div><div class="meta">{sid} · {address}</div>\n'
+            f'  <td><div class="name">{name}</div><div class="meta"><span class="id">{sid}</span> · {address}</div>\n'
             f'  {note}{snmp_html}\n  </td>\n'
             f'  {cells_head[0]}{ms(site["rtt_avg_ms"])}</td>\n'
             f'  {cells_head[1]}{loss(site["loss_pct"])}</td>\n'

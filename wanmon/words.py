@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo
 PAGE = {
     "vi": {
         "title": "Tình trạng mạng WAN tỉnh {province}",
+        "description": "Tình trạng kết nối của {n} điểm mạng WAN tỉnh {province}: sự cố hiện tại, tỷ lệ sẵn sàng "
+                       "theo cấp, huyện và điểm, sự cố 30 ngày qua.",
         "last_cycle": "Lần kiểm tra gần nhất", "age": "cách đây", "never": "chưa có dữ liệu",
         "stale": "Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây {age}. Tác tử giám sát có thể đã ngừng chạy.",
         "no_data": "Chưa có lần kiểm tra nào: hãy chạy `wanmon check`.",
@@ -48,6 +50,8 @@ PAGE = {
     },
     "en": {
         "title": "{province} provincial WAN status",
+        "description": "Connection status of the {n} sites of the {province} provincial WAN: problems now, "
+                       "availability by level, district and site, incidents of the last 30 days.",
         "last_cycle": "Last check", "age": "ago", "never": "no data yet",
         "stale": "Data is stale: the last check was {age} ago. The monitoring agent may have stopped.",
         "no_data": "No check has run yet: run `wanmon check`.",

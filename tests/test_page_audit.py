@@ -1,0 +1,90 @@
+"""The status page through independent auditors (npm packages in tests/node, installed by
+scripts/test.sh with `npm ci`), on the 177-site page with hostile names and a history with
+down, unreachable and degraded sites (test_page.build_hostile177):
+
+* axe-core's WCAG 2.1 A and AA rules in Debian's headless Chromium, every group opened;
+* html-validate's recommended preset;
+* Lighthouse's accessibility, best-practices and SEO scores (>= 95), the page served on
+  127.0.0.1 as nginx's gzip_static serves it (tools/audit_page.py's server).
+
+Lighthouse's performance score is a timing: it is measured by tools/audit_page.py (at
+2,000 sites), never asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from test_page import build_hostile177, render
+
+NODE = REPO / "tests" / "node" / "node_modules"
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/test.sh installs it)"),
+    pytest.mark.skipif(not (NODE / "axe-core").is_dir(), reason="tests/node not installed: npm ci (scripts/test.sh)"),
+]
+sys.path.insert(0, str(REPO / "tools"))
+
+
+@pytest.fixture(scope="module")
+def page_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("audit")
+    render(build_hostile177(folder), folder / "out")
+    return folder / "out"
+
+
+def test_axe_finds_no_wcag21_a_or_aa_violation(page_dir):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            for viewport in ({"width": 1366, "height": 768}, {"width": 390, "height": 844}):
+                page = browser.new_page(viewport=viewport)
+                page.goto((page_dir / "index.html").as_uri(), wait_until="load")
+                page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+                page.add_script_tag(path=str(NODE / "axe-core" / "axe.min.js"))
+                result = page.evaluate("axe.run(document, {runOnly: {type: 'tag', values: "
+                                       "['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})")
+                bad = [(v["id"], v["help"], [n["html"][:120] for n in v["nodes"][:3]]) for v in result["violations"]]
+                assert bad == [], (viewport, bad)
+                assert len(result["passes"]) > 20  # it did audit the page
+                page.close()
+        finally:
+            browser.close()
+
+
+def test_html_validate_recommended_preset_finds_no_error(page_dir, tmp_path):
+    cfg = tmp_path / "htmlvalidate.json"
+    cfg.write_text('{"extends": ["html-validate:recommended"]}', encoding="utf-8")
+    r = subprocess.run([str(NODE / ".bin" / "html-validate"), "--config", str(cfg), str(page_dir / "index.html")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # and it does find errors when there are some: the same page with one tag left open
+    broken = tmp_path / "broken.html"
+    broken.write_text((page_dir / "index.html").read_text(encoding="utf-8").replace("</summary>", "", 1), encoding="utf-8")
+    r = subprocess.run([str(NODE / ".bin" / "html-validate"), "--config", str(cfg), str(broken)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+
+
+def test_lighthouse_accessibility_best_practices_and_seo_at_least_95(page_dir, tmp_path):
+    from audit_page import lighthouse, serve
+
+    server = serve(page_dir)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
+        for preset in ("desktop", "mobile"):
+            scores = lighthouse(url, preset, tmp_path / f"lh-{preset}.json")
+            low = {k: scores[k] for k in ("accessibility", "best-practices", "seo") if scores[k] < 95}
+            assert low == {}, (preset, low, scores["misses"])
+            report = json.loads((tmp_path / f"lh-{preset}.json").read_text(encoding="utf-8"))
+            assert report["finalDisplayedUrl"] == url  # it audited our page, not an error page
+    finally:
+        server.shutdown()
