@@ -281,3 +281,68 @@ def test_phone_layout_one_compact_block_per_site(open_page, site):
     wide = page.evaluate("() => Array.from(document.querySelectorAll('details.group > div'))"
                          ".filter(d => d.scrollWidth > d.clientWidth).map(d => d.parentElement.id)")
     assert wide == []
+
+
+def _first_screen_config(folder: Path, healthy: int) -> Path:
+    """`healthy` provincial agencies on the client namespace's loopback (always up) listed
+    first, then a department and a district router on lab addresses nothing answers
+    (198.18.2.50-51, inside the lab only), the district's 14 communes behind it (silent too:
+    unreachable), and a healthy district with 20 communes."""
+    def site(sid, name, level, addr, parent=None, district=None):
+        s = f'\n[[sites]]\nid = "{sid}"\nname = "{name}"\nlevel = "{level}"\naddress = "{addr}"\n'
+        return s + (f'parent = "{parent}"\n' if parent else "") + (f'district = "{district}"\n' if district else "")
+
+    parts = ['[store]\npath = "var/wanmon.db"\n\n[icmp]\ncount = 1\ninterval_ms = 20\ntimeout_ms = 500\n\n'
+             '[snmp]\nenabled = false\n\n[page]\nout_dir = "public"\nprovince = "Bắc Ninh"\n',
+             site("dc-core", "Trung tâm dữ liệu tỉnh", "province", "127.0.0.1")]
+    parts += [site(f"so-{i:03d}", f"Sở ban ngành thử nghiệm số {i:03d}", "province", f"127.0.{1 + i // 250}.{1 + i % 250}",
+                   parent="dc-core") for i in range(healthy)]
+    parts.append(site("so-tai-chinh", "Sở Tài chính", "province", "198.18.2.50", parent="dc-core"))
+    parts.append(site("gia-binh", "UBND huyện Gia Bình", "district", "198.18.2.51", parent="dc-core", district="Gia Bình"))
+    parts += [site(f"gia-binh-xa-{c:02d}", f"UBND xã Gia Bình {c:02d}", "commune", f"198.18.2.{60 + c}", parent="gia-binh",
+                   district="Gia Bình") for c in range(14)]
+    parts.append(site("que-vo", "UBND thị xã Quế Võ", "district", "127.0.9.1", parent="dc-core", district="Quế Võ"))
+    parts += [site(f"que-vo-xa-{c:02d}", f"UBND xã Quế Võ {c:02d}", "commune", f"127.0.9.{10 + c}", parent="que-vo",
+                   district="Quế Võ") for c in range(20)]
+    cfg = folder / "sites.toml"
+    cfg.write_text("".join(parts), encoding="utf-8")
+    return cfg
+
+
+def test_both_root_causes_on_the_first_screen_behind_real_icmp(browser, tmp_path):
+    """Acceptance 1 of issue 12: a department down and a district router down (its 14
+    communes unreachable), found by a real `wanmon check` (real ICMP, in a network
+    namespace lab), under 400 healthy agencies listed before them: both root causes are
+    in the first screen at 1366×768 and within two screens at 390×844."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import netns
+
+    ok, why = netns.available()
+    if not ok:
+        pytest.skip(f"netns lab unavailable: {why}")
+    cfg = _first_screen_config(tmp_path, healthy=400)
+    with netns.lab() as lab:
+        r = lab.run([sys.executable, "-m", "wanmon", "--config", str(cfg), "check", "--json"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    status = {s["id"]: s["status"] for s in __import__("json").loads(r.stdout)}
+    assert status["so-tai-chinh"] == "down" and status["gia-binh"] == "down"
+    assert {status[f"gia-binh-xa-{c:02d}"] for c in range(14)} == {"unreachable"}
+    assert sum(st == "up" for st in status.values()) == 1 + 400 + 21
+    url = (tmp_path / "public" / "index.html").as_uri()
+    for viewport, screens in (({"width": 1366, "height": 768}, 1), ({"width": 390, "height": 844}, 2)):
+        context = browser.new_context(viewport=viewport, is_mobile=viewport["width"] < 500)
+        try:
+            page = context.new_page()
+            page.goto(url, wait_until="load")
+            boxes = {}
+            for name in ("Sở Tài chính", "UBND huyện Gia Bình"):
+                entry = page.locator("ul.causes > li", has=page.locator(".cause-name", has_text=name))
+                assert entry.count() == 1, name
+                boxes[name] = entry.bounding_box()
+            assert "14 xã không tới được" in page.locator("ul.causes > li").nth(0).inner_text()
+            for name, box in boxes.items():
+                assert box["y"] + box["height"] <= screens * viewport["height"], (viewport, name, box)
+        finally:
+            context.close()
