@@ -216,10 +216,11 @@ def check(ctx: click.Context, as_json: bool, dry_run: bool) -> None:
     if dry_run:
         _print_mails(result.mails, sys.stderr if as_json else sys.stdout)
     if as_json:
-        # One dumps + one write: json.dump with indent streams thousands of tiny writes.
-        sys.stdout.write(json.dumps([_site_json(o, result.ip_by_site.get(o.site_id), result.snmp.get(o.site_id))
-                                     for o in result.observations],
-                                    ensure_ascii=False, indent=1) + "\n")
+        # A JSON array, one site per line: each line by the C encoder (indent= falls back to the
+        # pure-Python one: 0.1 s at 2,000 sites), one write.
+        enc = json.JSONEncoder(ensure_ascii=False).encode
+        sys.stdout.write("[\n" + ",\n".join(enc(_site_json(o, result.ip_by_site.get(o.site_id), result.snmp.get(o.site_id)))
+                                             for o in result.observations) + "\n]\n")
         return
     _print_summary(cfg, result)
 

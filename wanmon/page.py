@@ -376,12 +376,29 @@ def _shown(value: Any) -> Any:
     return value if hasattr(value, "__html__") else printable(value)
 
 
+_ENVS: dict[tuple[str, ...], Any] = {}  # one Environment per template search path: it keeps compiled templates
+
+
 def _env(cfg: Config):
+    """The page's Jinja environment. Kept per process (the daemon renders every cycle: compiling
+    the template cost 50 ms each time), with Jinja's bytecode cache on disk for cron runs (its
+    own per-user temp folder, created private and checked by Jinja); a template edited is
+    compiled again (Jinja compares the source)."""
     import jinja2
 
-    # finalize: every {{ value }} shows its control characters as \xNN (wanmon.text) before escaping
-    return jinja2.Environment(loader=template_loader(cfg), autoescape=True, undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True, finalize=_shown)
+    loader = template_loader(cfg)
+    key = tuple(loader.searchpath)
+    env = _ENVS.get(key)
+    if env is None:
+        try:
+            cache = jinja2.FileSystemBytecodeCache()
+        except (OSError, RuntimeError):  # no usable temp folder: compile every time
+            cache = None
+        # finalize: every {{ value }} shows its control characters as \xNN (wanmon.text) before escaping
+        env = _ENVS[key] = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+                                              trim_blocks=True, lstrip_blocks=True, finalize=_shown,
+                                              bytecode_cache=cache)
+    return env
 
 
 def _cause_lines(snap: dict[str, Any], fmt: Fmt, thresholds) -> list[dict[str, Any]]:
@@ -550,7 +567,7 @@ def _atomic_write(path: Path, chunks: Iterable[str]) -> int:
     return n
 
 
-GZIP_LEVEL = 6
+GZIP_LEVEL = 1  # 12.4 MB -> 1.0 MB in 0.13 s at 10,000 sites (level 6: 0.6 MB in 0.35 s)
 
 
 def _gzip_beside(path: Path) -> int:
