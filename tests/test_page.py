@@ -613,6 +613,20 @@ def test_now_section_one_entry_per_root_cause_first_on_the_page(known):
         ["UBND xã Phật Tích tien-du-phat-tich", "UBND xã Liên Bão tien-du-lien-bao"]
 
 
+def test_a_group_shows_its_own_problems_and_folds_the_sites_cut_off_and_the_healthy(known):
+    """Tiên Du: its router's row shown; the 2 communes it cuts off behind one click (the
+    root cause explains them), like healthy sites would be."""
+    soup = known["vi"]["soup"]
+    tien_du = next(d for d in soup.select("details.district") if group_name(d) == "Tiên Du")
+    body = tien_du.find("div")
+    first = body.find("table", recursive=False)
+    assert [row_id(tr) for tr in first.select("tr.site")] == [D1]
+    cut = body.select_one("details.cut")
+    assert not cut.has_attr("open")
+    assert cut.find("summary").get_text(" ", strip=True) == "⊘ Không tới được 2 điểm không tới được do tuyến trên mất kết nối"
+    assert sorted(row_id(tr) for tr in cut.select("tr.site")) == sorted([C1, C2])
+
+
 def test_incidents_are_one_line_per_root_cause_equal_to_a_hand_computation(known):
     """From the table above: root causes only (an unreachable period is counted under its
     cause), newest first, ongoing first; P's outage began before the 30 days (start unknown)."""

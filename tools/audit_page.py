@@ -108,6 +108,38 @@ def axe(url: str) -> list[str]:
     return [f"{v['id']} ({len(v['nodes'])} nodes): {v['help']}" for v in result["violations"]]
 
 
+def interaction(url: str) -> dict[str, float]:
+    """What a user feels, in Chromium at 1366x768 (no throttling): the page loaded (ms), a
+    filter applied after the last keystroke (ms, the 150 ms debounce taken out), the page's
+    height before a filter and after it is cleared (px: the groups given back closed)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            page.goto(url, wait_until="load")
+            nav = page.evaluate("(() => { const n = performance.getEntriesByType('navigation')[0];"
+                                " return [n.domContentLoadedEventEnd, n.loadEventEnd]; })()")
+            height = page.evaluate("document.documentElement.scrollHeight")
+            times = []
+            for text in ("xa", "thử", "zzz-none", ""):
+                t = page.evaluate("""t => new Promise(done => {
+                    const q = document.getElementById('filter'), tools = document.getElementById('tools');
+                    tools.removeAttribute('data-applied');
+                    q.value = t;
+                    const start = performance.now();
+                    q.dispatchEvent(new Event('input'));
+                    const poll = () => tools.getAttribute('data-applied') === t
+                        ? done(performance.now() - start) : requestAnimationFrame(poll);
+                    requestAnimationFrame(poll); })""", text)
+                times.append(max(0.0, t - 150))
+            after = page.evaluate("document.documentElement.scrollHeight")
+        finally:
+            browser.close()
+    return {"dom_ms": nav[0], "load_ms": nav[1], "filter_ms": max(times), "height_px": height, "height_after_px": after}
+
+
 def html_validate(page: Path) -> list[str]:
     cfg = page.parent / ".htmlvalidate.json"
     cfg.write_text('{"extends": ["html-validate:recommended"]}', encoding="utf-8")
@@ -150,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 for preset in ("desktop", "mobile"):
                     row[preset] = lighthouse(url, preset, Path(tmp) / f"lh-{size}-{preset}.json")
                 row["axe"] = axe(url)
+                row["browser"] = interaction(url)
                 row["html_validate"] = html_validate(out / "index.html")
             finally:
                 server.shutdown()
@@ -173,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['kib']['index.html']:,} / {r['kib']['index.html.gz']:,}")
                 for m in s["misses"]:
                     print(f"{'':16}- {m}")
+        print(f"\n{'sites':>6}  {'DOM ms':>7} {'load ms':>8} {'filter ms':>10} {'height px':>10} {'after clear':>12}")
+        for r in results:
+            b = r["browser"]
+            print(f"{r['sites']:>6}  {b['dom_ms']:>7.0f} {b['load_ms']:>8.0f} {b['filter_ms']:>10.0f} "
+                  f"{b['height_px']:>10,} {b['height_after_px']:>12,}")
         for f in failed:
             print(f"FAIL: {f}")
     return 1 if failed else 0

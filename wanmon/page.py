@@ -453,11 +453,16 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
     def site_rows(ids: list[str]) -> Markup:  # one group's rows: see _row_writer
         return Markup("".join([row(sites[i]) for i in ids]))
 
+    def split(ids: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """(sites with a problem of their own, sites unreachable through an uplink, sites up)."""
+        own = [i for i in ids if sites[i]["status"] not in ("up", "unreachable")]
+        return own, [i for i in ids if sites[i]["status"] == "unreachable"], [i for i in ids if sites[i]["status"] == "up"]
+
     causes = _cause_lines(snap, fmt, cfg.thresholds)
     return _env(cfg).get_template("page.html.j2").generate(
         s=snap, t=t, c=CAUSE[lang], f=fmt, lang=lang, now=now, province=cfg.page.province, site_rows=site_rows,
         symbol=STATUS_SYMBOL, windows=list(WINDOWS), levels=LEVELS, unreachable_count=unreachable_count,
-        loud=[x for x in causes if x["kind"] != "snmp"], quiet=[x for x in causes if x["kind"] == "snmp"],
+        loud=[x for x in causes if x["kind"] != "snmp"], quiet=[x for x in causes if x["kind"] == "snmp"], split=split,
         incidents_shown=INCIDENTS_SHOWN,
     )
 

@@ -37,7 +37,8 @@ PAGE = {
         "start": "Bắt đầu", "end": "Kết thúc", "duration": "Thời lượng", "district_col": "Huyện",
         "impact": "Ảnh hưởng", "more_incidents": "… và {n} sự cố cũ hơn (trong status.json).",
         "status_all": "Mọi trạng thái", "refresh_note": "Trang tự cập nhật mỗi {n} giây.",
-        "show_list": "danh sách",
+        "show_list": "danh sách", "healthy_n": "{n} điểm hoạt động bình thường",
+        "cut_n": "{n} điểm không tới được do tuyến trên mất kết nối",
         "filter": "Lọc theo tên hoặc mã…", "only_problems": "Chỉ hiện điểm có sự cố",
         "gap": "không có dữ liệu", "definition": "Tỷ lệ sẵn sàng = thời gian kết nối được / thời gian có quan sát; "
         "khoảng thời gian không có quan sát (tác tử không chạy) không tính là mất kết nối.",
@@ -71,7 +72,8 @@ PAGE = {
         "start": "Start", "end": "End", "duration": "Duration", "district_col": "District",
         "impact": "Impact", "more_incidents": "… and {n} older incidents (in status.json).",
         "status_all": "All statuses", "refresh_note": "This page updates itself every {n} s.",
-        "show_list": "list",
+        "show_list": "list", "healthy_n": "{n} sites up",
+        "cut_n": "{n} sites unreachable because their uplink is down",
         "filter": "Filter by name or id…", "only_problems": "Only sites with problems",
         "gap": "no data", "definition": "Availability = time reachable / time observed; periods with no "
         "observation (agent not running) are gaps, not downtime.",
