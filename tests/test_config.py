@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import tomllib
 from pathlib import Path
 
@@ -166,3 +167,27 @@ def test_shipped_sites_toml():
     assert counts == {"Bắc Ninh": 19, "Từ Sơn": 12, "Quế Võ": 21, "Thuận Thành": 18, "Yên Phong": 14,
                       "Tiên Du": 14, "Gia Bình": 14, "Lương Tài": 14}
     assert tomllib.loads((REPO / "sites.toml").read_text())["store"]["path"] == "var/wanmon.db"
+
+
+def test_a_large_file_is_parsed_once_per_change_and_a_bad_cache_is_ignored(tmp_path, monkeypatch):
+    """Files over 64 KB keep their parsed TOML in ~/.cache/wanmon (XDG_CACHE_HOME) under the
+    text's SHA-256: the same config back, any edit parsed again, a damaged cache ignored."""
+    from wanmon import config as C
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sites = "".join(f'\n[[sites]]\nid = "s{i:04d}"\nname = "Điểm số {i:04d}"\nlevel = "province"\n'
+                    f'address = "127.1.{i // 250}.{1 + i % 250}"\n' for i in range(1000))
+    path = tmp_path / "sites.toml"
+    path.write_text('[store]\npath = "var/w.db"\n' + sites, encoding="utf-8")
+    first = C.load(path)
+    (cache,) = (tmp_path / "cache" / "wanmon").iterdir()
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600 and stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
+    again = C.load(path)
+    assert [s.name for s in again.sites] == [s.name for s in first.sites] and len(again.sites) == 1000
+    path.write_text(path.read_text(encoding="utf-8").replace("Điểm số 0007", "Điểm đổi tên"), encoding="utf-8")
+    assert C.load(path).sites[7].name == "Điểm đổi tên"          # an edit is never hidden by the cache
+    cache.write_bytes(b"\x00garbage")
+    assert C.load(path).sites[7].name == "Điểm đổi tên"          # a damaged cache is ignored (and rewritten)
+    path.write_text(path.read_text(encoding="utf-8") + "\n[[sites]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="TOML syntax error"):  # errors still come from the parser
+        C.load(path)

@@ -8,7 +8,10 @@ write nothing.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
+import hashlib
 import ipaddress
 import os
 import re
@@ -427,13 +430,23 @@ def _validate_model(model: type[BaseModel], raw: Any) -> tuple[BaseModel | None,
         return None, [_describe(e, model) for e in exc.errors()]
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def ip_literal(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address as an IP literal, or None (a host name, or not an address). Parsed once per
+    address: validating 10,000 sites parsed each of them four times (0.25 s)."""
+    try:
+        return ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return None
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
 def valid_address(address: str) -> bool:
     """An IPv4/IPv6 literal or an RFC 1123 host name (not a malformed dotted quad)."""
-    try:
-        ipaddress.ip_address(address.strip("[]"))
+    if ip_literal(address) is not None:
         return True
-    except ValueError:
-        pass
     if len(address) > 253:
         return False
     labels = address.rstrip(".").split(".")
@@ -448,14 +461,13 @@ def address_problem(address: str) -> str | None:
     Each reason says what to write instead."""
     import socket
 
-    try:
-        ip = ipaddress.ip_address(address.strip("[]"))
-    except ValueError:
+    ip = ip_literal(address)
+    if ip is None:
         return None
     zone = getattr(ip, "scope_id", None)
     if ip.is_unspecified:
         return f"{address!r} is the unspecified address: no host answers from it (write the router's own address)"
-    if ip.version == 4 and ip == ipaddress.IPv4Address("255.255.255.255"):
+    if ip.version == 4 and ip == _BROADCAST:
         return f"{address!r} is the broadcast address, not a host (write the router's own address)"
     if ip.is_multicast:
         return f"{address!r} is a multicast group, not a host (write the router's own address)"
@@ -474,10 +486,55 @@ def address_problem(address: str) -> str | None:
 
 def address_key(address: str) -> str:
     """Normalised form for duplicate detection."""
-    try:
-        return ipaddress.ip_address(address.strip("[]")).compressed
-    except ValueError:
-        return address.lower().rstrip(".")
+    ip = ip_literal(address)
+    return ip.compressed if ip is not None else address.lower().rstrip(".")
+
+
+_TOML_CACHE_TAG = "wanmon-toml-1"
+_TOML_CACHE_MIN = 64 * 1024  # smaller files parse in a few ms: not worth a file
+
+
+def _toml_cache_file(path: Path) -> Path | None:
+    home = os.environ.get("XDG_CACHE_HOME") or (os.path.join(os.path.expanduser("~"), ".cache")
+                                                if os.path.expanduser("~") != "~" else None)
+    if not home:
+        return None
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return Path(home) / "wanmon" / f"toml-{key}.marshal"
+
+
+def _parse_toml(text: str, path: Path) -> dict:
+    """tomllib.loads(text), kept for the next run in the user's cache folder (~/.cache/wanmon,
+    0700) under the text's SHA-256: the pure-Python parser takes 0.6 s on a 10,000-site file,
+    and cron parses the same file every minute. Any change to the text is a new parse; a cache
+    that cannot be read or written is ignored."""
+    import marshal
+
+    if len(text) < _TOML_CACHE_MIN:
+        return tomllib.loads(text)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    cache = _toml_cache_file(path)
+    if cache is not None:
+        try:
+            tag, seen, raw = marshal.loads(cache.read_bytes())
+            if tag == _TOML_CACHE_TAG and seen == digest and isinstance(raw, dict):
+                return raw
+        except (OSError, ValueError, EOFError, TypeError):
+            pass
+    raw = tomllib.loads(text)
+    if cache is not None:
+        try:
+            blob = marshal.dumps((_TOML_CACHE_TAG, digest, raw))  # ValueError for TOML dates: no cache then
+            cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, cache)
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError, UnboundLocalError):
+                os.unlink(tmp)
+    return raw
 
 
 def load(path: str | Path, secrets: bool = True) -> Config:
@@ -495,7 +552,7 @@ def load(path: str | Path, secrets: bool = True) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(shown, [f"{shown}: cannot read: {exc}"]) from None
     try:
-        raw = tomllib.loads(text)
+        raw = _parse_toml(text, p)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
         where = f"{shown}:{m.group(1)}:{m.group(2)}" if m else shown
