@@ -232,3 +232,19 @@ def test_a_flat_network_raises_the_guard_only_when_no_site_answers():
     assert not guard and len([n for cyc in notes for n in cyc if n.kind == "down"]) == 7
     notes, guard = _cycles(parents, [{s: "down" for s in parents}] * 3, rules)
     assert guard and [(n.kind) for cyc in notes for n in cyc] == ["guard"]
+
+
+def test_a_site_that_stays_up_is_left_as_it_was_exactly_as_a_full_step_would():
+    """evaluate() skips _step for a calm, steady up site (its speed at 10,000 sites): the
+    state it keeps is the one _step returns, and _step has nothing to say."""
+    from wanmon.alerts.engine import _step
+
+    notes, states = run([{}] * (R.flap_window + 3))
+    steady = states["p1"]
+    assert steady.history == "0" * R.flap_window and steady.streak >= max(R.confirm_cycles, R.recover_cycles)
+    assert _step(steady, "up", 9_999.0, R, False) == (steady, [])
+    later, new, _ = evaluate(states, ALL_UP, 9_999.0, R, PARENTS)
+    assert later["p1"] is steady and new == []
+    # one problem later it moves again, as before
+    later, _, _ = evaluate(states, {**ALL_UP, "p1": "down"}, 10_059.0, R, PARENTS)
+    assert later["p1"].streak_status == "down" and later["p1"].history.endswith("1")

@@ -106,10 +106,15 @@ def evaluate(
     if guard_active:
         notes.append(Notification("guard_end", None, now, detail=detail, counts=counts))
 
+    cap, calm = max(rules.confirm_cycles, rules.recover_cycles), "0" * rules.flap_window
     for sid, status in statuses.items():
         if status == UNKNOWN:
             continue
-        prev = out.get(sid) or SiteAlert(site_id=sid, streak_since=now)
+        prev = out.get(sid)
+        if (status == UP and prev is not None and prev.hard == UP and prev.streak_status == UP
+                and prev.streak >= cap and prev.history == calm and not prev.flapping):
+            continue  # up again after a calm stretch: _step would change nothing (most sites, most cycles)
+        prev = prev or SiteAlert(site_id=sid, streak_since=now)
         out[sid], new = _step(prev, status, now, rules, sid in quiet)
         notes.extend(new)
 
