@@ -556,7 +556,7 @@ def render(ctx: click.Context, out: str | None) -> None:
         folder = _read_store(cfg, lambda st: write_page(cfg, st, out))
     except OSError as exc:
         _fail(WanmonError(f"cannot write the page: {exc}"))
-    click.echo(f"wrote {folder / 'index.html'} and {folder / 'status.json'}")
+    click.echo(f"wrote {folder / 'index.html'} and {folder / 'status.json'} (and their .gz copies)")
 
 
 @cli.group()
