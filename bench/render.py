@@ -124,7 +124,7 @@ def generated_config(folder: Path, n: int) -> Path:
 # the history
 
 
-def build_store(cfg_path: Path, raw_days: int, seed: int) -> dict[str, Any]:
+def build_store(cfg_path: Path, raw_days: int, seed: int, history_days: int = HISTORY_DAYS) -> dict[str, Any]:
     """Fill the config's store; returns counts and the generation time."""
     from wanmon.config import load
     from wanmon.store import Store
@@ -139,7 +139,7 @@ def build_store(cfg_path: Path, raw_days: int, seed: int) -> dict[str, Any]:
     conn.execute("PRAGMA synchronous=OFF")
 
     now = time.time()
-    hist_start = now - HISTORY_DAYS * DAY
+    hist_start = now - history_days * DAY
     n_raw = raw_days * DAY // RAW_STEP
     last_raw = now - 60
     first_raw = last_raw - (n_raw - 1) * RAW_STEP
@@ -375,6 +375,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--raw-days", type=int, default=1,
                    help="days of raw 5-minute samples to keep in the store (default: 1 = only the 24 h the page "
                         "reads; a real store keeps retention_raw_days = 35)")
+    p.add_argument("--history-days", type=int, default=HISTORY_DAYS,
+                   help="days of hourly rollups in the store (default: %(default)s; a real store keeps "
+                        "retention_rollup_days = 400 of them): the page reads 30 days whatever this is")
     p.add_argument("--no-phases", action="store_true", help="skip the in-process per-phase timing")
     p.add_argument("--profile", metavar="DIR",
                    help="cProfile every size's render into DIR/render-N.prof and print the top entries "
@@ -400,9 +403,9 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             work = tmp / f"n{n}"
             work.mkdir()
-            log(f"size {n}: building the store ({HISTORY_DAYS} d hourly + {args.raw_days} d raw at 5 min)")
+            log(f"size {n}: building the store ({args.history_days} d hourly + {args.raw_days} d raw at 5 min)")
             cfg = shipped_config(work) if n == 177 else generated_config(work, n)
-            gen = build_store(cfg, args.raw_days, seed=n)
+            gen = build_store(cfg, args.raw_days, seed=n, history_days=args.history_days)
             runs = []
             for i in range(args.repeat):
                 runs.append(measure(runner, args.python, cfg, work, f"{i}", args.timeout))
@@ -439,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"meta": meta, "cases": cases}, indent=1))
         return 0
     print(f"wanmon render: {meta['when']}, Python {meta['python']}, SQLite {meta['sqlite']}, {meta['cpus']} CPUs;"
-          f" store: {HISTORY_DAYS} d hourly rollups + {args.raw_days} d raw samples at 5 min; medians of {args.repeat}")
+          f" store: {args.history_days} d hourly rollups + {args.raw_days} d raw samples at 5 min; medians of {args.repeat}")
     cols: list[M.Column] = [
         ("", "sites", 6, lambda c: f"{c['sites']}"),
         ("store", "raw rows", 9, lambda c: f"{c['gen']['raw_rows']:,}"),
