@@ -282,6 +282,12 @@ def build_store(cfg_path: Path, raw_days: int, seed: int, history_days: int = HI
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+    # the closed days' sums, as the agent's cycles leave them (Store.roll_days after each page)
+    st = Store.open(cfg.store_path)
+    try:
+        st.roll_days(last_raw)
+    finally:
+        st.close()
     gen_s = time.perf_counter() - t0
     n_raw_rows = n_raw * len(sites)
     size = sum(p.stat().st_size for p in cfg.store_path.parent.iterdir() if p.is_file())

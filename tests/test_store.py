@@ -417,3 +417,53 @@ def test_a_store_locked_by_another_process_is_one_clear_line_and_nothing_is_lost
     assert run("check").returncode == 0
     r = run("status", "--json")
     assert json.loads(r.stdout)["last_cycle"]["id"] == 2
+
+
+def test_window_sums_from_daily_rollups_equal_the_hourly_sums_exactly(store):
+    """rollup_sums reads whole UTC days from icmp_daily (roll_days) and the edges by the hour:
+    over 40 days of random hourly data and many `now`s (on and off hour and day boundaries),
+    before and after rolling, and after a sample lands in a day already rolled (a clock set
+    back), its figures equal the plain sums of the hourly rows."""
+    import random
+
+    rng = random.Random(5)
+    day = 86400.0
+    t0 = 1_700_006_400.0  # a UTC midnight
+    sites = ["a", "b", "c"]
+    for i in range(40 * 24):  # one cycle per hour, at a random minute
+        ts = t0 + i * 3600 + rng.randrange(0, 3600)
+        store.record_cycle(ts, ts + 1, [obs(site=s, ts=ts, status=rng.choice(["up", "up", "down", "degraded"]),
+                                            received=rng.choice([0, 3])) for s in sites])
+
+    def plain(h24, h7, h30):
+        out = {}
+        for sid, hour, r, n in store.conn.execute("SELECT site_id, hour, reachable, samples FROM icmp_hourly"):
+            acc = out.setdefault(sid, [0] * 6)
+            for k, cut in enumerate((h24, h7, h30)):
+                if hour >= cut:
+                    acc[2 * k] += r
+                    acc[2 * k + 1] += n
+        return out
+
+    def check(now):
+        h24 = now - day
+        h24 = h24 if h24 % 3600 == 0 else h24 - h24 % 3600 + 3600
+        cuts = (h24, now - 7 * day, now - 30 * day)
+        assert store.rollup_sums(*cuts) == plain(*cuts), now
+
+    nows = [t0 + 40 * day - 1, t0 + 39 * day, t0 + 38 * day + 1800, t0 + 37.5 * day] + \
+           [t0 + rng.uniform(31 * day, 40 * day) for _ in range(10)]
+    for now in nows:
+        check(now)                                             # nothing rolled: all by the hour
+    assert store.roll_days(t0 + 40 * day - 1) == 31
+    assert store.conn.execute("SELECT count(*) FROM icmp_daily").fetchone()[0] == 3 * 31
+    for now in nows:
+        check(now)                                             # whole days from icmp_daily
+    assert store.roll_days(t0 + 40 * day - 1) == 0             # nothing new to roll
+    late = t0 + 35 * day + 7200                                # a clock set back: a rolled day changes
+    store.record_cycle(late, late + 1, [obs(site="a", ts=late, status="down", received=0)])
+    for now in nows:
+        check(now)                                             # that day is read by the hour again
+    assert store.roll_days(t0 + 40 * day - 1) == 4               # days 35 to 38 again
+    for now in nows:
+        check(now)

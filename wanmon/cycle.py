@@ -353,6 +353,7 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     # after the page: deleting old samples and checkpointing the WAL are nobody's wait
     _warn_same_hosts(cfg, icmp_results)
     store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
+    store.roll_days(finished)  # the closed days' sums the next pages read (once a day; a meta read otherwise)
     store.checkpoint()
     return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)},
                        last_views(cfg, store.devices()), tuple(alert_update.mails) if alert_update else (), alerts_ms,

@@ -57,8 +57,8 @@ def _availability(store: Store, now: float) -> dict[str, dict[str, tuple[int, in
     week: dict[str, tuple[int, int]] = {}
     month: dict[str, tuple[int, int]] = {}
     # One pass over the rollups for the three windows (three queries read them three times)
-    for sid, r24, n24, r7, n7, r30, n30 in store.rollup_sums(first_full_hour, now - WINDOWS["7d"],
-                                                                now - WINDOWS["30d"]):
+    for sid, (r24, n24, r7, n7, r30, n30) in store.rollup_sums(first_full_hour, now - WINDOWS["7d"],
+                                                                  now - WINDOWS["30d"]).items():
         day[sid] = [int(r24), int(n24)]
         week[sid] = (int(r7), int(n7))
         month[sid] = (int(r30), int(n30))
