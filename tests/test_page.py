@@ -325,6 +325,7 @@ def test_partial_district_badge_degraded_figures_and_snmp_line(tmp_path):
     causes = [li.get_text(" ", strip=True) for li in soup.select("ul.causes > li")]
     assert causes[0].startswith("✖ Mất kết nối UBND phường Đông Ngàn mất kết nối từ ") and causes[0].endswith("· Từ Sơn")
     assert causes[1] == "▲ Suy giảm UBND xã Phật Tích mất gói 33 % ≥ 10 % · Tiên Du", causes
+    assert soup.select_one("details.quietbox").has_attr("open")  # a few: shown; more than 10: one closed line
     (quiet,) = [li.get_text(" ", strip=True) for li in soup.select("ul.quiet li")]
     assert quiet == f"UBND thị xã Từ Sơn (tu-son) : không có phản hồi SNMP từ {vn_time(t0 - 60)}", quiet
     badges = {group_name(d): d.select_one("summary .badge").get_text(" ", strip=True) for d in soup.select("details.district")}
