@@ -73,3 +73,12 @@ def write_config(tmp_path: Path):
         return p
 
     return _write
+
+
+def damage_store(db: Path) -> None:
+    """Overwrite the store's fourth page with garbage and drop its WAL: quick_check finds it."""
+    raw = bytearray(db.read_bytes())
+    raw[3 * 4096: 4 * 4096] = bytes([0x5A]) * 4096
+    db.write_bytes(bytes(raw))
+    for suffix in ("-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)

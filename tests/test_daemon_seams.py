@@ -272,6 +272,7 @@ def test_daemon_and_check_share_the_lock(setup, caplog):
 def test_damage_found_by_the_daily_check_is_told_to_the_noc_once_off_the_cycle(tmp_path, caplog):
     """The daemon's integrity job finds damage: writes stop, the NOC gets one mail (a real SMTP
     server), sent in a thread; the cycles that then fail say why and mail nobody again."""
+    from conftest import damage_store
     from smtp_server import SMTPServer
     from test_alerts_integration import NOC
 
@@ -289,12 +290,7 @@ def test_damage_found_by_the_daily_check_is_told_to_the_noc_once_off_the_cycle(t
                 clock.advance(60)
             if d.publishing is not None:
                 await d.publishing
-            db = cfg.store_path
-            raw = bytearray(db.read_bytes())
-            raw[3 * 4096: 4 * 4096] = bytes([0x5A]) * 4096
-            db.write_bytes(bytes(raw))
-            for suffix in ("-wal", "-shm"):
-                db.with_name(db.name + suffix).unlink(missing_ok=True)
+            damage_store(cfg.store_path)
             await d.integrity()
             assert d.telling is not None, "no notice started"
             await d.telling

@@ -288,24 +288,23 @@ def _first_screen_config(folder: Path, healthy: int) -> Path:
     first, then a department and a district router on lab addresses nothing answers
     (198.18.2.50-51, inside the lab only), the district's 14 communes behind it (silent too:
     unreachable), and a healthy district with 20 communes."""
-    def site(sid, name, level, addr, parent=None, district=None):
-        s = f'\n[[sites]]\nid = "{sid}"\nname = "{name}"\nlevel = "{level}"\naddress = "{addr}"\n'
-        return s + (f'parent = "{parent}"\n' if parent else "") + (f'district = "{district}"\n' if district else "")
+    from test_alerts_integration import site_toml
 
     parts = ['[store]\npath = "var/wanmon.db"\n\n[icmp]\ncount = 1\ninterval_ms = 20\ntimeout_ms = 500\n\n'
-             '[snmp]\nenabled = false\n\n[page]\nout_dir = "public"\nprovince = "Bắc Ninh"\n',
-             site("dc-core", "Trung tâm dữ liệu tỉnh", "province", "127.0.0.1")]
-    parts += [site(f"so-{i:03d}", f"Sở ban ngành thử nghiệm số {i:03d}", "province", f"127.0.{1 + i // 250}.{1 + i % 250}",
-                   parent="dc-core") for i in range(healthy)]
-    parts.append(site("so-tai-chinh", "Sở Tài chính", "province", "198.18.2.50", parent="dc-core"))
-    parts.append(site("gia-binh", "UBND huyện Gia Bình", "district", "198.18.2.51", parent="dc-core", district="Gia Bình"))
-    parts += [site(f"gia-binh-xa-{c:02d}", f"UBND xã Gia Bình {c:02d}", "commune", f"198.18.2.{60 + c}", parent="gia-binh",
-                   district="Gia Bình") for c in range(14)]
-    parts.append(site("que-vo", "UBND thị xã Quế Võ", "district", "127.0.9.1", parent="dc-core", district="Quế Võ"))
-    parts += [site(f"que-vo-xa-{c:02d}", f"UBND xã Quế Võ {c:02d}", "commune", f"127.0.9.{10 + c}", parent="que-vo",
-                   district="Quế Võ") for c in range(20)]
+             '[snmp]\nenabled = false\n\n[page]\nout_dir = "public"\nprovince = "Bắc Ninh"\n\n',
+             site_toml("dc-core", "Trung tâm dữ liệu tỉnh", "province", "127.0.0.1")]
+    parts += [site_toml(f"so-{i:03d}", f"Sở ban ngành thử nghiệm số {i:03d}", "province",
+                        f"127.0.{1 + i // 250}.{1 + i % 250}", parent="dc-core") for i in range(healthy)]
+    parts.append(site_toml("so-tai-chinh", "Sở Tài chính", "province", "198.18.2.50", parent="dc-core"))
+    parts.append(site_toml("gia-binh", "UBND huyện Gia Bình", "district", "198.18.2.51", parent="dc-core",
+                           district="Gia Bình"))
+    parts += [site_toml(f"gia-binh-xa-{c:02d}", f"UBND xã Gia Bình {c:02d}", "commune", f"198.18.2.{60 + c}",
+                        parent="gia-binh", district="Gia Bình") for c in range(14)]
+    parts.append(site_toml("que-vo", "UBND thị xã Quế Võ", "district", "127.0.9.1", parent="dc-core", district="Quế Võ"))
+    parts += [site_toml(f"que-vo-xa-{c:02d}", f"UBND xã Quế Võ {c:02d}", "commune", f"127.0.9.{10 + c}",
+                        parent="que-vo", district="Quế Võ") for c in range(20)]
     cfg = folder / "sites.toml"
-    cfg.write_text("".join(parts), encoding="utf-8")
+    cfg.write_text("\n".join(parts), encoding="utf-8")
     return cfg
 
 

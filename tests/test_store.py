@@ -16,7 +16,7 @@ from wanmon.model import Observation
 from wanmon.store import SCHEMA_VERSION, CycleLock, Store, StoreError
 from wanmon.errors import StoreBusyError
 from pathlib import Path
-from conftest import REPO
+from conftest import REPO, damage_store
 
 
 def obs(site="a", ts=1000.0, status="up", received=3, rtt=1.0):
@@ -249,11 +249,7 @@ def test_damage_stops_writes_says_so_and_a_restored_backup_resumes(write_config,
         assert run("check").returncode == 0
     assert run("store", "backup", str(tmp_path / "good.db")).returncode == 0
     db = cfg.parent / "var" / "wanmon.db"
-    raw = bytearray(db.read_bytes())
-    raw[3 * 4096: 4 * 4096] = bytes([0x5A]) * 4096
-    db.write_bytes(bytes(raw))
-    for suffix in ("-wal", "-shm"):
-        (cfg.parent / "var" / f"wanmon.db{suffix}").unlink(missing_ok=True)
+    damage_store(db)
 
     r = run("store", "check")
     assert r.returncode == 1 and "writes are stopped" in r.stderr, r.stderr
@@ -357,11 +353,7 @@ def test_damage_found_is_told_to_the_noc_once_by_direct_mail_and_retried_after_a
         for _ in range(2):
             assert run("check").returncode == 0
         db = cfg.parent / "var" / "wanmon.db"
-        raw = bytearray(db.read_bytes())
-        raw[3 * 4096: 4 * 4096] = bytes([0x5A]) * 4096
-        db.write_bytes(bytes(raw))
-        for suffix in ("-wal", "-shm"):
-            (cfg.parent / "var" / f"wanmon.db{suffix}").unlink(missing_ok=True)
+        damage_store(db)
 
         smtp.stop()                                                    # the relay is down when it is found
         r = run("store", "check")
@@ -400,10 +392,10 @@ def test_a_store_locked_by_another_process_is_one_clear_line_and_nothing_is_lost
     assert run("check").returncode == 0
     db = cfg.parent / "var" / "wanmon.db"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sqlite3, sys, time\n"
+        [sys.executable, "-c", "import sqlite3, sys\n"
          "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-         "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(60)", str(db)],
-        stdout=subprocess.PIPE, text=True)
+         "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); sys.stdin.read()", str(db)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # holds the lock until its stdin closes
     try:
         assert holder.stdout.readline().strip() == "held"
         r = run("check")
@@ -412,8 +404,8 @@ def test_a_store_locked_by_another_process_is_one_clear_line_and_nothing_is_lost
         assert len(lines) == 1 and "is locked by another process" in lines[0] and "fuser" in lines[0], r.stderr
         assert "Traceback" not in r.stderr
     finally:
-        holder.kill()
-        holder.wait()
+        holder.stdin.close()                                       # it lets go
+        holder.wait(timeout=30)
     assert run("check").returncode == 0
     r = run("status", "--json")
     assert json.loads(r.stdout)["last_cycle"]["id"] == 2

@@ -92,20 +92,28 @@ def lighthouse(url: str, preset: str, out: Path) -> dict[str, int]:
     return {**scores, "misses": misses}
 
 
-def axe(url: str) -> list[str]:
+def axe(url: str, viewports=({"width": 1366, "height": 768},)) -> tuple[list[str], int]:
+    """axe-core's WCAG 2.1 A and AA rules on the page with every group opened, at each viewport:
+    (the violations, "rule (n nodes): help: first nodes", and the fewest rules passed at one)."""
     from playwright.sync_api import sync_playwright
 
+    bad, passes = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
         try:
-            page = browser.new_page(viewport={"width": 1366, "height": 768})
-            page.goto(url, wait_until="load")
-            page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
-            page.add_script_tag(path=str(NODE / "node_modules" / "axe-core" / "axe.min.js"))
-            result = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", WCAG)
+            for viewport in viewports:
+                page = browser.new_page(viewport=viewport)
+                page.goto(url, wait_until="load")
+                page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+                page.add_script_tag(path=str(NODE / "node_modules" / "axe-core" / "axe.min.js"))
+                result = page.evaluate("tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", WCAG)
+                bad += [f"{viewport['width']} px: {v['id']} ({len(v['nodes'])} nodes): {v['help']}: "
+                        f"{[n['html'][:120] for n in v['nodes'][:3]]}" for v in result["violations"]]
+                passes.append(len(result["passes"]))
+                page.close()
         finally:
             browser.close()
-    return [f"{v['id']} ({len(v['nodes'])} nodes): {v['help']}" for v in result["violations"]]
+    return bad, min(passes)
 
 
 def interaction(url: str) -> dict[str, float]:
@@ -141,12 +149,15 @@ def interaction(url: str) -> dict[str, float]:
 
 
 def html_validate(page: Path) -> list[str]:
-    cfg = page.parent / ".htmlvalidate.json"
-    cfg.write_text('{"extends": ["html-validate:recommended"]}', encoding="utf-8")
-    r = subprocess.run([str(NODE / "node_modules" / ".bin" / "html-validate"), "--config", str(cfg),
-                        "--formatter", "text", str(page)], capture_output=True, text=True, timeout=300)
-    cfg.unlink()
-    return [ln for ln in r.stdout.splitlines() if ln.strip()] if r.returncode else []
+    """html-validate's recommended preset on the file: its error lines ([] when it passes)."""
+    with tempfile.TemporaryDirectory(prefix="wanmon-hv-") as tmp:
+        cfg = Path(tmp) / "htmlvalidate.json"
+        cfg.write_text('{"extends": ["html-validate:recommended"]}', encoding="utf-8")
+        r = subprocess.run([str(NODE / "node_modules" / ".bin" / "html-validate"), "--config", str(cfg),
+                            "--formatter", "text", str(page)], capture_output=True, text=True, timeout=300)
+    if r.returncode == 0:
+        return []
+    return [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()] or [f"html-validate exited {r.returncode}"]
 
 
 def build(size: int, work: Path) -> Path:
@@ -181,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"sites": size, "kib": kib}
                 for preset in ("desktop", "mobile"):
                     row[preset] = lighthouse(url, preset, Path(tmp) / f"lh-{size}-{preset}.json")
-                row["axe"] = axe(url)
+                row["axe"] = axe(url)[0]
                 row["browser"] = interaction(url)
                 row["html_validate"] = html_validate(out / "index.html")
             finally:

@@ -8,7 +8,6 @@ write nothing.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import functools
 import hashlib
@@ -24,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wanmon.errors import ConfigError
+from wanmon.files import replacing
 
 DEFAULT_CONFIG = "sites.toml"
 LEVELS = ("province", "district", "commune")
@@ -540,14 +540,10 @@ def _parse_toml(text: str, path: Path) -> dict:
         try:
             blob = marshal.dumps((_TOML_CACHE_TAG, digest, raw))  # ValueError for TOML dates: no cache then
             cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
+            with replacing(cache, binary=True, mode=0o600) as f:
                 f.write(blob)
-            os.replace(tmp, cache)
         except (OSError, ValueError):
-            with contextlib.suppress(OSError, UnboundLocalError):
-                os.unlink(tmp)
+            pass
     return raw
 
 

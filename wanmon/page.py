@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from wanmon.config import Config
+from wanmon.files import replacing
 from wanmon.inventory import Inventory
 from wanmon.alerts.maintenance import sites_in_maintenance
 from wanmon.status import PROBLEMS, SEVERITY
@@ -499,6 +498,7 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
         return str(escape(v)) if _NEEDS_ESCAPE(v) else v
 
     te = {k: e(v) for k, v in t.items()}
+    silent = e(CAUSE[fmt.lang]["snmp_silent"])  # the words of the "now" section's SNMP line
     badge = {st: f'<span class="badge st-{st}"><span aria-hidden="true">{sym}</span> {te[st]}</span>'
              for st, sym in STATUS_SYMBOL.items()}
     cells_head = (f'<td class="num" data-label="{te["rtt"]}">', f'<td class="num" data-label="{te["loss"]}">')
@@ -528,7 +528,7 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
                 bits.append(f' · {te["uplink"]} {e(snmp["uplink"] or "")} ↓{pct(snmp["uplink_util_in_pct"])}'
                             f' ↑{pct(snmp["uplink_util_out_pct"])}')
             if snmp["silent_since"]:
-                bits.append(f'{" · " if snmp["sys_name"] else ""}{te["snmp_silent"]} {dt(snmp["silent_since"])}')
+                bits.append(f'{" · " if snmp["sys_name"] else ""}{silent.format(since=dt(snmp["silent_since"]))}')
             snmp_html = f'<div class="meta">{"".join(bits)}</div>'
         else:
             snmp_html = ""
@@ -551,24 +551,14 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
 
 
 def _atomic_write(path: Path, chunks: Iterable[str]) -> int:
-    """Write to a temp file in the same folder, then rename: readers never see
-    half a file. chunks are written as they come: a 10,000-site page is never
+    """Write to a temp file in the same folder, then rename (wanmon.files.replacing): readers
+    never see half a file. chunks are written as they come: a 10,000-site page is never
     one 20 MB string. Returns the characters written."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 16) as f:
-            for chunk in chunks:
-                f.write(chunk)
-                n += len(chunk)
-        os.chmod(tmp, 0o644)  # a web server or a colleague's browser reads it
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with replacing(path, encoding="utf-8", buffering=1 << 16) as f:  # 0644: a web server or a colleague reads it
+        for chunk in chunks:
+            f.write(chunk)
+            n += len(chunk)
     return n
 
 
@@ -580,22 +570,13 @@ def _gzip_beside(path: Path) -> int:
     Streamed in 1 MB pieces: a 10,000-site page is never held whole. Returns its size."""
     import gzip
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.gz.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw,
-                                                      compresslevel=GZIP_LEVEL, mtime=int(path.stat().st_mtime)) as gz, \
-                open(path, "rb") as src:
-            while chunk := src.read(1 << 20):
-                gz.write(chunk)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path.with_name(path.name + ".gz"))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path.with_name(path.name + ".gz").stat().st_size
+    target = path.with_name(path.name + ".gz")
+    with replacing(target, binary=True) as raw, open(path, "rb") as src, \
+            gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL,
+                          mtime=int(path.stat().st_mtime)) as gz:
+        while chunk := src.read(1 << 20):
+            gz.write(chunk)
+    return target.stat().st_size
 
 
 def _json_chunks(snap: dict[str, Any]) -> Iterable[str]:

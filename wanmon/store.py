@@ -25,6 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from wanmon.errors import StoreBusyError, WanmonError, means_damage, os_cause, sqlite_cause
+from wanmon.files import replacing
 from wanmon.model import AlertUpdate, DeviceLine, DeviceState, Event, IfState, Observation, SiteState, SnmpOutcome
 from wanmon.status import FAILING, REACHABLE, Track, advance
 
@@ -279,9 +280,8 @@ def note_damaged(path: Path, **fields: object) -> None:
 
     d = damaged(path)
     if d is not None:
-        tmp = _mark_path(path).with_suffix(".tmp")
-        tmp.write_text(json.dumps({**d, **fields}, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(_mark_path(path))
+        with replacing(_mark_path(path), mode=0o600, encoding="utf-8") as f:
+            f.write(json.dumps({**d, **fields}, ensure_ascii=False))
 
 
 def clear_damaged(path: Path) -> bool:
