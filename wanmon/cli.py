@@ -203,14 +203,18 @@ class _ProgressBar:
 @click.pass_context
 def check(ctx: click.Context, as_json: bool, dry_run: bool) -> None:
     """Run one cycle (ping every site), record it in the store, print a summary."""
-    from wanmon.cycle import run_check
+    from wanmon.probes.forked import ForkedSweep
+    from wanmon.probes.forked import eligible as forked_eligible
 
     cfg = _load(ctx)
     _WRITER_CFG[0] = cfg
     _warn_shared_net_raw()
     try:
         with _ProgressBar(len(cfg.sites)) as progress:
-            result = run_check(cfg, progress, dry_run=dry_run)
+            early = ForkedSweep.start(cfg) if forked_eligible(progress) else None
+            from wanmon.cycle import run_check  # loads while the sweep runs
+
+            result = run_check(cfg, progress, dry_run=dry_run, early=early)
     except WanmonError as exc:
         _tell_noc_if_damaged()
         _fail(exc)

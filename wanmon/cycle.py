@@ -44,6 +44,7 @@ from wanmon.errors import StoreBusyError, WanmonError
 from wanmon.inventory import Inventory
 from wanmon.lineproto import agent_point, cycle_points, snmp_points
 from wanmon.probes import icmp, snmp
+from wanmon.probes.forked import ForkedSweep
 from wanmon.status import REACHABLE, icmp_status, with_parents
 from wanmon.model import AlertUpdate, DeviceState, Observation, SnmpOutcome
 from wanmon.store import CycleLock, PublishLock, SnmpLock, Store
@@ -281,12 +282,14 @@ class _Held:
 # -- the critical path --------------------------------------------------------
 
 def run_check(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool = False, *, now: Now = time.time,
-              peers: Peers = REAL, snmp_tail: bool = True, publish_tail: bool = True) -> CycleResult:
+              peers: Peers = REAL, snmp_tail: bool = True, publish_tail: bool = True,
+              early: ForkedSweep | None = None) -> CycleResult:
     """`wanmon check`: the critical path, then the SNMP tail, then publishing (outside the cycle lock).
-    Raises WanmonError subclasses for the operator."""
+    early: the sweep already running in a child process (wanmon.probes.forked), holding the
+    cycle lock. Raises WanmonError subclasses for the operator."""
 
     async def main() -> CycleResult:
-        res = await run_cycle(cfg, progress, dry_run, now=now, peers=peers)
+        res = await run_cycle(cfg, progress, dry_run, now=now, peers=peers, early=early)
         # The tails run side by side (SNMP in the loop, publishing in a thread): a check
         # lasts about the longest budget, not their sum. Points the SNMP tail spools go
         # with the next drain.
@@ -309,18 +312,33 @@ def _with_snmp(res: CycleResult, views: dict[str, SnmpView]) -> CycleResult:
 
 
 async def run_cycle(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool = False, *,
-                    now: Now = time.time, peers: Peers = REAL) -> CycleResult:
+                    now: Now = time.time, peers: Peers = REAL, early: ForkedSweep | None = None) -> CycleResult:
     """The critical path, inside a running event loop: sweep, record, alerts, page; then the
     cycle lock is released. No peer is waited on here (see the module docstring)."""
-    if peers.icmp is icmp.probe:  # fail on a missing ICMP permission before anything is written
+    if early is None and peers.icmp is icmp.probe:  # fail on a missing ICMP permission before anything is written
         icmp.open_sockets(cfg.icmp.mode, {socket.AF_INET}).popitem()[1].close()
-    inv = Inventory.from_config(cfg)
-    held = _Held(CycleLock(cfg.store_path).__enter__())
     try:
-        store = await held.open(cfg.store_path)
-        started = now()
-        results = await _sweep(cfg, store, progress, peers)
-        finished = now()
+        inv = Inventory.from_config(cfg)
+        held = _Held(early.lock if early is not None else CycleLock(cfg.store_path).__enter__())
+    except BaseException:
+        if early is not None:
+            early.kill()
+            early.lock.__exit__(None, None, None)
+        raise
+    try:
+        if early is not None:
+            try:
+                store = await held.open(cfg.store_path)
+                warm_page(cfg)  # while the child sweeps
+                started, finished, results = await in_thread(early.result)
+            except BaseException:
+                early.kill()
+                raise
+        else:
+            store = await held.open(cfg.store_path)
+            started = now()
+            results = await _sweep(cfg, store, progress, peers)
+            finished = now()
         result = await held.finish_in_thread(_record, cfg, inv, store, started, finished, results, dry_run, now)
     finally:
         held.close_unless_handed()
@@ -406,6 +424,17 @@ def write_page(cfg: Config, store: Store, on_html: Callable[[], None] | None = N
 
 class PageError(WanmonError):
     pass
+
+
+def warm_page(cfg: Config) -> None:
+    """Load the page's code and template ahead of the first render (time spent while a forked
+    sweep runs). Harmless when it fails: the render says why."""
+    from wanmon.page import warm
+
+    try:
+        warm(cfg)
+    except Exception:  # noqa: BLE001 - the render reports it with its context
+        logger.debug("page warm-up failed", exc_info=True)
 
 
 def _agent_fields(store: Store, started: float, finished: float, obs) -> dict[str, object]:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -24,8 +23,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from wanmon.errors import StoreBusyError, WanmonError, means_damage, os_cause, sqlite_cause
+from wanmon.errors import WanmonError, means_damage, os_cause, sqlite_cause
 from wanmon.files import replacing
+from wanmon.locks import CycleLock, PublishLock, SnmpLock, _prepare_folder  # noqa: F401 (re-exported)
 from wanmon.model import AlertUpdate, DeviceLine, DeviceState, Event, IfState, Observation, SiteState, SnmpOutcome
 from wanmon.status import FAILING, REACHABLE, Track, advance
 
@@ -179,18 +179,6 @@ class StoreError(WanmonError):
     pass
 
 
-def _prepare_folder(folder: Path) -> None:
-    """Create the store's folder 0700 (two processes may race to create it)."""
-    if folder.is_dir():
-        return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        folder.mkdir(mode=0o700)
-    except FileExistsError:
-        return  # the other process made it
-    os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
-
-
 def _create_store(path: Path) -> None:
     """Create a new, empty wanmon store at `path` in one step: an SQLite file (0600) built
     under a temporary name in the same folder, then linked into place (never over an
@@ -299,55 +287,6 @@ def _refuse_damaged(path: Path) -> None:
         raise StoreError(f"the store {path} was found damaged at {when} ({'; '.join(d['findings'][:2])}): nothing "
                          "is written to it until it is restored from a backup and `wanmon store check` passes "
                          "(README, 'Backup and restore')")
-
-
-class CycleLock:
-    """Exclusive, non-blocking flock on `<db><suffix>`: one holder at a time.
-
-    `<db>.lock` guards the critical path (one cycle at a time); the SNMP poll
-    (`.snmp.lock`) and publishing (`.publish.lock`: InfluxDB drain, mail) have
-    their own, so a slow peer never holds the next cycle back."""
-
-    suffix = ".lock"
-    busy_message = ("another wanmon cycle is running on {folder} ({holder}); this run exits without doing "
-                    "anything. If this happens every time, the cycle takes longer than the cron interval: "
-                    "space the runs out or lower [icmp] timeout_ms.")
-
-    def __init__(self, db_path: Path):
-        self.path = db_path.with_name(db_path.name + self.suffix)
-        self.fd: int | None = None
-
-    def __enter__(self) -> CycleLock:
-        _prepare_folder(self.path.parent)
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                holder = os.read(fd, 64).decode(errors="replace").strip()
-            finally:
-                os.close(fd)
-            raise StoreBusyError(self.busy_message.format(folder=self.path.parent.resolve(),
-                                                          holder=holder or "pid unknown")) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing releases the flock
-            self.fd = None
-
-
-class SnmpLock(CycleLock):
-    suffix = ".snmp.lock"
-    busy_message = "another wanmon SNMP poll is running on {folder} ({holder}): this one is skipped"
-
-
-class PublishLock(CycleLock):
-    suffix = ".publish.lock"
-    busy_message = "another wanmon is publishing (InfluxDB, mail) from {folder} ({holder}): it will send these too"
 
 
 class Store:
