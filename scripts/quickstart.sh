@@ -4,7 +4,8 @@
 # embedded store (var/wanmon.db) and write the status page (public/index.html).
 # No InfluxDB, no SMTP needed.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" iproute2
+# libpango + fonts-dejavu-core: `wanmon report --format pdf` (WeasyPrint; DejaVu has the Vietnamese letters)
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" iproute2 libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
 cd "$ROOT"
 "$VENV/bin/python" -m pip install -q "$ROOT"
 "$VENV/bin/wanmon" --config sites.toml validate

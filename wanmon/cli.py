@@ -302,6 +302,77 @@ def _print_mail_trouble(con, outbox: list[dict]) -> None:
                       f"last error: {escape(o['last_error'] or '–')}", soft_wrap=True)
 
 
+@cli.command()
+@click.option("--month", metavar="YYYY-MM", help="A calendar month (default: the previous one).")
+@click.option("--quarter", metavar="YYYY-Qn", help="A calendar quarter, e.g. 2026-Q4.")
+@click.option("--year", metavar="YYYY", help="A calendar year.")
+@click.option("--from", "frm", metavar="WHEN", help="Start: ISO 8601 with offset, or a date/time in [page] timezone.")
+@click.option("--to", metavar="WHEN", help="End (exclusive; a bare date includes that day). Default: now.")
+@click.option("--format", "fmt", type=click.Choice(["html", "pdf", "csv", "json"]), default="html", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Output file ('-': stdout). "
+              "Default: [page] out_dir/reports/wanmon-report-PERIOD.FORMAT.")
+@click.option("--email", is_flag=True, help="Mail it (HTML body, PDF and CSV attached) to [report] recipients.")
+@click.pass_context
+def report(ctx: click.Context, month, quarter, year, frm, to, fmt: str, out: str | None, email: bool) -> None:
+    """Availability over a period, per level, district and site (README: 'Availability reports')."""
+    from zoneinfo import ZoneInfo
+
+    from wanmon import report as rp
+
+    cfg = _load(ctx, secrets=email)
+    now = time.time()
+    try:
+        period = rp.parse_period(ZoneInfo(cfg.page.timezone), now, month, quarter, year, frm, to)
+    except rp.PeriodError as exc:
+        click.echo(f"wanmon: error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    if cfg.store_path.exists():
+        rep = _read_store(cfg, lambda st: rp.build(cfg, st, period, now))
+    else:
+        click.echo(f"wanmon: no store at {cfg.store_path} yet: the report says nothing was observed", err=True)
+        rep = rp.build(cfg, _NoStore(), period, now)
+    if rep.total.observed_s == 0:
+        click.echo(f"wanmon: nothing was observed in {period.label}: availability is left blank", err=True)
+    try:
+        if email:
+            from wanmon.reportmail import send_report
+
+            sent = send_report(cfg, rep)
+            click.echo(f"sent the {period.label} report to {', '.join(sent)}")
+            if out is None:
+                return
+        data = rp.render(cfg, rep, fmt)
+    except WanmonError as exc:
+        _fail(exc)
+    if out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    path = Path(out) if out else rp.default_path(cfg, rep, fmt)
+    from wanmon.files import write_whole
+
+    try:
+        write_whole(path, data)
+    except OSError as exc:
+        from wanmon.errors import os_cause
+
+        click.echo(f"wanmon: error: cannot write the report to {path}: {os_cause(exc)} (--out)", err=True)
+        sys.exit(EXIT_FAILURE)
+    t = rep.total
+    click.echo(f"{period.label}: {rp.pct_text(t.availability_pct)} available over {t.sites} sites "
+               f"({t.below_target} below {cfg.report.target_pct:g} %); {fmt} written to {path}")
+
+
+class _NoStore:
+    """A store that has recorded nothing (none exists yet)."""
+
+    def status_runs(self, *a):
+        return []
+
+    def site_labels(self):
+        return {}
+
+
 @cli.command("test-email")
 @click.argument("address")
 @click.pass_context

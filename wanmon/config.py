@@ -134,6 +134,16 @@ class ScheduleSettings(_Strict):
     grace_s: float = Field(30.0, ge=0)
 
 
+class ReportSettings(_Strict):
+    """[report]: the availability reports (`wanmon report`)."""
+
+    target_pct: float = Field(99.0, ge=0, le=100)  # sites under it are flagged
+    recipients: tuple[str, ...] = ()  # `wanmon report --email` and the daemon's monthly mail
+    monthly: bool = True  # the daemon mails last month's report on the 1st (when recipients are set)
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
 class AlertSettings(_Strict):
     """[alerts]: when and to whom notifications go."""
 
@@ -297,6 +307,7 @@ _SECTIONS: dict[str, type[_Strict]] = {
     "page": PageSettings,
     "schedule": ScheduleSettings,
     "alerts": AlertSettings,
+    "report": ReportSettings,
 }
 
 
@@ -311,6 +322,7 @@ class Config:
     schedule: ScheduleSettings
     alerts: AlertSettings
     sites: tuple[Site, ...]
+    report: ReportSettings = ReportSettings()
     snmp_specs: dict[str, SnmpSpec] = field(default_factory=dict)  # site id -> spec; absent = SNMP off
     influx: InfluxSpec | None = None
     smtp: SmtpSpec | None = None
@@ -694,6 +706,11 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         except (ValueError, LookupError, OSError):
             problems.append(f"{at(loc.section('page', 'timezone'))}: [page] unknown timezone "
                             f"{sections['page'].timezone!r} (e.g. \"Asia/Ho_Chi_Minh\")")
+    if sections["report"] is not None:
+        for email in sections["report"].recipients:
+            if not _EMAIL.match(email):
+                problems.append(f"{at(loc.section('report', 'recipients'))}: [report] invalid email {email!r} in "
+                                "'recipients'")
     if sections["alerts"] is not None:
         for email in sections["alerts"].noc:
             if not _EMAIL.match(email):
@@ -726,6 +743,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         page=sections["page"],
         schedule=sections["schedule"],
         alerts=sections["alerts"],
+        report=sections["report"],
         sites=tuple(sites),
         snmp_specs=snmp_specs,
         influx=influx,

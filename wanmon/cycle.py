@@ -364,7 +364,8 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     t_alerts = time.perf_counter()
     alert_update = _alerts(cfg, store, obs, finished, dry_run)
     alerts_ms = (time.perf_counter() - t_alerts) * 1000
-    cycle_id = store.record_cycle(started, finished, obs, (), points, limits, alert_update)
+    cycle_id = store.record_cycle(started, finished, obs, (), points, limits, alert_update,
+                                  maintenance=sites_in_maintenance(cfg, started), run_cap_s=run_cap_s(cfg))
     _remember_addresses(cfg, store, icmp_results, finished)
     page_ts = []
     write_page(cfg, store, on_html=lambda: page_ts.append(now()), states=store.written_states)
@@ -376,6 +377,11 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)},
                        last_views(cfg, store.devices()), tuple(alert_update.mails) if alert_update else (), alerts_ms,
                        page_ts[0] if page_ts else None)
+
+
+def run_cap_s(cfg: Config) -> float:
+    """The longest one cycle's status holds in the history (the report's accounting method)."""
+    return 2 * cfg.schedule.icmp_interval_s
 
 
 def _warn_same_hosts(cfg: Config, icmp_results) -> None:

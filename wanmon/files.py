@@ -25,3 +25,11 @@ def replacing(path: Path, *, binary: bool = False, mode: int = 0o644, **open_kw:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_whole(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """`data` into `path` atomically, creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path, binary=True, mode=mode) as f:
+        f.write(data)

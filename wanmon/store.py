@@ -19,7 +19,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 
@@ -170,6 +170,21 @@ MIGRATIONS: list[str] = [
     # site in every cycle (half of a 2,000-site cycle's WAL, and of its checkpoint).
     """
     DROP INDEX IF EXISTS icmp_samples_site_ts;
+    """,
+    # 10: availability reports (wanmon.report): each site's history as runs of one status, kept
+    # like the rollups. The open run lives in site_state (run_start, run_maint) and is closed
+    # into status_runs when the status, the maintenance flag or a gap (> the cap) ends it.
+    """
+    ALTER TABLE site_state ADD COLUMN run_start REAL;
+    ALTER TABLE site_state ADD COLUMN run_maint INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE status_runs (
+        site_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        maint INTEGER NOT NULL,             -- 1: the site was in a maintenance window
+        start_ts REAL NOT NULL,             -- the run's first cycle ts
+        end_ts REAL NOT NULL                -- its last cycle ts + min(next cycle ts - it, cap)
+    );
+    CREATE INDEX status_runs_end ON status_runs(end_ts);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -406,10 +421,13 @@ class Store:
 
     def record_cycle(self, started_at: float, finished_at: float, obs: Sequence[Observation],
                      snmp: Sequence[SnmpOutcome] = (), points: Sequence[str] = (),
-                     spool_limits: tuple[int, float] | None = None, alerts: AlertUpdate | None = None) -> int:
+                     spool_limits: tuple[int, float] | None = None, alerts: AlertUpdate | None = None,
+                     maintenance: Collection[str] = (), run_cap_s: float = 120.0) -> int:
         """Store one cycle atomically: ICMP observations, SNMP outcomes and the
         cycle's InfluxDB points (into the spool, bounded by spool_limits =
-        (max points, max age in s)). Returns the cycle id."""
+        (max points, max age in s)). maintenance: the sites in a maintenance window;
+        run_cap_s: the longest one cycle's status holds (2 x [schedule] icmp_interval_s),
+        for the status runs the reports read. Returns the cycle id."""
         seen = Counter(o.status for o in obs)
         counts = [seen.get(s, 0) for s in ("up", "degraded", "down", "unreachable", "unknown")]
         with self.transaction():
@@ -443,7 +461,7 @@ class Store:
                     for o in obs
                 ],
             )
-            self._update_state(cycle_id, obs)
+            self._update_state(cycle_id, obs, maintenance, run_cap_s)
             self._unroll_days(obs)
             self._record_snmp(snmp)
             if points:
@@ -684,15 +702,19 @@ class Store:
             [_event_row(e) for o in outcomes for e in o.events],
         )
 
-    def _update_state(self, cycle_id: int, obs: Iterable[Observation]) -> None:
+    def _update_state(self, cycle_id: int, obs: Iterable[Observation], maintenance: Collection[str] = (),
+                      run_cap_s: float = 120.0) -> None:
         prev = {
             r[0]: r[1:]
-            for r in self.conn.execute("SELECT site_id, status, since, consecutive_failures, last_reachable_ts FROM site_state")
+            for r in self.conn.execute("SELECT site_id, status, since, consecutive_failures, last_reachable_ts, last_ts,"
+                                       " run_start, run_maint FROM site_state")
         }
         rows = []
         changes = []
+        closed = []
         for o in obs:
-            p_status, p_since, p_fail, p_reach = prev.get(o.site_id, (None, None, 0, None))
+            p_status, p_since, p_fail, p_reach, p_last, p_run, p_maint = prev.get(o.site_id,
+                                                                               (None, None, 0, None, None, None, 0))
             since = advance(Track(p_status, p_since, 1) if p_status is not None else None, o.status, o.ts).since
             if p_status is not None and p_status != o.status:
                 changes.append(_event_row(Event(o.ts, o.site_id, "status", f"{p_status} -> {o.status}",
@@ -700,17 +722,25 @@ class Store:
             failed = o.sent > 0 and o.received == 0 or o.status in FAILING
             fails = p_fail + 1 if failed else 0
             reach = o.ts if o.status in REACHABLE else p_reach
+            maint = int(o.site_id in maintenance)
+            run = p_run
+            if p_run is None or p_status != o.status or p_maint != maint or not 0 <= o.ts - p_last <= run_cap_s:
+                if p_run is not None:  # its last cycle holds until this one, at most the cap
+                    closed.append((o.site_id, p_status, p_maint, p_run, p_last + min(max(o.ts - p_last, 0.0), run_cap_s)))
+                run = o.ts
             rows.append(
                 (o.site_id, o.name, o.level, o.district, o.address, o.status, since, o.ts, cycle_id, fails, reach,
-                 o.loss_pct if o.sent else None, o.rtt_avg_ms, o.jitter_ms, o.reason)
+                 o.loss_pct if o.sent else None, o.rtt_avg_ms, o.jitter_ms, o.reason, run, maint)
             )
-        self.written_states = [SiteState(*r[:8], *r[9:]) for r in rows]
+        self.written_states = [SiteState(*r[:8], *r[9:15]) for r in rows]
         self.conn.executemany(
             "INSERT OR REPLACE INTO site_state (site_id, name, level, district, address, status, since, last_ts,"
-            " last_cycle_id, consecutive_failures, last_reachable_ts, loss_pct, rtt_avg_ms, jitter_ms, reason)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " last_cycle_id, consecutive_failures, last_reachable_ts, loss_pct, rtt_avg_ms, jitter_ms, reason,"
+            " run_start, run_maint) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
+        self.conn.executemany("INSERT INTO status_runs (site_id, status, maint, start_ts, end_ts) VALUES (?,?,?,?,?)",
+                              closed)
         # Status changes are the incident log (page, alerts): kept like the other events.
         self.conn.executemany("INSERT INTO events (ts, site_id, kind, detail, data) VALUES (?,?,?,?,?)", changes)
 
@@ -741,6 +771,7 @@ class Store:
             n_raw += self.conn.execute("DELETE FROM snmp_samples WHERE ts < ?", (raw_cut,)).rowcount
             n_raw += self.conn.execute("DELETE FROM if_samples WHERE ts < ?", (raw_cut,)).rowcount
             self.conn.execute("DELETE FROM events WHERE ts < ?", (roll_cut,))
+            self.conn.execute("DELETE FROM status_runs WHERE end_ts < ?", (roll_cut,))
             self._set_meta("retention_ts", repr(now))
         if n_raw or n_roll:
             logger.info("store retention raw_deleted=%d rollups_deleted=%d", n_raw, n_roll)
@@ -863,6 +894,22 @@ class Store:
             " JOIN icmp_hourly h ON h.site_id = s.site_id AND h.hour >= ? ORDER BY s.site_id, h.hour",
             (start,),
         )
+
+    def status_runs(self, start: float, end: float, now: float, cap_s: float) -> list[tuple[str, str, int, float, float]]:
+        """Each site's runs of one status that overlap [start, end): (site_id, status, maint, from, to),
+        the runs still open (site_state) held from their last cycle for min(now - it, cap_s)."""
+        rows = self.conn.execute("SELECT site_id, status, maint, start_ts, end_ts FROM status_runs"
+                                 " WHERE end_ts > ? AND start_ts < ?", (start, end)).fetchall()
+        for sid, status, maint, run, last in self.conn.execute(
+                "SELECT site_id, status, run_maint, run_start, last_ts FROM site_state WHERE run_start IS NOT NULL"):
+            to = last + min(max(now - last, 0.0), cap_s)
+            if to > start and run < end:
+                rows.append((sid, status, maint, run, to))
+        return rows
+
+    def site_labels(self) -> dict[str, tuple[str, str, str | None]]:
+        """{site_id: (name, level, district)} as last recorded (sites since removed from the config too)."""
+        return {r[0]: r[1:] for r in self.conn.execute("SELECT site_id, name, level, district FROM site_state")}
 
     def status_events_since(self, start: float) -> list[tuple[float, str, str, str]]:
         """Status changes since start, oldest first: [(ts, site_id, old status, new status)]."""

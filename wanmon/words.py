@@ -134,6 +134,67 @@ MAIL = {
 }
 
 
+REPORT = {
+    "vi": {
+        "title": "Báo cáo tỷ lệ sẵn sàng mạng WAN tỉnh {province}",
+        "month": "Tháng {m:02d}/{y}", "quarter": "Quý {q}/{y}", "year": "Năm {y}",
+        "period": "Kỳ báo cáo", "previous": "Kỳ trước", "generated": "Lập lúc", "to_now": "(đến thời điểm lập)",
+        "target": "Mục tiêu", "levels_title": "Tỷ lệ sẵn sàng theo cấp",
+        "districts_title": "Theo huyện", "sites_title": "Theo điểm kết nối (thấp nhất trước)",
+        "level": "Cấp", "district": "Huyện", "site": "Điểm kết nối", "sites": "Số điểm",
+        "availability": "Sẵn sàng", "downtime": "Mất kết nối (giờ:phút)", "outages": "Số lần",
+        "longest": "Lâu nhất", "mttr": "Khắc phục TB", "unreachable": "Do tuyến trên",
+        "maintenance": "Bảo trì", "unobserved": "Không giám sát", "below": "Dưới mục tiêu",
+        "below_n": "{n} điểm dưới mục tiêu {t}", "total": "Toàn mạng",
+        "nothing": "Không có dữ liệu giám sát nào trong kỳ này: tác tử chưa chạy, hoặc kho dữ liệu trống. "
+                   "Tỷ lệ sẵn sàng để trống thay vì 100 %.",
+        "method_title": "Phương pháp tính",
+        "levels": {"province": "Sở, ban, ngành (cấp tỉnh)", "district": "Cấp huyện", "commune": "Cấp xã"},
+        "method": [
+            "Kết quả mỗi lần kiểm tra có hiệu lực từ thời điểm kiểm tra (ts) đến lần kiểm tra kế tiếp, "
+            "nhưng không quá {cap} giây (2 × [schedule] icmp_interval_s); quá thời gian đó là không giám sát.",
+            "Hoạt động và suy giảm được tính là sẵn sàng; mất kết nối và không tới được là không sẵn sàng; "
+            "chưa rõ là không giám sát. Thời gian bảo trì được loại trừ.",
+            "Tỷ lệ sẵn sàng = thời gian sẵn sàng / thời gian có giám sát. Tỷ lệ của một cấp hay một huyện là "
+            "tổng thời gian sẵn sàng của các điểm chia cho tổng thời gian có giám sát của chúng.",
+            "Mất kết nối là thời gian của chính điểm đó; thời gian không tới được do tuyến trên mất kết nối "
+            "được ghi riêng (vẫn là không sẵn sàng). Một lần mất kết nối kết thúc khi điểm hoạt động lại, "
+            "khi không giám sát hoặc khi bảo trì; sự cố vắt qua đầu hay cuối kỳ được cắt tại mốc đó. "
+            "Khắc phục trung bình = tổng thời gian mất kết nối / số lần.",
+        ],
+    },
+    "en": {
+        "title": "WAN availability report, {province} province",
+        "month": "{y}-{m:02d}", "quarter": "Q{q} {y}", "year": "{y}",
+        "period": "Period", "previous": "Previous period", "generated": "Generated", "to_now": "(to the time of writing)",
+        "target": "Target", "levels_title": "Availability by level",
+        "districts_title": "By district", "sites_title": "By site (worst first)",
+        "level": "Level", "district": "District", "site": "Site", "sites": "Sites",
+        "availability": "Availability", "downtime": "Downtime (h:mm)", "outages": "Outages",
+        "longest": "Longest", "mttr": "MTTR", "unreachable": "Upstream",
+        "maintenance": "Maintenance", "unobserved": "Unobserved", "below": "Below target",
+        "below_n": "{n} sites below the {t} target", "total": "Whole network",
+        "nothing": "Nothing was observed in this period: the agent did not run, or the store is empty. "
+                   "Availability is left blank rather than shown as 100 %.",
+        "method_title": "Method",
+        "levels": {"province": "Departments (province level)", "district": "District level",
+                   "commune": "Commune level"},
+        "method": [
+            "Each check's result holds from its time (ts) until the next check, but never longer than {cap} s "
+            "(2 × [schedule] icmp_interval_s); beyond that the time is unobserved.",
+            "Up and degraded are available; down and unreachable are not; unknown is unobserved. "
+            "Time in a maintenance window is excluded.",
+            "Availability = available time / observed time. A level's or district's figure is the sum of its "
+            "sites' available time over the sum of their observed time.",
+            "Downtime is the site's own; time unreachable because an upstream site was down is shown apart "
+            "(it is still not available). An outage ends when the site answers again, when observation stops "
+            "or a maintenance window begins; outages crossing the period's edges are cut there. "
+            "MTTR = downtime / outages.",
+        ],
+    },
+}
+
+
 @dataclass(frozen=True)
 class Fmt:
     lang: str

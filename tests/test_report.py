@@ -1,0 +1,299 @@
+"""`wanmon report`: the accounting method against hand computations on known histories
+(written through the real store, cycle by cycle), the period arguments, the formats
+(JSON shape, CSV with BOM and no formula injection, HTML inert, PDF read back by
+poppler's pdftotext), and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from conftest import wanmon
+from wanmon import report as rp
+from wanmon.config import load
+from wanmon.model import Observation
+from wanmon.store import Store
+
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+CAP = 120.0  # 2 x icmp_interval_s = 60
+
+CONFIG = """\
+[store]
+path = "var/wanmon.db"
+
+[schedule]
+icmp_interval_s = 60
+
+[report]
+target_pct = 99.5
+
+[snmp]
+enabled = false
+
+[[sites]]
+id = "core"
+name = "Trung tâm dữ liệu"
+level = "province"
+address = "127.0.0.1"
+
+[[sites]]
+id = "d1"
+name = "UBND huyện Gia Bình"
+level = "district"
+district = "Gia Bình"
+parent = "core"
+address = "127.0.0.2"
+
+[[sites]]
+id = "c1"
+name = "UBND xã Đông Cứu"
+level = "commune"
+district = "Gia Bình"
+parent = "d1"
+address = "127.0.0.3"
+
+[[sites]]
+id = "c2"
+name = "UBND xã Lãng Ngâm"
+level = "commune"
+district = "Gia Bình"
+parent = "d1"
+address = "127.0.0.4"
+"""
+
+T0 = datetime(2026, 10, 31, 23, 50, tzinfo=TZ).timestamp()  # ten minutes before November (local)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    p = tmp_path / "sites.toml"
+    p.write_text(CONFIG, encoding="utf-8")
+    cfg = load(p)
+    store = Store.open(cfg.store_path)
+    yield cfg, store
+    store.close()
+
+
+def _obs(cfg, sid: str, ts: float, status: str) -> Observation:
+    s = next(x for x in cfg.sites if x.id == sid)
+    up = status in ("up", "degraded")
+    return Observation(sid, s.name, s.level, s.district, s.address, ts, status, None, 3 if status != "unknown" else 0,
+                       3 if up else 0, 0.0 if up else 100.0, 1.0 if up else None, 1.0 if up else None,
+                       1.0 if up else None, 0.0 if up else None)
+
+
+def record(cfg, store, history: dict[float, dict[str, str]], maint: dict[float, set] | None = None) -> None:
+    """history: {cycle ts: {site: status}}, one record_cycle per ts, as the cycle does."""
+    for ts in sorted(history):
+        obs = [_obs(cfg, sid, ts, st) for sid, st in history[ts].items()]
+        store.record_cycle(ts, ts + 1, obs, maintenance=(maint or {}).get(ts, set()), run_cap_s=CAP)
+
+
+def period(a: float, b: float) -> rp.Period:
+    return rp.Period(datetime.fromtimestamp(a, TZ), datetime.fromtimestamp(b, TZ), "range", "test")
+
+
+def build(cfg, store, a: float, b: float, now: float) -> rp.Report:
+    return rp.compute(cfg, store.status_runs(a - (b - a), b, now, CAP), store.site_labels(), period(a, b),
+                      rp.previous(period(a, b)), now, CAP)
+
+
+def site(rep: rp.Report, sid: str) -> rp.Figures:
+    return next(r.figures for r in rep.sites if r.id == sid)
+
+
+def every(ts_list, status="up", sites=("core", "d1", "c1", "c2")):
+    return {t: {s: status for s in sites} for t in ts_list}
+
+
+# -- the method, by hand -----------------------------------------------------------
+
+def test_a_gap_longer_than_the_cap_is_unobserved_and_the_open_run_holds_until_now(setup):
+    cfg, store = setup
+    h = {T0 + 0: {"core": "up"}, T0 + 60: {"core": "up"}, T0 + 120: {"core": "up"},
+         # the agent stopped for 8 minutes
+         T0 + 600: {"core": "up"}, T0 + 660: {"core": "down"}, T0 + 720: {"core": "down"}, T0 + 780: {"core": "up"}}
+    record(cfg, store, h)
+    rep = build(cfg, store, T0, T0 + 840, now=T0 + 840)
+    f = site(rep, "core")
+    # up 0..120 held to 120+cap=240; up 600 held 60; down 660..780 = 120; up 780 held until now (60)
+    assert f.available_s == pytest.approx(240 + 60 + 60)
+    assert f.down_s == pytest.approx(120)
+    assert f.observed_s == pytest.approx(480)
+    assert f.unobserved_s == pytest.approx(840 - 480)
+    assert f.availability_pct == pytest.approx(75.0)
+    assert (f.outages, f.longest_outage_s, f.mttr_s) == (1, pytest.approx(120), pytest.approx(120))
+
+
+def test_maintenance_is_excluded_and_unreachable_is_apart_from_own_downtime(setup):
+    cfg, store = setup
+    ts = [T0 + 60 * i for i in range(10)]
+    h = every(ts)
+    for t in ts[2:5]:          # the district router down for 3 cycles: its communes unreachable
+        h[t] = {"core": "up", "d1": "down", "c1": "unreachable", "c2": "unreachable"}
+    h[ts[7]]["c2"] = "down"    # c2 down on its own once, in maintenance
+    h[ts[8]]["c2"] = "down"    # and once more, outside it
+    record(cfg, store, h, maint={ts[7]: {"c2"}})
+    rep = build(cfg, store, T0, T0 + 600, now=T0 + 600)
+    d1, c1, c2 = site(rep, "d1"), site(rep, "c1"), site(rep, "c2")
+    assert (d1.down_s, d1.unreachable_s, d1.outages) == (pytest.approx(180), 0, 1)
+    assert d1.availability_pct == pytest.approx(100 * 420 / 600)
+    assert (c1.down_s, c1.unreachable_s, c1.outages) == (0, pytest.approx(180), 0)
+    assert c1.availability_pct == pytest.approx(100 * 420 / 600)
+    # c2: unreachable 180, maintenance 60 (excluded), own down 60 after it
+    assert (c2.maintenance_s, c2.down_s, c2.unreachable_s, c2.outages) == (pytest.approx(60), pytest.approx(60),
+                                                                          pytest.approx(180), 1)
+    assert c2.observed_s == pytest.approx(540)
+    assert c2.availability_pct == pytest.approx(100 * 300 / 540)
+    # the district's and the level's figures are sums of times, not means of percentages
+    gb = dict(rep.districts)["Gia Bình"]
+    assert gb.availability_pct == pytest.approx(100 * (420 + 420 + 300) / (600 + 600 + 540))
+    communes = dict(rep.levels)["commune"]
+    assert communes.availability_pct == pytest.approx(100 * (420 + 300) / (600 + 540))
+    assert communes.unreachable_s == pytest.approx(360) and communes.maintenance_s == pytest.approx(60)
+    assert dict(rep.levels)["province"].availability_pct == pytest.approx(100.0)
+    # worst first, and who is under the 99.5 % target
+    assert [r.id for r in rep.sites][:3] == ["c2", "c1", "d1"] or [r.id for r in rep.sites][:3] == ["c2", "d1", "c1"]
+    assert {r.id for r in rep.sites if r.figures.below_target} == {"d1", "c1", "c2"}
+
+
+def test_flapping_counts_each_own_outage(setup):
+    cfg, store = setup
+    ts = [T0 + 60 * i for i in range(9)]
+    h = {t: {"core": "down" if i % 2 else "up"} for i, t in enumerate(ts)}  # up, down, up, ... up
+    record(cfg, store, h)
+    f = site(build(cfg, store, T0, T0 + 540, now=T0 + 540), "core")
+    assert (f.outages, f.down_s, f.available_s) == (4, pytest.approx(240), pytest.approx(300))
+    assert f.longest_outage_s == pytest.approx(60) and f.mttr_s == pytest.approx(60)
+
+
+def test_an_outage_crossing_the_month_boundary_is_cut_there_and_counted_in_both(setup):
+    cfg, store = setup
+    ts = [T0 + 60 * i for i in range(20)]  # 23:50 on 31 Oct to 00:09 on 1 Nov
+    h = {t: {"core": "down" if 5 <= i < 15 else "up"} for i, t in enumerate(ts)}  # down 23:55 to 00:05
+    record(cfg, store, h)
+    nov = rp.parse_period(TZ, T0 + 1200, month="2026-11")
+    assert nov.cut_at_now and nov.start.timestamp() == T0 + 600
+    rep = rp.compute(cfg, store.status_runs(rp.previous(nov).start.timestamp(), nov.end.timestamp(), T0 + 1200, CAP),
+                     store.site_labels(), nov, rp.previous(nov), T0 + 1200, CAP)
+    f = site(rep, "core")
+    assert (f.down_s, f.outages, f.longest_outage_s) == (pytest.approx(300), 1, pytest.approx(300))
+    assert f.available_s == pytest.approx(300)  # 00:05 to 00:10 (the last cycle, 00:09, held until now)
+    assert f.previous_pct == pytest.approx(100 * 300 / 600)  # October: 23:50-23:55 up, 23:55-24:00 down
+
+
+def test_nothing_observed_is_blank_not_100(setup):
+    cfg, store = setup
+    rep = build(cfg, store, T0, T0 + 3600, now=T0 + 7200)
+    assert rep.total.availability_pct is None and rep.total.observed_s == 0
+    assert all(r.figures.availability_pct is None for r in rep.sites)
+    j = rp.to_json(rep)
+    assert j["levels"][0]["availability_pct"] is None and j["sites"][0]["unobserved_s"] == pytest.approx(3600)
+
+
+def test_unknown_is_unobserved(setup):
+    cfg, store = setup
+    record(cfg, store, {T0: {"core": "up"}, T0 + 60: {"core": "unknown"}, T0 + 120: {"core": "up"}})
+    f = site(build(cfg, store, T0, T0 + 180, now=T0 + 180), "core")
+    assert (f.available_s, f.observed_s, f.unobserved_s) == (pytest.approx(120), pytest.approx(120), pytest.approx(60))
+
+
+# -- periods -------------------------------------------------------------------------
+
+def test_periods():
+    now = datetime(2026, 12, 2, 10, 0, tzinfo=TZ).timestamp()
+    p = rp.parse_period(TZ, now)
+    assert (p.start, p.end, p.label) == (datetime(2026, 11, 1, tzinfo=TZ), datetime(2026, 12, 1, tzinfo=TZ), "2026-11")
+    q = rp.parse_period(TZ, now, quarter="2026-Q3")
+    assert (q.start.month, q.end.month, rp.previous(q).label) == (7, 10, "2026-Q2")
+    y = rp.parse_period(TZ, now, year="2025")
+    assert (y.start.year, y.end.year, rp.previous(y).label) == (2025, 2026, "2024")
+    assert rp.previous(rp.parse_period(TZ, now, month="2026-01")).label == "2025-12"
+    r = rp.parse_period(TZ, now, frm="2026-11-01", to="2026-11-30")
+    assert r.end == datetime(2026, 12, 1, tzinfo=TZ)  # a bare --to date includes that day
+    r = rp.parse_period(TZ, now, frm="2026-11-01T00:00:00+00:00", to="2026-11-02T00:00:00+00:00")
+    assert r.seconds == 86400 and rp.previous(r).end == r.start
+    for kw, msg in [({"month": "2026-13"}, "month 01 to 12"), ({"frm": "2026-11-05", "to": "2026-11-01"}, "not before"),
+                    ({"month": "2027-01"}, "has not begun"), ({"to": "2026-11-01"}, "needs --from"),
+                    ({"month": "2026-11", "year": "2026"}, "give one period"), ({"frm": "yesterday"}, "ISO 8601"),
+                    ({"quarter": "2026-Q5"}, "quarter 1 to 4")]:
+        with pytest.raises(rp.PeriodError, match=msg):
+            rp.parse_period(TZ, now, **kw)
+
+
+# -- the command and its formats -------------------------------------------------------
+
+HOSTILE = {"core": "=HYPERLINK(\"http://evil.example\",\"x\")", "d1": "+cmd|' /C calc'!A0",
+           "c1": "-2+3 <script>alert(1)</script>", "c2": "@SUM(1+1)"}
+
+
+def _hostile_config(tmp_path: Path) -> Path:
+    text = CONFIG
+    for sid, name in HOSTILE.items():
+        old = next(line for line in text.splitlines() if line.startswith("name = ") and
+                   text.index(line) > text.index(f'id = "{sid}"'))
+        text = text.replace(old, f"name = {json.dumps(name)}", 1)
+    p = tmp_path / "sites.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_cli_formats_on_real_checks_with_hostile_names(tmp_path):
+    cfg = _hostile_config(tmp_path)
+    for _ in range(2):
+        r = wanmon("--config", str(cfg), "check", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    outs = {}
+    for fmt in ("json", "csv", "html", "pdf"):
+        r = wanmon("--config", str(cfg), "report", "--from", "2026-01-01", "--format", fmt, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        path = Path(r.stdout.rsplit(" written to ", 1)[1].strip())
+        assert path.parent == tmp_path / "public" / "reports"
+        outs[fmt] = (tmp_path / path if not path.is_absolute() else path).read_bytes()
+    j = json.loads(outs["json"])
+    assert set(j) >= {"period", "levels", "districts", "sites"}
+    assert [lv["level"] for lv in j["levels"]] == ["province", "district", "commune"]
+    for s in j["sites"]:
+        assert set(s) >= {"id", "name", "level", "district", "availability_pct", "downtime_s", "outages",
+                          "longest_outage_s", "unreachable_s", "maintenance_s", "unobserved_s"}
+        assert s["availability_pct"] == 100.0 and s["name"] == HOSTILE[s["id"]]
+    # CSV: a BOM, then cells a spreadsheet would run as formulas start with an apostrophe
+    assert outs["csv"].startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(io.StringIO(outs["csv"].decode("utf-8-sig"))))
+    assert {r["id"]: r["name"] for r in rows} == {sid: "'" + name for sid, name in HOSTILE.items()}
+    assert not any(v.startswith(("=", "+", "-", "@")) for r in rows for v in r.values())
+    # HTML: the names are text
+    html = outs["html"].decode()
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    # PDF, read back by an independent decoder: Vietnamese intact
+    assert outs["pdf"].startswith(b"%PDF")
+    if shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", "-layout", "-", "-"], input=outs["pdf"], capture_output=True,
+                              check=True).stdout.decode()
+        assert "Báo cáo tỷ lệ sẵn sàng mạng WAN" in text and "Phương pháp tính" in text
+        assert "Sở, ban, ngành" in text and "Gia Bình" in text
+
+
+def test_cli_bad_input_and_an_empty_store(tmp_path):
+    p = tmp_path / "sites.toml"
+    p.write_text(CONFIG, encoding="utf-8")
+    for args, msg in [(["--month", "2026-13"], "month 01 to 12"), (["--from", "2026-11-05", "--to", "2026-11-01"],
+                      "the period is empty"), (["--year", "2999"], "has not begun"),
+                      (["--format", "docx"], "Invalid value")]:
+        r = wanmon("--config", str(p), "report", *args, cwd=tmp_path)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert msg in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    r = wanmon("--config", str(p), "report", "--format", "json", "--out", "-", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "nothing was observed" in r.stderr
+    j = json.loads(r.stdout)
+    assert all(lv["availability_pct"] is None for lv in j["levels"])
