@@ -100,6 +100,10 @@ class Daemon:
         self.cancelled = 0
         self.last_ips: dict[str, str | None] = {}  # what the last sweep resolved: SNMP polls these
         self.sched = None
+        from wanmon.reportmail import Monthly
+
+        self.monthly = Monthly()
+        self.reporting: asyncio.Future | None = None
 
     # -- jobs ----------------------------------------------------------------
     async def cycle(self) -> None:
@@ -128,6 +132,7 @@ class Daemon:
                 logger.warning("cycle overran its interval: took %.1f s, interval %.0f s (the next one is not "
                                "stacked: it runs at its next slot)", took, cfg.schedule.icmp_interval_s)
             self._start_publishing()
+            self._start_monthly_report()
         except asyncio.CancelledError:
             if not self.stopping.is_set():
                 raise
@@ -231,6 +236,23 @@ class Daemon:
                 logger.exception("publish failed with an internal error")
 
         self.publishing = asyncio.ensure_future(run())
+
+    def _start_monthly_report(self) -> None:
+        """Last month's report by mail, once (wanmon.reportmail.Monthly), in a thread."""
+        from wanmon.cycle import in_thread
+
+        cfg, now = self.cfg, self.now()
+        if (self.reporting is not None and not self.reporting.done()) or not self.monthly.due(cfg, now):
+            return
+
+        async def run() -> None:
+            try:
+                await in_thread(self.monthly.run, cfg, now)
+            except Exception:
+                logger.exception("monthly report failed with an internal error")
+                self.monthly.next_try = now + 3600
+
+        self.reporting = asyncio.ensure_future(run())
 
     # -- signals -------------------------------------------------------------
     def reload(self) -> None:

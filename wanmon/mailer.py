@@ -142,6 +142,8 @@ def build(row: dict, spec: SmtpSpec) -> EmailMessage:
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(row["body_text"])
     msg.add_alternative(row["body_html"], subtype="html")
+    for filename, maintype, subtype, data in row.get("attachments") or ():
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return msg
 
 
