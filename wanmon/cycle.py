@@ -358,7 +358,7 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     points, limits = (), None
     if cfg.influx is not None:
         points = cycle_points(obs, (), _agent_fields(store, started, finished, obs), socket.gethostname(), started,
-                              v1=cfg.influx.settings.api == "v1")
+                              v1=cfg.influx.settings.api == "v1", prev=store.previous_cycles(), cap_s=run_cap_s(cfg))
         limits = _spool_limits(cfg)
     store.defer_checkpoints()  # to after the page
     t_alerts = time.perf_counter()

@@ -61,16 +61,36 @@ def site_tags(o) -> dict[str, str | None]:
     return {"site_id": o.site_id, "site_name": o.name, "level": o.level, "district": o.district, "address": o.address}
 
 
+def held_fields(prev: tuple[str, float, int] | None, ts: float, cap_s: float) -> dict[str, float]:
+    """How long the site's previous cycle held, by the report's method (wanmon.report), split as
+    the report counts it: prev = (its status, its ts, in maintenance). Written with the next
+    cycle, since only then is it known: InfluxQL's sum() of these over a period reproduces the
+    report's figures (README, 'The same figure from InfluxDB')."""
+    if prev is None:
+        return {}
+    status, last, maint = prev
+    held = 0.0 if maint else min(max(ts - last, 0.0), cap_s)
+    counted = status in ("up", "degraded", "down", "unreachable")
+    return {"prev_available_s": held if status in ("up", "degraded") else 0.0,
+            "prev_observed_s": held if counted else 0.0,
+            "prev_down_s": held if status == "down" else 0.0,
+            "prev_unreachable_s": held if status == "unreachable" else 0.0}
+
+
 def cycle_points(obs: Sequence[Observation], snmp: Sequence[SnmpOutcome], agent: dict[str, object],
-                 host: str, started: float, v1: bool = False) -> list[str]:
-    """Every point of one cycle: ICMP per site, SNMP per polled site and interface, events, the agent."""
+                 host: str, started: float, v1: bool = False,
+                 prev: dict[str, tuple[str, float, int]] | None = None, cap_s: float = 120.0) -> list[str]:
+    """Every point of one cycle: ICMP per site, SNMP per polled site and interface, events, the agent.
+    prev: each site's previous cycle (status, ts, in maintenance), for the prev_*_s fields."""
     out: list[str | None] = []
+    prev = prev or {}
     for o in obs:
         out.append(_line("wanmon_icmp", site_tags(o), {
             "sent": o.sent, "received": o.received, "loss_pct": float(o.loss_pct),
             "rtt_min_ms": o.rtt_min_ms, "rtt_avg_ms": o.rtt_avg_ms, "rtt_max_ms": o.rtt_max_ms,
             "jitter_ms": o.jitter_ms, "up": int(o.status in ("up", "degraded")), "status": o.status,
             "status_code": STATUS_CODE.get(o.status, 4),
+            **held_fields(prev.get(o.site_id), o.ts, cap_s),
         }, o.ts, v1=v1))
     out.extend(snmp_points(snmp, {o.site_id: site_tags(o) for o in obs}, v1))
     out.append(agent_point(host, agent, started, v1))

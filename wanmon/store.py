@@ -907,6 +907,10 @@ class Store:
                 rows.append((sid, status, maint, run, to))
         return rows
 
+    def previous_cycles(self) -> dict[str, tuple[str, float, int]]:
+        """{site_id: (status, ts, in maintenance)} of each site's last recorded cycle."""
+        return {r[0]: r[1:] for r in self.conn.execute("SELECT site_id, status, last_ts, run_maint FROM site_state")}
+
     def site_labels(self) -> dict[str, tuple[str, str, str | None]]:
         """{site_id: (name, level, district)} as last recorded (sites since removed from the config too)."""
         return {r[0]: r[1:] for r in self.conn.execute("SELECT site_id, name, level, district FROM site_state")}
