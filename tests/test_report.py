@@ -199,6 +199,19 @@ def test_nothing_observed_is_blank_not_100(setup):
     assert j["levels"][0]["availability_pct"] is None and j["sites"][0]["unobserved_s"] == pytest.approx(3600)
 
 
+def test_the_pdf_lists_the_worst_sites_and_says_how_many_more(setup):
+    cfg, store = setup
+    ts = [T0 + 60 * i for i in range(5)]
+    h = every(ts)
+    h[ts[1]]["c2"] = "down"
+    record(cfg, store, h)
+    rep = build(cfg, store, T0, T0 + 300, now=T0 + 300)
+    html = rp.to_html(cfg, rep, max_sites=2)
+    assert html.count('<br><span class="prev">') == 2  # the site rows (name, then id and level)
+    assert "… và 2 điểm khác" in html and "Lãng Ngâm" in html  # c2, the worst, is listed
+    assert "… và" not in rp.to_html(cfg, rep)
+
+
 def test_unknown_is_unobserved(setup):
     cfg, store = setup
     record(cfg, store, {T0: {"core": "up"}, T0 + 60: {"core": "unknown"}, T0 + 120: {"core": "up"}})
@@ -258,6 +271,12 @@ def test_cli_formats_on_real_checks_with_hostile_names(tmp_path):
         path = Path(r.stdout.rsplit(" written to ", 1)[1].strip())
         assert path.parent == tmp_path / "public" / "reports"
         outs[fmt] = (tmp_path / path if not path.is_absolute() else path).read_bytes()
+    # the status page links the archive
+    r = wanmon("--config", str(cfg), "render", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "public" / "index.html").read_text(encoding="utf-8")
+    for fmt in ("html", "pdf", "csv", "json"):
+        assert f'href="reports/{path.stem}.{fmt}"' in page
     j = json.loads(outs["json"])
     assert set(j) >= {"period", "levels", "districts", "sites"}
     assert [lv["level"] for lv in j["levels"]] == ["province", "district", "commune"]

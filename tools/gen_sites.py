@@ -566,6 +566,21 @@ guard_fraction = 0.5
 guard_min_sites = 5
 
 # =============================================================================
+# [report] – availability reports (`wanmon report`, README "Availability reports")
+# =============================================================================
+[report]
+## Sites under this availability (%) are flagged in the reports. Default: 99.0
+target_pct = 99.0
+
+## Who gets the report by mail (`wanmon report --email`, and the daemon's
+## monthly mail of the previous month, sent once, needs [smtp]). Default: none
+recipients = []
+# recipients = ["so-tttt@bacninh.example"]
+
+## The daemon mails last month's report on the 1st. Default: true
+monthly = true
+
+# =============================================================================
 # [smtp] – mail relay for alert emails (optional; without it mails are only
 # listed by `wanmon alerts`)
 # =============================================================================

@@ -467,8 +467,31 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
         s=snap, t=t, c=CAUSE[lang], f=fmt, lang=lang, now=now, province=cfg.page.province, site_rows=site_rows,
         symbol=STATUS_SYMBOL, windows=list(WINDOWS), levels=LEVELS, unreachable_count=unreachable_count,
         loud=[x for x in causes if x["kind"] != "snmp"], quiet=[x for x in causes if x["kind"] == "snmp"], split=split,
-        incidents_shown=INCIDENTS_SHOWN,
+        incidents_shown=INCIDENTS_SHOWN, reports=report_archive(cfg),
     )
+
+
+REPORTS_SHOWN = 24
+
+
+def report_archive(cfg: Config) -> list[dict[str, Any]]:
+    """The reports under [page] out_dir/reports (wanmon report), newest first: one entry per
+    period with a link per format found ({label, links: [(format, href)]})."""
+    from urllib.parse import quote
+
+    folder = out_dir(cfg) / "reports"
+    try:
+        names = [p.name for p in folder.iterdir() if p.is_file()]
+    except OSError:
+        return []
+    by_stem: dict[str, dict[str, str]] = {}
+    for n in names:
+        stem, dot, ext = n.rpartition(".")
+        if dot and stem.startswith("wanmon-report-") and ext in ("html", "pdf", "csv", "json"):
+            by_stem.setdefault(stem, {})[ext] = "reports/" + quote(n)
+    order = ("html", "pdf", "csv", "json")
+    return [{"label": stem.removeprefix("wanmon-report-"), "links": [(f, links[f]) for f in order if f in links]}
+            for stem, links in sorted(by_stem.items(), reverse=True)[:REPORTS_SHOWN]]
 
 
 _NEEDS_ESCAPE = re.compile(r"[&<>\"']").search

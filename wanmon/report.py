@@ -404,14 +404,20 @@ def method_text(lang: str, cap_s: float) -> list[str]:
     return [line.format(cap=cap) for line in REPORT[lang]["method"]]
 
 
-def to_html(cfg: Config, rep: Report) -> str:
+PDF_MAX_SITES = 300  # the PDF's site table: the worst ones (the full list is in the CSV, HTML, JSON)
+
+
+def to_html(cfg: Config, rep: Report, max_sites: int | None = None) -> str:
+    """The report page; max_sites: list only the worst ones, with a line saying how many more."""
     from wanmon.page import _env
     from wanmon.words import REPORT, Fmt
 
     fmt = Fmt(rep.language, rep.period.start.tzinfo)
     w = REPORT[rep.language]
+    shown = rep.sites if max_sites is None else rep.sites[:max_sites]
     return _env(cfg).get_template("report.html.j2").render(
         rep=rep, w=w, fmt=fmt, hm=hm, method=method_text(rep.language, rep.cap_s),
+        sites=shown, more=len(rep.sites) - len(shown),
         period_text=period_text(rep.period, fmt, w), prev_text=period_text(rep.prev, fmt, w),
         generated=fmt.dt(rep.generated))
 
@@ -444,7 +450,9 @@ def to_pdf(cfg: Config, rep: Report) -> bytes:
 
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
-    return weasyprint.HTML(string=to_html(cfg, rep)).write_pdf()
+    # WeasyPrint lays a 10,000-row table out in minutes and gigabytes: the PDF, the one people
+    # print and send upward, lists the worst PDF_MAX_SITES sites (all of them up to that)
+    return weasyprint.HTML(string=to_html(cfg, rep, PDF_MAX_SITES)).write_pdf()
 
 
 def render(cfg: Config, rep: Report, fmt: str) -> bytes:

@@ -32,7 +32,7 @@ PAGE = {
         "unreachable_because": "Không tới được vì tuyến trên ({parent}) mất kết nối",
         "device_uptime": "Thiết bị chạy", "last_reboot": "khởi động lại", "uplink": "Đường lên",
         "incidents": "Sự cố 30 ngày qua", "no_incidents": "Không có sự cố nào trong 30 ngày qua.",
-        "now_title": "Sự cố hiện tại", "quiet_title": "Cần để ý (SNMP)", "partial": "{n}/{m} xã có sự cố",
+        "reports": "Báo cáo tỷ lệ sẵn sàng", "now_title": "Sự cố hiện tại", "quiet_title": "Cần để ý (SNMP)", "partial": "{n}/{m} xã có sự cố",
         "start": "Bắt đầu", "end": "Kết thúc", "duration": "Thời lượng", "district_col": "Huyện",
         "impact": "Ảnh hưởng", "more_incidents": "… và {n} sự cố cũ hơn (trong status.json).",
         "status_all": "Mọi trạng thái", "refresh_note": "Trang tự cập nhật mỗi {n} giây.",
@@ -66,7 +66,7 @@ PAGE = {
         "unreachable_because": "Unreachable because its uplink ({parent}) is down",
         "device_uptime": "Device up", "last_reboot": "rebooted", "uplink": "Uplink",
         "incidents": "Incidents, last 30 days", "no_incidents": "No incident in the last 30 days.",
-        "now_title": "Problems now", "quiet_title": "Worth a look (SNMP)", "partial": "{n} of {m} communes with problems",
+        "reports": "Availability reports", "now_title": "Problems now", "quiet_title": "Worth a look (SNMP)", "partial": "{n} of {m} communes with problems",
         "start": "Start", "end": "End", "duration": "Duration", "district_col": "District",
         "impact": "Impact", "more_incidents": "… and {n} older incidents (in status.json).",
         "status_all": "All statuses", "refresh_note": "This page updates itself every {n} s.",
@@ -149,6 +149,7 @@ REPORT = {
         "nothing": "Không có dữ liệu giám sát nào trong kỳ này: tác tử chưa chạy, hoặc kho dữ liệu trống. "
                    "Tỷ lệ sẵn sàng để trống thay vì 100 %.",
         "method_title": "Phương pháp tính",
+        "more_sites": "… và {n} điểm khác (sẵn sàng bằng hoặc cao hơn, hoặc không có dữ liệu): danh sách đầy đủ trong tệp CSV và bản HTML.",
         "levels": {"province": "Sở, ban, ngành (cấp tỉnh)", "district": "Cấp huyện", "commune": "Cấp xã"},
         "method": [
             "Kết quả mỗi lần kiểm tra có hiệu lực từ thời điểm kiểm tra (ts) đến lần kiểm tra kế tiếp, "
@@ -177,6 +178,7 @@ REPORT = {
         "nothing": "Nothing was observed in this period: the agent did not run, or the store is empty. "
                    "Availability is left blank rather than shown as 100 %.",
         "method_title": "Method",
+        "more_sites": "… and {n} more sites (as available or more, or not observed): the full list is in the CSV and the HTML.",
         "levels": {"province": "Departments (province level)", "district": "District level",
                    "commune": "Commune level"},
         "method": [

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Report benchmark: `wanmon report` in every format on long histories (issue 13).
+
+Cases (default): the shipped 177-site sites.toml with 1 year of history, and a
+generated 10,000-site inventory (bench/render.py's) with 1 month. Each case's
+store is created by `Store.open` (the real schema) and filled with what a year
+(or month) of 1-minute cycles leaves in it for the report: the status runs
+(`status_runs`, and the open run in `site_state`), written with executemany.
+Writing 92 million (or 432 million) cycles through `record_cycle` would take
+days; the report reads only the runs, so the runs are what is generated, the
+way record_cycle lays them out (one row per change of status, of maintenance,
+or gap longer than the cap). Deterministic (seeded) history per site and month:
+
+  * 2 own outages of 1 to 180 minutes; communes behind a down district are
+    unreachable meanwhile;
+  * 2 % of sites flap: 150 down/up changes of 1 to 5 minutes in a month;
+  * one agent stop of 20 minutes a month (unobserved, every site);
+  * one 2-hour maintenance window a month on 1 % of sites.
+
+Then, for each format, as cron would run it:
+
+    python -m wanmon --config FILE report --from START --to END --format F --out FILE
+
+as a child process: wall time, CPU and peak RSS (wait4 rusage, through
+bench/_measure.py's helper), output size. Goals (issue 13): 177 sites x 1 year
+json/csv <= 2 s, pdf <= 10 s; 10,000 sites x 1 month <= 30 s, <= 300 MB.
+No network is used at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _measure as M  # noqa: E402
+from render import generated_config, shipped_config  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+CAP = 120.0
+GOALS = {("177", "json"): 2.0, ("177", "csv"): 2.0, ("177", "html"): None, ("177", "pdf"): 10.0}
+RSS_GOAL_MB = 300.0
+
+
+def month_starts(end: datetime, months: int) -> list[datetime]:
+    out = []
+    y, m = end.year, end.month
+    for _ in range(months + 1):
+        out.append(datetime(y, m, 1, tzinfo=TZ))
+        y, m = (y, m - 1) if m > 1 else (y - 1, 12)
+    return sorted(out)
+
+
+def build(cfg_path: Path, months: int, seed: int) -> dict:
+    """Fill the store with `months` calendar months of runs, ending with the last full month."""
+    from wanmon.config import load
+    from wanmon.store import Store
+
+    t0 = time.perf_counter()
+    cfg = load(cfg_path)
+    now = datetime.now(TZ)
+    bounds = month_starts(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), months)
+    start, end = bounds[0].timestamp(), bounds[-1].timestamp()
+    rnd = random.Random(seed)
+    sites = list(cfg.sites)
+    children: dict[str, list[str]] = {}
+    for s in sites:
+        if s.parent:
+            children.setdefault(s.parent, []).append(s.id)
+    # per month: the agent's stop, and each site's events [(from, to, status, maint)]
+    events: dict[str, list[tuple[float, float, str, int]]] = {s.id: [] for s in sites}
+    for a, b in zip(bounds, bounds[1:]):
+        a, b = a.timestamp(), b.timestamp()
+        stop = a + rnd.random() * (b - a - 3600)
+        for s in sites:
+            events[s.id].append((stop, stop + 1200, "gap", 0))
+        for s in sites:
+            for _ in range(2):
+                t = a + rnd.random() * (b - a - 3 * 3600)
+                d = 60 * rnd.randint(1, 180)
+                events[s.id].append((t, t + d, "down", 0))
+                for c in children.get(s.id, []):
+                    events[c].append((t, t + d, "unreachable", 0))
+            if rnd.random() < 0.02:
+                t = a
+                for _ in range(150):
+                    t += 60 * rnd.randint(60, 240)
+                    d = 60 * rnd.randint(1, 5)
+                    if t + d < b:
+                        events[s.id].append((t, t + d, "down", 0))
+            if rnd.random() < 0.01:
+                t = a + rnd.random() * (b - a - 3 * 3600)
+                events[s.id].append((t, t + 7200, "up", 1))
+    runs = []
+    states = []
+    for s in sites:
+        # minute-aligned timeline: up, except the events (later ones win where they overlap)
+        ev = sorted((round((x - start) / 60), round((y - start) / 60), st, m) for x, y, st, m in events[s.id])
+        cur, t = ("up", 0), 0
+        seg_start = 0
+        marks = []
+        for x, y, st, m in ev:
+            if x < t:
+                continue
+            marks.append((x, st, m))
+            marks.append((y, "up", 0))
+            t = y
+        total = round((end - start) / 60)
+        for x, st, m in marks + [(total, None, 0)]:
+            x = min(x, total)
+            if x > seg_start and cur[0] != "gap":
+                runs.append((s.id, cur[0], cur[1], start + 60 * seg_start, start + 60 * x))
+            if st is None:
+                break
+            cur, seg_start = (st, m), x
+        # the open run: up since the last segment, last cycle a minute before the end
+        states.append((s.id, s.name, s.level, s.district, s.address, "up", end - 60, end - 60, 1, 0, end - 60,
+                       0.0, 1.0, 0.0, None, end - 60, 0))
+    store = Store.open(cfg.store_path)
+    try:
+        with store.transaction():
+            store.conn.executemany("INSERT INTO status_runs (site_id, status, maint, start_ts, end_ts) "
+                                   "VALUES (?,?,?,?,?)", runs)
+            store.conn.executemany(
+                "INSERT OR REPLACE INTO site_state (site_id, name, level, district, address, status, since, last_ts,"
+                " last_cycle_id, consecutive_failures, last_reachable_ts, loss_pct, rtt_avg_ms, jitter_ms, reason,"
+                " run_start, run_maint) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", states)
+    finally:
+        store.close()
+    return {"runs": len(runs), "from": bounds[0].isoformat(), "to": bounds[-1].isoformat(),
+            "build_s": time.perf_counter() - t0, "store_mib": cfg.store_path.stat().st_size / 2**20}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Time `wanmon report` in every format on long histories.")
+    p.add_argument("--cases", default="177:12,10000:1",
+                   help="SITES:MONTHS pairs; 177 = the shipped sites.toml (default: %(default)s)")
+    p.add_argument("--formats", default="json,csv,html,pdf")
+    p.add_argument("--repeat", type=int, default=1, help="runs per format; the table shows medians")
+    p.add_argument("--python", default=M.default_python())
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--keep-tmp", action="store_true")
+    args = p.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="wanmon-report-bench-"))
+    results = []
+    try:
+        runner = M.Runner(None, M.build_helper(str(tmp)))
+        for case in args.cases.split(","):
+            n, months = (int(x) for x in case.split(":"))
+            work = tmp / f"n{n}-m{months}"
+            work.mkdir()
+            cfg = shipped_config(work) if n == 177 else generated_config(work, n)
+            M.log(f"{n} sites x {months} month(s): building the store ...")
+            info = build(cfg, months, seed=20261202 + n)
+            M.log(f"  {info['runs']:,} status runs, {info['store_mib']:.0f} MiB, built in {info['build_s']:.1f} s")
+            for fmt in args.formats.split(","):
+                runs = []
+                for k in range(args.repeat):
+                    out = work / f"report-{k}.{fmt}"
+                    rr = runner.run([args.python, "-m", "wanmon", "--config", str(cfg), "report", "--from",
+                                     info["from"], "--to", info["to"], "--format", fmt, "--out", str(out)],
+                                    stdout_path=str(work / f"{fmt}-{k}.out"), stderr_path=str(work / f"{fmt}-{k}.err"),
+                                    timeout_s=1800, cwd=str(work))
+                    if rr.rc != 0 or rr.timed_out:
+                        err = Path(rr.stderr_path).read_text(errors="replace")[-1500:]
+                        raise M.LabError(f"wanmon report --format {fmt} failed (rc={rr.rc}): {err}")
+                    runs.append({"wall_s": rr.wall_s, "cpu_s": rr.cpu_s, "rss_mib": rr.maxrss_kib / 1024,
+                                 "bytes": out.stat().st_size})
+                med = {k: M.median_or_none([r[k] for r in runs]) for k in runs[0]}
+                results.append({"sites": n, "months": months, "format": fmt, "runs": info["runs"], **med})
+                M.log(f"  {fmt}: {med['wall_s']:.2f} s, {med['rss_mib']:.0f} MiB, {med['bytes'] / 1024:.0f} KiB")
+    finally:
+        if args.keep_tmp:
+            M.log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    print(f"wanmon report: {datetime.now():%Y-%m-%d %H:%M}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
+          f"medians of {args.repeat}")
+    print(f"{'sites':>6} {'months':>6} {'runs':>9} {'format':>6} {'wall s':>7} {'CPU s':>6} {'RSS MiB':>8} {'KiB':>8}  goal")
+    for r in results:
+        if r["sites"] == 177 and r["months"] == 12:
+            g = GOALS.get(("177", r["format"]))
+            goal = "-" if g is None else ("PASS" if r["wall_s"] <= g else "FAIL") + f" (<= {g:g} s)"
+        elif r["sites"] == 10000 and r["months"] == 1:
+            ok = r["wall_s"] <= 30 and r["rss_mib"] * 1.048576 <= RSS_GOAL_MB
+            goal = ("PASS" if ok else "FAIL") + " (<= 30 s, <= 300 MB)"
+        else:
+            goal = "-"
+        print(f"{r['sites']:>6} {r['months']:>6} {r['runs']:>9,} {r['format']:>6} {r['wall_s']:>7.2f} "
+              f"{r['cpu_s']:>6.2f} {r['rss_mib']:>8.1f} {r['bytes'] / 1024:>8.0f}  {goal}")
+    return 0
+
+
+if __name__ == "__main__":
+    M.install_signal_cleanup()
+    sys.exit(main())
