@@ -201,6 +201,22 @@ def test_shipped_inventory_one_cycle(tmp_path):
     assert len(sites) == 177
     assert sum(s["status"] == "up" for s in sites) == 177
 
+    # issue 13, acceptance 2: the report in every format for the shipped config
+    month = time.strftime("%Y-%m")
+    for fmt in ("html", "pdf", "csv", "json"):
+        out = tmp_path / f"r.{fmt}"
+        r = wanmon("--config", str(cfg), "report", "--month", month, "--format", fmt, "--out", str(out), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert out.stat().st_size > 0
+    j = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert len(j["sites"]) == 177 and all(s["availability_pct"] == 100.0 for s in j["sites"])
+    pdf = (tmp_path / "r.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF")
+    text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "r.pdf"), "-"], capture_output=True, check=True,
+                          text=True).stdout
+    assert "Báo cáo tỷ lệ sẵn sàng mạng WAN tỉnh Bắc Ninh" in text
+    assert "Sở, ban, ngành" in text and "Cấp xã" in text and "UBND phường Đại Phúc" in text
+
 
 AS_NOBODY_WITH_NET_RAW = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                           "--inh-caps=+net_raw", "--ambient-caps=+net_raw"]
