@@ -316,3 +316,19 @@ def test_cli_bad_input_and_an_empty_store(tmp_path):
     assert "nothing was observed" in r.stderr
     j = json.loads(r.stdout)
     assert all(lv["availability_pct"] is None for lv in j["levels"])
+
+
+def test_english_with_page_language_en(tmp_path):
+    p = tmp_path / "sites.toml"
+    p.write_text(CONFIG.replace("[snmp]", '[page]\nlanguage = "en"\n\n[snmp]'), encoding="utf-8")
+    cfg = load(p)
+    store = Store.open(cfg.store_path)
+    try:
+        record(cfg, store, every([T0, T0 + 60]))
+        rep = build(cfg, store, T0, T0 + 120, now=T0 + 120)
+    finally:
+        store.close()
+    html = rp.to_html(cfg, rep)
+    assert '<html lang="en">' in html and "Availability by level" in html and "Commune level" in html
+    assert "Method" in html and "Tỷ lệ" not in html
+    assert rp.to_json(rep)["method"][0].startswith("Each check's result holds")
