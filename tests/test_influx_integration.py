@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,7 +53,7 @@ ICMP_FLOAT = {"loss_pct", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "jitter_ms"}
 # snmp_failed and snmp_ms in a wanmon_agent point of their own, at the poll's time.
 AGENT_FIELDS = {"cycle_ms", "sites", "up", "degraded", "down", "unreachable", "unknown",
                 "spool_points", "spool_dropped"}
-SITE_TAGS = {"site_id", "site_name", "level", "district", "address"}
+SITE_TAGS = {"site_id", "site_name", "level", "district", "address", "agent"}
 
 
 def _toml(v) -> str:
@@ -242,7 +243,9 @@ def test_v1_check_writes_points_equal_to_check_json(influx_auth, db, tmp_path):
     agents = agent_rows(influx_auth, db)
     assert len(agents) == 1
     a = agents[0]
-    assert set(influx_auth.tag_keys(db, "wanmon_agent")) == {"host"} and a["host"]
+    assert set(influx_auth.tag_keys(db, "wanmon_agent")) == {"host", "agent"} and a["host"]
+    assert a["agent"] == socket.gethostname() and a["role"] == "primary" and a["interval_s"] == 60.0
+    assert {p[0]["agent"] for p in rows.values()} == {socket.gethostname()}   # [agent] id defaults to the host name
     assert AGENT_FIELDS <= set(influx_auth.field_types(db, "wanmon_agent"))
     assert (a["sites"], a["up"], a["down"], a["spool_dropped"]) == (len(SITES), len(SITES), 0, 0)
     assert abs(a["time"] - sites[0]["ts"] * 1e9) < 1000
@@ -269,7 +272,7 @@ def test_v2_check_to_victoriametrics(tmp_path):
         by = {(s["metric"]["__name__"], s["metric"]["site_id"]): s for s in series}
         expected_labels = {}
         for sid, name, level, district, addr, _ in SITES:
-            lab = {"site_id": sid, "site_name": name, "level": level, "address": addr}
+            lab = {"site_id": sid, "site_name": name, "level": level, "address": addr, "agent": socket.gethostname()}
             if district:
                 lab["district"] = district
             expected_labels[sid] = lab

@@ -566,6 +566,17 @@ guard_fraction = 0.5
 guard_min_sites = 5
 
 # =============================================================================
+# [agent] – this agent, when several write to one InfluxDB
+# =============================================================================
+[agent]
+## Tagged on every point (tag "agent"); `wanmon influx check` lists the agents.
+## Default: the host name
+# id = "ttdl-primary"
+
+## "primary" or "standby". Default: "primary"
+role = "primary"
+
+# =============================================================================
 # [report] – availability reports (`wanmon report`, README "Availability reports")
 # =============================================================================
 [report]

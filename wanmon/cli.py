@@ -652,13 +652,21 @@ def _influx_cfg(ctx: click.Context) -> Config:
 @influx.command("check")
 @click.pass_context
 def influx_check(ctx: click.Context) -> None:
-    """Connectivity, authentication and database/bucket; exit 1 with the reason if any fails."""
+    """Connectivity, authentication, database/bucket, and the agents writing there (last heartbeat,
+    fresh or stale, id collisions); exit 1 with the reason if any fails."""
     from wanmon.sink import check_server
 
     cfg = _influx_cfg(ctx)
     results = check_server(cfg.influx)
+    if all(ok for ok, _ in results):  # the agents writing here, from their heartbeats (InfluxQL /query)
+        from wanmon import influxql
+
+        try:
+            results += influxql.describe(influxql.agents(cfg.influx))
+        except influxql.QueryError as exc:
+            results.append((False, f"cannot list the agents (InfluxQL /query): {exc}"))
     for ok, msg in results:
-        click.echo(("ok:   " if ok else "FAIL: ") + msg, err=not ok)
+        click.echo(("ok:   " if ok else "FAIL: ") + printable(msg), err=not ok)
     if not all(ok for ok, _ in results):
         sys.exit(EXIT_FAILURE)
 

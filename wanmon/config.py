@@ -134,6 +134,16 @@ class ScheduleSettings(_Strict):
     grace_s: float = Field(30.0, ge=0)
 
 
+class AgentSettings(_Strict):
+    """[agent]: this agent among several writing to one InfluxDB (README, 'Several agents')."""
+
+    id: str = Field(default_factory=lambda: __import__("socket").gethostname() or "wanmon", min_length=1,
+                    max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+    role: Literal["primary", "standby"] = "primary"
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
 class ReportSettings(_Strict):
     """[report]: the availability reports (`wanmon report`)."""
 
@@ -308,6 +318,7 @@ _SECTIONS: dict[str, type[_Strict]] = {
     "schedule": ScheduleSettings,
     "alerts": AlertSettings,
     "report": ReportSettings,
+    "agent": AgentSettings,
 }
 
 
@@ -323,6 +334,7 @@ class Config:
     alerts: AlertSettings
     sites: tuple[Site, ...]
     report: ReportSettings = ReportSettings()
+    agent: AgentSettings = field(default_factory=AgentSettings)
     snmp_specs: dict[str, SnmpSpec] = field(default_factory=dict)  # site id -> spec; absent = SNMP off
     influx: InfluxSpec | None = None
     smtp: SmtpSpec | None = None
@@ -744,6 +756,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         schedule=sections["schedule"],
         alerts=sections["alerts"],
         report=sections["report"],
+        agent=sections["agent"],
         sites=tuple(sites),
         snmp_specs=snmp_specs,
         influx=influx,

@@ -42,7 +42,7 @@ from wanmon.config import Config, Site
 from wanmon.devices import derive
 from wanmon.errors import StoreBusyError, WanmonError
 from wanmon.inventory import Inventory
-from wanmon.lineproto import agent_point, cycle_points, snmp_points
+from wanmon.lineproto import agent_point, cycle_points, site_tags, snmp_points
 from wanmon.probes import icmp, snmp
 from wanmon.probes.forked import ForkedSweep
 from wanmon.status import REACHABLE, icmp_status, with_parents
@@ -357,8 +357,9 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     obs = observe(cfg, inv, icmp_results, started)
     points, limits = (), None
     if cfg.influx is not None:
-        points = cycle_points(obs, (), _agent_fields(store, started, finished, obs), socket.gethostname(), started,
-                              v1=cfg.influx.settings.api == "v1", prev=store.previous_cycles(), cap_s=run_cap_s(cfg))
+        points = cycle_points(obs, (), _agent_fields(cfg, store, started, finished, obs), socket.gethostname(), started,
+                              v1=cfg.influx.settings.api == "v1", prev=store.previous_cycles(), cap_s=run_cap_s(cfg),
+                              agent_id=cfg.agent.id)
         limits = _spool_limits(cfg)
     store.defer_checkpoints()  # to after the page
     t_alerts = time.perf_counter()
@@ -443,8 +444,9 @@ def warm_page(cfg: Config) -> None:
         logger.debug("page warm-up failed", exc_info=True)
 
 
-def _agent_fields(store: Store, started: float, finished: float, obs) -> dict[str, object]:
-    """The agent's own metrics for this cycle (wanmon_agent)."""
+def _agent_fields(cfg: Config, store: Store, started: float, finished: float, obs) -> dict[str, object]:
+    """The agent's own metrics for this cycle (wanmon_agent): its heartbeat. role and interval_s let
+    a reader tell a primary from a standby and a fresh heartbeat from a stale one."""
     from collections import Counter
 
     counts = Counter(o.status for o in obs)
@@ -453,6 +455,7 @@ def _agent_fields(store: Store, started: float, finished: float, obs) -> dict[st
         "cycle_ms": (finished - started) * 1000.0, "sites": len(obs),
         **{k: counts.get(k, 0) for k in ("up", "degraded", "down", "unreachable", "unknown")},
         "spool_points": int(spool["points"]), "spool_dropped": int(spool["dropped"]),
+        "role": cfg.agent.role, "interval_s": float(cfg.schedule.icmp_interval_s),
     }
 
 
@@ -534,17 +537,23 @@ def _outcomes_and_record(cfg: Config, store: Store, devices, polled, results, no
     return outcomes, views
 
 
+class _SiteLike:
+    """A config Site seen as lineproto.site_tags sees an observation."""
+
+    def __init__(self, s: Site):
+        self.site_id, self.name, self.level, self.district, self.address = s.id, s.name, s.level, s.district, s.address
+
+
 def _record_snmp(cfg: Config, store: Store, outcomes: list[SnmpOutcome], ts: float, took_s: float,
                  page: bool) -> None:
     points, limits = (), None
     if cfg.influx is not None and outcomes:
         v1 = cfg.influx.settings.api == "v1"
-        tags = {s.id: {"site_id": s.id, "site_name": s.name, "level": s.level, "district": s.district,
-                       "address": s.address} for s in cfg.sites}
+        tags = {s.id: site_tags(_SiteLike(s), cfg.agent.id) for s in cfg.sites}
         points = snmp_points(outcomes, tags, v1)
         agent = agent_point(socket.gethostname(), {
             "snmp_polled": len(outcomes), "snmp_failed": sum(o.device.status != "ok" for o in outcomes),
-            "snmp_ms": took_s * 1000.0}, ts, v1)
+            "snmp_ms": took_s * 1000.0}, ts, v1, cfg.agent.id)
         points = [*points, agent] if agent else points
         limits = _spool_limits(cfg)
     store.record_snmp(outcomes, points, ts, limits)

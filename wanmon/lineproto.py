@@ -57,8 +57,10 @@ def _line(measurement: str, tags: dict[str, str | None], fields: dict[str, objec
     return f"{_esc_key(measurement, v1)}{tag_part} {field_part} {int(round(ts * 1e9))}"
 
 
-def site_tags(o) -> dict[str, str | None]:
-    return {"site_id": o.site_id, "site_name": o.name, "level": o.level, "district": o.district, "address": o.address}
+def site_tags(o, agent: str | None = None) -> dict[str, str | None]:
+    """A site's tags; `agent` ([agent] id) says which agent saw it (several may write to one database)."""
+    return {"site_id": o.site_id, "site_name": o.name, "level": o.level, "district": o.district, "address": o.address,
+            "agent": agent}
 
 
 def held_fields(prev: tuple[str, float, int] | None, ts: float, cap_s: float) -> dict[str, float]:
@@ -79,21 +81,22 @@ def held_fields(prev: tuple[str, float, int] | None, ts: float, cap_s: float) ->
 
 def cycle_points(obs: Sequence[Observation], snmp: Sequence[SnmpOutcome], agent: dict[str, object],
                  host: str, started: float, v1: bool = False,
-                 prev: dict[str, tuple[str, float, int]] | None = None, cap_s: float = 120.0) -> list[str]:
+                 prev: dict[str, tuple[str, float, int]] | None = None, cap_s: float = 120.0,
+                 agent_id: str | None = None) -> list[str]:
     """Every point of one cycle: ICMP per site, SNMP per polled site and interface, events, the agent.
     prev: each site's previous cycle (status, ts, in maintenance), for the prev_*_s fields."""
     out: list[str | None] = []
     prev = prev or {}
     for o in obs:
-        out.append(_line("wanmon_icmp", site_tags(o), {
+        out.append(_line("wanmon_icmp", site_tags(o, agent_id), {
             "sent": o.sent, "received": o.received, "loss_pct": float(o.loss_pct),
             "rtt_min_ms": o.rtt_min_ms, "rtt_avg_ms": o.rtt_avg_ms, "rtt_max_ms": o.rtt_max_ms,
             "jitter_ms": o.jitter_ms, "up": int(o.status in ("up", "degraded")), "status": o.status,
             "status_code": STATUS_CODE.get(o.status, 4),
             **held_fields(prev.get(o.site_id), o.ts, cap_s),
         }, o.ts, v1=v1))
-    out.extend(snmp_points(snmp, {o.site_id: site_tags(o) for o in obs}, v1))
-    out.append(agent_point(host, agent, started, v1))
+    out.extend(snmp_points(snmp, {o.site_id: site_tags(o, agent_id) for o in obs}, v1))
+    out.append(agent_point(host, agent, started, v1, agent_id))
     return [p for p in out if p is not None]
 
 
@@ -126,8 +129,10 @@ def snmp_points(snmp: Sequence[SnmpOutcome], tags_by_site: dict[str, dict[str, s
     return [p for p in out if p is not None]
 
 
-def agent_point(host: str, fields: dict[str, object], ts: float, v1: bool = False) -> str | None:
-    return _line("wanmon_agent", {"host": host}, fields, ts, v1=v1)
+def agent_point(host: str, fields: dict[str, object], ts: float, v1: bool = False,
+                agent_id: str | None = None) -> str | None:
+    """The agent's own point: each cycle's is its heartbeat (at the cycle's start)."""
+    return _line("wanmon_agent", {"host": host, "agent": agent_id}, fields, ts, v1=v1)
 
 
 line = _line

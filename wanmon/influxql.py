@@ -1,0 +1,146 @@
+"""InfluxQL over HTTP `/query`: what several agents wrote, read back (issue 14).
+
+InfluxDB 1.x answers `/query` itself; 2.x through its v1 compatibility API (the bucket
+mapped to a database, a token in `Authorization: Token …`); 3.x too. Every request has an
+overall deadline, enforced while it runs (wanmon.deadline through sink.http_request): a
+server that drips its answer costs at most `[influxdb] timeout_ms`.
+
+Query text built from ids, names and agent ids goes through `ident()` and `string()`,
+InfluxQL's own quoting (backslash and the quote character escaped), never by hand.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from wanmon.config import InfluxSpec
+from wanmon.deadline import Deadline
+from wanmon.errors import WanmonError
+
+RESPONSE_LIMIT = 1 << 28  # 256 MiB: a 10,000-site day of points is far less
+
+
+class QueryError(WanmonError):
+    pass
+
+
+def ident(name: str) -> str:
+    """A quoted InfluxQL identifier."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def string(value: str) -> str:
+    """A quoted InfluxQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _headers(spec: InfluxSpec) -> dict[str, str]:
+    import base64
+
+    st = spec.settings
+    if st.api == "v1":
+        if st.username:
+            pw = spec.secret.reveal() if spec.secret else ""
+            return {"Authorization": "Basic " + base64.b64encode(f"{st.username}:{pw}".encode()).decode()}
+        return {}
+    return {"Authorization": f"Token {spec.secret.reveal()}"} if spec.secret else {}
+
+
+def database(spec: InfluxSpec) -> str:
+    st = spec.settings
+    return st.database if st.api == "v1" else st.bucket
+
+
+def query(spec: InfluxSpec, q: str, budget_s: float | None = None) -> list[dict[str, Any]]:
+    """Run InfluxQL; returns the series [{name, tags, columns, values}] of every statement.
+    Raises QueryError with the reason (unreachable, slow, auth, a statement error)."""
+    from wanmon.sink import _why, http_request
+
+    st = spec.settings
+    base = st.url.rstrip("/")
+    per_op = st.timeout_ms / 1000.0
+    budget = per_op if budget_s is None else budget_s
+    params = {"q": q, "db": database(spec), "epoch": "ms"}
+    if st.api == "v1" and st.retention_policy:
+        params["rp"] = st.retention_policy
+    path = (urllib.parse.urlsplit(base).path or "") + "/query?" + urllib.parse.urlencode(params)
+    with Deadline(budget, f"InfluxDB query at {base}") as d:
+        try:
+            status, _, raw = http_request(base, "GET", path, d, per_op, headers=_headers(spec), limit=RESPONSE_LIMIT)
+        except (OSError, http.client.HTTPException) as exc:
+            raise QueryError(d.message() if d.expired else f"cannot reach {base}: {_why(exc)}") from None
+        if d.expired:
+            raise QueryError(d.message())
+    if status in (401, 403):
+        raise QueryError(f"{base}: authentication failed (HTTP {status}): check [influxdb] credentials")
+    if status >= 300:
+        raise QueryError(f"{base}/query answered HTTP {status}: {raw[:300].decode('utf-8', 'replace')}")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise QueryError(f"{base}/query: not a JSON answer: {raw[:200]!r}") from None
+    out = []
+    for res in data.get("results", []):
+        if res.get("error"):
+            raise QueryError(f"{base}: InfluxQL error: {res['error']}")
+        out.extend(res.get("series") or [])
+    return out
+
+
+@dataclass(frozen=True)
+class AgentSeen:
+    agent: str
+    host: str
+    role: str
+    last_ts: float          # its last heartbeat (a cycle's start), unix s
+    interval_s: float
+    sites: int
+    spool_points: int
+
+    def fresh(self, now: float) -> bool:
+        """Within 3 x its icmp_interval_s of now (issue 14's rule)."""
+        return now - self.last_ts <= 3 * self.interval_s
+
+
+def agents(spec: InfluxSpec, days: int = 7) -> list[AgentSeen]:
+    """Every agent that wrote a heartbeat in the last `days`, from its last one (newest first)."""
+    q = ('SELECT "sites", "role", "interval_s", "spool_points" FROM "wanmon_agent" '
+         f'WHERE time > now() - {int(days)}d AND "sites" >= 0 GROUP BY "agent", "host" ORDER BY time DESC LIMIT 1')
+    out = []
+    for s in query(spec, q):
+        tags = s.get("tags") or {}
+        row = dict(zip(s["columns"], s["values"][0]))
+        out.append(AgentSeen(tags.get("agent") or "", tags.get("host") or "", row.get("role") or "primary",
+                             row["time"] / 1000.0, float(row.get("interval_s") or 60.0), int(row.get("sites") or 0),
+                             int(row.get("spool_points") or 0)))
+    return sorted(out, key=lambda a: -a.last_ts)
+
+
+def collisions(seen: list[AgentSeen]) -> dict[str, list[str]]:
+    """Agent ids used by more than one host: {agent id: [hosts]}."""
+    by: dict[str, list[str]] = {}
+    for a in seen:
+        by.setdefault(a.agent, []).append(a.host)
+    return {k: sorted(v) for k, v in by.items() if len(v) > 1}
+
+
+def describe(seen: list[AgentSeen], now: float | None = None) -> list[tuple[bool, str]]:
+    """`wanmon influx check`'s lines about the agents: (ok, text)."""
+    now = time.time() if now is None else now
+    if not seen:
+        return [(True, "no agent heartbeat in the last 7 days (wanmon_agent): none has written yet")]
+    lines = []
+    for a in seen:
+        age = now - a.last_ts
+        state = "fresh" if a.fresh(now) else "STALE"
+        lines.append((True, f"agent {a.agent!r} ({a.role}) on {a.host}: last heartbeat {age:.0f} s ago, {state} "
+                            f"(interval {a.interval_s:g} s), {a.sites} sites, spool {a.spool_points} points"))
+    for agent, hosts in collisions(seen).items():
+        lines.append((False, f"agent id {agent!r} is used by several hosts ({', '.join(hosts)}): give each agent its "
+                             "own [agent] id"))
+    return lines
