@@ -632,7 +632,13 @@ def publish(cfg: Config, peers: Peers = REAL, dry_run: bool = False) -> PublishR
             if cfg.influx is not None:
                 rep.drained = peers.drain(store, cfg.influx, cfg.influx.settings.drain_budget_s)
             if wants_mail:
+                from wanmon import agents
+
+                t_mail = time.time()
+                agents.gate(cfg, store)  # several agents: the standby's rule, news already sent by another
                 rep.delivered = peers.deliver(store, cfg.smtp, MAIL_BUDGET_S)
+                if agents.record_notices(cfg, store, t_mail):  # what went out, for the other agents to see
+                    peers.drain(store, cfg.influx, min(5.0, cfg.influx.settings.drain_budget_s))
         finally:
             store.close()
     finally:

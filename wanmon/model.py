@@ -198,3 +198,4 @@ class Mail:
     message_id: str
     kinds: tuple[str, ...]
     created_ts: float
+    notes: tuple[tuple[str, str], ...] = ()  # (site id, kind) of each notification in it ("" for no site)

@@ -186,6 +186,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX status_runs_end ON status_runs(end_ts);
     """,
+    # 11: several agents: each mail's notifications (site, kind), so an agent can hold a mail
+    # another agent has already sent (wanmon.agents); 'held' is a status of its own.
+    """
+    ALTER TABLE outbox ADD COLUMN notes TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -491,10 +496,10 @@ class Store:
         if up.events_seen is not None:
             self._set_meta("alert_events_seen", str(up.events_seen))
         self.conn.executemany(
-            "INSERT INTO outbox (created_ts, message_id, recipient, subject, body_text, body_html, kinds, status)"
-            " VALUES (?,?,?,?,?,?,?,?)",
-            [(m.created_ts, m.message_id, m.recipient, m.subject, m.text, m.html, ",".join(m.kinds), up.mail_status)
-             for m in up.mails],
+            "INSERT INTO outbox (created_ts, message_id, recipient, subject, body_text, body_html, kinds, status, notes)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            [(m.created_ts, m.message_id, m.recipient, m.subject, m.text, m.html, ",".join(m.kinds), up.mail_status,
+              _json.dumps(m.notes) if m.notes else None) for m in up.mails],
         )
         # The states as stored now: those read (if nobody wrote in between) with this cycle's changes
         return (new_gen, {**read[1], **up.states}) if read is not None and read[0] == gen else None
@@ -520,7 +525,7 @@ class Store:
         return states, self.meta("alert_guard") == "1"
 
     _OUTBOX_COLS = ("id", "created_ts", "message_id", "recipient", "subject", "body_text", "body_html", "kinds",
-                    "status", "attempts", "last_error", "sent_ts", "next_try_ts")
+                    "status", "attempts", "last_error", "sent_ts", "next_try_ts", "notes")
 
     def outbox(self, statuses: Sequence[str] | None = None, limit: int = 1000) -> list[dict]:
         cols = self._OUTBOX_COLS
@@ -554,6 +559,24 @@ class Store:
                 "UPDATE outbox SET status = ?, last_error = ?, sent_ts = ?,"
                 " next_try_ts = CASE WHEN ? = 'queued' THEN next_try_ts END WHERE id = ?",
                 (status, error, now if status == "sent" else None, status, mail_id))
+
+    def outbox_hold(self, mail_ids: Sequence[int], why: str) -> None:
+        """Never send these queued mails (another agent sends, or has sent, the same news): status 'held'."""
+        with self.transaction():
+            self.conn.executemany("UPDATE outbox SET status = 'held', last_error = ? WHERE id = ? AND status = 'queued'",
+                                  [(why, i) for i in mail_ids])
+
+    def outbox_sent_since(self, ts: float) -> list[dict]:
+        cols = self._OUTBOX_COLS
+        rows = self.conn.execute(f"SELECT {', '.join(cols)} FROM outbox WHERE status = 'sent' AND sent_ts >= ?"
+                                 " ORDER BY id", (ts,)).fetchall()
+        return [dict(zip(cols, r)) for r in rows]
+
+    def spool_points(self, ts: float, lines: Sequence[str]) -> None:
+        """Queue points for InfluxDB outside a cycle (the agents' notices)."""
+        if lines:
+            with self.transaction():
+                self.conn.executemany("INSERT INTO spool (ts, line) VALUES (?, ?)", ((ts, p) for p in lines))
 
     def outbox_summary(self, since_ts: float) -> dict[str, int]:
         """Counts: 'failed' = mails created since since_ts that could not be sent, 'retrying' =

@@ -122,6 +122,7 @@ def compose(cfg: Config, notes: Sequence[Notification], now: float | None = None
             text=env_txt.get_template("email.txt.j2").render(ctx),
             html=env_html.get_template("email.html.j2").render(ctx),
             message_id=new_message_id(), kinds=tuple(dict.fromkeys(n.kind for n in ns)), created_ts=now,
+            notes=tuple((n.site_id or "", n.kind) for n in ns),
         ))
     return mails
 
