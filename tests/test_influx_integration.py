@@ -53,7 +53,7 @@ ICMP_FLOAT = {"loss_pct", "rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "jitter_ms"}
 # snmp_failed and snmp_ms in a wanmon_agent point of their own, at the poll's time.
 AGENT_FIELDS = {"cycle_ms", "sites", "up", "degraded", "down", "unreachable", "unknown",
                 "spool_points", "spool_dropped"}
-SITE_TAGS = {"site_id", "site_name", "level", "district", "address", "agent"}
+SITE_TAGS = {"site_id", "site_name", "level", "district", "address", "agent", "parent"}
 
 
 def _toml(v) -> str:
@@ -271,8 +271,10 @@ def test_v2_check_to_victoriametrics(tmp_path):
                            settle_s=1.2)
         by = {(s["metric"]["__name__"], s["metric"]["site_id"]): s for s in series}
         expected_labels = {}
-        for sid, name, level, district, addr, _ in SITES:
+        for sid, name, level, district, addr, parent in SITES:
             lab = {"site_id": sid, "site_name": name, "level": level, "address": addr, "agent": socket.gethostname()}
+            if parent:
+                lab["parent"] = parent
             if district:
                 lab["district"] = district
             expected_labels[sid] = lab

@@ -159,9 +159,11 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
 
 
 def _check_loopback_url(url: str) -> None:
+    """Loopback, or a tests/netns.py lab's own 198.18.x address (it exists only inside the lab's
+    namespaces, which the test created: a server there is reached from a thread inside them)."""
     host = urllib.parse.urlsplit(url).hostname or ""
-    if not (host.startswith("127.") or host in ("localhost", "::1")):
-        raise ValueError(f"refusing non-loopback URL {url!r}: tests talk to 127.0.0.0/8 only")
+    if not (host.startswith("127.") or host.startswith("198.18.") or host in ("localhost", "::1")):
+        raise ValueError(f"refusing non-loopback URL {url!r}: tests talk to 127.0.0.0/8 or a lab's 198.18.x only")
 
 
 @dataclass
@@ -389,12 +391,16 @@ class InfluxV1Server(_ServerBase):
 
     def __init__(self, *, auth: bool = False, admin_user: str = "admin", admin_password: str | None = None,
                  databases: Iterable[str] = (), base_dir: str | Path | None = None, keep_dir: bool = False,
-                 start_timeout: float = 30.0, log_level: str = "warn", http_log: bool = False):
+                 start_timeout: float = 30.0, log_level: str = "warn", http_log: bool = False,
+                 host: str = "127.0.0.1"):
         ok, why = influx_available()
         if not ok:
             raise FileNotFoundError(why)
+        if not (host.startswith("127.") or host.startswith("198.18.")):
+            raise ValueError("the test InfluxDB listens on loopback or on a test lab's own address only")
         self.binary = why
         super().__init__(base_dir, keep_dir)
+        self.host = host  # HTTP; a lab address (198.18.x, in its own namespace) for agents in several namespaces
         self.auth = auth
         self.admin_user = admin_user
         self.admin_password = admin_password if admin_password is not None else "pw-" + os.urandom(6).hex()
@@ -444,7 +450,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 
 [http]
   enabled = true
-  bind-address = "127.0.0.1:{self.port}"
+  bind-address = "{self.host}:{self.port}"
   auth-enabled = {'true' if self.auth else 'false'}
   log-enabled = {'true' if self.http_log else 'false'}
   pprof-enabled = false

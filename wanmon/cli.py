@@ -622,17 +622,41 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @cli.command()
 @click.option("--out", "out", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: [page] out_dir, relative to the config file).")
+@click.option("--source", type=click.Choice(["store", "influxdb"]), default=None,
+              help="Where the page's data comes from: this agent's store, or every agent's points in InfluxDB "
+                   "(default: [page] source).")
 @click.pass_context
-def render(ctx: click.Context, out: str | None) -> None:
+def render(ctx: click.Context, out: str | None, source: str | None) -> None:
     """Write the status page (index.html + status.json) from the store, without probing."""
     from wanmon.page import write_page
 
-    cfg = _load(ctx, secrets=False)
+    cfg = _load(ctx, secrets=(source or "") == "influxdb")
+    if (source or cfg.page.source) == "influxdb":
+        if source is None:
+            cfg = _load(ctx)  # with the InfluxDB secret
+        _render_from_influx(cfg, out)
+        return
     try:
         folder = _read_store(cfg, lambda st: write_page(cfg, st, out))
     except OSError as exc:
         _fail(WanmonError(f"cannot write the page: {exc}"))
     click.echo(f"wrote {folder / 'index.html'} and {folder / 'status.json'} (and their .gz copies)")
+
+
+def _render_from_influx(cfg: Config, out: str | None) -> None:
+    from wanmon import fromflux, influxql
+
+    if cfg.influx is None:
+        click.echo(f"wanmon: error: {cfg.path}: --source influxdb needs an [influxdb] table", err=True)
+        sys.exit(EXIT_CONFIG)
+    try:
+        folder = fromflux.render(cfg, out)
+    except influxql.QueryError as exc:
+        click.echo(f"wanmon: error: the page was not built from InfluxDB, the last one stays in place: {exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    except OSError as exc:
+        _fail(WanmonError(f"cannot write the page: {exc}"))
+    click.echo(f"wrote {folder / 'index.html'} and {folder / 'status.json'} from InfluxDB (and their .gz copies)")
 
 
 @cli.group()

@@ -124,6 +124,7 @@ class PageSettings(_Strict):
     refresh_s: int = Field(60, gt=0)
     templates_dir: str | None = None
     url: str | None = None  # where the IT staff open the page: alert mails link it (no link without it)
+    source: Literal["store", "influxdb"] = "store"  # `wanmon render` (and the daemon's page) from InfluxDB
 
 
 class ScheduleSettings(_Strict):

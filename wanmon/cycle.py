@@ -359,7 +359,7 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     if cfg.influx is not None:
         points = cycle_points(obs, (), _agent_fields(cfg, store, started, finished, obs), socket.gethostname(), started,
                               v1=cfg.influx.settings.api == "v1", prev=store.previous_cycles(), cap_s=run_cap_s(cfg),
-                              agent_id=cfg.agent.id)
+                              agent_id=cfg.agent.id, parents={s.id: s.parent for s in cfg.sites})
         limits = _spool_limits(cfg)
     store.defer_checkpoints()  # to after the page
     t_alerts = time.perf_counter()
@@ -549,7 +549,7 @@ def _record_snmp(cfg: Config, store: Store, outcomes: list[SnmpOutcome], ts: flo
     points, limits = (), None
     if cfg.influx is not None and outcomes:
         v1 = cfg.influx.settings.api == "v1"
-        tags = {s.id: site_tags(_SiteLike(s), cfg.agent.id) for s in cfg.sites}
+        tags = {s.id: site_tags(_SiteLike(s), cfg.agent.id, s.parent) for s in cfg.sites}
         points = snmp_points(outcomes, tags, v1)
         agent = agent_point(socket.gethostname(), {
             "snmp_polled": len(outcomes), "snmp_failed": sum(o.device.status != "ok" for o in outcomes),

@@ -219,9 +219,11 @@ def pct(pair: tuple[int, int] | None) -> float | None:
 
 
 def snapshot(cfg: Config, store: Store, now: float | None = None,
-             states: Iterable[SiteState] | None = None, alerts: dict | None = None) -> dict[str, Any]:
+             states: Iterable[SiteState] | None = None, alerts: dict | None = None,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """states: the sites' states if the caller has them (the cycle that just wrote them);
-    alerts: the alert states likewise ({site_id: SiteAlert}: who is flapping)."""
+    alerts: the alert states likewise ({site_id: SiteAlert}: who is flapping);
+    extra: more top-level keys (a page from InfluxDB: source, agents, disagreements)."""
     now = time.time() if now is None else now
     inv = Inventory.from_config(cfg)
     states = {s.site_id: s for s in (store.states() if states is None else states)}
@@ -324,6 +326,10 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         "mail": store.outbox_summary(now - WINDOWS["7d"]),
         # SQLite found the store damaged: nothing is recorded until it is restored
         "store_damaged": damaged(store.path),
+        "source": "store",
+        "agents": [],          # a page from InfluxDB: every agent, fresh or stale
+        "disagreements": [],   # and the sites fresh agents see differently
+        **(extra or {}),
     }
 
 
@@ -632,13 +638,14 @@ def out_dir(cfg: Config, override: str | Path | None = None) -> Path:
 
 
 def write_page(cfg: Config, store: Store, out: str | Path | None = None, now: float | None = None,
-               on_html: Callable[[], None] | None = None, states: Iterable[SiteState] | None = None) -> Path:
+               on_html: Callable[[], None] | None = None, states: Iterable[SiteState] | None = None,
+               extra: dict[str, Any] | None = None) -> Path:
     """Render index.html, then status.json, into the output folder, atomically. Returns the folder.
     on_html: called the moment index.html is in place (what the IT staff read comes first).
-    states: as for snapshot()."""
+    states, extra: as for snapshot()."""
     folder = out_dir(cfg, out)
     folder.mkdir(parents=True, exist_ok=True)
-    snap = snapshot(cfg, store, now, states)
+    snap = snapshot(cfg, store, now, states, extra=extra)
     chars = _atomic_write(folder / "index.html", html_fragments(cfg, snap))
     if on_html is not None:
         on_html()

@@ -1,0 +1,171 @@
+"""`wanmon render --source influxdb` (issue 14): the page from every agent's points.
+
+* Two vantage points (acceptance 1): agents in two network namespaces of a lab write to
+  one real InfluxDB 1.6 (listening on the lab's alive host, 198.18.1.2, reachable from
+  both). A site only one of them can reach (the client namespace's own 198.18.2.1, with
+  no route to it from the alive namespace) is shown up, with the disagreement visible;
+  when that agent stops, after 3 intervals the page shows the site down, from the
+  remaining agent, and the stopped agent as stale.
+* Two shards with disjoint sites (acceptance 3) make one page with every site once.
+* InfluxDB unreachable: exit 1 with the reason, the last page stays in place.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tsdb_servers as ts  # noqa: E402
+from conftest import wanmon  # noqa: E402
+from smtp_server import _enter_netns  # noqa: E402
+from test_alerts_integration import PY, lab, site_toml, wm_env  # noqa: E402,F401
+from tsdb_servers import InfluxV1Server  # noqa: E402
+
+_ok, _why = ts.influx_available()
+pytestmark = pytest.mark.skipif(not _ok, reason=f"InfluxDB 1.x unavailable: {_why}")
+
+
+def agent_config(folder: Path, url: str, agent: str, sites: str, interval_s: float = 1) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / "sites.toml"
+    p.write_text(f"""[store]
+path = "var/wanmon.db"
+
+[icmp]
+count = 1
+interval_ms = 20
+timeout_ms = 300
+
+[snmp]
+enabled = false
+
+[alerts]
+enabled = false
+
+[schedule]
+icmp_interval_s = {interval_s}
+
+[agent]
+id = "{agent}"
+
+[influxdb]
+url = "{url}"
+api = "v1"
+database = "wanmon"
+timeout_ms = 5000
+
+{sites}""", encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def influx_alive(lab):  # noqa: F811
+    """influxd in the lab's alive namespace on 198.18.1.2, kept by a thread that lives there."""
+    srv = InfluxV1Server(databases=["wanmon"], host=lab.alive4)
+    ready, done, box = threading.Event(), threading.Event(), {}
+
+    def keeper() -> None:
+        try:
+            _enter_netns(lab.alive_ns)
+            srv.start()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+            ready.set()
+            return
+        ready.set()
+        done.wait()
+        srv.stop()
+
+    th = threading.Thread(target=keeper, daemon=True)
+    th.start()
+    ready.wait(60)
+    if "error" in box:
+        raise box["error"]
+    try:
+        yield srv
+    finally:
+        done.set()
+        th.join(60)
+
+
+def test_two_vantage_points_disagree_then_the_remaining_one_decides(lab, influx_alive, tmp_path):  # noqa: F811
+    sites = (site_toml("core", "Trung tâm dữ liệu", "province", lab.alive4)
+             + site_toml("gia-binh", "UBND huyện Gia Bình", "district", lab.client4_r, district="Gia Bình",
+                         parent="core"))
+    vc = agent_config(tmp_path / "vc", influx_alive.url, "vp-client", sites)
+    va = agent_config(tmp_path / "va", influx_alive.url, "vp-alive", sites)
+
+    def check(cfg: Path, ns: str) -> None:
+        r = lab.run([PY, "-m", "wanmon", "--config", str(cfg), "check"], ns=ns, cwd=cfg.parent, env=wm_env())
+        assert r.returncode == 0, r.stderr
+
+    def render() -> dict:
+        r = lab.run([PY, "-m", "wanmon", "--config", str(vc), "render", "--source", "influxdb", "--out",
+                     str(tmp_path / "page")], cwd=vc.parent, env=wm_env())
+        assert r.returncode == 0, r.stderr
+        return json.loads((tmp_path / "page" / "status.json").read_text(encoding="utf-8"))
+
+    for _ in range(2):
+        check(vc, lab.client)
+        check(va, lab.alive_ns)
+    snap = render()
+    assert snap["sites"]["gia-binh"]["status"] == "up" and snap["sites"]["core"]["status"] == "up"
+    dis = {d["site"]: d for d in snap["disagreements"]}
+    assert {(v["agent"], v["status"]) for v in dis["gia-binh"]["views"]} == {("vp-client", "up"), ("vp-alive", "down")}
+    html = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
+    assert "down from agent vp-alive, up from agent vp-client" in html
+    assert {a["agent"]: a["fresh"] for a in snap["agents"]} == {"vp-client": True, "vp-alive": True}
+
+    # the client agent stops; after 3 of its intervals only the alive one counts
+    time.sleep(3 * 1 + 1.0)
+    check(va, lab.alive_ns)
+    snap = render()
+    assert snap["sites"]["gia-binh"]["status"] == "down", snap["sites"]["gia-binh"]
+    assert snap["sites"]["core"]["status"] == "up"
+    assert {a["agent"]: a["fresh"] for a in snap["agents"]} == {"vp-client": False, "vp-alive": True}
+    assert not snap["disagreements"]
+
+
+@pytest.fixture(scope="module")
+def influx():
+    with InfluxV1Server(databases=["wanmon"]) as s:
+        yield s
+
+
+def test_two_shards_make_one_page_and_a_dead_server_keeps_the_last_page(influx, tmp_path):
+    a = agent_config(tmp_path / "a", influx.url, "shard-a", site_toml("core", "Trung tâm dữ liệu", "province",
+                                                                        "127.0.0.1")
+                     + site_toml("gia-binh", "UBND huyện Gia Bình", "district", "127.0.0.2", district="Gia Bình",
+                                 parent="core"), interval_s=60)
+    b = agent_config(tmp_path / "b", influx.url, "shard-b", site_toml("que-vo", "UBND huyện Quế Võ", "district",
+                                                                        "127.0.0.3", district="Quế Võ")
+                     + site_toml("que-vo-phuong-mao", "UBND xã Phương Mao", "commune", "127.0.0.4",
+                                 district="Quế Võ", parent="que-vo"), interval_s=60)
+    for cfg in (a, b, a, b):
+        r = wanmon("--config", str(cfg), "check", cwd=cfg.parent)
+        assert r.returncode == 0, r.stderr
+    out = tmp_path / "page"
+    r = wanmon("--config", str(a), "render", "--source", "influxdb", "--out", str(out), cwd=a.parent)
+    assert r.returncode == 0, r.stderr
+    snap = json.loads((out / "status.json").read_text(encoding="utf-8"))
+    assert sorted(snap["sites"]) == ["core", "gia-binh", "que-vo", "que-vo-phuong-mao"]
+    assert all(s["status"] == "up" for s in snap["sites"].values())
+    assert {d["name"] for d in snap["districts"]} == {"Gia Bình", "Quế Võ"}
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert html.count("UBND xã Phương Mao") >= 1 and "shard-b" in html
+    assert snap["sites"]["que-vo-phuong-mao"]["parent"] == "que-vo"
+    assert snap["sites"]["gia-binh"]["availability"]["24h"] == 100.0
+
+    # the server gone: a clear error, exit 1, and the page is the one from before, whole
+    before = (out / "index.html").read_bytes()
+    dead = agent_config(tmp_path / "dead", "http://127.0.0.1:9", "x", site_toml("core", "C", "province", "127.0.0.1"))
+    r = wanmon("--config", str(dead), "render", "--source", "influxdb", "--out", str(out), cwd=dead.parent)
+    assert r.returncode == 1
+    assert "the last one stays in place" in r.stderr and "cannot reach http://127.0.0.1:9" in r.stderr
+    assert (out / "index.html").read_bytes() == before

@@ -1,0 +1,167 @@
+"""The status page built from InfluxDB (`wanmon render --source influxdb`): every agent's view.
+
+What the agents wrote is read with InfluxQL (`/query`: InfluxDB 1.x, 2.x's v1 API, 3.x),
+each request within `[influxdb] timeout_ms`, into a temporary store with wanmon's own
+schema; the page is then written from it by the same code as always (wanmon.page), so
+a page from InfluxDB looks and behaves like the agent's own.
+
+* The sites are those seen in the last 30 days, with their tags (name, level, district,
+  address, parent): shards with disjoint sites make one page, grouped as usual.
+* Agents: from their heartbeats (wanmon_agent); fresh = within 3 x its interval. A
+  site's current status is the best one a fresh agent reports (up, degraded,
+  unreachable, down); when fresh agents disagree the page says who sees what ("down
+  from agent B, up from agent A": a path problem, not an outage). A site no fresh agent
+  reports is unknown; a stale agent is listed with the time of its last heartbeat.
+* Availability (24 h, 7 d, 30 d) and the 24 h sparklines: from hourly InfluxQL
+  aggregates, per site the best agent's hour.
+* "since": the time of the best agent's last point with another kind of status (to the
+  cycle). The incident list needs the status changes the agent's own store keeps: it
+  is empty on a page from InfluxDB (the page says so).
+
+Nothing is written unless every query answered: the last page stays in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from wanmon import influxql
+from wanmon.config import Config, Site
+
+logger = logging.getLogger(__name__)
+
+RANK = {"up": 0, "degraded": 1, "unreachable": 2, "down": 3, "unknown": 4}
+TAGS = ("site_id", "site_name", "level", "district", "address", "parent")
+HISTORY_DAYS = 30
+
+
+def _rows(series: list[dict]) -> list[tuple[dict, dict]]:
+    """[(tags, row)] of every row of every series."""
+    out = []
+    for s in series:
+        tags = s.get("tags") or {}
+        for vals in s.get("values") or []:
+            out.append((tags, dict(zip(s["columns"], vals))))
+    return out
+
+
+def gather(cfg: Config, now: float, history_days: int = HISTORY_DAYS) -> dict[str, Any]:
+    """Everything the page needs, read from InfluxDB. Raises influxql.QueryError."""
+    spec = cfg.influx
+    seen = influxql.agents(spec, days=history_days)
+    fresh = {a.agent: a for a in seen if a.fresh(now)}
+    window = max([3 * a.interval_s for a in seen] or [3 * cfg.schedule.icmp_interval_s])
+    group = ", ".join(influxql.ident(t) for t in TAGS)
+    icmp = influxql.ident("wanmon_icmp")
+    inventory = _rows(influxql.query(spec, f'SELECT last("status") AS "status" FROM {icmp} '
+                                           f'WHERE time > now() - {history_days}d GROUP BY {group}'))
+    latest = _rows(influxql.query(spec, f'SELECT "status", "rtt_avg_ms", "loss_pct", "jitter_ms" FROM {icmp} '
+                                        f'WHERE time > now() - {int(window) + 1}s GROUP BY "site_id", "agent" '
+                                        'ORDER BY time DESC LIMIT 1'))
+    hourly = _rows(influxql.query(spec, 'SELECT count("up") AS "n", sum("up") AS "r", sum("sent") AS "sent", '
+                                        'sum("received") AS "recv", mean("rtt_avg_ms") AS "rtt", min("rtt_min_ms") AS '
+                                        f'"rmin", max("rtt_max_ms") AS "rmax" FROM {icmp} WHERE time > now() - '
+                                        f'{history_days}d GROUP BY time(1h), "site_id", "agent" fill(none)'))
+    changes = {}
+    for cond, key in (('"up" = 0', "down"), ('"up" = 1', "up")):
+        for tags, row in _rows(influxql.query(spec, f'SELECT last("up") AS "up" FROM {icmp} WHERE time > now() - '
+                                                    f'{history_days}d AND {cond} GROUP BY "site_id", "agent"')):
+            changes[(tags.get("site_id"), tags.get("agent"), key)] = row["time"] / 1000.0
+    return {"seen": seen, "fresh": fresh, "inventory": inventory, "latest": latest, "hourly": hourly,
+            "changes": changes}
+
+
+def merge(cfg: Config, data: dict[str, Any], now: float):
+    """(sites [Site], site_state rows, hourly rows, agents for the page, disagreements)."""
+    fresh = data["fresh"]
+    sites: dict[str, dict] = {}
+    for tags, row in sorted(data["inventory"], key=lambda x: x[1]["time"]):  # newest tags win
+        sid = tags.get("site_id")
+        if sid:
+            sites[sid] = tags
+    views: dict[str, list[tuple[str, dict]]] = {}
+    for tags, row in data["latest"]:
+        sid, agent = tags.get("site_id"), tags.get("agent") or ""
+        if sid in sites and agent in fresh:
+            views.setdefault(sid, []).append((agent, row))
+    out_sites, states, disagree = [], [], []
+    known = set(sites)
+    for sid, t in sites.items():
+        parent = t.get("parent") or None
+        out_sites.append(Site(id=sid, name=t.get("site_name") or sid, level=t.get("level") or "province",
+                              district=t.get("district") or None, address=t.get("address") or "0.0.0.0",
+                              parent=parent if parent in known and parent != sid else None))
+        v = sorted(views.get(sid, []), key=lambda x: (RANK.get(x[1].get("status"), 4), x[0]))
+        if not v:
+            states.append((sid, t, "unknown", now, now, None, None, None, "no fresh agent reports this site", None))
+            continue
+        agent, row = v[0]
+        status = row.get("status") or "unknown"
+        if len({r.get("status") for _, r in v}) > 1:
+            text = ", ".join(f"{r.get('status')} from agent {a}" for a, r in sorted(v, key=lambda x: -RANK.get(
+                x[1].get("status"), 4)))
+            disagree.append({"site": sid, "views": [{"agent": a, "status": r.get("status")} for a, r in v],
+                             "text": text})
+        key = "up" if status in ("up", "degraded") else "down"
+        other = data["changes"].get((sid, agent, "down" if key == "up" else "up"))
+        since = other if other is not None else now - HISTORY_DAYS * 86400
+        reason = None
+        if len(v) > 1 and len({r.get("status") for _, r in v}) > 1:
+            reason = f"{reason + '; ' if reason else ''}{disagree[-1]['text']}"
+        states.append((sid, t, status, since, row["time"] / 1000.0, row.get("loss_pct"), row.get("rtt_avg_ms"),
+                       row.get("jitter_ms"), reason, agent))
+    # hourly: per site and hour, the best agent's row (highest share reachable)
+    best: dict[tuple[str, float], dict] = {}
+    for tags, row in data["hourly"]:
+        sid = tags.get("site_id")
+        if sid not in known or not row.get("n"):
+            continue
+        k = (sid, row["time"] / 1000.0)
+        cur = best.get(k)
+        if cur is None or (row["r"] or 0) / row["n"] > (cur["r"] or 0) / cur["n"]:
+            best[k] = row
+    hourly = [(sid, hour, int(r["n"]), int(r["r"] or 0), int(r["sent"] or 0), int(r["recv"] or 0),
+               (r["rtt"] or 0.0) * int(r["recv"] or 0), int(r["recv"] or 0) if r["rtt"] is not None else 0,
+               r["rmin"], r["rmax"]) for (sid, hour), r in best.items()]
+    agents = [{"agent": a.agent, "host": a.host, "role": a.role, "last_ts": a.last_ts, "fresh": a.fresh(now),
+               "interval_s": a.interval_s, "sites": a.sites} for a in data["seen"]]
+    return out_sites, states, hourly, agents, disagree
+
+
+def render(cfg: Config, out: str | Path | None = None, now: float | None = None) -> Path:
+    """Write the page and status.json from InfluxDB. Raises influxql.QueryError before writing anything."""
+    from wanmon.page import write_page
+    from wanmon.store import Store
+
+    now = time.time() if now is None else now
+    data = gather(cfg, now)
+    sites, states, hourly, agents, disagree = merge(cfg, data, now)
+    view = dataclasses.replace(cfg, sites=tuple(sites), maintenance=())
+    with tempfile.TemporaryDirectory(prefix="wanmon-fromflux-") as tmp:
+        store = Store.open(Path(tmp) / "page.db")
+        try:
+            with store.transaction():
+                last = max([a["last_ts"] for a in agents if a["fresh"]] or [a["last_ts"] for a in agents] or [now])
+                store.conn.execute("INSERT INTO cycles (id, started_at, finished_at, duration_ms, sites, up, degraded,"
+                                   " down, unreachable, unknown) VALUES (1, ?, ?, 0, ?, 0, 0, 0, 0, 0)",
+                                   (last, last, len(sites)))
+                store.conn.executemany(
+                    "INSERT INTO site_state (site_id, name, level, district, address, status, since, last_ts,"
+                    " last_cycle_id, consecutive_failures, last_reachable_ts, loss_pct, rtt_avg_ms, jitter_ms, reason)"
+                    " VALUES (?,?,?,?,?,?,?,?,1,0,NULL,?,?,?,?)",
+                    [(sid, t.get("site_name") or sid, t.get("level") or "province", t.get("district") or None,
+                      t.get("address") or "", st, since, last_ts, loss, rtt, jit, reason)
+                     for sid, t, st, since, last_ts, loss, rtt, jit, reason, _ in states])
+                store.conn.executemany(
+                    "INSERT INTO icmp_hourly (site_id, hour, samples, reachable, sent, received, rtt_sum_ms, rtt_n,"
+                    " rtt_min_ms, rtt_max_ms) VALUES (?,?,?,?,?,?,?,?,?,?)", hourly)
+            store.roll_days(now)
+            return write_page(view, store, out, now, extra={"source": "influxdb", "agents": agents,
+                                                            "disagreements": disagree})
+        finally:
+            store.close()
