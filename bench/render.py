@@ -392,11 +392,131 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout instead of the table")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, stores, pages)")
     p.add_argument("--timeout", type=float, default=900.0, help="kill one render after S seconds (default 900)")
+    p.add_argument("--source", choices=("store", "influxdb"), default="store",
+                   help="store: the agent's own store (default); influxdb: `render --source influxdb` against a "
+                        "real InfluxDB 1.6 filled with 5-minute points (see --influx-cases)")
+    p.add_argument("--influx-cases", default="177:30,10000:1",
+                   help="with --source influxdb: SITES:DAYS pairs (default: %(default)s)")
     return p.parse_args(argv)
+
+
+# --------------------------------------------------------------------------
+# --source influxdb
+
+
+def influx_fill(cfg_path: Path, url: str, days: int, seed: int) -> dict[str, Any]:
+    """Write `days` of 5-minute cycles of every site (two agents' worth of tags: one agent) and
+    the agent's heartbeats, as wanmon writes them, through HTTP /write; the last cycle now."""
+    import random
+    import urllib.request
+
+    from wanmon.config import load
+    from wanmon.lineproto import line
+
+    t0 = time.perf_counter()
+    cfg = load(cfg_path)
+    rnd = random.Random(seed)
+    now = time.time()
+    step = 300.0
+    n_cycles = int(days * 86400 / step)
+    first = now - (n_cycles - 1) * step
+    down = {s.id for s in cfg.sites if rnd.random() < 0.02}
+    batch: list[str] = []
+    points = 0
+
+    def flush() -> None:
+        nonlocal batch
+        if batch:
+            req = urllib.request.Request(f"{url}/write?db=wanmon&precision=ns", data="\n".join(batch).encode(),
+                                         method="POST")
+            with urllib.request.urlopen(req, timeout=120) as r:
+                assert r.status == 204, r.status
+            batch = []
+
+    for k in range(n_cycles):
+        ts = first + k * step
+        last_hour = ts > now - 3600
+        for s in cfg.sites:
+            st = "down" if (s.id in down and last_hour) else "up"
+            up = st == "up"
+            tags = {"site_id": s.id, "site_name": s.name, "level": s.level, "district": s.district,
+                    "address": s.address, "parent": s.parent, "agent": "bench"}
+            fields = {"sent": 3, "received": 3 if up else 0, "loss_pct": 0.0 if up else 100.0,
+                      "rtt_min_ms": 1.0 if up else None, "rtt_avg_ms": 1.0 + rnd.random() if up else None,
+                      "rtt_max_ms": 3.0 if up else None, "up": int(up), "status": st, "status_code": 0 if up else 2}
+            if k:
+                fields.update({"prev_available_s": step if up else 0.0, "prev_observed_s": step,
+                               "prev_down_s": 0.0 if up else step, "prev_unreachable_s": 0.0})
+            batch.append(line("wanmon_icmp", tags, fields, ts, v1=True))
+        batch.append(line("wanmon_agent", {"host": "bench", "agent": "bench"},
+                          {"cycle_ms": 100.0, "sites": len(cfg.sites), "spool_points": 0, "role": "primary",
+                           "interval_s": step}, ts, v1=True))
+        points += len(cfg.sites) + 1
+        if len(batch) >= 50_000:
+            flush()
+    flush()
+    return {"points": points, "cycles": n_cycles, "gen_s": time.perf_counter() - t0, "down": len(down)}
+
+
+def influx_main(args) -> int:
+    sys.path.insert(0, str(Path(REPO) / "tests"))
+    from tsdb_servers import InfluxV1Server
+
+    M.install_signal_cleanup()
+    tmp = Path(tempfile.mkdtemp(prefix="wanmon-render-influx-bench-"))
+    cases = []
+    try:
+        runner = M.Runner(None, M.build_helper(str(tmp)))
+        for case in args.influx_cases.split(","):
+            n, days = (int(x) for x in case.split(":"))
+            work = tmp / f"n{n}-d{days}"
+            work.mkdir()
+            with InfluxV1Server(databases=["wanmon"], base_dir=work / "influxd") as srv:
+                cfg = shipped_config(work) if n == 177 else generated_config(work, n)
+                cfg.write_text(cfg.read_text(encoding="utf-8") + f'\n[influxdb]\nurl = "{srv.url}"\napi = "v1"\n'
+                               'database = "wanmon"\ntimeout_ms = 120000\n', encoding="utf-8")
+                log(f"{n} sites x {days} d: writing the points ...")
+                gen = influx_fill(cfg, srv.url, days, seed=n)
+                log(f"  {gen['points']:,} points in {gen['gen_s']:.0f} s")
+                runs = []
+                for i in range(args.repeat):
+                    out = work / f"out-{i}"
+                    rr = runner.run([args.python, "-m", "wanmon", "--config", str(cfg), "render", "--source",
+                                     "influxdb", "--out", str(out)], stdout_path=str(work / f"r{i}.out"),
+                                    stderr_path=str(work / f"r{i}.err"), timeout_s=args.timeout, cwd=str(work))
+                    if rr.rc != 0 or rr.timed_out:
+                        raise M.LabError(f"render --source influxdb failed (rc={rr.rc}): "
+                                         f"{Path(rr.stderr_path).read_text(errors='replace')[-1500:]}")
+                    runs.append({"wall_s": rr.wall_s, "cpu_s": rr.cpu_s, "rss_mib": rr.maxrss_kib / 1024,
+                                 "index_kib": (out / "index.html").stat().st_size / 1024})
+                    log(f"  render {i + 1}: {rr.wall_s:.2f} s, {rr.maxrss_kib / 1024:.0f} MiB")
+                med = {k: M.median_or_none([r[k] for r in runs]) for k in runs[0]}
+                cases.append({"sites": n, "days": days, **gen, **med})
+    except M.LabError as exc:
+        log(f"error: {exc}")
+        return 1
+    finally:
+        M.kill_current_children()
+        if args.keep_tmp:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps(cases, indent=1))
+        return 0
+    print(f"wanmon render --source influxdb: {time.strftime('%Y-%m-%d %H:%M')}, InfluxDB 1.6 on loopback, 5-minute "
+          f"points, medians of {args.repeat}")
+    print(f"{'sites':>6} {'days':>4} {'points':>11} {'wall s':>7} {'CPU s':>6} {'RSS MiB':>8} {'index KiB':>10}")
+    for c in cases:
+        print(f"{c['sites']:>6} {c['days']:>4} {c['points']:>11,} {c['wall_s']:>7.2f} {c['cpu_s']:>6.2f} "
+              f"{c['rss_mib']:>8.0f} {c['index_kib']:>10,.0f}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.source == "influxdb":
+        return influx_main(args)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     M.install_signal_cleanup()
     tmp = Path(tempfile.mkdtemp(prefix="wanmon-render-bench-"))

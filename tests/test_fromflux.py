@@ -162,6 +162,14 @@ def test_two_shards_make_one_page_and_a_dead_server_keeps_the_last_page(influx, 
     assert snap["sites"]["que-vo-phuong-mao"]["parent"] == "que-vo"
     assert snap["sites"]["gia-binh"]["availability"]["24h"] == 100.0
 
+    # [page] source = "influxdb": `check` itself writes that page (after its drain)
+    pa = a.read_text(encoding="utf-8").replace("[alerts]", '[page]\nsource = "influxdb"\n\n[alerts]')
+    a.write_text(pa, encoding="utf-8")
+    r = wanmon("--config", str(a), "check", cwd=a.parent)
+    assert r.returncode == 0, r.stderr
+    own = json.loads((a.parent / "public" / "status.json").read_text(encoding="utf-8"))
+    assert sorted(own["sites"]) == ["core", "gia-binh", "que-vo", "que-vo-phuong-mao"] and own["source"] == "influxdb"
+
     # the server gone: a clear error, exit 1, and the page is the one from before, whole
     before = (out / "index.html").read_bytes()
     dead = agent_config(tmp_path / "dead", "http://127.0.0.1:9", "x", site_toml("core", "C", "province", "127.0.0.1"))

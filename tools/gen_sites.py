@@ -520,6 +520,11 @@ refresh_s = 60
 ## to it. Without it, emails name the file's path.
 # url = "http://wanmon.ttdl.bacninh.example/"
 
+## Where the page's data comes from: "store" (this agent's) or "influxdb"
+## (every agent's points, merged: README "Several agents"; needs [influxdb]).
+## Default: "store"
+source = "store"
+
 # =============================================================================
 # [schedule] – the daemon (`wanmon run`); cron runs one cycle per call
 # =============================================================================

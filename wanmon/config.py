@@ -719,6 +719,8 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         except (ValueError, LookupError, OSError):
             problems.append(f"{at(loc.section('page', 'timezone'))}: [page] unknown timezone "
                             f"{sections['page'].timezone!r} (e.g. \"Asia/Ho_Chi_Minh\")")
+    if sections["page"] is not None and sections["page"].source == "influxdb" and "influxdb" not in raw:
+        problems.append(f"{at(loc.section('page', 'source'))}: [page] source = \"influxdb\" needs an [influxdb] table")
     if sections["agent"] is not None and sections["agent"].role == "standby" and "influxdb" not in raw:
         problems.append(f"{at(loc.section('agent', 'role'))}: [agent] role = \"standby\" needs an [influxdb] table: "
                         "the standby learns from the primary's heartbeats there whether to send mail")

@@ -369,7 +369,8 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
                                   maintenance=sites_in_maintenance(cfg, started), run_cap_s=run_cap_s(cfg))
     _remember_addresses(cfg, store, icmp_results, finished)
     page_ts = []
-    write_page(cfg, store, on_html=lambda: page_ts.append(now()), states=store.written_states)
+    if cfg.page.source == "store":  # from InfluxDB: the publishing tail writes it, after the drain
+        write_page(cfg, store, on_html=lambda: page_ts.append(now()), states=store.written_states)
     # after the page: deleting old samples and checkpointing the WAL are nobody's wait
     _warn_same_hosts(cfg, icmp_results)
     store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
@@ -378,6 +379,19 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)},
                        last_views(cfg, store.devices()), tuple(alert_update.mails) if alert_update else (), alerts_ms,
                        page_ts[0] if page_ts else None)
+
+
+def _page_from_influx(cfg: Config) -> None:
+    """[page] source = "influxdb": every agent's view, read after this agent's points went in.
+    InfluxDB slow or away: logged, and the last page stays in place (never a half-written one)."""
+    from wanmon import fromflux, influxql
+
+    try:
+        fromflux.render(cfg)
+    except influxql.QueryError as exc:
+        logger.error("the page was not built from InfluxDB, the last one stays in place: %s", exc)
+    except OSError as exc:
+        logger.error("the page from InfluxDB could not be written: %s", exc)
 
 
 def run_cap_s(cfg: Config) -> float:
@@ -631,6 +645,8 @@ def publish(cfg: Config, peers: Peers = REAL, dry_run: bool = False) -> PublishR
         try:
             if cfg.influx is not None:
                 rep.drained = peers.drain(store, cfg.influx, cfg.influx.settings.drain_budget_s)
+                if cfg.page.source == "influxdb":
+                    _page_from_influx(cfg)
             if wants_mail:
                 from wanmon import agents
 

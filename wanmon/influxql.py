@@ -113,11 +113,16 @@ def agents(spec: InfluxSpec, days: int = 7) -> list[AgentSeen]:
          f'WHERE time > now() - {int(days)}d AND "sites" >= 0 GROUP BY "agent", "host" ORDER BY time DESC LIMIT 1')
     out = []
     for s in query(spec, q):
-        tags = s.get("tags") or {}
-        row = dict(zip(s["columns"], s["values"][0]))
-        out.append(AgentSeen(tags.get("agent") or "", tags.get("host") or "", row.get("role") or "primary",
-                             row["time"] / 1000.0, float(row.get("interval_s") or 60.0), int(row.get("sites") or 0),
-                             int(row.get("spool_points") or 0)))
+        try:
+            tags = s.get("tags") or {}
+            row = dict(zip(s["columns"], s["values"][0]))
+            out.append(AgentSeen(str(tags.get("agent") or ""), str(tags.get("host") or ""),
+                                 str(row.get("role") or "primary"), float(row["time"]) / 1000.0,
+                                 float(row.get("interval_s") or 60.0), int(row.get("sites") or 0),
+                                 int(row.get("spool_points") or 0)))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            raise QueryError(f"{spec.settings.url}: its /query answer is not InfluxQL's (a server that takes "
+                             "InfluxDB writes but not InfluxQL queries, such as VictoriaMetrics?)") from None
     return sorted(out, key=lambda a: -a.last_ts)
 
 
