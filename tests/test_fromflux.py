@@ -64,6 +64,20 @@ timeout_ms = 5000
     return p
 
 
+def _audit(page: Path) -> None:
+    """html-validate (recommended) and axe-core (WCAG 2.1 A/AA), as tests/test_page_audit.py runs them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import shutil
+
+    from audit_page import NODE, axe, html_validate
+
+    if not (NODE / "node_modules" / "axe-core").is_dir() or not shutil.which("chromium"):
+        return  # scripts/test.sh installs both; without them the page's other tests still ran
+    assert html_validate(page) == []
+    bad, _ = axe(page.as_uri())
+    assert bad == [], bad
+
+
 @pytest.fixture
 def influx_alive(lab):  # noqa: F811
     """influxd in the lab's alive namespace on 198.18.1.2, kept by a thread that lives there."""
@@ -121,6 +135,7 @@ def test_two_vantage_points_disagree_then_the_remaining_one_decides(lab, influx_
     html = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
     assert "down from agent vp-alive, up from agent vp-client" in html
     assert {a["agent"]: a["fresh"] for a in snap["agents"]} == {"vp-client": True, "vp-alive": True}
+    _audit(tmp_path / "page" / "index.html")  # the agents' section is as valid and accessible as the rest
 
     # the client agent stops; after 3 of its intervals only the alive one counts
     time.sleep(3 * 1 + 1.0)
