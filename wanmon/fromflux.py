@@ -63,10 +63,10 @@ def gather(cfg: Config, now: float, history_days: int = HISTORY_DAYS) -> dict[st
     latest = _rows(influxql.query(spec, f'SELECT "status", "rtt_avg_ms", "loss_pct", "jitter_ms" FROM {icmp} '
                                         f'WHERE time > now() - {int(window) + 1}s GROUP BY "site_id", "agent" '
                                         'ORDER BY time DESC LIMIT 1'))
-    hourly = _rows(influxql.query(spec, 'SELECT count("up") AS "n", sum("up") AS "r", sum("sent") AS "sent", '
-                                        'sum("received") AS "recv", mean("rtt_avg_ms") AS "rtt", min("rtt_min_ms") AS '
-                                        f'"rmin", max("rtt_max_ms") AS "rmax" FROM {icmp} WHERE time > now() - '
-                                        f'{history_days}d GROUP BY time(1h), "site_id", "agent" fill(none)'))
+    # four aggregates only: InfluxDB 1.6 spends ~1.3 s per aggregate over 2.9 M points (10,000 sites, a day)
+    hourly = influxql.query(spec, 'SELECT count("up") AS "n", sum("up") AS "r", mean("rtt_avg_ms") AS "rtt", '
+                                  f'mean("loss_pct") AS "loss" FROM {icmp} WHERE time > now() - {history_days}d '
+                                  'GROUP BY time(1h), "site_id", "agent" fill(none)')  # series: read as they are
     changes = {}
     for cond, key in (('"up" = 0', "down"), ('"up" = 1', "up")):
         for tags, row in _rows(influxql.query(spec, f'SELECT last("up") AS "up" FROM {icmp} WHERE time > now() - '
@@ -115,19 +115,28 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
             reason = f"{reason + '; ' if reason else ''}{disagree[-1]['text']}"
         states.append((sid, t, status, since, row["time"] / 1000.0, row.get("loss_pct"), row.get("rtt_avg_ms"),
                        row.get("jitter_ms"), reason, agent))
-    # hourly: per site and hour, the best agent's row (highest share reachable)
-    best: dict[tuple[str, float], dict] = {}
-    for tags, row in data["hourly"]:
-        sid = tags.get("site_id")
-        if sid not in known or not row.get("n"):
+    # hourly: per site and hour, the best agent's row (highest share reachable); rows stay the
+    # server's lists (time, n, r, rtt, loss): 240,000 dicts cost 100 MB at 10,000 sites
+    best: dict[tuple[str, float], list] = {}
+    for series in data["hourly"]:
+        sid = (series.get("tags") or {}).get("site_id")
+        if sid not in known:
             continue
-        k = (sid, row["time"] / 1000.0)
-        cur = best.get(k)
-        if cur is None or (row["r"] or 0) / row["n"] > (cur["r"] or 0) / cur["n"]:
-            best[k] = row
-    hourly = [(sid, hour, int(r["n"]), int(r["r"] or 0), int(r["sent"] or 0), int(r["recv"] or 0),
-               (r["rtt"] or 0.0) * int(r["recv"] or 0), int(r["recv"] or 0) if r["rtt"] is not None else 0,
-               r["rmin"], r["rmax"]) for (sid, hour), r in best.items()]
+        ix = [series["columns"].index(c) for c in ("time", "n", "r", "rtt", "loss")]
+        for vals in series.get("values") or []:
+            t, n, r, rtt, loss = (vals[i] for i in ix)
+            if not n:
+                continue
+            k = (sid, t / 1000.0)
+            cur = best.get(k)
+            if cur is None or (r or 0) / n > (cur[1] or 0) / cur[0]:
+                best[k] = [n, r, rtt, loss]
+    # the page reads an hour's RTT as rtt_sum / rtt_n and its loss as (sent - received) / sent, to 0.1 %:
+    # the hour's mean loss is kept as 1,000 "sent" and as many "received" as it leaves
+    hourly = [(sid, hour, int(n), int(r or 0), 1000 if loss is not None else 0,
+               1000 - round(10 * loss) if loss is not None else 0,
+               (rtt or 0.0) * int(n), int(n) if rtt is not None else 0, None, None)
+              for (sid, hour), (n, r, rtt, loss) in best.items()]
     agents = [{"agent": a.agent, "host": a.host, "role": a.role, "last_ts": a.last_ts, "fresh": a.fresh(now),
                "interval_s": a.interval_s, "sites": a.sites} for a in data["seen"]]
     return out_sites, states, hourly, agents, disagree
