@@ -191,3 +191,18 @@ def test_a_large_file_is_parsed_once_per_change_and_a_bad_cache_is_ignored(tmp_p
     path.write_text(path.read_text(encoding="utf-8") + "\n[[sites]\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="TOML syntax error"):  # errors still come from the parser
         C.load(path)
+
+
+def test_gen_sites_reproduces_the_shipped_file(tmp_path):
+    """tools/gen_sites.py writes the shipped sites.toml byte for byte (its comments included)."""
+    data = REPO.parent / "shared" / "data"
+    if not (data / "bacninh-units-2023.tsv").exists():
+        pytest.skip(f"reference data not found at {data}")
+    import subprocess
+    import sys
+
+    out = tmp_path / "sites.toml"
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "gen_sites.py"), str(data), "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text(encoding="utf-8") == (REPO / "sites.toml").read_text(encoding="utf-8")

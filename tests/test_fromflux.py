@@ -195,8 +195,8 @@ def test_two_shards_make_one_page_and_a_dead_server_keeps_the_last_page(influx, 
 
 
 def test_a_dripping_influxdb_costs_the_deadline_and_keeps_the_last_page(tmp_path):
-    """A server that drips one byte a second: each query ends at timeout_ms (enforced while it
-    runs, not per read), the command says why, exit 1, and the page from before stays whole."""
+    """A server that drips one byte a second: the queries end at [page] influx_budget_s (enforced
+    while they run, not per read), the command says why, exit 1, and the page from before stays whole."""
     from fault_servers import DripServer
 
     out = tmp_path / "page"
@@ -205,13 +205,13 @@ def test_a_dripping_influxdb_costs_the_deadline_and_keeps_the_last_page(tmp_path
     with DripServer(drip_s=1.0) as srv:
         cfg = agent_config(tmp_path / "a", f"http://127.0.0.1:{srv.port}", "x",
                            site_toml("core", "C", "province", "127.0.0.1"))
-        cfg.write_text(cfg.read_text(encoding="utf-8").replace("timeout_ms = 5000", "timeout_ms = 1500"),
+        cfg.write_text(cfg.read_text(encoding="utf-8").replace("[alerts]", "[page]\ninflux_budget_s = 2\n\n[alerts]"),
                        encoding="utf-8")
         t0 = time.monotonic()
         r = wanmon("--config", str(cfg), "render", "--source", "influxdb", "--out", str(out), cwd=cfg.parent)
         took = time.monotonic() - t0
     assert r.returncode == 1, r.stderr
     assert "the last one stays in place" in r.stderr and "deadline" in r.stderr.lower(), r.stderr
-    assert took < 15, f"render took {took:.1f} s against a dripping server (timeout_ms = 1500)"
+    assert took < 15, f"render took {took:.1f} s against a dripping server (influx_budget_s = 2)"
     assert (out / "index.html").read_text(encoding="utf-8") == "<!doctype html><title>the last page</title>"
     assert not (out / "status.json").exists()

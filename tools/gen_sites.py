@@ -405,6 +405,15 @@ payload_bytes = 56
 ## Default: "auto"
 mode = "auto"
 
+## How long a site's host name may take to resolve, in milliseconds (the whole
+## lookup). Literal addresses never wait, and no site waits for another's DNS.
+## A name without an answer in time (or with a temporary DNS failure) is pinged
+## at its last good address, and its reason says so; with none, the site is
+## down with "DNS timeout". A name the DNS says does not exist is down with
+## "does not resolve" and never uses the last address.
+## Default: 1000
+dns_timeout_ms = 1000
+
 # =============================================================================
 # [thresholds] – when a site counts as "degraded"
 # =============================================================================
@@ -459,6 +468,19 @@ interval_s = 300
 ## 200-value GETBULK answer), so the default polls the whole WAN at once.
 ## Default: 256
 max_concurrency = 256
+
+## SNMP runs after the ICMP sweep, never inside it: the page and the alerts
+## never wait for an agent. Only sites that answered ICMP in the last cycle
+## are polled. One poll (all due agents) takes at most budget_s seconds;
+## agents not reached by then come first next time.
+## Default: 30
+budget_s = 30
+
+## An agent that keeps timing out is polled less often: from its second
+## timeout in a row the wait doubles (2x, 4x ... the interval, at least 60 s)
+## up to max_backoff_s. `wanmon inventory --refresh` polls it anyway.
+## Default: 3600
+max_backoff_s = 3600
 
 ## v1/v2c community: the name of an environment variable holding it
 ## (community_env) or a file holding it (community_file). With neither, the
@@ -525,6 +547,11 @@ refresh_s = 60
 ## Default: "store"
 source = "store"
 
+## A page from InfluxDB: every query together within this many seconds (a
+## 10,000-site day of points takes InfluxDB 1.6 about 12 s); beyond it the
+## last page stays in place. Default: 60
+influx_budget_s = 60
+
 # =============================================================================
 # [schedule] – the daemon (`wanmon run`); cron runs one cycle per call
 # =============================================================================
@@ -564,10 +591,17 @@ notify_reboot = true
 ## the "monitoring agent may be cut off" mail.
 noc = ["noc@ttdl.bacninh.example"]
 noc_gets_all = true
-## When this share of all sites (and at least guard_min_sites) fail in the
-## same cycle, the agent itself is probably cut off: one mail to the NOC
-## instead of a flood. Defaults: 0.5, 5
-guard_fraction = 0.5
+## The monitor-side guard: when the agent's own upstream does not answer
+## (guard_sites; default: the sites without a parent, here dc-core), the agent
+## itself is probably cut off: one mail to the NOC instead of a flood, and no
+## site's state moves until it answers again. A district router down with its
+## communes is one root cause, never the guard. Seen from here a dc-core outage
+## and the agent's own isolation look the same; list the agent's own gateway
+## (as a site) in guard_sites to tell them apart.
+## guard_fraction: the share of guard_sites that must be silent (1.0 = all);
+## guard_min_sites: no guard in a network smaller than this. Defaults: 1.0, 5
+# guard_sites = ["dc-core"]
+guard_fraction = 1.0
 guard_min_sites = 5
 
 # =============================================================================
@@ -607,7 +641,13 @@ monthly = true
 # starttls = true                        # or ssl = true (port 465)
 # user_env = "WANMON_SMTP_USER"
 # password_env = "WANMON_SMTP_PASSWORD"  # or password_file
-# timeout_s = 10
+# timeout_s = 10       # deadline for connect+greeting+EHLO+STARTTLS+AUTH, and for each
+#                      # message's exchange (MAIL, RCPT, DATA, the final dot); a relay that
+#                      # answers later is cut off and the message is retried later
+# max_attempts = 8     # a mail still not accepted after this many attempts is marked failed
+#                      # (shown by `wanmon alerts` and on the status page)
+# retry_s = 60         # wait after a failed attempt; doubles each time, at most 1 h
+#                      # (defaults: 8 attempts over about two hours)
 
 # =============================================================================
 # [influxdb] – long-term storage (optional; without it the embedded store only)

@@ -125,6 +125,7 @@ class PageSettings(_Strict):
     templates_dir: str | None = None
     url: str | None = None  # where the IT staff open the page: alert mails link it (no link without it)
     source: Literal["store", "influxdb"] = "store"  # `wanmon render` (and the daemon's page) from InfluxDB
+    influx_budget_s: float = Field(60.0, gt=0)  # all the queries of a page from InfluxDB, together
 
 
 class ScheduleSettings(_Strict):

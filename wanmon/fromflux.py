@@ -53,23 +53,32 @@ def _rows(series: list[dict]) -> list[tuple[dict, dict]]:
 def gather(cfg: Config, now: float, history_days: int = HISTORY_DAYS) -> dict[str, Any]:
     """Everything the page needs, read from InfluxDB. Raises influxql.QueryError."""
     spec = cfg.influx
-    seen = influxql.agents(spec, days=history_days)
+    end = time.monotonic() + cfg.page.influx_budget_s  # one deadline for all the queries
+
+    def left() -> float:
+        rest = end - time.monotonic()
+        if rest <= 0:
+            raise influxql.QueryError(f"InfluxDB did not answer every query within [page] influx_budget_s = "
+                                      f"{cfg.page.influx_budget_s:g} s")
+        return rest
+
+    seen = influxql.agents(spec, days=history_days, budget_s=left())
     fresh = {a.agent: a for a in seen if a.fresh(now)}
     window = max([3 * a.interval_s for a in seen] or [3 * cfg.schedule.icmp_interval_s])
     group = ", ".join(influxql.ident(t) for t in TAGS)
     icmp = influxql.ident("wanmon_icmp")
-    inventory = _rows(influxql.query(spec, f'SELECT last("status") AS "status" FROM {icmp} '
+    inventory = _rows(influxql.query(spec, budget_s=left(), q=f'SELECT last("status") AS "status" FROM {icmp} '
                                            f'WHERE time > now() - {history_days}d GROUP BY {group}'))
-    latest = _rows(influxql.query(spec, f'SELECT "status", "rtt_avg_ms", "loss_pct", "jitter_ms" FROM {icmp} '
+    latest = _rows(influxql.query(spec, budget_s=left(), q=f'SELECT "status", "rtt_avg_ms", "loss_pct", "jitter_ms" FROM {icmp} '
                                         f'WHERE time > now() - {int(window) + 1}s GROUP BY "site_id", "agent" '
                                         'ORDER BY time DESC LIMIT 1'))
     # four aggregates only: InfluxDB 1.6 spends ~1.3 s per aggregate over 2.9 M points (10,000 sites, a day)
-    hourly = influxql.query(spec, 'SELECT count("up") AS "n", sum("up") AS "r", mean("rtt_avg_ms") AS "rtt", '
+    hourly = influxql.query(spec, budget_s=left(), q='SELECT count("up") AS "n", sum("up") AS "r", mean("rtt_avg_ms") AS "rtt", '
                                   f'mean("loss_pct") AS "loss" FROM {icmp} WHERE time > now() - {history_days}d '
                                   'GROUP BY time(1h), "site_id", "agent" fill(none)')  # series: read as they are
     changes = {}
     for cond, key in (('"up" = 0', "down"), ('"up" = 1', "up")):
-        for tags, row in _rows(influxql.query(spec, f'SELECT last("up") AS "up" FROM {icmp} WHERE time > now() - '
+        for tags, row in _rows(influxql.query(spec, budget_s=left(), q=f'SELECT last("up") AS "up" FROM {icmp} WHERE time > now() - '
                                                     f'{history_days}d AND {cond} GROUP BY "site_id", "agent"')):
             changes[(tags.get("site_id"), tags.get("agent"), key)] = row["time"] / 1000.0
     return {"seen": seen, "fresh": fresh, "inventory": inventory, "latest": latest, "hourly": hourly,

@@ -58,13 +58,15 @@ def database(spec: InfluxSpec) -> str:
 
 def query(spec: InfluxSpec, q: str, budget_s: float | None = None) -> list[dict[str, Any]]:
     """Run InfluxQL; returns the series [{name, tags, columns, values}] of every statement.
+    The whole request within budget_s (default: [influxdb] timeout_ms), enforced while it runs.
     Raises QueryError with the reason (unreachable, slow, auth, a statement error)."""
     from wanmon.sink import _why, http_request
 
     st = spec.settings
     base = st.url.rstrip("/")
-    per_op = st.timeout_ms / 1000.0
-    budget = per_op if budget_s is None else budget_s
+    # a heavy aggregate answers after seconds: with a budget, every read may take all of it
+    per_op = st.timeout_ms / 1000.0 if budget_s is None else budget_s
+    budget = per_op
     params = {"q": q, "db": database(spec), "epoch": "ms"}
     if st.api == "v1" and st.retention_policy:
         params["rp"] = st.retention_policy
@@ -107,12 +109,12 @@ class AgentSeen:
         return now - self.last_ts <= 3 * self.interval_s
 
 
-def agents(spec: InfluxSpec, days: int = 7) -> list[AgentSeen]:
+def agents(spec: InfluxSpec, days: int = 7, budget_s: float | None = None) -> list[AgentSeen]:
     """Every agent that wrote a heartbeat in the last `days`, from its last one (newest first)."""
     q = ('SELECT "sites", "role", "interval_s", "spool_points" FROM "wanmon_agent" '
          f'WHERE time > now() - {int(days)}d AND "sites" >= 0 GROUP BY "agent", "host" ORDER BY time DESC LIMIT 1')
     out = []
-    for s in query(spec, q):
+    for s in query(spec, q, budget_s):
         try:
             tags = s.get("tags") or {}
             row = dict(zip(s["columns"], s["values"][0]))
