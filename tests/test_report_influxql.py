@@ -58,11 +58,12 @@ def influx(lab):  # noqa: F811
             srv.start()
         except BaseException as exc:  # noqa: BLE001 - handed to the test
             box["error"] = exc
+            srv.close()
             ready.set()
             return
         ready.set()
         done.wait()
-        srv.stop()
+        srv.close()  # stops it and removes its data folder
 
     th = threading.Thread(target=keeper, daemon=True)
     th.start()
