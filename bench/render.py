@@ -325,9 +325,10 @@ print(json.dumps(t))
 """
 
 
-def measure(runner: M.Runner, py: str, cfg: Path, work: Path, tag: str, timeout: float) -> dict[str, Any]:
+def measure(runner: M.Runner, py: str, cfg: Path, work: Path, tag: str, timeout: float,
+            source: str = "store") -> dict[str, Any]:
     out = work / f"out-{tag}"
-    rr = runner.run([py, "-m", "wanmon", "--config", str(cfg), "render", "--out", str(out)],
+    rr = runner.run([py, "-m", "wanmon", "--config", str(cfg), "render", "--source", source, "--out", str(out)],
                     stdout_path=str(work / f"render-{tag}.out"), stderr_path=str(work / f"render-{tag}.err"),
                     timeout_s=timeout, cwd=str(work))
     if rr.rc != 0 or rr.timed_out:
@@ -480,17 +481,10 @@ def influx_main(args) -> int:
                 log(f"  {gen['points']:,} points in {gen['gen_s']:.0f} s")
                 runs = []
                 for i in range(args.repeat):
-                    out = work / f"out-{i}"
-                    rr = runner.run([args.python, "-m", "wanmon", "--config", str(cfg), "render", "--source",
-                                     "influxdb", "--out", str(out)], stdout_path=str(work / f"r{i}.out"),
-                                    stderr_path=str(work / f"r{i}.err"), timeout_s=args.timeout, cwd=str(work))
-                    if rr.rc != 0 or rr.timed_out:
-                        raise M.LabError(f"render --source influxdb failed (rc={rr.rc}): "
-                                         f"{Path(rr.stderr_path).read_text(errors='replace')[-1500:]}")
-                    runs.append({"wall_s": rr.wall_s, "cpu_s": rr.cpu_s, "rss_mib": rr.maxrss_kib / 1024,
-                                 "index_kib": (out / "index.html").stat().st_size / 1024})
-                    log(f"  render {i + 1}: {rr.wall_s:.2f} s, {rr.maxrss_kib / 1024:.0f} MiB")
-                med = {k: M.median_or_none([r[k] for r in runs]) for k in runs[0]}
+                    runs.append(measure(runner, args.python, cfg, work, f"{i}", args.timeout, source="influxdb"))
+                    log(f"  render {i + 1}: {runs[-1]['wall_s']:.2f} s, {runs[-1]['maxrss_mib']:.0f} MiB")
+                med = {k: M.median_or_none([r[k] for r in runs]) for k in ("wall_s", "cpu_s", "maxrss_mib",
+                                                                             "index_bytes")}
                 cases.append({"sites": n, "days": days, **gen, **med})
     except M.LabError as exc:
         log(f"error: {exc}")
@@ -509,7 +503,7 @@ def influx_main(args) -> int:
     print(f"{'sites':>6} {'days':>4} {'points':>11} {'wall s':>7} {'CPU s':>6} {'RSS MiB':>8} {'index KiB':>10}")
     for c in cases:
         print(f"{c['sites']:>6} {c['days']:>4} {c['points']:>11,} {c['wall_s']:>7.2f} {c['cpu_s']:>6.2f} "
-              f"{c['rss_mib']:>8.0f} {c['index_kib']:>10,.0f}")
+              f"{c['maxrss_mib']:>8.0f} {c['index_bytes'] / 1024:>10,.0f}")
     return 0
 
 

@@ -96,7 +96,7 @@ def test_agents_are_tagged_listed_and_a_shared_id_is_reported(influx, tmp_path):
     if shutil.which("unshare") is None:
         pytest.skip("unshare (util-linux) not installed")
     c = config(tmp_path / "c", influx.url, "agent-a")
-    cp = subprocess.run(["unshare", "--uts", "sh", "-c", f'hostname wanmon-other && exec "$@"', "sh",
+    cp = subprocess.run(["unshare", "--uts", "sh", "-c", 'hostname wanmon-other && exec "$@"', "sh",
                          sys.executable, "-m", "wanmon", "--config", str(c), "check"],
                         cwd=c.parent, capture_output=True, text=True, timeout=120)
     assert cp.returncode == 0, cp.stderr

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,9 +22,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tsdb_servers as ts  # noqa: E402
 from conftest import wanmon  # noqa: E402
-from smtp_server import _enter_netns  # noqa: E402
 from test_alerts_integration import PY, lab, site_toml, wm_env  # noqa: E402,F401
-from tsdb_servers import InfluxV1Server  # noqa: E402
+from tsdb_servers import InfluxV1Server, influx_in_netns  # noqa: E402
 
 _ok, _why = ts.influx_available()
 pytestmark = pytest.mark.skipif(not _ok, reason=f"InfluxDB 1.x unavailable: {_why}")
@@ -80,33 +78,9 @@ def _audit(page: Path) -> None:
 
 @pytest.fixture
 def influx_alive(lab):  # noqa: F811
-    """influxd in the lab's alive namespace on 198.18.1.2, kept by a thread that lives there."""
-    srv = InfluxV1Server(databases=["wanmon"], host=lab.alive4)
-    ready, done, box = threading.Event(), threading.Event(), {}
-
-    def keeper() -> None:
-        try:
-            _enter_netns(lab.alive_ns)
-            srv.start()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-            srv.close()
-            ready.set()
-            return
-        ready.set()
-        done.wait()
-        srv.close()  # stops it and removes its data folder
-
-    th = threading.Thread(target=keeper, daemon=True)
-    th.start()
-    ready.wait(60)
-    if "error" in box:
-        raise box["error"]
-    try:
+    """influxd in the lab's alive namespace on 198.18.1.2, where agents in both namespaces reach it."""
+    with influx_in_netns(lab.alive_ns, databases=["wanmon"], host=lab.alive4) as srv:
         yield srv
-    finally:
-        done.set()
-        th.join(60)
 
 
 def test_two_vantage_points_disagree_then_the_remaining_one_decides(lab, influx_alive, tmp_path):  # noqa: F811

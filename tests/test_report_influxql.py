@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,8 +19,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tsdb_servers as ts  # noqa: E402
 from smtp_server import in_netns  # noqa: E402
-from test_alerts_integration import Hosts, base_sites, check, lab, site_toml, wm, write_config  # noqa: E402,F401
-from tsdb_servers import InfluxV1Server  # noqa: E402
+from test_alerts_integration import base_sites, check, hosts, lab, site_toml, wm, write_config  # noqa: E402,F401
+from tsdb_servers import influx_in_netns  # noqa: E402
 
 _ok, _why = ts.influx_available()
 pytestmark = pytest.mark.skipif(not _ok, reason=f"InfluxDB 1.x unavailable: {_why}")
@@ -35,46 +34,10 @@ LEVEL_Q = ('SELECT sum("prev_available_s") / sum("prev_observed_s") * 100 AS "av
 
 
 @pytest.fixture
-def hosts(lab):  # noqa: F811
-    h = Hosts(lab)
-    try:
-        yield h
-    finally:
-        h.close()
-
-
-@pytest.fixture
 def influx(lab):  # noqa: F811
-    """influxd inside the client namespace, started (and later stopped) by one thread that lives
-    there as long as the server: influxd dies with the thread that started it (PR_SET_PDEATHSIG)."""
-    from smtp_server import _enter_netns
-
-    srv = InfluxV1Server(databases=["wanmon"])
-    ready, done, box = threading.Event(), threading.Event(), {}
-
-    def keeper() -> None:
-        try:
-            _enter_netns(lab.client)
-            srv.start()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            box["error"] = exc
-            srv.close()
-            ready.set()
-            return
-        ready.set()
-        done.wait()
-        srv.close()  # stops it and removes its data folder
-
-    th = threading.Thread(target=keeper, daemon=True)
-    th.start()
-    ready.wait(60)
-    if "error" in box:
-        raise box["error"]
-    try:
+    """influxd inside the lab's client namespace, on its loopback."""
+    with influx_in_netns(lab.client, databases=["wanmon"]) as srv:
         yield srv
-    finally:
-        done.set()
-        th.join(60)
 
 
 def test_influxql_gives_the_report_figures(lab, hosts, influx, tmp_path):  # noqa: F811

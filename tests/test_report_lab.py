@@ -14,19 +14,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from test_alerts_integration import Hosts, base_sites, check, lab, site_toml, wm, write_config  # noqa: F401
+from test_alerts_integration import base_sites, check, hosts, lab, site_toml, wm, write_config  # noqa: F401
 
 INTERVAL_S = 1.0
 CAP = 2 * INTERVAL_S
-
-
-@pytest.fixture
-def hosts(lab):  # noqa: F811
-    h = Hosts(lab)
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def expected(history: dict[str, list[tuple[float, str]]], start: float, end: float) -> dict[str, dict]:

@@ -5,37 +5,25 @@ the HTML report as its body, the PDF and the CSV attached."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from smtp_server import SMTPServer, in_netns  # noqa: E402
-from test_alerts_integration import base_sites, check, lab, wm, write_config  # noqa: E402,F401
+from smtp_server import in_netns  # noqa: E402
+from test_alerts_integration import base_sites, lab, smtp, wm, write_config  # noqa: E402,F401
 from test_daemon import Daemon  # noqa: E402
 
 from wanmon.config import load  # noqa: E402
-from wanmon.cycle import run_cap_s  # noqa: E402
 from wanmon.model import Observation  # noqa: E402
 from wanmon.reportmail import Monthly, last_month_label  # noqa: E402
 from wanmon.store import Store  # noqa: E402
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 TO = ["so-tttt@x.example", "lanh-dao@x.example"]
-
-
-@pytest.fixture
-def smtp(lab):  # noqa: F811
-    srv = SMTPServer(netns=lab.client).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def last_month_history(cfg_path: Path) -> None:
@@ -51,7 +39,7 @@ def last_month_history(cfg_path: Path) -> None:
                                "down" if s.id == "fill-1" and 30 <= i < 45 else "up", None, 1,
                                0 if s.id == "fill-1" and 30 <= i < 45 else 1, 0.0, 1.0, 1.0, 1.0, 0.0)
                    for s in cfg.sites]
-            store.record_cycle(ts, ts + 1, obs, run_cap_s=run_cap_s(cfg))
+            store.record_cycle(ts, ts + 1, obs, run_cap_s=cfg.run_cap_s)
     finally:
         store.close()
 

@@ -19,23 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from smtp_server import SMTPServer  # noqa: E402
-from test_alerts_integration import base_sites, check, lab, site_toml, wm, write_config  # noqa: E402,F401
+from test_alerts_integration import base_sites, check, lab, site_toml, smtp, wm, write_config  # noqa: E402,F401
 from test_report_influxql import hosts, influx  # noqa: E402,F401
 
 INTERVAL_S = 1
-
-
-@pytest.fixture
-def smtp(lab):  # noqa: F811
-    srv = SMTPServer(netns=lab.client).start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def test_primary_and_standby_each_event_once(lab, hosts, influx, smtp, tmp_path):  # noqa: F811

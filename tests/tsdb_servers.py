@@ -85,6 +85,7 @@ test process dies (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import gzip
 import http.client
@@ -104,7 +105,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 INFLUXD = "/usr/bin/influxd"
 VICTORIA = "/usr/bin/victoria-metrics"
@@ -1059,3 +1060,39 @@ class FlakyProxy:
                 json.dumps({"error": f"flakyproxy: upstream unreachable: {e}"}).encode()
         finally:
             conn.close()
+
+
+@contextlib.contextmanager
+def influx_in_netns(ns: str, **kw) -> Iterator[InfluxV1Server]:
+    """An InfluxV1Server inside network namespace `ns` (a tests/netns.py lab's), started and
+    closed by one thread that lives there as long as the server: influxd dies with the thread
+    that started it (PR_SET_PDEATHSIG), and its readiness checks must run inside too. `kw` go to
+    InfluxV1Server (e.g. host= the lab's own address, for agents in several namespaces)."""
+    from smtp_server import _enter_netns
+
+    srv = InfluxV1Server(**kw)
+    ready, done, box = threading.Event(), threading.Event(), {}
+
+    def keeper() -> None:
+        try:
+            _enter_netns(ns)
+            srv.start()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+            srv.close()
+            ready.set()
+            return
+        ready.set()
+        done.wait()
+        srv.close()  # stops it and removes its data folder
+
+    th = threading.Thread(target=keeper, name=f"influxd-in-{ns}", daemon=True)
+    th.start()
+    ready.wait(60)
+    if "error" in box:
+        raise box["error"]
+    try:
+        yield srv
+    finally:
+        done.set()
+        th.join(60)

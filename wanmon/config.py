@@ -343,6 +343,11 @@ class Config:
     maintenance: tuple[Maintenance, ...] = ()
 
     @property
+    def run_cap_s(self) -> float:
+        """The longest one cycle's status holds in the history (the report's accounting method)."""
+        return 2 * self.schedule.icmp_interval_s
+
+    @property
     def store_path(self) -> Path:
         """The store file; a relative path is relative to the config file's folder."""
         p = Path(self.store.path).expanduser()

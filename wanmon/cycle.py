@@ -358,7 +358,7 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     points, limits = (), None
     if cfg.influx is not None:
         points = cycle_points(obs, (), _agent_fields(cfg, store, started, finished, obs), socket.gethostname(), started,
-                              v1=cfg.influx.settings.api == "v1", prev=store.previous_cycles(), cap_s=run_cap_s(cfg),
+                              v1=cfg.influx.settings.api == "v1", prev=store.previous_cycles(), cap_s=cfg.run_cap_s,
                               agent_id=cfg.agent.id, parents={s.id: s.parent for s in cfg.sites})
         limits = _spool_limits(cfg)
     store.defer_checkpoints()  # to after the page
@@ -366,7 +366,7 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     alert_update = _alerts(cfg, store, obs, finished, dry_run)
     alerts_ms = (time.perf_counter() - t_alerts) * 1000
     cycle_id = store.record_cycle(started, finished, obs, (), points, limits, alert_update,
-                                  maintenance=sites_in_maintenance(cfg, started), run_cap_s=run_cap_s(cfg))
+                                  maintenance=sites_in_maintenance(cfg, started), run_cap_s=cfg.run_cap_s)
     _remember_addresses(cfg, store, icmp_results, finished)
     page_ts = []
     if cfg.page.source == "store":  # from InfluxDB: the publishing tail writes it, after the drain
@@ -392,11 +392,6 @@ def _page_from_influx(cfg: Config) -> None:
         logger.error("the page was not built from InfluxDB, the last one stays in place: %s", exc)
     except OSError as exc:
         logger.error("the page from InfluxDB could not be written: %s", exc)
-
-
-def run_cap_s(cfg: Config) -> float:
-    """The longest one cycle's status holds in the history (the report's accounting method)."""
-    return 2 * cfg.schedule.icmp_interval_s
 
 
 def _warn_same_hosts(cfg: Config, icmp_results) -> None:
@@ -551,19 +546,12 @@ def _outcomes_and_record(cfg: Config, store: Store, devices, polled, results, no
     return outcomes, views
 
 
-class _SiteLike:
-    """A config Site seen as lineproto.site_tags sees an observation."""
-
-    def __init__(self, s: Site):
-        self.site_id, self.name, self.level, self.district, self.address = s.id, s.name, s.level, s.district, s.address
-
-
 def _record_snmp(cfg: Config, store: Store, outcomes: list[SnmpOutcome], ts: float, took_s: float,
                  page: bool) -> None:
     points, limits = (), None
     if cfg.influx is not None and outcomes:
         v1 = cfg.influx.settings.api == "v1"
-        tags = {s.id: site_tags(_SiteLike(s), cfg.agent.id, s.parent) for s in cfg.sites}
+        tags = {s.id: site_tags(s.id, s, cfg.agent.id, s.parent) for s in cfg.sites}
         points = snmp_points(outcomes, tags, v1)
         agent = agent_point(socket.gethostname(), {
             "snmp_polled": len(outcomes), "snmp_failed": sum(o.device.status != "ok" for o in outcomes),

@@ -75,6 +75,22 @@ def _log_failure(job: str, exc: Exception) -> None:
         logger.error("%s failed with an internal error", job, exc_info=exc)
 
 
+def _in_background(fn, *args, failed: str, on_error=None) -> asyncio.Future:
+    """fn(*args) in a daemon thread (cycle.in_thread), never on the cycle's path: an exception
+    is logged with `failed` (then on_error()), never raised into the loop."""
+    from wanmon.cycle import in_thread
+
+    async def run() -> None:
+        try:
+            await in_thread(fn, *args)
+        except Exception:
+            logger.exception(failed)
+            if on_error is not None:
+                on_error()
+
+    return asyncio.ensure_future(run())
+
+
 def stuck_after_s(cfg: Config) -> float:
     """When a running cycle counts as stuck: its interval, but never before its own sweep
     could have ended (count x interval_ms + timeout_ms + DNS) plus a minute for the store
@@ -198,7 +214,7 @@ class Daemon:
         the cycle's path."""
         import sqlite3
 
-        from wanmon.cycle import in_thread, tell_noc_of_damage
+        from wanmon.cycle import tell_noc_of_damage
         from wanmon.errors import means_damage
         from wanmon.store import damaged, mark_damaged
 
@@ -209,17 +225,12 @@ class Daemon:
         if mark is None or mark.get("noc_told_ts") or (self.telling is not None and not self.telling.done()):
             return  # nothing to tell, told already, or being told
 
-        async def tell() -> None:
-            try:
-                await in_thread(tell_noc_of_damage, self.cfg, self.now)
-            except Exception:
-                logger.exception("telling the NOC that the store is damaged failed")
-
-        self.telling = asyncio.ensure_future(tell())
+        self.telling = _in_background(tell_noc_of_damage, self.cfg, self.now,
+                                      failed="telling the NOC that the store is damaged failed")
 
     def _start_publishing(self) -> None:
         """Publish in a thread after a cycle, unless a publish is still running (never two)."""
-        from wanmon.cycle import in_thread, publish
+        from wanmon.cycle import publish
 
         cfg = self.cfg
         if cfg.influx is None and cfg.smtp is None:
@@ -229,30 +240,21 @@ class Daemon:
                         "or the next one")
             return
 
-        async def run() -> None:
-            try:
-                await in_thread(publish, cfg, self.peers)
-            except Exception:
-                logger.exception("publish failed with an internal error")
-
-        self.publishing = asyncio.ensure_future(run())
+        self.publishing = _in_background(publish, cfg, self.peers, failed="publish failed with an internal error")
 
     def _start_monthly_report(self) -> None:
         """Last month's report by mail, once (wanmon.reportmail.Monthly), in a thread."""
-        from wanmon.cycle import in_thread
+        from wanmon.reportmail import RETRY_S
 
         cfg, now = self.cfg, self.now()
         if (self.reporting is not None and not self.reporting.done()) or not self.monthly.due(cfg, now):
             return
 
-        async def run() -> None:
-            try:
-                await in_thread(self.monthly.run, cfg, now)
-            except Exception:
-                logger.exception("monthly report failed with an internal error")
-                self.monthly.next_try = now + 3600
+        def retry_later() -> None:
+            self.monthly.next_try = now + RETRY_S
 
-        self.reporting = asyncio.ensure_future(run())
+        self.reporting = _in_background(self.monthly.run, cfg, now, failed="monthly report failed with an internal error",
+                                        on_error=retry_later)
 
     # -- signals -------------------------------------------------------------
     def reload(self) -> None:

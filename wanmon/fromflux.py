@@ -111,17 +111,15 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
             continue
         agent, row = v[0]
         status = row.get("status") or "unknown"
+        reason = None  # the site's reason on the page: who sees what, when the fresh agents disagree
         if len({r.get("status") for _, r in v}) > 1:
-            text = ", ".join(f"{r.get('status')} from agent {a}" for a, r in sorted(v, key=lambda x: -RANK.get(
-                x[1].get("status"), 4)))
+            worst_first = sorted(v, key=lambda x: -RANK.get(x[1].get("status"), 4))
+            reason = ", ".join(f"{r.get('status')} from agent {a}" for a, r in worst_first)
             disagree.append({"site": sid, "views": [{"agent": a, "status": r.get("status")} for a, r in v],
-                             "text": text})
+                             "text": reason})
         key = "up" if status in ("up", "degraded") else "down"
         other = data["changes"].get((sid, agent, "down" if key == "up" else "up"))
         since = other if other is not None else now - HISTORY_DAYS * 86400
-        reason = None
-        if len(v) > 1 and len({r.get("status") for _, r in v}) > 1:
-            reason = f"{reason + '; ' if reason else ''}{disagree[-1]['text']}"
         states.append((sid, t, status, since, row["time"] / 1000.0, row.get("loss_pct"), row.get("rtt_avg_ms"),
                        row.get("jitter_ms"), reason, agent))
     # hourly: per site and hour, the best agent's row (highest share reachable); rows stay the

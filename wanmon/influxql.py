@@ -39,18 +39,6 @@ def string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _headers(spec: InfluxSpec) -> dict[str, str]:
-    import base64
-
-    st = spec.settings
-    if st.api == "v1":
-        if st.username:
-            pw = spec.secret.reveal() if spec.secret else ""
-            return {"Authorization": "Basic " + base64.b64encode(f"{st.username}:{pw}".encode()).decode()}
-        return {}
-    return {"Authorization": f"Token {spec.secret.reveal()}"} if spec.secret else {}
-
-
 def database(spec: InfluxSpec) -> str:
     st = spec.settings
     return st.database if st.api == "v1" else st.bucket
@@ -60,7 +48,7 @@ def query(spec: InfluxSpec, q: str, budget_s: float | None = None) -> list[dict[
     """Run InfluxQL; returns the series [{name, tags, columns, values}] of every statement.
     The whole request within budget_s (default: [influxdb] timeout_ms), enforced while it runs.
     Raises QueryError with the reason (unreachable, slow, auth, a statement error)."""
-    from wanmon.sink import _why, http_request
+    from wanmon.sink import _why, auth_headers, http_request
 
     st = spec.settings
     base = st.url.rstrip("/")
@@ -73,7 +61,7 @@ def query(spec: InfluxSpec, q: str, budget_s: float | None = None) -> list[dict[
     path = (urllib.parse.urlsplit(base).path or "") + "/query?" + urllib.parse.urlencode(params)
     with Deadline(budget, f"InfluxDB query at {base}") as d:
         try:
-            status, _, raw = http_request(base, "GET", path, d, per_op, headers=_headers(spec), limit=RESPONSE_LIMIT)
+            status, _, raw = http_request(base, "GET", path, d, per_op, headers=auth_headers(spec), limit=RESPONSE_LIMIT)
         except (OSError, http.client.HTTPException) as exc:
             raise QueryError(d.message() if d.expired else f"cannot reach {base}: {_why(exc)}") from None
         if d.expired:

@@ -57,10 +57,11 @@ def _line(measurement: str, tags: dict[str, str | None], fields: dict[str, objec
     return f"{_esc_key(measurement, v1)}{tag_part} {field_part} {int(round(ts * 1e9))}"
 
 
-def site_tags(o, agent: str | None = None, parent: str | None = None) -> dict[str, str | None]:
-    """A site's tags; `agent` ([agent] id) says which agent saw it (several may write to one database),
+def site_tags(site_id: str, o, agent: str | None = None, parent: str | None = None) -> dict[str, str | None]:
+    """A site's tags from anything with its name, level, district and address (an observation, a
+    config Site); `agent` ([agent] id) says which agent saw it (several may write to one database),
     `parent` its uplink (a page built from InfluxDB finds the root causes with it)."""
-    return {"site_id": o.site_id, "site_name": o.name, "level": o.level, "district": o.district, "address": o.address,
+    return {"site_id": site_id, "site_name": o.name, "level": o.level, "district": o.district, "address": o.address,
             "parent": parent, "agent": agent}
 
 
@@ -90,14 +91,16 @@ def cycle_points(obs: Sequence[Observation], snmp: Sequence[SnmpOutcome], agent:
     prev = prev or {}
     parents = parents or {}
     for o in obs:
-        out.append(_line("wanmon_icmp", site_tags(o, agent_id, parents.get(o.site_id)), {
+        out.append(_line("wanmon_icmp", site_tags(o.site_id, o, agent_id, parents.get(o.site_id)), {
             "sent": o.sent, "received": o.received, "loss_pct": float(o.loss_pct),
             "rtt_min_ms": o.rtt_min_ms, "rtt_avg_ms": o.rtt_avg_ms, "rtt_max_ms": o.rtt_max_ms,
             "jitter_ms": o.jitter_ms, "up": int(o.status in ("up", "degraded")), "status": o.status,
             "status_code": STATUS_CODE.get(o.status, 4),
             **held_fields(prev.get(o.site_id), o.ts, cap_s),
         }, o.ts, v1=v1))
-    out.extend(snmp_points(snmp, {o.site_id: site_tags(o, agent_id, parents.get(o.site_id)) for o in obs}, v1))
+    if snmp:
+        out.extend(snmp_points(snmp, {o.site_id: site_tags(o.site_id, o, agent_id, parents.get(o.site_id))
+                                      for o in obs}, v1))
     out.append(agent_point(host, agent, started, v1, agent_id))
     return [p for p in out if p is not None]
 

@@ -30,7 +30,7 @@ import io
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -252,7 +252,6 @@ class Report:
     total: Figures
     language: str = "vi"
     province: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def compute(cfg: Config, runs: list[tuple[str, str, int, float, float]], labels: dict[str, tuple],
@@ -318,11 +317,9 @@ def _worst_first(r: SiteRow):
 
 def build(cfg: Config, store, period: Period, now: float | None = None) -> Report:
     """Read the runs of the period and the one before, and compute."""
-    from wanmon.cycle import run_cap_s
-
     now = time.time() if now is None else now
     prev = previous(period)
-    cap = run_cap_s(cfg)
+    cap = cfg.run_cap_s
     runs = store.status_runs(prev.start.timestamp(), period.end.timestamp(), now, cap)
     return compute(cfg, runs, store.site_labels(), period, prev, now, cap)
 

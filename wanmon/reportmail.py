@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from wanmon.config import Config
@@ -66,10 +65,15 @@ def send_report(cfg: Config, rep) -> list[str]:
     return [r["recipient"] for r in rows]
 
 
+def last_month(cfg: Config, now: float):
+    """The previous calendar month in [page] timezone: `wanmon report`'s default period."""
+    from wanmon.report import parse_period
+
+    return parse_period(ZoneInfo(cfg.page.timezone), now)
+
+
 def last_month_label(cfg: Config, now: float) -> str:
-    d = datetime.fromtimestamp(now, ZoneInfo(cfg.page.timezone))
-    y, m = (d.year, d.month - 1) if d.month > 1 else (d.year - 1, 12)
-    return f"{y}-{m:02d}"
+    return last_month(cfg, now).label
 
 
 class Monthly:
@@ -88,14 +92,14 @@ class Monthly:
         from wanmon import report as rp
         from wanmon.store import Store
 
-        label = last_month_label(cfg, now)
+        period = last_month(cfg, now)
+        label = period.label
         store = Store.open(cfg.store_path, any_thread=True)
         try:
             if store.meta("report_mailed") == label:
                 self.done_label = label
                 logger.info("monthly report %s: already mailed", label)
                 return "already mailed"
-            period = rp.parse_period(ZoneInfo(cfg.page.timezone), now, month=label)
             rep = rp.build(cfg, store, period, now)
             if rep.total.observed_s == 0:
                 self.done_label = label

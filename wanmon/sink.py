@@ -158,6 +158,18 @@ def http_request(url: str, method: str, path: str, d: Deadline, per_op_s: float,
         conn.close()
 
 
+def auth_headers(spec: InfluxSpec) -> dict[str, str]:
+    """The Authorization header for [influxdb]: v1 Basic (username and password), v2 Token
+    (InfluxDB 2.x also takes it on its v1 /query API); none without credentials."""
+    st = spec.settings
+    if st.api == "v1":
+        if not st.username:
+            return {}
+        pw = spec.secret.reveal() if spec.secret else ""
+        return {"Authorization": "Basic " + base64.b64encode(f"{st.username}:{pw}".encode()).decode()}
+    return {"Authorization": f"Token {spec.secret.reveal()}"} if spec.secret else {}
+
+
 class V1Writer:
     """POST /write?db=&rp=&precision=ns (InfluxDB 1.x); the password goes in a header, never the URL."""
 
@@ -169,10 +181,7 @@ class V1Writer:
         self.base = st.url.rstrip("/")
         self.path = (urllib.parse.urlsplit(self.base).path or "") + "/write?" + urllib.parse.urlencode(q)
         self.timeout = st.timeout_ms / 1000.0
-        self.headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if st.username:
-            pw = spec.secret.reveal() if spec.secret else ""
-            self.headers["Authorization"] = "Basic " + base64.b64encode(f"{st.username}:{pw}".encode()).decode()
+        self.headers = {"Content-Type": "text/plain; charset=utf-8", **auth_headers(spec)}
 
     def write(self, body: bytes) -> WriteResult:
         with _write_deadline(self.timeout) as d:
@@ -555,7 +564,7 @@ def _check_v1(spec: InfluxSpec) -> list[tuple[bool, str]]:
     st = spec.settings
     w = V1Writer(spec)
     path = _path(w.base, "/query?" + urllib.parse.urlencode({"q": "SHOW DATABASES"}))
-    auth = {k: v for k, v in w.headers.items() if k == "Authorization"}
+    auth = auth_headers(spec)
     with Deadline(w.timeout, "InfluxDB SHOW DATABASES") as d:
         try:
             status, _, raw = http_request(w.base, "GET", path, d, w.timeout, headers=auth, limit=1 << 22)

@@ -470,7 +470,7 @@ class Store:
             self._unroll_days(obs)
             self._record_snmp(snmp)
             if points:
-                self.conn.executemany("INSERT INTO spool (ts, line) VALUES (?, ?)", ((started_at, p) for p in points))
+                self._spool(started_at, points)
             if spool_limits:
                 self._bound_spool(finished_at, *spool_limits)
             if alerts is not None:
@@ -576,7 +576,7 @@ class Store:
         """Queue points for InfluxDB outside a cycle (the agents' notices)."""
         if lines:
             with self.transaction():
-                self.conn.executemany("INSERT INTO spool (ts, line) VALUES (?, ?)", ((ts, p) for p in lines))
+                self._spool(ts, lines)
 
     def outbox_summary(self, since_ts: float) -> dict[str, int]:
         """Counts: 'failed' = mails created since since_ts that could not be sent, 'retrying' =
@@ -588,6 +588,10 @@ class Store:
         return {"failed": int(failed), "retrying": int(retrying), "queued": int(queued)}
 
     # -- the InfluxDB spool ----------------------------------------------
+
+    def _spool(self, ts: float, lines: Iterable[str]) -> None:
+        """Queue points for InfluxDB (in the caller's transaction)."""
+        self.conn.executemany("INSERT INTO spool (ts, line) VALUES (?, ?)", ((ts, p) for p in lines))
 
     def _bound_spool(self, now: float, max_points: int, max_age_s: float) -> None:
         """Drop the oldest points past the bounds, counting them (in the caller's transaction)."""
@@ -674,7 +678,7 @@ class Store:
         with self.transaction():
             self._record_snmp(outcomes)
             if points:
-                self.conn.executemany("INSERT INTO spool (ts, line) VALUES (?, ?)", ((ts, p) for p in points))
+                self._spool(ts, points)
             if spool_limits and ts is not None:
                 self._bound_spool(ts, *spool_limits)
 
