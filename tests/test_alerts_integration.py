@@ -692,23 +692,41 @@ def test_hostile_site_names_add_no_header_and_no_recipient(lab, hosts, smtp, tmp
     assert "=?utf-8?q?a=0D=0ABcc:_evil@x.example?=" in noc.text
 
 
-def test_dry_run_prints_mails_and_sends_nothing(lab, hosts, smtp, tmp_path):
+def _alert_rows(cfg: Path) -> tuple[list, list]:
+    """The store's alert state machines and its outbox, row by row."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db_path(cfg)}?mode=ro", uri=True)
+    try:
+        return (con.execute("SELECT * FROM alert_state ORDER BY site_id").fetchall(),
+                con.execute("SELECT * FROM outbox ORDER BY id").fetchall())
+    finally:
+        con.close()
+
+
+def test_dry_run_changes_nothing_and_the_next_check_sends_what_it_showed(lab, hosts, smtp, tmp_path):
     a = hosts.new()
     name = "UBND huyện Dry"
     sites = base_sites() + site_toml("dry", name, "district", a, ["dry@x.example"], district="Dry", parent="core")
     cfg = write_config(tmp_path, smtp, sites)
-    check(lab, cfg, "--dry-run")
-    hosts.down(a)
-    outs = [check(lab, cfg, "--dry-run").stdout for _ in range(3)]
-    assert "dry@x.example" not in outs[0] + outs[1]
-    assert "dry@x.example" in outs[2] and NOC in outs[2]
-    assert f"[wanmon] 1 điểm mất kết nối: {name}" in outs[2]
-    assert smtp.snapshot() == []
-    box = alerts_json(lab, cfg)["outbox"]
-    assert [o["status"] for o in box] == ["dry-run", "dry-run"]
-    # a real run later does not send what the dry run printed
     check(lab, cfg)
+    hosts.down(a)
+    check(lab, cfg)
+    check(lab, cfg)  # two cycles down of the three that confirm it
+    before = _alert_rows(cfg)
+    cycles = alerts_json(lab, cfg)
+    out = check(lab, cfg, "--dry-run").stdout
+    assert "dry@x.example" in out and f"[wanmon] 1 điểm mất kết nối: {name}" in out, out
+    assert "nothing was recorded" in out
+    assert _alert_rows(cfg) == before           # alert states and outbox as they were
+    assert alerts_json(lab, cfg) == cycles
+    out2 = check(lab, cfg, "--dry-run").stdout  # a second dry run shows the same news again
+    assert f"[wanmon] 1 điểm mất kết nối: {name}" in out2
     assert smtp.snapshot() == []
+    # the real check sends what the dry run showed
+    check(lab, cfg)
+    got = smtp.wait_for(2, timeout=10)
+    assert any("dry@x.example" in m.rcpt_tos and name in m.subject for m in got), [m.subject for m in got]
 
 
 # ---------------------------------------------------------------------------

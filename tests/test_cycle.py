@@ -293,12 +293,12 @@ def test_a_reboot_seen_by_snmp_reaches_the_next_cycles_alerts(tmp_path):
 
     refresh_snmp(cfg, now=clock, peers=replace(peers, snmp=rebooted))   # seen outside a cycle
     clock.t += 60
-    res = asyncio.run(run_cycle(cfg, dry_run=True, now=clock, peers=peers))
+    res = asyncio.run(run_cycle(cfg, now=clock, peers=peers))
     kinds = [k for m in res.mails for k in m.kinds]
     assert "reboot" in kinds, res.mails
     # the figures come with the event (uptime 1,000 s at the poll before, 10 s now), in the mail's language
     mail = next(m for m in res.mails if "reboot" in m.kinds)
     assert "thời gian chạy 00:16 ở lần hỏi trước, nay 00:00" in mail.text, mail.text
     clock.t += 60
-    res = asyncio.run(run_cycle(cfg, dry_run=True, now=clock, peers=peers))
+    res = asyncio.run(run_cycle(cfg, now=clock, peers=peers))
     assert not any("reboot" in m.kinds for m in res.mails), "the same reboot was notified twice"

@@ -7,6 +7,7 @@ the store lock.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -226,8 +227,10 @@ def check(ctx: click.Context, as_json: bool, dry_run: bool) -> None:
         enc = json.JSONEncoder(ensure_ascii=False).encode
         sys.stdout.write("[\n" + ",\n".join(enc(_site_json(o, result.ip_by_site.get(o.site_id), result.snmp.get(o.site_id)))
                                              for o in result.observations) + "\n]\n")
-        return
-    _print_summary(cfg, result)
+    else:
+        _print_summary(cfg, result, dry_run)
+    if "page" in result.failed:  # the check's own product: the cycle was recorded, mail and InfluxDB went on
+        sys.exit(f"wanmon: error: the cycle was recorded and the other outputs ran, but {result.failed['page']}")
 
 
 def _print_mails(mails, out) -> None:
@@ -395,7 +398,7 @@ def _fmt_ms(v: float | None) -> str:
     return "–" if v is None else f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 1 else f"{v:.3f}"
 
 
-def _print_summary(cfg: Config, result) -> None:
+def _print_summary(cfg: Config, result, dry_run: bool = False) -> None:
     from rich.table import Table
 
     con = _console()
@@ -426,6 +429,9 @@ def _print_summary(cfg: Config, result) -> None:
     else:
         con.print(f"[green]All {len(obs)} sites up.[/]")
     _print_snmp_summary(con, result)
+    if dry_run:
+        con.print("--dry-run: nothing was recorded, no page written, no mail sent", style="dim")
+        return
     from wanmon.page import out_dir
 
     con.print(f"Stored in {cfg.store_path} (cycle {result.cycle_id}); page: {out_dir(cfg) / 'index.html'}", style="dim")
@@ -586,9 +592,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"wanmon: STORE DAMAGED since {when}: {printable('; '.join(broken['findings'][:2]))}. Nothing is "
                    "recorded until it is restored (README, 'Backup and restore'); what follows is what it still "
                    "holds.", err=True)
-    states, devices, last, spool = _read_store(cfg, lambda st: (
+    from wanmon import outputs
+
+    states, devices, last, spool, health = _read_store(cfg, lambda st: (
         {s.site_id: s for s in st.states()}, st.devices(), st.last_cycle(),
-        st.spool_stats() if cfg.influx is not None else None))
+        st.spool_stats() if cfg.influx is not None else None, outputs.health(st)))
     inv = Inventory.from_config(cfg)
     ordered = inv.ordered()
     if as_json:
@@ -612,11 +620,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
                     "last_reboot": dev.last_reboot_ts if dev else None,
                 },
             })
-        json.dump({"last_cycle": last, "spool": spool, "store_damaged": broken, "sites": out}, sys.stdout,
-                  ensure_ascii=False, indent=1)
+        json.dump({"last_cycle": last, "spool": spool, "store_damaged": broken,
+                   "outputs": {k: dataclasses.asdict(h) for k, h in sorted(health.items())}, "sites": out},
+                  sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")
         return
-    _print_status(inv, states, devices, last, spool)
+    _print_status(inv, states, devices, last, spool, health)
 
 
 @cli.command()
@@ -802,7 +811,7 @@ def escape(text: str) -> str:
     return _e(printable(text))
 
 
-def _print_status(inv: Inventory, states, devices, last, spool=None) -> None:
+def _print_status(inv: Inventory, states, devices, last, spool=None, health=None) -> None:
     from rich.table import Table
 
     con = _console()
@@ -810,6 +819,12 @@ def _print_status(inv: Inventory, states, devices, last, spool=None) -> None:
     if last:
         con.print(f"Last cycle {last['id']}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['started_at']))} "
                   f"({_ago(last['started_at'], now)}), {last['sites']} sites, {last['duration_ms'] / 1000:.2f} s")
+    for name, h in sorted((health or {}).items()):
+        if h.failing:
+            con.print(f"[red]Output {name}: FAILING[/] since {_ago(h.failing_since, now)} ({h.failures} in a row): "
+                      f"{escape(h.error or '?')}")
+        else:
+            con.print(f"Output {name}: ok ({_ago(h.ok_ts, now)})")
     if spool is not None:
         line = f"InfluxDB spool: {spool['points']} points waiting"
         if spool["points"]:

@@ -29,6 +29,13 @@ DEFAULT_CONFIG = "sites.toml"
 LEVELS = ("province", "district", "commune")
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def valid_id(text: str) -> bool:
+    """A site id as sites.toml allows it: lowercase letters, digits and '-', at most 63."""
+    return bool(_SLUG.match(text))
+
+
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _EMAIL = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@"
@@ -656,7 +663,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         def bad(key: str, msg: str) -> None:
             problems.append(f"{at(loc.site(i, key))}: {label}: {msg}")
 
-        if not _SLUG.match(site.id):
+        if not valid_id(site.id):
             bad("id", f"id {site.id!r} must be an ASCII slug: lowercase letters, digits and '-' (e.g. 'tien-du')")
         if site.id in seen_ids:
             bad("id", f"duplicate id '{site.id}' (first defined at line {loc.site(seen_ids[site.id]) or 0}): "

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from wanmon import outputs
 from wanmon.alerts.engine import evaluate
 from wanmon.alerts.mail import compose
 from wanmon.alerts.maintenance import sites_in_maintenance
@@ -106,6 +107,7 @@ class CycleResult:
     mails: tuple = ()  # alert mails composed this cycle (alerts.mail.Mail)
     alerts_ms: float = 0.0  # time spent evaluating alerts and composing mail
     page_ts: float | None = None  # when the page was written (wall clock)
+    failed: dict[str, str] = field(default_factory=dict)  # outputs that failed in this cycle: {name: why}
 
     def __repr__(self) -> str:
         # Short: asyncio.run's SIGINT bookkeeping reprs the main task, result included
@@ -295,7 +297,7 @@ def run_check(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool 
         # with the next drain.
         sending = asyncio.ensure_future(in_thread(publish, cfg, peers, dry_run)) if publish_tail else None
         try:
-            if snmp_tail:
+            if snmp_tail and not dry_run:
                 views = await run_snmp(cfg, now=now, peers=peers, ips=res.ip_by_site)
                 if views is not None:
                     res = _with_snmp(res, views)
@@ -355,6 +357,11 @@ async def _sweep(cfg: Config, store: Store, progress, peers: Peers) -> list[icmp
 def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished: float, icmp_results,
             dry_run: bool, now: Now) -> CycleResult:
     obs = observe(cfg, inv, icmp_results, started)
+    ips = {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)}
+    if dry_run:  # what this cycle would record and send; the store stays as it was
+        update = _alerts(cfg, store, obs, finished, dry_run)
+        return CycleResult(0, started, finished, tuple(obs), ips, last_views(cfg, store.devices()),
+                           tuple(update.mails) if update else ())
     points, limits = (), None
     if cfg.influx is not None:
         points = cycle_points(obs, (), _agent_fields(cfg, store, started, finished, obs), socket.gethostname(), started,
@@ -368,30 +375,22 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     cycle_id = store.record_cycle(started, finished, obs, (), points, limits, alert_update,
                                   maintenance=sites_in_maintenance(cfg, started), run_cap_s=cfg.run_cap_s)
     _remember_addresses(cfg, store, icmp_results, finished)
-    page_ts = []
+    # The cycle is recorded: from here on, outputs (wanmon.outputs), each failing alone.
+    page_ts: list[float] = []
+    failed = {}
     if cfg.page.source == "store":  # from InfluxDB: the publishing tail writes it, after the drain
-        write_page(cfg, store, on_html=lambda: page_ts.append(now()), states=store.written_states)
+        _, err = outputs.attempt(store, cfg, "page", write_page, cfg, store, now=now,
+                                 on_html=lambda: page_ts.append(now()), states=store.written_states)
+        if err is not None:
+            failed["page"] = err
     # after the page: deleting old samples and checkpointing the WAL are nobody's wait
     _warn_same_hosts(cfg, icmp_results)
     store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
     store.roll_days(finished)  # the closed days' sums the next pages read (once a day; a meta read otherwise)
     store.checkpoint()
-    return CycleResult(cycle_id, started, finished, tuple(obs), {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)},
-                       last_views(cfg, store.devices()), tuple(alert_update.mails) if alert_update else (), alerts_ms,
-                       page_ts[0] if page_ts else None)
-
-
-def _page_from_influx(cfg: Config) -> None:
-    """[page] source = "influxdb": every agent's view, read after this agent's points went in.
-    InfluxDB slow or away: logged, and the last page stays in place (never a half-written one)."""
-    from wanmon import fromflux, influxql
-
-    try:
-        fromflux.render(cfg)
-    except influxql.QueryError as exc:
-        logger.error("the page was not built from InfluxDB, the last one stays in place: %s", exc)
-    except OSError as exc:
-        logger.error("the page from InfluxDB could not be written: %s", exc)
+    return CycleResult(cycle_id, started, finished, tuple(obs), ips, last_views(cfg, store.devices()),
+                       tuple(alert_update.mails) if alert_update else (), alerts_ms,
+                       page_ts[0] if page_ts else None, failed)
 
 
 def _warn_same_hosts(cfg: Config, icmp_results) -> None:
@@ -434,8 +433,7 @@ def write_page(cfg: Config, store: Store, on_html: Callable[[], None] | None = N
     except OSError as exc:
         from wanmon.errors import os_cause
 
-        raise PageError(f"the cycle was recorded, but the status page could not be written: {os_cause(exc)} "
-                        "([page] out_dir)") from None
+        raise PageError(f"the status page could not be written: {os_cause(exc)} ([page] out_dir)") from None
 
 
 class PageError(WanmonError):
@@ -559,8 +557,8 @@ def _record_snmp(cfg: Config, store: Store, outcomes: list[SnmpOutcome], ts: flo
         points = [*points, agent] if agent else points
         limits = _spool_limits(cfg)
     store.record_snmp(outcomes, points, ts, limits)
-    if page and outcomes:
-        write_page(cfg, store)
+    if page and outcomes and cfg.page.source == "store":
+        outputs.attempt(store, cfg, "page", write_page, cfg, store)
 
 
 def refresh_snmp(cfg: Config, now: Now = time.time, peers: Peers = REAL) -> dict[str, SnmpView]:
@@ -614,13 +612,15 @@ def tell_noc_of_damage(cfg: Config, now: Now = time.time) -> str | None:
     return "sent to " + ", ".join(cfg.alerts.noc)
 
 
-def publish(cfg: Config, peers: Peers = REAL, dry_run: bool = False) -> PublishReport:
-    """Send the spool to InfluxDB and the queued mail, each within its budget, with a deadline
-    on every network operation. Never two at once: a publisher already running (another
-    `check`, the daemon) sends what this one would have; this one returns at once."""
+def publish(cfg: Config, peers: Peers = REAL, dry_run: bool = False, now: Now = time.time) -> PublishReport:
+    """The outputs that talk to peers, one after the other, each alone (wanmon.outputs): the
+    InfluxDB drain within drain_budget_s, mail delivery within its budget, then the page from
+    InfluxDB when [page] source = "influxdb"; every network operation has a deadline. Never two
+    publishers at once: one already running (another `check`, the daemon) sends what this one
+    would have; this one returns at once."""
     rep = PublishReport()
     wants_mail = cfg.smtp is not None and not dry_run
-    if cfg.influx is None and not wants_mail:
+    if dry_run or (cfg.influx is None and not wants_mail):
         return rep
     try:
         lock = PublishLock(cfg.store_path).__enter__()
@@ -632,19 +632,30 @@ def publish(cfg: Config, peers: Peers = REAL, dry_run: bool = False) -> PublishR
         store = Store.open(cfg.store_path, any_thread=True)
         try:
             if cfg.influx is not None:
-                rep.drained = peers.drain(store, cfg.influx, cfg.influx.settings.drain_budget_s)
-                if cfg.page.source == "influxdb":
-                    _page_from_influx(cfg)
+                rep.drained, _ = outputs.attempt(store, cfg, "influxdb", peers.drain, store, cfg.influx,
+                                                 cfg.influx.settings.drain_budget_s, now=now)
             if wants_mail:
-                from wanmon import agents
+                rep.delivered, _ = outputs.attempt(store, cfg, "mail", _mail, cfg, store, peers, now=now)
+            if cfg.influx is not None and cfg.page.source == "influxdb":
+                from wanmon import fromflux
 
-                t_mail = time.time()
-                agents.gate(cfg, store)  # several agents: the standby's rule, news already sent by another
-                rep.delivered = peers.deliver(store, cfg.smtp, MAIL_BUDGET_S)
-                if agents.record_notices(cfg, store, t_mail):  # what went out, for the other agents to see
-                    peers.drain(store, cfg.influx, min(5.0, cfg.influx.settings.drain_budget_s))
+                _, err = outputs.attempt(store, cfg, "page", fromflux.render, cfg, now=now)
+                if err is not None:
+                    logger.error("the page from InfluxDB was not written, the last one stays in place")
         finally:
             store.close()
     finally:
         lock.__exit__(None, None, None)
     return rep
+
+
+def _mail(cfg: Config, store: Store, peers: Peers):
+    """Deliver the outbox; several agents: the standby's rule and news already sent by another first."""
+    from wanmon import agents
+
+    t_mail = time.time()
+    agents.gate(cfg, store)
+    report = peers.deliver(store, cfg.smtp, MAIL_BUDGET_S)
+    if agents.record_notices(cfg, store, t_mail):  # what went out, for the other agents to see
+        peers.drain(store, cfg.influx, min(5.0, cfg.influx.settings.drain_budget_s))
+    return report

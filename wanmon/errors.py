@@ -107,3 +107,16 @@ def sqlite_cause(exc: Exception, path: object = None) -> str:
     if name.startswith("SQLITE_IOERR") or "I/O error" in text:
         return f"disk I/O error on {store} ({text}): check free space and the disk (dmesg)"
     return f"{store}: {text}"
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the log and `status`: the operator's message, the machine's cause, or the bug's type."""
+    import sqlite3
+
+    if isinstance(exc, WanmonError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return os_cause(exc)
+    if isinstance(exc, sqlite3.Error):
+        return sqlite_cause(exc)
+    return f"internal error {type(exc).__name__}: {exc}"

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from wanmon import influxql
-from wanmon.config import Config, Site
+from wanmon.config import LEVELS, Config, Site, valid_id
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +90,22 @@ def gather(cfg: Config, now: float, history_days: int = HISTORY_DAYS) -> dict[st
 def merge(cfg: Config, data: dict[str, Any], now: float):
     """(sites [Site], site_state rows, hourly rows, agents for the page, disagreements)."""
     fresh = data["fresh"]
+    skipped = data.setdefault("skipped", Counter())
     sites: dict[str, dict] = {}
-    for tags, row in sorted(data["inventory"], key=lambda x: x[1]["time"]):  # newest tags win
-        sid = tags.get("site_id")
-        if sid:
-            sites[sid] = tags
+    for tags, row in sorted(data["inventory"], key=lambda x: x[1].get("time") or 0):  # newest tags win
+        why = _bad_tags(tags)
+        if why:
+            skipped[why] += 1
+            continue
+        sites[tags["site_id"]] = tags
     views: dict[str, list[tuple[str, dict]]] = {}
     for tags, row in data["latest"]:
         sid, agent = tags.get("site_id"), tags.get("agent") or ""
         if sid in sites and agent in fresh:
+            why = _bad_row(row)
+            if why:
+                skipped[why] += 1
+                continue
             views.setdefault(sid, []).append((agent, row))
     out_sites, states, disagree = [], [], []
     known = set(sites)
@@ -132,6 +141,9 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
         ix = [series["columns"].index(c) for c in ("time", "n", "r", "rtt", "loss")]
         for vals in series.get("values") or []:
             t, n, r, rtt, loss = (vals[i] for i in ix)
+            if not all(v is None or _number(v) for v in (t, n, r, rtt, loss)) or t is None:
+                skipped["a malformed value"] += 1
+                continue
             if not n:
                 continue
             k = (sid, t / 1000.0)
@@ -147,6 +159,31 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
     agents = [{"agent": a.agent, "host": a.host, "role": a.role, "last_ts": a.last_ts, "fresh": a.fresh(now),
                "interval_s": a.interval_s, "sites": a.sites} for a in data["seen"]]
     return out_sites, states, hourly, agents, disagree
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _bad_tags(tags: dict) -> str | None:
+    """Why a site's tags cannot make a site of the page (None: they can). Points come from any
+    writer: a level or id wanmon would refuse in sites.toml is skipped, counted, never fatal."""
+    sid = tags.get("site_id")
+    if not sid:
+        return "a missing site_id tag"
+    if tags.get("level") not in LEVELS:
+        return "an unknown level tag"
+    if not valid_id(sid):
+        return "a site_id tag that is not a valid id"
+    return None
+
+
+def _bad_row(row: dict) -> str | None:
+    if row.get("status") not in RANK or not _number(row.get("time")):
+        return "a malformed value"
+    if not all(row.get(k) is None or _number(row.get(k)) for k in ("rtt_avg_ms", "loss_pct", "jitter_ms")):
+        return "a malformed value"
+    return None
 
 
 def render(cfg: Config, out: str | Path | None = None, now: float | None = None) -> Path:
@@ -177,7 +214,12 @@ def render(cfg: Config, out: str | Path | None = None, now: float | None = None)
                     "INSERT INTO icmp_hourly (site_id, hour, samples, reachable, sent, received, rtt_sum_ms, rtt_n,"
                     " rtt_min_ms, rtt_max_ms) VALUES (?,?,?,?,?,?,?,?,?,?)", hourly)
             store.roll_days(now)
+            skipped = data.get("skipped") or {}
+            if skipped:
+                logger.warning("the page from InfluxDB skipped %d point(s) it cannot show: %s", sum(skipped.values()),
+                               ", ".join(f"{n} with {why}" for why, n in sorted(skipped.items())))
             return write_page(view, store, out, now, extra={"source": "influxdb", "agents": agents,
-                                                            "disagreements": disagree})
+                                                            "disagreements": disagree,
+                                                            "skipped_points": dict(skipped)})
         finally:
             store.close()

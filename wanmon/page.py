@@ -9,6 +9,7 @@ first partial hour); 7 d and 30 d and the sparklines use the hourly rollups.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from wanmon import outputs
 from wanmon.config import Config
 from wanmon.files import replacing
 from wanmon.inventory import Inventory
@@ -326,6 +328,9 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         "mail": store.outbox_summary(now - WINDOWS["7d"]),
         # SQLite found the store damaged: nothing is recorded until it is restored
         "store_damaged": damaged(store.path),
+        # outputs (wanmon.outputs) failing now: the page shows them when it is the one that works
+        "outputs_failing": {k: dataclasses.asdict(h) for k, h in outputs.failing(store).items() if k != "page"},
+        "skipped_points": {},  # a page from InfluxDB: points it could not read, by reason
         "source": "store",
         "agents": [],          # a page from InfluxDB: every agent, fresh or stale
         "disagreements": [],   # and the sites fresh agents see differently

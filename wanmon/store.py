@@ -495,14 +495,17 @@ class Store:
         self._set_meta("alert_guard", "1" if up.guard else None)
         if up.events_seen is not None:
             self._set_meta("alert_events_seen", str(up.events_seen))
+        self._queue(up.mails, up.mail_status)
+        # The states as stored now: those read (if nobody wrote in between) with this cycle's changes
+        return (new_gen, {**read[1], **up.states}) if read is not None and read[0] == gen else None
+
+    def _queue(self, mails: Sequence, status: str) -> None:
         self.conn.executemany(
             "INSERT INTO outbox (created_ts, message_id, recipient, subject, body_text, body_html, kinds, status, notes)"
             " VALUES (?,?,?,?,?,?,?,?,?)",
-            [(m.created_ts, m.message_id, m.recipient, m.subject, m.text, m.html, ",".join(m.kinds), up.mail_status,
-              _json.dumps(m.notes) if m.notes else None) for m in up.mails],
+            [(m.created_ts, m.message_id, m.recipient, m.subject, m.text, m.html, ",".join(m.kinds), status,
+              json.dumps(m.notes) if m.notes else None) for m in mails],
         )
-        # The states as stored now: those read (if nobody wrote in between) with this cycle's changes
-        return (new_gen, {**read[1], **up.states}) if read is not None and read[0] == gen else None
 
     def alert_states(self) -> tuple[dict, bool]:
         """{site_id: SiteAlert}, and whether the guard is raised.
@@ -649,6 +652,16 @@ class Store:
             self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
         else:
             self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def meta_prefixed(self, prefix: str) -> dict[str, str]:
+        """Every meta entry whose key starts with prefix."""
+        return dict(self.conn.execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)))
+
+    def note_output(self, key: str, value: str, mails: Sequence = ()) -> None:
+        """An output's health (wanmon.outputs), with the NOC's notice queued in the same transaction."""
+        with self.transaction():
+            self._set_meta(key, value)
+            self._queue(mails, "queued")
 
     def set_meta(self, **values: str | None) -> None:
         with self.transaction():

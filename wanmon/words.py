@@ -48,6 +48,8 @@ PAGE = {
         "level": "Cấp", "window": "Khoảng", "generated": "Tạo lúc", "assumption": "",
         "when": "Thời điểm", "change": "Thay đổi",
         "mail_failed": "{n} thư cảnh báo không gửi được (7 ngày qua): xem `wanmon alerts`.",
+        "output_failing": "Đầu ra \u201c{output}\u201d lỗi từ {since} ({failures} lần liên tiếp): {error}",
+        "skipped_points": "Bỏ qua {n} điểm dữ liệu từ InfluxDB không đọc được: {why}.",
         "store_damaged": "Kho dữ liệu của wanmon bị hỏng (phát hiện lúc {when}): không ghi thêm dữ liệu cho đến khi "
                          "khôi phục từ bản sao lưu. Trang này có thể đã cũ.",
         "mail_retrying": "{n} thư cảnh báo đang chờ gửi lại (máy chủ thư chưa nhận).",
@@ -86,6 +88,8 @@ PAGE = {
         "level": "Level", "window": "Window", "generated": "Generated", "assumption": "",
         "when": "When", "change": "Change",
         "mail_failed": "{n} alert email{s} could not be sent (last 7 days): see `wanmon alerts`.",
+        "output_failing": "Output \u201c{output}\u201d failing since {since} ({failures} in a row): {error}",
+        "skipped_points": "{n} point(s) from InfluxDB skipped, they cannot be read: {why}.",
         "store_damaged": "wanmon's store is damaged (found at {when}): nothing is recorded until it is restored "
                          "from a backup. This page may be out of date.",
         "mail_retrying": "{n} alert email{s} waiting to be sent again (the mail server has not taken them yet).",
@@ -116,6 +120,11 @@ MAIL = {
                        "được khôi phục từ bản sao lưu và lệnh `wanmon store check` đạt (README, mục 'Backup and "
                        "restore').",
         "damage_findings": "SQLite báo:",
+        "output_subject": "[wanmon] Đầu ra \u201c{output}\u201d lỗi từ {since}",
+        "output_text": "Đầu ra \u201c{output}\u201d của wanmon lỗi {failures} lần liên tiếp, từ {since}. Các chu kỳ "
+                       "giám sát vẫn được ghi và các đầu ra khác vẫn chạy. Lần thử cuối ({when}) báo:",
+        "output_back_subject": "[wanmon] Đầu ra \u201c{output}\u201d hoạt động lại",
+        "output_back_text": "Đầu ra \u201c{output}\u201d của wanmon hoạt động lại lúc {when} (lỗi từ {since}).",
     },
     "en": {
         "down": "down", "unreachable": "unreachable (upstream outage)", "degraded": "degraded",
@@ -138,6 +147,12 @@ MAIL = {
                        "it: monitoring cycles are not recorded and no alert mail is sent until the store is "
                        "restored from a backup and `wanmon store check` passes (README, 'Backup and restore').",
         "damage_findings": "SQLite says:",
+        "output_subject": "[wanmon] Output \u201c{output}\u201d failing since {since}",
+        "output_text": "wanmon's output \u201c{output}\u201d failed {failures} times in a row, since {since}. "
+                       "Monitoring cycles are still recorded and the other outputs still run. The last try ({when}) "
+                       "said:",
+        "output_back_subject": "[wanmon] Output \u201c{output}\u201d works again",
+        "output_back_text": "wanmon's output \u201c{output}\u201d works again at {when} (failing since {since}).",
     },
 }
 

@@ -131,24 +131,50 @@ def damage_mails(cfg: Config, path, marker: dict, now: float) -> list[Mail]:
     """The NOC's notice that the store is damaged (store.damaged's marker), one mail per NOC
     address, in [page] language. Sent at once (cycle.tell_noc_of_damage), not through the
     outbox: the outbox is in the damaged store."""
-    from html import escape
+    w, fmt = _noc_words(cfg)
+    when = fmt.dt(marker["ts"]) if marker.get("ts") else "?"
+    return noc_mails(cfg, w["damage_subject"], w["damage_text"].format(path=path, when=when),
+                     (w["damage_findings"], marker.get("findings", [])), "store_damaged", now)
+
+
+def output_mails(cfg: Config, output: str, health, now: float, back: bool) -> list[Mail]:
+    """The NOC's notice that an output (wanmon.outputs) keeps failing, or works again."""
+    w, fmt = _noc_words(cfg)
+    fields = {"output": output, "since": fmt.dt(health.failing_since or now), "when": fmt.dt(now),
+              "failures": health.failures}
+    if back:
+        return noc_mails(cfg, w["output_back_subject"].format(**fields), w["output_back_text"].format(**fields),
+                         None, "output_back", now)
+    return noc_mails(cfg, w["output_subject"].format(**fields), w["output_text"].format(**fields),
+                     ("", [health.error or "?"]), "output_failing", now)
+
+
+def _noc_words(cfg: Config):
     from zoneinfo import ZoneInfo
+
+    lang = cfg.page.language
+    return WORDS[lang], Fmt(lang, ZoneInfo(cfg.page.timezone))
+
+
+def noc_mails(cfg: Config, subject: str, text: str, findings: tuple[str, list[str]] | None, kind: str,
+              now: float) -> list[Mail]:
+    """A plain notice to each [alerts] noc address: a paragraph, then a titled list (at most 5 lines)."""
+    from html import escape
 
     from wanmon.text import printable
 
-    lang = cfg.page.language
-    w = WORDS[lang]
-    fmt = Fmt(lang, ZoneInfo(cfg.page.timezone))
-    when = fmt.dt(marker["ts"]) if marker.get("ts") else "?"
-    text = w["damage_text"].format(path=path, when=when)
-    findings = [printable(f)[:300] for f in marker.get("findings", [])[:5]]
-    subj = header_safe(w["damage_subject"])
-    body = text + "\n\n" + w["damage_findings"] + "\n" + "".join(f"- {f}\n" for f in findings) + "\n" + w["footer"] + "\n"
-    html = (f'<!DOCTYPE html>\n<html lang="{lang}"><head><meta charset="utf-8"><title>{escape(subj)}</title></head>'
-            f"<body><p>{escape(text)}</p><p>{escape(w['damage_findings'])}</p><ul>"
-            + "".join(f"<li>{escape(f)}</li>" for f in findings) + f"</ul><p>{escape(w['footer'])}</p></body></html>\n")
+    w = WORDS[cfg.page.language]
+    title, items = findings or ("", [])
+    items = [printable(f)[:300] for f in items[:5]]
+    subj = header_safe(subject)
+    body = (text + "\n\n" + (title + "\n" if title else "") + "".join(f"- {f}\n" for f in items)
+            + ("\n" if items else "") + w["footer"] + "\n")
+    html = (f'<!DOCTYPE html>\n<html lang="{cfg.page.language}"><head><meta charset="utf-8"><title>{escape(subj)}'
+            f"</title></head><body><p>{escape(text)}</p>" + (f"<p>{escape(title)}</p>" if title else "")
+            + ("<ul>" + "".join(f"<li>{escape(f)}</li>" for f in items) + "</ul>" if items else "")
+            + f"<p>{escape(w['footer'])}</p></body></html>\n")
     return [Mail(recipient=r, subject=subj, text=body, html=html, message_id=new_message_id(),
-                 kinds=("store_damaged",), created_ts=now) for r in cfg.alerts.noc]
+                 kinds=(kind,), created_ts=now) for r in cfg.alerts.noc]
 
 
 def _envs(cfg: Config):
