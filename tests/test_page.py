@@ -176,9 +176,21 @@ def record(cfg_path: Path, cycles, snmp_last=()) -> dict[str, dict]:
     return final
 
 
-def render(cfg_path: Path, out: Path) -> tuple[BeautifulSoup, dict, str]:
-    r = wanmon("--config", str(cfg_path), "render", "--out", str(out), cwd=cfg_path.parent)
-    assert r.returncode == 0, r.stderr
+def render(cfg_path: Path, out: Path, now: float | None = None) -> tuple[BeautifulSoup, dict, str]:
+    """`wanmon render` as a user runs it; with `now`, the same page written in this process at
+    that instant (figures that depend on the time of rendering stay exact)."""
+    if now is None:
+        r = wanmon("--config", str(cfg_path), "render", "--out", str(out), cwd=cfg_path.parent)
+        assert r.returncode == 0, r.stderr
+    else:
+        from wanmon.page import write_page
+
+        cfg = load_config(cfg_path, secrets=False)
+        store = Store.open_readonly(cfg.store_path)
+        try:
+            write_page(cfg, store, out, now)
+        finally:
+            store.close()
     html = (out / "index.html").read_text(encoding="utf-8")
     data = json.loads((out / "status.json").read_text(encoding="utf-8"))
     return BeautifulSoup(html, "html.parser"), data, html
@@ -360,7 +372,7 @@ def test_status_json_has_the_page_data(checked177):
         assert table[label] == ["100,00%"] * 3
         assert data["levels"][lv] == {"24h": 100.0, "7d": 100.0, "30d": 100.0}
     for s in data["sites"].values():
-        assert s["status"] == "up" and s["observed_samples"]["24h"] == 1
+        assert s["status"] == "up" and s["observed_s"]["24h"] > 0
     assert data["stale"] is False and data["refresh_s"] == 60
 
 
@@ -408,71 +420,58 @@ def test_page_files_are_written_atomically_and_readers_never_see_half_a_file(che
 #
 # Sites: P = dc-core (province); D1 = tien-du (district) with communes
 # C1 = tien-du-phat-tich and C2 = tien-du-lien-bao; D2 = tu-son (district) with
-# commune C3 = tu-son-dong-ngan. Blocks of 60 one-minute cycles (60 samples
-# per site), oldest first (E = the last cycle, 30 s before now):
+# commune C3 = tu-son-dong-ngan. Blocks of 60 one-minute cycles, oldest first
+# (E = the last cycle, 30 s before now). The account (wanmon/account.py): each
+# cycle's status holds until the next cycle, at most the cap (2 x 60 s): so in a
+# block cycles 0-58 hold 60 s and cycle 59 holds 120 s (3,660 s observed), except
+# the last block's cycle 59, which holds until now (30 s: 3,570 s observed).
 #
 #   X  40 days ago    everything down (P down, the rest unreachable): outside every window
-#   D  10 days ago    cycles 0-29: P down, the rest unreachable        -> every site 30/60
-#   C   3 days ago    cycles 0-19: D2 down, C3 unreachable             -> D2, C3 40/60, others 60/60
+#   D  10 days ago    cycles 0-29: P down, the rest unreachable        -> every site 29 x 60 + 120 = 1,860 s up
+#   C   3 days ago    cycles 0-19: D2 down, C3 unreachable             -> D2, C3 39 x 60 + 120 = 2,460; others 3,660
 #   A  ~3 h ago       cycles 10-24: D1 down, C1, C2 unreachable;
 #                     cycles 40-49: C1 down on its own (parent up);
-#                     cycles 0-29: D2 degraded (reachable)            -> D1 45, C1 35, C2 45, others 60
-#      then a 2-hour GAP: no cycle at all (agent stopped): not downtime
+#                     cycles 0-29: D2 degraded (available)             -> D1, C2 44 x 60 + 120 = 2,760,
+#                                                                         C1 34 x 60 + 120 = 2,160, others 3,660
+#      then a 2-hour GAP: no cycle at all (agent stopped): unobserved, not downtime
 #   B  last hour      cycles 0-29: C3 down on its own;
 #                     cycles 57-59 (the last 3): D1 down, C1, C2 unreachable
-#                                                                      -> D1 57, C1 57, C2 57, C3 30, others 60
+#                                                                      -> D1, C1, C2 57 x 60 = 3,420,
+#                                                                         C3 29 x 60 + 30 = 1,770, others 3,570
 #
-# 24 h = A + B (120 samples), 7 d = A + B + C (180), 30 d = A + B + C + D (240):
-#
-#   site   24h            7d             30d
-#   P      120/120 100,00  180/180 100,00  210/240 87,50
-#   D1     102/120  85,00  162/180  90,00  192/240 80,00
-#   C1      92/120  76,67  152/180  84,44  182/240 75,83
-#   C2     102/120  85,00  162/180  90,00  192/240 80,00
-#   D2     120/120 100,00  160/180  88,89  190/240 79,17
-#   C3      90/120  75,00  130/180  72,22  160/240 66,67
-#
-#   province (P)        100,00 (120/120)   100,00 (180/180)   87,50 (210/240)
-#   district (D1+D2)     92,50 (222/240)    89,44 (322/360)   79,58 (382/480)
-#   commune (C1+C2+C3)   78,89 (284/360)    82,22 (444/540)   74,17 (534/720)
-#   group Tiên Du        82,22 (296/360)    88,15 (476/540)   78,61 (566/720)
-#   group Từ Sơn         87,50 (210/240)    80,56 (290/360)   72,92 (350/480)
-#
-# Were the 2-hour gap counted as down, P's 24 h would be 120/240 = 50 %.
+# 24 h = A + B (7,230 s observed), 7 d = + C (10,890), 30 d = + D (14,550).
 
 P, D1, C1, C2, D2, C3 = "dc-core", "tien-du", "tien-du-phat-tich", "tien-du-lien-bao", "tu-son", "tu-son-dong-ngan"
 ALL = (P, D1, C1, C2, D2, C3)
+OBS = (7230, 10890, 14550)  # observed seconds in 24h, 7d, 30d
+EXPECTED_AVAILABLE = {  # available seconds in 24h, 7d, 30d
+    P: (7230, 10890, 12750),
+    D1: (6180, 9840, 11700),
+    C1: (5580, 9240, 11100),
+    C2: (6180, 9840, 11700),
+    D2: (7230, 9690, 11550),
+    C3: (5430, 7890, 9750),
+}
+EXPECTED_SITES = {sid: tuple(zip(av, OBS)) for sid, av in EXPECTED_AVAILABLE.items()}
 
-EXPECTED_SITES = {  # site: (reachable, observed) for 24h, 7d, 30d
-    P: ((120, 120), (180, 180), (210, 240)),
-    D1: ((102, 120), (162, 180), (192, 240)),
-    C1: ((92, 120), (152, 180), (182, 240)),
-    C2: ((102, 120), (162, 180), (192, 240)),
-    D2: ((120, 120), (160, 180), (190, 240)),
-    C3: ((90, 120), (130, 180), (160, 240)),
-}
-EXPECTED_SITE_TEXT = {
-    P: ["100,00%", "100,00%", "87,50%"],
-    D1: ["85,00%", "90,00%", "80,00%"],
-    C1: ["76,67%", "84,44%", "75,83%"],
-    C2: ["85,00%", "90,00%", "80,00%"],
-    D2: ["100,00%", "88,89%", "79,17%"],
-    C3: ["75,00%", "72,22%", "66,67%"],
-}
-EXPECTED_LEVELS = {
-    "province": ((120, 120), (180, 180), (210, 240)),
-    "district": ((222, 240), (322, 360), (382, 480)),
-    "commune": ((284, 360), (444, 540), (534, 720)),
-}
+
+def _sum(ids) -> tuple:
+    return tuple((sum(EXPECTED_AVAILABLE[i][k] for i in ids), OBS[k] * len(ids)) for k in range(3))
+
+
+def _text(pairs, sep: str = ",") -> list[str]:
+    return [f"{100.0 * r / n:.2f}".replace(".", sep) + "%" for r, n in pairs]
+
+
+EXPECTED_SITE_TEXT = {sid: _text(pairs) for sid, pairs in EXPECTED_SITES.items()}
+EXPECTED_LEVELS = {"province": _sum([P]), "district": _sum([D1, D2]), "commune": _sum([C1, C2, C3])}
 EXPECTED_LEVEL_TEXT_VI = {
-    "Cơ quan cấp tỉnh": ["100,00%", "100,00%", "87,50%"],
-    "UBND cấp huyện": ["92,50%", "89,44%", "79,58%"],
-    "UBND cấp xã": ["78,89%", "82,22%", "74,17%"],
+    "Cơ quan cấp tỉnh": _text(EXPECTED_LEVELS["province"]),
+    "UBND cấp huyện": _text(EXPECTED_LEVELS["district"]),
+    "UBND cấp xã": _text(EXPECTED_LEVELS["commune"]),
 }
-EXPECTED_GROUPS = {
-    "Tiên Du": ((296, 360), (476, 540), (566, 720), "82,22%", "88,15%", "78,61%"),
-    "Từ Sơn": ((210, 240), (290, 360), (350, 480), "87,50%", "80,56%", "72,92%"),
-}
+EXPECTED_GROUPS = {name: (*pairs, *_text(pairs))
+                   for name, pairs in (("Tiên Du", _sum([D1, C1, C2])), ("Từ Sơn", _sum([D2, C3])))}
 WINDOWS = ("24h", "7d", "30d")
 
 
@@ -520,12 +519,13 @@ def known(tmp_path_factory):
     folder = tmp_path_factory.mktemp("known")
     vi = write_config(folder, SMALL)
     en = write_config(folder, SMALL, name="sites-en.toml", page='language = "en"')  # same store
-    cycles, marks = history(time.time())
+    now = time.time()
+    cycles, marks = history(now)
     final = record(vi, cycles)
     assert final == {P: "up", D1: "down", C1: "unreachable", C2: "unreachable", D2: "up", C3: "up"}
     out = {}
     for lang, cfg in (("vi", vi), ("en", en)):
-        soup, data, html = render(cfg, folder / f"out-{lang}")
+        soup, data, html = render(cfg, folder / f"out-{lang}", now)
         out[lang] = {"soup": soup, "data": data, "html": html}
     return {"folder": folder, "marks": marks, **out}
 
@@ -535,7 +535,7 @@ def test_availability_per_site_and_level_equals_hand_computation(known):
     for sid, pairs in EXPECTED_SITES.items():
         site = data["sites"][sid]
         for w, (r, n) in zip(WINDOWS, pairs):
-            assert site["observed_samples"][w] == n, (sid, w)  # the gap adds no sample
+            assert site["observed_s"][w] == pytest.approx(n, abs=0.01), (sid, w)  # the gap is not observed
             assert site["availability"][w] == pytest.approx(100.0 * r / n), (sid, w)
     for lv, pairs in EXPECTED_LEVELS.items():
         for w, (r, n) in zip(WINDOWS, pairs):
@@ -661,11 +661,11 @@ def test_english_page(known):
     for sid, text in EXPECTED_SITE_TEXT.items():
         assert avail_cells(rows[sid]) == [t.replace(",", ".") for t in text], sid
     assert level_table(soup) == {
-        "Provincial agencies": ["100.00%", "100.00%", "87.50%"],
-        "District People's Committees": ["92.50%", "89.44%", "79.58%"],
-        "Commune People's Committees": ["78.89%", "82.22%", "74.17%"],
+        "Provincial agencies": _text(EXPECTED_LEVELS["province"], "."),
+        "District People's Committees": _text(EXPECTED_LEVELS["district"], "."),
+        "Commune People's Committees": _text(EXPECTED_LEVELS["commune"], "."),
     }
-    assert avail_cells(rows[C3])[0] == "75.00%"
+    assert avail_cells(rows[C3])[0] == "75.10%"  # 5,430 of 7,230 s
     since = datetime.fromtimestamp(known["marks"]["down_since"], timezone.utc).astimezone(VN)
     note = rows[D1].select_one("div.note").get_text(" ", strip=True)
     assert note.startswith(f"Down since {since:%Y-%m-%d %H:%M} (") and note.endswith(" min)")
@@ -831,32 +831,3 @@ def test_shipped_page_copy_has_no_leftover_tmp_in_default_out(checked177):
     names = sorted(p.name for p in checked177["out"].iterdir())
     assert names == ["index.html", "index.html.gz", "status.json", "status.json.gz"]
     assert not [n for n in os.listdir(checked177["out"]) if n.startswith(".")]
-
-
-def test_24h_availability_from_rollups_equals_counting_raw_samples(tmp_path):
-    """The 24 h figure reads hourly rollups for whole hours and raw samples only for the
-    window's first, partial hour; it must equal counting every raw sample, at any time of day."""
-    import random
-
-    from wanmon.page import _availability
-
-    cfg = load_config(shipped_config(tmp_path), secrets=False)
-    sites = cfg.sites[:12]
-    rnd = random.Random(5)
-    t0 = 1_790_000_000.0 + 1234.5  # not on an hour
-    store = Store.open(cfg.store_path)
-    try:
-        ts = t0
-        while ts < t0 + 30 * 3600:
-            if not (t0 + 20 * 3600 < ts < t0 + 22 * 3600):  # a 2-hour gap: no cycles
-                obs = [observation(s, ts + rnd.random(), rnd.choice(["up", "up", "degraded", "down"])) for s in sites]
-                store.record_cycle(ts, ts + 1, obs)
-            ts += rnd.uniform(200, 500)
-        for now in (t0 + 24 * 3600 + 17.25, t0 + 26 * 3600 - 0.5, t0 - t0 % 3600 + 27 * 3600, t0 + 30 * 3600 + 999):
-            got = _availability(store, now)["24h"]
-            want = {sid: (int(r), int(n)) for sid, r, n in store.conn.execute(
-                "SELECT site_id, sum(status IN ('up','degraded')), count(*) FROM icmp_samples WHERE ts >= ?"
-                " GROUP BY site_id", (now - 86400,))}
-            assert got == want and len(want) == len(sites), now
-    finally:
-        store.close()

@@ -375,6 +375,12 @@ class _NoStore:
     def site_labels(self):
         return {}
 
+    def run_cap_s(self, default: float) -> float:
+        return default
+
+    def cadence_s(self) -> None:
+        return None
+
 
 @cli.command("test-email")
 @click.argument("address")
@@ -592,11 +598,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"wanmon: STORE DAMAGED since {when}: {printable('; '.join(broken['findings'][:2]))}. Nothing is "
                    "recorded until it is restored (README, 'Backup and restore'); what follows is what it still "
                    "holds.", err=True)
-    from wanmon import outputs
+    from wanmon import account, outputs
 
-    states, devices, last, spool, health = _read_store(cfg, lambda st: (
+    states, devices, last, spool, health, cadence = _read_store(cfg, lambda st: (
         {s.site_id: s for s in st.states()}, st.devices(), st.last_cycle(),
-        st.spool_stats() if cfg.influx is not None else None, outputs.health(st)))
+        st.spool_stats() if cfg.influx is not None else None, outputs.health(st), st.cadence_s()))
+    slow = account.slow_cadence(cfg.schedule.icmp_interval_s, cadence)
+    if slow and not as_json:
+        click.echo("wanmon: " + account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path), err=True)
     inv = Inventory.from_config(cfg)
     ordered = inv.ordered()
     if as_json:
@@ -620,7 +629,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
                     "last_reboot": dev.last_reboot_ts if dev else None,
                 },
             })
-        json.dump({"last_cycle": last, "spool": spool, "store_damaged": broken,
+        json.dump({"last_cycle": last, "spool": spool, "store_damaged": broken, "cadence_s": cadence,
+                   "slow_cadence": account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path)
+                   if slow else None,
                    "outputs": {k: dataclasses.asdict(h) for k, h in sorted(health.items())}, "sites": out},
                   sys.stdout, ensure_ascii=False, indent=1)
         sys.stdout.write("\n")

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from wanmon import outputs
+from wanmon import account, outputs
 from wanmon.alerts.engine import evaluate
 from wanmon.alerts.mail import compose
 from wanmon.alerts.maintenance import sites_in_maintenance
@@ -46,6 +46,7 @@ from wanmon.inventory import Inventory
 from wanmon.lineproto import agent_point, cycle_points, site_tags, snmp_points
 from wanmon.probes import icmp, snmp
 from wanmon.probes.forked import ForkedSweep
+from wanmon.account import slow_cadence_text
 from wanmon.status import REACHABLE, icmp_status, with_parents
 from wanmon.model import AlertUpdate, DeviceState, Observation, SnmpOutcome
 from wanmon.store import CycleLock, PublishLock, SnmpLock, Store
@@ -363,9 +364,13 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
         return CycleResult(0, started, finished, tuple(obs), ips, last_views(cfg, store.devices()),
                            tuple(update.mails) if update else ())
     points, limits = (), None
+    cadence = account.cadence_s([*store.recent_starts(account.CADENCE_CYCLES), started])
+    cap = account.cap_s(cfg.schedule.icmp_interval_s, cadence)
+    if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence):
+        logger.warning("%s", slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path))
     if cfg.influx is not None:
         points = cycle_points(obs, (), _agent_fields(cfg, store, started, finished, obs), socket.gethostname(), started,
-                              v1=cfg.influx.settings.api == "v1", prev=store.previous_cycles(), cap_s=cfg.run_cap_s,
+                              v1=cfg.influx.settings.api == "v1", prev=store.previous_cycles(), cap_s=cap,
                               agent_id=cfg.agent.id, parents={s.id: s.parent for s in cfg.sites})
         limits = _spool_limits(cfg)
     store.defer_checkpoints()  # to after the page
@@ -373,7 +378,7 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     alert_update = _alerts(cfg, store, obs, finished, dry_run)
     alerts_ms = (time.perf_counter() - t_alerts) * 1000
     cycle_id = store.record_cycle(started, finished, obs, (), points, limits, alert_update,
-                                  maintenance=sites_in_maintenance(cfg, started), run_cap_s=cfg.run_cap_s)
+                                  maintenance=sites_in_maintenance(cfg, started), run_cap_s=cap, cadence_s=cadence)
     _remember_addresses(cfg, store, icmp_results, finished)
     # The cycle is recorded: from here on, outputs (wanmon.outputs), each failing alone.
     page_ts: list[float] = []
@@ -386,7 +391,6 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
     # after the page: deleting old samples and checkpointing the WAL are nobody's wait
     _warn_same_hosts(cfg, icmp_results)
     store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
-    store.roll_days(finished)  # the closed days' sums the next pages read (once a day; a meta read otherwise)
     store.checkpoint()
     return CycleResult(cycle_id, started, finished, tuple(obs), ips, last_views(cfg, store.devices()),
                        tuple(alert_update.mails) if alert_update else (), alerts_ms,

@@ -12,8 +12,9 @@ a page from InfluxDB looks and behaves like the agent's own.
   unreachable, down); when fresh agents disagree the page says who sees what ("down
   from agent B, up from agent A": a path problem, not an outage). A site no fresh agent
   reports is unknown; a stale agent is listed with the time of its last heartbeat.
-* Availability (24 h, 7 d, 30 d) and the 24 h sparklines: from hourly InfluxQL
-  aggregates, per site the best agent's hour.
+* Availability (24 h, 7 d, 30 d): the account (wanmon/account.py) of the hourly sums of
+  the prev_*_s fields, per site the best agent's hour; the 24 h sparklines from hourly
+  RTT and loss means.
 * "since": the time of the best agent's last point with another kind of status (to the
   cycle). The incident list needs the status changes the agent's own store keeps: it
   is empty on a page from InfluxDB (the page says so).
@@ -75,7 +76,9 @@ def gather(cfg: Config, now: float, history_days: int = HISTORY_DAYS) -> dict[st
                                         f'WHERE time > now() - {int(window) + 1}s GROUP BY "site_id", "agent" '
                                         'ORDER BY time DESC LIMIT 1'))
     # four aggregates only: InfluxDB 1.6 spends ~1.3 s per aggregate over 2.9 M points (10,000 sites, a day)
-    hourly = influxql.query(spec, budget_s=left(), q='SELECT count("up") AS "n", sum("up") AS "r", mean("rtt_avg_ms") AS "rtt", '
+    # the account's time per hour (the prev_*_s fields: wanmon/account.py), and RTT and loss for the sparklines
+    hourly = influxql.query(spec, budget_s=left(), q='SELECT count("up") AS "n", sum("prev_available_s") AS "a", '
+                                  'sum("prev_observed_s") AS "o", sum("prev_down_s") AS "d", mean("rtt_avg_ms") AS "rtt", '
                                   f'mean("loss_pct") AS "loss" FROM {icmp} WHERE time > now() - {history_days}d '
                                   'GROUP BY time(1h), "site_id", "agent" fill(none)')  # series: read as they are
     changes = {}
@@ -131,31 +134,43 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
         since = other if other is not None else now - HISTORY_DAYS * 86400
         states.append((sid, t, status, since, row["time"] / 1000.0, row.get("loss_pct"), row.get("rtt_avg_ms"),
                        row.get("jitter_ms"), reason, agent))
-    # hourly: per site and hour, the best agent's row (highest share reachable); rows stay the
-    # server's lists (time, n, r, rtt, loss): 240,000 dicts cost 100 MB at 10,000 sites
+    # hourly: per site and hour, the best agent's row (highest share available); rows stay the
+    # server's lists: 240,000 dicts cost 100 MB at 10,000 sites
     best: dict[tuple[str, float], list] = {}
     for series in data["hourly"]:
         sid = (series.get("tags") or {}).get("site_id")
         if sid not in known:
             continue
-        ix = [series["columns"].index(c) for c in ("time", "n", "r", "rtt", "loss")]
+        ix = [series["columns"].index(c) for c in ("time", "n", "a", "o", "d", "rtt", "loss")]
         for vals in series.get("values") or []:
-            t, n, r, rtt, loss = (vals[i] for i in ix)
-            if not all(v is None or _number(v) for v in (t, n, r, rtt, loss)) or t is None:
+            t, n, a, o, d, rtt, loss = (vals[i] for i in ix)
+            if not all(v is None or _number(v) for v in (t, n, a, o, d, rtt, loss)) or t is None:
                 skipped["a malformed value"] += 1
                 continue
             if not n:
                 continue
             k = (sid, t / 1000.0)
             cur = best.get(k)
-            if cur is None or (r or 0) / n > (cur[1] or 0) / cur[0]:
-                best[k] = [n, r, rtt, loss]
+            if cur is None or (a or 0) / (o or 1) > (cur[1] or 0) / (cur[2] or 1):
+                best[k] = [n, a, o, d, rtt, loss]
     # the page reads an hour's RTT as rtt_sum / rtt_n and its loss as (sent - received) / sent, to 0.1 %:
     # the hour's mean loss is kept as 1,000 "sent" and as many "received" as it leaves
-    hourly = [(sid, hour, int(n), int(r or 0), 1000 if loss is not None else 0,
+    hourly = [(sid, hour, int(n), 0, 1000 if loss is not None else 0,
                1000 - round(10 * loss) if loss is not None else 0,
                (rtt or 0.0) * int(n), int(n) if rtt is not None else 0, None, None)
-              for (sid, hour), (n, r, rtt, loss) in best.items()]
+              for (sid, hour), (n, a, o, d, rtt, loss) in best.items()]
+    # the account's time of each hour as runs from the hour's start (available, then down, then
+    # unreachable): the page's windows cut them like any other runs
+    runs = []
+    for (sid, hour), (n, a, o, d, rtt, loss) in best.items():
+        a, o, d = a or 0.0, o or 0.0, d or 0.0
+        u = max(0.0, o - a - d)
+        t = hour
+        for status, span in (("up", a), ("down", d), ("unreachable", u)):
+            if span > 0:
+                runs.append((sid, status, 0, t, t + span))
+                t += span
+    data["runs"] = runs
     agents = [{"agent": a.agent, "host": a.host, "role": a.role, "last_ts": a.last_ts, "fresh": a.fresh(now),
                "interval_s": a.interval_s, "sites": a.sites} for a in data["seen"]]
     return out_sites, states, hourly, agents, disagree
@@ -213,7 +228,8 @@ def render(cfg: Config, out: str | Path | None = None, now: float | None = None)
                 store.conn.executemany(
                     "INSERT INTO icmp_hourly (site_id, hour, samples, reachable, sent, received, rtt_sum_ms, rtt_n,"
                     " rtt_min_ms, rtt_max_ms) VALUES (?,?,?,?,?,?,?,?,?,?)", hourly)
-            store.roll_days(now)
+                store.conn.executemany("INSERT INTO status_runs (site_id, status, maint, start_ts, end_ts)"
+                                       " VALUES (?,?,?,?,?)", data.get("runs", []))
             skipped = data.get("skipped") or {}
             if skipped:
                 logger.warning("the page from InfluxDB skipped %d point(s) it cannot show: %s", sum(skipped.values()),

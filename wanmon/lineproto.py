@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from wanmon.account import held_fields
 from wanmon.model import Observation, SnmpOutcome
 
 STATUS_CODE = {"up": 0, "degraded": 1, "down": 2, "unreachable": 3, "unknown": 4}
@@ -63,22 +64,6 @@ def site_tags(site_id: str, o, agent: str | None = None, parent: str | None = No
     `parent` its uplink (a page built from InfluxDB finds the root causes with it)."""
     return {"site_id": site_id, "site_name": o.name, "level": o.level, "district": o.district, "address": o.address,
             "parent": parent, "agent": agent}
-
-
-def held_fields(prev: tuple[str, float, int] | None, ts: float, cap_s: float) -> dict[str, float]:
-    """How long the site's previous cycle held, by the report's method (wanmon.report), split as
-    the report counts it: prev = (its status, its ts, in maintenance). Written with the next
-    cycle, since only then is it known: InfluxQL's sum() of these over a period reproduces the
-    report's figures (README, 'The same figure from InfluxDB')."""
-    if prev is None:
-        return {}
-    status, last, maint = prev
-    held = 0.0 if maint else min(max(ts - last, 0.0), cap_s)
-    counted = status in ("up", "degraded", "down", "unreachable")
-    return {"prev_available_s": held if status in ("up", "degraded") else 0.0,
-            "prev_observed_s": held if counted else 0.0,
-            "prev_down_s": held if status == "down" else 0.0,
-            "prev_unreachable_s": held if status == "unreachable" else 0.0}
 
 
 def cycle_points(obs: Sequence[Observation], snmp: Sequence[SnmpOutcome], agent: dict[str, object],

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from wanmon import outputs
+from wanmon import account, outputs
 from wanmon.config import Config
 from wanmon.files import replacing
 from wanmon.inventory import Inventory
@@ -44,30 +44,11 @@ STATUS_SYMBOL = {"up": "●", "degraded": "▲", "down": "✖", "unreachable": "
 # snapshot: everything the page shows, as plain data (also status.json)
 
 
-def _availability(store: Store, now: float) -> dict[str, dict[str, tuple[int, int]]]:
-    """{window: {site_id: (reachable, observed)}}.
-
-    24 h: the whole hours inside the window from the hourly rollups (which
-    count every raw sample in its hour, the current one included), plus the
-    raw samples of the window's first, partial hour: the same figure as
-    counting 24 h of raw samples, without reading 14 M rows at 10,000 sites.
-    """
-    cut = now - WINDOWS["24h"]
-    first_full_hour = cut if cut % 3600 == 0 else cut - cut % 3600 + 3600
-    day: dict[str, list[int]] = {}
-    week: dict[str, tuple[int, int]] = {}
-    month: dict[str, tuple[int, int]] = {}
-    # One pass over the rollups for the three windows (three queries read them three times)
-    for sid, (r24, n24, r7, n7, r30, n30) in store.rollup_sums(first_full_hour, now - WINDOWS["7d"],
-                                                                  now - WINDOWS["30d"]).items():
-        day[sid] = [int(r24), int(n24)]
-        week[sid] = (int(r7), int(n7))
-        month[sid] = (int(r30), int(n30))
-    for sid, r, n in store.raw_reachable(cut, first_full_hour):
-        acc = day.setdefault(sid, [0, 0])
-        acc[0] += int(r)
-        acc[1] += int(n)
-    return {"24h": {sid: (r, n) for sid, (r, n) in day.items()}, "7d": week, "30d": month}
+def _availability(cfg: Config, store: Store, now: float) -> dict[str, dict[str, tuple[float, float]]]:
+    """{window: {site_id: (available_s, observed_s)}}: the account (wanmon/account.py) of the
+    status runs, the report's figures exactly."""
+    runs = store.status_runs(now - WINDOWS["30d"], now, now, store.run_cap_s(cfg.run_cap_s))
+    return account.windows(account.by_site(runs), now, WINDOWS)
 
 
 def _sparklines(store: Store, now: float) -> dict[str, list[tuple]]:
@@ -230,12 +211,12 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
     inv = Inventory.from_config(cfg)
     states = {s.site_id: s for s in (store.states() if states is None else states)}
     devices = store.device_lines()
-    avail = _availability(store, now)
+    avail = _availability(cfg, store, now)
     sparks = _sparklines(store, now)
     last = store.last_cycle()
 
     windows = list(WINDOWS)
-    # {site_id: [(reachable, observed) or None per window]}: read once, summed per group below
+    # {site_id: [(available_s, observed_s) or None per window]}: read once, summed per group below
     pairs = {s.id: [avail[w].get(s.id) for w in windows] for s in inv.sites}
 
     def site_data(s) -> dict[str, Any]:
@@ -259,7 +240,7 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
             "reason": st.reason if st else None,
             "rtt_avg_ms": st.rtt_avg_ms if st else None, "loss_pct": st.loss_pct if st else None,
             "availability": {w: pct(pw) for w, pw in zip(windows, p)},
-            "observed_samples": {w: pw[1] if pw else 0 for w, pw in zip(windows, p)},
+            "observed_s": {w: round(pw[1], 3) if pw else 0 for w, pw in zip(windows, p)},
             # [hour index (0 = 24 h ago .. 24 = this hour), avg RTT ms (null: no reply), loss %]:
             # compact lists, since 10,000 sites x 25 points of dicts would cost far more.
             "spark": sparks.get(s.id, []),
@@ -328,6 +309,10 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         "mail": store.outbox_summary(now - WINDOWS["7d"]),
         # SQLite found the store damaged: nothing is recorded until it is restored
         "store_damaged": damaged(store.path),
+        # checks further apart than [schedule] icmp_interval_s: said, with the fix
+        "slow_cadence": (account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, "sites.toml")
+                         if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence := store.cadence_s())
+                         else None),
         # outputs (wanmon.outputs) failing now: the page shows them when it is the one that works
         "outputs_failing": {k: dataclasses.asdict(h) for k, h in outputs.failing(store).items() if k != "page"},
         "skipped_points": {},  # a page from InfluxDB: points it could not read, by reason

@@ -1,23 +1,7 @@
 """Availability reports over a period (`wanmon report`): per level, per district, per site.
 
-The accounting method (also in the README and at the foot of every report):
-
-* Each cycle's status for a site holds from the cycle's `ts` (the time `check --json`
-  reports: when its sweep began) until the next cycle's `ts`, but never longer than
-  2 x [schedule] icmp_interval_s; beyond that the time is *unobserved* (the agent was
-  not running). The store keeps this as runs of one status (`status_runs`, and the
-  open run in `site_state`), closed when the status, the maintenance flag or a gap
-  ends them.
-* up and degraded are available; down and unreachable are not; unknown is unobserved.
-  Time in a maintenance window (any status) is excluded, shown apart.
-* availability = available time / observed time, where observed = available + down +
-  unreachable. A level's or district's figure is the sum of its sites' available time
-  over the sum of their observed time (not the mean of their percentages).
-* downtime is the site's own (down); time unreachable because an upstream site was down
-  is shown apart (it still counts as not available). An outage is a stretch of own
-  downtime without a break: an unobserved gap or a maintenance window ends it. Outages
-  that cross the period's edges are cut at the edges (and counted in both periods).
-  MTTR = downtime / outages.
+The figures are the account's (wanmon/account.py, where the method is written down): the
+page, InfluxDB's fields and this report tell the same figure.
 
 Pure computation (`compute`) on the runs; reading the store, the period arguments and
 the output formats around it.
@@ -30,7 +14,7 @@ import io
 import json
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +23,8 @@ from zoneinfo import ZoneInfo
 from wanmon.config import LEVELS, Config
 from wanmon.errors import WanmonError
 from wanmon.inventory import Inventory
-from wanmon.status import DEGRADED, DOWN, UNREACHABLE, UP
+from wanmon import account
+from wanmon.account import Figures, site_figures
 
 FORMATS = ("html", "pdf", "csv", "json")
 
@@ -147,90 +132,6 @@ def previous(p: Period) -> Period:
 # -- the figures ------------------------------------------------------------------
 
 @dataclass
-class Figures:
-    """Seconds in each class over the period, for one site or summed over a group."""
-
-    available_s: float = 0.0
-    down_s: float = 0.0
-    unreachable_s: float = 0.0
-    maintenance_s: float = 0.0
-    unobserved_s: float = 0.0
-    outages: int = 0
-    longest_outage_s: float = 0.0
-    sites: int = 0
-    below_target: int = 0
-    prev_available_s: float = 0.0
-    prev_observed_s: float = 0.0
-
-    @property
-    def observed_s(self) -> float:
-        return self.available_s + self.down_s + self.unreachable_s
-
-    @property
-    def availability_pct(self) -> float | None:
-        return 100.0 * self.available_s / self.observed_s if self.observed_s > 0 else None
-
-    @property
-    def previous_pct(self) -> float | None:
-        return 100.0 * self.prev_available_s / self.prev_observed_s if self.prev_observed_s > 0 else None
-
-    @property
-    def mttr_s(self) -> float | None:
-        return self.down_s / self.outages if self.outages else None
-
-    def add(self, o: Figures) -> None:
-        self.available_s += o.available_s
-        self.down_s += o.down_s
-        self.unreachable_s += o.unreachable_s
-        self.maintenance_s += o.maintenance_s
-        self.unobserved_s += o.unobserved_s
-        self.outages += o.outages
-        self.longest_outage_s = max(self.longest_outage_s, o.longest_outage_s)
-        self.prev_available_s += o.prev_available_s
-        self.prev_observed_s += o.prev_observed_s
-
-
-def site_figures(runs: list[tuple[str, int, float, float]], start: float, end: float) -> Figures:
-    """One site's figures over [start, end) from its runs [(status, maint, from, to)]."""
-    f = Figures()
-    outage_end = None
-    outage_len = 0.0
-    lengths: list[float] = []
-    for status, maint, a, b in sorted(runs, key=lambda r: r[2]):
-        a, b = max(a, start), min(b, end)
-        if b <= a:
-            continue
-        d = b - a
-        if maint:
-            f.maintenance_s += d
-        elif status in (UP, DEGRADED):
-            f.available_s += d
-        elif status == DOWN:
-            f.down_s += d
-            if outage_end is not None and abs(a - outage_end) < 1e-6:
-                outage_len += d  # touches the previous down stretch: the same outage
-            else:
-                if outage_end is not None:
-                    lengths.append(outage_len)
-                outage_len = d
-            outage_end = b
-            continue
-        elif status == UNREACHABLE:
-            f.unreachable_s += d
-        # unknown: unobserved (counted below)
-        if outage_end is not None:
-            lengths.append(outage_len)
-            outage_end = None
-    if outage_end is not None:
-        lengths.append(outage_len)
-    f.outages = len(lengths)
-    f.longest_outage_s = max(lengths, default=0.0)
-    f.unobserved_s = max(0.0, (end - start) - f.observed_s - f.maintenance_s)
-    f.sites = 1
-    return f
-
-
-@dataclass
 class SiteRow:
     id: str
     name: str
@@ -252,14 +153,13 @@ class Report:
     total: Figures
     language: str = "vi"
     province: str = ""
+    notes: list[str] = field(default_factory=list)  # what the reader must know to trust the figures
 
 
 def compute(cfg: Config, runs: list[tuple[str, str, int, float, float]], labels: dict[str, tuple],
             period: Period, prev: Period, now: float, cap_s: float) -> Report:
     """The report from the runs [(site_id, status, maint, from, to)] of both periods."""
-    by_site: dict[str, list[tuple[str, int, float, float]]] = {}
-    for sid, status, maint, a, b in runs:
-        by_site.setdefault(sid, []).append((status, maint, a, b))
+    by_site = account.by_site(runs)
     inv = Inventory.from_config(cfg)
     start, end = period.start.timestamp(), period.end.timestamp()
     p_start, p_end = prev.start.timestamp(), prev.end.timestamp()
@@ -319,9 +219,13 @@ def build(cfg: Config, store, period: Period, now: float | None = None) -> Repor
     """Read the runs of the period and the one before, and compute."""
     now = time.time() if now is None else now
     prev = previous(period)
-    cap = cfg.run_cap_s
+    cap = store.run_cap_s(cfg.run_cap_s)
     runs = store.status_runs(prev.start.timestamp(), period.end.timestamp(), now, cap)
-    return compute(cfg, runs, store.site_labels(), period, prev, now, cap)
+    rep = compute(cfg, runs, store.site_labels(), period, prev, now, cap)
+    cadence = store.cadence_s()
+    if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence):
+        rep.notes.append(account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path.name))
+    return rep
 
 
 # -- formats -----------------------------------------------------------------------
@@ -356,6 +260,7 @@ def to_json(rep: Report) -> dict[str, Any]:
         "sites": [{"id": r.id, "name": r.name, "level": r.level, "district": r.district} | _fig_json(r.figures)
                   | {"below_target": bool(r.figures.below_target)} for r in rep.sites],
         "method": method_text(rep.language, rep.cap_s),
+        "notes": rep.notes,
     }
 
 

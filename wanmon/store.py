@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from wanmon.account import held_s
 from wanmon.errors import WanmonError, means_damage, os_cause, sqlite_cause
 from wanmon.files import replacing
 from wanmon.locks import CycleLock, PublishLock, SnmpLock, _prepare_folder  # noqa: F401 (re-exported)
@@ -156,7 +157,8 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX events_kind_ts ON events(kind, ts);
     """,
-    # 8: daily sums of the hourly rollups, for the page's 7- and 30-day figures (Store.roll_days).
+    # 8: daily sums of the hourly rollups, for the page's 7- and 30-day figures (no longer written: the page
+    # reads the account of the status runs, wanmon/account.py).
     """
     CREATE TABLE icmp_daily (
         site_id TEXT NOT NULL,
@@ -427,7 +429,8 @@ class Store:
     def record_cycle(self, started_at: float, finished_at: float, obs: Sequence[Observation],
                      snmp: Sequence[SnmpOutcome] = (), points: Sequence[str] = (),
                      spool_limits: tuple[int, float] | None = None, alerts: AlertUpdate | None = None,
-                     maintenance: Collection[str] = (), run_cap_s: float = 120.0) -> int:
+                     maintenance: Collection[str] = (), run_cap_s: float = 120.0,
+                     cadence_s: float | None = None) -> int:
         """Store one cycle atomically: ICMP observations, SNMP outcomes and the
         cycle's InfluxDB points (into the spool, bounded by spool_limits =
         (max points, max age in s)). maintenance: the sites in a maintenance window;
@@ -467,7 +470,9 @@ class Store:
                 ],
             )
             self._update_state(cycle_id, obs, maintenance, run_cap_s)
-            self._unroll_days(obs)
+            for key, value in (("run_cap_s", run_cap_s), ("cadence_s", cadence_s)):
+                if value is not None and self.meta(key) != repr(value):
+                    self._set_meta(key, repr(value))
             self._record_snmp(snmp)
             if points:
                 self._spool(started_at, points)
@@ -766,7 +771,7 @@ class Store:
             run = p_run
             if p_run is None or p_status != o.status or p_maint != maint or not 0 <= o.ts - p_last <= run_cap_s:
                 if p_run is not None:  # its last cycle holds until this one, at most the cap
-                    closed.append((o.site_id, p_status, p_maint, p_run, p_last + min(max(o.ts - p_last, 0.0), run_cap_s)))
+                    closed.append((o.site_id, p_status, p_maint, p_run, p_last + held_s(p_last, o.ts, run_cap_s)))
                 run = o.ts
             rows.append(
                 (o.site_id, o.name, o.level, o.district, o.address, o.status, since, o.ts, cycle_id, fails, reach,
@@ -841,95 +846,10 @@ class Store:
 
     # -- what the status page reads (page.py holds no SQL) ----------------
 
-    def rollup_sums(self, h24: float, h7: float, h30: float) -> dict[str, list[int]]:
-        """Per site, the hourly rollups' sums: {site_id: [reachable, samples of the hours >= h24,
-        the same >= h7, the same >= h30]}.
-
-        Read site by site (seeks on the primary keys, never a scan of the rollups kept for
-        retention_rollup_days = 400), and for the whole UTC days inside a window from icmp_daily
-        (roll_days), so a site costs about 30 daily and 70 hourly rows, not 720 hourly ones.
-        The figures are the hourly rows' sums exactly: a day not rolled up yet is read by the hour."""
-        upto = float(self.meta("daily_upto") or 0.0)
-        since = float(self.meta("daily_from") or upto)  # icmp_daily holds exactly the days [since, upto)
-        out: dict[str, list[int]] = {}
-
-        def add(rows, k: int) -> None:
-            for sid, r, n in rows:
-                acc = out.get(sid)
-                if acc is None:
-                    acc = out[sid] = [0, 0, 0, 0, 0, 0]
-                acc[k] += int(r or 0)
-                acc[k + 1] += int(n or 0)
-
-        hourly = ("SELECT s.site_id, sum(h.reachable), sum(h.samples) FROM site_state s JOIN icmp_hourly h"
-                  " ON h.site_id = s.site_id AND h.hour >= ? AND h.hour < ? GROUP BY s.site_id")
-        daily = ("SELECT s.site_id, sum(d.reachable), sum(d.samples) FROM site_state s JOIN icmp_daily d"
-                 " ON d.site_id = s.site_id AND d.day >= ? AND d.day < ? GROUP BY s.site_id")
-        add(self.conn.execute(hourly, (h24, float("inf"))), 0)
-        last_day = min(upto, h24 - h24 % 86400)  # whole days before h24's own, if rolled up
-        for start, k in ((h7, 2), (h30, 4)):  # the hours in [start, h24); the ones >= h24 are added below
-            first_day = max(since, start if start % 86400 == 0 else start - start % 86400 + 86400)
-            if last_day > first_day:
-                add(self.conn.execute(hourly, (start, first_day)), k)
-                add(self.conn.execute(daily, (first_day, last_day)), k)
-                add(self.conn.execute(hourly, (last_day, h24)), k)
-            else:
-                add(self.conn.execute(hourly, (start, h24)), k)
-        for acc in out.values():
-            acc[2] += acc[0]
-            acc[3] += acc[1]
-            acc[4] += acc[0]
-            acc[5] += acc[1]
-        return out
-
-    def _unroll_days(self, obs: Sequence[Observation]) -> None:
-        """A sample recorded into a day already summed in icmp_daily (the clock was set back):
-        that day is rolled again (roll_days), so the daily sums stay the hourly ones."""
-        if not obs:
-            return
-        upto = self.meta("daily_upto")
-        oldest = min(o.ts for o in obs)
-        if upto is not None and oldest < float(upto):
-            self._set_meta("daily_upto", repr(oldest - oldest % 86400))
-
-    def roll_days(self, now: float, keep_days: int = 31) -> int:
-        """Sum the hourly rollups of the closed UTC days of the last keep_days into icmp_daily
-        (the page reads 30 days). Days already rolled are left alone; a sample recorded into a
-        rolled day (a clock set back) moves daily_upto back (record_cycle), and that day is rolled
-        again. Returns the days rolled."""
-        today = now - now % 86400
-        oldest = today - keep_days * 86400
-        upto = float(self.meta("daily_upto") or 0.0)
-        start = max(upto, oldest)
-        if start >= today:
-            return 0
-        # what icmp_daily holds afterwards: [since, today), contiguous
-        since = max(float(self.meta("daily_from") or start), oldest) if upto >= oldest else start
-        with self.transaction():
-            self.conn.execute("DELETE FROM icmp_daily WHERE day >= ? AND day < ?", (start, today))
-            self.conn.execute(
-                "INSERT INTO icmp_daily (site_id, day, samples, reachable)"
-                " SELECT h.site_id, h.hour - h.hour % 86400, sum(h.samples), sum(h.reachable)"
-                " FROM site_state s JOIN icmp_hourly h ON h.site_id = s.site_id AND h.hour >= ? AND h.hour < ?"
-                " GROUP BY h.site_id, h.hour - h.hour % 86400", (start, today))
-            self.conn.execute("DELETE FROM icmp_daily WHERE day < ?", (today - keep_days * 86400,))
-            self._set_meta("daily_upto", repr(today))
-            self._set_meta("daily_from", repr(since))
-        return int((today - start) // 86400)
-
-    def raw_reachable(self, start: float, end: float) -> Iterator[tuple[str, int, int]]:
-        """Per site, from the raw samples with start <= ts < end: (site_id, reachable, samples)."""
-        return self.conn.execute(
-            # INDEXED BY: SQLite otherwise picks (site_id, ts) and reads the whole retention window.
-            "SELECT site_id, sum(status IN ('up','degraded')), count(*) FROM icmp_samples INDEXED BY icmp_samples_ts"
-            " WHERE ts >= ? AND ts < ? GROUP BY site_id",
-            (start, end),
-        )
-
     def hourly_since(self, start: float) -> Iterator[tuple[str, float, float, int, int, int]]:
         """The hourly rollups from `start` on, by site then hour:
         (site_id, hour, rtt_sum_ms, rtt_n, sent, received)."""
-        return self.conn.execute(  # site by site, as rollup_sums: never a scan of the whole retention
+        return self.conn.execute(  # site by site: never a scan of the whole retention
             "SELECT h.site_id, h.hour, h.rtt_sum_ms, h.rtt_n, h.sent, h.received FROM site_state s"
             " JOIN icmp_hourly h ON h.site_id = s.site_id AND h.hour >= ? ORDER BY s.site_id, h.hour",
             (start,),
@@ -942,10 +862,26 @@ class Store:
                                  " WHERE end_ts > ? AND start_ts < ?", (start, end)).fetchall()
         for sid, status, maint, run, last in self.conn.execute(
                 "SELECT site_id, status, run_maint, run_start, last_ts FROM site_state WHERE run_start IS NOT NULL"):
-            to = last + min(max(now - last, 0.0), cap_s)
+            to = last + held_s(last, now, cap_s)
             if to > start and run < end:
                 rows.append((sid, status, maint, run, to))
         return rows
+
+    def run_cap_s(self, default: float) -> float:
+        """The cap the last cycle recorded its runs with (wanmon.account.cap_s): the open runs
+        are held by the same one."""
+        v = self.meta("run_cap_s")
+        return float(v) if v is not None else default
+
+    def cadence_s(self) -> float | None:
+        """The checks' real spacing as the last cycle measured it (wanmon.account.cadence_s)."""
+        v = self.meta("cadence_s")
+        return float(v) if v is not None else None
+
+    def recent_starts(self, n: int) -> list[float]:
+        """The start times of the last n cycles, oldest first."""
+        rows = self.conn.execute("SELECT started_at FROM cycles ORDER BY id DESC LIMIT ?", (n,)).fetchall()
+        return [r[0] for r in reversed(rows)]
 
     def previous_cycles(self) -> dict[str, tuple[str, float, int]]:
         """{site_id: (status, ts, in maintenance)} of each site's last recorded cycle."""

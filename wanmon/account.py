@@ -1,0 +1,183 @@
+"""The account: how long each site was available, down, unreachable, in maintenance or
+unobserved, from its status runs. One module, so the page (every window, site, district and
+level), `wanmon report`, InfluxDB's prev_*_s fields and the page from InfluxDB tell the same
+figure. Pure: no I/O.
+
+The method (also in the README and at the foot of every report):
+
+* Each cycle's status for a site holds from the cycle's `ts` until the next cycle's `ts`,
+  but never longer than the cap (`cap_s`): 2 x the agent's cadence, which is [schedule]
+  icmp_interval_s, or the real spacing of the checks when cron runs them further apart
+  (the median of the last ones, so one long stop does not raise it). Beyond the cap the
+  time is *unobserved* (the agent was not running).
+* up and degraded are available; down and unreachable are not; unknown is unobserved.
+  Time in a maintenance window (any status) is excluded, shown apart.
+* availability = available / observed, observed = available + down + unreachable. A
+  group's figure is the sum of its sites' available time over the sum of their observed
+  time (not the mean of their percentages).
+* An outage is a stretch of own downtime without a break: an unobserved gap or a
+  maintenance window ends it; outages crossing a period's edges are cut there. MTTR =
+  downtime / outages.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from wanmon.status import DEGRADED, DOWN, UNREACHABLE, UP
+
+AVAILABLE = (UP, DEGRADED)
+COUNTED = (UP, DEGRADED, DOWN, UNREACHABLE)  # observed; unknown is not
+CADENCE_CYCLES = 10  # the spacings of the last cycles that tell the real cadence
+SLOW_CADENCE = 1.5  # checks further apart than this x icmp_interval_s: said, with the fix
+
+
+def held_s(last_ts: float, ts: float, cap_s: float) -> float:
+    """How long a cycle's status at last_ts holds when the next one comes at ts (a clock set
+    back gives 0, never a negative time)."""
+    return min(max(ts - last_ts, 0.0), cap_s)
+
+
+def cadence_s(starts: Sequence[float]) -> float | None:
+    """The checks' real spacing: the median of the gaps between the cycles' starts (oldest
+    first), clock steps back left out. None with fewer than two cycles."""
+    gaps = [b - a for a, b in zip(starts, starts[1:]) if b > a]
+    return statistics.median(gaps) if gaps else None
+
+
+def cap_s(interval_s: float, cadence: float | None) -> float:
+    """The longest one cycle's status holds: twice the slower of the configured interval and
+    the checks' real cadence."""
+    return 2.0 * max(interval_s, cadence or 0.0)
+
+
+def slow_cadence(interval_s: float, cadence: float | None) -> bool:
+    return cadence is not None and cadence > SLOW_CADENCE * interval_s
+
+
+def slow_cadence_text(interval_s: float, cadence: float, where: object) -> str:
+    """What `check`, `status` and the report say when checks come further apart than [schedule]
+    icmp_interval_s, with the fix."""
+    return (f"checks arrive every {cadence:.0f} s but [schedule] icmp_interval_s = {interval_s:g} in {where}: "
+            f"set icmp_interval_s = {cadence:.0f} (the cron interval) so staleness and alert timing match the "
+            "real cadence; availability already counts the time between checks")
+
+
+def held_fields(prev: tuple[str, float, int] | None, ts: float, cap: float) -> dict[str, float]:
+    """How long the site's previous cycle held, split as the account counts it: prev = (its
+    status, its ts, in maintenance). Written to InfluxDB with the next cycle, since only then
+    is it known: InfluxQL's sum() of these over a period gives the report's figures."""
+    if prev is None:
+        return {}
+    status, last, maint = prev
+    held = 0.0 if maint else held_s(last, ts, cap)
+    return {"prev_available_s": held if status in AVAILABLE else 0.0,
+            "prev_observed_s": held if status in COUNTED else 0.0,
+            "prev_down_s": held if status == DOWN else 0.0,
+            "prev_unreachable_s": held if status == UNREACHABLE else 0.0}
+
+
+@dataclass
+class Figures:
+    """Seconds in each class over the period, for one site or summed over a group."""
+
+    available_s: float = 0.0
+    down_s: float = 0.0
+    unreachable_s: float = 0.0
+    maintenance_s: float = 0.0
+    unobserved_s: float = 0.0
+    outages: int = 0
+    longest_outage_s: float = 0.0
+    sites: int = 0
+    below_target: int = 0
+    prev_available_s: float = 0.0
+    prev_observed_s: float = 0.0
+
+    @property
+    def observed_s(self) -> float:
+        return self.available_s + self.down_s + self.unreachable_s
+
+    @property
+    def availability_pct(self) -> float | None:
+        return 100.0 * self.available_s / self.observed_s if self.observed_s > 0 else None
+
+    @property
+    def previous_pct(self) -> float | None:
+        return 100.0 * self.prev_available_s / self.prev_observed_s if self.prev_observed_s > 0 else None
+
+    @property
+    def mttr_s(self) -> float | None:
+        return self.down_s / self.outages if self.outages else None
+
+    def add(self, o: Figures) -> None:
+        self.available_s += o.available_s
+        self.down_s += o.down_s
+        self.unreachable_s += o.unreachable_s
+        self.maintenance_s += o.maintenance_s
+        self.unobserved_s += o.unobserved_s
+        self.outages += o.outages
+        self.longest_outage_s = max(self.longest_outage_s, o.longest_outage_s)
+        self.prev_available_s += o.prev_available_s
+        self.prev_observed_s += o.prev_observed_s
+
+
+def site_figures(runs: list[tuple[str, int, float, float]], start: float, end: float) -> Figures:
+    """One site's figures over [start, end) from its runs [(status, maint, from, to)]."""
+    f = Figures()
+    outage_end = None
+    outage_len = 0.0
+    lengths: list[float] = []
+    for status, maint, a, b in sorted(runs, key=lambda r: r[2]):
+        a, b = max(a, start), min(b, end)
+        if b <= a:
+            continue
+        d = b - a
+        if maint:
+            f.maintenance_s += d
+        elif status in AVAILABLE:
+            f.available_s += d
+        elif status == DOWN:
+            f.down_s += d
+            if outage_end is not None and abs(a - outage_end) < 1e-6:
+                outage_len += d  # touches the previous down stretch: the same outage
+            else:
+                if outage_end is not None:
+                    lengths.append(outage_len)
+                outage_len = d
+            outage_end = b
+            continue
+        elif status == UNREACHABLE:
+            f.unreachable_s += d
+        # unknown: unobserved (counted below)
+        if outage_end is not None:
+            lengths.append(outage_len)
+            outage_end = None
+    if outage_end is not None:
+        lengths.append(outage_len)
+    f.outages = len(lengths)
+    f.longest_outage_s = max(lengths, default=0.0)
+    f.unobserved_s = max(0.0, (end - start) - f.observed_s - f.maintenance_s)
+    f.sites = 1
+    return f
+
+
+def by_site(runs: Iterable[tuple[str, str, int, float, float]]) -> dict[str, list[tuple[str, int, float, float]]]:
+    """[(site_id, status, maint, from, to)] -> {site_id: [(status, maint, from, to)]}."""
+    out: dict[str, list[tuple[str, int, float, float]]] = {}
+    for sid, status, maint, a, b in runs:
+        out.setdefault(sid, []).append((status, maint, a, b))
+    return out
+
+
+def windows(runs: dict[str, list[tuple[str, int, float, float]]], now: float,
+            spans: dict[str, float]) -> dict[str, dict[str, tuple[float, float]]]:
+    """{window: {site_id: (available_s, observed_s)}} over [now - span, now) for each window."""
+    out: dict[str, dict[str, tuple[float, float]]] = {w: {} for w in spans}
+    for sid, mine in runs.items():
+        for w, span in spans.items():
+            f = site_figures(mine, now - span, now)
+            if f.observed_s:
+                out[w][sid] = (f.available_s, f.observed_s)
+    return out
