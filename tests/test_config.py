@@ -77,6 +77,13 @@ CASES = [
     ]],
     ("unknown guard site", lambda t: t.replace("[[sites]]", '[alerts]\nguard_sites = ["dc-cor"]\n\n[[sites]]', 1),
      ["[alerts] guard_sites", "unknown site 'dc-cor'", "did you mean 'dc-core'"], None),
+    ("district ending in a backslash", lambda t: t.replace('district = "Tiên Du"\nparent = "dc-core"',
+                                                           'district = "Tiên Du\\\\"\nparent = "dc-core"'),
+     ["site 'tien-du'", "district 'Tiên Du\\\\' ends in a backslash", "InfluxDB 1.x cannot store"], 20),
+    ("name ending in a backslash", lambda t: t.replace('name = "UBND huyện Tiên Du"', 'name = "UBND huyện Tiên Du\\\\"'),
+     ["site 'tien-du'", "name 'UBND huyện Tiên Du\\\\' ends in a backslash"], 18),
+    ("agent id ending in a backslash", lambda t: "[agent]\nid = 'noc\\'\n" + t,
+     ["[agent] id 'noc\\\\' ends in a backslash", "remove the backslash"], 2),
     ("empty guard sites", lambda t: t.replace("[[sites]]", "[alerts]\nguard_sites = []\n\n[[sites]]", 1),
      ["[alerts] guard_sites is empty", "without a parent"], None),
 ]

@@ -570,6 +570,15 @@ def address_problem(address: str) -> str | None:
     return None
 
 
+def tag_problem(key: str, value: str | None) -> str | None:
+    """Why a value that InfluxDB gets as a tag cannot be used (None: it can). InfluxDB 1.x line
+    protocol has no way to write a tag value that ends in a backslash (wanmon.lineproto)."""
+    if value and value.endswith("\\"):
+        return (f"{key} {value!r} ends in a backslash, which InfluxDB 1.x cannot store in a tag (its points "
+                "would be refused): remove the backslash")
+    return None
+
+
 def address_key(address: str) -> str:
     """Normalised form for duplicate detection."""
     ip = ip_literal(address)
@@ -722,6 +731,9 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         for email in site.admins:
             if not _EMAIL.match(email):
                 bad("admins", f"invalid email {email!r} in 'admins'")
+        for key in ("name", "district", "address"):
+            if (why := tag_problem(key, getattr(site, key))) is not None:
+                bad(key, why)
         if site.id in index_of and index_of[site.id] == i:
             sites.append(site)  # a duplicate id is reported above and not used further
 
@@ -768,6 +780,8 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
                             f"{sections['page'].timezone!r} (e.g. \"Asia/Ho_Chi_Minh\")")
     if sections["page"] is not None and sections["page"].source == "influxdb" and "influxdb" not in raw:
         problems.append(f"{at(loc.section('page', 'source'))}: [page] source = \"influxdb\" needs an [influxdb] table")
+    if sections["agent"] is not None and (why := tag_problem("id", sections["agent"].id)) is not None:
+        problems.append(f"{at(loc.section('agent', 'id'))}: [agent] {why}")
     if sections["agent"] is not None and sections["agent"].role == "standby" and "influxdb" not in raw:
         problems.append(f"{at(loc.section('agent', 'role'))}: [agent] role = \"standby\" needs an [influxdb] table: "
                         "the standby learns from the primary's heartbeats there whether to send mail")
