@@ -860,3 +860,34 @@ def test_24h_availability_from_rollups_equals_counting_raw_samples(tmp_path):
             assert got == want and len(want) == len(sites), now
     finally:
         store.close()
+
+
+# ----------------------------------------------------------------------------
+# the page's files on disk: folders 0755 and files 0644 whatever the umask
+
+@pytest.mark.parametrize("umask", ["000", "077"])
+def test_output_folders_are_0755_and_page_files_0644_whatever_the_umask(tmp_path, umask):
+    """Under `umask 000` public/ was world-writable (and under 077 a web server could not
+    read it). The store's own folder stays 0700; its new parents are 0755."""
+    import stat
+
+    cfg = write_config(tmp_path, SMALL.replace('path = "var/wanmon.db"', 'path = "data/var/wanmon.db"'),
+                       page='out_dir = "www/wan/public"')
+    umasked = ["sh", "-c", f'umask {umask} && exec "$0" "$@"']
+    r = wanmon("--config", str(cfg), "check", cwd=tmp_path, prefix=umasked)
+    assert r.returncode == 0, r.stderr
+    r = wanmon("--config", str(cfg), "report", "--format", "csv", cwd=tmp_path, prefix=umasked)
+    assert r.returncode == 0, r.stderr
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    public = tmp_path / "www" / "wan" / "public"
+    folders = [tmp_path / "www", tmp_path / "www" / "wan", public, public / "reports", tmp_path / "data"]
+    assert {str(p.relative_to(tmp_path)): oct(mode(p)) for p in folders} == \
+        {str(p.relative_to(tmp_path)): "0o755" for p in folders}
+    assert mode(tmp_path / "data" / "var") == 0o700
+    files = [p for p in public.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"index.html", "status.json", "index.html.gz", "status.json.gz"}
+    assert any(p.suffix == ".csv" for p in files)
+    assert {p.name: oct(mode(p)) for p in files} == {p.name: "0o644" for p in files}

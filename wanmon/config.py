@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wanmon.errors import ConfigError
-from wanmon.files import replacing
+from wanmon.files import make_folder, replacing
 
 DEFAULT_CONFIG = "sites.toml"
 LEVELS = ("province", "district", "commune")
@@ -620,7 +620,7 @@ def _parse_toml(text: str, path: Path) -> dict:
     if cache is not None:
         try:
             blob = marshal.dumps((_TOML_CACHE_TAG, digest, raw))  # ValueError for TOML dates: no cache then
-            cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_folder(cache.parent, 0o700)  # XDG: missing cache folders are made 0700
             with replacing(cache, binary=True, mode=0o600) as f:
                 f.write(blob)
         except (OSError, ValueError):

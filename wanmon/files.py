@@ -1,4 +1,4 @@
-"""Files written whole or not at all."""
+"""Files written whole or not at all, in folders that others can read."""
 
 from __future__ import annotations
 
@@ -8,6 +8,23 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+
+def make_folder(path: Path, mode: int = 0o755) -> None:
+    """Create the folder `path` and its missing parents, each with `mode` whatever the umask:
+    mkdir's mode is filtered by it, so under `umask 000` the page folder was world-writable
+    (and under 077 a web server could not read it). Folders that exist are left as they are."""
+    missing = []
+    p = Path(path)
+    while not p.is_dir() and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    for p in reversed(missing):
+        try:
+            os.mkdir(p, mode)
+        except FileExistsError:
+            continue  # another process made it first: its mode is its creator's
+        os.chmod(p, mode)
 
 
 @contextlib.contextmanager
@@ -28,8 +45,8 @@ def replacing(path: Path, *, binary: bool = False, mode: int = 0o644, **open_kw:
 
 
 def write_whole(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """`data` into `path` atomically, creating its folder."""
+    """`data` into `path` atomically, creating its folder (0755)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     with replacing(path, binary=True, mode=mode) as f:
         f.write(data)
