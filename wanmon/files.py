@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+# A temporary nobody has written to for this long, whose writer's process is gone, was left
+# by a writer killed mid-write (kill -9 skips the cleanup in `replacing`).
+STALE_S = 60.0
 
 
 def make_folder(path: Path, mode: int = 0o755) -> None:
@@ -31,8 +37,9 @@ def make_folder(path: Path, mode: int = 0o755) -> None:
 def replacing(path: Path, *, binary: bool = False, mode: int = 0o644, **open_kw: Any) -> Iterator[IO]:
     """Write `path` atomically: a temp file in its folder, given `mode` and renamed over `path`
     when the block ends, removed if it raises. A reader sees the old file or the new one,
-    never half of one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    never half of one. The temp's name holds the writer's pid, so the next write can tell
+    the leftovers of a killed writer from the temp of one still writing (_remove_stale)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb" if binary else "w", **open_kw) as f:
             yield f
@@ -42,6 +49,35 @@ def replacing(path: Path, *, binary: bool = False, mode: int = 0o644, **open_kw:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    _remove_stale(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove the temporaries of `path` left by writers that were killed: named for a pid that
+    is gone (or for none: the 8 random characters of an older wanmon's names) and not written
+    to for STALE_S. A live writer's temp is never touched: its pid is alive (the age also
+    spares, while it writes, a writer whose pid this machine cannot see: another pid namespace
+    or host sharing the folder). Costs one listing of the folder per write."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.[^.]+|[a-z0-9_]{{8}})")
+    now = time.time()
+    with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
+        for e in entries:
+            m = pattern.fullmatch(e.name)
+            if m is None or (m.group(1) is not None and _alive(int(m.group(1)))):
+                continue
+            with contextlib.suppress(OSError):
+                if now - e.stat(follow_symlinks=False).st_mtime > STALE_S and e.is_file(follow_symlinks=False):
+                    os.unlink(e.path)
 
 
 def write_whole(path: Path, data: bytes, mode: int = 0o644) -> None:
