@@ -62,8 +62,8 @@ CASES = [
      ["site 'tien-du'", "requires a 'district'"], None),
     ("invalid email", lambda t: t.replace('"quantri@tiendu.example"', '"quantri at tiendu"'),
      ["site 'tien-du'", "invalid email 'quantri at tiendu'"], 23),
-    ("non-positive timing", lambda t: t.replace("timeout_ms = 500", "timeout_ms = 0"), ["[icmp]", "timeout_ms", "must be > 0"], 7),
-    ("negative interval", lambda t: t.replace("interval_ms = 50", "interval_ms = -5"), ["[icmp]", "interval_ms", "must be > 0"], 6),
+    ("non-positive timing", lambda t: t.replace("timeout_ms = 500", "timeout_ms = 0"), ["[icmp] timeout_ms = 0: must be a number from 1 to 60000"], 7),
+    ("negative interval", lambda t: t.replace("interval_ms = 50", "interval_ms = -5"), ["[icmp] interval_ms = -5: must be a number from 1 to 60000"], 6),
     ("wrong type", lambda t: t.replace("count = 3", 'count = "3"'), ["[icmp]", "count"], 5),
     ("bad level", lambda t: t.replace('level = "commune"', 'level = "village"'), ["site 'tien-du-phat-tich'", "level", "province"], 28),
     ("bad id", lambda t: t.replace('id = "tien-du-phat-tich"', 'id = "Phật Tích"'), ["ASCII slug"], 26),
@@ -77,6 +77,13 @@ CASES = [
     ]],
     ("unknown guard site", lambda t: t.replace("[[sites]]", '[alerts]\nguard_sites = ["dc-cor"]\n\n[[sites]]', 1),
      ["[alerts] guard_sites", "unknown site 'dc-cor'", "did you mean 'dc-core'"], None),
+    ("district ending in a backslash", lambda t: t.replace('district = "Tiên Du"\nparent = "dc-core"',
+                                                           'district = "Tiên Du\\\\"\nparent = "dc-core"'),
+     ["site 'tien-du'", "district 'Tiên Du\\\\' ends in a backslash", "InfluxDB 1.x cannot store"], 20),
+    ("name ending in a backslash", lambda t: t.replace('name = "UBND huyện Tiên Du"', 'name = "UBND huyện Tiên Du\\\\"'),
+     ["site 'tien-du'", "name 'UBND huyện Tiên Du\\\\' ends in a backslash"], 18),
+    ("agent id ending in a backslash", lambda t: "[agent]\nid = 'noc\\'\n" + t,
+     ["[agent] id 'noc\\\\' ends in a backslash", "remove the backslash"], 2),
     ("empty guard sites", lambda t: t.replace("[[sites]]", "[alerts]\nguard_sites = []\n\n[[sites]]", 1),
      ["[alerts] guard_sites is empty", "without a parent"], None),
 ]
@@ -100,6 +107,98 @@ def test_all_problems_reported_at_once(write_config):
            .replace('parent = "tien-du"', 'parent = "ghost"'))
     problems = _problems(write_config(bad))
     assert len(problems) == 4, problems
+
+
+def _line(text: str, needle: str) -> int:
+    return text.splitlines().index(needle) + 1
+
+
+# Values that passed `validate` and then broke: inf timeout (traceback in the sweep), 1e9 ms
+# interval or 1e-9 pps (a check that never ends, holding the cycle lock), inf daemon interval
+# (internal error; `Infinity` in the report's JSON). Each is refused with its line and range.
+NUMERIC_EDGES = MINIMAL.replace("count = 3", "count = 3\nrate_pps = 1e-9").replace(
+    "interval_ms = 50", "interval_ms = 1e9").replace("timeout_ms = 500", "timeout_ms = inf") + (
+    "\n[schedule]\nicmp_interval_s = inf\n\n[thresholds]\ndegraded_loss_pct = nan\n\n"
+    "[alerts]\nconfirm_cycles = inf\nguard_fraction = 0\n\n"
+    '[influxdb]\nurl = "http://127.0.0.1:1"\napi = "v1"\nspool_max_age_h = -inf\n')
+NUMERIC_EDGE_MESSAGES = [
+    ("rate_pps = 1e-9", "[icmp] rate_pps = 1e-09: must be a number from 1 to 1000000"),
+    ("interval_ms = 1e9", "[icmp] interval_ms = 1e+09: must be a number from 1 to 60000"),
+    ("timeout_ms = inf", "[icmp] timeout_ms = inf: must be a number from 1 to 60000"),
+    ("icmp_interval_s = inf", "[schedule] icmp_interval_s = inf: must be a number from 1 to 86400"),
+    ("degraded_loss_pct = nan", "[thresholds] degraded_loss_pct = nan: must be a number above 0 and at most 100"),
+    ("confirm_cycles = inf", "[alerts] confirm_cycles = inf: must be a number from 1 to 100"),
+    ("guard_fraction = 0", "[alerts] guard_fraction = 0: must be a number above 0 and at most 1"),
+    ("spool_max_age_h = -inf", "[influxdb] spool_max_age_h = -inf: must be a number above 0 and at most 87600"),
+]
+
+
+def test_non_finite_and_absurd_numbers_are_refused_with_their_range(write_config):
+    path = write_config(NUMERIC_EDGES)
+    problems = _problems(path)
+    assert problems == [f"{path}:{_line(NUMERIC_EDGES, key)}: {msg}" for key, msg in NUMERIC_EDGE_MESSAGES]
+
+
+def test_a_site_snmp_number_out_of_range_names_the_site_and_its_line(write_config):
+    text = MINIMAL.replace('address = "127.10.2.1"', 'address = "127.10.2.1"\nsnmp = { timeout_ms = inf, port = 0 }')
+    path = write_config(text)
+    line = _line(text, "snmp = { timeout_ms = inf, port = 0 }")
+    assert _problems(path) == [f"{path}:{line}: site 'tien-du': snmp.port = 0: must be a number from 1 to 65535",
+                               f"{path}:{line}: site 'tien-du': snmp.timeout_ms = inf: must be a number from 1 to 60000"]
+
+
+def test_cli_refuses_the_edges_before_probing(write_config, tmp_path):
+    """`validate` lists them all and exits 2; `check` (which hung or crashed on them) exits 2 at once."""
+    path = write_config(NUMERIC_EDGES.replace("[influxdb]", "[influxdbX]").split("[influxdbX]")[0])
+    r = wanmon("--config", str(path), "validate", cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    for key, msg in NUMERIC_EDGE_MESSAGES[:-1]:
+        assert f"{path}:{_line(path.read_text(encoding='utf-8'), key)}: {msg}" in r.stderr, r.stderr
+    r = wanmon("--config", str(path), "check", "--json", cwd=tmp_path, timeout=60)
+    assert r.returncode == 2 and r.stdout == "" and "must be a number from 1 to 60000" in r.stderr
+    assert not (tmp_path / "var").exists()
+
+
+def _numeric_settings():
+    from wanmon import config as C
+
+    tables = {**{f"[{k}]": m for k, m in C._SECTIONS.items()}, "[smtp]": C.SmtpSettings,
+              "[influxdb]": C.InfluxSettings, "site snmp": C.SiteSnmp}
+    required = {"[smtp]": {"host": "h", "from": "a@b.example"}, "[influxdb]": {"url": "http://127.0.0.1:1"}}
+    for table, model in tables.items():
+        for name, f in model.model_fields.items():
+            kinds = getattr(f.annotation, "__args__", (f.annotation,))
+            # (not site snmp `uplink`: a name or an ifIndex, only ever compared with the agent's)
+            if (int in kinds or float in kinds) and bool not in kinds and str not in kinds:
+                yield table, model, name, required.get(table, {})
+
+
+@pytest.mark.parametrize("table,model,name,required", list(_numeric_settings()),
+                         ids=[f"{t} {n}" for t, _, n, _ in _numeric_settings()])
+def test_every_number_setting_has_a_finite_range(table, model, name, required):
+    """A new number setting without a range fails here: inf, nan and 1e18 are refused, and the
+    message names the range."""
+    from pydantic import ValidationError
+
+    from wanmon.config import _allowed
+
+    allowed = _allowed(model, [name])
+    assert allowed is not None, f"{table} {name}: give it a range with _range(default, lo, hi)"
+    for bad in (float("inf"), float("-inf"), float("nan"), 1e18, -1e18):
+        with pytest.raises(ValidationError):
+            model.model_validate({**required, name: bad})
+
+
+def test_readme_lists_every_range():
+    """README's table of ranges is the models' own."""
+    import re
+
+    from wanmon.config import _allowed, _number
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(\[\w+\] \w+)` \| ([^|]+?) \| [^|]+ \|$", readme, re.M))
+    want = {f"{t} {n}": _allowed(m, [n]) for t, m, n, _ in _numeric_settings() if t != "site snmp"}
+    assert rows == want
 
 
 @pytest.mark.parametrize("cmd", [["validate"], ["check"], ["check", "--json"], ["status"]])

@@ -674,3 +674,42 @@ def test_v2_backslash_in_site_name_round_trips(tmp_path):
         rig.check(max_s=15)
         got = vm.export('{__name__="wanmon_icmp_sent"}', min_samples=1)
         assert [s["metric"]["site_name"] for s in got] == [BACKSLASH_SITES[0][1]]
+
+
+# Every backslash validate allows, in every tag wanmon writes from the config: before a
+# comma, '=' and space, doubled, in a district and in the [agent] id. (A trailing one, which
+# InfluxDB 1.x cannot store, is refused by validate: tests/test_config.py.)
+BACKSLASH_EVERYWHERE = [
+    ("bs1", r"Kho C:\dữ liệu\ tầng 2", "province", None, "127.0.0.1", None),
+    ("bs2", r"a\,b\=c\ d\\e", "district", r"Tiên\Du", "127.0.0.2", "bs1"),
+]
+BACKSLASH_AGENT = r"noc\hn"
+
+
+@need_influx
+def test_v1_every_backslash_validate_allows_round_trips(influx_auth, db, tmp_path):
+    rig = Rig(tmp_path, v1_cfg(influx_auth.url, database=db), sites=BACKSLASH_EVERYWHERE)
+    rig.config.write_text(rig.config.read_text(encoding="utf-8").replace(
+        "[snmp]", f"[agent]\nid = {_toml(BACKSLASH_AGENT)}\n\n[snmp]", 1), encoding="utf-8")
+    assert rig.run("validate").returncode == 0
+    rig.check(max_s=15)
+    rows = per_site(icmp_rows(influx_auth, db))
+    got = {sid: (r[0]["site_name"], r[0]["district"], r[0]["agent"]) for sid, r in rows.items()}
+    assert got == {sid: (name, district, BACKSLASH_AGENT) for sid, name, _, district, _, _ in BACKSLASH_EVERYWHERE}
+    assert [a["agent"] for a in agent_rows(influx_auth, db)] == [BACKSLASH_AGENT]
+    assert rig.spool()["quarantined"] == 0
+
+
+@need_influx
+def test_v1_a_device_name_ending_in_a_backslash_is_stored_not_refused(influx_auth, db):
+    """An interface's name comes from the device, so validate cannot refuse it: InfluxDB 1.x
+    refuses the line as it is ('invalid tag format'); wanmon writes a space after the backslash."""
+    from wanmon import lineproto
+
+    names = ["Gi0/0\\", "C:\\\\", "\\", "plain"]
+    lines = [lineproto.line("wanmon_if", {"site_id": "s", "ifname": n}, {"in_bps": 1.0}, 1.0 + i, v1=True)
+             for i, n in enumerate(names)]
+    r = influx_auth.write(lines, db)
+    assert r.status == 204, r.text
+    stored = [row["ifname"] for row in influx_auth.rows('SELECT * FROM "wanmon_if"', db)]
+    assert stored == ["Gi0/0\\ ", "C:\\\\ ", "\\ ", "plain"]

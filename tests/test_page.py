@@ -831,3 +831,97 @@ def test_shipped_page_copy_has_no_leftover_tmp_in_default_out(checked177):
     names = sorted(p.name for p in checked177["out"].iterdir())
     assert names == ["index.html", "index.html.gz", "status.json", "status.json.gz"]
     assert not [n for n in os.listdir(checked177["out"]) if n.startswith(".")]
+
+
+# ----------------------------------------------------------------------------
+# the page's files on disk: folders 0755 and files 0644 whatever the umask; no stale temporaries
+
+_WRITER = """\
+import sys
+from pathlib import Path
+from wanmon.files import replacing
+with replacing(Path(sys.argv[1])) as f:
+    f.write("half a page")
+    f.flush()
+    print("writing", flush=True)
+    sys.stdin.read()  # until the test lets it finish (or kills it)
+"""
+
+
+def _writer(target: Path):
+    """A real writer of `target`, stopped mid-write (its temp exists) until its stdin closes."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline() == "writing\n"
+    (tmp,) = [n for n in os.listdir(target.parent) if n.startswith(f".{target.name}.{p.pid}.")]
+    return p, target.parent / tmp
+
+
+def _age(path: Path, seconds: float) -> None:
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write_a_live_ones_never(tmp_path):
+    import signal
+
+    cfg = write_config(tmp_path, SMALL)
+    Store.open(tmp_path / "var" / "wanmon.db").close()
+    out = tmp_path / "public"
+    assert wanmon("--config", str(cfg), "render", cwd=tmp_path).returncode == 0
+    dead, dead_tmp = _writer(out / "index.html")
+    dead.kill()  # SIGKILL mid-write: no cleanup runs
+    dead.wait()
+    assert dead.returncode == -signal.SIGKILL and dead_tmp.exists()
+    dead_fresh, dead_fresh_tmp = _writer(out / "status.json")
+    dead_fresh.kill()
+    dead_fresh.wait()
+    live, live_tmp = _writer(out / "index.html")
+    try:
+        legacy = out / ".index.html.k3j4x9a_"       # an older wanmon's temp (no pid in its name)
+        legacy.write_text("old")
+        swap = out / ".index.html.swp"              # not ours
+        swap.write_text("editor")
+        for p in (dead_tmp, live_tmp, legacy, swap):
+            _age(p, 3600)
+        r = wanmon("--config", str(cfg), "render", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        left = {p for p in out.iterdir() if p.name.startswith(".")}
+        # gone: the killed writer's and the old one; kept: the live writer's (however old), the
+        # temp of a writer killed a moment ago (not yet STALE_S untouched), and what is not ours
+        assert left == {live_tmp, dead_fresh_tmp, swap}
+    finally:
+        live.communicate("")
+    assert live.returncode == 0 and not live_tmp.exists()
+    assert (out / "index.html").read_text() == "half a page"  # the live writer finished its write
+
+
+@pytest.mark.parametrize("umask", ["000", "077"])
+def test_output_folders_are_0755_and_page_files_0644_whatever_the_umask(tmp_path, umask):
+    """Under `umask 000` public/ was world-writable (and under 077 a web server could not
+    read it). The store's own folder stays 0700; its new parents are 0755."""
+    import stat
+
+    cfg = write_config(tmp_path, SMALL.replace('path = "var/wanmon.db"', 'path = "data/var/wanmon.db"'),
+                       page='out_dir = "www/wan/public"')
+    umasked = ["sh", "-c", f'umask {umask} && exec "$0" "$@"']
+    r = wanmon("--config", str(cfg), "check", cwd=tmp_path, prefix=umasked)
+    assert r.returncode == 0, r.stderr
+    r = wanmon("--config", str(cfg), "report", "--format", "csv", cwd=tmp_path, prefix=umasked)
+    assert r.returncode == 0, r.stderr
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    public = tmp_path / "www" / "wan" / "public"
+    folders = [tmp_path / "www", tmp_path / "www" / "wan", public, public / "reports", tmp_path / "data"]
+    assert {str(p.relative_to(tmp_path)): oct(mode(p)) for p in folders} == \
+        {str(p.relative_to(tmp_path)): "0o755" for p in folders}
+    assert mode(tmp_path / "data" / "var") == 0o700
+    files = [p for p in public.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"index.html", "status.json", "index.html.gz", "status.json.gz"}
+    assert any(p.suffix == ".csv" for p in files)
+    assert {p.name: oct(mode(p)) for p in files} == {p.name: "0o644" for p in files}

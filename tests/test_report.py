@@ -318,6 +318,50 @@ def test_cli_bad_input_and_an_empty_store(tmp_path):
     assert all(lv["availability_pct"] is None for lv in j["levels"])
 
 
+@pytest.mark.parametrize("args,reason", [
+    (["--year", "0001"], "--year 0001: the year must be from 1970 to 9999"),
+    (["--year", "0000"], "--year 0000: the year must be from 1970 to 9999"),
+    (["--year", "1969"], "--year 1969: the year must be from 1970 to 9999"),
+    (["--month", "0001-01"], "--month 0001-01: the year must be from 1970 to 9999"),
+    (["--quarter", "1969-Q4"], "--quarter 1969-Q4: the year must be from 1970 to 9999"),
+    (["--from", "0001-01-01"], "--from 0001-01-01: the year must be from 1970 to 9999"),
+    (["--from", "1969-12-31T23:00:00+00:00"], "--from 1969-12-31T23:00:00+00:00: the year must be from 1970 to 9999"),
+    (["--from", "2026-01-01", "--to", "0001-01-01"], "--to 0001-01-01: the year must be from 1970 to 9999"),
+    (["--year", "9999"], "the period 9999 has not begun yet"),
+    (["--month", "9999-12"], "the period 9999-12 has not begun yet"),
+    (["--quarter", "9999-Q4"], "the period 9999-Q4 has not begun yet"),
+    (["--from", "9999-12-31"], "--from 9999-12-31 is not before --to now"),
+])
+def test_cli_periods_outside_1970_to_9999_exit_2_with_one_line(tmp_path, args, reason):
+    """They were tracebacks (datetime has no year 0 and no year 10000)."""
+    p = tmp_path / "sites.toml"
+    p.write_text(CONFIG, encoding="utf-8")
+    r = wanmon("--config", str(p), "report", *args, cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (2, ""), r.stderr
+    assert r.stderr.startswith(f"wanmon: error: {reason}") and r.stderr.count("\n") == 1, r.stderr
+
+
+def _strict_json(text: str):
+    def refuse(name: str):
+        raise AssertionError(f"{name} in JSON output")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_cli_the_edges_of_the_range_are_reports(tmp_path):
+    """1970 and a --to at the end of 9999 (cut at now) are fine; the JSON holds only finite numbers,
+    also with the longest daemon interval (its status hold cap is in the report)."""
+    p = tmp_path / "sites.toml"
+    p.write_text(CONFIG.replace("icmp_interval_s = 60", "icmp_interval_s = 86400"), encoding="utf-8")
+    for args in (["--year", "1970"], ["--month", "1970-01"], ["--from", "1970-01-01", "--to", "9999-12-31"],
+                 ["--from", "2026-01-01T00:00:00", "--to", "9999-12-31T23:59:59-12:00"]):
+        r = wanmon("--config", str(p), "report", *args, "--format", "json", "--out", "-", cwd=tmp_path)
+        assert r.returncode == 0, (args, r.stderr)
+        j = _strict_json(r.stdout)
+        assert j["status_hold_cap_s"] == 172800, j
+        assert j["period"]["from"][:4] in ("1970", "2026") and j["period"]["to"] < "9999", j["period"]
+    assert j["period"]["cut_at_now"] is True
+
+
 def test_english_with_page_language_en(tmp_path):
     p = tmp_path / "sites.toml"
     p.write_text(CONFIG.replace("[snmp]", '[page]\nlanguage = "en"\n\n[snmp]'), encoding="utf-8")

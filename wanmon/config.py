@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from wanmon.errors import ConfigError
-from wanmon.files import replacing
+from wanmon.files import make_folder, replacing
 
 DEFAULT_CONFIG = "sites.toml"
 LEVELS = ("province", "district", "commune")
@@ -44,30 +44,43 @@ _EMAIL = re.compile(
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # allow_inf_nan=False: TOML has inf and nan, and no setting means either (a timeout of inf
+    # crashed the sweep; an interval of inf ended as `Infinity` in JSON). Subclasses' model_config
+    # merges with this one, so every table refuses them.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+_WEEK_S = 7 * 86400
+
+
+def _range(default: Any, lo: float, hi: float, *, above: bool = False) -> Any:
+    """A numeric setting allowed from lo (or above lo, when lo itself means nothing) to hi.
+    Every number has both bounds: without an upper one, `interval_ms = 1e9` passed `validate`
+    and the next check waited for ever holding the cycle lock. _describe names the range."""
+    return Field(default, **({"gt": lo} if above else {"ge": lo}), le=hi)
 
 
 class StoreSettings(_Strict):
     path: str = "var/wanmon.db"
-    retention_raw_days: int = Field(35, gt=0)
-    retention_rollup_days: int = Field(400, gt=0)
+    retention_raw_days: int = _range(35, 1, 3650)
+    retention_rollup_days: int = _range(400, 1, 3650)
 
 
 class IcmpSettings(_Strict):
-    count: int = Field(3, gt=0, le=1000)
-    interval_ms: float = Field(200.0, gt=0)
-    timeout_ms: float = Field(1000.0, gt=0)
-    rate_pps: float = Field(1000.0, gt=0)
-    payload_bytes: int = Field(56, ge=16, le=1400)
+    count: int = _range(3, 1, 1000)
+    interval_ms: float = _range(200.0, 1, 60000)
+    timeout_ms: float = _range(1000.0, 1, 60000)
+    rate_pps: float = _range(1000.0, 1, 1_000_000)
+    payload_bytes: int = _range(56, 16, 1400)
     mode: Literal["auto", "raw", "unprivileged"] = "auto"
     # Whole-lookup deadline for a site's host name; past it the site uses its last good
     # address (wanmon.dns), or is down with "DNS timeout". Literal addresses never wait.
-    dns_timeout_ms: float = Field(1000.0, gt=0, le=60000)
+    dns_timeout_ms: float = _range(1000.0, 1, 60000)
 
 
 class Thresholds(_Strict):
-    degraded_loss_pct: float = Field(10.0, gt=0, le=100)
-    degraded_rtt_ms: float = Field(300.0, gt=0)
+    degraded_loss_pct: float = _range(10.0, 0, 100, above=True)
+    degraded_rtt_ms: float = _range(300.0, 1, 60000)
 
 
 SNMP_AUTH = ("none", "MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512")
@@ -103,13 +116,13 @@ class SnmpSettings(_Strict):
 
     enabled: bool = True
     version: Literal["1", "2c", "3"] = "2c"
-    port: int = Field(161, ge=1, le=65535)
-    timeout_ms: float = Field(1000.0, gt=0)
-    retries: int = Field(1, ge=0, le=10)
-    interval_s: float = Field(300.0, ge=0)
-    max_concurrency: int = Field(256, gt=0, le=4096)
-    budget_s: float = Field(30.0, gt=0)  # one whole poll at most; agents not reached come first next time
-    max_backoff_s: float = Field(3600.0, ge=0)  # an agent that keeps timing out is polled at most this rarely
+    port: int = _range(161, 1, 65535)
+    timeout_ms: float = _range(1000.0, 1, 60000)
+    retries: int = _range(1, 0, 10)
+    interval_s: float = _range(300.0, 0, _WEEK_S)
+    max_concurrency: int = _range(256, 1, 4096)
+    budget_s: float = _range(30.0, 1, 3600)  # one whole poll at most; agents not reached come first next time
+    max_backoff_s: float = _range(3600.0, 0, _WEEK_S)  # an agent that keeps timing out is polled at most this rarely
     community_env: str | None = None
     community_file: str | None = None
     user: str | None = None
@@ -128,19 +141,19 @@ class PageSettings(_Strict):
     language: Literal["vi", "en"] = "vi"
     timezone: str = "Asia/Ho_Chi_Minh"
     province: str = "Bắc Ninh"
-    refresh_s: int = Field(60, gt=0)
+    refresh_s: int = _range(60, 1, 86400)
     templates_dir: str | None = None
     url: str | None = None  # where the IT staff open the page: alert mails link it (no link without it)
     source: Literal["store", "influxdb"] = "store"  # `wanmon render` (and the daemon's page) from InfluxDB
-    influx_budget_s: float = Field(60.0, gt=0)  # all the queries of a page from InfluxDB, together
+    influx_budget_s: float = _range(60.0, 1, 3600)  # all the queries of a page from InfluxDB, together
 
 
 class ScheduleSettings(_Strict):
     """[schedule]: the daemon (`wanmon run`)."""
 
-    icmp_interval_s: float = Field(60.0, ge=1)
-    snmp_interval_s: float | None = Field(None, ge=0)  # alias of [snmp] interval_s when given
-    grace_s: float = Field(30.0, ge=0)
+    icmp_interval_s: float = _range(60.0, 1, 86400)
+    snmp_interval_s: float | None = _range(None, 0, _WEEK_S)  # alias of [snmp] interval_s when given
+    grace_s: float = _range(30.0, 0, 3600)
 
 
 class AgentSettings(_Strict):
@@ -156,7 +169,7 @@ class AgentSettings(_Strict):
 class ReportSettings(_Strict):
     """[report]: the availability reports (`wanmon report`)."""
 
-    target_pct: float = Field(99.0, ge=0, le=100)  # sites under it are flagged
+    target_pct: float = _range(99.0, 0, 100)  # sites under it are flagged
     recipients: tuple[str, ...] = ()  # `wanmon report --email` and the daemon's monthly mail
     monthly: bool = True  # the daemon mails last month's report on the 1st (when recipients are set)
 
@@ -167,12 +180,12 @@ class AlertSettings(_Strict):
     """[alerts]: when and to whom notifications go."""
 
     enabled: bool = True
-    confirm_cycles: int = Field(3, ge=1, le=100)
-    recover_cycles: int = Field(2, ge=1, le=100)
-    reminder_h: float = Field(4.0, ge=0)
-    flap_window: int = Field(21, ge=3, le=100)
-    flap_low_pct: float = Field(5.0, ge=0, le=100)
-    flap_high_pct: float = Field(20.0, gt=0, le=100)
+    confirm_cycles: int = _range(3, 1, 100)
+    recover_cycles: int = _range(2, 1, 100)
+    reminder_h: float = _range(4.0, 0, 8760)  # 0: no reminders
+    flap_window: int = _range(21, 3, 100)
+    flap_low_pct: float = _range(5.0, 0, 100)
+    flap_high_pct: float = _range(20.0, 0, 100, above=True)
     notify_degraded: bool = True
     notify_unreachable: bool = True
     notify_reboot: bool = True
@@ -182,8 +195,8 @@ class AlertSettings(_Strict):
     # guard_sites (default: the sites without a parent), does not answer: guard_fraction of
     # them (default all) down or unreachable, in a network of at least guard_min_sites sites.
     guard_sites: tuple[str, ...] | None = None
-    guard_fraction: float = Field(1.0, gt=0, le=1)
-    guard_min_sites: int = Field(5, ge=1)
+    guard_fraction: float = _range(1.0, 0, 1, above=True)
+    guard_min_sites: int = _range(5, 1, 1_000_000)
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
@@ -192,16 +205,16 @@ class SmtpSettings(_Strict):
     """[smtp]: the mail relay for alert emails."""
 
     host: str
-    port: int = Field(25, ge=1, le=65535)
+    port: int = _range(25, 1, 65535)
     from_: str = Field(alias="from")
     starttls: bool = False
     ssl: bool = False
     user_env: str | None = None
     password_env: str | None = None
     password_file: str | None = None
-    timeout_s: float = Field(10.0, gt=0)  # deadline of connect+greeting+EHLO+TLS+AUTH, and of each message
-    max_attempts: int = Field(8, ge=1)  # a mail still not accepted after this many attempts is 'failed'
-    retry_s: float = Field(60.0, gt=0)  # wait after a failed attempt: doubles each time, at most 1 h
+    timeout_s: float = _range(10.0, 0, 600, above=True)  # deadline of connect+greeting+EHLO+TLS+AUTH, and of each message
+    max_attempts: int = _range(8, 1, 1000)  # a mail still not accepted after this many attempts is 'failed'
+    retry_s: float = _range(60.0, 0, 3600, above=True)  # wait after a failed attempt: doubles each time, at most 1 h
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
@@ -235,11 +248,11 @@ class InfluxSettings(_Strict):
     username: str | None = None
     password_env: str | None = None
     password_file: str | None = None
-    timeout_ms: float = Field(5000.0, gt=0)
-    batch_size: int = Field(5000, gt=0, le=1_000_000)
-    spool_max_points: int = Field(1_000_000, gt=0)
-    spool_max_age_h: float = Field(168.0, gt=0)
-    drain_budget_s: float = Field(10.0, ge=0)
+    timeout_ms: float = _range(5000.0, 1, 600_000)
+    batch_size: int = _range(5000, 1, 1_000_000)
+    spool_max_points: int = _range(1_000_000, 1, 1_000_000_000)
+    spool_max_age_h: float = _range(168.0, 0, 87600, above=True)
+    drain_budget_s: float = _range(10.0, 0, 3600)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,10 +275,10 @@ class SiteSnmp(_Strict):
 
     enabled: bool | None = None
     version: Literal["1", "2c", "3"] | None = None
-    port: int | None = Field(None, ge=1, le=65535)
-    timeout_ms: float | None = Field(None, gt=0)
-    retries: int | None = Field(None, ge=0, le=10)
-    interval_s: float | None = Field(None, ge=0)
+    port: int | None = _range(None, 1, 65535)
+    timeout_ms: float | None = _range(None, 1, 60000)
+    retries: int | None = _range(None, 0, 10)
+    interval_s: float | None = _range(None, 0, _WEEK_S)
     community_env: str | None = None
     community_file: str | None = None
     user: str | None = None
@@ -424,7 +437,10 @@ class _Locator:
         if index >= len(self.sites):
             return None
         b = self.sites[index]
-        return b.keys.get(key, b.line) if key else b.line
+        if not key:
+            return b.line
+        # "snmp.port" of an inline `snmp = { port = 0 }` is on the line of its table's key.
+        return b.keys.get(key) or b.keys.get(key.split(".")[0], b.line)
 
     def site_any(self, index: int, *keys: str) -> int | None:
         """Line of the first of `keys` present in the site's table, else its header."""
@@ -443,6 +459,18 @@ class _Locator:
 # --------------------------------------------------------------------------
 
 
+def _table(model: type[BaseModel], loc: list[str]) -> type[BaseModel]:
+    """The (possibly nested) model whose field is the last part of loc, as far as it can be followed."""
+    for part in loc[:-1]:
+        ann = model.model_fields.get(part)
+        sub = next((a for a in getattr(ann.annotation, "__args__", (ann.annotation,)) if isinstance(a, type)
+                    and issubclass(a, BaseModel)), None) if ann else None
+        if sub is None:
+            break
+        model = sub
+    return model
+
+
 def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[str | None, str]:
     """(dotted key, message) for one pydantic error, in the operator's words."""
     loc = [str(x) for x in err["loc"] if not isinstance(x, int)]
@@ -450,14 +478,7 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[str | None, 
     etype = err["type"]
     if etype == "extra_forbidden":
         # Suggest among the fields of the (possibly nested) table that holds the key.
-        fields = list(model.model_fields)
-        for part in loc[:-1]:
-            ann = model.model_fields.get(part)
-            sub = next((a for a in getattr(ann.annotation, "__args__", (ann.annotation,)) if isinstance(a, type)
-                        and issubclass(a, BaseModel)), None) if ann else None
-            if sub is None:
-                break
-            model, fields = sub, list(sub.model_fields)
+        fields = list(_table(model, loc).model_fields)
         close = difflib.get_close_matches(loc[-1], fields, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(fields)})"
         return key, f"unknown key '{key}'{hint}"
@@ -466,11 +487,31 @@ def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[str | None, 
     where = key or "value"
     got = err.get("input")
     msg = err["msg"]
-    if etype in ("greater_than", "greater_than_equal", "less_than_equal") and got is not None:
-        ctx = err["ctx"]
-        op, bound = next((o, ctx[k]) for k, o in (("gt", "> "), ("ge", ">= "), ("le", "<= ")) if k in ctx)
-        msg = f"must be {op}{bound}"
+    allowed = _allowed(model, loc) if etype in _OUT_OF_RANGE else None
+    if allowed is not None and isinstance(got, int | float) and not isinstance(got, bool):
+        return key, f"{where} = {_number(got)}: must be a number {allowed}"
     return key, f"key '{where}': {msg} (got {got!r})"
+
+
+_OUT_OF_RANGE = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number")
+
+
+def _number(x: float) -> str:
+    """A number as the operator would write it: 60000, 0.5, 1e+09, inf."""
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:g}" if x != x or float(f"{x:g}") == x else repr(x)
+
+
+def _allowed(model: type[BaseModel], loc: list[str]) -> str | None:
+    """'from 1 to 60000' (or 'above 0 and at most 100') for the field at loc, from its _range."""
+    f = _table(model, loc).model_fields.get(loc[-1]) if loc else None
+    bounds = {k: getattr(m, k) for m in (f.metadata if f else ()) for k in ("ge", "gt", "le") if hasattr(m, k)}
+    if "le" not in bounds or not ("ge" in bounds or "gt" in bounds):
+        return None
+    if "ge" in bounds:
+        return f"from {_number(bounds['ge'])} to {_number(bounds['le'])}"
+    return f"above {_number(bounds['gt'])} and at most {_number(bounds['le'])}"
 
 
 def _validate_model(model: type[BaseModel], raw: Any) -> tuple[BaseModel | None, list[tuple[str | None, str]]]:
@@ -536,6 +577,15 @@ def address_problem(address: str) -> str | None:
     return None
 
 
+def tag_problem(key: str, value: str | None) -> str | None:
+    """Why a value that InfluxDB gets as a tag cannot be used (None: it can). InfluxDB 1.x line
+    protocol has no way to write a tag value that ends in a backslash (wanmon.lineproto)."""
+    if value and value.endswith("\\"):
+        return (f"{key} {value!r} ends in a backslash, which InfluxDB 1.x cannot store in a tag (its points "
+                "would be refused): remove the backslash")
+    return None
+
+
 def address_key(address: str) -> str:
     """Normalised form for duplicate detection."""
     ip = ip_literal(address)
@@ -577,7 +627,7 @@ def _parse_toml(text: str, path: Path) -> dict:
     if cache is not None:
         try:
             blob = marshal.dumps((_TOML_CACHE_TAG, digest, raw))  # ValueError for TOML dates: no cache then
-            cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_folder(cache.parent, 0o700)  # XDG: missing cache folders are made 0700
             with replacing(cache, binary=True, mode=0o600) as f:
                 f.write(blob)
         except (OSError, ValueError):
@@ -688,6 +738,9 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         for email in site.admins:
             if not _EMAIL.match(email):
                 bad("admins", f"invalid email {email!r} in 'admins'")
+        for key in ("name", "district", "address"):
+            if (why := tag_problem(key, getattr(site, key))) is not None:
+                bad(key, why)
         if site.id in index_of and index_of[site.id] == i:
             sites.append(site)  # a duplicate id is reported above and not used further
 
@@ -734,6 +787,8 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
                             f"{sections['page'].timezone!r} (e.g. \"Asia/Ho_Chi_Minh\")")
     if sections["page"] is not None and sections["page"].source == "influxdb" and "influxdb" not in raw:
         problems.append(f"{at(loc.section('page', 'source'))}: [page] source = \"influxdb\" needs an [influxdb] table")
+    if sections["agent"] is not None and (why := tag_problem("id", sections["agent"].id)) is not None:
+        problems.append(f"{at(loc.section('agent', 'id'))}: [agent] {why}")
     if sections["agent"] is not None and sections["agent"].role == "standby" and "influxdb" not in raw:
         problems.append(f"{at(loc.section('agent', 'role'))}: [agent] role = \"standby\" needs an [influxdb] table: "
                         "the standby learns from the primary's heartbeats there whether to send mail")

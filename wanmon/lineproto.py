@@ -17,15 +17,25 @@ STATUS_CODE = {"up": 0, "degraded": 1, "down": 2, "unreachable": 3, "unknown": 4
 
 
 def _esc_key(s: str, v1: bool = False) -> str:
-    """Measurement, tag keys and values, field keys: escape comma, equals and space,
+    r"""Measurement, tag keys and values, field keys: escape comma, equals and space,
     and (v2 line protocol, as influxdb-client does) backslash.
 
     InfluxDB 1.x does not unescape a doubled backslash in tags (it would keep
     both), so for `api = "v1"` backslashes are written as they are.
+
+    InfluxDB 1.x cannot store a tag value that ends in a backslash: its parser takes
+    the space or comma after one as escaped, however many backslashes come before, and
+    it never unescapes "\\", so no spelling survives and the whole line is refused
+    ("invalid tag format"; measured on 1.6). Such a value is written with a space after
+    it (stored as "...\ "). `validate` refuses a trailing backslash in the config's own
+    tag values (names, districts, addresses, [agent] id) so those round-trip exactly;
+    only what a device reports (an interface's name) can take this path.
     """
     s = s.replace("\r", " ").replace("\n", " ")
     if not v1:
         s = s.replace("\\", "\\\\")
+    elif s.endswith("\\"):
+        s += " "
     return s.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 

@@ -14,15 +14,13 @@ from wanmon.errors import StoreBusyError
 
 
 def _prepare_folder(folder: Path) -> None:
-    """Create the store's folder 0700 (two processes may race to create it)."""
+    """Create the store's folder 0700, its missing parents 0755 (two processes may race)."""
     if folder.is_dir():
         return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        folder.mkdir(mode=0o700)
-    except FileExistsError:
-        return  # the other process made it
-    os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+    from wanmon.files import make_folder  # here: tempfile's imports are not light, and this runs once
+
+    make_folder(folder.parent)
+    make_folder(folder, 0o700)
 
 
 class CycleLock:

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from wanmon import account, outputs
 from wanmon.config import Config
-from wanmon.files import replacing
+from wanmon.files import make_folder, replacing
 from wanmon.inventory import Inventory
 from wanmon.alerts.maintenance import sites_in_maintenance
 from wanmon.status import PROBLEMS, SEVERITY
@@ -634,7 +634,7 @@ def write_page(cfg: Config, store: Store, out: str | Path | None = None, now: fl
     on_html: called the moment index.html is in place (what the IT staff read comes first).
     states, extra: as for snapshot()."""
     folder = out_dir(cfg, out)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)  # 0755 whatever the umask: the web server reads it, nobody else writes it
     snap = snapshot(cfg, store, now, states, extra=extra)
     chars = _atomic_write(folder / "index.html", html_fragments(cfg, snap))
     if on_html is not None:

@@ -48,9 +48,24 @@ class Period:
         return (self.end - self.start).total_seconds()
 
 
+# Reports cover years 1970 to 9999: before 1970 nothing was observed (timestamps are Unix
+# time), and Python's datetime ends with 9999 (`--year 0001` was a traceback).
+YEARS = (1970, 9999)
+
+
+def _check_year(y: int, opt: str, text: str) -> None:
+    if not YEARS[0] <= y <= YEARS[1]:
+        raise PeriodError(f"{opt} {text}: the year must be from {YEARS[0]} to {YEARS[1]}")
+
+
+def _end_of_time(tz: ZoneInfo) -> datetime:
+    """Where a period that ends after 9999 stops: such a period is cut at now anyway."""
+    return datetime.max.replace(tzinfo=tz)
+
+
 def _month_start(y: int, m: int, tz: ZoneInfo) -> datetime:
     y, m = y + (m - 1) // 12, (m - 1) % 12 + 1
-    return datetime(y, m, 1, tzinfo=tz)
+    return datetime(y, m, 1, tzinfo=tz) if y <= YEARS[1] else _end_of_time(tz)
 
 
 def _calendar(kind: str, y: int, first_month: int, months: int, label: str, tz: ZoneInfo) -> Period:
@@ -60,9 +75,13 @@ def _calendar(kind: str, y: int, first_month: int, months: int, label: str, tz: 
 def _when(text: str, opt: str, tz: ZoneInfo, end: bool) -> datetime:
     """ISO 8601 with an offset, or without one (then in [page] timezone); a bare date is its
     midnight, and for --to the midnight after it (the day is included)."""
+    if y := re.match(r"(\d{4})-", text):
+        _check_year(int(y.group(1)), opt, text)
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             d = date.fromisoformat(text)
+            if end and d == date.max:
+                return _end_of_time(tz)
             return datetime(d.year, d.month, d.day, tzinfo=tz) + (timedelta(days=1) if end else timedelta())
         dt = datetime.fromisoformat(text)
     except ValueError:
@@ -85,16 +104,19 @@ def parse_period(tz: ZoneInfo, now: float, month: str | None = None, quarter: st
         if not m or not 1 <= int(m.group(2)) <= 12:
             raise PeriodError(f"--month {month!r}: give a year and a month 01 to 12, e.g. 2026-11")
         y, mo = int(m.group(1)), int(m.group(2))
+        _check_year(y, "--month", month)
         p = _calendar("month", y, mo, 1, f"{y}-{mo:02d}", tz)
     elif quarter:
         m = re.fullmatch(r"(\d{4})-?[Qq]([1-4])", quarter)
         if not m:
             raise PeriodError(f"--quarter {quarter!r}: give a year and a quarter 1 to 4, e.g. 2026-Q4")
         y, q = int(m.group(1)), int(m.group(2))
+        _check_year(y, "--quarter", quarter)
         p = _calendar("quarter", y, 3 * q - 2, 3, f"{y}-Q{q}", tz)
     elif year:
         if not re.fullmatch(r"\d{4}", year):
             raise PeriodError(f"--year {year!r}: give a year, e.g. 2026")
+        _check_year(int(year), "--year", year)
         p = _calendar("year", int(year), 1, 12, year, tz)
     elif frm or to:
         if not frm:
