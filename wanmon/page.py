@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -160,20 +161,22 @@ def _incidents(store: Store, sites: dict[str, dict[str, Any]], children: dict[st
     """The last INCIDENT_DAYS days, one entry per root cause, newest first: a site's own
     outage (down) or degradation, with its start, end (None: ongoing), and the sites it made
     unreachable meanwhile (descendants that became unreachable during it). Unreachable
-    periods are not entries of their own: they are counted under their cause."""
+    periods are not entries of their own: they are counted under their cause. first_seen:
+    the site was in that state at its first observation, the start (it may have begun earlier)."""
     cut = now - INCIDENT_DAYS * 86400
     events = store.status_events_since(cut)
     open_: dict[str, dict[str, Any]] = {}
     done: list[dict[str, Any]] = []
     unreach: dict[str, list[list[float]]] = {}  # site: [[start, end]] of its unreachable periods (end inf: still)
-    first_seen: set[str] = set()
+    met: set[str] = set()
     for ts, sid, old, new in events:
-        if sid not in first_seen:
-            first_seen.add(sid)
+        if sid not in met:
+            met.add(sid)
             if old in ("down", "degraded"):  # it began before the window: when?
                 prev = store.status_change_before(sid, cut)
-                start = prev[0] if prev is not None and prev[2] == old else None
-                open_[sid] = {"site": sid, "kind": old, "start": start, "end": None}
+                known = prev is not None and prev[2] == old
+                open_[sid] = {"site": sid, "kind": old, "start": prev[0] if known else None, "end": None,
+                              "first_seen": known and prev[1] is None}
             elif old == "unreachable":
                 unreach[sid] = [[cut, float("inf")]]
         if old == "unreachable" and sid in unreach:
@@ -185,10 +188,13 @@ def _incidents(store: Store, sites: dict[str, dict[str, Any]], children: dict[st
             inc["end"] = ts
             done.append(inc)
         if new in ("down", "degraded") and sid not in open_:
-            open_[sid] = {"site": sid, "kind": new, "start": ts, "end": None}
+            # old None: the site's first observation (the store logs a problem seen first)
+            open_[sid] = {"site": sid, "kind": new, "start": ts, "end": None, "first_seen": old is None}
     for sid, s in sites.items():  # still going: the site's state says since when
         if s["status"] in ("down", "degraded") and sid not in open_:
-            open_[sid] = {"site": sid, "kind": s["status"], "start": s["since"], "end": None}
+            began = store.status_change_before(sid, math.inf)
+            open_[sid] = {"site": sid, "kind": s["status"], "start": s["since"], "end": None,
+                          "first_seen": began is not None and began[1] is None and began[0] == s["since"]}
     done.extend(open_.values())
     for inc in done:
         n = 0

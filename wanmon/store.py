@@ -28,7 +28,7 @@ from wanmon.errors import WanmonError, means_damage, os_cause, sqlite_cause
 from wanmon.files import replacing
 from wanmon.locks import CycleLock, PublishLock, SnmpLock, _prepare_folder  # noqa: F401 (re-exported)
 from wanmon.model import AlertUpdate, DeviceLine, DeviceState, Event, IfState, Observation, SiteState, SnmpOutcome
-from wanmon.status import FAILING, REACHABLE, Track, advance
+from wanmon.status import FAILING, PROBLEMS, REACHABLE, Track, advance
 
 logger = logging.getLogger(__name__)
 
@@ -752,6 +752,11 @@ class Store:
             if p_status is not None and p_status != o.status:
                 changes.append(_event_row(Event(o.ts, o.site_id, "status", f"{p_status} -> {o.status}",
                                                 {"from": p_status, "to": o.status})))
+            elif p_status is None and o.status in PROBLEMS:
+                # A problem at its first observation: the incident log starts it here, marked
+                # first seen (it may have begun earlier: nobody was looking).
+                changes.append(_event_row(Event(o.ts, o.site_id, "status", f"first seen {o.status}",
+                                                {"from": None, "to": o.status, "first_seen": True})))
             failed = o.sent > 0 and o.received == 0 or o.status in FAILING
             fails = p_fail + 1 if failed else 0
             reach = o.ts if o.status in REACHABLE else p_reach
