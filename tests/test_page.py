@@ -663,7 +663,8 @@ def test_an_incident_down_at_the_first_observation_keeps_its_start_marked_first_
     begun before anyone looked), in status.json and on the page, Vietnamese and English; the
     duration is a lower bound. C3 has been down since its first observation 40 days ago (no
     change in the 30 days shown); D1 was first seen down 3 hours ago, its communes
-    unreachable, and came back after 20 minutes; D2's later degradation is an ordinary one."""
+    unreachable, and came back after 20 minutes; D2's later degradation is an ordinary one.
+    C3's entry in what is wrong now says "since first seen" too."""
     vi = write_config(tmp_path, SMALL)
     en = write_config(tmp_path, SMALL, name="sites-en.toml", page='language = "en"')
     cfg = load_config(vi, secrets=False)
@@ -698,6 +699,10 @@ def test_an_incident_down_at_the_first_observation_keeps_its_start_marked_first_
     assert rows[C3] == [f"từ lần đầu ghi nhận lúc {vn_time(p0)}", "đang diễn ra", "ít nhất 40 ngày"]
     assert rows[D1] == [f"từ lần đầu ghi nhận lúc {vn_time(b0)}", vn_time(b0 + 20 * 60), "ít nhất 20 phút"]
     assert rows[D2] == [vn_time(b0 + 30 * 60), vn_time(b0 + 40 * 60), "10 phút"]
+    # what is wrong now says it too: C3 has been down at least since it was first seen
+    assert [(p["kind"], p["site"], p["first_seen"]) for p in data["problems"]] == [("down", C3, True)]
+    now_text = soup.select_one("main section#now").get_text(" ", strip=True)
+    assert f"mất kết nối từ lần đầu ghi nhận lúc {vn_time(p0)} (ít nhất 40 ngày)" in now_text, now_text
 
     soup, data_en, _ = render(en, tmp_path / "out-en")
     assert data_en["incidents"] == data["incidents"]
@@ -707,6 +712,8 @@ def test_an_incident_down_at_the_first_observation_keeps_its_start_marked_first_
             for tr in soup.select("table.incidents tbody tr")}
     assert rows[C3] == [f"since first seen at {en_time(p0)}", "ongoing", "at least 40 d"]
     assert rows[D1] == [f"since first seen at {en_time(b0)}", en_time(b0 + 20 * 60), "at least 20 min"]
+    now_text = soup.select_one("main section#now").get_text(" ", strip=True)
+    assert f"down since first seen at {en_time(p0)} (at least 40 d)" in now_text, now_text
 
 
 def test_english_page(known):

@@ -14,7 +14,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -109,7 +109,7 @@ def _root_of(sid: str, sites: dict[str, dict[str, Any]]) -> str | None:
 
 
 def _problems(sites: dict[str, dict[str, Any]], now: float, flapping: set[str],
-              maintenance: set[str]) -> list[dict[str, Any]]:
+              maintenance: set[str], first_seen: Collection[str] = ()) -> list[dict[str, Any]]:
     """What is wrong now, one entry per cause, most important first:
 
     * a site down on its own, with the sites it makes unreachable (kind "down");
@@ -120,6 +120,8 @@ def _problems(sites: dict[str, dict[str, Any]], now: float, flapping: set[str],
       keeps its kind, flagged, after the others);
     * quieter: up sites whose SNMP agent does not answer, or whose device rebooted in
       the last 24 h (kind "snmp").
+
+    first_seen: the sites down or degraded since their first observation (their entry says so).
     """
     below: dict[str, list[str]] = {}
     out: list[dict[str, Any]] = []
@@ -150,6 +152,7 @@ def _problems(sites: dict[str, dict[str, Any]], now: float, flapping: set[str],
     for e in out:
         e["maintenance"] = e["site"] in maintenance
         e["flapping"] = e["site"] in flapping
+        e["first_seen"] = e["kind"] in ("down", "degraded") and e["site"] in first_seen
     rank = {"down": 0, "unreachable": 1, "degraded": 2, "flapping": 3, "maintenance": 4, "snmp": 5}
     out.sort(key=lambda e: (e["kind"] == "snmp", e["maintenance"] and e["kind"] != "maintenance", rank[e["kind"]],
                             -len(e.get("unreachable", ())), LEVEL_ORDER.get(sites[e["site"]]["level"], 9),
@@ -315,7 +318,8 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
     incidents = _incidents(store, sites, children, now)
     alert_states, _ = store.alert_states() if alerts is None else (alerts, False)
     flapping = {sid for sid, a in alert_states.items() if getattr(a, "flapping", False)}
-    problems = _problems(sites, now, flapping, sites_in_maintenance(cfg, now))
+    first_seen = {i["site"] for i in incidents if i["end"] is None and i["first_seen"]}
+    problems = _problems(sites, now, flapping, sites_in_maintenance(cfg, now), first_seen)
     return {
         "generated_at": now,
         "last_cycle": last,
@@ -422,10 +426,10 @@ def _cause_lines(snap: dict[str, Any], fmt: Fmt, thresholds) -> list[dict[str, A
         kind, since = p["kind"], p.get("since")
         bits = []
         if kind in ("down", "unreachable") and since is not None:
-            bits.append(since_text(fmt, kind, since, now))
+            bits.append(since_text(fmt, kind, since, now, p.get("first_seen", False)))
         elif kind == "degraded":
             bits.append(degraded_why(fmt, p["rtt_avg_ms"], p["loss_pct"], thresholds)
-                        or (since_text(fmt, kind, since, now) if since else ""))
+                        or (since_text(fmt, kind, since, now, p.get("first_seen", False)) if since else ""))
         elif kind == "flapping":
             bits.append(c["flapping"])
         elif kind == "maintenance":

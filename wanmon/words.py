@@ -275,6 +275,8 @@ CAUSE = {
     "vi": {
         "down": "mất kết nối từ {since} ({span})", "unreachable": "không tới được từ {since} ({span})",
         "degraded": "suy giảm từ {since}",
+        "down_first_seen": "mất kết nối từ lần đầu ghi nhận lúc {since} (ít nhất {span})",
+        "degraded_first_seen": "suy giảm từ lần đầu ghi nhận lúc {since}",
         "unreachable_n": "{n} {what} không tới được",
         "what": {"commune": "xã", "district": "huyện", "province": "cơ quan", "": "điểm"},
         "rtt": "độ trễ {v} ≥ {t}", "loss": "mất gói {v} ≥ {t}",
@@ -286,6 +288,8 @@ CAUSE = {
     "en": {
         "down": "down since {since} ({span})", "unreachable": "unreachable since {since} ({span})",
         "degraded": "degraded since {since}",
+        "down_first_seen": "down since first seen at {since} (at least {span})",
+        "degraded_first_seen": "degraded since first seen at {since}",
         "unreachable_n": "{n} {what} unreachable",
         "what": {"commune": "communes", "district": "districts", "province": "agencies", "": "sites"},
         "rtt": "RTT {v} ≥ {t}", "loss": "loss {v} ≥ {t}",
@@ -313,9 +317,11 @@ def outage(fmt: Fmt, seconds: float) -> str:
     return CAUSE[fmt.lang]["outage"].format(d=fmt.span(seconds))
 
 
-def since_text(fmt: Fmt, status: str, since: float, now: float) -> str:
-    """A problem's start after the site's name: "mất kết nối từ 02/12/2026 08:15 (2 giờ 5 phút)"."""
-    return CAUSE[fmt.lang][status].format(since=fmt.dt(since), span=fmt.span(now - since))
+def since_text(fmt: Fmt, status: str, since: float, now: float, first_seen: bool = False) -> str:
+    """A problem's start after the site's name: "mất kết nối từ 02/12/2026 08:15 (2 giờ 5 phút)";
+    first_seen: since the site's first observation, so it may have begun earlier."""
+    key = f"{status}_first_seen" if first_seen else status
+    return CAUSE[fmt.lang][key].format(since=fmt.dt(since), span=fmt.span(now - since))
 
 
 def unreachable_count(lang: str, levels: list[str]) -> str:
