@@ -3,7 +3,7 @@
 # packages) and run the whole test suite. Tests start and stop their own peers
 # (network namespaces, responders...). Extra arguments go to pytest.
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" iproute2 iputils-ping util-linux fping snmp snmpd influxdb victoria-metrics chromium \
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" iproute2 iputils-ping util-linux fping snmp snmpd influxdb victoria-metrics chromium faketime \
     libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core poppler-utils
 cd "$ROOT"
 "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"

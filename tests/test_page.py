@@ -510,7 +510,7 @@ def history(now: float):
     blocks += block(a0, rule_a)
     blocks += block(b0, rule_b)
     return blocks, {"end": end, "b0": b0, "a0": a0, "down_since": b0 + 57 * 60, "c3_up_since": b0 + 30 * 60,
-                    "c0": now - 3 * 86400, "d0": now - 10 * 86400}
+                    "c0": now - 3 * 86400, "d0": now - 10 * 86400, "p0": now - 40 * 86400}
 
 
 @pytest.fixture(scope="module")
@@ -630,18 +630,20 @@ def test_a_group_shows_its_own_problems_and_folds_the_sites_cut_off_and_the_heal
 
 def test_incidents_are_one_line_per_root_cause_equal_to_a_hand_computation(known):
     """From the table above: root causes only (an unreachable period is counted under its
-    cause), newest first, ongoing first; P's outage began before the 30 days (start unknown)."""
+    cause), newest first, ongoing first; P's outage began before the 30 days, at its first
+    observation (down when first seen: the start is that, marked first seen)."""
     data, m = known["vi"]["data"], known["marks"]
-    got = [(i["site"], i["kind"], i["start"], i["end"], i["unreachable"], i["district"]) for i in data["incidents"]]
-    a0, b0, c0, d0 = m["a0"], m["b0"], m["c0"], m["d0"]
+    got = [(i["site"], i["kind"], i["start"], i["end"], i["unreachable"], i["district"], i["first_seen"])
+           for i in data["incidents"]]
+    a0, b0, c0, d0, p0 = m["a0"], m["b0"], m["c0"], m["d0"], m["p0"]
     want = [
-        (D1, "down", b0 + 57 * 60, None, 2, "Tiên Du"),
-        (C3, "down", b0, b0 + 30 * 60, 0, "Từ Sơn"),
-        (C1, "down", a0 + 40 * 60, a0 + 50 * 60, 0, "Tiên Du"),
-        (D2, "degraded", a0, a0 + 30 * 60, 0, "Từ Sơn"),
-        (D1, "down", a0 + 10 * 60, a0 + 25 * 60, 2, "Tiên Du"),
-        (D2, "down", c0, c0 + 20 * 60, 1, "Từ Sơn"),
-        (P, "down", None, d0 + 30 * 60, 5, None),
+        (D1, "down", b0 + 57 * 60, None, 2, "Tiên Du", False),
+        (C3, "down", b0, b0 + 30 * 60, 0, "Từ Sơn", False),
+        (C1, "down", a0 + 40 * 60, a0 + 50 * 60, 0, "Tiên Du", False),
+        (D2, "degraded", a0, a0 + 30 * 60, 0, "Từ Sơn", False),
+        (D1, "down", a0 + 10 * 60, a0 + 25 * 60, 2, "Tiên Du", False),
+        (D2, "down", c0, c0 + 20 * 60, 1, "Từ Sơn", False),
+        (P, "down", p0, d0 + 30 * 60, 5, None, True),
     ]
     assert len(got) == len(want), got
     for g, w in zip(got, want):
@@ -651,7 +653,67 @@ def test_incidents_are_one_line_per_root_cause_equal_to_a_hand_computation(known
     rows = [[td.get_text(" ", strip=True) for td in tr.find_all("td")] for tr in
             known["vi"]["soup"].select("table.incidents tbody tr")]
     assert rows[1][:3] == [vn_time(b0), vn_time(b0 + 30 * 60), "30 phút"]
-    assert rows[6][0] == "–" and rows[6][5] == "5 điểm không tới được"
+    assert rows[6][:3] == [f"từ lần đầu ghi nhận lúc {vn_time(p0)}", vn_time(d0 + 30 * 60), "ít nhất 30 ngày"]
+    assert rows[6][5] == "5 điểm không tới được"
+
+
+def test_an_incident_down_at_the_first_observation_keeps_its_start_marked_first_seen(tmp_path):
+    """Sites down (or unreachable) when first observed: no status change marks their start,
+    yet their incidents start at the first observation, marked "first seen" (they may have
+    begun before anyone looked), in status.json and on the page, Vietnamese and English; the
+    duration is a lower bound. C3 has been down since its first observation 40 days ago (no
+    change in the 30 days shown); D1 was first seen down 3 hours ago, its communes
+    unreachable, and came back after 20 minutes; D2's later degradation is an ordinary one.
+    C3's entry in what is wrong now says "since first seen" too."""
+    vi = write_config(tmp_path, SMALL)
+    en = write_config(tmp_path, SMALL, name="sites-en.toml", page='language = "en"')
+    cfg = load_config(vi, secrets=False)
+    by_id = {s.id: s for s in cfg.sites}
+    now = time.time()
+    p0, b0 = now - 40 * 86400, now - 3 * 3600
+    cycles = [(p0 + 60 * i, {P: "up", D2: "up", C3: "down"}) for i in range(3)]
+    for i in range(60):
+        first = "down" if i < 20 else "up"
+        cycles.append((b0 + 60 * i, {P: "up", D1: first, C1: "unreachable" if i < 20 else "up",
+                                     C2: "unreachable" if i < 20 else "up", D2: "degraded" if 30 <= i < 40 else "up",
+                                     C3: "down"}))
+    store = Store.open(cfg.store_path)
+    try:
+        for ts, own in cycles:
+            store.record_cycle(ts, ts + 1.5, [observation(by_id[sid], ts, st) for sid, st in own.items()])
+    finally:
+        store.close()
+
+    soup, data, _ = render(vi, tmp_path / "out-vi")
+    got = {(i["site"], i["kind"]): i for i in data["incidents"]}
+    assert set(got) == {(C3, "down"), (D1, "down"), (D2, "degraded")}, data["incidents"]
+    c3, d1, d2 = got[(C3, "down")], got[(D1, "down")], got[(D2, "degraded")]
+    assert (c3["start"], c3["end"], c3["first_seen"]) == (pytest.approx(p0), None, True)
+    assert (d1["start"], d1["end"], d1["first_seen"], d1["unreachable"]) == \
+        (pytest.approx(b0), pytest.approx(b0 + 20 * 60), True, 2)
+    assert (d2["start"], d2["end"], d2["first_seen"]) == (pytest.approx(b0 + 30 * 60), pytest.approx(b0 + 40 * 60),
+                                                          False)
+    rows = {tr.find_all("td")[3].select_one(".id").get_text(strip=True): [td.get_text(" ", strip=True)
+                                                                            for td in tr.find_all("td")[:3]]
+            for tr in soup.select("table.incidents tbody tr")}
+    assert rows[C3] == [f"từ lần đầu ghi nhận lúc {vn_time(p0)}", "đang diễn ra", "ít nhất 40 ngày"]
+    assert rows[D1] == [f"từ lần đầu ghi nhận lúc {vn_time(b0)}", vn_time(b0 + 20 * 60), "ít nhất 20 phút"]
+    assert rows[D2] == [vn_time(b0 + 30 * 60), vn_time(b0 + 40 * 60), "10 phút"]
+    # what is wrong now says it too: C3 has been down at least since it was first seen
+    assert [(p["kind"], p["site"], p["first_seen"]) for p in data["problems"]] == [("down", C3, True)]
+    now_text = soup.select_one("main section#now").get_text(" ", strip=True)
+    assert f"mất kết nối từ lần đầu ghi nhận lúc {vn_time(p0)} (ít nhất 40 ngày)" in now_text, now_text
+
+    soup, data_en, _ = render(en, tmp_path / "out-en")
+    assert data_en["incidents"] == data["incidents"]
+    en_time = lambda ts: datetime.fromtimestamp(ts, timezone.utc).astimezone(VN).strftime("%Y-%m-%d %H:%M")  # noqa: E731
+    rows = {tr.find_all("td")[3].select_one(".id").get_text(strip=True): [td.get_text(" ", strip=True)
+                                                                            for td in tr.find_all("td")[:3]]
+            for tr in soup.select("table.incidents tbody tr")}
+    assert rows[C3] == [f"since first seen at {en_time(p0)}", "ongoing", "at least 40 d"]
+    assert rows[D1] == [f"since first seen at {en_time(b0)}", en_time(b0 + 20 * 60), "at least 20 min"]
+    now_text = soup.select_one("main section#now").get_text(" ", strip=True)
+    assert f"down since first seen at {en_time(p0)} (at least 40 d)" in now_text, now_text
 
 
 def test_english_page(known):

@@ -129,10 +129,14 @@ def site_figures(runs: list[tuple[str, int, float, float]], start: float, end: f
     outage_end = None
     outage_len = 0.0
     lengths: list[float] = []
+    # Counted up to here: each instant counts once, also where runs overlap (a store written
+    # before the clock set back was handled has such runs).
+    covered = start
     for status, maint, a, b in sorted(runs, key=lambda r: r[2]):
-        a, b = max(a, start), min(b, end)
+        a, b = max(a, covered), min(b, end)
         if b <= a:
             continue
+        covered = b
         d = b - a
         if maint:
             f.maintenance_s += d

@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -91,7 +92,7 @@ def _root_of(sid: str, sites: dict[str, dict[str, Any]]) -> str | None:
 
 
 def _problems(sites: dict[str, dict[str, Any]], now: float, flapping: set[str],
-              maintenance: set[str]) -> list[dict[str, Any]]:
+              maintenance: set[str], first_seen: Collection[str] = ()) -> list[dict[str, Any]]:
     """What is wrong now, one entry per cause, most important first:
 
     * a site down on its own, with the sites it makes unreachable (kind "down");
@@ -102,6 +103,8 @@ def _problems(sites: dict[str, dict[str, Any]], now: float, flapping: set[str],
       keeps its kind, flagged, after the others);
     * quieter: up sites whose SNMP agent does not answer, or whose device rebooted in
       the last 24 h (kind "snmp").
+
+    first_seen: the sites down or degraded since their first observation (their entry says so).
     """
     below: dict[str, list[str]] = {}
     out: list[dict[str, Any]] = []
@@ -132,6 +135,7 @@ def _problems(sites: dict[str, dict[str, Any]], now: float, flapping: set[str],
     for e in out:
         e["maintenance"] = e["site"] in maintenance
         e["flapping"] = e["site"] in flapping
+        e["first_seen"] = e["kind"] in ("down", "degraded") and e["site"] in first_seen
     rank = {"down": 0, "unreachable": 1, "degraded": 2, "flapping": 3, "maintenance": 4, "snmp": 5}
     out.sort(key=lambda e: (e["kind"] == "snmp", e["maintenance"] and e["kind"] != "maintenance", rank[e["kind"]],
                             -len(e.get("unreachable", ())), LEVEL_ORDER.get(sites[e["site"]]["level"], 9),
@@ -143,20 +147,22 @@ def _incidents(store: Store, sites: dict[str, dict[str, Any]], children: dict[st
     """The last INCIDENT_DAYS days, one entry per root cause, newest first: a site's own
     outage (down) or degradation, with its start, end (None: ongoing), and the sites it made
     unreachable meanwhile (descendants that became unreachable during it). Unreachable
-    periods are not entries of their own: they are counted under their cause."""
+    periods are not entries of their own: they are counted under their cause. first_seen:
+    the site was in that state at its first observation, the start (it may have begun earlier)."""
     cut = now - INCIDENT_DAYS * 86400
     events = store.status_events_since(cut)
     open_: dict[str, dict[str, Any]] = {}
     done: list[dict[str, Any]] = []
     unreach: dict[str, list[list[float]]] = {}  # site: [[start, end]] of its unreachable periods (end inf: still)
-    first_seen: set[str] = set()
+    met: set[str] = set()
     for ts, sid, old, new in events:
-        if sid not in first_seen:
-            first_seen.add(sid)
+        if sid not in met:
+            met.add(sid)
             if old in ("down", "degraded"):  # it began before the window: when?
                 prev = store.status_change_before(sid, cut)
-                start = prev[0] if prev is not None and prev[2] == old else None
-                open_[sid] = {"site": sid, "kind": old, "start": start, "end": None}
+                known = prev is not None and prev[2] == old
+                open_[sid] = {"site": sid, "kind": old, "start": prev[0] if known else None, "end": None,
+                              "first_seen": known and prev[1] is None}
             elif old == "unreachable":
                 unreach[sid] = [[cut, float("inf")]]
         if old == "unreachable" and sid in unreach:
@@ -168,10 +174,13 @@ def _incidents(store: Store, sites: dict[str, dict[str, Any]], children: dict[st
             inc["end"] = ts
             done.append(inc)
         if new in ("down", "degraded") and sid not in open_:
-            open_[sid] = {"site": sid, "kind": new, "start": ts, "end": None}
+            # old None: the site's first observation (the store logs a problem seen first)
+            open_[sid] = {"site": sid, "kind": new, "start": ts, "end": None, "first_seen": old is None}
     for sid, s in sites.items():  # still going: the site's state says since when
         if s["status"] in ("down", "degraded") and sid not in open_:
-            open_[sid] = {"site": sid, "kind": s["status"], "start": s["since"], "end": None}
+            began = store.status_change_before(sid, math.inf)
+            open_[sid] = {"site": sid, "kind": s["status"], "start": s["since"], "end": None,
+                          "first_seen": began is not None and began[1] is None and began[0] == s["since"]}
     done.extend(open_.values())
     for inc in done:
         n = 0
@@ -292,7 +301,8 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
     incidents = _incidents(store, sites, children, now)
     alert_states, _ = store.alert_states() if alerts is None else (alerts, False)
     flapping = {sid for sid, a in alert_states.items() if getattr(a, "flapping", False)}
-    problems = _problems(sites, now, flapping, sites_in_maintenance(cfg, now))
+    first_seen = {i["site"] for i in incidents if i["end"] is None and i["first_seen"]}
+    problems = _problems(sites, now, flapping, sites_in_maintenance(cfg, now), first_seen)
     return {
         "generated_at": now,
         "last_cycle": last,
@@ -406,10 +416,10 @@ def _cause_lines(snap: dict[str, Any], fmt: Fmt, thresholds) -> list[dict[str, A
         kind, since = p["kind"], p.get("since")
         bits = []
         if kind in ("down", "unreachable") and since is not None:
-            bits.append(since_text(fmt, kind, since, now))
+            bits.append(since_text(fmt, kind, since, now, p.get("first_seen", False)))
         elif kind == "degraded":
             bits.append(degraded_why(fmt, p["rtt_avg_ms"], p["loss_pct"], thresholds)
-                        or (since_text(fmt, kind, since, now) if since else ""))
+                        or (since_text(fmt, kind, since, now, p.get("first_seen", False)) if since else ""))
         elif kind == "flapping":
             bits.append(c["flapping"])
         elif kind == "maintenance":

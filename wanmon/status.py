@@ -37,11 +37,12 @@ class Track(NamedTuple):
 def advance(prev: Track | None, status: str, ts: float, cap: int = 1 << 30) -> Track:
     """The one status state machine, fed by every cycle: the site state the store keeps
     (status, since, the status-change events) and the alert engine's streaks both move
-    with it. The same status again: one cycle more (counted up to cap), since kept;
-    another status: a new track from ts."""
+    with it. The same status again: one cycle more (counted up to cap), since kept, but
+    never after ts (the clock set back: the status is known to hold at ts, no earlier
+    time is known on this clock); another status: a new track from ts."""
     if prev is None or prev.status != status:
         return Track(status, ts, 1)
-    return Track(status, prev.since, min(prev.cycles + 1, max(cap, prev.cycles)))
+    return Track(status, min(prev.since, ts), min(prev.cycles + 1, max(cap, prev.cycles)))
 
 
 def icmp_status(result: IcmpResult | None, th: Thresholds) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -28,7 +29,7 @@ from wanmon.errors import WanmonError, means_damage, os_cause, sqlite_cause
 from wanmon.files import replacing
 from wanmon.locks import CycleLock, PublishLock, SnmpLock, _prepare_folder  # noqa: F401 (re-exported)
 from wanmon.model import AlertUpdate, DeviceLine, DeviceState, Event, IfState, Observation, SiteState, SnmpOutcome
-from wanmon.status import FAILING, REACHABLE, Track, advance
+from wanmon.status import FAILING, PROBLEMS, REACHABLE, Track, advance
 
 logger = logging.getLogger(__name__)
 
@@ -757,13 +758,23 @@ class Store:
         rows = []
         changes = []
         closed = []
+        back = 0.0
         for o in obs:
             p_status, p_since, p_fail, p_reach, p_last, p_run, p_maint = prev.get(o.site_id,
                                                                                (None, None, 0, None, None, None, 0))
+            if p_last is not None and o.ts < p_last:  # the clock was set back
+                p_status, p_since, p_run = self._rewind(o.site_id, o.ts, p_status, p_since, p_run)
+                back = max(back, p_last - o.ts)
+                p_last = o.ts
             since = advance(Track(p_status, p_since, 1) if p_status is not None else None, o.status, o.ts).since
             if p_status is not None and p_status != o.status:
                 changes.append(_event_row(Event(o.ts, o.site_id, "status", f"{p_status} -> {o.status}",
                                                 {"from": p_status, "to": o.status})))
+            elif p_status is None and o.status in PROBLEMS:
+                # A problem at its first observation: the incident log starts it here, marked
+                # first seen (it may have begun earlier: nobody was looking).
+                changes.append(_event_row(Event(o.ts, o.site_id, "status", f"first seen {o.status}",
+                                                {"from": None, "to": o.status, "first_seen": True})))
             failed = o.sent > 0 and o.received == 0 or o.status in FAILING
             fails = p_fail + 1 if failed else 0
             reach = o.ts if o.status in REACHABLE else p_reach
@@ -777,6 +788,9 @@ class Store:
                 (o.site_id, o.name, o.level, o.district, o.address, o.status, since, o.ts, cycle_id, fails, reach,
                  o.loss_pct if o.sent else None, o.rtt_avg_ms, o.jitter_ms, o.reason, run, maint)
             )
+        if back:
+            logger.warning("kind=clock_back the clock was set back %.0f s: the sites' history after this cycle's "
+                           "time is dropped (the next cycles observe that time again)", back)
         self.written_states = [SiteState(*r[:8], *r[9:15]) for r in rows]
         self.conn.executemany(
             "INSERT OR REPLACE INTO site_state (site_id, name, level, district, address, status, since, last_ts,"
@@ -788,6 +802,28 @@ class Store:
                               closed)
         # Status changes are the incident log (page, alerts): kept like the other events.
         self.conn.executemany("INSERT INTO events (ts, site_id, kind, detail, data) VALUES (?,?,?,?,?)", changes)
+
+    def _rewind(self, site_id: str, ts: float, status: str | None, since: float | None,
+                run: float | None) -> tuple[str | None, float | None, float | None]:
+        """The clock set back: an observation at ts, before the site's last one. The clock now
+        puts the site's history after ts in the future, and the next cycles observe that time
+        again: it is dropped (its status runs cut at ts, its status changes after ts deleted),
+        so no time is counted twice and no `since` lies ahead of an observation. Returns where
+        the site stood at ts: (status, since, open run start); status None: not seen before ts."""
+        after = self.conn.execute("SELECT detail, data FROM events WHERE site_id = ? AND kind = 'status' AND ts > ?"
+                                  " ORDER BY ts, id LIMIT 1", (site_id, ts)).fetchone()
+        self.conn.execute("DELETE FROM events WHERE site_id = ? AND kind = 'status' AND ts > ?", (site_id, ts))
+        self.conn.execute("DELETE FROM status_runs WHERE end_ts > ? AND site_id = ? AND start_ts >= ?",
+                          (ts, site_id, ts))
+        self.conn.execute("UPDATE status_runs SET end_ts = ? WHERE end_ts > ? AND site_id = ?", (ts, ts, site_id))
+        if run is not None and run >= ts:
+            run = None  # the open run began after ts: dropped
+        if since is not None and since > ts:  # the status began after ts: the first change dropped says what held
+            status = None if after is None else _change(*after)[0]
+            last = self.status_change_before(site_id, math.nextafter(ts, math.inf))
+            # since when: the change into it, if logged (an up site's first observation is not); else ts
+            since = last[0] if last is not None and last[2] == status else ts
+        return status, since, run
 
     def defer_checkpoints(self) -> None:
         """This connection's commits leave the WAL for checkpoint() to copy into the database.

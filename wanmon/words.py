@@ -38,6 +38,7 @@ PAGE = {
         "no_incidents_influx": "Trang này dựng từ InfluxDB: danh sách sự cố chỉ có trên trang của từng tác tử.",
         "now_title": "Sự cố hiện tại", "quiet_title": "Cần để ý (SNMP)", "partial": "{n}/{m} xã có sự cố",
         "start": "Bắt đầu", "end": "Kết thúc", "duration": "Thời lượng", "district_col": "Huyện",
+        "first_seen": "từ lần đầu ghi nhận lúc {when}", "at_least": "ít nhất {d}",
         "impact": "Ảnh hưởng", "more_incidents": "… và {n} sự cố cũ hơn (trong status.json).",
         "status_all": "Mọi trạng thái", "refresh_note": "Trang tự cập nhật mỗi {n} giây.",
         "show_list": "danh sách", "healthy_n": "{n} điểm hoạt động bình thường",
@@ -78,6 +79,7 @@ PAGE = {
         "no_incidents_influx": "This page is built from InfluxDB: the incident list is on each agent's own page.",
         "now_title": "Problems now", "quiet_title": "Worth a look (SNMP)", "partial": "{n} of {m} communes with problems",
         "start": "Start", "end": "End", "duration": "Duration", "district_col": "District",
+        "first_seen": "since first seen at {when}", "at_least": "at least {d}",
         "impact": "Impact", "more_incidents": "… and {n} older incidents (in status.json).",
         "status_all": "All statuses", "refresh_note": "This page updates itself every {n} s.",
         "show_list": "list", "healthy_n": "{n} sites up",
@@ -288,6 +290,8 @@ CAUSE = {
     "vi": {
         "down": "mất kết nối từ {since} ({span})", "unreachable": "không tới được từ {since} ({span})",
         "degraded": "suy giảm từ {since}",
+        "down_first_seen": "mất kết nối từ lần đầu ghi nhận lúc {since} (ít nhất {span})",
+        "degraded_first_seen": "suy giảm từ lần đầu ghi nhận lúc {since}",
         "unreachable_n": "{n} {what} không tới được",
         "what": {"commune": "xã", "district": "huyện", "province": "cơ quan", "": "điểm"},
         "rtt": "độ trễ {v} ≥ {t}", "loss": "mất gói {v} ≥ {t}",
@@ -299,6 +303,8 @@ CAUSE = {
     "en": {
         "down": "down since {since} ({span})", "unreachable": "unreachable since {since} ({span})",
         "degraded": "degraded since {since}",
+        "down_first_seen": "down since first seen at {since} (at least {span})",
+        "degraded_first_seen": "degraded since first seen at {since}",
         "unreachable_n": "{n} {what} unreachable",
         "what": {"commune": "communes", "district": "districts", "province": "agencies", "": "sites"},
         "rtt": "RTT {v} ≥ {t}", "loss": "loss {v} ≥ {t}",
@@ -326,9 +332,11 @@ def outage(fmt: Fmt, seconds: float) -> str:
     return CAUSE[fmt.lang]["outage"].format(d=fmt.span(seconds))
 
 
-def since_text(fmt: Fmt, status: str, since: float, now: float) -> str:
-    """A problem's start after the site's name: "mất kết nối từ 02/12/2026 08:15 (2 giờ 5 phút)"."""
-    return CAUSE[fmt.lang][status].format(since=fmt.dt(since), span=fmt.span(now - since))
+def since_text(fmt: Fmt, status: str, since: float, now: float, first_seen: bool = False) -> str:
+    """A problem's start after the site's name: "mất kết nối từ 02/12/2026 08:15 (2 giờ 5 phút)";
+    first_seen: since the site's first observation, so it may have begun earlier."""
+    key = f"{status}_first_seen" if first_seen else status
+    return CAUSE[fmt.lang][key].format(since=fmt.dt(since), span=fmt.span(now - since))
 
 
 def unreachable_count(lang: str, levels: list[str]) -> str:

@@ -151,6 +151,8 @@ def _step(a: SiteAlert, status: str, now: float, rules: AlertSettings, quiet: bo
     track = advance(Track(a.streak_status, a.streak_since, a.streak), status, now,
                     cap=max(rules.confirm_cycles, rules.recover_cycles))
     streak, streak_since = track.cycles, track.since
+    if a.hard_since is not None and a.hard_since > now:  # the clock set back: as the streak, not after now
+        a = dataclasses.replace(a, hard_since=now)
     if (history, streak, streak_since) != (a.history, a.streak, a.streak_since) or status != a.streak_status:
         a = dataclasses.replace(a, history=history, streak_status=status, streak=streak, streak_since=streak_since)
 
