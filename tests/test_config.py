@@ -84,6 +84,16 @@ CASES = [
      ["site 'tien-du'", "name 'UBND huyện Tiên Du\\\\' ends in a backslash"], 18),
     ("agent id ending in a backslash", lambda t: "[agent]\nid = 'noc\\'\n" + t,
      ["[agent] id 'noc\\\\' ends in a backslash", "remove the backslash"], 2),
+    *[(f"heartbeat url {why}", (lambda u: lambda t: f'[agent]\nheartbeat_url = "{u}"\n\n' + t)(url),
+       ["[agent] heartbeat_url", words], 2) for why, url, words in [
+        ("not http", "ftp://kuma.example/api/push/tok", "http:// or https://"),
+        ("no host", "https:///api/push/tok", "with a host"),
+        ("credentials", "https://me:pw@kuma.example/api/push/tok", "must not carry credentials"),
+        ("bad port", "http://kuma.example:99999/api/push/tok", "not a valid URL"),
+        ("space", "http://kuma.example/api/push/t ok", "spaces"),
+    ]],
+    ("heartbeat budget", lambda t: '[agent]\nheartbeat_url = "http://127.0.0.1:3001/api/push/tok"\n'
+     'heartbeat_budget_s = 0\n\n' + t, ["[agent]", "heartbeat_budget_s", "must be a number above 0 and at most 60"], 3),
     ("empty guard sites", lambda t: t.replace("[[sites]]", "[alerts]\nguard_sites = []\n\n[[sites]]", 1),
      ["[alerts] guard_sites is empty", "without a parent"], None),
 ]
@@ -305,3 +315,13 @@ def test_gen_sites_reproduces_the_shipped_file(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert out.read_text(encoding="utf-8") == (REPO / "sites.toml").read_text(encoding="utf-8")
+
+
+def test_heartbeat_url_is_optional_and_its_token_never_shown(write_config):
+    assert load(write_config()).agent.heartbeat_url is None
+    url = "https://kuma.example/api/push/Xk29sEcReT?status=up&msg=OK&ping="
+    cfg = load(write_config(f'[agent]\nheartbeat_url = "{url}"\n\n' + MINIMAL))
+    assert cfg.agent.heartbeat_url == url and cfg.agent.heartbeat_budget_s == 5.0
+    bad = url.replace("https://", "https://me:pw@")
+    text = "\n".join(_problems(write_config(f'[agent]\nheartbeat_url = "{bad}"\n\n' + MINIMAL)))
+    assert "Xk29sEcReT" not in text and "me:pw@" not in text

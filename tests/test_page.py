@@ -754,40 +754,51 @@ def test_formatting_units():
 
 def test_header_times_are_in_vietnam_time(known):
     soup, data = known["vi"]["soup"], known["vi"]["data"]
+    # the data's time, absolute and near the top: the written page never says "1 second ago"
+    # (without JavaScript it would say so forever); the script adds the age (test_page_browser)
+    asof = soup.select_one("header .asof")
+    assert asof.get_text(" ", strip=True) == f"Lần kiểm tra gần nhất: {vn_time(data['last_cycle']['started_at'])}"
+    assert asof.time["datetime"] == datetime.fromtimestamp(data["last_cycle"]["started_at"], VN).isoformat(
+        timespec="seconds")
     meta = soup.select_one("header .meta").get_text(" ", strip=True)
-    assert meta.startswith(f"Lần kiểm tra gần nhất: {vn_time(data['last_cycle']['started_at'])} (cách đây ")
-    assert f"Tạo lúc: {vn_time(data['generated_at'])}" in meta
+    assert meta == f"Tạo lúc: {vn_time(data['generated_at'])} · kiểm tra mỗi 60 giây"
 
 
 # ----------------------------------------------------------------------------
 # stale data
 
 
-def _stale_case(folder: Path, last_age_s: float, refresh_s: int | None):
+def _stale_case(folder: Path, last_age_s: float, refresh_s: int | None, interval_s: float | None = None):
     page = f"refresh_s = {refresh_s}" if refresh_s else ""
-    cfg = write_config(folder, SMALL, page=page)
+    schedule = f"\n[schedule]\nicmp_interval_s = {interval_s}\n" if interval_s else ""
+    cfg = write_config(folder, SMALL + schedule, page=page)
     now = time.time()
     record(cfg, [(now - last_age_s - 60 * k, {}) for k in range(5, -1, -1)])
     return render(cfg, folder / "out")
 
 
-def test_stale_banner_when_last_cycle_older_than_3_refresh(tmp_path):
+def test_stale_banner_when_last_cycle_older_than_3_poll_intervals(tmp_path):
     soup, data, _ = _stale_case(tmp_path, last_age_s=400, refresh_s=None)  # 400 s > 3 x 60 s
     banner = soup.select(".banner")
     assert len(banner) == 1 and banner[0]["role"] == "alert"
     text = banner[0].get_text(" ", strip=True)
     assert re.fullmatch(r"Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây (6|7) phút\. "
                         r"Tác tử giám sát có thể đã ngừng chạy\.", text), text
-    assert data["stale"] is True
+    assert data["stale"] is True and data["stale_after_s"] == 180 and data["icmp_interval_s"] == 60
+    # written stale: no green even without JavaScript (html.stale greys --up, favicon included)
+    assert soup.html["class"] == ["stale"] and "%231a7f37" not in soup.find("link", rel="icon")["href"]
 
 
-def test_stale_follows_refresh_s(tmp_path):
-    soup, data, _ = _stale_case(tmp_path / "a", last_age_s=100, refresh_s=None)  # 100 s < 180 s
+def test_stale_follows_the_poll_interval_not_the_refresh(tmp_path):
+    soup, data, _ = _stale_case(tmp_path / "a", last_age_s=100, refresh_s=None)  # 100 s < 3 x 60 s
+    assert not soup.select(".banner") and data["stale"] is False and not soup.html.get("class")
+    soup, data, _ = _stale_case(tmp_path / "b", last_age_s=100, refresh_s=20)  # the refresh does not matter
     assert not soup.select(".banner") and data["stale"] is False
-    soup, data, _ = _stale_case(tmp_path / "b", last_age_s=100, refresh_s=20)  # 100 s > 60 s
-    assert soup.select(".banner") and data["stale"] is True
     assert soup.find("meta", attrs={"http-equiv": "refresh"}) is None
     assert soup.find(id="refresh-note").get_text() == "Trang tự cập nhật mỗi 20 giây."
+    soup, data, _ = _stale_case(tmp_path / "c", last_age_s=100, refresh_s=None, interval_s=20)  # 100 s > 3 x 20 s
+    assert soup.select(".banner") and data["stale"] is True and data["stale_after_s"] == 60
+    assert soup.select_one("header .meta").get_text(" ", strip=True).endswith("kiểm tra mỗi 20 giây")
 
 
 def test_no_cycle_yet_says_what_to_do(tmp_path):

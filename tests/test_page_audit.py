@@ -73,3 +73,23 @@ def test_lighthouse_accessibility_best_practices_and_seo_at_least_95(page_dir, t
             assert report["finalDisplayedUrl"] == url  # it audited our page, not an error page
     finally:
         server.shutdown()
+
+
+def test_a_stale_page_passes_axe_and_html_validate(tmp_path):
+    """The page as it is once stale (written 7 minutes after its last cycle: greyed, labelled,
+    the banner on top): its greys and labels keep WCAG contrast."""
+    pytest.importorskip("playwright.sync_api")
+    import time
+
+    from audit_page import axe, html_validate
+    from test_page import SMALL, record, write_config
+
+    cfg = write_config(tmp_path, SMALL)
+    now = time.time()
+    record(cfg, [(now - 420 - 60 * k, {"tu-son-dong-ngan": "down"}) for k in range(2, -1, -1)])
+    _, data, _ = render(cfg, tmp_path / "out")
+    assert data["stale"] is True
+    bad, passes = axe((tmp_path / "out" / "index.html").as_uri(),
+                      viewports=({"width": 1366, "height": 768}, {"width": 390, "height": 844}))
+    assert bad == [] and passes > 20, bad
+    assert html_validate(tmp_path / "out" / "index.html") == []

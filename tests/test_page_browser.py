@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 import unicodedata
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
-from test_page import HOSTILE, IMG, SCRIPT, SSTI, build_hostile177, render
+from test_page import HOSTILE, IMG, SCRIPT, SSTI, VN, build_hostile177, render
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 if CHROMIUM is None:
@@ -89,11 +91,14 @@ class Watch:
 def open_page(browser, site):
     contexts = []
 
-    def _open(**ctx):
+    def _open(after_data_s: float = 60.0, **ctx):
+        """The page in a new context whose clock reads `after_data_s` after the data's time (the
+        last cycle's): the page says it is stale past 3 poll intervals, whenever the test runs."""
         context = browser.new_context(**ctx)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(15_000)
+        page.clock.set_fixed_time(site["data"]["last_cycle"]["started_at"] + after_data_s)
         watch = Watch(context, page)
         page.goto(site["url"], wait_until="load")
         return page, watch
@@ -343,5 +348,145 @@ def test_both_root_causes_on_the_first_screen_behind_real_icmp(browser, tmp_path
             assert "14 xã không tới được" in page.locator("ul.causes > li").nth(0).inner_text()
             for name, box in boxes.items():
                 assert box["y"] + box["height"] <= screens * viewport["height"], (viewport, name, box)
+        finally:
+            context.close()
+
+
+# ----------------------------------------------------------------------------
+# stale data: the page says so by itself, against the browser's clock (issue 20)
+
+# every element painted green (a colour, background, border, SVG fill or stroke), and a green favicon
+GREEN = """() => {
+  const greenish = c => { const m = /rgba?\\((\\d+), (\\d+), (\\d+)/.exec(c);
+    return !!m && +m[2] > 60 && +m[2] > 1.3 * +m[1] && +m[2] > 1.3 * +m[3]; };
+  const props = ['color', 'background-color', 'border-top-color', 'border-left-color', 'outline-color', 'fill', 'stroke'];
+  const out = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (!el.getClientRects().length) continue;  // not shown
+    const cs = getComputedStyle(el);
+    for (const p of props) if (greenish(cs.getPropertyValue(p))) out.push(`${el.tagName}.${el.className} ${p}`);
+  }
+  if (/%231a7f37/i.test(document.querySelector('link[rel=icon]').href)) out.push('favicon');
+  return out;
+}"""
+STALE_VI = "Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây 10 phút. Tác tử giám sát có thể đã ngừng chạy."
+
+
+def in_first_screen(locator, height: int) -> bool:
+    box = locator.bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
+
+
+@pytest.mark.parametrize("width,height,mobile", [(1366, 768, False), (390, 844, True)])
+def test_ten_minutes_after_its_data_the_page_says_stale_on_the_first_screen_and_nothing_is_green(
+        open_page, width, height, mobile):
+    """The page was fresh when written (its data 30 s old, 3 x 60 s allowed); the browser's clock
+    reads 10 minutes after its data, as when the agent stopped and the page stayed."""
+    page, w = open_page(after_data_s=600, viewport={"width": width, "height": height}, is_mobile=mobile,
+                        has_touch=mobile)
+    banner = page.locator("#stale")
+    assert banner.inner_text() == STALE_VI and in_first_screen(banner, height)
+    assert banner.get_attribute("role") == "alert"
+    asof = page.locator("header .asof")
+    assert asof.inner_text().endswith("(cách đây 10 phút)") and in_first_screen(asof, height)
+    assert page.title() == "[dữ liệu cũ] Tình trạng mạng WAN tỉnh Bắc Ninh"
+    # no green anywhere: the summary's up card, the sites' up badges, the favicon
+    assert page.evaluate(GREEN) == []
+    tags = page.locator(".cards a.card .stale-tag")
+    assert tags.count() == 5 and all(tags.nth(i).is_visible() for i in range(5))
+    assert tags.nth(0).inner_text() == "dữ liệu cũ"
+    assert "dữ liệu cũ" in page.locator("#now-h").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"page-stale-{width}x{height}.png"))
+    assert w.console_errors == [] and w.page_errors == []
+
+
+def test_a_fresh_page_is_not_stale_and_its_up_sites_are_green(open_page):
+    page, w = open_page(after_data_s=150, viewport={"width": 1366, "height": 768})  # within 3 x 60 s
+    assert page.locator(".banner").count() == 0
+    assert page.locator("header .asof").inner_text().endswith("(cách đây 2 phút)")
+    assert page.title() == "Tình trạng mạng WAN tỉnh Bắc Ninh"
+    assert page.locator(".stale-tag:visible").count() == 0
+    green = page.evaluate(GREEN)  # the same check finds green on a fresh page: it can fail
+    assert "SPAN.badge st-up background-color" in green and "favicon" in green
+    assert w.console_errors == [] and w.page_errors == []
+
+
+def test_an_open_page_turns_stale_between_reloads(browser, site):
+    """No reload needed: the script checks again every 10 s (the browser's timers driven by
+    Playwright's clock; the 60 s reload has not come)."""
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    try:
+        page = context.new_page()
+        data_ts = site["data"]["last_cycle"]["started_at"]
+        page.clock.install(time=data_ts + 60)
+        page.goto(site["url"], wait_until="load")
+        assert page.locator("#stale").count() == 0 and page.evaluate(GREEN) != []
+        page.evaluate("window.sameDocument = true")
+        page.clock.set_system_time(data_ts + 600)  # the clock moves on (no timer runs): not seen yet
+        assert page.locator("#stale").count() == 0
+        page.clock.run_for(10_000)
+        assert page.locator("#stale").inner_text() == STALE_VI
+        assert page.evaluate(GREEN) == []
+        assert page.evaluate("window.sameDocument === true")  # no reload
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def small_pages(tmp_path_factory):
+    """The 6-site page in English (data 30 s old when written), and in Vietnamese written stale
+    (the last cycle 7 minutes before `render`)."""
+    from test_page import SMALL, record, write_config
+
+    out = {}
+    for name, page, age_s in (("en", 'language = "en"', 30), ("old", "", 420)):
+        folder = tmp_path_factory.mktemp(f"stale-{name}")
+        cfg = write_config(folder, SMALL, page=page)
+        now = time.time()
+        record(cfg, [(now - age_s - 60 * k, {}) for k in range(2, -1, -1)])
+        _, data, _ = render(cfg, folder / "out")
+        out[name] = {"url": (folder / "out" / "index.html").as_uri(), "data": data}
+    return out
+
+
+def test_the_english_page_says_stale_in_english(browser, small_pages):
+    en = small_pages["en"]
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page = context.new_page()
+        page.clock.set_fixed_time(en["data"]["last_cycle"]["started_at"] + 600)
+        page.goto(en["url"], wait_until="load")
+        banner = page.locator("#stale")
+        assert banner.inner_text() == "Data is stale: the last check was 10 min ago. The monitoring agent may have stopped."
+        assert in_first_screen(banner, 844)
+        assert page.locator("header .asof").inner_text().endswith("(10 min ago)")
+        assert page.title() == "[stale data] Bắc Ninh provincial WAN status"
+        assert page.evaluate(GREEN) == [] and page.locator(".cards .stale-tag").first.inner_text() == "stale data"
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("width,height", [(1366, 768), (390, 844)])
+def test_without_javascript_the_data_time_is_on_the_first_screen(browser, small_pages, width, height):
+    """The written page cannot know how old it has become: it shows the data's time (absolute,
+    never "1 second ago"); a page written stale says so and shows no green."""
+    for name in ("en", "old"):
+        data = small_pages[name]["data"]
+        context = browser.new_context(viewport={"width": width, "height": height}, java_script_enabled=False)
+        try:
+            page = context.new_page()
+            page.goto(small_pages[name]["url"], wait_until="load")
+            asof = page.locator("header .asof")
+            assert in_first_screen(asof, height)
+            assert asof.locator("time").get_attribute("datetime").startswith(
+                datetime.fromtimestamp(data["last_cycle"]["started_at"], VN).strftime("%Y-%m-%dT%H:%M"))
+            assert "ago" not in asof.inner_text() and "cách đây" not in asof.inner_text()
+            if name == "old":
+                assert in_first_screen(page.locator("#stale"), height)
+                assert page.locator("#stale").inner_text().startswith("Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây 7 phút")
+                assert page.evaluate(GREEN) == []
+            else:
+                assert page.locator(".banner").count() == 0 and page.evaluate(GREEN) != []
         finally:
             context.close()

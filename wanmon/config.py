@@ -162,6 +162,9 @@ class AgentSettings(_Strict):
     id: str = Field(default_factory=lambda: __import__("socket").gethostname() or "wanmon", min_length=1,
                     max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
     role: Literal["primary", "standby"] = "primary"
+    # a GET after each recorded cycle (wanmon.heartbeat): an Uptime Kuma push URL, a healthchecks.io ping URL
+    heartbeat_url: str | None = None
+    heartbeat_budget_s: float = _range(5.0, 0, 60, above=True)  # the whole request, enforced while it runs
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
@@ -792,6 +795,10 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     if sections["agent"] is not None and sections["agent"].role == "standby" and "influxdb" not in raw:
         problems.append(f"{at(loc.section('agent', 'role'))}: [agent] role = \"standby\" needs an [influxdb] table: "
                         "the standby learns from the primary's heartbeats there whether to send mail")
+    if sections["agent"] is not None and sections["agent"].heartbeat_url is not None:
+        problem = _heartbeat_problem(sections["agent"].heartbeat_url)
+        if problem:
+            problems.append(f"{at(loc.section('agent', 'heartbeat_url'))}: [agent] heartbeat_url {problem}")
     if sections["report"] is not None:
         for email in sections["report"].recipients:
             if not _EMAIL.match(email):
@@ -924,6 +931,25 @@ def _maintenance(raw: Any, where_at: Callable[[], str], problems: list[str]) -> 
                 problems.append(f"{where_at()}: {label}: weekly windows need `days` (e.g. [\"sun\"])")
         out.append(m)
     return tuple(out)
+
+
+def _heartbeat_problem(url: str) -> str | None:
+    """What is wrong with a heartbeat URL, or None. (Its path and query hold the monitor's
+    token: the messages never repeat the URL.)"""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(url)
+        u.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        return "is not a valid URL (e.g. \"https://kuma.example/api/push/<token>?status=up&msg=OK&ping=\")"
+    if u.scheme not in ("http", "https") or not u.hostname:
+        return "must be an http:// or https:// URL with a host, e.g. \"https://kuma.example/api/push/<token>?status=up\""
+    if u.username is not None or u.password is not None:
+        return "must not carry credentials (user:password@): push URLs hold their token in the path"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "must not contain spaces or control characters (percent-encode them)"
+    return None
 
 
 def _influx_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str]) -> InfluxSpec | None:

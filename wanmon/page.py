@@ -30,13 +30,14 @@ from wanmon.model import SiteState
 from wanmon.store import Store, damaged
 from wanmon.text import printable
 from wanmon.words import PAGE as TEXT
-from wanmon.words import CAUSE, Fmt, degraded_why, since_text, unreachable_count
+from wanmon.words import AGE_UNITS, CAUSE, Fmt, degraded_why, since_text, unreachable_count
 
 logger = logging.getLogger(__name__)
 
 WINDOWS = {"24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 SPARK_BUCKETS = 25  # hourly points: the last 24 whole hours and the current one
 LEVELS = ("province", "district", "commune")
+STALE_INTERVALS = 3  # data older than 3 x [schedule] icmp_interval_s is stale: the agent has stopped
 
 STATUS_SYMBOL = {"up": "●", "degraded": "▲", "down": "✖", "unreachable": "⊘", "unknown": "?", "partial": "◐"}
 
@@ -307,7 +308,11 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         "generated_at": now,
         "last_cycle": last,
         "refresh_s": cfg.page.refresh_s,
-        "stale": last is None or now - last["started_at"] > 3 * cfg.page.refresh_s,
+        # the data is stale past 3 poll intervals: here at render time, and in the page's script
+        # against the browser's clock (a page whose agent stopped says so by itself)
+        "icmp_interval_s": cfg.schedule.icmp_interval_s,
+        "stale_after_s": STALE_INTERVALS * cfg.schedule.icmp_interval_s,
+        "stale": last is None or now - last["started_at"] > STALE_INTERVALS * cfg.schedule.icmp_interval_s,
         "counts": counts,
         "levels": levels,
         "province": {"sites": [s.id for s in inv.province], **group([s.id for s in inv.province])},
@@ -474,6 +479,9 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
         symbol=STATUS_SYMBOL, windows=list(WINDOWS), levels=LEVELS, unreachable_count=unreachable_count,
         loud=[x for x in causes if x["kind"] != "snmp"], quiet=[x for x in causes if x["kind"] == "snmp"], split=split,
         incidents_shown=INCIDENTS_SHOWN, reports=report_archive(cfg),
+        # the data's time: its last cycle's, never after the page's own (a page rendered as of a past `now`)
+        data_ts=min(snap["last_cycle"]["started_at"], now) if snap["last_cycle"] else None,
+        stale_words={"stale": t["stale"], "ago": t["ago"], "tag": t["stale_tag"], "units": AGE_UNITS[lang]},
     )
 
 

@@ -18,7 +18,8 @@ PAGE = {
         "title": "Tình trạng mạng WAN tỉnh {province}",
         "description": "Tình trạng kết nối của {n} điểm mạng WAN tỉnh {province}: sự cố hiện tại, tỷ lệ sẵn sàng "
                        "theo cấp, huyện và điểm, sự cố 30 ngày qua.",
-        "last_cycle": "Lần kiểm tra gần nhất", "age": "cách đây", "never": "chưa có dữ liệu",
+        "last_cycle": "Lần kiểm tra gần nhất", "ago": "cách đây {age}", "never": "chưa có dữ liệu",
+        "interval": "kiểm tra mỗi {n} giây", "stale_tag": "dữ liệu cũ",
         "stale": "Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây {age}. Tác tử giám sát có thể đã ngừng chạy.",
         "no_data": "Chưa có lần kiểm tra nào: hãy chạy `wanmon check`.",
         "summary": "Tổng quan", "availability": "Tỷ lệ sẵn sàng theo cấp",
@@ -59,7 +60,8 @@ PAGE = {
         "title": "{province} provincial WAN status",
         "description": "Connection status of the {n} sites of the {province} provincial WAN: problems now, "
                        "availability by level, district and site, incidents of the last 30 days.",
-        "last_cycle": "Last check", "age": "ago", "never": "no data yet",
+        "last_cycle": "Last check", "ago": "{age} ago", "never": "no data yet",
+        "interval": "checked every {n} s", "stale_tag": "stale data",
         "stale": "Data is stale: the last check was {age} ago. The monitoring agent may have stopped.",
         "no_data": "No check has run yet: run `wanmon check`.",
         "summary": "Summary", "availability": "Availability by level",
@@ -222,6 +224,11 @@ REPORT = {
 }
 
 
+# Fmt.age's units, largest first; the page's script words the data's age with the same list
+AGE_UNITS = {"vi": (("ngày", 86400), ("giờ", 3600), ("phút", 60), ("giây", 1)),
+             "en": (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))}
+
+
 @dataclass(frozen=True)
 class Fmt:
     lang: str
@@ -250,15 +257,17 @@ class Fmt:
         d = datetime.fromtimestamp(ts, self.tz)
         return d.strftime("%d/%m/%Y %H:%M") if self.lang == "vi" else d.strftime("%Y-%m-%d %H:%M")
 
+    def iso(self, ts: float) -> str:
+        """For <time datetime>: 2025-01-01T00:30:00+07:00."""
+        return datetime.fromtimestamp(ts, self.tz).isoformat(timespec="seconds")
+
     def age(self, seconds: float | None) -> str:
+        """How old, in its largest unit: 59 giây, 3 phút, 2 giờ (the page's script words it alike, from AGE_UNITS)."""
         if seconds is None:
             return "–"
         s = max(0, int(seconds))
-        units = (("ngày", "d", 86400), ("giờ", "h", 3600), ("phút", "min", 60))
-        for vi, en, size in units:
-            if s >= size:
-                return f"{s // size} {vi if self.lang == 'vi' else en}"
-        return f"{s} {'giây' if self.lang == 'vi' else 's'}"
+        word, size = next(u for u in AGE_UNITS[self.lang] if s >= u[1] or u[1] == 1)
+        return f"{s // size} {word}"
 
     def duration(self, seconds: float | None) -> str:
         if seconds is None:
