@@ -135,3 +135,65 @@ def test_a_broken_answer_or_a_bad_url_is_a_result_not_an_exception():
     for url in ("ftp://127.0.0.1/x", "http:///nohost"):
         r = beat(url, 1.0)
         assert not r.ok and r.reason
+
+
+# ---------------------------------------------------------------------------
+# wired: `wanmon check` beats once per recorded cycle, an output of its own
+
+
+class _SilentTimed(SilentServer):
+    """Silent, and says when the heartbeat's connection arrived."""
+
+    accepted_at: float | None = None
+
+    def handle(self, conn):
+        if self.accepted_at is None:
+            self.accepted_at = time.time()
+        super().handle(conn)
+
+
+def _check_config(tmp_path, url: str, budget_s: float = 5) -> str:
+    from conftest import MINIMAL
+
+    text = f'[agent]\nheartbeat_url = "{url}"\nheartbeat_budget_s = {budget_s}\n\n' + MINIMAL
+    (tmp_path / "sites.toml").write_text(text, encoding="utf-8")
+    return str(tmp_path / "sites.toml")
+
+
+def test_check_beats_once_per_recorded_cycle(tmp_path):
+    from conftest import wanmon
+
+    with Kuma() as kuma:
+        cfg = _check_config(tmp_path, f"http://127.0.0.1:{kuma.port}/api/push/{TOKEN}?status=up&msg=OK&ping=")
+        for n in (1, 2, 3):
+            r = wanmon("--config", cfg, "check", cwd=tmp_path)
+            assert r.returncode == 0, r.stderr
+            assert len(kuma.requests) == n
+        r = wanmon("--config", cfg, "check", "--dry-run", cwd=tmp_path)  # records nothing: no beat
+        assert r.returncode == 0, r.stderr
+        assert len(kuma.requests) == 3
+    path, query = kuma.requests[-1]
+    assert path == f"/api/push/{TOKEN}"
+    assert query["status"] == ["up"] and query["msg"][0].startswith("cycle 3: 3 sites")
+    assert int(query["ping"][0]) >= 0
+    st = json.loads(wanmon("--config", cfg, "status", "--json", cwd=tmp_path).stdout)
+    assert st["outputs"]["heartbeat"]["failing_since"] is None and st["outputs"]["heartbeat"]["ok_ts"]
+
+
+def test_a_silent_watcher_never_delays_the_page_and_is_reported(tmp_path):
+    from conftest import wanmon
+
+    with _SilentTimed() as silent:
+        cfg = _check_config(tmp_path, f"{silent.url}/ping/{TOKEN}", budget_s=2)
+        t0 = time.monotonic()
+        r = wanmon("--config", cfg, "check", cwd=tmp_path)
+        took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr  # the cycle and its page are fine; the beat failed alone
+    page = tmp_path / "public" / "index.html"
+    assert silent.accepted_at is not None
+    assert page.stat().st_mtime <= silent.accepted_at  # the page was written before the beat began
+    assert took < 2 + 10  # the beat's budget bounds the check's tail (python start-up aside)
+    assert TOKEN not in r.stderr
+    st = json.loads(wanmon("--config", cfg, "status", "--json", cwd=tmp_path).stdout)
+    hb = st["outputs"]["heartbeat"]
+    assert hb["failing_since"] is not None and "deadline" in hb["error"] and TOKEN not in hb["error"]

@@ -297,14 +297,17 @@ def run_check(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool 
         # lasts about the longest budget, not their sum. Points the SNMP tail spools go
         # with the next drain.
         sending = asyncio.ensure_future(in_thread(publish, cfg, peers, dry_run)) if publish_tail else None
+        beating = (asyncio.ensure_future(in_thread(send_heartbeat, cfg, res, now))
+                   if cfg.agent.heartbeat_url and not dry_run else None)
         try:
             if snmp_tail and not dry_run:
                 views = await run_snmp(cfg, now=now, peers=peers, ips=res.ip_by_site)
                 if views is not None:
                     res = _with_snmp(res, views)
         finally:
-            if sending is not None:
-                await sending
+            for fut in (sending, beating):
+                if fut is not None:
+                    await fut
         return res
 
     return asyncio.run(main())
@@ -651,6 +654,31 @@ def publish(cfg: Config, peers: Peers = REAL, dry_run: bool = False, now: Now = 
     finally:
         lock.__exit__(None, None, None)
     return rep
+
+
+def send_heartbeat(cfg: Config, res: CycleResult, now: Now = time.time) -> None:
+    """[agent] heartbeat_url after a recorded cycle (wanmon.heartbeat), an output of its own: off
+    the critical path, never under the publish lock (a publisher busy with a slow relay must
+    not silence the beat), bounded by heartbeat_budget_s."""
+    from wanmon.heartbeat import beat
+
+    def one() -> object:
+        from collections import Counter
+
+        counts = Counter(o.status for o in res.observations)
+        bad = counts["down"] + counts["unreachable"]
+        r = beat(cfg.agent.heartbeat_url, cfg.agent.heartbeat_budget_s, fields={
+            "status": "up", "ping": round((res.finished_at - res.started_at) * 1000),
+            "msg": f"cycle {res.cycle_id}: {len(res.observations)} sites, {bad} down or unreachable"})
+        if not r.ok:
+            raise WanmonError(f"the heartbeat was not taken: {r.reason}")
+        return r
+
+    store = Store.open(cfg.store_path, any_thread=True)
+    try:
+        outputs.attempt(store, cfg, "heartbeat", one, now=now)
+    finally:
+        store.close()
 
 
 def _mail(cfg: Config, store: Store, peers: Peers):

@@ -148,6 +148,7 @@ class Daemon:
                 logger.warning("cycle overran its interval: took %.1f s, interval %.0f s (the next one is not "
                                "stacked: it runs at its next slot)", took, cfg.schedule.icmp_interval_s)
             self._start_publishing()
+            self._start_heartbeat(res)
             self._start_monthly_report()
         except asyncio.CancelledError:
             if not self.stopping.is_set():
@@ -241,6 +242,13 @@ class Daemon:
             return
 
         self.publishing = _in_background(publish, cfg, self.peers, failed="publish failed with an internal error")
+
+    def _start_heartbeat(self, res) -> None:
+        """[agent] heartbeat_url, in a thread of its own (cycle.send_heartbeat), once per recorded cycle."""
+        from wanmon.cycle import send_heartbeat
+
+        if self.cfg.agent.heartbeat_url:
+            _in_background(send_heartbeat, self.cfg, res, self.now, failed="the heartbeat failed with an internal error")
 
     def _start_monthly_report(self) -> None:
         """Last month's report by mail, once (wanmon.reportmail.Monthly), in a thread."""
