@@ -354,6 +354,9 @@ async def _sweep(cfg: Config, store: Store, progress, peers: Peers) -> list[icmp
 
 def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished: float, icmp_results,
             dry_run: bool, now: Now) -> CycleResult:
+    # once, after an upgrade from a store without status runs: its history rebuilt from the raw samples
+    store.rebuild_runs(cfg.run_cap_s, started,
+                       (lambda ts: sites_in_maintenance(cfg, ts)) if cfg.maintenance else None)
     obs = observe(cfg, inv, icmp_results, started)
     points, limits = (), None
     if cfg.influx is not None:
