@@ -416,34 +416,48 @@ class Store:
                 except FileNotFoundError:
                     pass
 
-    def _backup_before_upgrade(self, version: int) -> Path:
+    def _backup_before_upgrade(self, version: int) -> Path | None:
         """Before migrating a store of schema `version`: a backup beside it, <store>.schema-<version>.bak
         (.1.bak, .2.bak... when that name is taken: an earlier backup is never overwritten). The way
         back is to install the previous wanmon and copy this file over the store. Written or nothing
-        migrates: a backup that cannot be written (disk full) is a StoreError and the store is unchanged."""
-        for n in range(1000):
-            dest = Path(f"{self.path}.schema-{version}{f'.{n}' if n else ''}.bak")
-            if dest.exists():
-                continue
+        migrates: a backup that cannot be written (disk full) is a StoreError and the store is unchanged.
+        Named by the schema the copy holds (another process may have migrated meanwhile: then none)."""
+        tmp = Path(f"{self.path}.upgrade-{os.getpid()}.tmp")
+        try:
+            tmp.unlink(missing_ok=True)
+            self._copy_to(tmp)
+            c = sqlite3.connect(f"file:{tmp}?mode=ro", uri=True)
             try:
-                self._copy_to(dest)
-            except FileExistsError:
-                continue  # another process took that name meanwhile
-            except (OSError, sqlite3.Error) as exc:
-                cause = os_cause(exc) if isinstance(exc, OSError) else sqlite_cause(exc, dest)
-                if isinstance(exc, sqlite3.Error) and "is full" in cause:
-                    cause = "the disk is full"
-                need = self.path.stat().st_size
-                raise StoreError(
-                    f"the store {self.path} (schema {version}) was not upgraded to schema {SCHEMA_VERSION}: its backup "
-                    f"{dest} could not be written ({cause}); nothing was changed: free at least {need / 1e6:.1f} MB "
-                    f"in {dest.parent} (the store's size) and run again") from None
-            logger.warning("store upgrade path=%s from=%d to=%d: backup written to %s; to go back, install the "
-                           "previous wanmon and copy the backup over the store while no check runs", self.path,
-                           version, SCHEMA_VERSION, dest)
-            return dest
-        raise StoreError(f"the store {self.path} was not upgraded: 1,000 backups of schema {version} are beside it "
-                         "already; move some away")
+                version = c.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                c.close()
+        except (OSError, sqlite3.Error) as exc:
+            tmp.unlink(missing_ok=True)
+            cause = os_cause(exc) if isinstance(exc, OSError) else sqlite_cause(exc, tmp)
+            if isinstance(exc, sqlite3.Error) and "is full" in cause:
+                cause = "the disk is full"
+            need = self.path.stat().st_size
+            raise StoreError(
+                f"the store {self.path} (schema {version}) was not upgraded to schema {SCHEMA_VERSION}: its backup "
+                f"{self.path}.schema-{version}.bak could not be written ({cause}); nothing was changed: free at least "
+                f"{need / 1e6:.1f} MB in {self.path.parent} (the store's size) and run again") from None
+        try:
+            if version >= SCHEMA_VERSION:
+                return None  # upgraded by another process meanwhile: nothing left to keep
+            for n in range(1000):
+                dest = Path(f"{self.path}.schema-{version}{f'.{n}' if n else ''}.bak")
+                try:
+                    os.link(tmp, dest)
+                except FileExistsError:
+                    continue
+                logger.warning("store upgrade path=%s from=%d to=%d: backup written to %s; to go back, install the "
+                               "previous wanmon and copy the backup over the store while no check runs", self.path,
+                               version, SCHEMA_VERSION, dest)
+                return dest
+            raise StoreError(f"the store {self.path} was not upgraded: 1,000 backups of schema {version} are beside "
+                             "it already; move some away")
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def quick_check(self) -> list[str]:
         """SQLite's PRAGMA quick_check: [] when the file is sound, else its findings."""
@@ -464,6 +478,8 @@ class Store:
         for v in range(version, SCHEMA_VERSION):
             logger.info("store migrate path=%s from=%d to=%d", self.path, v, v + 1)
             with self.transaction():
+                if self.conn.execute("PRAGMA user_version").fetchone()[0] > v:
+                    continue  # another process (a check, the daemon's publisher) did this step meanwhile
                 for stmt in _split_sql(MIGRATIONS[v]):
                     self.conn.execute(stmt)
                 if v + 1 == RUNS_SCHEMA and version > 0:
