@@ -880,11 +880,13 @@ class Store:
             for sid, (status, m, start, last) in runs.items():
                 kept = self.conn.execute("UPDATE site_state SET run_start = ?, run_maint = ? WHERE site_id = ?"
                                          " AND status = ? AND last_ts = ?", (start, m, sid, status, last)).rowcount
-                if not kept:  # not the site's current state (cannot happen unless edited): held at most the cap
+                if kept:
+                    written += 1  # open: the next cycle continues it
+                else:  # not the site's current state (cannot happen unless edited): held at most the cap
                     closed.append((sid, status, m, start, last + cap_s))
             self.conn.executemany("INSERT INTO status_runs (site_id, status, maint, start_ts, end_ts)"
                                   " VALUES (?,?,?,?,?)", closed)
-            written = len(closed) + len(runs)
+            written += len(closed)
             hour = None if first is None else first - first % 3600
             older = self.conn.execute(  # rollups of samples the raw table no longer has
                 "SELECT 1 FROM icmp_hourly WHERE ? IS NULL OR hour < ? OR (hour = ? AND samples >"
