@@ -123,8 +123,10 @@ class Figures:
         self.prev_observed_s += o.prev_observed_s
 
 
-def site_figures(runs: list[tuple[str, int, float, float]], start: float, end: float) -> Figures:
-    """One site's figures over [start, end) from its runs [(status, maint, from, to)]."""
+def site_figures(runs: list[tuple[str, int, float, float]], start: float, end: float,
+                 history_from: float | None = None) -> Figures:
+    """One site's figures over [start, end) from its runs [(status, maint, from, to)]. Time before
+    history_from (an upgraded store's history starts there) is not counted as unobserved."""
     f = Figures()
     outage_end = None
     outage_len = 0.0
@@ -162,7 +164,8 @@ def site_figures(runs: list[tuple[str, int, float, float]], start: float, end: f
         lengths.append(outage_len)
     f.outages = len(lengths)
     f.longest_outage_s = max(lengths, default=0.0)
-    f.unobserved_s = max(0.0, (end - start) - f.observed_s - f.maintenance_s)
+    known = end - min(max(start, history_from or start), end)
+    f.unobserved_s = max(0.0, known - f.observed_s - f.maintenance_s)
     f.sites = 1
     return f
 

@@ -52,12 +52,13 @@ def _fail(exc: WanmonError) -> None:
     sys.exit(exc.exit_code)
 
 
-def _read_store(cfg: Config, read: Callable[[Any], Any]) -> Any:
-    """Open the store read-only, return read(store), close it; a store problem ends the command."""
+def _read_store(cfg: Config, read: Callable[[Any], Any], any_older: bool = False) -> Any:
+    """Open the store read-only, return read(store), close it; a store problem ends the command.
+    any_older: read a store of an older schema as it is (never migrated here)."""
     from wanmon.store import Store
 
     try:
-        store = Store.open_readonly(cfg.store_path)
+        store = Store.open_readonly(cfg.store_path, any_older=any_older)
         try:
             return read(store)
         finally:
@@ -379,6 +380,9 @@ class _NoStore:
         return default
 
     def cadence_s(self) -> None:
+        return None
+
+    def meta(self, key):
         return None
 
 
@@ -726,7 +730,7 @@ def store_group() -> None:
 def store_backup(ctx: click.Context, dest: str) -> None:
     """Copy the store to DEST (a new file), consistent even while checks run."""
     cfg = _load(ctx.find_root(), secrets=False)
-    size = _read_store(cfg, lambda st: st.backup(Path(dest)))
+    size = _read_store(cfg, lambda st: st.backup(Path(dest)), any_older=True)  # before an upgrade too
     click.echo(f"backup of {cfg.store_path} written to {dest} ({size:,} bytes)")
 
 

@@ -366,6 +366,9 @@ def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished:
         update = _alerts(cfg, store, obs, finished, dry_run)
         return CycleResult(0, started, finished, tuple(obs), ips, last_views(cfg, store.devices()),
                            tuple(update.mails) if update else ())
+    # once, after an upgrade from a store without status runs: its history rebuilt from the raw samples
+    store.rebuild_runs(cfg.run_cap_s, started,
+                       (lambda ts: sites_in_maintenance(cfg, ts)) if cfg.maintenance else None)
     points, limits = (), None
     cadence = account.cadence_s([*store.recent_starts(account.CADENCE_CYCLES), started])
     cap = account.cap_s(cfg.schedule.icmp_interval_s, cadence)

@@ -176,15 +176,28 @@ class Report:
     language: str = "vi"
     province: str = ""
     notes: list[str] = field(default_factory=list)  # what the reader must know to trust the figures
+    history_from: float | None = None  # set when the period begins before an upgraded store's history
+
+    def history_note(self) -> str | None:
+        """Where history starts and why, when the period begins before it."""
+        if self.history_from is None:
+            return None
+        from wanmon.words import REPORT, Fmt
+
+        fmt = Fmt(self.language, self.period.start.tzinfo)
+        return REPORT[self.language]["history_from"].format(t=fmt.dt(self.history_from))
 
 
 def compute(cfg: Config, runs: list[tuple[str, str, int, float, float]], labels: dict[str, tuple],
-            period: Period, prev: Period, now: float, cap_s: float) -> Report:
-    """The report from the runs [(site_id, status, maint, from, to)] of both periods."""
+            period: Period, prev: Period, now: float, cap_s: float, history_from: float | None = None) -> Report:
+    """The report from the runs [(site_id, status, maint, from, to)] of both periods. history_from:
+    where an upgraded store's history starts (meta history_from; before it, only hourly rollups)."""
     by_site = account.by_site(runs)
     inv = Inventory.from_config(cfg)
     start, end = period.start.timestamp(), period.end.timestamp()
     p_start, p_end = prev.start.timestamp(), prev.end.timestamp()
+    if history_from is not None and history_from <= start:
+        history_from = None  # the whole period is history: nothing to say
     target = cfg.report.target_pct
     rows: list[SiteRow] = []
     known = set()
@@ -197,7 +210,7 @@ def compute(cfg: Config, runs: list[tuple[str, str, int, float, float]], labels:
         rows.append(SiteRow(sid, name, level if level in LEVELS else "province", district, Figures()))
     for r in rows:
         mine = by_site.get(r.id, [])
-        f = site_figures(mine, start, end)
+        f = site_figures(mine, start, end, history_from)
         pf = site_figures(mine, p_start, p_end)
         f.prev_available_s, f.prev_observed_s = pf.available_s, pf.observed_s
         f.below_target = int(f.availability_pct is not None and f.availability_pct < target)
@@ -229,7 +242,7 @@ def compute(cfg: Config, runs: list[tuple[str, str, int, float, float]], labels:
                 [(d, g) for d, g in sorted(districts.items()) if d not in order]
     rows.sort(key=_worst_first)
     return Report(period, prev, now, target, cap_s, rows, levels, dist_list, total,
-                  language=cfg.page.language, province=cfg.page.province)
+                  language=cfg.page.language, province=cfg.page.province, history_from=history_from)
 
 
 def _worst_first(r: SiteRow):
@@ -243,7 +256,9 @@ def build(cfg: Config, store, period: Period, now: float | None = None) -> Repor
     prev = previous(period)
     cap = store.run_cap_s(cfg.run_cap_s)
     runs = store.status_runs(prev.start.timestamp(), period.end.timestamp(), now, cap)
-    rep = compute(cfg, runs, store.site_labels(), period, prev, now, cap)
+    history_from = store.meta("history_from")
+    rep = compute(cfg, runs, store.site_labels(), period, prev, now, cap,
+                  None if history_from is None else float(history_from))
     cadence = store.cadence_s()
     if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence):
         rep.notes.append(account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path.name))
@@ -276,6 +291,10 @@ def to_json(rep: Report) -> dict[str, Any]:
         "generated": datetime.fromtimestamp(rep.generated, rep.period.start.tzinfo).isoformat(timespec="seconds"),
         "target_pct": rep.target_pct,
         "status_hold_cap_s": rep.cap_s,
+        # the store was upgraded and its history starts inside the period: before it, not unobserved but unknown
+        "history_from": None if rep.history_from is None else
+        datetime.fromtimestamp(rep.history_from, rep.period.start.tzinfo).isoformat(timespec="seconds"),
+        "history_note": rep.history_note(),
         "total": group(rep.total),
         "levels": [{"level": lv} | group(f) for lv, f in rep.levels],
         "districts": [{"district": d} | group(f) for d, f in rep.districts],
@@ -343,6 +362,7 @@ def to_html(cfg: Config, rep: Report, max_sites: int | None = None) -> str:
         rep=rep, w=w, fmt=fmt, hm=hm, method=method_text(rep.language, rep.cap_s),
         sites=shown, more=len(rep.sites) - len(shown),
         period_text=period_text(rep.period, fmt, w), prev_text=period_text(rep.prev, fmt, w),
+        history_note=rep.history_note(),
         generated=fmt.dt(rep.generated))
 
 

@@ -20,7 +20,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 
@@ -196,6 +196,7 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+RUNS_SCHEMA = 10  # the schema that added status_runs: a store upgraded past it has its runs rebuilt
 
 
 class StoreError(WanmonError):
@@ -349,11 +350,17 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store: {sqlite_cause(exc, path)}") from None
         store = cls(conn, path)
-        store._migrate()
+        try:
+            store._migrate()
+        except BaseException:
+            conn.close()
+            raise
         return store
 
     @classmethod
-    def open_readonly(cls, path: Path) -> Store:
+    def open_readonly(cls, path: Path, any_older: bool = False) -> Store:
+        """Open for reading, never migrating. any_older: a store of an older schema is read as it is
+        (`store backup`, `store check`: they must work before an upgrade); else it is refused."""
         path = Path(path)
         if not path.exists():
             raise StoreError(f"no store at {path} yet: run `wanmon check` first")
@@ -368,10 +375,11 @@ class Store:
             raise StoreError(f"cannot read the store {path}: {os_cause(exc)}") from None
         if version > SCHEMA_VERSION:
             raise StoreError(f"the store {path} has schema {version}, newer than this wanmon ({SCHEMA_VERSION}): upgrade wanmon")
-        if version < SCHEMA_VERSION:
+        if version < SCHEMA_VERSION and not any_older:
             conn.close()
             raise StoreError(f"the store {path} has schema {version}, older than this wanmon ({SCHEMA_VERSION}): "
-                             "run `wanmon check` once to upgrade it")
+                             "run `wanmon check` once to upgrade it (it first leaves a backup beside the store; "
+                             "`wanmon store backup` and `store check` work on it as it is)")
         return cls(conn, path)
 
     def backup(self, dest: Path) -> int:
@@ -380,23 +388,79 @@ class Store:
         dest = Path(dest)
         if dest.exists():
             raise StoreError(f"{dest} already exists: choose a new file name for the backup")
+        try:
+            self._copy_to(dest)
+        except FileExistsError:
+            raise StoreError(f"{dest} already exists: choose a new file name for the backup") from None
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot write the backup {dest}: {exc}") from None
+        return dest.stat().st_size
+
+    def _copy_to(self, dest: Path) -> None:
+        """SQLite's online backup into a temporary file beside dest (0600), then linked into place:
+        never over an existing file (FileExistsError), never a half-written dest."""
         tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
         try:
-            out = sqlite3.connect(tmp)
+            old = os.umask(0o077)
+            try:
+                out = sqlite3.connect(tmp)
+            finally:
+                os.umask(old)
             try:
                 self.conn.backup(out)
             finally:
                 out.close()
             os.chmod(tmp, 0o600)
             os.link(tmp, dest)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot write the backup {dest}: {exc}") from None
         finally:
+            for leftover in (tmp, Path(f"{tmp}-journal")):
+                try:
+                    leftover.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def _backup_before_upgrade(self, version: int) -> Path | None:
+        """Before migrating a store of schema `version`: a backup beside it, <store>.schema-<version>.bak
+        (.1.bak, .2.bak... when that name is taken: an earlier backup is never overwritten). The way
+        back is to install the previous wanmon and copy this file over the store. Written or nothing
+        migrates: a backup that cannot be written (disk full) is a StoreError and the store is unchanged.
+        Named by the schema the copy holds (another process may have migrated meanwhile: then none)."""
+        tmp = Path(f"{self.path}.upgrade-{os.getpid()}.tmp")
+        try:
+            tmp.unlink(missing_ok=True)
+            self._copy_to(tmp)
+            c = sqlite3.connect(f"file:{tmp}?mode=ro", uri=True)
             try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
-        return dest.stat().st_size
+                version = c.execute("PRAGMA user_version").fetchone()[0]
+            finally:
+                c.close()
+        except (OSError, sqlite3.Error) as exc:
+            tmp.unlink(missing_ok=True)
+            cause = os_cause(exc) if isinstance(exc, OSError) else sqlite_cause(exc, tmp)
+            if isinstance(exc, sqlite3.Error) and "is full" in cause:
+                cause = "the disk is full"
+            need = self.path.stat().st_size
+            raise StoreError(
+                f"the store {self.path} (schema {version}) was not upgraded to schema {SCHEMA_VERSION}: its backup "
+                f"{self.path}.schema-{version}.bak could not be written ({cause}); nothing was changed: free at least "
+                f"{need / 1e6:.1f} MB in {self.path.parent} (the store's size) and run again") from None
+        try:
+            if version >= SCHEMA_VERSION:
+                return None  # upgraded by another process meanwhile: nothing left to keep
+            for n in range(1000):
+                dest = Path(f"{self.path}.schema-{version}{f'.{n}' if n else ''}.bak")
+                try:
+                    os.link(tmp, dest)
+                except FileExistsError:
+                    continue
+                logger.warning("store upgrade path=%s from=%d to=%d: backup written to %s; to go back, install the "
+                               "previous wanmon and copy the backup over the store while no check runs", self.path,
+                               version, SCHEMA_VERSION, dest)
+                return dest
+            raise StoreError(f"the store {self.path} was not upgraded: 1,000 backups of schema {version} are beside "
+                             "it already; move some away")
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def quick_check(self) -> list[str]:
         """SQLite's PRAGMA quick_check: [] when the file is sound, else its findings."""
@@ -412,11 +476,19 @@ class Store:
             raise StoreError(
                 f"the store {self.path} has schema {version}, newer than this wanmon ({SCHEMA_VERSION}): upgrade wanmon"
             )
+        if 0 < version < SCHEMA_VERSION:  # 0: a new, empty store, nothing to keep
+            self._backup_before_upgrade(version)
         for v in range(version, SCHEMA_VERSION):
             logger.info("store migrate path=%s from=%d to=%d", self.path, v, v + 1)
             with self.transaction():
+                if self.conn.execute("PRAGMA user_version").fetchone()[0] > v:
+                    continue  # another process (a check, the daemon's publisher) did this step meanwhile
                 for stmt in _split_sql(MIGRATIONS[v]):
                     self.conn.execute(stmt)
+                if v + 1 == RUNS_SCHEMA and version > 0:
+                    # the status runs start empty: the next cycle rebuilds them from the raw samples
+                    # (rebuild_runs; it needs the config's run cap, which opening has not)
+                    self._set_meta("runs_rebuild", "pending")
                 self.conn.execute(f"PRAGMA user_version={v + 1}")
 
     def close(self) -> None:
@@ -825,6 +897,64 @@ class Store:
             since = last[0] if last is not None and last[2] == status else ts
         return status, since, run
 
+    def rebuild_runs(self, cap_s: float, now: float,
+                     maintenance_at: Callable[[float], Collection[str]] | None = None) -> int | None:
+        """Once, after an upgrade from a store without status runs (schema < RUNS_SCHEMA; meta
+        runs_rebuild): each site's runs rebuilt from the raw samples the old store kept, by the
+        cycle's own method (_update_state): a sample's status holds until the site's next sample,
+        at most cap_s; maintenance_at(ts) gives the sites in a window then. The open run goes to
+        site_state, so the next cycle continues it. Time older than the raw samples (kept only as
+        hourly rollups, which cannot tell down from unreachable, nor when) is not history: meta
+        history_from is where it starts, and the report says so. Returns the runs written, None
+        when there is nothing to do (one meta read per cycle)."""
+        if self.meta("runs_rebuild") != "pending":
+            return None
+        t0 = time.monotonic()
+        runs: dict[str, list] = {}  # site_id: [status, maint, start, last ts] of its open run
+        closed: list[tuple] = []
+        first = None
+        n = written = 0
+        maint: Collection[str] = ()
+        maint_ts = None
+        with self.transaction():
+            for sid, ts, status in self.conn.execute(  # in time order: memory is one run per site
+                    "SELECT site_id, ts, status FROM icmp_samples INDEXED BY icmp_samples_ts ORDER BY ts"):
+                n += 1
+                first = ts if first is None else first
+                if maintenance_at is not None and ts != maint_ts:
+                    maint, maint_ts = maintenance_at(ts), ts
+                m = int(sid in maint)
+                r = runs.get(sid)
+                if r is not None and r[0] == status and r[1] == m and ts - r[3] <= cap_s:
+                    r[3] = ts
+                    continue
+                if r is not None:
+                    closed.append((sid, r[0], r[1], r[2], r[3] + min(ts - r[3], cap_s)))
+                runs[sid] = [status, m, ts, ts]
+            for sid, (status, m, start, last) in runs.items():
+                kept = self.conn.execute("UPDATE site_state SET run_start = ?, run_maint = ? WHERE site_id = ?"
+                                         " AND status = ? AND last_ts = ?", (start, m, sid, status, last)).rowcount
+                if kept:
+                    written += 1  # open: the next cycle continues it
+                else:  # not the site's current state (cannot happen unless edited): held at most the cap
+                    closed.append((sid, status, m, start, last + cap_s))
+            self.conn.executemany("INSERT INTO status_runs (site_id, status, maint, start_ts, end_ts)"
+                                  " VALUES (?,?,?,?,?)", closed)
+            written += len(closed)
+            hour = None if first is None else first - first % 3600
+            older = self.conn.execute(  # rollups of samples the raw table no longer has
+                "SELECT 1 FROM icmp_hourly WHERE ? IS NULL OR hour < ? OR (hour = ? AND samples >"
+                " (SELECT count(*) FROM icmp_samples s WHERE s.site_id = icmp_hourly.site_id AND s.ts >= ? AND s.ts < ?))"
+                " LIMIT 1", (hour, hour, hour, hour, None if hour is None else hour + 3600)).fetchone()
+            start = first if first is not None else now
+            self._set_meta("history_from", repr(start) if older else None)
+            self._set_meta("runs_rebuild", None)
+        logger.info("store upgrade path=%s: status runs rebuilt from %d raw samples (%d runs, %d sites) in %.1f s;"
+                    " history %s", self.path, n, written, len(runs), time.monotonic() - t0,
+                    f"before {time.strftime('%Y-%m-%d %H:%M %z', time.localtime(start))} was kept only as hourly "
+                    "rollups: reports start there" if older else "is whole")
+        return written
+
     def defer_checkpoints(self) -> None:
         """This connection's commits leave the WAL for checkpoint() to copy into the database.
 
@@ -988,7 +1118,7 @@ def check_integrity(path: Path) -> list[str]:
     stop); a store that passes clears an earlier mark (it was restored). About 2.6 s for an
     86 MB store (10,000 sites, 470,000 samples) here: daily in the daemon, `wanmon store check` from cron."""
     try:
-        st = Store.open_readonly(path)
+        st = Store.open_readonly(path, any_older=True)  # a store not upgraded yet is checked as it is
     except StoreError as exc:
         if not means_damage(str(exc)):
             raise  # missing, unreadable, foreign: not damage

@@ -178,6 +178,9 @@ REPORT = {
         "method_title": "Phương pháp tính",
         "more_sites": "… và {n} điểm khác (sẵn sàng bằng hoặc cao hơn, hoặc không có dữ liệu): danh sách đầy đủ trong tệp CSV và bản HTML.",
         "levels": {"province": "Sở, ban, ngành (cấp tỉnh)", "district": "Cấp huyện", "commune": "Cấp xã"},
+        "history_from": "Ghi chú: lịch sử bắt đầu từ {t} (nâng cấp kho dữ liệu): phiên bản wanmon cũ chỉ giữ lại "
+                        "số liệu tổng hợp theo giờ cho thời gian trước đó, không đủ để tính tỷ lệ sẵn sàng, nên "
+                        "khoảng thời gian ấy không được tính (cũng không tính là không giám sát).",
         "method": [
             "Kết quả mỗi lần kiểm tra có hiệu lực từ thời điểm kiểm tra (ts) đến lần kiểm tra kế tiếp, "
             "nhưng không quá {cap} giây (2 × [schedule] icmp_interval_s); quá thời gian đó là không giám sát.",
@@ -208,6 +211,9 @@ REPORT = {
         "more_sites": "… and {n} more sites (as available or more, or not observed): the full list is in the CSV and the HTML.",
         "levels": {"province": "Departments (province level)", "district": "District level",
                    "commune": "Commune level"},
+        "history_from": "Note: history starts at {t}, the store was upgraded: the older wanmon kept only hourly "
+                        "rollups of the time before, which cannot give the availability, so that time is left out "
+                        "(it is not counted as unobserved either).",
         "method": [
             "Each check's result holds from its time (ts) until the next check, but never longer than {cap} s "
             "(2 × [schedule] icmp_interval_s); beyond that the time is unobserved.",
