@@ -10,7 +10,8 @@ import io
 import json
 import shutil
 import subprocess
-from datetime import datetime
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -265,8 +266,11 @@ def test_cli_formats_on_real_checks_with_hostile_names(tmp_path):
         r = wanmon("--config", str(cfg), "check", cwd=tmp_path)
         assert r.returncode == 0, r.stderr
     outs = {}
+    # an end already past: every format names the same period (cut at now, the file name would
+    # follow the minute each report ran in)
+    to = datetime.fromtimestamp(int(time.time()), timezone.utc).isoformat()
     for fmt in ("json", "csv", "html", "pdf"):
-        r = wanmon("--config", str(cfg), "report", "--from", "2026-01-01", "--format", fmt, cwd=tmp_path)
+        r = wanmon("--config", str(cfg), "report", "--from", "2026-01-01", "--to", to, "--format", fmt, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         path = Path(r.stdout.rsplit(" written to ", 1)[1].strip())
         assert path.parent == tmp_path / "public" / "reports"
