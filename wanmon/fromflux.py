@@ -1,9 +1,9 @@
 """The status page built from InfluxDB (`wanmon render --source influxdb`): every agent's view.
 
 What the agents wrote is read with InfluxQL (`/query`: InfluxDB 1.x, 2.x's v1 API, 3.x),
-each request within `[influxdb] timeout_ms`, into a temporary store with wanmon's own
-schema; the page is then written from it by the same code as always (wanmon.page), so
-a page from InfluxDB looks and behaves like the agent's own.
+all requests within `[page] influx_budget_s`, into a `FluxView`: the reading methods the page
+calls on a store, answered from that data; the page is then written by the same code as
+always (wanmon.page), so a page from InfluxDB looks and behaves like the agent's own.
 
 * The sites are those seen in the last 30 days, with their tags (name, level, district,
   address, parent): shards with disjoint sites make one page, grouped as usual.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 
 from wanmon import influxql
 from wanmon.config import LEVELS, Config, Site, valid_id
+from wanmon.model import SiteState
 
 logger = logging.getLogger(__name__)
 
@@ -201,41 +201,77 @@ def _bad_row(row: dict) -> str | None:
     return None
 
 
+class FluxView:
+    """What the page reads from a store (the reading methods page.snapshot calls), answered from
+    InfluxDB's data: the page from InfluxDB is written by the same code as the agent's own page,
+    without a temporary database. There is no incident log, device table, outbox or alert state
+    here: those live in each agent's own store."""
+
+    path = None  # no store file: nothing can be damaged
+
+    def __init__(self, states: list[SiteState], hourly: list[tuple], runs: list[tuple], last: float, sites: int):
+        self._states = states
+        self._hourly = sorted(hourly)
+        self._runs = runs
+        self._last = {"id": 1, "started_at": last, "finished_at": last, "duration_ms": 0.0, "sites": sites,
+                      "up": 0, "degraded": 0, "down": 0, "unreachable": 0, "unknown": 0}
+
+    def states(self) -> list[SiteState]:
+        return self._states
+
+    def last_cycle(self) -> dict:
+        return self._last
+
+    def status_runs(self, start: float, end: float, now: float, cap_s: float) -> list[tuple]:
+        return [r for r in self._runs if r[4] > start and r[3] < end]
+
+    def hourly_since(self, start: float) -> list[tuple]:
+        """(site_id, hour, rtt_sum_ms, rtt_n, sent, received) by site then hour, as Store.hourly_since."""
+        return [h for h in self._hourly if h[1] >= start]
+
+    def run_cap_s(self, default: float) -> float:
+        return default
+
+    def cadence_s(self) -> None:
+        return None
+
+    def device_lines(self) -> dict:
+        return {}
+
+    def status_events_since(self, start: float) -> list:
+        return []
+
+    def status_change_before(self, site_id: str, ts: float) -> None:
+        return None
+
+    def alert_states(self) -> tuple[dict, bool]:
+        return {}, False
+
+    def outbox_summary(self, since_ts: float) -> dict[str, int]:
+        return {"failed": 0, "retrying": 0, "queued": 0}
+
+    def meta_prefixed(self, prefix: str) -> dict[str, str]:
+        return {}
+
+
 def render(cfg: Config, out: str | Path | None = None, now: float | None = None) -> Path:
     """Write the page and status.json from InfluxDB. Raises influxql.QueryError before writing anything."""
     from wanmon.page import write_page
-    from wanmon.store import Store
 
     now = time.time() if now is None else now
     data = gather(cfg, now)
     sites, states, hourly, agents, disagree = merge(cfg, data, now)
     view = dataclasses.replace(cfg, sites=tuple(sites), maintenance=())
-    with tempfile.TemporaryDirectory(prefix="wanmon-fromflux-") as tmp:
-        store = Store.open(Path(tmp) / "page.db")
-        try:
-            with store.transaction():
-                last = max([a["last_ts"] for a in agents if a["fresh"]] or [a["last_ts"] for a in agents] or [now])
-                store.conn.execute("INSERT INTO cycles (id, started_at, finished_at, duration_ms, sites, up, degraded,"
-                                   " down, unreachable, unknown) VALUES (1, ?, ?, 0, ?, 0, 0, 0, 0, 0)",
-                                   (last, last, len(sites)))
-                store.conn.executemany(
-                    "INSERT INTO site_state (site_id, name, level, district, address, status, since, last_ts,"
-                    " last_cycle_id, consecutive_failures, last_reachable_ts, loss_pct, rtt_avg_ms, jitter_ms, reason)"
-                    " VALUES (?,?,?,?,?,?,?,?,1,0,NULL,?,?,?,?)",
-                    [(sid, t.get("site_name") or sid, t.get("level") or "province", t.get("district") or None,
-                      t.get("address") or "", st, since, last_ts, loss, rtt, jit, reason)
-                     for sid, t, st, since, last_ts, loss, rtt, jit, reason, _ in states])
-                store.conn.executemany(
-                    "INSERT INTO icmp_hourly (site_id, hour, samples, reachable, sent, received, rtt_sum_ms, rtt_n,"
-                    " rtt_min_ms, rtt_max_ms) VALUES (?,?,?,?,?,?,?,?,?,?)", hourly)
-                store.conn.executemany("INSERT INTO status_runs (site_id, status, maint, start_ts, end_ts)"
-                                       " VALUES (?,?,?,?,?)", data.get("runs", []))
-            skipped = data.get("skipped") or {}
-            if skipped:
-                logger.warning("the page from InfluxDB skipped %d point(s) it cannot show: %s", sum(skipped.values()),
-                               ", ".join(f"{n} with {why}" for why, n in sorted(skipped.items())))
-            return write_page(view, store, out, now, extra={"source": "influxdb", "agents": agents,
-                                                            "disagreements": disagree,
-                                                            "skipped_points": dict(skipped)})
-        finally:
-            store.close()
+    last = max([a["last_ts"] for a in agents if a["fresh"]] or [a["last_ts"] for a in agents] or [now])
+    source = FluxView(
+        [SiteState(sid, t.get("site_name") or sid, t.get("level") or "province", t.get("district") or None,
+                   t.get("address") or "", st, since, last_ts, 0, None, loss, rtt, jit, reason)
+         for sid, t, st, since, last_ts, loss, rtt, jit, reason, _ in states],
+        [(sid, hour, rtt_sum, rtt_n, sent, received) for sid, hour, _, _, sent, received, rtt_sum, rtt_n, _, _ in hourly],
+        data.get("runs", []), last, len(sites))
+    skipped = data.get("skipped") or {}
+    if skipped:
+        logger.warning("the page from InfluxDB skipped %d point(s) it cannot show: %s", sum(skipped.values()),
+                       ", ".join(f"{n} with {why}" for why, n in sorted(skipped.items())))
+    return write_page(view, source, out, now, extra={"source": "influxdb", "agents": agents,
+                                                     "disagreements": disagree, "skipped_points": dict(skipped)})

@@ -323,7 +323,7 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         # alert mail the relay did not take: failed for good (last 7 days), or waiting for a retry
         "mail": store.outbox_summary(now - WINDOWS["7d"]),
         # SQLite found the store damaged: nothing is recorded until it is restored
-        "store_damaged": damaged(store.path),
+        "store_damaged": damaged(store.path) if store.path is not None else None,
         # checks further apart than [schedule] icmp_interval_s: said, with the fix
         "slow_cadence": (account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, "sites.toml")
                          if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence := store.cadence_s())
