@@ -5,7 +5,7 @@ a second satisfies every read and holds the caller forever. A `Deadline` is an
 absolute point in time (monotonic clock) for a whole operation (an InfluxDB
 write, a whole SMTP session, a DNS lookup). Sockets opened under it are
 *watched*: when the deadline passes, a watchdog thread shuts them down, so a
-read blocked in any library (smtplib, http.client, urllib3, TLS) returns at
+read blocked in any library (aiosmtplib, http.client, urllib3, TLS) returns at
 once with an error. Each blocking call is also given at most the time left.
 
     with Deadline(10.0, "InfluxDB write") as d:
