@@ -122,10 +122,10 @@ class FaultServer:
         return self.stopping.wait(seconds)
 
 
-def tls_context(folder) -> tuple[ssl.SSLContext, str]:
-    """A server TLS context with a fresh self-signed certificate for 127.0.0.1 (IP SAN) and
-    localhost, written to folder; returns (context, path of the certificate) - a client
-    trusts it with SSL_CERT_FILE=<that path>."""
+def tls_context(folder, ips: tuple[str, ...] = ()) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1 (IP SAN), the
+    addresses in `ips` and localhost, written to folder; returns (context, path of the
+    certificate) - a client trusts it with SSL_CERT_FILE=<that path>."""
     import ipaddress
     from pathlib import Path
 
@@ -141,7 +141,8 @@ def tls_context(folder) -> tuple[ssl.SSLContext, str]:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+                                                        *(x509.IPAddress(ipaddress.ip_address(a)) for a in (HOST, *ips))]),
+                           critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     folder = Path(folder)

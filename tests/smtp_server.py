@@ -22,11 +22,20 @@ plain connection) before MAIL FROM; every attempt is recorded in
 reply (the message is recorded in ``rejected``, not in ``messages``) until it
 is set back to None.
 
+``tls=<ssl server context>`` offers STARTTLS (fault_servers.tls_context makes one);
+``auth_require_tls=True`` then offers AUTH only after it. Every chunk the server
+reads is kept in ``wire`` as (after_starttls, bytes): before STARTTLS that is
+what crossed the network; ``commands()`` gives the command words in order with
+that flag. ``auth_seen`` records each AUTH's mechanism, login, password and
+whether it came over TLS.
+
 ``netns="NAME"`` (a namespace from ``ip netns``, e.g. a tests/netns.py lab's
 client namespace) puts the listener on 127.0.0.1 *inside that namespace*: the
 server's thread joins it (setns) before it binds, so a wanmon run with
 ``ip netns exec NAME`` reaches it at 127.0.0.1:port, and nothing listens in
-the test's own namespace. ``port_open(..., netns=NAME)`` and
+the test's own namespace. With a namespace the server may listen on an address
+of that namespace (e.g. the lab's 198.18.1.2: a relay that is not on loopback).
+``port_open(..., netns=NAME)`` and
 ``in_netns(NAME, fn)`` look from inside.
 
 No pytest dependency: usable from a shell (`python tests/smtp_server.py`).
@@ -206,7 +215,22 @@ class _Controller(Controller):
         # AUTH without TLS is exactly what these tests want: no warning per session.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
-            return SMTP(self.handler, **self.SMTP_kwargs)
+            smtp = _RecordingSMTP(self.handler, **self.SMTP_kwargs)
+        smtp.owner = self.handler.owner
+        return smtp
+
+
+class _RecordingSMTP(SMTP):
+    """Keeps what it reads (asyncio's Protocol.data_received): plain bytes before STARTTLS,
+    the decrypted stream after it (session.ssl is set once the handshake is done)."""
+
+    owner: "SMTPServer"
+
+    def data_received(self, data: bytes) -> None:
+        tls = self.session is not None and self.session.ssl is not None
+        with self.owner._cond:
+            self.owner.wire.append((tls, bytes(data)))
+        super().data_received(data)
 
 
 class SMTPServer:
@@ -214,9 +238,13 @@ class SMTPServer:
 
     def __init__(self, host: str = HOST, port: int | None = None,
                  auth: tuple[str, str] | None = None, ready_timeout: float = 10.0,
-                 netns: str | None = None):
-        if host not in ("127.0.0.1", "localhost") and not host.startswith("127."):
-            raise ValueError("test SMTP server listens on loopback only")
+                 netns: str | None = None, tls=None, auth_require_tls: bool = False):
+        if netns is None and host not in ("127.0.0.1", "localhost") and not host.startswith("127."):
+            raise ValueError("test SMTP server listens on loopback (or inside a test's namespace) only")
+        self.tls = tls
+        self.auth_require_tls = auth_require_tls
+        self.wire: list[tuple[bool, bytes]] = []
+        self.auth_seen: list[dict] = []
         self.host = host
         self.netns = netns
         self.port = port or free_port(host, netns)
@@ -242,8 +270,10 @@ class SMTPServer:
         kw = dict(hostname=self.host, port=self.port, decode_data=False,
                   enable_SMTPUTF8=True, ready_timeout=self.ready_timeout)
         if self.auth is not None:
-            kw.update(auth_required=True, auth_require_tls=False,
+            kw.update(auth_required=True, auth_require_tls=self.auth_require_tls,
                       authenticator=self._authenticate)
+        if self.tls is not None:
+            kw.update(tls_context=self.tls, require_starttls=False)
         def make():
             c = _Controller(_Handler(self), **kw)
             c.netns = self.netns
@@ -306,6 +336,20 @@ class SMTPServer:
             self.messages.clear()
             self.rejected.clear()
             self.auth_attempts.clear()
+            self.auth_seen.clear()
+            self.wire.clear()
+
+    def commands(self) -> list[tuple[bool, str]]:
+        """The command lines' first words (upper case), in order, each with whether it came after
+        STARTTLS; DATA content lines are included (they are what the client sent too)."""
+        with self._cond:
+            chunks = list(self.wire)
+        out = []
+        for tls, data in chunks:
+            for line in data.split(b"\r\n"):
+                if line.strip():
+                    out.append((tls, line.split()[0].decode("ascii", "replace").upper()))
+        return out
 
     def to(self, address: str) -> list[Captured]:
         """Captured messages whose envelope recipients include address."""
@@ -313,11 +357,15 @@ class SMTPServer:
         return [m for m in self.snapshot() if a in (r.lower() for r in m.rcpt_tos)]
 
     def toml(self, *, from_addr: str = "wanmon@x.example", timeout_s: int = 5,
-             user_env: str | None = None, password_env: str | None = None) -> str:
-        """A [smtp] table for wanmon pointing at this server."""
+             user_env: str | None = None, password_env: str | None = None,
+             starttls: bool | None = False, extra: str = "") -> str:
+        """A [smtp] table for wanmon pointing at this server (starttls=None: the key left out)."""
         lines = ["[smtp]", f'host = "{self.host}"', f"port = {self.port}",
-                 f'from = "{from_addr}"', "starttls = false", "ssl = false",
-                 f"timeout_s = {timeout_s}"]
+                 f'from = "{from_addr}"', "ssl = false", f"timeout_s = {timeout_s}"]
+        if starttls is not None:
+            lines.append(f"starttls = {str(starttls).lower()}")
+        if extra:
+            lines.append(extra)
         if user_env:
             lines.append(f'user_env = "{user_env}"')
         if password_env:
@@ -334,6 +382,9 @@ class SMTPServer:
                   and auth_data.password == self.auth[1].encode())
         with self._cond:
             self.auth_attempts.append((login, ok))
+            self.auth_seen.append({"mechanism": mechanism, "login": login, "ok": ok,
+                                   "password": getattr(auth_data, "password", None),
+                                   "tls": session.ssl is not None})
         # handled=False: aiosmtpd itself answers 535 on failure.
         return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 

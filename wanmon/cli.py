@@ -116,6 +116,8 @@ def cli(ctx: click.Context, config: str, verbose: int) -> None:
 def validate(ctx: click.Context) -> None:
     """Check the config file; list every problem with its place (exit 2 if any)."""
     cfg = _load(ctx)
+    for w in cfg.warnings:
+        click.echo(f"wanmon: warning: {w}", err=True)
     inv = Inventory.from_config(cfg)
     counts = inv.level_counts()
     click.echo(
@@ -291,7 +293,8 @@ def _print_mail_trouble(con, outbox: list[dict]) -> None:
     """Mail that could not be sent (with why), and mail waiting for a retry (with when)."""
     now = time.time()
     failed = [o for o in outbox if o["status"] == "failed"]
-    retrying = [o for o in outbox if o["status"] == "queued" and o["attempts"]]
+    # queued with an error: tried (waiting for a retry), or not tried because the server could not be used
+    retrying = [o for o in outbox if o["status"] == "queued" and (o["attempts"] or o["last_error"])]
     if failed:
         con.print(f"[bold red]Could not be sent: {len(failed)}[/]")
         for o in failed[-20:]:

@@ -210,8 +210,9 @@ class SmtpSettings(_Strict):
     host: str
     port: int = _range(25, 1, 65535)
     from_: str = Field(alias="from")
-    starttls: bool = False
+    starttls: bool | None = None  # true: always (fail if not offered); false: never; unset: when credentials are set and the relay offers it
     ssl: bool = False
+    allow_plaintext_auth: bool = False  # DANGEROUS: send the SMTP password without TLS to a relay that is not on loopback
     user_env: str | None = None
     password_env: str | None = None
     password_file: str | None = None
@@ -364,6 +365,7 @@ class Config:
     influx: InfluxSpec | None = None
     smtp: SmtpSpec | None = None
     maintenance: tuple[Maintenance, ...] = ()
+    warnings: tuple[str, ...] = ()  # not errors: `wanmon validate` prints them and exits 0
 
     @property
     def run_cap_s(self) -> float:
@@ -685,13 +687,14 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         for key, msg in errs:
             problems.append(f"{at(loc.section(name, key))}: [{name}] {msg}")
 
+    warnings: list[str] = []
     influx = None
     if "influxdb" in raw:
-        influx = _influx_spec(raw["influxdb"], loc, path, at, problems if secrets else [])
+        influx = _influx_spec(raw["influxdb"], loc, path, at, problems if secrets else [], warnings)
 
     smtp = None
     if "smtp" in raw:
-        smtp = _smtp_spec(raw["smtp"], loc, path, at, problems if secrets else [])
+        smtp = _smtp_spec(raw["smtp"], loc, path, at, problems if secrets else [], warnings)
     maintenance = _maintenance(raw.get("maintenance", []), lambda: at(loc.section("maintenance")), problems)
 
     raw_sites = raw.get("sites", [])
@@ -843,6 +846,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         influx=influx,
         smtp=smtp,
         maintenance=maintenance,
+        warnings=tuple(warnings),
     )
 
 
@@ -870,7 +874,20 @@ def _read_secret(kind: str, env: str | None, file: str | None, base: Path) -> tu
     return None, None
 
 
-def _smtp_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str]) -> SmtpSpec | None:
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 (also IPv4-mapped) or "localhost": a peer on this machine, whose traffic never
+    leaves it."""
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def _smtp_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str], warnings: list[str]) -> SmtpSpec | None:
     obj, errs = _validate_model(SmtpSettings, raw)
     for key, msg in errs:
         problems.append(f"{at(loc.section('smtp', key))}: [smtp] {msg.replace('from_', 'from')}")
@@ -892,6 +909,18 @@ def _smtp_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str]) -> 
         problems.append(f"{at(loc.section('smtp', 'password_env') or loc.section('smtp'))}: [smtp] {problem}")
     if password is not None and not st.user_env:
         problems.append(f"{at(loc.section('smtp'))}: [smtp] a password needs user_env (the login name)")
+    if st.user_env and not st.ssl and st.starttls is not True and not is_loopback(st.host):
+        if st.allow_plaintext_auth:
+            warnings.append(f"{at(loc.section('smtp', 'allow_plaintext_auth'))}: [smtp] allow_plaintext_auth = true: "
+                            f"the SMTP password may travel in clear to {st.host} (anyone on the path can read it)")
+        elif st.starttls is False:
+            warnings.append(f"{at(loc.section('smtp', 'starttls'))}: [smtp] credentials with starttls = false: wanmon "
+                            f"will not log in to {st.host} without TLS, so no mail will go out; set starttls = true "
+                            "(or ssl = true, port 465)")
+        else:
+            warnings.append(f"{at(loc.section('smtp', 'user_env'))}: [smtp] credentials without starttls = true or "
+                            f"ssl = true: wanmon logs in to {st.host} only if it offers STARTTLS (else no mail goes "
+                            "out); set starttls = true to require it")
     return SmtpSpec(st, user, password)
 
 
@@ -952,7 +981,7 @@ def _heartbeat_problem(url: str) -> str | None:
     return None
 
 
-def _influx_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str]) -> InfluxSpec | None:
+def _influx_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str], warnings: list[str]) -> InfluxSpec | None:
     obj, errs = _validate_model(InfluxSettings, raw)
     for key, msg in errs:
         problems.append(f"{at(loc.section('influxdb', key))}: [influxdb] {msg}")
@@ -976,6 +1005,10 @@ def _influx_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str]) -
                         "must be printable ASCII (it travels in an HTTP header): check token_env / token_file")
     if st.api == "v1" and secret is not None and not st.username:
         problems.append(f"{at(loc.section('influxdb'))}: [influxdb] a v1 password needs a username")
+    named = st.token_env or st.token_file if st.api == "v2" else st.password_env or st.password_file
+    if named and u.scheme == "http" and u.hostname and not is_loopback(u.hostname):
+        warnings.append(f"{at(loc.section('influxdb', 'url'))}: [influxdb] the {kind} travels in clear over http:// "
+                        f"to {u.hostname}: use https://")
     return InfluxSpec(st, secret)
 
 

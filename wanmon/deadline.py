@@ -5,7 +5,7 @@ a second satisfies every read and holds the caller forever. A `Deadline` is an
 absolute point in time (monotonic clock) for a whole operation (an InfluxDB
 write, a whole SMTP session, a DNS lookup). Sockets opened under it are
 *watched*: when the deadline passes, a watchdog thread shuts them down, so a
-read blocked in any library (smtplib, http.client, urllib3, TLS) returns at
+read blocked in any library (aiosmtplib, http.client, urllib3, TLS) returns at
 once with an error. Each blocking call is also given at most the time left.
 
     with Deadline(10.0, "InfluxDB write") as d:
@@ -28,6 +28,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -231,19 +232,28 @@ def getaddrinfo(host: str, port: int | str | None, timeout_s: float, **kw: Any) 
         return socket.getaddrinfo(host, port, flags=socket.AI_NUMERICHOST, **kw)
     except socket.gaierror:
         pass
+    try:
+        return call_within(timeout_s, f"dns-{host}", socket.getaddrinfo, host, port, **kw)
+    except TimeoutError:
+        raise socket.timeout(f"DNS lookup of {host!r} timed out after {timeout_s:g} s") from None
+
+
+def call_within(timeout_s: float, name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """fn(*args, **kw) in a daemon thread `name`: its result or exception, or TimeoutError after
+    timeout_s (the call is left to finish on its own, and never keeps the process from exiting)."""
     box: dict[str, Any] = {}
     done = threading.Event()
 
     def work() -> None:
         try:
-            box["ok"] = socket.getaddrinfo(host, port, **kw)
+            box["ok"] = fn(*args, **kw)
         except BaseException as exc:  # handed to the caller
             box["err"] = exc
         done.set()
 
-    threading.Thread(target=work, name=f"dns-{host}", daemon=True).start()
+    threading.Thread(target=work, name=name, daemon=True).start()
     if not done.wait(max(0.0, timeout_s)):
-        raise socket.timeout(f"DNS lookup of {host!r} timed out after {timeout_s:g} s")
+        raise TimeoutError(f"{name}: no answer within {timeout_s:g} s")
     if "err" in box:
         raise box["err"]
     return box["ok"]

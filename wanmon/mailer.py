@@ -5,7 +5,7 @@ Deadlines, not just timeouts (wanmon/deadline.py): the whole session has one
 AUTH must finish within `[smtp] timeout_s`, and so must each message's
 exchange (MAIL, RCPT, DATA, the final dot). The sockets are watched: a relay
 that drips its answer or never acknowledges is cut off at the deadline,
-whatever smtplib is reading.
+whatever aiosmtplib is waiting for.
 
 The queue, oldest first:
 
@@ -30,11 +30,13 @@ a resend after a relay accepted it too late for us to know, carries the same.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
+import functools
 import logging
 import re
-import smtplib
+import socket
 import ssl as ssl_mod
 import time
 from collections.abc import Callable, Sequence
@@ -42,8 +44,10 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 
-from wanmon.config import SmtpSpec
-from wanmon.deadline import Deadline
+import aiosmtplib
+
+from wanmon.config import SmtpSpec, is_loopback
+from wanmon.deadline import Deadline, call_within
 from wanmon.errors import WanmonError
 from wanmon.store import Store
 
@@ -154,58 +158,23 @@ def retry_delay_s(attempt: int, first_s: float = 60.0) -> float:
 
 
 # -- connections under deadlines ---------------------------------------------
+#
+# aiosmtplib speaks SMTP over a socket we connect ourselves (its documented `sock`): the
+# deadlines watch that socket, and asyncio's transport, also after STARTTLS (TLS runs on top
+# of the same transport), reads and writes nothing else. When a deadline passes, the watchdog
+# shuts the socket down and the read aiosmtplib is waiting in ends at once. No private name of
+# smtplib or aiosmtplib is used: smtplib documents no way to reach or hand over its socket.
 
 
-class _SMTP(smtplib.SMTP):
-    """smtplib.SMTP whose socket is opened through the first of `deadlines` (DNS and connect
-    bounded) and watched by all of them: a blocked read returns when one passes."""
-
-    def __init__(self, deadlines: Sequence[Deadline], per_op_s: float, host: str, port: int, **kw):
-        self.deadlines = tuple(deadlines)
-        self.per_op_s = per_op_s
-        super().__init__(host, port, timeout=per_op_s, **kw)
-
-    def _get_socket(self, host, port, timeout):
-        first, *rest = self.deadlines
-        sock = first.connect(host, port, first.timeout(self.per_op_s), self.source_address)
-        for d in rest:
-            d.watch(sock)
-        return sock
-
-
-class _SMTP_SSL(smtplib.SMTP_SSL):
-    """smtplib.SMTP_SSL (port 465) the same way; the TLS handshake is watched too."""
-
-    def __init__(self, deadlines: Sequence[Deadline], per_op_s: float, host: str, port: int, **kw):
-        self.deadlines = tuple(deadlines)
-        self.per_op_s = per_op_s
-        super().__init__(host, port, timeout=per_op_s, **kw)
-
-    def _get_socket(self, host, port, timeout):
-        sock = _SMTP._get_socket(self, host, port, timeout)
-        return _TLSVia(self.context, self.deadlines, self.per_op_s).wrap_socket(sock, server_hostname=self._host)
-
-
-class _TLSVia:
-    """What smtplib needs of an SSLContext (wrap_socket): TLS whose handshake runs on a socket
-    the deadlines already watch (wrapping detaches the plain socket they watched)."""
-
-    def __init__(self, context: ssl_mod.SSLContext, deadlines: Sequence[Deadline], per_op_s: float):
-        self.context = context
-        self.deadlines = tuple(deadlines)
-        self.per_op_s = per_op_s
-
-    def wrap_socket(self, sock, server_hostname=None, **_kw):
-        first, *rest = self.deadlines
-        tls = first.wrap_tls(self.context, sock, server_hostname, self.per_op_s)
-        for d in rest:
-            d.watch(tls)
-        return tls
+@dataclass
+class _Conn:
+    smtp: aiosmtplib.SMTP
+    sock: socket.socket  # ours, watched by the deadlines; the transport uses this very object
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, smtplib.SMTPResponseException):
-        return f"{exc.smtp_code} {_text(exc.smtp_error)}"
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"{exc.code} {_text(exc.message)}"
     return str(exc) or type(exc).__name__
 
 
@@ -214,67 +183,92 @@ def _text(reply: bytes | str) -> str:
     return " ".join(text.split())[:300]
 
 
-def _open(spec: SmtpSpec, session: Deadline) -> smtplib.SMTP:
+@functools.cache
+def _ehlo_name() -> str:
+    """Our name in EHLO (as smtplib: the FQDN), looked up once and within 2 s (a reverse lookup
+    that hangs must not hold a delivery)."""
+    try:
+        return call_within(2.0, "ehlo-name", socket.getfqdn) or "localhost"
+    except (OSError, TimeoutError):
+        return socket.gethostname() or "localhost"
+
+
+class PlaintextAuthRefused(MailError):
+    """Credentials are set but the session has no TLS: none were sent."""
+
+
+async def _open(spec: SmtpSpec, session: Deadline) -> _Conn:
     """Connect, greeting, EHLO, STARTTLS and AUTH within timeout_s (and the session's deadline).
-    Raises OSError / SMTPException; a deadline hit says so (DeadlineExceeded is an OSError)."""
+    Raises OSError / SMTPException / MailError; a deadline hit says so (DeadlineExceeded is an OSError)."""
     st = spec.settings
     where = f"SMTP server {st.host}:{st.port}"
     ctx = ssl_mod.create_default_context()
+    name = _ehlo_name()
     with Deadline(min(st.timeout_s, session.remaining()), f"{where} (connect, greeting, EHLO, TLS, AUTH)") as phase:
-        deadlines = (phase, session)
+        conn = sock = None
         try:
-            if st.ssl:
-                conn: smtplib.SMTP = _SMTP_SSL(deadlines, st.timeout_s, st.host, st.port, context=ctx)
-            else:
-                conn = _SMTP(deadlines, st.timeout_s, st.host, st.port)
-            try:
-                conn.ehlo_or_helo_if_needed()
-                if st.starttls:
-                    conn.starttls(context=_TLSVia(ctx, deadlines, st.timeout_s))
-                    conn.ehlo()  # again, over TLS (RFC 3207), still within this phase
-                if spec.user:
-                    conn.login(spec.user, spec.password.reveal() if spec.password else "")
-            except BaseException:
-                conn.close()
-                raise
-        except (OSError, smtplib.SMTPException) as exc:
-            if phase.expired:
+            sock = phase.connect(st.host, st.port, st.timeout_s)  # DNS + connect bounded; watched from now on
+            session.watch(sock)
+            peer = sock.getpeername()[0]
+            conn = _Conn(aiosmtplib.SMTP(hostname=st.host, sock=sock, local_hostname=name, timeout=st.timeout_s,
+                                         use_tls=st.ssl, start_tls=False, tls_context=ctx), sock)
+            await conn.smtp.connect()  # the greeting (over TLS with ssl = true: the handshake first)
+            await conn.smtp.ehlo()
+            tls = st.ssl
+            if st.starttls or (st.starttls is None and spec.user and conn.smtp.supports_extension("starttls")):
+                await conn.smtp.starttls()  # certificate and host name verified (ctx); fails if not offered
+                await conn.smtp.ehlo()  # again, over TLS (RFC 3207)
+                tls = True
+            if spec.user:
+                if not tls and not is_loopback(peer) and not st.allow_plaintext_auth:
+                    raise PlaintextAuthRefused(
+                        f"{where} offers no STARTTLS: wanmon does not send the SMTP password in clear; enable "
+                        "STARTTLS on the relay (wanmon uses it), or set [smtp] ssl = true (port 465)")
+                await conn.smtp.login(spec.user, spec.password.reveal() if spec.password else "")
+            return conn
+        except BaseException as exc:
+            if conn is not None:
+                conn.smtp.close()
+            elif sock is not None:
+                sock.close()
+            if isinstance(exc, (OSError, aiosmtplib.SMTPException)) and phase.expired:
                 raise TimeoutError(phase.message()) from exc
             raise
-    return conn
 
 
 def _open_error(spec: SmtpSpec, exc: BaseException) -> str:
     st = spec.settings
-    if isinstance(exc, smtplib.SMTPAuthenticationError):
-        return (f"SMTP login refused by {st.host}:{st.port} ({exc.smtp_code}): check [smtp] user_env and "
+    if isinstance(exc, MailError):
+        return str(exc)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return (f"SMTP login refused by {st.host}:{st.port} ({exc.code}): check [smtp] user_env and "
                 "password_env")
     if isinstance(exc, TimeoutError) and "(deadline)" in str(exc):
         return str(exc)
     return f"cannot reach SMTP server {st.host}:{st.port}: {_why(exc)}"
 
 
-def _send_one(conn: smtplib.SMTP, row: dict, spec: SmtpSpec, session: Deadline) -> tuple[str, str | None]:
+async def _send_one(conn: _Conn, row: dict, spec: SmtpSpec, session: Deadline) -> tuple[str, str | None]:
     """One message's exchange (MAIL, RCPT, DATA, the final dot) within timeout_s.
     Returns (outcome, error): 'sent' | 'failed' (refused for good) | 'retry' (refused for now,
     the connection is fine) | 'drop' (timeout, deadline, connection lost: open a new one)."""
     st = spec.settings
-    if conn.sock is None:
+    if not conn.smtp.is_connected:
         return "drop", "the SMTP server closed the connection"
     with Deadline(min(st.timeout_s, session.remaining()), f"SMTP message to {row['recipient']}") as md:
         try:
             md.watch(conn.sock)
-            conn.sock.settimeout(md.timeout(st.timeout_s))
-            conn.send_message(build(row, spec), from_addr=st.from_, to_addrs=[row["recipient"]])
+            await conn.smtp.send_message(build(row, spec), sender=st.from_, recipients=[row["recipient"]],
+                                         timeout=md.timeout(st.timeout_s))
             return "sent", None
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = next(iter(exc.recipients.values()))
-            return _by_code(conn, code, f"{code} {_text(reply)}")
-        except smtplib.SMTPNotSupportedError as exc:  # e.g. an address this server cannot take
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            refused = exc.recipients[0]
+            return _by_code(conn, refused.code, f"{refused.code} {_text(refused.message)}")
+        except aiosmtplib.SMTPNotSupported as exc:  # e.g. an address this server cannot take
             return "failed", _why(exc)
-        except smtplib.SMTPResponseException as exc:  # sender refused, DATA refused, ...
-            return _by_code(conn, exc.smtp_code, _why(exc))
-        except (OSError, smtplib.SMTPException) as exc:
+        except aiosmtplib.SMTPResponseException as exc:  # sender refused, DATA refused, ...
+            return _by_code(conn, exc.code, _why(exc))
+        except (OSError, aiosmtplib.SMTPException) as exc:
             if session.expired:
                 return "drop", session.message()
             if md.expired:
@@ -282,26 +276,25 @@ def _send_one(conn: smtplib.SMTP, row: dict, spec: SmtpSpec, session: Deadline) 
             return "drop", f"SMTP connection lost: {_why(exc)}"
 
 
-def _by_code(conn: smtplib.SMTP, code: int, error: str) -> tuple[str, str]:
+def _by_code(conn: _Conn, code: int, error: str) -> tuple[str, str]:
     if 500 <= code < 600:
         return "failed", error  # permanent: never blocks the queue
-    if 400 <= code < 500 and conn.sock is not None:
-        return "retry", error  # smtplib reset the transaction: the connection goes on
-    return "drop", error  # 421 (smtplib closed it), or a reply that makes no sense
+    if 400 <= code < 500 and code != 421 and conn.smtp.is_connected:
+        return "retry", error  # the transaction was reset (RSET): the connection goes on
+    return "drop", error  # 421 (the server closes), or a reply that makes no sense
 
 
-def _quit(conn: smtplib.SMTP, spec: SmtpSpec, session: Deadline) -> None:
+async def _quit(conn: _Conn, spec: SmtpSpec, session: Deadline) -> None:
     """QUIT, waiting at most QUIT_S for the answer; the connection is closed in any case."""
     try:
-        if conn.sock is not None:
+        if conn.smtp.is_connected:
             with Deadline(min(QUIT_S, spec.settings.timeout_s, session.remaining()), "SMTP QUIT") as d:
                 d.watch(conn.sock)
-                conn.sock.settimeout(d.timeout())
-                conn.quit()
-    except (OSError, smtplib.SMTPException):
+                await conn.smtp.quit(timeout=d.timeout())
+    except (OSError, aiosmtplib.SMTPException):
         pass
     finally:
-        conn.close()
+        conn.smtp.close()
 
 
 # -- the queue ---------------------------------------------------------------
@@ -315,7 +308,7 @@ def deliver(store: Store, spec: SmtpSpec, budget_s: float = 30.0,
     due = store.outbox_due(now())
     if due:
         with Deadline(budget_s, f"SMTP delivery ({budget_s:g} s budget)") as session:
-            _run_queue(store, spec, due, session, now, rep)
+            asyncio.run(_run_queue(store, spec, due, session, now, rep))
     rep.queued = store.outbox_summary(now())["queued"]
     if rep.error:
         logger.warning("mail delivery stopped error=%r sent=%d failed=%d deferred=%d queued=%d",
@@ -325,12 +318,12 @@ def deliver(store: Store, spec: SmtpSpec, budget_s: float = 30.0,
     return rep
 
 
-def _run_queue(store: Store, spec: SmtpSpec, due: list[dict], session: Deadline, now: Callable[[], float],
-               rep: DeliveryReport) -> None:
+async def _run_queue(store: Store, spec: SmtpSpec, due: list[dict], session: Deadline, now: Callable[[], float],
+                     rep: DeliveryReport) -> None:
     st = spec.settings
-    conn: smtplib.SMTP | None = None
+    conn: _Conn | None = None
     try:
-        for row in due:
+        for i, row in enumerate(due):
             if row["attempts"] >= st.max_attempts:  # its last attempts were cut short (crash, kill)
                 _give_up(store, row, row["attempts"], row["last_error"] or "interrupted in mid-send", rep)
                 continue
@@ -339,22 +332,25 @@ def _run_queue(store: Store, spec: SmtpSpec, due: list[dict], session: Deadline,
                 return
             if conn is None:
                 try:
-                    conn = _open(spec, session)
-                except (OSError, smtplib.SMTPException) as exc:
-                    rep.error = _open_error(spec, exc)  # the server, not a message: no attempt counted
+                    conn = await _open(spec, session)
+                except (OSError, aiosmtplib.SMTPException, MailError) as exc:
+                    # the server, not a message: no attempt counted; the reason is shown with the mail
+                    rep.error = _open_error(spec, exc)
+                    for waiting in due[i:]:
+                        store.outbox_mark(waiting["id"], "queued", rep.error[:500])
                     return
             attempt = store.outbox_attempt(row["id"], now() + retry_delay_s(row["attempts"] + 1, st.retry_s))
-            outcome, error = _send_one(conn, row, spec, session)
+            outcome, error = await _send_one(conn, row, spec, session)
             _record(store, spec, row, attempt, outcome, error, now, rep)
             if outcome == "drop":
-                conn.close()
+                conn.smtp.close()
                 conn = None
             if session.expired:
                 rep.error = session.message()
                 return
     finally:
         if conn is not None:
-            _quit(conn, spec, session)
+            await _quit(conn, spec, session)
 
 
 def _record(store: Store, spec: SmtpSpec, row: dict, attempt: int, outcome: str, error: str | None,
@@ -388,19 +384,23 @@ def send_now(spec: SmtpSpec, rows: Sequence[dict], budget_s: float, what: str) -
     """Send these messages now, outside the outbox, on one connection within budget_s
     (enforced while it runs): `wanmon test-email`, and the NOC's notice of a damaged store
     (whose outbox is in that store). Raises MailError with the first reason one was not sent."""
-    st = spec.settings
     with Deadline(budget_s, f"{what} ({budget_s:g} s budget)") as session:
-        try:
-            conn = _open(spec, session)
-        except (OSError, smtplib.SMTPException) as exc:
-            raise MailError(_open_error(spec, exc)) from None
-        try:
-            for row in rows:
-                outcome, error = _send_one(conn, row, spec, session)
-                if outcome != "sent":
-                    raise MailError(f"cannot send to {row['recipient']} through {st.host}:{st.port}: {error}")
-        finally:
-            _quit(conn, spec, session)
+        asyncio.run(_send_now(spec, rows, session))
+
+
+async def _send_now(spec: SmtpSpec, rows: Sequence[dict], session: Deadline) -> None:
+    st = spec.settings
+    try:
+        conn = await _open(spec, session)
+    except (OSError, aiosmtplib.SMTPException, MailError) as exc:
+        raise MailError(_open_error(spec, exc)) from None
+    try:
+        for row in rows:
+            outcome, error = await _send_one(conn, row, spec, session)
+            if outcome != "sent":
+                raise MailError(f"cannot send to {row['recipient']} through {st.host}:{st.port}: {error}")
+    finally:
+        await _quit(conn, spec, session)
 
 
 def send_test(spec: SmtpSpec, address: str, lang: str) -> str:
