@@ -114,6 +114,20 @@ def test_a_stale_agent_is_said_stale():
     assert any("'b' (standby)" in t and "STALE" in t for t in lines)
 
 
+def test_a_primary_whose_heartbeat_says_its_mail_fails():
+    """Two delivery runs in a row, or failing for two of its intervals (a relay that refuses
+    every message fails one run; the next has nothing due); one failed run is not enough."""
+    now = 1_000_000.0
+    seen = influxql.AgentSeen("p", "h1", "primary", now - 10, 60.0, 5, 0)
+    assert not seen.mail_failing(now)                                   # an agent older than these fields
+    once = influxql.AgentSeen("p", "h1", "primary", now - 10, 60.0, 5, 0, now - 200, now - 70, 1, 3)
+    assert not once.mail_failing(now)
+    assert influxql.AgentSeen("p", "h1", "primary", now - 10, 60.0, 5, 0, None, now - 70, 2, 3).mail_failing(now)
+    assert influxql.AgentSeen("p", "h1", "primary", now - 10, 60.0, 5, 0, None, now - 120, 1, 0).mail_failing(now)
+    text = influxql.describe([once], now)[0][1]
+    assert "mail FAILING since" in text and "1 runs in a row, 3 queued" in text
+
+
 def test_influxql_quoting():
     assert influxql.ident('a"b\\c') == '"a\\"b\\\\c"'
     assert influxql.string("it's \\ x") == "'it\\'s \\\\ x'"

@@ -473,7 +473,20 @@ def _agent_fields(cfg: Config, store: Store, started: float, finished: float, ob
         **{k: counts.get(k, 0) for k in ("up", "degraded", "down", "unreachable", "unknown")},
         "spool_points": int(spool["points"]), "spool_dropped": int(spool["dropped"]),
         "role": cfg.agent.role, "interval_s": float(cfg.schedule.icmp_interval_s),
+        **(_mail_fields(store) if cfg.smtp is not None else {}),
     }
+
+
+def _mail_fields(store: Store) -> dict[str, object]:
+    """The heartbeat's proof that this agent's mail gets out (read by a standby, wanmon.agents):
+    its last delivery run that worked, since when it fails (0: it works), runs failed in a row,
+    mail waiting in the outbox. As of the last publishing run (the one before this cycle)."""
+    h = outputs.health(store).get("mail") or outputs.Health()
+    out: dict[str, object] = {"mail_failing_since": float(h.failing_since or 0.0), "mail_failures": int(h.failures),
+                              "mail_queued": int(store.outbox_summary(0.0)["queued"])}
+    if h.ok_ts is not None:
+        out["mail_ok_ts"] = float(h.ok_ts)
+    return out
 
 
 def _alerts(cfg: Config, store: Store, obs, now: float, dry_run: bool) -> AlertUpdate | None:
@@ -691,6 +704,10 @@ def _mail(cfg: Config, store: Store, peers: Peers):
     t_mail = time.time()
     agents.gate(cfg, store)
     report = peers.deliver(store, cfg.smtp, MAIL_BUDGET_S)
+    if report is not None and report.error is None and not report.sent and (report.failed or report.deferred):
+        # a relay that refuses every message (5xx, 4xx) is a mail output that fails, as a refused login is
+        report.error = (f"the SMTP server refused every message of this run ({report.failed + report.deferred}): "
+                        f"{report.refused or '?'}")
     if agents.record_notices(cfg, store, t_mail):  # what went out, for the other agents to see
         peers.drain(store, cfg.influx, min(5.0, cfg.influx.settings.drain_budget_s))
     return report

@@ -91,15 +91,27 @@ class AgentSeen:
     interval_s: float
     sites: int
     spool_points: int
+    # its mail, as its heartbeat says (absent: an agent without [smtp], or older than these fields)
+    mail_ok_ts: float | None = None      # its last delivery run that worked
+    mail_failing_since: float | None = None  # None: its mail works
+    mail_failures: int = 0               # its delivery runs failed in a row
+    mail_queued: int = 0
 
     def fresh(self, now: float) -> bool:
         """Within 3 x its icmp_interval_s of now (issue 14's rule)."""
         return now - self.last_ts <= 3 * self.interval_s
 
+    def mail_failing(self, now: float, runs: int = 2) -> bool:
+        """Its heartbeat says its mail fails: `runs` delivery runs in a row, or for `runs` of its
+        intervals (a relay that refuses every message fails one run; the next has nothing due)."""
+        since = self.mail_failing_since
+        return since is not None and (self.mail_failures >= runs or now - since >= runs * self.interval_s)
+
 
 def agents(spec: InfluxSpec, days: int = 7, budget_s: float | None = None) -> list[AgentSeen]:
     """Every agent that wrote a heartbeat in the last `days`, from its last one (newest first)."""
-    q = ('SELECT "sites", "role", "interval_s", "spool_points" FROM "wanmon_agent" '
+    q = ('SELECT "sites", "role", "interval_s", "spool_points", "mail_ok_ts", "mail_failing_since", "mail_failures", '
+         '"mail_queued" FROM "wanmon_agent" '
          f'WHERE time > now() - {int(days)}d AND "sites" >= 0 GROUP BY "agent", "host" ORDER BY time DESC LIMIT 1')
     out = []
     for s in query(spec, q, budget_s):
@@ -109,7 +121,9 @@ def agents(spec: InfluxSpec, days: int = 7, budget_s: float | None = None) -> li
             out.append(AgentSeen(str(tags.get("agent") or ""), str(tags.get("host") or ""),
                                  str(row.get("role") or "primary"), float(row["time"]) / 1000.0,
                                  float(row.get("interval_s") or 60.0), int(row.get("sites") or 0),
-                                 int(row.get("spool_points") or 0)))
+                                 int(row.get("spool_points") or 0), float(row.get("mail_ok_ts") or 0) or None,
+                                 float(row.get("mail_failing_since") or 0) or None, int(row.get("mail_failures") or 0),
+                                 int(row.get("mail_queued") or 0)))
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
             raise QueryError(f"{spec.settings.url}: its /query answer is not InfluxQL's (a server that takes "
                              "InfluxDB writes but not InfluxQL queries, such as VictoriaMetrics?)") from None
@@ -134,8 +148,14 @@ def describe(seen: list[AgentSeen], now: float | None = None) -> list[tuple[bool
         age = now - a.last_ts
         state = "fresh" if a.fresh(now) else "STALE"
         lines.append((True, f"agent {a.agent!r} ({a.role}) on {a.host}: last heartbeat {age:.0f} s ago, {state} "
-                            f"(interval {a.interval_s:g} s), {a.sites} sites, spool {a.spool_points} points"))
+                            f"(interval {a.interval_s:g} s), {a.sites} sites, spool {a.spool_points} points"
+                            + (_mail_failing(a) if a.mail_failing_since else "")))
     for agent, hosts in collisions(seen).items():
         lines.append((False, f"agent id {agent!r} is used by several hosts ({', '.join(hosts)}): give each agent its "
                              "own [agent] id"))
     return lines
+
+
+def _mail_failing(a: AgentSeen) -> str:
+    since = time.strftime("%Y-%m-%d %H:%M", time.localtime(a.mail_failing_since))
+    return f", mail FAILING since {since} ({a.mail_failures} runs in a row, {a.mail_queued} queued)"

@@ -65,6 +65,12 @@ class DeliveryReport:
     queued: int = 0  # still queued after this run (waiting for a retry, or not reached)
     deferred: int = 0  # attempts that failed for now this run (queued again, with a retry time)
     error: str | None = None  # why the run stopped early
+    refused: str | None = None  # the last message's refusal (failed for good, or for now)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing was due: the run proves nothing about the relay (wanmon.outputs keeps the last health)."""
+        return not (self.sent or self.failed or self.deferred or self.error)
 
 
 class MailError(WanmonError):
@@ -363,12 +369,14 @@ def _record(store: Store, spec: SmtpSpec, row: dict, attempt: int, outcome: str,
     elif outcome == "failed":
         store.outbox_mark(row["id"], "failed", error)
         rep.failed += 1
+        rep.refused = error
         logger.warning("mail refused id=%d to=%s attempt=%d error=%r", row["id"], row["recipient"], attempt, error)
     elif attempt >= spec.settings.max_attempts:
         _give_up(store, row, attempt, error or "", rep)
     else:
         store.outbox_mark(row["id"], "queued", error)
         rep.deferred += 1
+        rep.refused = error
         logger.warning("mail retry later id=%d to=%s attempt=%d/%d retry_in_s=%.0f error=%r", row["id"],
                        row["recipient"], attempt, spec.settings.max_attempts,
                        retry_delay_s(attempt, spec.settings.retry_s), error)

@@ -8,6 +8,9 @@ bad point read back from InfluxDB, a relay that rejects the login) is logged and
 recorded and never stops the others. Each output bounds its own time (its budget is
 enforced inside it: wanmon.deadline for the network).
 
+A run with nothing to do (`idle`: mail with nothing due) changes no health: only a
+delivery that worked clears a failing mail output.
+
 Health lives in the store's meta table (`output.<name>`, JSON): when it last worked,
 since when it fails, how many runs in a row, the last error. `wanmon status` and the
 page show failing outputs; after NOTICE_AFTER failures in a row the NOC ([alerts] noc)
@@ -71,6 +74,8 @@ def attempt(store, cfg, name: str, fn: Callable[..., Any], *args: Any, now: Call
     except Exception as exc:  # noqa: BLE001 - an output's failure is data, not the cycle's end
         value, error = None, describe(exc)
         logger.debug("output=%s failed", name, exc_info=True)
+    if error is None and getattr(value, "idle", False):
+        return value, None  # nothing to do (mail: nothing due): neither a success nor a failure
     if error is not None:
         logger.error("output=%s failed: %s", name, error)
     try:

@@ -129,6 +129,21 @@ MAIL = {
                        "giám sát vẫn được ghi và các đầu ra khác vẫn chạy. Lần thử cuối ({when}) báo:",
         "output_back_subject": "[wanmon] Đầu ra \u201c{output}\u201d hoạt động lại",
         "output_back_text": "Đầu ra \u201c{output}\u201d của wanmon hoạt động lại lúc {when} (lỗi từ {since}).",
+        "primary_stale_subject": "[wanmon] Tác tử chính \u201c{agent}\u201d đã ngừng (không có nhịp tim)",
+        "primary_stale_text": "Tác tử chính \u201c{agent}\u201d (máy {host}) không gửi nhịp tim từ {last} (quá 3 chu kỳ "
+                              "{interval} s của nó). Từ {when}, tác tử dự phòng \u201c{me}\u201d gửi thư cảnh báo "
+                              "thay cho nó, kể cả những tin chưa tác tử nào gửi.",
+        "primary_back_subject": "[wanmon] Tác tử chính \u201c{agent}\u201d chạy lại",
+        "primary_back_text": "Tác tử chính \u201c{agent}\u201d (máy {host}) gửi nhịp tim lại (lần cuối {last}). Tác tử "
+                             "dự phòng \u201c{me}\u201d thôi gửi thư cảnh báo từ {when}.",
+        "primary_mail_subject": "[wanmon] Tác tử chính \u201c{agent}\u201d không gửi được thư từ {since}",
+        "primary_mail_text": "Tác tử chính \u201c{agent}\u201d (máy {host}) vẫn chạy nhưng không gửi được thư cảnh báo "
+                             "từ {since} ({failures} lần gửi liên tiếp lỗi, {queued} thư đang chờ). Từ {when}, tác "
+                             "tử dự phòng \u201c{me}\u201d gửi thư thay cho nó. Lỗi của nó: chạy `wanmon status` "
+                             "trên máy {host}.",
+        "primary_mail_back_subject": "[wanmon] Tác tử chính \u201c{agent}\u201d gửi được thư trở lại",
+        "primary_mail_back_text": "Tác tử chính \u201c{agent}\u201d (máy {host}) gửi được thư trở lại (lỗi từ "
+                                  "{since}). Tác tử dự phòng \u201c{me}\u201d thôi gửi thư cảnh báo từ {when}.",
     },
     "en": {
         "down": "down", "unreachable": "unreachable (upstream outage)", "degraded": "degraded",
@@ -157,6 +172,22 @@ MAIL = {
                        "said:",
         "output_back_subject": "[wanmon] Output \u201c{output}\u201d works again",
         "output_back_text": "wanmon's output \u201c{output}\u201d works again at {when} (failing since {since}).",
+        "primary_stale_subject": "[wanmon] The primary agent \u201c{agent}\u201d has stopped (no heartbeat)",
+        "primary_stale_text": "The primary agent \u201c{agent}\u201d (host {host}) has sent no heartbeat since {last} "
+                              "(more than 3 of its {interval} s intervals). From {when}, the standby agent "
+                              "\u201c{me}\u201d sends the alert mail in its place, including news no agent had sent.",
+        "primary_back_subject": "[wanmon] The primary agent \u201c{agent}\u201d is running again",
+        "primary_back_text": "The primary agent \u201c{agent}\u201d (host {host}) sends heartbeats again (last {last}). "
+                             "From {when}, the standby agent \u201c{me}\u201d sends no alert mail.",
+        "primary_mail_subject": "[wanmon] The primary agent \u201c{agent}\u201d cannot send mail since {since}",
+        "primary_mail_text": "The primary agent \u201c{agent}\u201d (host {host}) runs, but has delivered no alert mail "
+                             "since {since} ({failures} delivery runs failed in a row, {queued} mail(s) waiting). "
+                             "From {when}, the standby agent \u201c{me}\u201d sends the mail in its place. Its error: "
+                             "run `wanmon status` on {host}.",
+        "primary_mail_back_subject": "[wanmon] The primary agent \u201c{agent}\u201d delivers mail again",
+        "primary_mail_back_text": "The primary agent \u201c{agent}\u201d (host {host}) delivers mail again (failing "
+                                  "since {since}). From {when}, the standby agent \u201c{me}\u201d sends no alert "
+                                  "mail.",
     },
 }
 

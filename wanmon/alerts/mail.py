@@ -149,6 +149,19 @@ def output_mails(cfg: Config, output: str, health, now: float, back: bool) -> li
                      ("", [health.error or "?"]), "output_failing", now)
 
 
+def primary_mails(cfg: Config, what: str, primary, now: float) -> list[Mail]:
+    """A standby's notice to the NOC about the primary agent (wanmon.agents): what is
+    'stale', 'back' (heartbeats again), 'mail' (its mail fails) or 'mail_back'.
+    primary: influxql.AgentSeen, from its last heartbeat."""
+    w, fmt = _noc_words(cfg)
+    fields = {"agent": primary.agent, "host": primary.host, "me": cfg.agent.id, "when": fmt.dt(now),
+              "last": fmt.dt(primary.last_ts), "interval": f"{primary.interval_s:g}",
+              "since": fmt.dt(primary.mail_failing_since or primary.last_ts), "failures": primary.mail_failures,
+              "queued": primary.mail_queued}
+    key = {"stale": "primary_stale", "back": "primary_back", "mail": "primary_mail", "mail_back": "primary_mail_back"}[what]
+    return noc_mails(cfg, w[key + "_subject"].format(**fields), w[key + "_text"].format(**fields), None, key, now)
+
+
 def _noc_words(cfg: Config):
     from zoneinfo import ZoneInfo
 
