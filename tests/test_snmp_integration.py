@@ -332,11 +332,15 @@ def test_netsnmp_v1_check_and_inventory(netsnmp, tmp_path):
 
 @need_snmpd
 def test_netsnmp_v3_protocol_matrix(tmp_path):
-    """Every auth and privacy protocol wanmon offers, against a real snmpd."""
-    combos = [("MD5", "DES"), ("MD5", "AES"), ("SHA", "DES"), ("SHA224", "AES"), ("SHA384", "AES192"),
-              ("SHA512", "AES256"), ("SHA256", "none")]
+    """Every auth and privacy protocol wanmon offers, each with each, against a real snmpd: the
+    keys and ciphers are wanmon's own (wanmon/probes/usm.py), net-snmp is the independent peer.
+    One more user has non-ASCII pass phrases: both sides take them as UTF-8."""
+    combos = [(a, p) for a in ("MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512")
+              for p in ("none", "DES", "AES", "AES192", "AES256")]
     users = [V3User(f"u_{a.lower()}_{p.lower()}", a, f"ak-{a}-{os.urandom(4).hex()}", p,
                     None if p == "none" else f"pk-{p}-{os.urandom(4).hex()}") for a, p in combos]
+    users.append(V3User("u_utf8", "SHA256", f"Mật khẩu Đông Cứu {os.urandom(2).hex()}", "AES256",
+                        f"Khóa riêng Đại Phúc {os.urandom(2).hex()}"))
     hosts = ["127.0.0.1"] + [f"127.0.0.{i + 2}" for i in range(len(users) - 1)]
     with NetSnmpAgent(users=users, sys_name="ma-tran-v3", extra_hosts=hosts[1:]) as agent:
         sites, env = [], {}

@@ -3,6 +3,7 @@
 Requests encoded by snmpwire must decode with pyasn1 to the same PDU;
 responses encoded by pysnmp must decode with snmpwire to the same values;
 SNMPv3 MACs must equal pysnmp's own; broken datagrams raise WireError only.
+The v3 keys and ciphers themselves (wanmon/probes/usm.py) are tested in test_usm.py.
 """
 
 from __future__ import annotations
@@ -173,6 +174,10 @@ def test_v3_round_trip_and_tampering(auth, priv):
             w.parse_v3(msg, other_priv)
 
 
+_PYSNMP_AUTH = {"MD5": "USM_AUTH_HMAC96_MD5", "SHA": "USM_AUTH_HMAC96_SHA", "SHA256": "USM_AUTH_HMAC192_SHA256",
+                "SHA512": "USM_AUTH_HMAC384_SHA512"}
+
+
 @pytest.mark.parametrize("auth", ["MD5", "SHA", "SHA256", "SHA512"])
 def test_v3_mac_equals_pysnmp(auth):
     """The MAC snmpwire writes is the one pysnmp's own USM service computes."""
@@ -186,7 +191,7 @@ def test_v3_mac_equals_pysnmp(auth):
     assert r.flags & w.FLAG_AUTH
     mac_len = keys.mac_len
     # find our MAC: the only mac_len-byte run that differs from a zeroed copy
-    svc = Usm.AUTH_SERVICES[getattr(pc, w._AUTH_OID[auth])]
+    svc = Usm.AUTH_SERVICES[getattr(pc, _PYSNMP_AUTH[auth])]
     auth_key = keys.localized(engine)[0]
     zeroed = None
     for i in range(len(msg) - mac_len):
@@ -198,15 +203,6 @@ def test_v3_mac_equals_pysnmp(auth):
     from pysnmp.proto import rfc1902
 
     assert bytes(svc.authenticate_outgoing_message(rfc1902.OctetString(auth_key), zeroed)) == msg
-
-
-def test_v3_key_localization_rfc3414_vector():
-    """RFC 3414 A.3.2: 'maplesyrup' with SHA, engine 000000000000000000000002."""
-    keys = w.V3Keys("u", "SHA", "maplesyrup", "none", None)
-    ak, _ = keys.localized(bytes.fromhex("000000000000000000000002"))
-    assert ak.hex() == "6695febc9288e36282235fc7151f128497b38f3f"
-    md5 = w.V3Keys("u", "MD5", "maplesyrup", "none", None)
-    assert md5.localized(bytes.fromhex("000000000000000000000002"))[0].hex() == "526f5eed9fcce26f8964c2930787d82b"
 
 
 def test_broken_datagrams_raise_wire_error_only():
@@ -229,51 +225,3 @@ def test_broken_datagrams_raise_wire_error_only():
                 parse(data)
             except w.WireError:
                 pass
-
-
-def test_pysnmp_is_a_version_the_v3_code_is_tested_with_and_pyproject_pins_it():
-    """V3Keys uses pysnmp's USM services, which pysnmp does not document: a pysnmp other than
-    the ones tested fails here loudly. To move on: run this file against the new version, then
-    add it to snmpwire.PYSNMP_TESTED and pyproject.toml's pin."""
-    import re
-    from importlib.metadata import version
-
-    from conftest import REPO
-
-    assert version("pysnmp") in w.PYSNMP_TESTED, (
-        f"pysnmp {version('pysnmp')} is not one the SNMPv3 code is tested with ({', '.join(w.PYSNMP_TESTED)})")
-    pins = re.findall(r'"pysnmp==([^"]+)"', (REPO / "pyproject.toml").read_text())
-    assert pins and all(p in w.PYSNMP_TESTED for p in pins), pins
-    auth, priv, _ = w.usm_services()
-    assert set(auth) == {"MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"}
-    assert set(priv) == {"DES", "AES", "AES192", "AES256"}
-
-
-def test_pysnmp_aes_privacy_equals_an_independent_aes_cfb():
-    """RFC 3826: AES-128 CFB, key = the first 16 bytes of the localized privacy key, IV =
-    engineBoots, engineTime (4 bytes each, big-endian) and the 8-byte salt."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-
-    try:
-        from cryptography.hazmat.decrepit.ciphers.modes import CFB
-    except ImportError:  # cryptography < 47
-        from cryptography.hazmat.primitives.ciphers.modes import CFB
-
-    keys = w.V3Keys("u", "SHA", "auth-pass-phrase", "AES", "priv-pass-phrase")
-    _, pk = keys.localized(bytes.fromhex("80001f8880e9630000d61ff449"))
-    plain = bytes(range(256)) * 3 + b"tail"
-    cipher, salt = keys.encrypt(pk, 7, 123_456, plain)
-    iv = (7).to_bytes(4, "big") + (123_456).to_bytes(4, "big") + salt
-    assert len(salt) == 8
-    assert cipher == Cipher(algorithms.AES(bytes(pk)[:16]), CFB(iv)).encryptor().update(plain)
-    assert keys.decrypt(pk, 7, 123_456, salt, cipher) == plain
-
-
-def test_usm_services_that_moved_are_one_error_naming_the_version_to_install(monkeypatch):
-    from pysnmp.proto.secmod.rfc3414.service import SnmpUSMSecurityModel as Usm
-
-    monkeypatch.setattr(w, "_USM", None)
-    monkeypatch.setattr(Usm, "PRIV_SERVICES", {})
-    with pytest.raises(w.UsmUnavailable, match=r"pip install 'pysnmp==7\.1\.30'"):
-        w.V3Keys("u", "SHA", "auth-pass-phrase", "AES", "priv-pass-phrase")
-    monkeypatch.setattr(w, "_USM", None)  # the real services come back once the patch is undone

@@ -3,8 +3,9 @@
 * Messages are encoded and decoded by `snmpwire` (BER for exactly the PDUs
   the poll uses), not by pyasn1: pyasn1's generic decoder made a 177-site
   poll CPU-bound at ~10 ms per GETBULK reply. SNMPv3 key localization and
-  privacy are pysnmp's USM services (`snmpwire.V3Keys`), one key set per
-  credential set, each pass phrase hashed once per poll.
+  privacy are wanmon's own `usm` module (on hashlib and cryptography) behind
+  `snmpwire.V3Keys`: one key set per credential set, each pass phrase hashed
+  once per poll, each key localized once per engine.
 * One UDP socket per address family for the whole poll. A reply is matched
   on its request id / msgID and on the agent's address and port; a late
   reply to an earlier try of the same request is accepted.
@@ -615,8 +616,6 @@ async def probe(targets: Sequence[SnmpTarget], max_concurrency: int = 256,
         async with sem:
             try:
                 return await _poll_one(net, keyring, t)
-            except wire.UsmUnavailable as exc:  # the installed pysnmp moved what v3 uses: say which to install
-                return SnmpResult(status="error", reason=str(exc), ts=time.time())
             except Exception as exc:  # a bug in decoding one agent's answer must not stop the others
                 logger.exception("snmp poll failed host=%s", t.host)
                 return SnmpResult(status="error", reason=f"internal error while polling: {type(exc).__name__}",

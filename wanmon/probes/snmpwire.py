@@ -8,14 +8,17 @@ GETBULK; Response and Report PDUs; v1, v2c and the v3 message with USM
 parameters) in about 0.3 ms per such reply. Everything else it rejects with
 `WireError`.
 
-SNMPv3 security stays pysnmp's: key localization (RFC 3414, RFC 7860 and the
-AES-192/256 key-extension variants) and the privacy ciphers are pysnmp's own
-USM services (`V3Keys`); only HMAC, which is standard `hmac`, runs here.
-Those services are pysnmp internals, not its documented API: pyproject pins
-the pysnmp versions they are tested with (`PYSNMP_TESTED`), `usm_services()`
-checks each one is where wanmon expects it and says which version to install
-when it is not, and tests/test_snmpwire.py fails on any other version and on
-any change of their results (RFC 3414 key vectors, AES against `cryptography`).
+SNMPv3 security is wanmon's own small `usm` module, on `hashlib`, `hmac` and
+`cryptography`'s documented APIs: pass phrase to key and key localization
+(RFC 3414, RFC 7860), DES (RFC 3414), AES-128 (RFC 3826) and the AES-192/256
+key-extension variants Cisco and net-snmp (AES-192-C/AES-256-C) use. It is
+tested against the RFC 3414 key vectors, against pysnmp's USM as an
+independent implementation (a test-only dependency) and against a real
+net-snmp snmpd for every auth and privacy protocol. `V3Keys` holds one
+credential set: the 1 MB pass phrase hash once, the localized keys once per
+engine. pysnmp is not a runtime dependency: its documented API decodes
+through pyasn1 (the cost above), and the USM services wanmon used to borrow
+are internals that were renamed between releases.
 
 Decoded values are plain Python: int (INTEGER, Counter32/64, Gauge32,
 TimeTicks), bytes (OCTET STRING, IpAddress, Opaque), tuple (OBJECT
@@ -25,9 +28,10 @@ endOfMibView, NULL), which never become 0.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
+
+from wanmon.probes import usm
 
 GET, GETNEXT, RESPONSE, GETBULK, REPORT = 0xA0, 0xA1, 0xA2, 0xA5, 0xA8
 
@@ -304,123 +308,49 @@ WRONG_DIGEST = USM_STATS + (5, 0)
 DECRYPTION_ERROR = USM_STATS + (6, 0)
 _MAX_SIZE = 65507
 
-# auth protocol name -> (hash, truncated MAC length)
-_AUTH_HASH = {
-    "MD5": (hashlib.md5, 12), "SHA": (hashlib.sha1, 12), "SHA224": (hashlib.sha224, 16),
-    "SHA256": (hashlib.sha256, 24), "SHA384": (hashlib.sha384, 32), "SHA512": (hashlib.sha512, 48),
-}
-_AUTH_OID = {
-    "MD5": "USM_AUTH_HMAC96_MD5", "SHA": "USM_AUTH_HMAC96_SHA", "SHA224": "USM_AUTH_HMAC128_SHA224",
-    "SHA256": "USM_AUTH_HMAC192_SHA256", "SHA384": "USM_AUTH_HMAC256_SHA384", "SHA512": "USM_AUTH_HMAC384_SHA512",
-}
-_PRIV_OID = {
-    "DES": "USM_PRIV_CBC56_DES", "AES": "USM_PRIV_CFB128_AES", "AES192": "USM_PRIV_CFB192_AES",
-    "AES256": "USM_PRIV_CFB256_AES",
-}
-
-
-PYSNMP_TESTED = ("7.1.30",)  # keep in step with pyproject.toml's pin
-
-
-class UsmUnavailable(WireError):
-    """The installed pysnmp lacks the USM services V3Keys uses."""
-
-
-_USM: tuple[dict, dict, object] | None = None
-
-
-def usm_services() -> tuple[dict, dict, object]:
-    """({auth name: pysnmp auth service}, {priv name: pysnmp priv service}, pysnmp's config
-    module), each service checked for the methods V3Keys calls. UsmUnavailable names the
-    installed version and the one to install when anything moved."""
-    global _USM
-    if _USM is not None:
-        return _USM
-    needs = {"auth": ("hash_passphrase", "localize_key"),
-             "priv": ("hash_passphrase", "localize_key", "encrypt_data", "decrypt_data")}
-    try:
-        from pysnmp.entity import config as pc
-        from pysnmp.proto.secmod.rfc3414.service import SnmpUSMSecurityModel as Usm
-
-        auth = {name: Usm.AUTH_SERVICES[getattr(pc, oid)] for name, oid in _AUTH_OID.items()}
-        priv = {name: Usm.PRIV_SERVICES[getattr(pc, oid)] for name, oid in _PRIV_OID.items()}
-        for kind, services in (("auth", auth), ("priv", priv)):
-            for name, svc in services.items():
-                missing = [m for m in needs[kind] if not callable(getattr(svc, m, None))]
-                if missing:
-                    raise AttributeError(f"{name} service has no {', '.join(missing)}")
-    except (ImportError, AttributeError, KeyError) as exc:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            have = version("pysnmp")
-        except PackageNotFoundError:
-            have = "(not installed)"
-        raise UsmUnavailable(
-            f"SNMPv3 needs pysnmp's USM services, and pysnmp {have} does not have them as wanmon uses them "
-            f"({type(exc).__name__}: {exc}); install the version wanmon is tested with: "
-            f"pip install 'pysnmp=={PYSNMP_TESTED[-1]}'") from None
-    _USM = (auth, priv, pc)
-    return _USM
-
-
 class V3Keys:
     """One v3 credential set: the pass phrases hashed once (the 1 MB hash of
-    RFC 3414 A.2), then localized per authoritative engine ID, by pysnmp's
-    USM services."""
+    RFC 3414 A.2), then localized once per authoritative engine ID, by `usm`."""
 
     def __init__(self, user: str, auth_protocol: str, auth_key: str | None, priv_protocol: str, priv_key: str | None):
-        from pysnmp.proto import rfc1902
-
         self.user = user.encode()
         self.auth = auth_protocol if auth_protocol != "none" else None
         self.priv = priv_protocol if priv_protocol != "none" else None
-        auth_svcs, priv_svcs, pc = usm_services() if self.auth else ({}, {}, None)
-        self._auth_oid = getattr(pc, _AUTH_OID[self.auth]) if self.auth else None
-        self._auth_svc = auth_svcs[self.auth] if self.auth else None
-        self._priv_svc = priv_svcs[self.priv] if self.priv else None
-        self._hash, self.mac_len = _AUTH_HASH[self.auth] if self.auth else (None, 0)
-        self._auth_master = self._auth_svc.hash_passphrase(rfc1902.OctetString(auth_key or "")) if self.auth else None
-        self._priv_master = (self._priv_svc.hash_passphrase(self._auth_oid, rfc1902.OctetString(priv_key or ""))
-                             if self.priv else None)
+        if self.priv and not self.auth:  # config refuses it (RFC 3414 3.1.1: no privacy without authentication)
+            raise ValueError("SNMPv3 privacy needs authentication")
+        self._hash, self.mac_len = usm.AUTH[self.auth] if self.auth else (None, 0)
+        self._cipher = usm.PRIV[self.priv] if self.priv else None
+        # pass phrases as UTF-8, as net-snmp reads them from snmpd.conf or its command line
+        self._auth_ku = usm.password_to_key((auth_key or "").encode(), self._hash) if self.auth else None
+        self._priv_ku = usm.password_to_key((priv_key or "").encode(), self._hash) if self.priv else None
         self._local: dict[bytes, tuple] = {}
 
     @property
     def flags(self) -> int:
         return (FLAG_AUTH if self.auth else 0) | (FLAG_PRIV if self.priv else 0)
 
-    def localized(self, engine_id: bytes) -> tuple:
-        """(auth key bytes or None, priv key pyasn1 OctetString or None) for an engine."""
+    def localized(self, engine_id: bytes) -> tuple[bytes | None, bytes | None]:
+        """(auth key or None, priv key or None) for an engine, computed once per engine."""
         hit = self._local.get(engine_id)
         if hit is None:
-            from pysnmp.proto import rfc1902
-
-            eid = rfc1902.OctetString(engine_id)
-            ak = bytes(self._auth_svc.localize_key(self._auth_master, eid)) if self.auth else None
-            pk = (rfc1902.OctetString(bytes(self._priv_svc.localize_key(self._auth_oid, self._priv_master, eid)))
-                  if self.priv else None)
+            ak = usm.localize(self._auth_ku, engine_id, self._hash) if self.auth else None
+            pk = usm.priv_key(self.priv, self._priv_ku, engine_id, self._hash) if self.priv else None
             hit = self._local[engine_id] = (ak, pk)
         return hit
 
     def mac(self, auth_key: bytes, whole: bytes) -> bytes:
         return hmac.new(auth_key, whole, self._hash).digest()[: self.mac_len]
 
-    def encrypt(self, priv_key, boots: int, time_s: int, plain: bytes) -> tuple[bytes, bytes]:
-        from pysnmp.proto import error
-
+    def encrypt(self, priv_key: bytes, boots: int, time_s: int, plain: bytes) -> tuple[bytes, bytes]:
         try:
-            cipher, salt = self._priv_svc.encrypt_data(priv_key, (boots, time_s, None), plain)
-        except error.StatusInformation as exc:  # cryptography missing or the cipher unsupported
+            return self._cipher.encrypt(priv_key, boots, time_s, plain)
+        except usm.PrivError as exc:
             raise WireError(f"cannot encrypt with {self.priv}: {exc}") from None
-        return bytes(cipher), bytes(salt)
 
-    def decrypt(self, priv_key, boots: int, time_s: int, salt: bytes, cipher: bytes) -> bytes:
-        from pysnmp.proto import error, rfc1902
-
+    def decrypt(self, priv_key: bytes, boots: int, time_s: int, salt: bytes, cipher: bytes) -> bytes:
         try:
-            return bytes(self._priv_svc.decrypt_data(priv_key, (boots, time_s, rfc1902.OctetString(salt)),
-                                                     rfc1902.OctetString(cipher)))
-        except error.StatusInformation:
+            return self._cipher.decrypt(priv_key, boots, time_s, salt, cipher)
+        except usm.PrivError:
             raise DecryptError("cannot decrypt the reply") from None
 
 
