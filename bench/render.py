@@ -360,7 +360,7 @@ def lap(name, fn, *a):
 cfg = lap("config load", load, sys.argv[1], False)
 store = lap("store open", Store.open_readonly, cfg.store_path)
 now = time.time()
-lap("  availability queries (24 h, 7 d, 30 d)", page._availability, store, now)
+lap("  availability: status runs + account (24 h, 7 d, 30 d)", page._availability, cfg, store, now)
 lap("  sparkline query (hourly rollups)", page._sparklines, store, now)
 snap = lap("snapshot (all of it)", page.snapshot, cfg, store, now)
 out = page.out_dir(cfg, sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
