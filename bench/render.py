@@ -18,7 +18,15 @@ at 10,000 sites, too many to generate):
   * the last 24 h of raw samples (`icmp_samples`) at 5-minute spacing
     (288 cycles, with their `cycles` rows); the rollups of those hours are
     computed from the same samples, as `record_cycle` does;
-  * `site_state` from the last sample, and a `status` event per change.
+  * `site_state` from the last sample, and a `status` event per change;
+  * the status runs (`status_runs`, and the open run in `site_state`
+    run_start/run_maint) that those cycles leave, over the whole history:
+    the rollup-only hours' cycles at the same 5-minute times the rollups
+    count, then the raw ones; each run held from its last cycle for at most
+    the cap, 2 x 5 min (meta `run_cap_s`), as `Store._update_state` writes
+    them. The page's availability reads these, not the rollups. Between the
+    last rollup-only hour and the first raw sample (up to an hour) there are
+    no cycles, in the rollups as in the runs: unobserved time;
   * --raw-days N keeps N days of raw samples instead of 1 (a real store
     keeps `retention_raw_days` = 35 of them): the render's 24-hour queries
     should not depend on it.
@@ -58,6 +66,7 @@ HOUR = 3600
 DAY = 86400
 RAW_STEP = 300          # raw samples every 5 minutes
 HOURLY_SAMPLES = 12     # 5-minute cycles per hour
+RUN_CAP_S = 2.0 * RAW_STEP  # the longest one cycle's status holds (wanmon.account.cap_s at a 5-minute cadence)
 HISTORY_DAYS = 30
 PROFILE_ABOVE_S = 30.0  # profile a size whose render takes longer than this
 
@@ -212,6 +221,43 @@ def build_store(cfg_path: Path, raw_days: int, seed: int, history_days: int = HI
     n_hourly = len(hours) * len(sites)
     log(f"  {len(sites)} sites: {n_hourly:,} hourly rollups in {time.perf_counter() - t0:.1f} s")
 
+    # The status runs the agent's cycles leave (Store._update_state): the rollup-only hours' cycles
+    # at first_roll + i * RAW_STEP (the times hourly_rows samples), then the raw cycles. A run ends
+    # at a change of status or at a gap over the cap, held from its last cycle for at most the cap.
+    runs: list[tuple] = []
+    open_run: dict[str, list] = {}  # site -> [status, first ts, last ts]
+
+    def observe(sid: str, st: str, first: float, last_ts: float) -> None:
+        """Consecutive cycles of one status, first..last_ts (RAW_STEP apart)."""
+        o = open_run.get(sid)
+        if o is not None and o[0] == st and 0 <= first - o[2] <= RUN_CAP_S:
+            o[2] = last_ts
+            return
+        if o is not None:
+            runs.append((sid, o[0], 0, o[1], o[2] + min(max(first - o[2], 0.0), RUN_CAP_S)))
+        open_run[sid] = [st, first, last_ts]
+
+    n_roll_cycles = len(hours) * HOURLY_SAMPLES
+    for s in sites:  # only the cycles inside an outage of the site or its uplinks can be other than up
+        special: dict[int, str] = {}
+        c = s.id
+        while c:
+            for a, b in outages.get(c, ()):
+                lo = max(0, int((a - first_roll) // RAW_STEP) - 1)
+                hi = min(n_roll_cycles, int((b - first_roll) // RAW_STEP) + 2)
+                for i in range(lo, hi):
+                    if i not in special:
+                        special[i] = status_at(s.id, first_roll + i * RAW_STEP)
+            c = by_id[c].parent
+        i = 0
+        for j in sorted(special):
+            if j > i:
+                observe(s.id, "up", first_roll + i * RAW_STEP, first_roll + (j - 1) * RAW_STEP)
+            observe(s.id, special[j], first_roll + j * RAW_STEP, first_roll + j * RAW_STEP)
+            i = j + 1
+        if i < n_roll_cycles:
+            observe(s.id, "up", first_roll + i * RAW_STEP, first_roll + (n_roll_cycles - 1) * RAW_STEP)
+
     # 2. raw samples, one cycle every 5 minutes, with cycles rows, rollups, state and events
     roll: dict[tuple[str, float], list] = {}
     prev: dict[str, tuple[str, float]] = {}
@@ -239,6 +285,7 @@ def build_store(cfg_path: Path, raw_days: int, seed: int, history_days: int = HI
                 sample = (st, reason, 3, 0, 100.0, None, None, None, None)
                 fails[s.id] = fails.get(s.id, 0) + 1
             rows.append((k + 1, s.id, ts, *sample))
+            observe(s.id, st, ts, ts)
             p = prev.get(s.id)
             if p is None or p[0] != st:
                 if p is not None:
@@ -273,29 +320,28 @@ def build_store(cfg_path: Path, raw_days: int, seed: int, history_days: int = HI
     n_hourly += len(roll)
     conn.executemany(
         "INSERT INTO site_state (site_id, name, level, district, address, status, since, last_ts, last_cycle_id,"
-        " consecutive_failures, last_reachable_ts, loss_pct, rtt_avg_ms, jitter_ms, reason)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " consecutive_failures, last_reachable_ts, loss_pct, rtt_avg_ms, jitter_ms, reason, run_start, run_maint)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0)",
         [(s.id, s.name, s.level, s.district, s.address, prev[s.id][0], prev[s.id][1], last[s.id][0],
           last[s.id][1], fails.get(s.id, 0), reach_ts.get(s.id), last[s.id][2][4], last[s.id][2][6],
-          last[s.id][2][8], last[s.id][2][1]) for s in sites])
+          last[s.id][2][8], last[s.id][2][1], open_run[s.id][1]) for s in sites])
+    runs.sort(key=lambda r: r[4])  # the order the cycles close them in
+    conn.executemany("INSERT INTO status_runs (site_id, status, maint, start_ts, end_ts) VALUES (?,?,?,?,?)", runs)
+    # the cap the runs were closed with; the open runs are held by it too (Store.run_cap_s)
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('run_cap_s', ?)", (repr(RUN_CAP_S),))
     conn.executemany("INSERT INTO events (ts, site_id, kind, detail) VALUES (?,?,?,?)", events)
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
-    # the closed days' sums, as the agent's cycles leave them (Store.roll_days after each page)
-    st = Store.open(cfg.store_path)
-    try:
-        st.roll_days(last_raw)
-    finally:
-        st.close()
     gen_s = time.perf_counter() - t0
     n_raw_rows = n_raw * len(sites)
     size = sum(p.stat().st_size for p in cfg.store_path.parent.iterdir() if p.is_file())
-    log(f"  {n_raw_rows:,} raw samples, {len(events):,} status events; store {size / 2**20:.0f} MiB;"
+    log(f"  {n_raw_rows:,} raw samples, {len(events):,} status events, {len(runs):,} closed status runs;"
+        f" store {size / 2**20:.0f} MiB;"
         f" generated in {gen_s:.1f} s")
     final = {st: sum(1 for v in prev.values() if v[0] == st) for st in ("up", "degraded", "down", "unreachable")}
     return {"sites": len(sites), "raw_rows": n_raw_rows, "hourly_rows": n_hourly, "events": len(events),
-            "store_bytes": size, "gen_s": gen_s, "final": final, "last_cycle_ts": last_raw}
+            "status_runs": len(runs), "store_bytes": size, "gen_s": gen_s, "final": final, "last_cycle_ts": last_raw}
 
 
 # --------------------------------------------------------------------------
@@ -314,7 +360,7 @@ def lap(name, fn, *a):
 cfg = lap("config load", load, sys.argv[1], False)
 store = lap("store open", Store.open_readonly, cfg.store_path)
 now = time.time()
-lap("  availability queries (24 h, 7 d, 30 d)", page._availability, store, now)
+lap("  availability: status runs + account (24 h, 7 d, 30 d)", page._availability, cfg, store, now)
 lap("  sparkline query (hourly rollups)", page._sparklines, store, now)
 snap = lap("snapshot (all of it)", page.snapshot, cfg, store, now)
 out = page.out_dir(cfg, sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
