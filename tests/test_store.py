@@ -16,7 +16,7 @@ from wanmon.model import Observation
 from wanmon.store import SCHEMA_VERSION, CycleLock, Store, StoreError
 from wanmon.errors import StoreBusyError
 from pathlib import Path
-from conftest import REPO, damage_store
+from conftest import damage_store
 
 
 def obs(site="a", ts=1000.0, status="up", received=3, rtt=1.0):
@@ -278,24 +278,30 @@ def test_read_only_file_system_and_another_users_status_are_one_clear_line(tmp_p
     the store runs status: 'permission denied for user nobody'. No traceback (issue 11)."""
     import tempfile
 
+    from as_nobody import AS_NOBODY, readable_copy, venv_view
     from conftest import MINIMAL
 
-    # a folder uid 65534 can reach (pytest's tmp_path is in root's 0700 folder)
+    # a folder uid 65534 can reach (pytest's tmp_path is in root's 0700 folder), with a copy of
+    # wanmon it can import and the venv seen through a bind mount: the checkout may sit in a
+    # 0700 folder too (as_nobody.py)
     work = Path(tempfile.mkdtemp(prefix="wanmon-ro-"))
     try:
         os.chmod(work, 0o755)
+        src = readable_copy(work)
+        view, nobody_py = venv_view(work)
         mnt = work / "small"
         mnt.mkdir()
         cfg = work / "sites.toml"
         cfg.write_text(MINIMAL.replace('path = "var/wanmon.db"', f'path = "{mnt}/var/wanmon.db"'), encoding="utf-8")
         os.chmod(cfg, 0o644)
         py = f"{sys.executable} -m wanmon --config {cfg}"
-        nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups"
+        nobody = f"PYTHONPATH={src} {' '.join(AS_NOBODY)} {nobody_py} -m wanmon --config {cfg}"
         script = f"""
 set -u
 mount -t tmpfs -o size=4m,mode=0755 tmpfs {mnt} || exit 97
 {py} check >/dev/null 2>&1 || exit 98
-PYTHONPATH={REPO} {nobody} {py} status > {work}/nobody.out 2> {work}/nobody.err; echo $? > {work}/nobody.rc
+{view} || exit 95
+{nobody} status > {work}/nobody.out 2> {work}/nobody.err; echo $? > {work}/nobody.rc
 mount -o remount,ro {mnt} || exit 96
 {py} check > {work}/ro.out 2> {work}/ro.err; echo $? > {work}/ro.rc
 {py} -v check > /dev/null 2> {work}/ro-v.err || :
