@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -172,6 +173,10 @@ def test_two_checks_started_together(write_config, tmp_path):
 
 
 def test_status_reads_while_check_runs(write_config, tmp_path):
+    """status answers from the store while a check is in the middle of its cycle, lock held.
+    The check is held there (SIGSTOP once it has the store open, SIGCONT after status) rather
+    than given a sweep long enough for status to start: on a busy machine, status's start
+    outlasted a 2 s sweep."""
     path = write_config()
     assert wanmon("--config", str(path), "check", cwd=tmp_path).returncode == 0
     slow = path.read_text().replace("count = 3", "count = 20").replace("interval_ms = 50", "interval_ms = 100")
@@ -182,8 +187,12 @@ def test_status_reads_while_check_runs(write_config, tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_lock_taken(w, lock, p)
         w.wait("wanmon.db", OPEN)  # the cycle has the store open: it is sweeping (2 s)
-    r = wanmon("--config", str(path), "status", "--json", cwd=tmp_path)
-    check_running = p.poll() is None
+    os.kill(p.pid, signal.SIGSTOP)  # ... and stays in its cycle until status has answered
+    try:
+        r = wanmon("--config", str(path), "status", "--json", cwd=tmp_path)
+        check_running = p.poll() is None and f"pid {p.pid} " in lock.read_text()
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
     p.communicate(timeout=60)
     assert p.returncode == 0
     assert r.returncode == 0, r.stderr
