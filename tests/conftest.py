@@ -118,10 +118,14 @@ def pytest_runtest_makereport(item, call):
     _prerequisite(outcome.get_result())
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_make_collect_report(collector):
-    outcome = yield
-    _prerequisite(outcome.get_result())
+def pytest_sessionfinish(session, exitstatus):
+    """A whole file skipped at collection (prereq.need(..., module=True)) stays a skip, so that
+    one missing tool does not stop the session under CI; the session fails instead."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if not _under_ci() or reporter is None or session.exitstatus != 0:
+        return
+    if any(prereq.parse(_skip_text(rep)) for rep in reporter.stats.get("skipped", [])):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

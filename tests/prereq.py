@@ -39,7 +39,7 @@ TEST_EXTRAS = "pip install -e '.[test]'"
 
 def reason(what: str, install: str, why: str = "") -> str:
     """The skip reason of a missing prerequisite (parse() reads it back)."""
-    return _FORM.format(what=what, why=why or "not found", install=install)
+    return _FORM.format(what=what, why=why or "unavailable here", install=install)
 
 
 def parse(text: str) -> tuple[str, str, str] | None:

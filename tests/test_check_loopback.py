@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 from conftest import MINIMAL, REPO, wanmon
 from waiting import MODIFY, OPEN, FileWrites
 
@@ -80,7 +82,7 @@ def test_hostname_resolves(write_config, tmp_path):
     assert site["status"] == "up" and site["ip"] in ("127.0.0.1", "::1")
 
 
-@pytest.mark.skipif(not isolated_ok(), reason="needs unshare --net (root) to keep DNS lookups off the network")
+@prereq.needs(isolated_ok(), "unshare --net (root)", prereq.NETNS, "to keep DNS lookups off the network")
 def test_a_name_and_a_literal_of_the_same_host_are_reported(write_config, tmp_path):
     """'localhost' and the loopback literals in one file: one router counted twice (issue 11)."""
     # dc-core is 127.0.0.1 and tien-du-phat-tich ::1: 'localhost' resolves to one of them
@@ -97,7 +99,7 @@ def ip_by_site(stdout: str) -> dict[str, str]:
     return {s["id"]: s["ip"] for s in json.loads(stdout)}
 
 
-@pytest.mark.skipif(not isolated_ok(), reason="needs unshare --net (root) to keep DNS lookups off the network")
+@prereq.needs(isolated_ok(), "unshare --net (root)", prereq.NETNS, "to keep DNS lookups off the network")
 def test_unresolvable_hostname_is_a_result_not_a_crash(write_config, tmp_path):
     path = write_config(MINIMAL.replace('address = "127.10.2.1"', 'address = "router.tiendu.invalid"'))
     r = wanmon("--config", str(path), "check", "--json", cwd=tmp_path, prefix=ISOLATED)
@@ -230,8 +232,8 @@ def test_shipped_inventory_one_cycle(tmp_path):
 WITH_NET_RAW = ["--inh-caps=+net_raw", "--ambient-caps=+net_raw"]  # setpriv's options
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("unshare"),
-                    reason="needs root to switch users (setpriv) and unshare -m")
+@prereq.needs(prereq.is_root() and prereq.have("setpriv", "unshare"), "root, setpriv and unshare -m",
+              prereq.ROOT + "; Debian package util-linux", "to run wanmon as another user")
 def test_non_root_with_cap_net_raw():
     """A non-root user holding only CAP_NET_RAW (as under systemd AmbientCapabilities) can sweep."""
     import tempfile
@@ -257,7 +259,7 @@ def test_non_root_with_cap_net_raw():
         shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setcap") is None, reason="needs root and setcap (libcap2-bin)")
+@prereq.needs(prereq.is_root() and prereq.have("setcap"), "root and setcap", prereq.ROOT + "; Debian package libcap2-bin")
 def test_check_warns_when_its_interpreter_is_shared_and_has_cap_net_raw(write_config, tmp_path):
     """setcap through a venv's bin/python lands on the interpreter it links to (issue 11). Here a copy
     of the interpreter plays the system's: a symlink to it with cap_net_raw set warns; a venv made

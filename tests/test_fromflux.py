@@ -32,7 +32,7 @@ from prereq import needs  # noqa: E402
 FAKETIME = shutil.which("faketime")
 
 _ok, _why = ts.influx_available()
-pytestmark = pytest.mark.skipif(not _ok, reason=f"InfluxDB 1.x unavailable: {_why}")
+pytestmark = prereq.needs(_ok, "InfluxDB 1.x (influxd)", prereq.INFLUXDB, _why)
 
 
 def agent_config(folder: Path, url: str, agent: str, sites: str, interval_s: float = 1) -> Path:

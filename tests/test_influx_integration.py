@@ -33,8 +33,8 @@ from prereq import needs  # noqa: E402
 FAKETIME = shutil.which("faketime")
 _ifx_ok, _ifx_why = ts.influx_available()
 _vm_ok, _vm_why = ts.victoria_available()
-need_influx = pytest.mark.skipif(not _ifx_ok, reason=f"InfluxDB 1.x unavailable: {_ifx_why}")
-need_vm = pytest.mark.skipif(not _vm_ok, reason=f"VictoriaMetrics unavailable: {_vm_why}")
+need_influx = prereq.needs(_ifx_ok, "InfluxDB 1.x (influxd)", prereq.INFLUXDB, _ifx_why)
+need_vm = prereq.needs(_vm_ok, "VictoriaMetrics", prereq.VICTORIA, _vm_why)
 
 DB = "wanmon"
 PASSWORD = "mật-khẩu-influx-7f3a"          # v1 admin password (auth-enabled server)
@@ -188,7 +188,7 @@ def write_requests(px: FlakyProxy) -> list:
 def influx_auth():
     """One auth-enabled InfluxDB 1.6 for the tests that do not stop it (a database per test)."""
     if not _ifx_ok:
-        pytest.skip(f"InfluxDB 1.x unavailable: {_ifx_why}")
+        prereq.need("InfluxDB 1.x (influxd)", prereq.INFLUXDB, _ifx_why)
     with InfluxV1Server(auth=True, admin_password=PASSWORD) as s:
         yield s
 

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+import prereq
+
 from wanmon.model import Observation
 from wanmon.store import SCHEMA_VERSION, CycleLock, Store, StoreError
 from wanmon.errors import StoreBusyError
@@ -204,8 +206,8 @@ def test_store_backup_while_it_is_open_and_store_check_finds_damage(write_config
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare -m for a small private tmpfs")
+@prereq.needs(prereq.is_root() and prereq.have("unshare"), "root and unshare -m",
+              prereq.ROOT + "; Debian package util-linux", "for a small private tmpfs")
 def test_a_full_disk_is_one_clear_line_and_the_store_stays_intact(tmp_path):
     """The store on a 1 MiB tmpfs (in a private mount namespace, gone with the script): fill it,
     run check: exit 1, 'the disk … is full', no traceback; free it: the earlier cycles are there."""
@@ -271,8 +273,8 @@ def test_damage_stops_writes_says_so_and_a_restored_backup_resumes(write_config,
     assert json.loads(r.stdout)["store_damaged"] is None and json.loads(r.stdout)["last_cycle"]["id"] == 3
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("setpriv") is None,
-                    reason="needs root, unshare -m and setpriv")
+@prereq.needs(prereq.is_root() and prereq.have("unshare", "setpriv"), "root, unshare -m and setpriv",
+              prereq.ROOT + "; Debian package util-linux")
 def test_read_only_file_system_and_another_users_status_are_one_clear_line(tmp_path):
     """The store's file system remounted read-only: check says so; a user without read access to
     the store runs status: 'permission denied for user nobody'. No traceback (issue 11)."""
