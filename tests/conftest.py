@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -82,3 +84,66 @@ def damage_store(db: Path) -> None:
     db.write_bytes(bytes(raw))
     for suffix in ("-wal", "-shm"):
         db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+
+# -- prerequisites (tests/prereq.py): a skip under CI is a failure; one list at the end --------
+
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _skip_text(rep) -> str:
+    lr = rep.longrepr
+    if isinstance(lr, tuple) and len(lr) == 3:  # a skip: (path, line, "Skipped: reason")
+        return str(lr[2])
+    return str(lr)
+
+
+def _prerequisite(rep) -> None:
+    """A skip for a missing prerequisite becomes a failure under CI (the report says why)."""
+    if not rep.skipped or not _under_ci():
+        return
+    found = prereq.parse(_skip_text(rep))
+    if found is None:
+        return
+    what, why, install = found
+    rep.outcome = "failed"
+    rep.longrepr = (f"CI=true and a prerequisite is missing (outside CI this is a skip).\n"
+                    f"{prereq.reason(what, install, why)}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    _prerequisite(outcome.get_result())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A whole file skipped at collection (prereq.need(..., module=True)) stays a skip, so that
+    one missing tool does not stop the session under CI; the session fails instead."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if not _under_ci() or reporter is None or session.exitstatus != 0:
+        return
+    if any(prereq.parse(_skip_text(rep)) for rep in reporter.stats.get("skipped", [])):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One list of what is missing and how to install it, whether the tests skipped or failed."""
+    missing: dict[tuple[str, str], list] = {}
+    for key in ("skipped", "failed", "error"):
+        for rep in terminalreporter.stats.get(key, []):
+            found = prereq.parse(_skip_text(rep)) if getattr(rep, "longrepr", None) is not None else None
+            if found is not None:
+                what, why, install = found
+                missing.setdefault((what, install), []).append((why, rep.nodeid))
+    if not missing:
+        return
+    n = sum(len(v) for v in missing.values())
+    verdict = "failed: CI is set" if _under_ci() else "skipped"
+    terminalreporter.section(f"missing prerequisites: {n} tests or files {verdict}", yellow=True)
+    for (what, install), hits in sorted(missing.items()):
+        files = sorted({nodeid.split("::")[0] for _, nodeid in hits})
+        terminalreporter.write_line(f"- {what} ({hits[0][0]}): {len(hits)} in {', '.join(files)}")
+        terminalreporter.write_line(f"    install: {install}")
+    terminalreporter.write_line("scripts/test.sh installs all of these (Debian packages, test extras, tests/node).")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tsdb_servers as ts  # noqa: E402
 from conftest import wanmon  # noqa: E402
@@ -25,7 +27,7 @@ from wanmon import influxql  # noqa: E402
 from wanmon.config import load  # noqa: E402
 
 _ok, _why = ts.influx_available()
-pytestmark = pytest.mark.skipif(not _ok, reason=f"InfluxDB 1.x unavailable: {_why}")
+pytestmark = prereq.needs(_ok, "InfluxDB 1.x (influxd)", prereq.INFLUXDB, _why)
 
 WEIRD = 'đại lý "A" \\ 1, x=2'
 
@@ -94,7 +96,7 @@ def test_agents_are_tagged_listed_and_a_shared_id_is_reported(influx, tmp_path):
 
     # the same id from another host (its own UTS namespace and host name): reported, exit 1
     if shutil.which("unshare") is None:
-        pytest.skip("unshare (util-linux) not installed")
+        prereq.need("unshare (util-linux)", "Debian package util-linux")
     c = config(tmp_path / "c", influx.url, "agent-a")
     cp = subprocess.run(["unshare", "--uts", "sh", "-c", 'hostname wanmon-other && exec "$@"', "sh",
                          sys.executable, "-m", "wanmon", "--config", str(c), "check"],

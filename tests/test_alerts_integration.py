@@ -38,6 +38,8 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import netns  # noqa: E402
 from seams import query  # noqa: E402
@@ -45,7 +47,7 @@ from smtp_server import SMTPServer  # noqa: E402
 from waiting import MODIFY, OPEN, FileWrites, Output  # noqa: E402
 
 _ok, _why = netns.available()
-pytestmark = pytest.mark.skipif(not _ok, reason=f"netns lab unavailable: {_why}")
+pytestmark = prereq.needs(_ok, "network namespaces", prereq.NETNS, _why)
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+import prereq
 
 from conftest import MINIMAL, REPO, wanmon
 from waiting import MODIFY, OPEN, FileWrites
@@ -79,7 +82,7 @@ def test_hostname_resolves(write_config, tmp_path):
     assert site["status"] == "up" and site["ip"] in ("127.0.0.1", "::1")
 
 
-@pytest.mark.skipif(not isolated_ok(), reason="needs unshare --net (root) to keep DNS lookups off the network")
+@prereq.needs(isolated_ok(), "unshare --net (root)", prereq.NETNS, "to keep DNS lookups off the network")
 def test_a_name_and_a_literal_of_the_same_host_are_reported(write_config, tmp_path):
     """'localhost' and the loopback literals in one file: one router counted twice (issue 11)."""
     # dc-core is 127.0.0.1 and tien-du-phat-tich ::1: 'localhost' resolves to one of them
@@ -96,7 +99,7 @@ def ip_by_site(stdout: str) -> dict[str, str]:
     return {s["id"]: s["ip"] for s in json.loads(stdout)}
 
 
-@pytest.mark.skipif(not isolated_ok(), reason="needs unshare --net (root) to keep DNS lookups off the network")
+@prereq.needs(isolated_ok(), "unshare --net (root)", prereq.NETNS, "to keep DNS lookups off the network")
 def test_unresolvable_hostname_is_a_result_not_a_crash(write_config, tmp_path):
     path = write_config(MINIMAL.replace('address = "127.10.2.1"', 'address = "router.tiendu.invalid"'))
     r = wanmon("--config", str(path), "check", "--json", cwd=tmp_path, prefix=ISOLATED)
@@ -172,6 +175,10 @@ def test_two_checks_started_together(write_config, tmp_path):
 
 
 def test_status_reads_while_check_runs(write_config, tmp_path):
+    """status answers from the store while a check is in the middle of its cycle, lock held.
+    The check is held there (SIGSTOP once it has the store open, SIGCONT after status) rather
+    than given a sweep long enough for status to start: on a busy machine, status's start
+    outlasted a 2 s sweep."""
     path = write_config()
     assert wanmon("--config", str(path), "check", cwd=tmp_path).returncode == 0
     slow = path.read_text().replace("count = 3", "count = 20").replace("interval_ms = 50", "interval_ms = 100")
@@ -182,8 +189,12 @@ def test_status_reads_while_check_runs(write_config, tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_lock_taken(w, lock, p)
         w.wait("wanmon.db", OPEN)  # the cycle has the store open: it is sweeping (2 s)
-    r = wanmon("--config", str(path), "status", "--json", cwd=tmp_path)
-    check_running = p.poll() is None
+    os.kill(p.pid, signal.SIGSTOP)  # ... and stays in its cycle until status has answered
+    try:
+        r = wanmon("--config", str(path), "status", "--json", cwd=tmp_path)
+        check_running = p.poll() is None and f"pid {p.pid} " in lock.read_text()
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
     p.communicate(timeout=60)
     assert p.returncode == 0
     assert r.returncode == 0, r.stderr
@@ -218,33 +229,29 @@ def test_shipped_inventory_one_cycle(tmp_path):
     assert "Sở, ban, ngành" in text and "Cấp xã" in text and "UBND phường Đại Phúc" in text
 
 
-AS_NOBODY_WITH_NET_RAW = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                          "--inh-caps=+net_raw", "--ambient-caps=+net_raw"]
+WITH_NET_RAW = ["--inh-caps=+net_raw", "--ambient-caps=+net_raw"]  # setpriv's options
 
 
-def _nobody_can_run_python() -> bool:
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        return False
-    r = subprocess.run([*AS_NOBODY_WITH_NET_RAW, sys.executable, "-c", "import wanmon"], capture_output=True,
-                       cwd="/", env={**os.environ, "PYTHONPATH": str(REPO)})
-    return r.returncode == 0
-
-
-@pytest.mark.skipif(not _nobody_can_run_python(),
-                    reason="needs root to switch users, and a Python/venv that uid 65534 can read")
+@prereq.needs(prereq.is_root() and prereq.have("setpriv", "unshare"), "root, setpriv and unshare -m",
+              prereq.ROOT + "; Debian package util-linux", "to run wanmon as another user")
 def test_non_root_with_cap_net_raw():
     """A non-root user holding only CAP_NET_RAW (as under systemd AmbientCapabilities) can sweep."""
     import tempfile
 
-    # pytest's tmp_path sits in a 0700 folder of root's: use one that uid 65534 can reach.
+    from as_nobody import command, readable_copy
+
+    # pytest's tmp_path sits in a 0700 folder of root's, and so may the checkout: a folder uid
+    # 65534 can reach, with a copy of wanmon it can import (as_nobody.py)
     work = Path(tempfile.mkdtemp(prefix="wanmon-nobody-"))
     try:
         os.chmod(work, 0o777)
+        readable_copy(work)
         path = work / "sites.toml"
         path.write_text(MINIMAL, encoding="utf-8")
         os.chmod(path, 0o644)
-        r = wanmon("--config", str(path), "check", "--json", cwd=work, prefix=AS_NOBODY_WITH_NET_RAW,
-                   env={"PYTHONPATH": str(REPO)})
+        r = subprocess.run(command(work, ["-m", "wanmon", "--config", str(path), "check", "--json"],
+                                   setpriv_opts=WITH_NET_RAW),
+                           cwd=work, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         assert all(s["status"] == "up" for s in json.loads(r.stdout))
         assert (work / "var" / "wanmon.db").stat().st_uid == 65534
@@ -252,7 +259,7 @@ def test_non_root_with_cap_net_raw():
         shutil.rmtree(work, ignore_errors=True)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setcap") is None, reason="needs root and setcap (libcap2-bin)")
+@prereq.needs(prereq.is_root() and prereq.have("setcap"), "root and setcap", prereq.ROOT + "; Debian package libcap2-bin")
 def test_check_warns_when_its_interpreter_is_shared_and_has_cap_net_raw(write_config, tmp_path):
     """setcap through a venv's bin/python lands on the interpreter it links to (issue 11). Here a copy
     of the interpreter plays the system's: a symlink to it with cap_net_raw set warns; a venv made

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+import prereq
+
 from conftest import wanmon
 from wanmon import report as rp
 from wanmon.alerts.engine import evaluate
@@ -228,8 +230,8 @@ def _method(history: dict[str, list[tuple[float, str]]], start: float, end: floa
     return out
 
 
-@pytest.mark.skipif(FAKETIME is None, reason="needs libfaketime: apt-get install faketime")
-@pytest.mark.skipif(not _netns_ok(), reason="needs unshare --net (root) for a private loopback")
+@prereq.needs(FAKETIME is not None, "faketime (libfaketime)", prereq.FAKETIME)
+@prereq.needs(_netns_ok(), "unshare --net (root)", prereq.NETNS, "for a private loopback")
 def test_real_checks_with_the_clock_set_back_an_hour(tmp_path):
     """Cron-style `wanmon check` runs, each under libfaketime at a chosen start time, every
     10 minutes of the fake clock (icmp_interval_s = 600, cap 1200 s). Old clock B, B+10m,

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import netns  # noqa: E402
 from test_alerts_integration import (  # noqa: E402
@@ -40,7 +42,7 @@ from test_alerts_integration import (  # noqa: E402
 from waiting import MODIFY, OPEN, FileWrites, Output  # noqa: E402
 
 _ok, _why = netns.available()
-pytestmark = pytest.mark.skipif(not _ok, reason=f"netns lab unavailable: {_why}")
+pytestmark = prereq.needs(_ok, "network namespaces", prereq.NETNS, _why)
 
 
 @pytest.fixture(scope="module")

@@ -97,26 +97,36 @@ def test_cycles_are_recorded_and_publishing_never_runs_twice_at_once(setup, capl
 
 
 def test_a_stuck_cycle_is_cancelled_logged_and_the_next_one_runs(setup, caplog, monkeypatch):
+    """The stuck limit runs on the event loop's clock (asyncio.timeout); the test moves that clock
+    past the limit once the sweep hangs, instead of a limit of 50 ms of real time that a busy
+    machine spent before the sweep even began."""
     cfg, clock, net = setup()
-    limit = {"s": 0.05}  # when a cycle counts as stuck (an interval, at least a minute, in real life)
-    monkeypatch.setattr(daemon_mod, "stuck_after_s", lambda cfg: limit["s"])
+    monkeypatch.setattr(daemon_mod, "stuck_after_s", lambda cfg: 60.0)  # as in real life: at least a minute
     caplog.set_level(logging.INFO, logger="wanmon")
 
     async def main():
+        loop = asyncio.get_running_loop()
+        real_time, ahead = loop.time, {"s": 0.0}
+        loop.time = lambda: real_time() + ahead["s"]  # the loop's clock, which the test moves on
         net.in_loop()
         d = daemon_mod.Daemon(cfg, now=clock, peers=net.peers())
         net.hold_sweep = asyncio.Event()  # never set: this sweep never ends
-        await d.cycle()
-        assert net.sweeping.is_set() and d.cancelled == 1 and d.cycles == 0 and d.running is None
+        cycle = asyncio.create_task(d.cycle())
+        await net.sweeping.wait()
+        await asyncio.sleep(0)
+        assert not cycle.done() and d.cancelled == 0
+        ahead["s"] += 61  # a minute passes while the sweep hangs
+        await cycle
+        assert d.cancelled == 1 and d.cycles == 0 and d.running is None
         assert lock_free(cfg), "the cancelled cycle kept the lock"
-        net.hold_sweep, limit["s"] = None, 30.0
+        net.hold_sweep = None
         clock.advance(60)
         await d.cycle()
         assert d.cycles == 1 and d.cancelled == 1
         return d
 
-    run(main())
-    assert "cycle stuck: still running after 0 s" in caplog.text and "cancelled" in caplog.text
+    run(main(), timeout=120)  # seams.run bounds it on the loop clock too: the 61 s moved on count
+    assert "cycle stuck: still running after 60 s" in caplog.text and "cancelled" in caplog.text
     assert cycles(cfg) == 1, "the stuck cycle recorded something, or the next one did not run"
     assert query(cfg.store_path, "PRAGMA integrity_check")[0][0] == "ok"
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 from wanmon import deadline, dns
 from wanmon.config import IcmpSettings
 from wanmon.probes import icmp, snmp
@@ -338,7 +340,7 @@ class DnsNs:
 def ns(tmp_path_factory):
     ok, why = _netns_ok()
     if not ok:
-        pytest.skip(why)
+        prereq.need("network namespaces (ip netns)", prereq.NETNS, why)
     with DnsNs(tmp_path_factory.mktemp("dnsns")) as n:
         yield n
     assert not n.etc.exists()
@@ -382,7 +384,7 @@ def test_silent_dns_uses_the_last_good_address(ns):
 
 
 def test_fresh_nxdomain_and_late_ipv6(ns):
-    pytest.importorskip("dnslib")
+    prereq.need_module("dnslib")
     cache = {"gone.wanmon.test": ["127.0.2.6", time.time() - 60]}
     out, wall = ns.probe(["127.0.1.1", "fresh.wanmon.test", "gone.wanmon.test", "six.wanmon.test"], cache=cache)
     print(f"\nfresh/nxdomain/ipv6: probe {out['probe_s']:.3f} s (process {wall:.3f} s)")

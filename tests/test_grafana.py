@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-import pytest
+import prereq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -23,7 +23,7 @@ from conftest import wanmon  # noqa: E402
 from snmp_agents import NetSnmpAgent  # noqa: E402
 from tsdb_servers import InfluxV1Server  # noqa: E402
 
-grafana_dashboard = pytest.importorskip("grafana_dashboard")  # needs grafana-foundation-sdk (test extras)
+grafana_dashboard = prereq.need_module("grafana_dashboard", what="grafana-foundation-sdk (tools/grafana_dashboard.py)")
 
 _ok, _why = ts.influx_available()
 _snmp_ok, _snmp_why = sa.netsnmp_available()
@@ -44,8 +44,8 @@ def test_the_shipped_dashboard_is_what_the_code_builds():
     assert queries == [p.query for p in grafana_dashboard.PANELS]
 
 
-@pytest.mark.skipif(not _ok, reason=f"InfluxDB 1.x unavailable: {_why}")
-@pytest.mark.skipif(not _snmp_ok, reason=f"net-snmp unavailable: {_snmp_why}")
+@prereq.needs(_ok, "InfluxDB 1.x (influxd)", prereq.INFLUXDB, _why)
+@prereq.needs(_snmp_ok, "net-snmp (snmpd, snmpget)", prereq.NETSNMP, _snmp_why)
 def test_every_panel_query_returns_what_the_panel_expects(tmp_path):
     with InfluxV1Server(databases=["wanmon"]) as influx, NetSnmpAgent(sys_name="grafana-core") as agent:
         for name, role, extra in (("agent-a", "primary", ""), ("agent-b", "standby", "")):

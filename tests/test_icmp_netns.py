@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import netns  # noqa: E402
 
 _ok, _why = netns.available()
-pytestmark = pytest.mark.skipif(not _ok, reason=f"netns lab unavailable: {_why}")
+pytestmark = prereq.needs(_ok, "network namespaces", prereq.NETNS, _why)
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -250,7 +252,7 @@ def _gate_ping_group_range(lab, value: str):
 @pytest.fixture(scope="module")
 def no_net_raw(lab):
     if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) not installed")
+        prereq.need("setpriv (util-linux)", "Debian package util-linux")
     # The prefix really takes CAP_NET_RAW away from a root process.
     probe = "import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)"
     cp = lab.run([*NO_NET_RAW, PY, "-c", probe])

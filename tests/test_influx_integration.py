@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,10 +27,14 @@ import tsdb_servers as ts  # noqa: E402
 from conftest import wanmon  # noqa: E402
 from tsdb_servers import FlakyProxy, InfluxV1Server, VictoriaMetricsServer  # noqa: E402
 
+import prereq  # noqa: E402
+from prereq import needs  # noqa: E402
+
+FAKETIME = shutil.which("faketime")
 _ifx_ok, _ifx_why = ts.influx_available()
 _vm_ok, _vm_why = ts.victoria_available()
-need_influx = pytest.mark.skipif(not _ifx_ok, reason=f"InfluxDB 1.x unavailable: {_ifx_why}")
-need_vm = pytest.mark.skipif(not _vm_ok, reason=f"VictoriaMetrics unavailable: {_vm_why}")
+need_influx = prereq.needs(_ifx_ok, "InfluxDB 1.x (influxd)", prereq.INFLUXDB, _ifx_why)
+need_vm = prereq.needs(_vm_ok, "VictoriaMetrics", prereq.VICTORIA, _vm_why)
 
 DB = "wanmon"
 PASSWORD = "mật-khẩu-influx-7f3a"          # v1 admin password (auth-enabled server)
@@ -105,15 +110,15 @@ class Rig:
         self.config = self.dir / "sites.toml"
         self.config.write_text("\n".join(lines), encoding="utf-8")
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        r = wanmon("--config", str(self.config), *args, cwd=self.dir, env=self.env, timeout=timeout)
+    def run(self, *args: str, timeout: float = 120, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
+        r = wanmon("--config", str(self.config), *args, cwd=self.dir, env=self.env, timeout=timeout, prefix=prefix)
         self.outputs += [r.stdout, r.stderr]
         return r
 
-    def check(self, *, max_s: float | None = None) -> list[dict]:
+    def check(self, *, max_s: float | None = None, prefix: list[str] | None = None) -> list[dict]:
         """`wanmon check --json`; asserts exit 0 (and a wall-time bound); returns the sites."""
         t = time.monotonic()
-        r = self.run("check", "--json")
+        r = self.run("check", "--json", prefix=prefix)
         took = time.monotonic() - t
         assert r.returncode == 0, r.stderr
         if max_s is not None:
@@ -183,7 +188,7 @@ def write_requests(px: FlakyProxy) -> list:
 def influx_auth():
     """One auth-enabled InfluxDB 1.6 for the tests that do not stop it (a database per test)."""
     if not _ifx_ok:
-        pytest.skip(f"InfluxDB 1.x unavailable: {_ifx_why}")
+        prereq.need("InfluxDB 1.x (influxd)", prereq.INFLUXDB, _ifx_why)
     with InfluxV1Server(auth=True, admin_password=PASSWORD) as s:
         yield s
 
@@ -488,18 +493,20 @@ def test_503_is_retried_with_backoff(influx_auth, proxied):
 
 
 @need_influx
+@needs(FAKETIME is not None, "faketime (libfaketime)", prereq.FAKETIME)
 def test_retry_after_beyond_the_budget_is_remembered_across_runs(influx_auth, db, tmp_path):
+    """Retry-After 60 s, the drain's budget 1 s: the store remembers until when; the next run (a
+    new process, well within the minute) does not even try; a run whose clock is two minutes on
+    (libfaketime: time injected, not waited for) sends everything."""
     with FlakyProxy(influx_auth.url) as px:
         rig = Rig(tmp_path, v1_cfg(px.url, database=db, drain_budget_s=1))
-        px.fail_next(1, 429, retry_after=4, paths=["/write"])
-        t0 = time.monotonic()
+        px.fail_next(1, 429, retry_after=60, paths=["/write"])
         rig.check(max_s=10)
         assert [rq.status for rq in write_requests(px)] == [429]
         rig.check(max_s=10)                      # a new process: still waiting, does not even try
         assert [rq.status for rq in write_requests(px)] == [429]
         assert rig.spool()["points"] == 2 * PER_CYCLE
-        time.sleep(max(0.0, 4.3 - (time.monotonic() - t0)))
-        rig.check(max_s=10)
+        rig.check(max_s=10, prefix=[FAKETIME, "-f", "+120"])  # its clock 2 minutes on (InfluxDB's is not)
         assert [rq.status for rq in write_requests(px)] == [429, 204]
         assert rig.spool()["points"] == 0
         assert len(icmp_rows(influx_auth, db)) == 3 * len(SITES)

@@ -15,7 +15,7 @@ import subprocess
 from email.policy import default
 from pathlib import Path
 
-import pytest
+import prereq
 
 from smtp_server import SMTPServer
 from wanmon.alerts.mail import KIND_ORDER, subject
@@ -25,9 +25,8 @@ from wanmon.model import Notification
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_DIR = REPO / "tests" / "node"
-need_node = pytest.mark.skipif(
-    shutil.which("node") is None or not (NODE_DIR / "node_modules" / "libmime").is_dir(),
-    reason="node and tests/node's packages (scripts/test.sh installs them) are needed")
+need_node = prereq.needs(shutil.which("node") is not None and (NODE_DIR / "node_modules" / "libmime").is_dir(),
+                         "node and tests/node's packages", prereq.NODE)
 
 
 class _Spec:

@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import netns  # noqa: E402
 
 _ok, _why = netns.available()
-pytestmark = pytest.mark.skipif(not _ok, reason=f"netns lab unavailable: {_why}")
+pytestmark = prereq.needs(_ok, "network namespaces", prereq.NETNS, _why)
 
 PING = shutil.which("ping")
-needs_ping = pytest.mark.skipif(
-    PING is None, reason="iputils-ping not installed (apt-get install iputils-ping)")
+needs_ping = prereq.needs(PING is not None, "ping", "Debian package iputils-ping")
 
 SLOW_MS = 300
 

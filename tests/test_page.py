@@ -25,9 +25,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import prereq
+
 from conftest import REPO, wanmon
 
-bs4 = pytest.importorskip("bs4", reason="beautifulsoup4 is a test extra: pip install -e '.[test]'")
+bs4 = prereq.need_module("bs4", what="beautifulsoup4 (a test extra)")
 BeautifulSoup = bs4.BeautifulSoup
 
 from wanmon.config import load as load_config  # noqa: E402

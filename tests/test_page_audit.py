@@ -20,14 +20,16 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 from conftest import REPO
 from test_page import build_hostile177, render
 
 NODE = REPO / "tests" / "node" / "node_modules"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/test.sh installs it)"),
-    pytest.mark.skipif(not (NODE / "axe-core").is_dir(), reason="tests/node not installed: npm ci (scripts/test.sh)"),
+    prereq.needs(CHROMIUM is not None, "chromium", prereq.CHROMIUM),
+    prereq.needs((NODE / "axe-core").is_dir(), "tests/node's packages (axe-core)", prereq.NODE),
 ]
 sys.path.insert(0, str(REPO / "tools"))
 
@@ -40,7 +42,7 @@ def page_dir(tmp_path_factory):
 
 
 def test_axe_finds_no_wcag21_a_or_aa_violation(page_dir):
-    pytest.importorskip("playwright.sync_api")
+    prereq.need_module("playwright.sync_api")
     from audit_page import axe
 
     bad, passes = axe((page_dir / "index.html").as_uri(),
@@ -78,7 +80,7 @@ def test_lighthouse_accessibility_best_practices_and_seo_at_least_95(page_dir, t
 def test_a_stale_page_passes_axe_and_html_validate(tmp_path):
     """The page as it is once stale (written 7 minutes after its last cycle: greyed, labelled,
     the banner on top): its greys and labels keep WCAG contrast."""
-    pytest.importorskip("playwright.sync_api")
+    prereq.need_module("playwright.sync_api")
     import time
 
     from audit_page import axe, html_validate

@@ -25,15 +25,15 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 from conftest import REPO
 from test_page import HOSTILE, IMG, SCRIPT, SSTI, VN, build_hostile177, render
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 if CHROMIUM is None:
-    pytest.skip("chromium is not installed (Debian package `chromium`; scripts/test.sh installs it)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="playwright is a test extra: pip install -e '.[test]' (no `playwright install`)")
+    prereq.need("chromium", prereq.CHROMIUM, module=True)
+sync_api = prereq.need_module("playwright.sync_api", install=prereq.TEST_EXTRAS + " (no `playwright install`)")
 
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
@@ -325,7 +325,7 @@ def test_both_root_causes_on_the_first_screen_behind_real_icmp(browser, tmp_path
 
     ok, why = netns.available()
     if not ok:
-        pytest.skip(f"netns lab unavailable: {why}")
+        prereq.need("network namespaces", prereq.NETNS, why)
     cfg = _first_screen_config(tmp_path, healthy=400)
     with netns.lab() as lab:
         r = lab.run([sys.executable, "-m", "wanmon", "--config", str(cfg), "check", "--json"], cwd=tmp_path)

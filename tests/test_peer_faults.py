@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import netns  # noqa: E402
 from fault_servers import DripServer, Fault, FaultServer, FaultSMTPServer, read_http_request  # noqa: E402
@@ -41,7 +43,7 @@ from test_alerts_integration import PY, base_sites, cycles, site_toml, store_que
 from waiting import Output  # noqa: E402
 
 _ok, _why = netns.available()
-pytestmark = pytest.mark.skipif(not _ok, reason=f"netns lab unavailable: {_why}")
+pytestmark = prereq.needs(_ok, "network namespaces", prereq.NETNS, _why)
 
 NOC = "noc@x.example"
 DEAD_ADMIN = "chet@x.example"

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 import tsdb_servers as ts
 from conftest import REPO, wanmon
 from fault_servers import (ClosingServer, DripServer, Fault, FaultSMTPServer, SilentServer, SlowServer,
@@ -212,7 +214,7 @@ def _drain_everything_after_faults(store: Store, url_for_good: str, api: str) ->
     assert rep.error is None and rep.remaining == 0, rep
 
 
-@pytest.mark.skipif(not ts.influx_available()[0], reason=f"InfluxDB 1.x unavailable: {ts.influx_available()[1]}")
+@prereq.needs(ts.influx_available()[0], "InfluxDB 1.x (influxd)", prereq.INFLUXDB, ts.influx_available()[1])
 def test_v1_after_the_faults_a_real_influxdb_gets_every_point(spooled):
     store, lines = spooled
     with InfluxV1Server(databases=["wanmon"]) as srv:
@@ -224,7 +226,7 @@ def test_v1_after_the_faults_a_real_influxdb_gets_every_point(spooled):
     assert got == want
 
 
-@pytest.mark.skipif(not ts.victoria_available()[0], reason=f"VictoriaMetrics unavailable: {ts.victoria_available()[1]}")
+@prereq.needs(ts.victoria_available()[0], "VictoriaMetrics", prereq.VICTORIA, ts.victoria_available()[1])
 def test_v2_after_the_faults_victoriametrics_gets_every_point_exactly_once(spooled):
     """VictoriaMetrics (no dedup) keeps a point written twice twice: exactly-once is visible."""
     store, lines = spooled
@@ -449,7 +451,7 @@ def alerts_config(folder: Path, page: str = "") -> Path:
 
 def page_has(folder: Path, store: Store, text: str, lang: str = "vi") -> None:
     """`wanmon render` (the real CLI) shows `text` in a notice on the status page."""
-    bs4 = pytest.importorskip("bs4")
+    bs4 = prereq.need_module("bs4")
     cfg = alerts_config(folder / lang, f'[page]\nlanguage = "{lang}"\n')
     db = folder / lang / "var" / "wanmon.db"
     db.parent.mkdir(parents=True, exist_ok=True)

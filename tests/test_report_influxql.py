@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tsdb_servers as ts  # noqa: E402
 from smtp_server import in_netns  # noqa: E402
@@ -23,7 +25,7 @@ from test_alerts_integration import base_sites, check, hosts, lab, site_toml, wm
 from tsdb_servers import influx_in_netns  # noqa: E402
 
 _ok, _why = ts.influx_available()
-pytestmark = pytest.mark.skipif(not _ok, reason=f"InfluxDB 1.x unavailable: {_why}")
+pytestmark = prereq.needs(_ok, "InfluxDB 1.x (influxd)", prereq.INFLUXDB, _why)
 
 # The README's queries ('The same figure from InfluxDB'), with the period and the names filled in.
 SITE_Q = ('SELECT sum("prev_available_s") / sum("prev_observed_s") * 100 AS "availability_pct", '

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from smtp_server import SMTPServer, port_open  # noqa: E402
 
@@ -190,7 +192,7 @@ import netns  # noqa: E402
 _ns_ok, _ns_why = netns.available()
 
 
-@pytest.mark.skipif(not _ns_ok, reason=f"netns lab unavailable: {_ns_why}")
+@prereq.needs(_ns_ok, "network namespaces", prereq.NETNS, _ns_why)
 def test_listener_inside_a_lab_namespace():
     from smtp_server import in_netns
 

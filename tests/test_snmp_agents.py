@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import snmp_agents as sa  # noqa: E402
 from snmp_agents import (  # noqa: E402
@@ -24,8 +26,8 @@ from wanmon.probes import snmpwire  # noqa: E402
 
 _ns_ok, _ns_why = sa.netsnmp_available()
 _sim_ok, _sim_why = sa.snmpsim_available()
-need_snmpd = pytest.mark.skipif(not _ns_ok, reason=f"net-snmp unavailable: {_ns_why}")
-need_snmpsim = pytest.mark.skipif(not _sim_ok, reason=f"snmpsim unavailable: {_sim_why}")
+need_snmpd = prereq.needs(_ns_ok, "net-snmp (snmpd, snmpget)", prereq.NETSNMP, _ns_why)
+need_snmpsim = prereq.needs(_sim_ok, "snmpsim", prereq.TEST_EXTRAS + " and " + prereq.NETSNMP, _sim_why)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -48,7 +50,7 @@ def _pid_alive(pid: int) -> bool:
 @pytest.fixture(scope="module")
 def agent():
     if not _ns_ok:
-        pytest.skip(f"net-snmp unavailable: {_ns_why}")
+        prereq.need("net-snmp (snmpd, snmpget)", prereq.NETSNMP, _ns_why)
     with NetSnmpAgent(sys_name="tien-du-core") as a:
         yield a
 
@@ -67,7 +69,7 @@ def test_v2c_system_group(agent):
 @need_snmpd
 def test_v2c_over_ipv6(agent):
     if not agent.ipv6:
-        pytest.skip("no ::1 on this machine")
+        prereq.need("IPv6 loopback (::1)", "enable IPv6 on lo: sysctl -w net.ipv6.conf.lo.disable_ipv6=0")
     r = snmpget("::1", agent.port, agent.community, SYS_NAME)
     assert r.ok and r.value() == "tien-du-core", r.stderr
 
@@ -190,7 +192,7 @@ def _fleet(n: int = 20) -> list[Device]:
 @pytest.fixture(scope="module")
 def fleet():
     if not _sim_ok:
-        pytest.skip(f"snmpsim unavailable: {_sim_why}")
+        prereq.need("snmpsim", prereq.TEST_EXTRAS + " and " + prereq.NETSNMP, _sim_why)
     devs = _fleet()
     with SnmpSim(devs) as sim:
         yield sim, devs

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import snmp_agents as sa  # noqa: E402
 from conftest import REPO, wanmon  # noqa: E402
@@ -41,8 +43,8 @@ from snmp_agents import Device, Interface, NetSnmpAgent, SnmpSim, V3User  # noqa
 
 _ns_ok, _ns_why = sa.netsnmp_available()
 _sim_ok, _sim_why = sa.snmpsim_available()
-need_snmpd = pytest.mark.skipif(not _ns_ok, reason=f"net-snmp unavailable: {_ns_why}")
-need_snmpsim = pytest.mark.skipif(not _sim_ok, reason=f"snmpsim unavailable: {_sim_why}")
+need_snmpd = prereq.needs(_ns_ok, "net-snmp (snmpd, snmpget)", prereq.NETSNMP, _ns_why)
+need_snmpsim = prereq.needs(_sim_ok, "snmpsim", prereq.TEST_EXTRAS + " and " + prereq.NETSNMP, _sim_why)
 
 C32 = 2 ** 32
 RATE_IN = 1_250_000      # octets/s: 10 Mbit/s
@@ -188,7 +190,7 @@ NETSNMP_EXTRA = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"
 @pytest.fixture(scope="module")
 def netsnmp():
     if not _ns_ok:
-        pytest.skip(f"net-snmp unavailable: {_ns_why}")
+        prereq.need("net-snmp (snmpd, snmpget)", prereq.NETSNMP, _ns_why)
     users = [
         V3User("u_sha_aes", "SHA", SECRET_AUTH, "AES", SECRET_PRIV),
         V3User("u_sha256_aes", "SHA256", SECRET_AUTH256, "AES", SECRET_PRIV256),
@@ -213,7 +215,7 @@ def _v3(user: V3User, auth_env="AK", priv_env="PK") -> dict:
 def fleet():
     """One snmpsim process, one device per scenario."""
     if not _sim_ok:
-        pytest.skip(f"snmpsim unavailable: {_sim_why}")
+        prereq.need("snmpsim", prereq.TEST_EXTRAS + " and " + prereq.NETSNMP, _sim_why)
     tag = os.urandom(3).hex()
     addrs = iter(sa.loopback_addresses(10))
     devs = {
@@ -641,7 +643,7 @@ def test_icmp_and_snmp_combinations_in_a_namespace(tmp_path):
     cost time): its SNMP status says so, and nothing is recorded for it."""
     ok, why = _netns_ok()
     if not ok:
-        pytest.skip(f"netns lab unavailable: {why}")
+        prereq.need("network namespaces", prereq.NETNS, why)
     import netns
     with netns.lab() as lab:
         with NetSnmpAgent(netns=lab.client, sys_name="ns-agent") as a:

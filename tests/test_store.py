@@ -12,11 +12,13 @@ import sys
 
 import pytest
 
+import prereq
+
 from wanmon.model import Observation
 from wanmon.store import SCHEMA_VERSION, CycleLock, Store, StoreError
 from wanmon.errors import StoreBusyError
 from pathlib import Path
-from conftest import REPO, damage_store
+from conftest import damage_store
 
 
 def obs(site="a", ts=1000.0, status="up", received=3, rtt=1.0):
@@ -204,8 +206,8 @@ def test_store_backup_while_it_is_open_and_store_check_finds_damage(write_config
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare -m for a small private tmpfs")
+@prereq.needs(prereq.is_root() and prereq.have("unshare"), "root and unshare -m",
+              prereq.ROOT + "; Debian package util-linux", "for a small private tmpfs")
 def test_a_full_disk_is_one_clear_line_and_the_store_stays_intact(tmp_path):
     """The store on a 1 MiB tmpfs (in a private mount namespace, gone with the script): fill it,
     run check: exit 1, 'the disk … is full', no traceback; free it: the earlier cycles are there."""
@@ -271,31 +273,37 @@ def test_damage_stops_writes_says_so_and_a_restored_backup_resumes(write_config,
     assert json.loads(r.stdout)["store_damaged"] is None and json.loads(r.stdout)["last_cycle"]["id"] == 3
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("setpriv") is None,
-                    reason="needs root, unshare -m and setpriv")
+@prereq.needs(prereq.is_root() and prereq.have("unshare", "setpriv"), "root, unshare -m and setpriv",
+              prereq.ROOT + "; Debian package util-linux")
 def test_read_only_file_system_and_another_users_status_are_one_clear_line(tmp_path):
     """The store's file system remounted read-only: check says so; a user without read access to
     the store runs status: 'permission denied for user nobody'. No traceback (issue 11)."""
     import tempfile
 
+    from as_nobody import AS_NOBODY, readable_copy, venv_view
     from conftest import MINIMAL
 
-    # a folder uid 65534 can reach (pytest's tmp_path is in root's 0700 folder)
+    # a folder uid 65534 can reach (pytest's tmp_path is in root's 0700 folder), with a copy of
+    # wanmon it can import and the venv seen through a bind mount: the checkout may sit in a
+    # 0700 folder too (as_nobody.py)
     work = Path(tempfile.mkdtemp(prefix="wanmon-ro-"))
     try:
         os.chmod(work, 0o755)
+        src = readable_copy(work)
+        view, nobody_py = venv_view(work)
         mnt = work / "small"
         mnt.mkdir()
         cfg = work / "sites.toml"
         cfg.write_text(MINIMAL.replace('path = "var/wanmon.db"', f'path = "{mnt}/var/wanmon.db"'), encoding="utf-8")
         os.chmod(cfg, 0o644)
         py = f"{sys.executable} -m wanmon --config {cfg}"
-        nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups"
+        nobody = f"PYTHONPATH={src} {' '.join(AS_NOBODY)} {nobody_py} -m wanmon --config {cfg}"
         script = f"""
 set -u
 mount -t tmpfs -o size=4m,mode=0755 tmpfs {mnt} || exit 97
 {py} check >/dev/null 2>&1 || exit 98
-PYTHONPATH={REPO} {nobody} {py} status > {work}/nobody.out 2> {work}/nobody.err; echo $? > {work}/nobody.rc
+{view} || exit 95
+{nobody} status > {work}/nobody.out 2> {work}/nobody.err; echo $? > {work}/nobody.rc
 mount -o remount,ro {mnt} || exit 96
 {py} check > {work}/ro.out 2> {work}/ro.err; echo $? > {work}/ro.rc
 {py} -v check > /dev/null 2> {work}/ro-v.err || :

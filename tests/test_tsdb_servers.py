@@ -14,14 +14,16 @@ from pathlib import Path
 
 import pytest
 
+import prereq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tsdb_servers as ts  # noqa: E402
 from tsdb_servers import FlakyProxy, InfluxError, InfluxV1Server, VictoriaMetricsServer, http_request  # noqa: E402
 
 _ifx_ok, _ifx_why = ts.influx_available()
 _vm_ok, _vm_why = ts.victoria_available()
-need_influx = pytest.mark.skipif(not _ifx_ok, reason=f"InfluxDB 1.x unavailable: {_ifx_why}")
-need_vm = pytest.mark.skipif(not _vm_ok, reason=f"VictoriaMetrics unavailable: {_vm_why}")
+need_influx = prereq.needs(_ifx_ok, "InfluxDB 1.x (influxd)", prereq.INFLUXDB, _ifx_why)
+need_vm = prereq.needs(_vm_ok, "VictoriaMetrics", prereq.VICTORIA, _vm_why)
 
 # A Vietnamese tag value with every character line protocol makes special in
 # tag values (space, comma, equals sign) plus diacritics, and how it is escaped.
@@ -97,7 +99,7 @@ def _refused(url: str) -> bool:
 @pytest.fixture(scope="module")
 def influx():
     if not _ifx_ok:
-        pytest.skip(f"InfluxDB 1.x unavailable: {_ifx_why}")
+        prereq.need("InfluxDB 1.x (influxd)", prereq.INFLUXDB, _ifx_why)
     with InfluxV1Server(databases=["wanmon"]) as s:
         yield s
 
@@ -247,7 +249,7 @@ def test_influx_auth():
 @pytest.fixture(scope="module")
 def vm():
     if not _vm_ok:
-        pytest.skip(f"VictoriaMetrics unavailable: {_vm_why}")
+        prereq.need("VictoriaMetrics", prereq.VICTORIA, _vm_why)
     with VictoriaMetricsServer() as s:
         yield s
 

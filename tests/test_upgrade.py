@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import prereq
+
 from conftest import REPO, wanmon
 from wanmon.model import Observation
 from wanmon.store import SCHEMA_VERSION, Store
@@ -81,15 +83,17 @@ def _isolated_ok() -> bool:
 
 needs_old = pytest.mark.skipif(not _has_old_commit(), reason=f"commit {OLD} is not in this clone (a shallow one?): "
                                                             "the old wanmon that writes the old store is needed")
-needs_netns = pytest.mark.skipif(not _isolated_ok(), reason="needs unshare --net (root): the down site's DNS lookup "
-                                                            "must not leave the machine")
+needs_netns = prereq.needs(_isolated_ok(), "unshare --net (root)", prereq.NETNS,
+                           "the down site's DNS lookup must not leave the machine")
 
 
 @pytest.fixture(scope="module")
 def old_store(tmp_path_factory) -> Path:
     """A folder with sites.toml and var/wanmon.db written by three checks of wanmon 5758b19."""
-    if not _has_old_commit() or not _isolated_ok():
-        pytest.skip("needs the old commit and unshare --net")
+    if not _isolated_ok():
+        prereq.need("unshare --net (root)", prereq.NETNS, "the down site's DNS lookup must not leave the machine")
+    if not _has_old_commit():  # the clone, not the machine: a plain skip
+        pytest.skip(f"commit {OLD} is not in this clone (a shallow one?)")
     root = tmp_path_factory.mktemp("old")
     code = root / "code"
     code.mkdir()
@@ -267,8 +271,8 @@ def test_backup_and_check_refuse_a_newer_schema_and_touch_nothing(write_config, 
 
 
 @needs_old
-@pytest.mark.skipif(not _isolated_ok() or shutil.which("unshare") is None,
-                    reason="needs root, unshare -m -n for a small private tmpfs")
+@prereq.needs(_isolated_ok() and prereq.have("unshare"), "root, unshare -m -n", prereq.NETNS,
+              "for a small private tmpfs")
 def test_no_room_for_the_backup_means_no_upgrade_and_one_clear_line(old_store, tmp_path):
     """The old store on a 1 MiB tmpfs with 64 KiB left (room for the lock and SQLite's shared
     memory file, not for a backup): check exits 1 with one line naming the fix, the store
