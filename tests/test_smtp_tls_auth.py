@@ -27,6 +27,7 @@ from smtp_server import SMTPServer  # noqa: E402
 from wanmon.alerts.mail import Mail, new_message_id  # noqa: E402
 from wanmon.config import Secret, SmtpSettings, SmtpSpec  # noqa: E402
 from wanmon.model import AlertUpdate  # noqa: E402
+import prereq  # noqa: E402
 from wanmon.mailer import send_test  # noqa: E402
 from wanmon.store import Store  # noqa: E402
 
@@ -35,7 +36,7 @@ ENV = {"SMTP_USER": USER, "SMTP_PASS": PASSWORD}
 FROM = "wanmon@x.example"
 
 _ok, _why = netns.available()
-needs_lab = pytest.mark.skipif(not _ok, reason=f"netns lab unavailable: {_why}")
+needs_lab = prereq.needs(_ok, "network namespaces", prereq.NETNS, _why)
 
 
 def secret_forms() -> list[bytes]:

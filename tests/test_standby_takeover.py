@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import prereq  # noqa: E402
 import tsdb_servers as ts  # noqa: E402
 from smtp_server import SMTPServer  # noqa: E402
 from test_alerts_integration import (NOC, PY, base_sites, check, hosts, lab, site_toml, wm,  # noqa: E402,F401
@@ -34,7 +35,7 @@ from test_fromflux import influx_alive  # noqa: E402,F401
 from test_report_influxql import influx  # noqa: E402,F401
 
 _ok, _why = ts.influx_available()
-pytestmark = pytest.mark.skipif(not _ok, reason=f"InfluxDB 1.x unavailable: {_why}")
+pytestmark = prereq.needs(_ok, "InfluxDB 1.x (influxd)", prereq.INFLUXDB, _why)
 
 # Generous: a heartbeat is fresh for 3 intervals, and on a busy machine one check of the
 # primary plus the standby's sweep must stay well inside that while both run.
