@@ -5,9 +5,9 @@ against curl posting the same line protocol in the same batches.
 For every server in --servers, in the same run:
 
   v1  Debian's InfluxDB 1.6.7 (POST /write?db=bench&precision=ns), wanmon's
-      `api = "v1"` path (http.client under a deadline);
+      `api = "v1"` path (wanmon/httpclient.py under a deadline);
   v2  Debian's VictoriaMetrics (POST /api/v2/write?org=bench&bucket=bench&
-      precision=ns), wanmon's `api = "v2"` path (influxdb-client);
+      precision=ns), wanmon's `api = "v2"` path (the same client);
 
 the script builds a spool of --points realistic `wanmon_icmp` points (the 177
 sites of sites.toml, one cycle a minute apart) in a wanmon store, and measures
@@ -55,6 +55,9 @@ REPO = os.path.dirname(BENCH)
 sys.path.insert(0, BENCH)
 sys.path.insert(1, os.path.join(REPO, "tests"))
 sys.path.insert(2, REPO)
+# Every `python -m wanmon` below runs in a temp folder: without this it imports whatever wanmon the
+# interpreter has installed (an editable install of another checkout), not the tree being measured.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
 
 from _measure import default_python, log  # noqa: E402
 from _measure import (  # noqa: E402
@@ -782,6 +785,11 @@ def main(argv: list[str] | None = None) -> int:
             r = subprocess.run([args.python, "-m", "wanmon", "--help"], capture_output=True, text=True)
             if r.returncode != 0:
                 raise LabError(f"`{args.python} -m wanmon --help` failed: {r.stderr.strip()}")
+            r = subprocess.run([args.python, "-c", "import wanmon; print(wanmon.__file__)"], capture_output=True,
+                               text=True, cwd=work)
+            if not r.stdout.strip().startswith(os.path.join(REPO, "wanmon", "")):
+                raise LabError(f"`{args.python}` imports wanmon from {r.stdout.strip() or r.stderr.strip()}, "
+                               f"not from {REPO}")
             helper = build_helper(work)
             if not helper:
                 notes.append("no C compiler: wanmon's peak RSS has this script's own peak as a floor")

@@ -261,7 +261,7 @@ def test_v1_check_writes_points_equal_to_check_json(influx_auth, db, tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# (2) v2 (influxdb-client) against VictoriaMetrics
+# (2) v2 (/api/v2/write) against VictoriaMetrics
 # ---------------------------------------------------------------------------
 
 

@@ -196,6 +196,52 @@ def test_a_slow_server_within_the_deadline_is_fine_and_a_slower_one_is_cut(spool
     assert spool_lines(store) == lines
 
 
+CUT_OFF = {  # answers a close cuts short after a whole status line: http.client would take some for a 204
+    "headers": b"HTTP/1.1 204 No Content\r\nX-Influxdb-Version: 1.6",
+    "blank line": b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n",
+    "body": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}",
+    "chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{}",
+}
+
+
+@pytest.mark.parametrize("cut", list(CUT_OFF))
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_an_answer_cut_off_by_a_close_is_no_acknowledgement(spooled, api, cut):
+    store, lines = spooled
+    with ClosingServer(partial=CUT_OFF[cut]) as srv:
+        rep, took = timed(drain, store, influx(srv.url, api, timeout_ms=1000), 5.0)
+    assert took < 1.0 and rep.sent == 0 and spool_lines(store) == lines
+    assert rep.error.startswith(f"cannot reach {srv.url}: not a valid HTTP answer (IncompleteAnswer: "), rep.error
+
+
+@pytest.mark.parametrize("api", ["v1", "v2"])
+def test_interim_and_chunked_answers_are_read_whole(spooled, api):
+    """A 100 Continue before the 204; a 503 whose body comes chunked, its Retry-After remembered."""
+    store, lines = spooled
+    with ClosingServer(partial=b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nDate: x\r\n\r\n") as srv:
+        rep = drain(store, influx(srv.url, api), 5.0)
+    assert rep.error is None and rep.sent == N_POINTS
+    store.record_cycle(3, 4, [], points=lines)
+    answer = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3600\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"9;ext=1\r\n{\"error\":\r\n0d\r\n\"overloaded\"}\r\n0\r\nX-Trailer: t\r\n\r\n")
+    with ClosingServer(partial=answer) as srv:
+        rep = drain(store, influx(srv.url, api), 5.0, now=Clock(T0))
+    assert (rep.error, rep.deferred, rep.sent) == ('HTTP 503: {"error":"overloaded"}', True, 0)
+    assert float(store.meta("spool_not_before")) == T0 + 3600 and spool_lines(store) == lines
+
+
+def test_influxql_reads_a_chunked_answer():
+    from wanmon.influxql import query
+
+    doc = json.dumps({"results": [{"statement_id": 0, "series": [{"name": "m", "columns": ["time", "v"],
+                                                                   "values": [[1, 2]] * 500}]}]}).encode()
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(doc[i:i + 1000]), doc[i:i + 1000]) for i in range(0, len(doc), 1000))
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+    with ClosingServer(partial=answer + b"0\r\n\r\n") as srv:
+        [series] = query(influx(srv.url, "v1"), "SELECT v FROM m")
+    assert series["values"] == [[1, 2]] * 500
+
+
 @pytest.mark.parametrize("fault", ["silent", "drip"])
 @pytest.mark.parametrize("api", ["v1", "v2"])
 def test_influx_check_is_bounded_too(api, fault):

@@ -132,3 +132,18 @@ def test_spool_bound_drops_oldest_and_counts(store):
     # age bound: everything older than max age goes
     store.record_cycle(1000 + 7200, 1000 + 7201, [], points=["m v=99i 99"], spool_limits=(6, 3600))
     assert store.spool_stats()["points"] == 1 and store.spool_stats()["dropped"] == 10
+
+
+def test_the_influx_http_stack_names_no_private_part_of_another_library():
+    """Issue 21: a security release of urllib3 or Python must not be able to break the writes
+    silently. The writes, `influx check` and InfluxQL run on wanmon/httpclient.py (sockets, ssl,
+    http.client.parse_headers: documented APIs only)."""
+    import re
+    from pathlib import Path
+
+    private = re.compile(r"\._create_connection|sslsocket_class|\._get_socket|urllib3\.(connection|connectionpool)"
+                         r"|\._sslobj|import urllib3|influxdb_client")
+    wanmon = Path(__file__).resolve().parent.parent / "wanmon"
+    for name in ("sink.py", "influxql.py", "httpclient.py"):
+        hits = [ln for ln in (wanmon / name).read_text(encoding="utf-8").splitlines() if private.search(ln)]
+        assert hits == [], (name, hits)

@@ -2,8 +2,9 @@
 
 InfluxDB 1.x answers `/query` itself; 2.x through its v1 compatibility API (the bucket
 mapped to a database, a token in `Authorization: Token …`); 3.x too. Every request has an
-overall deadline, enforced while it runs (wanmon.deadline through sink.http_request): a
-server that drips its answer costs at most `[influxdb] timeout_ms`.
+overall deadline, enforced while it runs (wanmon.httpclient, the HTTP stack of the writes:
+documented APIs only, the socket watched by wanmon.deadline): a server that drips its
+answer costs at most `[influxdb] timeout_ms`.
 
 Query text built from ids, names and agent ids goes through `ident()` and `string()`,
 InfluxQL's own quoting (backslash and the quote character escaped), never by hand.
@@ -18,6 +19,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+from wanmon import httpclient
 from wanmon.config import InfluxSpec
 from wanmon.deadline import Deadline
 from wanmon.errors import WanmonError
@@ -48,7 +50,7 @@ def query(spec: InfluxSpec, q: str, budget_s: float | None = None) -> list[dict[
     """Run InfluxQL; returns the series [{name, tags, columns, values}] of every statement.
     The whole request within budget_s (default: [influxdb] timeout_ms), enforced while it runs.
     Raises QueryError with the reason (unreachable, slow, auth, a statement error)."""
-    from wanmon.sink import _why, auth_headers, http_request
+    from wanmon.sink import auth_headers
 
     st = spec.settings
     base = st.url.rstrip("/")
@@ -61,9 +63,10 @@ def query(spec: InfluxSpec, q: str, budget_s: float | None = None) -> list[dict[
     path = (urllib.parse.urlsplit(base).path or "") + "/query?" + urllib.parse.urlencode(params)
     with Deadline(budget, f"InfluxDB query at {base}") as d:
         try:
-            status, _, raw = http_request(base, "GET", path, d, per_op, headers=auth_headers(spec), limit=RESPONSE_LIMIT)
+            status, _, raw = httpclient.request(base, "GET", path, d, per_op, headers=auth_headers(spec),
+                                                limit=RESPONSE_LIMIT)
         except (OSError, http.client.HTTPException) as exc:
-            raise QueryError(d.message() if d.expired else f"cannot reach {base}: {_why(exc)}") from None
+            raise QueryError(d.message() if d.expired else f"cannot reach {base}: {httpclient.why(exc)}") from None
         if d.expired:
             raise QueryError(d.message())
     if status in (401, 403):

@@ -20,12 +20,20 @@ passes, so a server that drips one byte a second cannot hold `wanmon check`.
 A deadline hit is a connection-level failure ("InfluxDB write: no complete
 answer within 5 s (deadline)"): the points stay spooled and the drain stops.
 
-v2 (`api = "v2"`) writes through influxdb-client to /api/v2/write (InfluxDB
-2.x, 3.x, 1.8+, VictoriaMetrics), its urllib3 connections hooked so the
-current write's deadline watches them; v1 (`api = "v1"`) posts to /write?db=
-for InfluxDB 1.7 and older (Debian's 1.6.7) with http.client, connecting
-through the deadline. (Neither uses http_proxy/https_proxy from the
-environment: an InfluxDB is reached directly.)
+One HTTP stack for both APIs, on documented APIs only (wanmon/httpclient.py,
+issue 21): v2 (`api = "v2"`) posts to /api/v2/write?org=&bucket= (InfluxDB
+2.x, 3.x, 1.8+, VictoriaMetrics), v1 (`api = "v1"`) to /write?db= (InfluxDB
+1.7 and older, Debian's 1.6.7); `wanmon influx check` and the InfluxQL reader
+(wanmon/influxql.py) use the same request function. Each request runs on a
+socket of wanmon's own: DNS and connect through the deadline, the socket
+watched from its creation, TLS wrapped with `SSLContext.wrap_socket` and the
+TLS socket watched before its handshake, the answer framed by wanmon (status
+line, header block through `http.client.parse_headers`, Content-Length or
+chunked body). No other library's private names: influxdb-client (urllib3)
+and http.client's connection classes document no way to hand them such a
+socket, and a per-read timeout, all they offer, does not bound a write.
+(Neither API uses http_proxy/https_proxy from the environment: an InfluxDB is
+reached directly.)
 """
 
 from __future__ import annotations
@@ -36,14 +44,13 @@ import contextvars
 import http.client
 import logging
 import socket
-import ssl
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from email.message import Message
 
+from wanmon import httpclient
 from wanmon.config import InfluxSpec
 from wanmon.deadline import Deadline
 from wanmon.errors import WanmonError
@@ -55,8 +62,9 @@ _MAX_BACKOFF_S = 30.0
 _JOIN_MARGIN_S = 0.5  # a write thread gets this long past its deadline before it is abandoned
 _WHAT = "InfluxDB write"
 
-# The deadline of the write running in this thread: the urllib3 connections of
-# influxdb-client (V2Writer) have no parameter for it, so they look it up here.
+# The deadline of the write running in this thread. A writer's interface is
+# write(body) (the tests' scripted writers too): write_within() sets the
+# deadline here and Writer.write() finds it.
 _CURRENT: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("wanmon_influx_deadline", default=None)
 
 
@@ -117,47 +125,6 @@ def write_within(writer, body: bytes, seconds: float, what: str = _WHAT) -> Writ
     return res
 
 
-def _why(exc: BaseException) -> str:
-    if isinstance(exc, http.client.HTTPException):  # BadStatusLine('HTTP/1.1 2') says little alone
-        return f"not a valid HTTP answer ({type(exc).__name__}: {exc})"
-    return str(exc) or type(exc).__name__
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS whose TLS handshake runs on a watched socket (see Deadline.wrap_tls)."""
-
-    deadline: Deadline
-
-    def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)  # TCP through _create_connection (the deadline)
-        server_hostname = self._tunnel_host or self.host
-        self.sock = self.deadline.wrap_tls(self._context, self.sock, server_hostname, self.timeout)
-
-
-def http_request(url: str, method: str, path: str, d: Deadline, per_op_s: float, body: bytes | None = None,
-                 headers: dict[str, str] | None = None, limit: int = 1 << 16) -> tuple[int, Message, bytes]:
-    """One HTTP request on a new connection, within deadline `d`: DNS and connect go through the
-    deadline (Host and TLS SNI stay the URL's name) and the socket is watched while it runs.
-    Returns (status, headers, the first `limit` bytes of the body)."""
-    u = urllib.parse.urlsplit(url)
-    https = u.scheme == "https"
-    cls = _HTTPSConnection if https else http.client.HTTPConnection
-    kw = {"context": ssl.create_default_context()} if https else {}
-    conn = cls(u.hostname or "localhost", u.port, timeout=d.timeout(per_op_s), **kw)
-    conn.deadline = d
-
-    def connect(address, timeout=None, source_address=None):
-        return d.connect(address[0], address[1], d.timeout(per_op_s), source_address)
-
-    conn._create_connection = connect
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, resp.headers, resp.read(limit)
-    finally:
-        conn.close()
-
-
 def auth_headers(spec: InfluxSpec) -> dict[str, str]:
     """The Authorization header for [influxdb]: v1 Basic (username and password), v2 Token
     (InfluxDB 2.x also takes it on its v1 /query API); none without credentials."""
@@ -170,181 +137,63 @@ def auth_headers(spec: InfluxSpec) -> dict[str, str]:
     return {"Authorization": f"Token {spec.secret.reveal()}"} if spec.secret else {}
 
 
-class V1Writer:
-    """POST /write?db=&rp=&precision=ns (InfluxDB 1.x); the password goes in a header, never the URL."""
+class Writer:
+    """POST line protocol to one write endpoint, one request per write (wanmon/httpclient.py)."""
 
-    def __init__(self, spec: InfluxSpec):
-        st = spec.settings
-        q = {"db": st.database, "precision": "ns"}
-        if st.retention_policy:
-            q["rp"] = st.retention_policy
-        self.base = st.url.rstrip("/")
-        self.path = (urllib.parse.urlsplit(self.base).path or "") + "/write?" + urllib.parse.urlencode(q)
-        self.timeout = st.timeout_ms / 1000.0
-        self.headers = {"Content-Type": "text/plain; charset=utf-8", **auth_headers(spec)}
+    def __init__(self, base: str, path: str, headers: dict[str, str], timeout_s: float):
+        self.base = base
+        self.path = path
+        self.headers = headers
+        self.timeout = timeout_s
+        # built once per writer (a drain): loading the system CAs costs milliseconds
+        self.tls = httpclient.tls_context() if urllib.parse.urlsplit(base).scheme == "https" else None
 
     def write(self, body: bytes) -> WriteResult:
         with _write_deadline(self.timeout) as d:
             try:
-                status, headers, data = http_request(self.base, "POST", self.path, d, self.timeout, body, self.headers)
+                status, headers, data = httpclient.request(self.base, "POST", self.path, d, self.timeout, body,
+                                                           self.headers, tls=self.tls)
             except (OSError, http.client.HTTPException) as exc:
                 if d.expired:
                     return WriteResult(False, None, d.message())
-                return WriteResult(False, None, f"cannot reach {self.base}: {_why(exc)}")
+                return WriteResult(False, None, f"cannot reach {self.base}: {httpclient.why(exc)}")
             if d.expired:
-                # Cut off at the deadline: what was read is no answer, even when http.client
-                # takes a dripped status line ended by the shutdown for a whole 204.
+                # cut off at the deadline: what was read is no answer (the shutdown can end a read
+                # at a point where the bytes so far look whole)
                 return WriteResult(False, None, d.message())
         if 200 <= status < 300:
             return WriteResult(True, status)
-        text = data[:500].decode("utf-8", "replace").strip()
+        text = data[:500].decode("utf-8", "replace").strip() or http.client.responses.get(status, "")
         return WriteResult(False, status, f"HTTP {status}: {text}", _retry_after(headers.get("Retry-After")))
 
     def close(self) -> None:
         pass
 
 
-class V2Writer:
-    """influxdb-client, synchronous, no library retries: the spool does the retrying."""
-
-    def __init__(self, spec: InfluxSpec):
-        from influxdb_client import InfluxDBClient
-        from influxdb_client.client.write_api import SYNCHRONOUS
-        from urllib3 import Retry
-
-        st = spec.settings
-        self.st = st
-        self.timeout = st.timeout_ms / 1000.0
-        self.client = InfluxDBClient(url=st.url, token=spec.secret.reveal() if spec.secret else "", org=st.org,
-                                     timeout=int(st.timeout_ms), retries=Retry(total=0, raise_on_status=False),
-                                     enable_gzip=False)
-        _watch_pools(self.client.api_client.rest_client.pool_manager)
-        self.api = self.client.write_api(write_options=SYNCHRONOUS)
-
-    def write(self, body: bytes) -> WriteResult:
-        from influxdb_client.client.write_api import WritePrecision
-        from influxdb_client.rest import ApiException
-
-        with _write_deadline(self.timeout) as d:
-            try:
-                self.api.write(bucket=self.st.bucket, org=self.st.org, record=body, write_precision=WritePrecision.NS)
-                if d.expired:  # cut off at the deadline: a truncated answer is no acknowledgement
-                    return WriteResult(False, None, d.message())
-                return WriteResult(True, 204)
-            except ApiException as exc:
-                body_text = (exc.body or "")[:500] if isinstance(exc.body, str) else str(exc.body)[:500]
-                headers = exc.headers or {}
-                return WriteResult(False, exc.status, f"HTTP {exc.status}: {body_text.strip() or exc.reason}",
-                                   _retry_after(headers.get("Retry-After")))
-            except Exception as exc:  # urllib3 connection errors and timeouts
-                if d.expired:
-                    return WriteResult(False, None, d.message())
-                return WriteResult(False, None, f"cannot reach {self.st.url}: {type(exc).__name__}: {_short(exc)}")
-
-    def close(self) -> None:
-        self.client.close()
+def v1_writer(spec: InfluxSpec) -> Writer:
+    """POST /write?db=&rp=&precision=ns (InfluxDB 1.x); the password goes in a header, never the URL."""
+    st = spec.settings
+    q = {"db": st.database, "precision": "ns"}
+    if st.retention_policy:
+        q["rp"] = st.retention_policy
+    base = st.url.rstrip("/")
+    return Writer(base, _path(base, "/write?" + urllib.parse.urlencode(q)),
+                  {"Content-Type": "text/plain; charset=utf-8", **auth_headers(spec)}, st.timeout_ms / 1000.0)
 
 
-# -- urllib3 hooks for influxdb-client ----------------------------------------
-#
-# influxdb-client talks through a urllib3 PoolManager. Its pools get connection
-# classes that connect through the current write's deadline (DNS and connect
-# bounded) and have it watch their socket: at connect, and again before each
-# request on a kept-alive connection (a new write, a new deadline). For HTTPS
-# the TLS socket is watched before its handshake (`_WatchedSSLSocket`).
+def v2_writer(spec: InfluxSpec) -> Writer:
+    """POST /api/v2/write?org=&bucket=&precision=ns (InfluxDB 2.x, 3.x, 1.8+, VictoriaMetrics), the
+    request influxdb-client's SYNCHRONOUS write_api sends (no gzip), with `Authorization: Token`."""
+    st = spec.settings
+    base = st.url.rstrip("/")
+    q = {"org": st.org, "bucket": st.bucket, "precision": "ns"}
+    return Writer(base, _path(base, "/api/v2/write?" + urllib.parse.urlencode(q)),
+                  {"Content-Type": "text/plain; charset=utf-8", "Accept": "application/json", **auth_headers(spec)},
+                  st.timeout_ms / 1000.0)
 
 
-class _WatchedSSLSocket(ssl.SSLSocket):
-    """An SSLSocket that the current write's deadline watches before the handshake starts."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        d = _CURRENT.get()
-        if d is not None:
-            d.watch(self)
-        super().do_handshake(block)
-
-
-_POOLS: dict[str, type] = {}
-
-
-def _pool_classes() -> dict[str, type]:
-    """{'http': pool class, 'https': pool class} with deadline-aware connections (built once)."""
-    if _POOLS:
-        return _POOLS
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
-
-    class Watched:
-        def _new_conn(self) -> socket.socket:
-            d = _CURRENT.get()
-            if d is None:
-                return super()._new_conn()
-            per_op = self.timeout if isinstance(self.timeout, (int, float)) else None
-            try:
-                sock = d.connect(self._dns_host, self.port, per_op, self.source_address)
-            except socket.gaierror as exc:
-                raise NameResolutionError(self.host, self, exc) from exc
-            except TimeoutError as exc:  # a connect timeout, or the deadline (DeadlineExceeded)
-                raise ConnectTimeoutError(self, f"connection to {self.host} timed out: {exc}") from exc
-            except OSError as exc:
-                raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
-            for opt in self.socket_options or ():
-                sock.setsockopt(*opt)
-            return sock
-
-        def request(self, *args, **kw):
-            d = _CURRENT.get()
-            if d is not None and self.sock is not None:
-                d.watch(self.sock)  # a kept-alive connection: this write's deadline guards it too
-            return super().request(*args, **kw)
-
-    class Conn(Watched, HTTPConnection):
-        pass
-
-    class SConn(Watched, HTTPSConnection):
-        def __init__(self, *args, **kw):
-            super().__init__(*args, **kw)
-            if self.ssl_context is None:
-                self.ssl_context = _tls_context(self)
-
-    class Pool(HTTPConnectionPool):
-        ConnectionCls = Conn
-
-    class SPool(HTTPSConnectionPool):
-        ConnectionCls = SConn
-
-    _POOLS.update(http=Pool, https=SPool)
-    return _POOLS
-
-
-def _tls_context(conn) -> ssl.SSLContext:
-    """What urllib3 would build for this connection, with a watched SSLSocket class. (urllib3 loads
-    the default CAs itself only for a context of its own making: done here, unless CAs are given.)"""
-    from urllib3.util.ssl_ import create_urllib3_context, resolve_cert_reqs, resolve_ssl_version
-
-    ctx = create_urllib3_context(ssl_version=resolve_ssl_version(conn.ssl_version),
-                                 ssl_minimum_version=conn.ssl_minimum_version,
-                                 ssl_maximum_version=conn.ssl_maximum_version,
-                                 cert_reqs=resolve_cert_reqs(conn.cert_reqs))
-    if not (conn.ca_certs or conn.ca_cert_dir or conn.ca_cert_data):
-        ctx.load_default_certs()
-    ctx.sslsocket_class = _WatchedSSLSocket
-    return ctx
-
-
-def _watch_pools(pool_manager) -> None:
-    """Make influxdb-client's PoolManager build deadline-aware pools (before its first request)."""
-    pool_manager.pool_classes_by_scheme = dict(_pool_classes())
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc)
-    return text if len(text) < 300 else text[:300] + "…"
-
-
-def writer_for(spec: InfluxSpec):
-    return V2Writer(spec) if spec.settings.api == "v2" else V1Writer(spec)
+def writer_for(spec: InfluxSpec) -> Writer:
+    return v2_writer(spec) if spec.settings.api == "v2" else v1_writer(spec)
 
 
 @dataclass
@@ -536,9 +385,9 @@ def check_server(spec: InfluxSpec) -> list[tuple[bool, str]]:
     timeout = st.timeout_ms / 1000.0
     with Deadline(timeout, f"{base}/ping") as d:
         try:
-            status, headers, _ = http_request(base, "GET", _path(base, "/ping"), d, timeout)
+            status, headers, _ = httpclient.request(base, "GET", _path(base, "/ping"), d, timeout)
         except (OSError, http.client.HTTPException) as exc:
-            why = d.message() if d.expired else f"cannot reach {base}: {_why(exc)}"
+            why = d.message() if d.expired else f"cannot reach {base}: {httpclient.why(exc)}"
             out.append((False, f"{why} (check [influxdb] url, and that the server runs and listens there)"))
             return out
     if status < 300:
@@ -562,14 +411,15 @@ def _check_v1(spec: InfluxSpec) -> list[tuple[bool, str]]:
     import json
 
     st = spec.settings
-    w = V1Writer(spec)
-    path = _path(w.base, "/query?" + urllib.parse.urlencode({"q": "SHOW DATABASES"}))
+    base = st.url.rstrip("/")
+    timeout = st.timeout_ms / 1000.0
+    path = _path(base, "/query?" + urllib.parse.urlencode({"q": "SHOW DATABASES"}))
     auth = auth_headers(spec)
-    with Deadline(w.timeout, "InfluxDB SHOW DATABASES") as d:
+    with Deadline(timeout, "InfluxDB SHOW DATABASES") as d:
         try:
-            status, _, raw = http_request(w.base, "GET", path, d, w.timeout, headers=auth, limit=1 << 22)
+            status, _, raw = httpclient.request(base, "GET", path, d, timeout, headers=auth, limit=1 << 22)
         except (OSError, http.client.HTTPException) as exc:
-            return [(False, f"query failed: {d.message() if d.expired else _why(exc)}")]
+            return [(False, f"query failed: {d.message() if d.expired else httpclient.why(exc)}")]
     if status in (401, 403):
         who = f"user '{st.username}'" if st.username else "no username"
         return [(False, f"authentication failed ({who}): check [influxdb] username and password_env/password_file")]
@@ -591,7 +441,7 @@ def _check_v1(spec: InfluxSpec) -> list[tuple[bool, str]]:
 
 def _check_v2(spec: InfluxSpec) -> list[tuple[bool, str]]:
     st = spec.settings
-    w = V2Writer(spec)
+    w = v2_writer(spec)
     try:
         probe = f"wanmon_check,host={socket.gethostname().replace(' ', '_') or 'wanmon'} ok=1i {time.time_ns()}\n"
         res = write_within(w, probe.encode(), w.timeout, "InfluxDB test write")
