@@ -8,29 +8,28 @@ Uptime Kuma's push URLs take `status=up|down`, `msg` and `ping` (ms) in their qu
 The whole request (DNS, connect, TLS, the request, the answer's status line and headers)
 has one deadline, enforced while it runs (wanmon.deadline: a watchdog shuts the socket
 down), so a server that drips its answer a byte a second costs at most `budget_s`. It
-speaks HTTP/1.1 on a plain socket: the status line is all it needs, and no library's
-private names are touched. Network trouble is a result (ok=False and why), never an
-exception. The URL's path and query carry the monitor's token: reasons and logs name only
+speaks HTTP/1.1 through wanmon.httpclient (the InfluxDB writes' client: documented APIs
+only); an answer cut off before it is whole is a failure, as for the writes. Network
+trouble is a result (ok=False and why), never an exception. The URL's path and query carry the monitor's token: reasons and logs name only
 scheme://host:port.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
-import re
 import socket
 import ssl
 import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from wanmon import __version__
-from wanmon.deadline import Deadline, DeadlineExceeded
+from wanmon import httpclient
+from wanmon.deadline import Deadline
 
 logger = logging.getLogger(__name__)
 
-HEAD_LIMIT = 1 << 16  # an answer whose status line and headers run longer is not a heartbeat's
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})(?: |\r?$)")
+BODY_LIMIT = 1 << 16  # what of an answer's body is read (a push endpoint answers a few bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +65,7 @@ def beat(url: str, budget_s: float, *, fields: dict[str, object] | None = None) 
     try:
         with d:
             status = _get(url, target(url, fields), d)
-    except (OSError, ValueError) as exc:  # DeadlineExceeded, refused, reset, TLS, DNS; a garbled answer
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, reset, TLS, DNS, deadline; garbled
         reason = d.message() if d.expired else f"{where(url)}: {_why(exc)}"
     if status is not None and not 200 <= status < 300:
         reason = f"{where(url)} answered HTTP {status}" + (" (redirects are not followed: give the final URL)"
@@ -80,35 +79,13 @@ def beat(url: str, budget_s: float, *, fields: dict[str, object] | None = None) 
 
 
 def _get(url: str, path: str, d: Deadline) -> int:
-    """One GET on a new connection under deadline d; the answer's status code."""
+    """One GET on a new connection under deadline d (wanmon.httpclient, the InfluxDB writes'
+    client too); the answer's status code."""
     u = urlsplit(url)
     if u.scheme not in ("http", "https") or not u.hostname:
         raise ValueError(f"not an http(s) URL: {where(url)}")
-    https = u.scheme == "https"
-    sock = d.connect(u.hostname, u.port or (443 if https else 80))  # watched: shut down at the deadline
-    try:
-        if https:
-            sock = d.wrap_tls(ssl.create_default_context(), sock, u.hostname)
-        host = where(url).split("://", 1)[1]
-        sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: wanmon/{__version__}\r\n"
-                      "Accept: */*\r\nConnection: close\r\n\r\n").encode("ascii"))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            if len(head) > HEAD_LIMIT:
-                raise ValueError(f"an answer head longer than {HEAD_LIMIT} bytes")
-            sock.settimeout(d.timeout())  # every read within what is left
-            chunk = sock.recv(4096)
-            if not chunk:
-                if d.expired:  # the watchdog's shutdown, not the server's close
-                    raise DeadlineExceeded(d.message())
-                break  # the server closed: a status line that came whole still counts (as for any HTTP client)
-            head += chunk
-        m = _STATUS_LINE.match(head.split(b"\n", 1)[0])
-        if not m:
-            raise ValueError(f"not an HTTP answer: {head[:40]!r}")
-        return int(m[1])
-    finally:
-        sock.close()
+    status, _, _ = httpclient.request(url, "GET", path, d, limit=BODY_LIMIT, headers={"Accept": "*/*"})
+    return status
 
 
 def _why(exc: BaseException) -> str:
@@ -118,4 +95,4 @@ def _why(exc: BaseException) -> str:
         return f"cannot resolve the host name ({exc.strerror or exc})"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate not trusted ({exc.verify_message or exc})"
-    return str(exc) or type(exc).__name__
+    return httpclient.why(exc)
