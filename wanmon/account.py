@@ -22,6 +22,7 @@ The method (also in the README and at the foot of every report):
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ def held_s(last_ts: float, ts: float, cap_s: float) -> float:
 def cadence_s(starts: Sequence[float]) -> float | None:
     """The checks' real spacing: the median of the gaps between the cycles' starts (oldest
     first), clock steps back left out. None with fewer than two cycles."""
-    gaps = [b - a for a, b in zip(starts, starts[1:]) if b > a]
+    gaps = [b - a for a, b in itertools.pairwise(starts) if b > a]
     return statistics.median(gaps) if gaps else None
 
 
@@ -60,9 +61,11 @@ def slow_cadence(interval_s: float, cadence: float | None) -> bool:
 def slow_cadence_text(interval_s: float, cadence: float, where: object) -> str:
     """What `check`, `status` and the report say when checks come further apart than [schedule]
     icmp_interval_s, with the fix."""
-    return (f"checks arrive every {cadence:.0f} s but [schedule] icmp_interval_s = {interval_s:g} in {where}: "
-            f"set icmp_interval_s = {cadence:.0f} (the cron interval) so staleness and alert timing match the "
-            "real cadence; availability already counts the time between checks")
+    return (
+        f"checks arrive every {cadence:.0f} s but [schedule] icmp_interval_s = {interval_s:g} in {where}: "
+        f"set icmp_interval_s = {cadence:.0f} (the cron interval) so staleness and alert timing match the "
+        "real cadence; availability already counts the time between checks"
+    )
 
 
 def held_fields(prev: tuple[str, float, int] | None, ts: float, cap: float) -> dict[str, float]:
@@ -73,10 +76,12 @@ def held_fields(prev: tuple[str, float, int] | None, ts: float, cap: float) -> d
         return {}
     status, last, maint = prev
     held = 0.0 if maint else held_s(last, ts, cap)
-    return {"prev_available_s": held if status in AVAILABLE else 0.0,
-            "prev_observed_s": held if status in COUNTED else 0.0,
-            "prev_down_s": held if status == DOWN else 0.0,
-            "prev_unreachable_s": held if status == UNREACHABLE else 0.0}
+    return {
+        "prev_available_s": held if status in AVAILABLE else 0.0,
+        "prev_observed_s": held if status in COUNTED else 0.0,
+        "prev_down_s": held if status == DOWN else 0.0,
+        "prev_unreachable_s": held if status == UNREACHABLE else 0.0,
+    }
 
 
 @dataclass
@@ -123,8 +128,9 @@ class Figures:
         self.prev_observed_s += o.prev_observed_s
 
 
-def site_figures(runs: list[tuple[str, int, float, float]], start: float, end: float,
-                 history_from: float | None = None) -> Figures:
+def site_figures(
+    runs: list[tuple[str, int, float, float]], start: float, end: float, history_from: float | None = None
+) -> Figures:
     """One site's figures over [start, end) from its runs [(status, maint, from, to)]. Time before
     history_from (an upgraded store's history starts there) is not counted as unobserved."""
     f = Figures()
@@ -178,8 +184,9 @@ def by_site(runs: Iterable[tuple[str, str, int, float, float]]) -> dict[str, lis
     return out
 
 
-def windows(runs: dict[str, list[tuple[str, int, float, float]]], now: float,
-            spans: dict[str, float]) -> dict[str, dict[str, tuple[float, float]]]:
+def windows(
+    runs: dict[str, list[tuple[str, int, float, float]]], now: float, spans: dict[str, float]
+) -> dict[str, dict[str, tuple[float, float]]]:
     """{window: {site_id: (available_s, observed_s)}} over [now - span, now) for each window."""
     out: dict[str, dict[str, tuple[float, float]]] = {w: {} for w in spans}
     for sid, mine in runs.items():

@@ -53,8 +53,10 @@ PRIMARIES = "standby.primaries"  # meta: what this standby last knew of each pri
 
 def latest_notices(cfg: Config) -> dict[str, str]:
     """{site_id: kind} of the newest status notice any agent sent for each site."""
-    q = (f'SELECT last("kind") AS "kind" FROM {influxql.ident(NOTICE)} WHERE time > now() - {NOTICE_DAYS}d '
-         'GROUP BY "site_id"')
+    q = (
+        f'SELECT last("kind") AS "kind" FROM {influxql.ident(NOTICE)} WHERE time > now() - {NOTICE_DAYS}d '
+        'GROUP BY "site_id"'
+    )
     out = {}
     for s in influxql.query(cfg.influx, q):
         sid = (s.get("tags") or {}).get("site_id")
@@ -84,8 +86,9 @@ def gate(cfg: Config, store: Store, now: float | None = None) -> int:
 
 
 def _unknown(exc: Exception) -> None:
-    logger.warning("cannot read the other agents' heartbeats and notices from InfluxDB (%s): the mail is sent as "
-                   "usual", exc)
+    logger.warning(
+        "cannot read the other agents' heartbeats and notices from InfluxDB (%s): the mail is sent as usual", exc
+    )
 
 
 def _hold_old_news(store: Store, due: list[dict], latest: dict[str, str]) -> int:
@@ -117,8 +120,10 @@ def _standby(cfg: Config, store: Store, now: float) -> int:
     if sending:
         p = sending[0]
         if due:
-            why = (f"held: the primary agent {p.agent!r} is running (heartbeat {now - p.last_ts:.0f} s ago) and "
-                   "sends the mail; this agent is the standby")
+            why = (
+                f"held: the primary agent {p.agent!r} is running (heartbeat {now - p.last_ts:.0f} s ago) and "
+                "sends the mail; this agent is the standby"
+            )
             store.outbox_hold([r["id"] for r in due], why)
             logger.info("standby: %d mail(s) held, the primary %r is running", len(due), p.agent)
             held = len(due)
@@ -154,8 +159,7 @@ def catch_up(cfg: Config, store: Store, latest: dict[str, str], pending: set, no
         last = latest.get(s.id)
         if a.hard in PROBLEMS and a.notified and last != a.hard and not quiet.get(a.hard):
             n = Notification(a.hard, s.id, now, a.hard, since=a.hard_since)
-        elif (a.hard == UP and a.streak_status == UP and a.streak >= cfg.alerts.recover_cycles
-              and last in PROBLEMS):
+        elif a.hard == UP and a.streak_status == UP and a.streak >= cfg.alerts.recover_cycles and last in PROBLEMS:
             n = Notification("recovery", s.id, now, UP, detail=f"was {last}")
         else:
             continue
@@ -183,13 +187,19 @@ def _primaries(cfg: Config, store: Store, primaries: list, now: float, mails: li
             failing_since = p.mail_failing_since if p.mail_failing(now, MAIL_FAILING_RUNS) else None
         if stale != was["stale"]:
             notices += primary_mails(cfg, "stale" if stale else "back", p, now)
-            logger.warning("standby: the primary agent %r %s", p.agent,
-                           "has stopped (its heartbeat is stale): this agent sends" if stale else "is running again")
+            logger.warning(
+                "standby: the primary agent %r %s",
+                p.agent,
+                "has stopped (its heartbeat is stale): this agent sends" if stale else "is running again",
+            )
         if (failing_since is None) != (was["mail_failing_since"] is None):
             back = dataclasses.replace(p, mail_failing_since=was["mail_failing_since"])
             notices += primary_mails(cfg, "mail" if failing_since else "mail_back", p if failing_since else back, now)
-            logger.warning("standby: the primary agent %r %s", p.agent,
-                           "cannot send mail: this agent sends" if failing_since else "delivers mail again")
+            logger.warning(
+                "standby: the primary agent %r %s",
+                p.agent,
+                "cannot send mail: this agent sends" if failing_since else "delivers mail again",
+            )
         known[p.agent] = {"stale": stale, "mail_failing_since": failing_since}
     if mails or notices or json.dumps(known, sort_keys=True) != (store.meta(PRIMARIES) or "{}"):
         store.note_output(PRIMARIES, json.dumps(known, sort_keys=True), [*mails, *notices])
@@ -205,7 +215,9 @@ def record_notices(cfg: Config, store: Store, since_ts: float) -> int:
         for sid, kind in (tuple(n) for n in json.loads(r.get("notes") or "[]")):
             if sid and kind in STATUS_KINDS:
                 seen[(sid, kind)] = max(seen.get((sid, kind), 0.0), r["sent_ts"] or since_ts)
-    lines = [line(NOTICE, {"site_id": sid, "agent": cfg.agent.id}, {"kind": kind}, ts, v1=v1)
-             for (sid, kind), ts in sorted(seen.items(), key=lambda x: x[1])]
+    lines = [
+        line(NOTICE, {"site_id": sid, "agent": cfg.agent.id}, {"kind": kind}, ts, v1=v1)
+        for (sid, kind), ts in sorted(seen.items(), key=lambda x: x[1])
+    ]
     store.spool_points(time.time(), [x for x in lines if x])
     return len(lines)

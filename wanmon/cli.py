@@ -14,8 +14,8 @@ import os
 import sqlite3
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -68,7 +68,9 @@ def _read_store(cfg: Config, read: Callable[[Any], Any], any_older: bool = False
 
 
 _STORE_PATH: list = [None]  # the loaded config's store, for the one-line messages of main()
-_WRITER_CFG: list = [None]  # the config of a command that writes the store (check, store check): damage found is told to the NOC
+_WRITER_CFG: list = [
+    None
+]  # the config of a command that writes the store (check, store check): damage found is told to the NOC
 
 
 def _tell_noc_if_damaged() -> None:
@@ -96,8 +98,14 @@ def _load(ctx: click.Context, secrets: bool = True) -> Config:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--config", "-c", "config", default=DEFAULT_CONFIG, envvar="WANMON_CONFIG", show_default=True,
-    help="Sites and settings file (env WANMON_CONFIG).", type=click.Path(dir_okay=False),
+    "--config",
+    "-c",
+    "config",
+    default=DEFAULT_CONFIG,
+    envvar="WANMON_CONFIG",
+    show_default=True,
+    help="Sites and settings file (env WANMON_CONFIG).",
+    type=click.Path(dir_okay=False),
 )
 @click.option("--verbose", "-v", count=True, help="More log output on stderr (-vv for debug).")
 @click.version_option(__version__, prog_name="wanmon")
@@ -132,8 +140,14 @@ def _snmp_json(view) -> dict[str, Any]:
     ok = d is not None and d.last_ok_ts is not None
     uplink = None
     if ok and d.uplink_if_index is not None:
-        uplink = {"if_index": d.uplink_if_index, "name": d.uplink_name, "in_bps": d.uplink_in_bps,
-                  "out_bps": d.uplink_out_bps, "util_in_pct": d.uplink_util_in_pct, "util_out_pct": d.uplink_util_out_pct}
+        uplink = {
+            "if_index": d.uplink_if_index,
+            "name": d.uplink_name,
+            "in_bps": d.uplink_in_bps,
+            "out_bps": d.uplink_out_bps,
+            "util_in_pct": d.uplink_util_in_pct,
+            "util_out_pct": d.uplink_util_out_pct,
+        }
     return {
         "status": view.status if view is not None else "disabled",
         "reason": view.reason if view is not None else None,
@@ -184,8 +198,12 @@ class _ProgressBar:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.progress = Progress(
-            TextColumn("[bold]ICMP[/] {task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), console=_console(stderr=True), transient=True,
+            TextColumn("[bold]ICMP[/] {task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=_console(stderr=True),
+            transient=True,
         )
         self.progress.start()
         self.task = self.progress.add_task(f"{self.total_sites} sites", total=None, info="")
@@ -228,8 +246,14 @@ def check(ctx: click.Context, as_json: bool, dry_run: bool) -> None:
         # A JSON array, one site per line: each line by the C encoder (indent= falls back to the
         # pure-Python one: 0.1 s at 2,000 sites), one write.
         enc = json.JSONEncoder(ensure_ascii=False).encode
-        sys.stdout.write("[\n" + ",\n".join(enc(_site_json(o, result.ip_by_site.get(o.site_id), result.snmp.get(o.site_id)))
-                                             for o in result.observations) + "\n]\n")
+        sys.stdout.write(
+            "[\n"
+            + ",\n".join(
+                enc(_site_json(o, result.ip_by_site.get(o.site_id), result.snmp.get(o.site_id)))
+                for o in result.observations
+            )
+            + "\n]\n"
+        )
     else:
         _print_summary(cfg, result, dry_run)
     if "page" in result.failed:  # the check's own product: the cycle was recorded, mail and InfluxDB went on
@@ -240,8 +264,9 @@ def _print_mails(mails, out) -> None:
     if not mails:
         out.write("--dry-run: no alert mail this cycle\n")
     for m in mails:
-        out.write(f"--- mail (dry run) ---\nTo: {m.recipient}\nSubject: {m.subject}\nMessage-ID: {m.message_id}\n\n"
-                  f"{m.text}\n")
+        out.write(
+            f"--- mail (dry run) ---\nTo: {m.recipient}\nSubject: {m.subject}\nMessage-ID: {m.message_id}\n\n{m.text}\n"
+        )
 
 
 @cli.command()
@@ -264,15 +289,40 @@ def alerts(ctx: click.Context, as_json: bool) -> None:
     cfg = _load(ctx, secrets=False)
     (states, guard), box = _read_store(cfg, lambda st: (st.alert_states(), st.outbox(limit=100_000)))
     names = {s.id: s.name for s in cfg.sites}
-    problems = [{"id": sid, "name": names.get(sid, sid), "status": a.hard, "since": a.hard_since,
-                 "notified": a.notified, "flapping": a.flapping}
-                for sid, a in sorted(states.items()) if a.hard != "up" or a.flapping]
-    outbox = [{k: r[k] for k in ("id", "status", "created_ts", "sent_ts", "attempts", "last_error", "next_try_ts",
-                                 "message_id", "subject")} | {"to": r["recipient"], "kinds": r["kinds"].split(",")}
-              for r in box]
+    problems = [
+        {
+            "id": sid,
+            "name": names.get(sid, sid),
+            "status": a.hard,
+            "since": a.hard_since,
+            "notified": a.notified,
+            "flapping": a.flapping,
+        }
+        for sid, a in sorted(states.items())
+        if a.hard != "up" or a.flapping
+    ]
+    outbox = [
+        {
+            k: r[k]
+            for k in (
+                "id",
+                "status",
+                "created_ts",
+                "sent_ts",
+                "attempts",
+                "last_error",
+                "next_try_ts",
+                "message_id",
+                "subject",
+            )
+        }
+        | {"to": r["recipient"], "kinds": r["kinds"].split(",")}
+        for r in box
+    ]
     if as_json:
-        sys.stdout.write(json.dumps({"guard": guard, "problems": problems, "outbox": outbox}, ensure_ascii=False,
-                                    indent=1) + "\n")
+        sys.stdout.write(
+            json.dumps({"guard": guard, "problems": problems, "outbox": outbox}, ensure_ascii=False, indent=1) + "\n"
+        )
         return
     con = _console()
     if guard:
@@ -282,8 +332,10 @@ def alerts(ctx: click.Context, as_json: bool) -> None:
         flag = " (flapping)" if p["flapping"] else ""
         con.print(f"  {p['status']:<11} {p['id']:<22} {escape(p['name'])}{flag}")
     pending = [o for o in outbox if o["status"] == "queued"]
-    con.print(f"Outbox: {len(pending)} queued, {sum(o['status'] == 'sent' for o in outbox)} sent, "
-              f"{sum(o['status'] == 'failed' for o in outbox)} failed")
+    con.print(
+        f"Outbox: {len(pending)} queued, {sum(o['status'] == 'sent' for o in outbox)} sent, "
+        f"{sum(o['status'] == 'failed' for o in outbox)} failed"
+    )
     for o in outbox[-20:]:
         con.print(f"  #{o['id']:<5} {o['status']:<8} {o['to']:<32} {escape(o['subject'])}")
     _print_mail_trouble(con, outbox)
@@ -298,15 +350,20 @@ def _print_mail_trouble(con, outbox: list[dict]) -> None:
     if failed:
         con.print(f"[bold red]Could not be sent: {len(failed)}[/]")
         for o in failed[-20:]:
-            con.print(f"  #{o['id']:<5} {o['to']:<32} attempts={o['attempts']} "
-                      f"last error: {escape(o['last_error'] or '–')}", soft_wrap=True)
+            con.print(
+                f"  #{o['id']:<5} {o['to']:<32} attempts={o['attempts']} last error: {escape(o['last_error'] or '–')}",
+                soft_wrap=True,
+            )
     if retrying:
         con.print(f"Waiting for a retry: {len(retrying)}")
         for o in retrying[-20:]:
             nxt = o["next_try_ts"]
             when = "now" if nxt is None or nxt <= now else f"in {_age(now, nxt)}"
-            con.print(f"  #{o['id']:<5} {o['to']:<32} attempts={o['attempts']} next try {when} "
-                      f"last error: {escape(o['last_error'] or '–')}", soft_wrap=True)
+            con.print(
+                f"  #{o['id']:<5} {o['to']:<32} attempts={o['attempts']} next try {when} "
+                f"last error: {escape(o['last_error'] or '–')}",
+                soft_wrap=True,
+            )
 
 
 @cli.command()
@@ -316,8 +373,11 @@ def _print_mail_trouble(con, outbox: list[dict]) -> None:
 @click.option("--from", "frm", metavar="WHEN", help="Start: ISO 8601 with offset, or a date/time in [page] timezone.")
 @click.option("--to", metavar="WHEN", help="End (exclusive; a bare date includes that day). Default: now.")
 @click.option("--format", "fmt", type=click.Choice(["html", "pdf", "csv", "json"]), default="html", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="Output file ('-': stdout). "
-              "Default: [page] out_dir/reports/wanmon-report-PERIOD.FORMAT.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Output file ('-': stdout). Default: [page] out_dir/reports/wanmon-report-PERIOD.FORMAT.",
+)
 @click.option("--email", is_flag=True, help="Mail it (HTML body, PDF and CSV attached) to [report] recipients.")
 @click.pass_context
 def report(ctx: click.Context, month, quarter, year, frm, to, fmt: str, out: str | None, email: bool) -> None:
@@ -366,8 +426,10 @@ def report(ctx: click.Context, month, quarter, year, frm, to, fmt: str, out: str
         click.echo(f"wanmon: error: cannot write the report to {path}: {os_cause(exc)} (--out)", err=True)
         sys.exit(EXIT_FAILURE)
     t = rep.total
-    click.echo(f"{period.label}: {rp.pct_text(t.availability_pct)} available over {t.sites} sites "
-               f"({t.below_target} below {cfg.report.target_pct:g} %); {fmt} written to {path}")
+    click.echo(
+        f"{period.label}: {rp.pct_text(t.availability_pct)} available over {t.sites} sites "
+        f"({t.below_target} below {cfg.report.target_pct:g} %); {fmt} written to {path}"
+    )
 
 
 class _NoStore:
@@ -428,15 +490,22 @@ def _print_summary(cfg: Config, result, dry_run: bool = False) -> None:
         cells = [str(sum(o.status == st for o in rows)) for st in STATUSES]
         table.add_row(level or "[bold]all[/]", *cells, str(len(rows)))
     con.print(table)
-    worst = sorted((o for o in obs if o.status != "up"), key=lambda o: (SEVERITY[o.status], -o.loss_pct, -(o.rtt_avg_ms or 0)))
+    worst = sorted(
+        (o for o in obs if o.status != "up"), key=lambda o: (SEVERITY[o.status], -o.loss_pct, -(o.rtt_avg_ms or 0))
+    )
     if worst:
         wt = Table(title=f"Worst sites ({min(len(worst), 15)} of {len(worst)} not up)")
         for col in ("status", "id", "name", "address", "loss %", "rtt avg ms", "reason"):
             wt.add_column(col, justify="right" if col in ("loss %", "rtt avg ms") else "left")
         for o in worst[:15]:
             wt.add_row(
-                f"[{STATUS_STYLE[o.status]}]{STATUS_MARK[o.status]} {o.status}[/]", o.site_id, escape(o.name),
-                escape(o.address), f"{o.loss_pct:g}", _fmt_ms(o.rtt_avg_ms), escape(o.reason or ""),
+                f"[{STATUS_STYLE[o.status]}]{STATUS_MARK[o.status]} {o.status}[/]",
+                o.site_id,
+                escape(o.name),
+                escape(o.address),
+                f"{o.loss_pct:g}",
+                _fmt_ms(o.rtt_avg_ms),
+                escape(o.reason or ""),
             )
         con.print(wt)
     else:
@@ -487,27 +556,55 @@ def _inventory_rows(cfg: Config) -> list[dict[str, Any]]:
         d = devices.get(site.id)
         known = d is not None and d.last_ok_ts is not None
         status = d.status if d else ("never_polled" if site.id in cfg.snmp_specs else "disabled")
-        out.append({
-            "id": site.id, "name": site.name, "level": site.level, "district": site.district, "address": site.address,
-            "snmp_status": status, "reason": d.reason if d else None,
-            "sys_name": d.sys_name if known else None, "sys_descr": d.sys_descr if known else None,
-            "sys_object_id": d.sys_object_id if known else None,
-            "vendor": vendor(d.sys_object_id) if known else None, "model": model(d.sys_descr) if known else None,
-            "sys_location": d.sys_location if known else None, "sys_contact": d.sys_contact if known else None,
-            "uptime_s": d.uptime_s if known else None, "last_reboot": d.last_reboot_ts if known else None,
-            "first_seen": d.first_seen if d else None, "last_seen": d.last_seen if d else None,
-            "last_poll": d.last_poll_ts if d else None,
-            "uplink": d.uplink_name if known else None,
-            "interfaces": [
-                {"if_index": i.if_index, "name": i.name, "descr": i.descr, "alias": i.alias, "type": i.type,
-                 "admin_status": i.admin_status, "oper_status": i.oper_status, "speed_bps": i.speed_bps,
-                 "in_bps": i.in_bps, "out_bps": i.out_bps, "util_in_pct": i.util_in_pct,
-                 "util_out_pct": i.util_out_pct, "in_errors": i.in_errors, "out_errors": i.out_errors,
-                 "in_discards": i.in_discards, "out_discards": i.out_discards, "last_change": i.last_change_ts}
-                for i in ifaces.get(site.id, {}).values()
-            ],
-            "events": [{"ts": e.ts, "kind": e.kind, "detail": e.detail, "data": e.data} for e in events.get(site.id, [])],
-        })
+        out.append(
+            {
+                "id": site.id,
+                "name": site.name,
+                "level": site.level,
+                "district": site.district,
+                "address": site.address,
+                "snmp_status": status,
+                "reason": d.reason if d else None,
+                "sys_name": d.sys_name if known else None,
+                "sys_descr": d.sys_descr if known else None,
+                "sys_object_id": d.sys_object_id if known else None,
+                "vendor": vendor(d.sys_object_id) if known else None,
+                "model": model(d.sys_descr) if known else None,
+                "sys_location": d.sys_location if known else None,
+                "sys_contact": d.sys_contact if known else None,
+                "uptime_s": d.uptime_s if known else None,
+                "last_reboot": d.last_reboot_ts if known else None,
+                "first_seen": d.first_seen if d else None,
+                "last_seen": d.last_seen if d else None,
+                "last_poll": d.last_poll_ts if d else None,
+                "uplink": d.uplink_name if known else None,
+                "interfaces": [
+                    {
+                        "if_index": i.if_index,
+                        "name": i.name,
+                        "descr": i.descr,
+                        "alias": i.alias,
+                        "type": i.type,
+                        "admin_status": i.admin_status,
+                        "oper_status": i.oper_status,
+                        "speed_bps": i.speed_bps,
+                        "in_bps": i.in_bps,
+                        "out_bps": i.out_bps,
+                        "util_in_pct": i.util_in_pct,
+                        "util_out_pct": i.util_out_pct,
+                        "in_errors": i.in_errors,
+                        "out_errors": i.out_errors,
+                        "in_discards": i.in_discards,
+                        "out_discards": i.out_discards,
+                        "last_change": i.last_change_ts,
+                    }
+                    for i in ifaces.get(site.id, {}).values()
+                ],
+                "events": [
+                    {"ts": e.ts, "kind": e.kind, "detail": e.detail, "data": e.data} for e in events.get(site.id, [])
+                ],
+            }
+        )
     return out
 
 
@@ -527,10 +624,37 @@ def _fmt_uptime(s: float | None) -> str:
     return f"{d}d {rest // 3600:02d}h" if d else f"{rest // 3600:02d}:{rest % 3600 // 60:02d}"
 
 
-INVENTORY_CSV = ["site_id", "site_name", "level", "district", "address", "snmp_status", "sys_name", "vendor", "model",
-                 "uptime_s", "last_reboot", "first_seen", "last_seen", "if_index", "if_name", "if_descr", "if_alias",
-                 "if_type", "admin_status", "oper_status", "speed_bps", "in_bps", "out_bps", "util_in_pct",
-                 "util_out_pct", "in_errors", "out_errors", "in_discards", "out_discards"]
+INVENTORY_CSV = [
+    "site_id",
+    "site_name",
+    "level",
+    "district",
+    "address",
+    "snmp_status",
+    "sys_name",
+    "vendor",
+    "model",
+    "uptime_s",
+    "last_reboot",
+    "first_seen",
+    "last_seen",
+    "if_index",
+    "if_name",
+    "if_descr",
+    "if_alias",
+    "if_type",
+    "admin_status",
+    "oper_status",
+    "speed_bps",
+    "in_bps",
+    "out_bps",
+    "util_in_pct",
+    "util_out_pct",
+    "in_errors",
+    "out_errors",
+    "in_discards",
+    "out_discards",
+]
 
 
 @cli.command()
@@ -560,14 +684,47 @@ def inventory(ctx: click.Context, as_json: bool, as_csv: bool, refresh: bool) ->
         w = csv.writer(sys.stdout)
         w.writerow(INVENTORY_CSV)
         for r in rows:
-            head = [r["id"], r["name"], r["level"], r["district"] or "", r["address"], r["snmp_status"],
-                    r["sys_name"] or "", r["vendor"] or "", r["model"] or "", r["uptime_s"] or "",
-                    r["last_reboot"] or "", r["first_seen"] or "", r["last_seen"] or ""]
+            head = [
+                r["id"],
+                r["name"],
+                r["level"],
+                r["district"] or "",
+                r["address"],
+                r["snmp_status"],
+                r["sys_name"] or "",
+                r["vendor"] or "",
+                r["model"] or "",
+                r["uptime_s"] or "",
+                r["last_reboot"] or "",
+                r["first_seen"] or "",
+                r["last_seen"] or "",
+            ]
             for i in r["interfaces"] or [None]:
-                tail = [] if i is None else [i[k] for k in ("if_index", "name", "descr", "alias", "type", "admin_status",
-                                                             "oper_status", "speed_bps", "in_bps", "out_bps",
-                                                             "util_in_pct", "util_out_pct", "in_errors", "out_errors",
-                                                             "in_discards", "out_discards")]
+                tail = (
+                    []
+                    if i is None
+                    else [
+                        i[k]
+                        for k in (
+                            "if_index",
+                            "name",
+                            "descr",
+                            "alias",
+                            "type",
+                            "admin_status",
+                            "oper_status",
+                            "speed_bps",
+                            "in_bps",
+                            "out_bps",
+                            "util_in_pct",
+                            "util_out_pct",
+                            "in_errors",
+                            "out_errors",
+                            "in_discards",
+                            "out_discards",
+                        )
+                    ]
+                )
                 w.writerow([printable(v) for v in head] + ["" if v is None else printable(v) for v in tail])
         return
     _print_inventory(rows)
@@ -579,15 +736,30 @@ def _print_inventory(rows) -> None:
     con = _console()
     now = time.time()
     t = Table(pad_edge=False, box=None, header_style="bold")
-    for col, width in (("id", 22), ("snmp", 10), ("sysName", 18), ("vendor", 12), ("uptime", 9), ("reboot", 10),
-                       ("ifs up/all", 10), ("uplink", 24)):
+    for col, width in (
+        ("id", 22),
+        ("snmp", 10),
+        ("sysName", 18),
+        ("vendor", 12),
+        ("uptime", 9),
+        ("reboot", 10),
+        ("ifs up/all", 10),
+        ("uplink", 24),
+    ):
         t.add_column(col, no_wrap=True, overflow="ellipsis", max_width=width)
     for r in rows:
         ifs = r["interfaces"]
         up = sum(1 for i in ifs if i["oper_status"] == "up")
-        t.add_row(r["id"], r["snmp_status"], escape(r["sys_name"] or "–"), escape(r["vendor"] or "–"),
-                  _fmt_uptime(r["uptime_s"]), _ago(r["last_reboot"], now) if r["last_reboot"] else "–",
-                  f"{up}/{len(ifs)}" if ifs else "–", escape(r["uplink"] or "–"))
+        t.add_row(
+            r["id"],
+            r["snmp_status"],
+            escape(r["sys_name"] or "–"),
+            escape(r["vendor"] or "–"),
+            _fmt_uptime(r["uptime_s"]),
+            _ago(r["last_reboot"], now) if r["last_reboot"] else "–",
+            f"{up}/{len(ifs)}" if ifs else "–",
+            escape(r["uplink"] or "–"),
+        )
     con.print(t)
 
 
@@ -602,14 +774,25 @@ def status(ctx: click.Context, as_json: bool) -> None:
     broken = damaged(cfg.store_path)
     if broken is not None:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(broken["ts"])) if broken.get("ts") else "?"
-        click.echo(f"wanmon: STORE DAMAGED since {when}: {printable('; '.join(broken['findings'][:2]))}. Nothing is "
-                   "recorded until it is restored (README, 'Backup and restore'); what follows is what it still "
-                   "holds.", err=True)
+        click.echo(
+            f"wanmon: STORE DAMAGED since {when}: {printable('; '.join(broken['findings'][:2]))}. Nothing is "
+            "recorded until it is restored (README, 'Backup and restore'); what follows is what it still "
+            "holds.",
+            err=True,
+        )
     from wanmon import account, outputs
 
-    states, devices, last, spool, health, cadence = _read_store(cfg, lambda st: (
-        {s.site_id: s for s in st.states()}, st.devices(), st.last_cycle(),
-        st.spool_stats() if cfg.influx is not None else None, outputs.health(st), st.cadence_s()))
+    states, devices, last, spool, health, cadence = _read_store(
+        cfg,
+        lambda st: (
+            {s.site_id: s for s in st.states()},
+            st.devices(),
+            st.last_cycle(),
+            st.spool_stats() if cfg.influx is not None else None,
+            outputs.health(st),
+            st.cadence_s(),
+        ),
+    )
     slow = account.slow_cadence(cfg.schedule.icmp_interval_s, cadence)
     if slow and not as_json:
         click.echo("wanmon: " + account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path), err=True)
@@ -620,38 +803,66 @@ def status(ctx: click.Context, as_json: bool) -> None:
         for site in ordered:
             st = states.get(site.id)
             dev = devices.get(site.id)
-            out.append({
-                "id": site.id, "name": site.name, "level": site.level, "district": site.district,
-                "address": site.address, "status": st.status if st else "unknown",
-                "since": st.since if st else None, "last_ts": st.last_ts if st else None,
-                "consecutive_failures": st.consecutive_failures if st else 0,
-                "loss_pct": st.loss_pct if st else None, "rtt_avg_ms": st.rtt_avg_ms if st else None,
-                "reason": st.reason if st else None,
-                "snmp": {
-                    "status": dev.status if dev else ("never_polled" if site.id in cfg.snmp_specs else "disabled"),
-                    "reason": dev.reason if dev else None,
-                    "last_poll": dev.last_poll_ts if dev else None,
-                    "uptime_s": dev.uptime_s if dev and dev.last_ok_ts else None,
-                    "sys_name": dev.sys_name if dev and dev.last_ok_ts else None,
-                    "last_reboot": dev.last_reboot_ts if dev else None,
-                },
-            })
-        json.dump({"last_cycle": last, "spool": spool, "store_damaged": broken, "cadence_s": cadence,
-                   "slow_cadence": account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path)
-                   if slow else None,
-                   "outputs": {k: dataclasses.asdict(h) for k, h in sorted(health.items())}, "sites": out},
-                  sys.stdout, ensure_ascii=False, indent=1)
+            out.append(
+                {
+                    "id": site.id,
+                    "name": site.name,
+                    "level": site.level,
+                    "district": site.district,
+                    "address": site.address,
+                    "status": st.status if st else "unknown",
+                    "since": st.since if st else None,
+                    "last_ts": st.last_ts if st else None,
+                    "consecutive_failures": st.consecutive_failures if st else 0,
+                    "loss_pct": st.loss_pct if st else None,
+                    "rtt_avg_ms": st.rtt_avg_ms if st else None,
+                    "reason": st.reason if st else None,
+                    "snmp": {
+                        "status": dev.status if dev else ("never_polled" if site.id in cfg.snmp_specs else "disabled"),
+                        "reason": dev.reason if dev else None,
+                        "last_poll": dev.last_poll_ts if dev else None,
+                        "uptime_s": dev.uptime_s if dev and dev.last_ok_ts else None,
+                        "sys_name": dev.sys_name if dev and dev.last_ok_ts else None,
+                        "last_reboot": dev.last_reboot_ts if dev else None,
+                    },
+                }
+            )
+        json.dump(
+            {
+                "last_cycle": last,
+                "spool": spool,
+                "store_damaged": broken,
+                "cadence_s": cadence,
+                "slow_cadence": account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path)
+                if slow
+                else None,
+                "outputs": {k: dataclasses.asdict(h) for k, h in sorted(health.items())},
+                "sites": out,
+            },
+            sys.stdout,
+            ensure_ascii=False,
+            indent=1,
+        )
         sys.stdout.write("\n")
         return
     _print_status(inv, states, devices, last, spool, health)
 
 
 @cli.command()
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
-              help="Output folder (default: [page] out_dir, relative to the config file).")
-@click.option("--source", type=click.Choice(["store", "influxdb"]), default=None,
-              help="Where the page's data comes from: this agent's store, or every agent's points in InfluxDB "
-                   "(default: [page] source).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output folder (default: [page] out_dir, relative to the config file).",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["store", "influxdb"]),
+    default=None,
+    help="Where the page's data comes from: this agent's store, or every agent's points in InfluxDB "
+    "(default: [page] source).",
+)
 @click.pass_context
 def render(ctx: click.Context, out: str | None, source: str | None) -> None:
     """Write the status page (index.html + status.json) from the store, without probing."""
@@ -694,8 +905,9 @@ def influx() -> None:
 def _influx_cfg(ctx: click.Context) -> Config:
     cfg = _load(ctx.find_root())
     if cfg.influx is None:
-        click.echo(f"wanmon: error: {cfg.path}: no [influxdb] table: add one (see README, InfluxDB) to use a server",
-                   err=True)
+        click.echo(
+            f"wanmon: error: {cfg.path}: no [influxdb] table: add one (see README, InfluxDB) to use a server", err=True
+        )
         sys.exit(EXIT_CONFIG)
     return cfg
 
@@ -755,14 +967,19 @@ def store_check(ctx: click.Context) -> None:
         _tell_noc_if_damaged()
         for p in problems[:20]:
             click.echo(f"FAIL: {printable(p)}", err=True)
-        click.echo(f"wanmon: error: the store {cfg.store_path} is damaged ({len(problems)} finding(s)): writes are "
-                   "stopped; restore the last good backup (README, 'Backup and restore')", err=True)
+        click.echo(
+            f"wanmon: error: the store {cfg.store_path} is damaged ({len(problems)} finding(s)): writes are "
+            "stopped; restore the last good backup (README, 'Backup and restore')",
+            err=True,
+        )
         sys.exit(EXIT_FAILURE)
     click.echo(f"ok: {cfg.store_path} passed quick_check in {took:.2f} s")
 
 
 @influx.command("drain")
-@click.option("--budget", type=float, default=None, help="Seconds to spend at most (default: [influxdb] drain_budget_s).")
+@click.option(
+    "--budget", type=float, default=None, help="Seconds to spend at most (default: [influxdb] drain_budget_s)."
+)
 @click.pass_context
 def influx_drain(ctx: click.Context, budget: float | None) -> None:
     """Send the spooled points now (e.g. after an outage), oldest first."""
@@ -779,9 +996,11 @@ def influx_drain(ctx: click.Context, budget: float | None) -> None:
                 store.close()
     except WanmonError as exc:
         _fail(exc)
-    click.echo(f"sent {rep.sent} points in {rep.batches} requests; {rep.remaining} left in the spool"
-               + (f"; {rep.quarantined} quarantined" if rep.quarantined else "")
-               + (f"; stopped: {rep.error}" if rep.error else ""))
+    click.echo(
+        f"sent {rep.sent} points in {rep.batches} requests; {rep.remaining} left in the spool"
+        + (f"; {rep.quarantined} quarantined" if rep.quarantined else "")
+        + (f"; stopped: {rep.error}" if rep.error else "")
+    )
     if rep.error and rep.sent == 0:
         sys.exit(EXIT_FAILURE)
 
@@ -815,10 +1034,14 @@ def _warn_shared_net_raw() -> None:
 
     real = shared_interpreter_with_net_raw(sys.executable, sys.prefix, sys.base_prefix)
     if real:
-        logger.warning("the interpreter %s has cap_net_raw and is shared (%s runs it): every user of it may open "
-                       "raw sockets. Remove it (sudo setcap -r %s) and give wanmon its own copy (python3 -m venv "
-                       "--copies) or systemd's AmbientCapabilities=CAP_NET_RAW (README, Permissions)",
-                       real, sys.executable, real)
+        logger.warning(
+            "the interpreter %s has cap_net_raw and is shared (%s runs it): every user of it may open "
+            "raw sockets. Remove it (sudo setcap -r %s) and give wanmon its own copy (python3 -m venv "
+            "--copies) or systemd's AmbientCapabilities=CAP_NET_RAW (README, Permissions)",
+            real,
+            sys.executable,
+            real,
+        )
 
 
 def escape(text: str) -> str:
@@ -835,12 +1058,16 @@ def _print_status(inv: Inventory, states, devices, last, spool=None, health=None
     con = _console()
     now = time.time()
     if last:
-        con.print(f"Last cycle {last['id']}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['started_at']))} "
-                  f"({_ago(last['started_at'], now)}), {last['sites']} sites, {last['duration_ms'] / 1000:.2f} s")
+        con.print(
+            f"Last cycle {last['id']}: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['started_at']))} "
+            f"({_ago(last['started_at'], now)}), {last['sites']} sites, {last['duration_ms'] / 1000:.2f} s"
+        )
     for name, h in sorted((health or {}).items()):
         if h.failing:
-            con.print(f"[red]Output {name}: FAILING[/] since {_ago(h.failing_since, now)} ({h.failures} in a row): "
-                      f"{escape(h.error or '?')}")
+            con.print(
+                f"[red]Output {name}: FAILING[/] since {_ago(h.failing_since, now)} ({h.failures} in a row): "
+                f"{escape(h.error or '?')}"
+            )
         else:
             con.print(f"Output {name}: ok ({_ago(h.ok_ts, now)})")
     if spool is not None:
@@ -884,9 +1111,13 @@ def _print_status(inv: Inventory, states, devices, last, spool=None, health=None
             st = states.get(site.id)
             status = st.status if st else "unknown"
             table.add_row(
-                f"[{STATUS_STYLE[status]}]{STATUS_MARK[status]} {status}[/]", site.id, escape(site.name),
-                _age(st.since, now) if st else "", "–" if not st or st.loss_pct is None else f"{st.loss_pct:g}",
-                _fmt_ms(st.rtt_avg_ms) if st else "–", device(site),
+                f"[{STATUS_STYLE[status]}]{STATUS_MARK[status]} {status}[/]",
+                site.id,
+                escape(site.name),
+                _age(st.since, now) if st else "",
+                "–" if not st or st.loss_pct is None else f"{st.loss_pct:g}",
+                _fmt_ms(st.rtt_avg_ms) if st else "–",
+                device(site),
             )
 
     if inv.province:

@@ -159,8 +159,12 @@ class ScheduleSettings(_Strict):
 class AgentSettings(_Strict):
     """[agent]: this agent among several writing to one InfluxDB (README, 'Several agents')."""
 
-    id: str = Field(default_factory=lambda: __import__("socket").gethostname() or "wanmon", min_length=1,
-                    max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+    id: str = Field(
+        default_factory=lambda: __import__("socket").gethostname() or "wanmon",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+    )
     role: Literal["primary", "standby"] = "primary"
     # a GET after each recorded cycle (wanmon.heartbeat): an Uptime Kuma push URL, a healthchecks.io ping URL
     heartbeat_url: str | None = None
@@ -210,13 +214,19 @@ class SmtpSettings(_Strict):
     host: str
     port: int = _range(25, 1, 65535)
     from_: str = Field(alias="from")
-    starttls: bool | None = None  # true: always (fail if not offered); false: never; unset: when credentials are set and the relay offers it
+    starttls: bool | None = (
+        None  # true: always (fail if not offered); false: never; unset: when credentials are set and the relay offers it
+    )
     ssl: bool = False
-    allow_plaintext_auth: bool = False  # DANGEROUS: send the SMTP password without TLS to a relay that is not on loopback
+    allow_plaintext_auth: bool = (
+        False  # DANGEROUS: send the SMTP password without TLS to a relay that is not on loopback
+    )
     user_env: str | None = None
     password_env: str | None = None
     password_file: str | None = None
-    timeout_s: float = _range(10.0, 0, 600, above=True)  # deadline of connect+greeting+EHLO+TLS+AUTH, and of each message
+    timeout_s: float = _range(
+        10.0, 0, 600, above=True
+    )  # deadline of connect+greeting+EHLO+TLS+AUTH, and of each message
     max_attempts: int = _range(8, 1, 1000)  # a mail still not accepted after this many attempts is 'failed'
     retry_s: float = _range(60.0, 0, 3600, above=True)  # wait after a failed attempt: doubles each time, at most 1 h
 
@@ -359,7 +369,7 @@ class Config:
     schedule: ScheduleSettings
     alerts: AlertSettings
     sites: tuple[Site, ...]
-    report: ReportSettings = ReportSettings()
+    report: ReportSettings = field(default_factory=ReportSettings)
     agent: AgentSettings = field(default_factory=AgentSettings)
     snmp_specs: dict[str, SnmpSpec] = field(default_factory=dict)  # site id -> spec; absent = SNMP off
     influx: InfluxSpec | None = None
@@ -427,7 +437,7 @@ class _Locator:
                     self.sites.append(current)
                 elif name.startswith("sites.") and self.sites:
                     current = self.sites[-1]
-                    sub = name[len("sites."):]
+                    sub = name[len("sites.") :]
                     current.keys.setdefault(sub, n)
                     prefix = sub + "."
                 else:
@@ -468,8 +478,18 @@ def _table(model: type[BaseModel], loc: list[str]) -> type[BaseModel]:
     """The (possibly nested) model whose field is the last part of loc, as far as it can be followed."""
     for part in loc[:-1]:
         ann = model.model_fields.get(part)
-        sub = next((a for a in getattr(ann.annotation, "__args__", (ann.annotation,)) if isinstance(a, type)
-                    and issubclass(a, BaseModel)), None) if ann else None
+        sub = (
+            next(
+                (
+                    a
+                    for a in getattr(ann.annotation, "__args__", (ann.annotation,))
+                    if isinstance(a, type) and issubclass(a, BaseModel)
+                ),
+                None,
+            )
+            if ann
+            else None
+        )
         if sub is None:
             break
         model = sub
@@ -572,8 +592,10 @@ def address_problem(address: str) -> str | None:
     if ip.version == 6 and ip.ipv4_mapped is not None:
         return f"{address!r} is an IPv4-mapped IPv6 address: write the IPv4 address '{ip.ipv4_mapped}'"
     if ip.version == 6 and ip.is_link_local and not zone:
-        return (f"{address!r} is link-local: it needs the interface it is reached through, "
-                f"e.g. '{address.strip('[]')}%eth0'")
+        return (
+            f"{address!r} is link-local: it needs the interface it is reached through, "
+            f"e.g. '{address.strip('[]')}%eth0'"
+        )
     if zone and not zone.isdigit():
         try:
             socket.if_nametoindex(zone)
@@ -586,8 +608,10 @@ def tag_problem(key: str, value: str | None) -> str | None:
     """Why a value that InfluxDB gets as a tag cannot be used (None: it can). InfluxDB 1.x line
     protocol has no way to write a tag value that ends in a backslash (wanmon.lineproto)."""
     if value and value.endswith("\\"):
-        return (f"{key} {value!r} ends in a backslash, which InfluxDB 1.x cannot store in a tag (its points "
-                "would be refused): remove the backslash")
+        return (
+            f"{key} {value!r} ends in a backslash, which InfluxDB 1.x cannot store in a tag (its points "
+            "would be refused): remove the backslash"
+        )
     return None
 
 
@@ -602,8 +626,9 @@ _TOML_CACHE_MIN = 64 * 1024  # smaller files parse in a few ms: not worth a file
 
 
 def _toml_cache_file(path: Path) -> Path | None:
-    home = os.environ.get("XDG_CACHE_HOME") or (os.path.join(os.path.expanduser("~"), ".cache")
-                                                if os.path.expanduser("~") != "~" else None)
+    home = os.environ.get("XDG_CACHE_HOME") or (
+        os.path.join(os.path.expanduser("~"), ".cache") if os.path.expanduser("~") != "~" else None
+    )
     if not home:
         return None
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
@@ -716,14 +741,17 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
             continue
         site: Site = obj  # type: ignore[assignment]
 
-        def bad(key: str, msg: str) -> None:
+        def bad(key: str, msg: str, i: int = i, label: str = label) -> None:
             problems.append(f"{at(loc.site(i, key))}: {label}: {msg}")
 
         if not valid_id(site.id):
             bad("id", f"id {site.id!r} must be an ASCII slug: lowercase letters, digits and '-' (e.g. 'tien-du')")
         if site.id in seen_ids:
-            bad("id", f"duplicate id '{site.id}' (first defined at line {loc.site(seen_ids[site.id]) or 0}): "
-                      "ids must be unique")
+            bad(
+                "id",
+                f"duplicate id '{site.id}' (first defined at line {loc.site(seen_ids[site.id]) or 0}): "
+                "ids must be unique",
+            )
         else:
             seen_ids[site.id] = i
             index_of[site.id] = i
@@ -768,7 +796,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         if s.level == "commune" and s.district and s.district not in district_sites:
             problems.append(
                 f"{at(loc.site(i, 'district'))}: site '{s.id}': district '{s.district}' has no district-level site: "
-                f"add a [[sites]] with level = \"district\" and district = \"{s.district}\""
+                f'add a [[sites]] with level = "district" and district = "{s.district}"'
             )
     for k, m in enumerate(maintenance):
         for sid in m.sites:
@@ -789,15 +817,19 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
 
             ZoneInfo(sections["page"].timezone)
         except (ValueError, LookupError, OSError):
-            problems.append(f"{at(loc.section('page', 'timezone'))}: [page] unknown timezone "
-                            f"{sections['page'].timezone!r} (e.g. \"Asia/Ho_Chi_Minh\")")
+            problems.append(
+                f"{at(loc.section('page', 'timezone'))}: [page] unknown timezone "
+                f'{sections["page"].timezone!r} (e.g. "Asia/Ho_Chi_Minh")'
+            )
     if sections["page"] is not None and sections["page"].source == "influxdb" and "influxdb" not in raw:
-        problems.append(f"{at(loc.section('page', 'source'))}: [page] source = \"influxdb\" needs an [influxdb] table")
+        problems.append(f'{at(loc.section("page", "source"))}: [page] source = "influxdb" needs an [influxdb] table')
     if sections["agent"] is not None and (why := tag_problem("id", sections["agent"].id)) is not None:
         problems.append(f"{at(loc.section('agent', 'id'))}: [agent] {why}")
     if sections["agent"] is not None and sections["agent"].role == "standby" and "influxdb" not in raw:
-        problems.append(f"{at(loc.section('agent', 'role'))}: [agent] role = \"standby\" needs an [influxdb] table: "
-                        "the standby learns from the primary's heartbeats there whether to send mail")
+        problems.append(
+            f'{at(loc.section("agent", "role"))}: [agent] role = "standby" needs an [influxdb] table: '
+            "the standby learns from the primary's heartbeats there whether to send mail"
+        )
     if sections["agent"] is not None and sections["agent"].heartbeat_url is not None:
         problem = _heartbeat_problem(sections["agent"].heartbeat_url)
         if problem:
@@ -805,8 +837,9 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     if sections["report"] is not None:
         for email in sections["report"].recipients:
             if not _EMAIL.match(email):
-                problems.append(f"{at(loc.section('report', 'recipients'))}: [report] invalid email {email!r} in "
-                                "'recipients'")
+                problems.append(
+                    f"{at(loc.section('report', 'recipients'))}: [report] invalid email {email!r} in 'recipients'"
+                )
     if sections["alerts"] is not None:
         for email in sections["alerts"].noc:
             if not _EMAIL.match(email):
@@ -815,14 +848,21 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
             if sid not in known_ids:
                 close = difflib.get_close_matches(sid, list(by_id), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                problems.append(f"{at(loc.section('alerts', 'guard_sites'))}: [alerts] guard_sites: unknown site '{sid}'"
-                                f"{hint}")
+                problems.append(
+                    f"{at(loc.section('alerts', 'guard_sites'))}: [alerts] guard_sites: unknown site '{sid}'{hint}"
+                )
         if sections["alerts"].guard_sites == ():
-            problems.append(f"{at(loc.section('alerts', 'guard_sites'))}: [alerts] guard_sites is empty: list the "
-                            "sites the agent reaches the network through, or remove the key (default: the sites "
-                            "without a parent)")
-    if sections["snmp"] is not None and sections["schedule"] is not None \
-            and sections["schedule"].snmp_interval_s is not None and "interval_s" not in raw.get("snmp", {}):
+            problems.append(
+                f"{at(loc.section('alerts', 'guard_sites'))}: [alerts] guard_sites is empty: list the "
+                "sites the agent reaches the network through, or remove the key (default: the sites "
+                "without a parent)"
+            )
+    if (
+        sections["snmp"] is not None
+        and sections["schedule"] is not None
+        and sections["schedule"].snmp_interval_s is not None
+        and "interval_s" not in raw.get("snmp", {})
+    ):
         sections["snmp"] = sections["snmp"].model_copy(update={"interval_s": sections["schedule"].snmp_interval_s})
     snmp_specs: dict[str, SnmpSpec] = {}
     if sections["snmp"] is not None:
@@ -902,8 +942,9 @@ def _smtp_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str], war
     if st.user_env:
         user = os.environ.get(st.user_env)
         if not user:
-            problems.append(f"{at(loc.section('smtp', 'user_env'))}: [smtp] user_env: environment variable "
-                            f"{st.user_env} is not set")
+            problems.append(
+                f"{at(loc.section('smtp', 'user_env'))}: [smtp] user_env: environment variable {st.user_env} is not set"
+            )
     password, problem = _read_secret("password", st.password_env, st.password_file, path.parent)
     if problem:
         problems.append(f"{at(loc.section('smtp', 'password_env') or loc.section('smtp'))}: [smtp] {problem}")
@@ -911,16 +952,22 @@ def _smtp_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str], war
         problems.append(f"{at(loc.section('smtp'))}: [smtp] a password needs user_env (the login name)")
     if st.user_env and not st.ssl and st.starttls is not True and not is_loopback(st.host):
         if st.allow_plaintext_auth:
-            warnings.append(f"{at(loc.section('smtp', 'allow_plaintext_auth'))}: [smtp] allow_plaintext_auth = true: "
-                            f"the SMTP password may travel in clear to {st.host} (anyone on the path can read it)")
+            warnings.append(
+                f"{at(loc.section('smtp', 'allow_plaintext_auth'))}: [smtp] allow_plaintext_auth = true: "
+                f"the SMTP password may travel in clear to {st.host} (anyone on the path can read it)"
+            )
         elif st.starttls is False:
-            warnings.append(f"{at(loc.section('smtp', 'starttls'))}: [smtp] credentials with starttls = false: wanmon "
-                            f"will not log in to {st.host} without TLS, so no mail will go out; set starttls = true "
-                            "(or ssl = true, port 465)")
+            warnings.append(
+                f"{at(loc.section('smtp', 'starttls'))}: [smtp] credentials with starttls = false: wanmon "
+                f"will not log in to {st.host} without TLS, so no mail will go out; set starttls = true "
+                "(or ssl = true, port 465)"
+            )
         else:
-            warnings.append(f"{at(loc.section('smtp', 'user_env'))}: [smtp] credentials without starttls = true or "
-                            f"ssl = true: wanmon logs in to {st.host} only if it offers STARTTLS (else no mail goes "
-                            "out); set starttls = true to require it")
+            warnings.append(
+                f"{at(loc.section('smtp', 'user_env'))}: [smtp] credentials without starttls = true or "
+                f"ssl = true: wanmon logs in to {st.host} only if it offers STARTTLS (else no mail goes "
+                "out); set starttls = true to require it"
+            )
     return SmtpSpec(st, user, password)
 
 
@@ -934,7 +981,7 @@ def _maintenance(raw: Any, where_at: Callable[[], str], problems: list[str]) -> 
     for i, item in enumerate(raw):
         label = f"[[maintenance]] #{i + 1}"
         obj, errs = _validate_model(Maintenance, item)
-        for key, msg in errs:
+        for _key, msg in errs:
             problems.append(f"{where_at()}: {label}: {msg.replace('from_', 'from')}")
         if obj is None:
             continue
@@ -950,14 +997,14 @@ def _maintenance(raw: Any, where_at: Callable[[], str], problems: list[str]) -> 
                 if _dt.fromisoformat(m.end or "") <= _dt.fromisoformat(m.start or ""):
                     problems.append(f"{where_at()}: {label}: end must be after start")
             except ValueError:
-                problems.append(f"{where_at()}: {label}: start and end must be times like \"2026-12-01T22:00\"")
+                problems.append(f'{where_at()}: {label}: start and end must be times like "2026-12-01T22:00"')
         if weekly:
             for v in (m.from_, m.to):
                 if v is None or not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", v):
-                    problems.append(f"{where_at()}: {label}: from and to must be times like \"22:00\"")
+                    problems.append(f'{where_at()}: {label}: from and to must be times like "22:00"')
                     break
             if not m.days:
-                problems.append(f"{where_at()}: {label}: weekly windows need `days` (e.g. [\"sun\"])")
+                problems.append(f'{where_at()}: {label}: weekly windows need `days` (e.g. ["sun"])')
         out.append(m)
     return tuple(out)
 
@@ -971,9 +1018,9 @@ def _heartbeat_problem(url: str) -> str | None:
         u = urlsplit(url)
         u.port  # noqa: B018 - raises ValueError for a port out of range or not a number
     except ValueError:
-        return "is not a valid URL (e.g. \"https://kuma.example/api/push/<token>?status=up&msg=OK&ping=\")"
+        return 'is not a valid URL (e.g. "https://kuma.example/api/push/<token>?status=up&msg=OK&ping=")'
     if u.scheme not in ("http", "https") or not u.hostname:
-        return "must be an http:// or https:// URL with a host, e.g. \"https://kuma.example/api/push/<token>?status=up\""
+        return 'must be an http:// or https:// URL with a host, e.g. "https://kuma.example/api/push/<token>?status=up"'
     if u.username is not None or u.password is not None:
         return "must not carry credentials (user:password@): push URLs hold their token in the path"
     if any(c.isspace() or not c.isprintable() for c in url):
@@ -981,7 +1028,9 @@ def _heartbeat_problem(url: str) -> str | None:
     return None
 
 
-def _influx_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str], warnings: list[str]) -> InfluxSpec | None:
+def _influx_spec(
+    raw: Any, loc: _Locator, path: Path, at, problems: list[str], warnings: list[str]
+) -> InfluxSpec | None:
     obj, errs = _validate_model(InfluxSettings, raw)
     for key, msg in errs:
         problems.append(f"{at(loc.section('influxdb', key))}: [influxdb] {msg}")
@@ -992,27 +1041,39 @@ def _influx_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str], w
 
     u = urlsplit(st.url)
     if u.scheme not in ("http", "https") or not u.hostname:
-        problems.append(f"{at(loc.section('influxdb', 'url'))}: [influxdb] url {st.url!r} must look like http://host:8086")
+        problems.append(
+            f"{at(loc.section('influxdb', 'url'))}: [influxdb] url {st.url!r} must look like http://host:8086"
+        )
     if u.username or u.password:
-        problems.append(f"{at(loc.section('influxdb', 'url'))}: [influxdb] url must not carry credentials: "
-                        "use token_env / password_env")
+        problems.append(
+            f"{at(loc.section('influxdb', 'url'))}: [influxdb] url must not carry credentials: "
+            "use token_env / password_env"
+        )
     kind = "token" if st.api == "v2" else "password"
     secret, problem = _read_secret(kind, getattr(st, f"{kind}_env"), getattr(st, f"{kind}_file"), path.parent)
     if problem:
-        problems.append(f"{at(loc.section('influxdb', f'{kind}_env') or loc.section('influxdb'))}: [influxdb] {problem}")
+        problems.append(
+            f"{at(loc.section('influxdb', f'{kind}_env') or loc.section('influxdb'))}: [influxdb] {problem}"
+        )
     if st.api == "v2" and secret is not None and not (secret.reveal().isascii() and secret.reveal().isprintable()):
-        problems.append(f"{at(loc.section('influxdb', 'token_env') or loc.section('influxdb'))}: [influxdb] the token "
-                        "must be printable ASCII (it travels in an HTTP header): check token_env / token_file")
+        problems.append(
+            f"{at(loc.section('influxdb', 'token_env') or loc.section('influxdb'))}: [influxdb] the token "
+            "must be printable ASCII (it travels in an HTTP header): check token_env / token_file"
+        )
     if st.api == "v1" and secret is not None and not st.username:
         problems.append(f"{at(loc.section('influxdb'))}: [influxdb] a v1 password needs a username")
     named = st.token_env or st.token_file if st.api == "v2" else st.password_env or st.password_file
     if named and u.scheme == "http" and u.hostname and not is_loopback(u.hostname):
-        warnings.append(f"{at(loc.section('influxdb', 'url'))}: [influxdb] the {kind} travels in clear over http:// "
-                        f"to {u.hostname}: use https://")
+        warnings.append(
+            f"{at(loc.section('influxdb', 'url'))}: [influxdb] the {kind} travels in clear over http:// "
+            f"to {u.hostname}: use https://"
+        )
     return InfluxSpec(st, secret)
 
 
-def _snmp_specs(glob: SnmpSettings, sites, index_of, loc: _Locator, path: Path, at, problems: list[str]) -> dict[str, SnmpSpec]:
+def _snmp_specs(
+    glob: SnmpSettings, sites, index_of, loc: _Locator, path: Path, at, problems: list[str]
+) -> dict[str, SnmpSpec]:
     """Merge [snmp] with each site's own table, resolve secrets, check v3 consistency."""
     base = path.parent
     # Secrets named in [snmp] are read (and reported) once, not once per site.
@@ -1030,8 +1091,10 @@ def _snmp_specs(glob: SnmpSettings, sites, index_of, loc: _Locator, path: Path, 
             continue
         i = index_of[site.id]
         label = f"site '{site.id}'"
+
         def here(i: int = i) -> str:  # the line, looked up only for a problem to report
             return at(loc.site_any(i, "snmp.version", "snmp.user", "snmp"))
+
         secrets: dict[str, Secret | None] = {}
         unreadable: set[str] = set()  # reported already: no second "needs a key" message
         for kind in _SECRET_KEYS:
@@ -1054,21 +1117,30 @@ def _snmp_specs(glob: SnmpSettings, sites, index_of, loc: _Locator, path: Path, 
             if not merged["user"]:
                 problems.append(f"{here()}: {label}: SNMPv3 needs a 'user' (in [snmp] or the site's snmp table)")
             if merged["auth_protocol"] != "none" and secrets["auth_key"] is None and "auth_key" not in unreadable:
-                problems.append(f"{here()}: {label}: SNMPv3 auth_protocol {merged['auth_protocol']} needs "
-                                "auth_key_env or auth_key_file (or set auth_protocol = \"none\")")
+                problems.append(
+                    f"{here()}: {label}: SNMPv3 auth_protocol {merged['auth_protocol']} needs "
+                    'auth_key_env or auth_key_file (or set auth_protocol = "none")'
+                )
             if merged["priv_protocol"] != "none":
                 if merged["auth_protocol"] == "none":
-                    problems.append(f"{here()}: {label}: SNMPv3 privacy needs authentication: set "
-                                    "auth_protocol, or priv_protocol = \"none\"")
+                    problems.append(
+                        f"{here()}: {label}: SNMPv3 privacy needs authentication: set "
+                        'auth_protocol, or priv_protocol = "none"'
+                    )
                 elif secrets["priv_key"] is None and "priv_key" not in unreadable:
-                    problems.append(f"{here()}: {label}: SNMPv3 priv_protocol {merged['priv_protocol']} needs "
-                                    "priv_key_env or priv_key_file (or set priv_protocol = \"none\")")
+                    problems.append(
+                        f"{here()}: {label}: SNMPv3 priv_protocol {merged['priv_protocol']} needs "
+                        'priv_key_env or priv_key_file (or set priv_protocol = "none")'
+                    )
             for kind in ("auth_key", "priv_key"):
                 sec = secrets[kind]
                 if sec is not None and len(sec.reveal()) < 8:
                     problems.append(f"{here()}: {label}: SNMPv3 {kind} must be at least 8 characters (RFC 3414)")
         specs[site.id] = SnmpSpec(
-            version=version, port=merged["port"], timeout_ms=merged["timeout_ms"], retries=merged["retries"],
+            version=version,
+            port=merged["port"],
+            timeout_ms=merged["timeout_ms"],
+            retries=merged["retries"],
             interval_s=merged["interval_s"],
             community=community if version != "3" else None,
             user=merged["user"] if version == "3" else None,
@@ -1096,7 +1168,7 @@ def _cycles(by_id: dict[str, Site]) -> list[list[str]]:
         node: str | None = start
         while node is not None and node in by_id and node not in done:
             if node in index:
-                cyc = path[index[node]:]
+                cyc = path[index[node] :]
                 if len(cyc) > 1:  # a self-parent is reported on its own
                     found.append(cyc + [node])
                 break

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from wanmon import account, outputs
+from wanmon.account import slow_cadence_text
 from wanmon.alerts.engine import evaluate
 from wanmon.alerts.mail import compose
 from wanmon.alerts.maintenance import sites_in_maintenance
@@ -44,11 +45,10 @@ from wanmon.devices import derive
 from wanmon.errors import StoreBusyError, WanmonError
 from wanmon.inventory import Inventory
 from wanmon.lineproto import agent_point, cycle_points, site_tags, snmp_points
+from wanmon.model import AlertUpdate, DeviceState, Observation, SnmpOutcome
 from wanmon.probes import icmp, snmp
 from wanmon.probes.forked import ForkedSweep
-from wanmon.account import slow_cadence_text
 from wanmon.status import REACHABLE, icmp_status, with_parents
-from wanmon.model import AlertUpdate, DeviceState, Observation, SnmpOutcome
 from wanmon.store import CycleLock, PublishLock, SnmpLock, Store
 
 logger = logging.getLogger(__name__)
@@ -114,11 +114,14 @@ class CycleResult:
         # Short: asyncio.run's SIGINT bookkeeping reprs the main task, result included
         # (signal.getsignal -> Handlers(partial) -> "%r is not a valid"), and the full
         # dataclass repr of 10,000 observations cost 0.3 s at the end of every check.
-        return (f"CycleResult(cycle_id={self.cycle_id}, sites={len(self.observations)}, "
-                f"mails={len(self.mails)}, page_ts={self.page_ts})")
+        return (
+            f"CycleResult(cycle_id={self.cycle_id}, sites={len(self.observations)}, "
+            f"mails={len(self.mails)}, page_ts={self.page_ts})"
+        )
 
 
 # -- pure parts ---------------------------------------------------------------
+
 
 def observe(cfg: Config, inv: Inventory, results: list[icmp.IcmpResult], ts: float) -> list[Observation]:
     """Results -> per-site observations with their status (pure)."""
@@ -131,9 +134,21 @@ def observe(cfg: Config, inv: Inventory, results: list[icmp.IcmpResult], ts: flo
             reason = f"parent '{s.parent}' is down" + (f"; {reason}" if reason else "")
         out.append(
             Observation(
-                site_id=s.id, name=s.name, level=s.level, district=s.district, address=s.address, ts=ts,
-                status=final[s.id], reason=reason, sent=r.sent, received=r.received, loss_pct=r.loss_pct,
-                rtt_min_ms=r.rtt_min_ms, rtt_avg_ms=r.rtt_avg_ms, rtt_max_ms=r.rtt_max_ms, jitter_ms=r.jitter_ms,
+                site_id=s.id,
+                name=s.name,
+                level=s.level,
+                district=s.district,
+                address=s.address,
+                ts=ts,
+                status=final[s.id],
+                reason=reason,
+                sent=r.sent,
+                received=r.received,
+                loss_pct=r.loss_pct,
+                rtt_min_ms=r.rtt_min_ms,
+                rtt_avg_ms=r.rtt_avg_ms,
+                rtt_max_ms=r.rtt_max_ms,
+                jitter_ms=r.jitter_ms,
             )
         )
     return out
@@ -152,8 +167,9 @@ def backoff_s(dev: DeviceState | None, interval_s: float, max_backoff_s: float) 
     return max(interval_s, min(base * 2 ** (dev.fail_streak - 1), max_backoff_s))
 
 
-def snmp_due(cfg: Config, devices: dict[str, DeviceState], now: float, reachable: set[str] | None = None,
-             force: bool = False) -> list[Site]:
+def snmp_due(
+    cfg: Config, devices: dict[str, DeviceState], now: float, reachable: set[str] | None = None, force: bool = False
+) -> list[Site]:
     """Sites to poll now, the longest-waiting first (pure).
 
     Due = never polled, or backoff_s() has passed since the last poll. A little
@@ -181,8 +197,13 @@ def snmp_due(cfg: Config, devices: dict[str, DeviceState], now: float, reachable
     return [s for _, s in due]
 
 
-def snmp_outcomes(cfg: Config, devices: dict[str, DeviceState], prev_ifs: dict, polled: list[Site],
-                  results: list[snmp.SnmpResult | None]) -> tuple[list[SnmpOutcome], dict[str, SnmpView]]:
+def snmp_outcomes(
+    cfg: Config,
+    devices: dict[str, DeviceState],
+    prev_ifs: dict,
+    polled: list[Site],
+    results: list[snmp.SnmpResult | None],
+) -> tuple[list[SnmpOutcome], dict[str, SnmpView]]:
     """Poll results -> what the store records and what the CLI shows (rates, reboots, events).
     A None result (not reached within the budget) records nothing."""
     outcomes, views = [], {}
@@ -209,14 +230,19 @@ def last_views(cfg: Config, devices: dict[str, DeviceState]) -> dict[str, SnmpVi
         if s.id not in cfg.snmp_specs:
             out[s.id] = SnmpView("disabled")
         elif dev is not None and dev.status == "timeout" and dev.fail_since is not None:
-            out[s.id] = SnmpView("not_due", f"no SNMP answer since {time.strftime('%Y-%m-%d %H:%M', time.localtime(dev.fail_since))}"
-                                            f" ({dev.fail_streak} polls in a row); polled again later", dev)
+            out[s.id] = SnmpView(
+                "not_due",
+                f"no SNMP answer since {time.strftime('%Y-%m-%d %H:%M', time.localtime(dev.fail_since))}"
+                f" ({dev.fail_streak} polls in a row); polled again later",
+                dev,
+            )
         else:
             out[s.id] = SnmpView("not_due", None, dev)
     return out
 
 
 # -- threads that never hold the process --------------------------------------
+
 
 async def in_thread(fn: Callable, *args):
     """Run blocking fn(*args) in a daemon thread and await it.
@@ -233,7 +259,7 @@ async def in_thread(fn: Callable, *args):
     def work() -> None:
         try:
             result, exc = fn(*args), None
-        except BaseException as e:  # handed to the awaiting task
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
             result, exc = None, e
         try:
             loop.call_soon_threadsafe(settle, result, exc)
@@ -284,9 +310,18 @@ class _Held:
 
 # -- the critical path --------------------------------------------------------
 
-def run_check(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool = False, *, now: Now = time.time,
-              peers: Peers = REAL, snmp_tail: bool = True, publish_tail: bool = True,
-              early: ForkedSweep | None = None) -> CycleResult:
+
+def run_check(
+    cfg: Config,
+    progress: icmp.Progress | None = None,
+    dry_run: bool = False,
+    *,
+    now: Now = time.time,
+    peers: Peers = REAL,
+    snmp_tail: bool = True,
+    publish_tail: bool = True,
+    early: ForkedSweep | None = None,
+) -> CycleResult:
     """`wanmon check`: the critical path, then the SNMP tail, then publishing (outside the cycle lock).
     early: the sweep already running in a child process (wanmon.probes.forked), holding the
     cycle lock. Raises WanmonError subclasses for the operator."""
@@ -297,8 +332,11 @@ def run_check(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool 
         # lasts about the longest budget, not their sum. Points the SNMP tail spools go
         # with the next drain.
         sending = asyncio.ensure_future(in_thread(publish, cfg, peers, dry_run)) if publish_tail else None
-        beating = (asyncio.ensure_future(in_thread(send_heartbeat, cfg, res, now))
-                   if cfg.agent.heartbeat_url and not dry_run else None)
+        beating = (
+            asyncio.ensure_future(in_thread(send_heartbeat, cfg, res, now))
+            if cfg.agent.heartbeat_url and not dry_run
+            else None
+        )
         try:
             if snmp_tail and not dry_run:
                 views = await run_snmp(cfg, now=now, peers=peers, ips=res.ip_by_site)
@@ -317,8 +355,15 @@ def _with_snmp(res: CycleResult, views: dict[str, SnmpView]) -> CycleResult:
     return dataclasses.replace(res, snmp={**res.snmp, **views})
 
 
-async def run_cycle(cfg: Config, progress: icmp.Progress | None = None, dry_run: bool = False, *,
-                    now: Now = time.time, peers: Peers = REAL, early: ForkedSweep | None = None) -> CycleResult:
+async def run_cycle(
+    cfg: Config,
+    progress: icmp.Progress | None = None,
+    dry_run: bool = False,
+    *,
+    now: Now = time.time,
+    peers: Peers = REAL,
+    early: ForkedSweep | None = None,
+) -> CycleResult:
     """The critical path, inside a running event loop: sweep, record, alerts, page; then the
     cycle lock is released. No peer is waited on here (see the module docstring)."""
     if early is None and peers.icmp is icmp.probe:  # fail on a missing ICMP permission before anything is written
@@ -348,8 +393,13 @@ async def run_cycle(cfg: Config, progress: icmp.Progress | None = None, dry_run:
         result = await held.finish_in_thread(_record, cfg, inv, store, started, finished, results, dry_run, now)
     finally:
         held.close_unless_handed()
-    logger.info("cycle id=%d sites=%d duration_ms=%.0f page_after_ms=%.0f", result.cycle_id,
-                len(result.observations), (finished - started) * 1000, ((result.page_ts or finished) - started) * 1000)
+    logger.info(
+        "cycle id=%d sites=%d duration_ms=%.0f page_after_ms=%.0f",
+        result.cycle_id,
+        len(result.observations),
+        (finished - started) * 1000,
+        ((result.page_ts or finished) - started) * 1000,
+    )
     return result
 
 
@@ -358,49 +408,93 @@ async def _sweep(cfg: Config, store: Store, progress, peers: Peers) -> list[icmp
     return await peers.icmp([s.address for s in cfg.sites], cfg.icmp, progress, dns_cache=store.dns_cache())
 
 
-def _record(cfg: Config, inv: Inventory, store: Store, started: float, finished: float, icmp_results,
-            dry_run: bool, now: Now) -> CycleResult:
+def _record(
+    cfg: Config, inv: Inventory, store: Store, started: float, finished: float, icmp_results, dry_run: bool, now: Now
+) -> CycleResult:
     obs = observe(cfg, inv, icmp_results, started)
     ips = {s.id: r.ip for s, r in zip(cfg.sites, icmp_results)}
     if dry_run:  # what this cycle would record and send; the store stays as it was
         update = _alerts(cfg, store, obs, finished, dry_run)
-        return CycleResult(0, started, finished, tuple(obs), ips, last_views(cfg, store.devices()),
-                           tuple(update.mails) if update else ())
+        return CycleResult(
+            0,
+            started,
+            finished,
+            tuple(obs),
+            ips,
+            last_views(cfg, store.devices()),
+            tuple(update.mails) if update else (),
+        )
     # once, after an upgrade from a store without status runs: its history rebuilt from the raw samples
-    store.rebuild_runs(cfg.run_cap_s, started,
-                       (lambda ts: sites_in_maintenance(cfg, ts)) if cfg.maintenance else None)
+    store.rebuild_runs(cfg.run_cap_s, started, (lambda ts: sites_in_maintenance(cfg, ts)) if cfg.maintenance else None)
     points, limits = (), None
     cadence = account.cadence_s([*store.recent_starts(account.CADENCE_CYCLES), started])
     cap = account.cap_s(cfg.schedule.icmp_interval_s, cadence)
     if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence):
         logger.warning("%s", slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path))
     if cfg.influx is not None:
-        points = cycle_points(obs, (), _agent_fields(cfg, store, started, finished, obs), socket.gethostname(), started,
-                              v1=cfg.influx.settings.api == "v1", prev=store.previous_cycles(), cap_s=cap,
-                              agent_id=cfg.agent.id, parents={s.id: s.parent for s in cfg.sites})
+        points = cycle_points(
+            obs,
+            (),
+            _agent_fields(cfg, store, started, finished, obs),
+            socket.gethostname(),
+            started,
+            v1=cfg.influx.settings.api == "v1",
+            prev=store.previous_cycles(),
+            cap_s=cap,
+            agent_id=cfg.agent.id,
+            parents={s.id: s.parent for s in cfg.sites},
+        )
         limits = _spool_limits(cfg)
     store.defer_checkpoints()  # to after the page
     t_alerts = time.perf_counter()
     alert_update = _alerts(cfg, store, obs, finished, dry_run)
     alerts_ms = (time.perf_counter() - t_alerts) * 1000
-    cycle_id = store.record_cycle(started, finished, obs, (), points, limits, alert_update,
-                                  maintenance=sites_in_maintenance(cfg, started), run_cap_s=cap, cadence_s=cadence)
+    cycle_id = store.record_cycle(
+        started,
+        finished,
+        obs,
+        (),
+        points,
+        limits,
+        alert_update,
+        maintenance=sites_in_maintenance(cfg, started),
+        run_cap_s=cap,
+        cadence_s=cadence,
+    )
     _remember_addresses(cfg, store, icmp_results, finished)
     # The cycle is recorded: from here on, outputs (wanmon.outputs), each failing alone.
     page_ts: list[float] = []
     failed = {}
     if cfg.page.source == "store":  # from InfluxDB: the publishing tail writes it, after the drain
-        _, err = outputs.attempt(store, cfg, "page", write_page, cfg, store, now=now,
-                                 on_html=lambda: page_ts.append(now()), states=store.written_states)
+        _, err = outputs.attempt(
+            store,
+            cfg,
+            "page",
+            write_page,
+            cfg,
+            store,
+            now=now,
+            on_html=lambda: page_ts.append(now()),
+            states=store.written_states,
+        )
         if err is not None:
             failed["page"] = err
     # after the page: deleting old samples and checkpointing the WAL are nobody's wait
     _warn_same_hosts(cfg, icmp_results)
     store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
     store.checkpoint()
-    return CycleResult(cycle_id, started, finished, tuple(obs), ips, last_views(cfg, store.devices()),
-                       tuple(alert_update.mails) if alert_update else (), alerts_ms,
-                       page_ts[0] if page_ts else None, failed)
+    return CycleResult(
+        cycle_id,
+        started,
+        finished,
+        tuple(obs),
+        ips,
+        last_views(cfg, store.devices()),
+        tuple(alert_update.mails) if alert_update else (),
+        alerts_ms,
+        page_ts[0] if page_ts else None,
+        failed,
+    )
 
 
 def _warn_same_hosts(cfg: Config, icmp_results) -> None:
@@ -412,8 +506,13 @@ def _warn_same_hosts(cfg: Config, icmp_results) -> None:
             by_ip.setdefault(r.ip, []).append(s.id)
     for ip, ids in by_ip.items():
         if len(ids) > 1:
-            logger.warning("sites %s are the same host (%s): one router counted %d times; check their addresses in %s",
-                           ", ".join(f"'{i}'" for i in ids), ip, len(ids), cfg.path)
+            logger.warning(
+                "sites %s are the same host (%s): one router counted %d times; check their addresses in %s",
+                ", ".join(f"'{i}'" for i in ids),
+                ip,
+                len(ids),
+                cfg.path,
+            )
 
 
 def _remember_addresses(cfg: Config, store: Store, results, now: float) -> None:
@@ -457,7 +556,7 @@ def warm_page(cfg: Config) -> None:
 
     try:
         warm(cfg)
-    except Exception:  # noqa: BLE001 - the render reports it with its context
+    except Exception:
         logger.debug("page warm-up failed", exc_info=True)
 
 
@@ -469,10 +568,13 @@ def _agent_fields(cfg: Config, store: Store, started: float, finished: float, ob
     counts = Counter(o.status for o in obs)
     spool = store.spool_stats()
     return {
-        "cycle_ms": (finished - started) * 1000.0, "sites": len(obs),
+        "cycle_ms": (finished - started) * 1000.0,
+        "sites": len(obs),
         **{k: counts.get(k, 0) for k in ("up", "degraded", "down", "unreachable", "unknown")},
-        "spool_points": int(spool["points"]), "spool_dropped": int(spool["dropped"]),
-        "role": cfg.agent.role, "interval_s": float(cfg.schedule.icmp_interval_s),
+        "spool_points": int(spool["points"]),
+        "spool_dropped": int(spool["dropped"]),
+        "role": cfg.agent.role,
+        "interval_s": float(cfg.schedule.icmp_interval_s),
         **(_mail_fields(store) if cfg.smtp is not None else {}),
     }
 
@@ -482,8 +584,11 @@ def _mail_fields(store: Store) -> dict[str, object]:
     its last delivery run that worked, since when it fails (0: it works), runs failed in a row,
     mail waiting in the outbox. As of the last publishing run (the one before this cycle)."""
     h = outputs.health(store).get("mail") or outputs.Health()
-    out: dict[str, object] = {"mail_failing_since": float(h.failing_since or 0.0), "mail_failures": int(h.failures),
-                              "mail_queued": int(store.outbox_summary(0.0)["queued"])}
+    out: dict[str, object] = {
+        "mail_failing_since": float(h.failing_since or 0.0),
+        "mail_failures": int(h.failures),
+        "mail_queued": int(store.outbox_summary(0.0)["queued"]),
+    }
     if h.ok_ts is not None:
         out["mail_ok_ts"] = float(h.ok_ts)
     return out
@@ -497,15 +602,25 @@ def _alerts(cfg: Config, store: Store, obs, now: float, dry_run: bool) -> AlertU
     states, guard = store.alert_states()
     reboots, events_seen = store.reboots_after()
     new_states, notes, guard = evaluate(
-        states, {o.site_id: o.status for o in obs}, now, cfg.alerts, {s.id: s.parent for s in cfg.sites},
-        sites_in_maintenance(cfg, now), reboots, guard)
+        states,
+        {o.site_id: o.status for o in obs},
+        now,
+        cfg.alerts,
+        {s.id: s.parent for s in cfg.sites},
+        sites_in_maintenance(cfg, now),
+        reboots,
+        guard,
+    )
     mails = compose(cfg, notes, now, {o.site_id: (o.rtt_avg_ms, o.loss_pct) for o in obs} if notes else None)
     for n in notes:
         logger.info("alert kind=%s site=%s", n.kind, n.site_id)
     status = "dry-run" if dry_run else ("queued" if cfg.smtp is not None else "unsent")
     if mails and cfg.smtp is None and not dry_run:
-        logger.warning("%d alert mail(s) not sent: no [smtp] table in %s (they are listed by `wanmon alerts`)",
-                       len(mails), cfg.path)
+        logger.warning(
+            "%d alert mail(s) not sent: no [smtp] table in %s (they are listed by `wanmon alerts`)",
+            len(mails),
+            cfg.path,
+        )
     # Only the states this cycle changed are written: a site up for a while keeps the same state
     # (10,000 JSON rows rewritten every cycle cost 0.1 s of the page's path at 10,000 sites).
     changed = {sid: st for sid, st in new_states.items() if states.get(sid) != st}
@@ -514,14 +629,22 @@ def _alerts(cfg: Config, store: Store, obs, now: float, dry_run: bool) -> AlertU
 
 # -- SNMP, off the critical path ----------------------------------------------
 
+
 def _targets(sites: list[Site], cfg: Config, ips: dict[str, str | None] | None) -> list[snmp.SnmpTarget]:
     """Poll the address ICMP resolved this cycle when there is one (no second DNS lookup)."""
     ips = ips or {}
     return [snmp.SnmpTarget(ips.get(s.id) or s.address.strip("[]"), cfg.snmp_specs[s.id]) for s in sites]
 
 
-async def run_snmp(cfg: Config, *, now: Now = time.time, peers: Peers = REAL, force: bool = False,
-                   ips: dict[str, str | None] | None = None, page: bool = True) -> dict[str, SnmpView] | None:
+async def run_snmp(
+    cfg: Config,
+    *,
+    now: Now = time.time,
+    peers: Peers = REAL,
+    force: bool = False,
+    ips: dict[str, str | None] | None = None,
+    page: bool = True,
+) -> dict[str, SnmpView] | None:
     """Poll the due SNMP agents of the sites that answered ICMP in the last cycle (all enabled
     sites with force), within [snmp] budget_s; record outcomes and their points, write the page.
     None when another SNMP poll holds the lock (this one is skipped)."""
@@ -549,34 +672,49 @@ async def run_snmp(cfg: Config, *, now: Now = time.time, peers: Peers = REAL, fo
         poll_s = time.monotonic() - t0
         # Rates, reboots and events (CPU: ~2 s for 10,000 agents) are worked out in the thread,
         # never on the event loop, where the next cycle's sweep may be sending.
-        outcomes, polled_views = await held.finish_in_thread(_outcomes_and_record, cfg, store, devices, polled,
-                                                             results, now, poll_s, page)
+        outcomes, polled_views = await held.finish_in_thread(
+            _outcomes_and_record, cfg, store, devices, polled, results, now, poll_s, page
+        )
         views.update(polled_views)
-        logger.info("snmp polled=%d answered=%d failed=%d not_reached=%d poll=%.2fs took=%.2fs", len(polled),
-                    sum(o.device.status == "ok" for o in outcomes), sum(o.device.status != "ok" for o in outcomes),
-                    sum(r is None for r in results), poll_s, time.monotonic() - t0)
+        logger.info(
+            "snmp polled=%d answered=%d failed=%d not_reached=%d poll=%.2fs took=%.2fs",
+            len(polled),
+            sum(o.device.status == "ok" for o in outcomes),
+            sum(o.device.status != "ok" for o in outcomes),
+            sum(r is None for r in results),
+            poll_s,
+            time.monotonic() - t0,
+        )
         return views
     finally:
         held.close_unless_handed()
 
 
-def _outcomes_and_record(cfg: Config, store: Store, devices, polled, results, now: Now, poll_s: float,
-                         page: bool) -> tuple[list[SnmpOutcome], dict[str, SnmpView]]:
+def _outcomes_and_record(
+    cfg: Config, store: Store, devices, polled, results, now: Now, poll_s: float, page: bool
+) -> tuple[list[SnmpOutcome], dict[str, SnmpView]]:
     outcomes, views = snmp_outcomes(cfg, devices, store.interfaces(), polled, results)
     _record_snmp(cfg, store, outcomes, now(), poll_s, page)
     return outcomes, views
 
 
-def _record_snmp(cfg: Config, store: Store, outcomes: list[SnmpOutcome], ts: float, took_s: float,
-                 page: bool) -> None:
+def _record_snmp(cfg: Config, store: Store, outcomes: list[SnmpOutcome], ts: float, took_s: float, page: bool) -> None:
     points, limits = (), None
     if cfg.influx is not None and outcomes:
         v1 = cfg.influx.settings.api == "v1"
         tags = {s.id: site_tags(s.id, s, cfg.agent.id, s.parent) for s in cfg.sites}
         points = snmp_points(outcomes, tags, v1)
-        agent = agent_point(socket.gethostname(), {
-            "snmp_polled": len(outcomes), "snmp_failed": sum(o.device.status != "ok" for o in outcomes),
-            "snmp_ms": took_s * 1000.0}, ts, v1, cfg.agent.id)
+        agent = agent_point(
+            socket.gethostname(),
+            {
+                "snmp_polled": len(outcomes),
+                "snmp_failed": sum(o.device.status != "ok" for o in outcomes),
+                "snmp_ms": took_s * 1000.0,
+            },
+            ts,
+            v1,
+            cfg.agent.id,
+        )
         points = [*points, agent] if agent else points
         limits = _spool_limits(cfg)
     store.record_snmp(outcomes, points, ts, limits)
@@ -594,6 +732,7 @@ def refresh_snmp(cfg: Config, now: Now = time.time, peers: Peers = REAL) -> dict
 
 
 # -- publishing, off the critical path ----------------------------------------
+
 
 @dataclass
 class PublishReport:
@@ -622,8 +761,17 @@ def tell_noc_of_damage(cfg: Config, now: Now = time.time) -> str | None:
     if tries and t - float(marker.get("noc_last_try_ts", 0)) < retry_delay_s(tries):
         return None
     mails = damage_mails(cfg, cfg.store_path, marker, t)
-    rows = [{"recipient": m.recipient, "subject": m.subject, "created_ts": m.created_ts, "message_id": m.message_id,
-             "body_text": m.text, "body_html": m.html} for m in mails]
+    rows = [
+        {
+            "recipient": m.recipient,
+            "subject": m.subject,
+            "created_ts": m.created_ts,
+            "message_id": m.message_id,
+            "body_text": m.text,
+            "body_html": m.html,
+        }
+        for m in mails
+    ]
     try:
         send_now(cfg.smtp, rows, DAMAGE_MAIL_BUDGET_S, "the NOC's damaged-store notice")
     except MailError as exc:
@@ -655,8 +803,9 @@ def publish(cfg: Config, peers: Peers = REAL, dry_run: bool = False, now: Now = 
         store = Store.open(cfg.store_path, any_thread=True)
         try:
             if cfg.influx is not None:
-                rep.drained, _ = outputs.attempt(store, cfg, "influxdb", peers.drain, store, cfg.influx,
-                                                 cfg.influx.settings.drain_budget_s, now=now)
+                rep.drained, _ = outputs.attempt(
+                    store, cfg, "influxdb", peers.drain, store, cfg.influx, cfg.influx.settings.drain_budget_s, now=now
+                )
             if wants_mail:
                 rep.delivered, _ = outputs.attempt(store, cfg, "mail", _mail, cfg, store, peers, now=now)
             if cfg.influx is not None and cfg.page.source == "influxdb":
@@ -683,9 +832,15 @@ def send_heartbeat(cfg: Config, res: CycleResult, now: Now = time.time) -> None:
 
         counts = Counter(o.status for o in res.observations)
         bad = counts["down"] + counts["unreachable"]
-        r = beat(cfg.agent.heartbeat_url, cfg.agent.heartbeat_budget_s, fields={
-            "status": "up", "ping": round((res.finished_at - res.started_at) * 1000),
-            "msg": f"cycle {res.cycle_id}: {len(res.observations)} sites, {bad} down or unreachable"})
+        r = beat(
+            cfg.agent.heartbeat_url,
+            cfg.agent.heartbeat_budget_s,
+            fields={
+                "status": "up",
+                "ping": round((res.finished_at - res.started_at) * 1000),
+                "msg": f"cycle {res.cycle_id}: {len(res.observations)} sites, {bad} down or unreachable",
+            },
+        )
         if not r.ok:
             raise WanmonError(f"the heartbeat was not taken: {r.reason}")
         return r
@@ -706,8 +861,10 @@ def _mail(cfg: Config, store: Store, peers: Peers):
     report = peers.deliver(store, cfg.smtp, MAIL_BUDGET_S)
     if report is not None and report.error is None and not report.sent and (report.failed or report.deferred):
         # a relay that refuses every message (5xx, 4xx) is a mail output that fails, as a refused login is
-        report.error = (f"the SMTP server refused every message of this run ({report.failed + report.deferred}): "
-                        f"{report.refused or '?'}")
+        report.error = (
+            f"the SMTP server refused every message of this run ({report.failed + report.deferred}): "
+            f"{report.refused or '?'}"
+        )
     if agents.record_notices(cfg, store, t_mail):  # what went out, for the other agents to see
         peers.drain(store, cfg.influx, min(5.0, cfg.influx.settings.drain_budget_s))
     return report

@@ -141,12 +141,21 @@ class Daemon:
             counts: dict[str, int] = {}
             for o in res.observations:
                 counts[o.status] = counts.get(o.status, 0) + 1
-            logger.info("cycle id=%d took=%.2fs page_after=%.2fs alerts_ms=%.1f %s", res.cycle_id, took,
-                        (res.page_ts or res.finished_at) - res.started_at, res.alerts_ms,
-                        " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+            logger.info(
+                "cycle id=%d took=%.2fs page_after=%.2fs alerts_ms=%.1f %s",
+                res.cycle_id,
+                took,
+                (res.page_ts or res.finished_at) - res.started_at,
+                res.alerts_ms,
+                " ".join(f"{k}={v}" for k, v in sorted(counts.items())),
+            )
             if took > cfg.schedule.icmp_interval_s:
-                logger.warning("cycle overran its interval: took %.1f s, interval %.0f s (the next one is not "
-                               "stacked: it runs at its next slot)", took, cfg.schedule.icmp_interval_s)
+                logger.warning(
+                    "cycle overran its interval: took %.1f s, interval %.0f s (the next one is not "
+                    "stacked: it runs at its next slot)",
+                    took,
+                    cfg.schedule.icmp_interval_s,
+                )
             self._start_publishing()
             self._start_heartbeat(res)
             self._start_monthly_report()
@@ -156,9 +165,12 @@ class Daemon:
             logger.info("cycle abandoned at grace_s: nothing of it was recorded")  # the store rolls it back
         except TimeoutError:
             self.cancelled += 1
-            logger.error("cycle stuck: still running after %.0f s (interval %.0f s): cancelled, the next one runs "
-                         "at its slot", limit, cfg.schedule.icmp_interval_s)
-        except Exception as exc:
+            logger.error(
+                "cycle stuck: still running after %.0f s (interval %.0f s): cancelled, the next one runs at its slot",
+                limit,
+                cfg.schedule.icmp_interval_s,
+            )
+        except Exception as exc:  # noqa: BLE001 - a job's failure is logged, never fatal to the daemon
             _log_failure("cycle", exc)
             self._damage_found(exc)
         finally:
@@ -187,7 +199,7 @@ class Daemon:
             logger.info("snmp job stopped: unpolled agents come first next time")
         except TimeoutError:
             logger.error("snmp job stuck past its budget (%.0f s): cancelled", self.cfg.snmp.budget_s)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged, never fatal to the daemon
             _log_failure("snmp job", exc)
         finally:
             self.snmp_task = None
@@ -202,7 +214,7 @@ class Daemon:
         t0 = time.monotonic()
         try:
             problems = await in_thread(check_integrity, self.cfg.store_path)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged, never fatal to the daemon
             _log_failure("integrity job", exc)
             return
         logger.info("store check %s in %.1f s", "FAILED" if problems else "ok", time.monotonic() - t0)
@@ -226,8 +238,9 @@ class Daemon:
         if mark is None or mark.get("noc_told_ts") or (self.telling is not None and not self.telling.done()):
             return  # nothing to tell, told already, or being told
 
-        self.telling = _in_background(tell_noc_of_damage, self.cfg, self.now,
-                                      failed="telling the NOC that the store is damaged failed")
+        self.telling = _in_background(
+            tell_noc_of_damage, self.cfg, self.now, failed="telling the NOC that the store is damaged failed"
+        )
 
     def _start_publishing(self) -> None:
         """Publish in a thread after a cycle, unless a publish is still running (never two)."""
@@ -237,8 +250,9 @@ class Daemon:
         if cfg.influx is None and cfg.smtp is None:
             return
         if self.publishing is not None and not self.publishing.done():
-            logger.info("publish still running from an earlier cycle: this cycle's points and mail go with it "
-                        "or the next one")
+            logger.info(
+                "publish still running from an earlier cycle: this cycle's points and mail go with it or the next one"
+            )
             return
 
         self.publishing = _in_background(publish, cfg, self.peers, failed="publish failed with an internal error")
@@ -248,7 +262,9 @@ class Daemon:
         from wanmon.cycle import send_heartbeat
 
         if self.cfg.agent.heartbeat_url:
-            _in_background(send_heartbeat, self.cfg, res, self.now, failed="the heartbeat failed with an internal error")
+            _in_background(
+                send_heartbeat, self.cfg, res, self.now, failed="the heartbeat failed with an internal error"
+            )
 
     def _start_monthly_report(self) -> None:
         """Last month's report by mail, once (wanmon.reportmail.Monthly), in a thread."""
@@ -261,8 +277,9 @@ class Daemon:
         def retry_later() -> None:
             self.monthly.next_try = now + RETRY_S
 
-        self.reporting = _in_background(self.monthly.run, cfg, now, failed="monthly report failed with an internal error",
-                                        on_error=retry_later)
+        self.reporting = _in_background(
+            self.monthly.run, cfg, now, failed="monthly report failed with an internal error", on_error=retry_later
+        )
 
     # -- signals -------------------------------------------------------------
     def reload(self) -> None:
@@ -305,22 +322,47 @@ class Daemon:
         # misfire_grace_time: a cycle that could not start on time still runs if it is
         # at most one interval late; coalesce: missed runs collapse into one.
         start = datetime.now().astimezone()
-        sched.add_job(self.cycle, "interval", seconds=interval, next_run_time=start,
-                      max_instances=1, coalesce=True, misfire_grace_time=max(1, int(interval)), id="cycle")
+        sched.add_job(
+            self.cycle,
+            "interval",
+            seconds=interval,
+            next_run_time=start,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, int(interval)),
+            id="cycle",
+        )
         # SNMP a moment after each cycle starts, so it sees that cycle's ICMP answers
         from datetime import timedelta
 
-        snmp_offset = min(interval / 2, (self.cfg.icmp.count * self.cfg.icmp.interval_ms
-                                         + self.cfg.icmp.timeout_ms) / 1000.0 + 1.0)
-        sched.add_job(self.snmp, "interval", seconds=interval, next_run_time=start + timedelta(seconds=snmp_offset),
-                      max_instances=1, coalesce=True, misfire_grace_time=max(1, int(interval)), id="snmp")
+        snmp_offset = min(
+            interval / 2, (self.cfg.icmp.count * self.cfg.icmp.interval_ms + self.cfg.icmp.timeout_ms) / 1000.0 + 1.0
+        )
+        sched.add_job(
+            self.snmp,
+            "interval",
+            seconds=interval,
+            next_run_time=start + timedelta(seconds=snmp_offset),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, int(interval)),
+            id="snmp",
+        )
         # The store's integrity, daily (PRAGMA quick_check, in a thread: ~2.6 s for 86 MB here)
-        sched.add_job(self.integrity, "interval", hours=24, next_run_time=start + timedelta(minutes=10),
-                      max_instances=1, coalesce=True, id="integrity")
+        sched.add_job(
+            self.integrity,
+            "interval",
+            hours=24,
+            next_run_time=start + timedelta(minutes=10),
+            max_instances=1,
+            coalesce=True,
+            id="integrity",
+        )
         sched.start()
         clock = asyncio.ensure_future(self._watch_clock())
-        logger.info("daemon started: %d sites, a cycle every %.0f s (pid %d)", len(self.cfg.sites), interval,
-                    os.getpid())
+        logger.info(
+            "daemon started: %d sites, a cycle every %.0f s (pid %d)", len(self.cfg.sites), interval, os.getpid()
+        )
         await self.stopping.wait()
         await self._stop(sched)
         clock.cancel()
@@ -342,8 +384,11 @@ class Daemon:
                 task.cancel()
         aborted = abort_all()
         if self.publishing is not None and not self.publishing.done():
-            logger.info("stopping: publishing interrupted (%d network operations aborted; points stay spooled, "
-                        "mail stays queued)", aborted)
+            logger.info(
+                "stopping: publishing interrupted (%d network operations aborted; points stay spooled, "
+                "mail stays queued)",
+                aborted,
+            )
         task = self.running
         if task is not None and not task.done():
             logger.info("stopping: waiting up to %.0f s for the running cycle", grace)

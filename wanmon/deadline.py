@@ -167,8 +167,9 @@ class Deadline:
         """socket.getaddrinfo within the deadline (in a daemon thread; abandoned when it passes)."""
         return getaddrinfo(host, port, self.timeout(), **kw)
 
-    def connect(self, host: str, port: int, per_op: float | None = None,
-                source_address: tuple[str, int] | None = None) -> socket.socket:
+    def connect(
+        self, host: str, port: int, per_op: float | None = None, source_address: tuple[str, int] | None = None
+    ) -> socket.socket:
         """Resolve and connect within the deadline; the socket is watched, and its timeout is
         the per-operation timeout (or the time left)."""
         last: OSError | None = None
@@ -191,8 +192,9 @@ class Deadline:
                 last = exc
         raise last or OSError(f"cannot connect to {host}:{port}")
 
-    def wrap_tls(self, context: ssl.SSLContext, sock: socket.socket, server_hostname: str | None,
-                 per_op: float | None = None) -> ssl.SSLSocket:
+    def wrap_tls(
+        self, context: ssl.SSLContext, sock: socket.socket, server_hostname: str | None, per_op: float | None = None
+    ) -> ssl.SSLSocket:
         """TLS over `sock`, the handshake within the deadline too.
 
         Wrapping hands the file descriptor to a new socket object and detaches the
@@ -235,7 +237,7 @@ def getaddrinfo(host: str, port: int | str | None, timeout_s: float, **kw: Any) 
     try:
         return call_within(timeout_s, f"dns-{host}", socket.getaddrinfo, host, port, **kw)
     except TimeoutError:
-        raise socket.timeout(f"DNS lookup of {host!r} timed out after {timeout_s:g} s") from None
+        raise TimeoutError(f"DNS lookup of {host!r} timed out after {timeout_s:g} s") from None
 
 
 def call_within(timeout_s: float, name: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
@@ -247,7 +249,7 @@ def call_within(timeout_s: float, name: str, fn: Callable[..., Any], *args: Any,
     def work() -> None:
         try:
             box["ok"] = fn(*args, **kw)
-        except BaseException as exc:  # handed to the caller
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
             box["err"] = exc
         done.set()
 

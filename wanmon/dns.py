@@ -150,7 +150,7 @@ async def lookup(name: str, timeout_s: float) -> Lookup:
         try:
             infos = deadline.getaddrinfo(name, None, timeout_s, type=socket.SOCK_DGRAM)
             res = Lookup("ok", _first_ip(infos)) if infos else Lookup("nxdomain", detail="no address")
-        except BaseException as exc:  # every failure is an outcome
+        except BaseException as exc:  # noqa: BLE001 - every failure is an outcome
             res = _classify(exc)
         try:
             loop.call_soon_threadsafe(post, res)
@@ -161,7 +161,7 @@ async def lookup(name: str, timeout_s: float) -> Lookup:
     try:
         # The thread answers by the deadline; the margin only guards against a stalled thread.
         return await asyncio.wait_for(asyncio.shield(fut), timeout_s + 0.5)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return Lookup("timeout", detail=f"DNS lookup of {name!r} timed out after {timeout_s:g} s")
 
 
@@ -174,8 +174,15 @@ async def resolve(name: str, timeout_s: float, cache: Cache | None = None) -> An
     res = await lookup(name, timeout_s)
     ans = decide(name, res, cache, timeout_s)
     if ans.source != "fresh":
-        logger.info("dns name=%s kind=%s source=%s ip=%s after_ms=%.0f detail=%s", name, res.kind,
-                    ans.source, ans.ip, (time.monotonic() - t0) * 1000, res.detail)
+        logger.info(
+            "dns name=%s kind=%s source=%s ip=%s after_ms=%.0f detail=%s",
+            name,
+            res.kind,
+            ans.source,
+            ans.ip,
+            (time.monotonic() - t0) * 1000,
+            res.detail,
+        )
     return ans
 
 

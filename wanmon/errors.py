@@ -89,19 +89,28 @@ def sqlite_cause(exc: Exception, path: object = None) -> str:
     name = getattr(exc, "sqlite_errorname", "") or ""
     text = str(exc)
     store = f"the store {path}" if path else "the store"
-    if (name.startswith("SQLITE_FULL") or "disk is full" in text
-            or ((name.startswith("SQLITE_IOERR") or "I/O error" in text) and _no_space(path))):
-        return (f"the disk holding {store} is full: free space on it; the cycles recorded before are intact, "
-                "this one was not recorded")
+    if (
+        name.startswith("SQLITE_FULL")
+        or "disk is full" in text
+        or ((name.startswith("SQLITE_IOERR") or "I/O error" in text) and _no_space(path))
+    ):
+        return (
+            f"the disk holding {store} is full: free space on it; the cycles recorded before are intact, "
+            "this one was not recorded"
+        )
     if name.startswith("SQLITE_READONLY") or "readonly database" in text:
         return f"{store} cannot be written: its file system is read-only, or user {user_name()} may not write it"
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in text:
         who = f"`fuser -v {path}` names it" if path else "`fuser -v` on the store file names it"
-        return (f"{store} is locked by another process for more than 10 s (a long transaction, a stuck tool; "
-                f"{who}); nothing was recorded by this run, try again once it lets go")
+        return (
+            f"{store} is locked by another process for more than 10 s (a long transaction, a stuck tool; "
+            f"{who}); nothing was recorded by this run, try again once it lets go"
+        )
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or means_damage(text):
-        return (f"{store} is damaged ({text}): run `wanmon store check`, then restore the last good backup "
-                "(README, 'Backup and restore')")
+        return (
+            f"{store} is damaged ({text}): run `wanmon store check`, then restore the last good backup "
+            "(README, 'Backup and restore')"
+        )
     if name.startswith(("SQLITE_PERM", "SQLITE_CANTOPEN", "SQLITE_AUTH")):
         return f"{store} cannot be opened by user {user_name()} ({text}): check the file's and its folder's permissions"
     if name.startswith("SQLITE_IOERR") or "I/O error" in text:

@@ -61,8 +61,9 @@ def gather(cfg: Config, now: float, history_days: int = HISTORY_DAYS) -> dict[st
     def left() -> float:
         rest = end - time.monotonic()
         if rest <= 0:
-            raise influxql.QueryError(f"InfluxDB did not answer every query within [page] influx_budget_s = "
-                                      f"{cfg.page.influx_budget_s:g} s")
+            raise influxql.QueryError(
+                f"InfluxDB did not answer every query within [page] influx_budget_s = {cfg.page.influx_budget_s:g} s"
+            )
         return rest
 
     seen = influxql.agents(spec, days=history_days, budget_s=left())
@@ -70,24 +71,51 @@ def gather(cfg: Config, now: float, history_days: int = HISTORY_DAYS) -> dict[st
     window = max([3 * a.interval_s for a in seen] or [3 * cfg.schedule.icmp_interval_s])
     group = ", ".join(influxql.ident(t) for t in TAGS)
     icmp = influxql.ident("wanmon_icmp")
-    inventory = _rows(influxql.query(spec, budget_s=left(), q=f'SELECT last("status") AS "status" FROM {icmp} '
-                                           f'WHERE time > now() - {history_days}d GROUP BY {group}'))
-    latest = _rows(influxql.query(spec, budget_s=left(), q=f'SELECT "status", "rtt_avg_ms", "loss_pct", "jitter_ms" FROM {icmp} '
-                                        f'WHERE time > now() - {int(window) + 1}s GROUP BY "site_id", "agent" '
-                                        'ORDER BY time DESC LIMIT 1'))
+    inventory = _rows(
+        influxql.query(
+            spec,
+            budget_s=left(),
+            q=f'SELECT last("status") AS "status" FROM {icmp} WHERE time > now() - {history_days}d GROUP BY {group}',
+        )
+    )
+    latest = _rows(
+        influxql.query(
+            spec,
+            budget_s=left(),
+            q=f'SELECT "status", "rtt_avg_ms", "loss_pct", "jitter_ms" FROM {icmp} '
+            f'WHERE time > now() - {int(window) + 1}s GROUP BY "site_id", "agent" '
+            "ORDER BY time DESC LIMIT 1",
+        )
+    )
     # four aggregates only: InfluxDB 1.6 spends ~1.3 s per aggregate over 2.9 M points (10,000 sites, a day)
     # the account's time per hour (the prev_*_s fields: wanmon/account.py), and RTT and loss for the sparklines
-    hourly = influxql.query(spec, budget_s=left(), q='SELECT count("up") AS "n", sum("prev_available_s") AS "a", '
-                                  'sum("prev_observed_s") AS "o", sum("prev_down_s") AS "d", mean("rtt_avg_ms") AS "rtt", '
-                                  f'mean("loss_pct") AS "loss" FROM {icmp} WHERE time > now() - {history_days}d '
-                                  'GROUP BY time(1h), "site_id", "agent" fill(none)')  # series: read as they are
+    hourly = influxql.query(
+        spec,
+        budget_s=left(),
+        q='SELECT count("up") AS "n", sum("prev_available_s") AS "a", '
+        'sum("prev_observed_s") AS "o", sum("prev_down_s") AS "d", mean("rtt_avg_ms") AS "rtt", '
+        f'mean("loss_pct") AS "loss" FROM {icmp} WHERE time > now() - {history_days}d '
+        'GROUP BY time(1h), "site_id", "agent" fill(none)',
+    )  # series: read as they are
     changes = {}
     for cond, key in (('"up" = 0', "down"), ('"up" = 1', "up")):
-        for tags, row in _rows(influxql.query(spec, budget_s=left(), q=f'SELECT last("up") AS "up" FROM {icmp} WHERE time > now() - '
-                                                    f'{history_days}d AND {cond} GROUP BY "site_id", "agent"')):
+        for tags, row in _rows(
+            influxql.query(
+                spec,
+                budget_s=left(),
+                q=f'SELECT last("up") AS "up" FROM {icmp} WHERE time > now() - '
+                f'{history_days}d AND {cond} GROUP BY "site_id", "agent"',
+            )
+        ):
             changes[(tags.get("site_id"), tags.get("agent"), key)] = row["time"] / 1000.0
-    return {"seen": seen, "fresh": fresh, "inventory": inventory, "latest": latest, "hourly": hourly,
-            "changes": changes}
+    return {
+        "seen": seen,
+        "fresh": fresh,
+        "inventory": inventory,
+        "latest": latest,
+        "hourly": hourly,
+        "changes": changes,
+    }
 
 
 def merge(cfg: Config, data: dict[str, Any], now: float):
@@ -95,7 +123,7 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
     fresh = data["fresh"]
     skipped = data.setdefault("skipped", Counter())
     sites: dict[str, dict] = {}
-    for tags, row in sorted(data["inventory"], key=lambda x: x[1].get("time") or 0):  # newest tags win
+    for tags, _row in sorted(data["inventory"], key=lambda x: x[1].get("time") or 0):  # newest tags win
         why = _bad_tags(tags)
         if why:
             skipped[why] += 1
@@ -114,9 +142,16 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
     known = set(sites)
     for sid, t in sites.items():
         parent = t.get("parent") or None
-        out_sites.append(Site(id=sid, name=t.get("site_name") or sid, level=t.get("level") or "province",
-                              district=t.get("district") or None, address=t.get("address") or "0.0.0.0",
-                              parent=parent if parent in known and parent != sid else None))
+        out_sites.append(
+            Site(
+                id=sid,
+                name=t.get("site_name") or sid,
+                level=t.get("level") or "province",
+                district=t.get("district") or None,
+                address=t.get("address") or "0.0.0.0",
+                parent=parent if parent in known and parent != sid else None,
+            )
+        )
         v = sorted(views.get(sid, []), key=lambda x: (RANK.get(x[1].get("status"), 4), x[0]))
         if not v:
             states.append((sid, t, "unknown", now, now, None, None, None, "no fresh agent reports this site", None))
@@ -127,13 +162,26 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
         if len({r.get("status") for _, r in v}) > 1:
             worst_first = sorted(v, key=lambda x: -RANK.get(x[1].get("status"), 4))
             reason = ", ".join(f"{r.get('status')} from agent {a}" for a, r in worst_first)
-            disagree.append({"site": sid, "views": [{"agent": a, "status": r.get("status")} for a, r in v],
-                             "text": reason})
+            disagree.append(
+                {"site": sid, "views": [{"agent": a, "status": r.get("status")} for a, r in v], "text": reason}
+            )
         key = "up" if status in ("up", "degraded") else "down"
         other = data["changes"].get((sid, agent, "down" if key == "up" else "up"))
         since = other if other is not None else now - HISTORY_DAYS * 86400
-        states.append((sid, t, status, since, row["time"] / 1000.0, row.get("loss_pct"), row.get("rtt_avg_ms"),
-                       row.get("jitter_ms"), reason, agent))
+        states.append(
+            (
+                sid,
+                t,
+                status,
+                since,
+                row["time"] / 1000.0,
+                row.get("loss_pct"),
+                row.get("rtt_avg_ms"),
+                row.get("jitter_ms"),
+                reason,
+                agent,
+            )
+        )
     # hourly: per site and hour, the best agent's row (highest share available); rows stay the
     # server's lists: 240,000 dicts cost 100 MB at 10,000 sites
     best: dict[tuple[str, float], list] = {}
@@ -155,14 +203,25 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
                 best[k] = [n, a, o, d, rtt, loss]
     # the page reads an hour's RTT as rtt_sum / rtt_n and its loss as (sent - received) / sent, to 0.1 %:
     # the hour's mean loss is kept as 1,000 "sent" and as many "received" as it leaves
-    hourly = [(sid, hour, int(n), 0, 1000 if loss is not None else 0,
-               1000 - round(10 * loss) if loss is not None else 0,
-               (rtt or 0.0) * int(n), int(n) if rtt is not None else 0, None, None)
-              for (sid, hour), (n, a, o, d, rtt, loss) in best.items()]
+    hourly = [
+        (
+            sid,
+            hour,
+            int(n),
+            0,
+            1000 if loss is not None else 0,
+            1000 - round(10 * loss) if loss is not None else 0,
+            (rtt or 0.0) * int(n),
+            int(n) if rtt is not None else 0,
+            None,
+            None,
+        )
+        for (sid, hour), (n, a, o, d, rtt, loss) in best.items()
+    ]
     # the account's time of each hour as runs from the hour's start (available, then down, then
     # unreachable): the page's windows cut them like any other runs
     runs = []
-    for (sid, hour), (n, a, o, d, rtt, loss) in best.items():
+    for (sid, hour), (_, a, o, d, _, _) in best.items():
         a, o, d = a or 0.0, o or 0.0, d or 0.0
         u = max(0.0, o - a - d)
         t = hour
@@ -171,8 +230,18 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
                 runs.append((sid, status, 0, t, t + span))
                 t += span
     data["runs"] = runs
-    agents = [{"agent": a.agent, "host": a.host, "role": a.role, "last_ts": a.last_ts, "fresh": a.fresh(now),
-               "interval_s": a.interval_s, "sites": a.sites} for a in data["seen"]]
+    agents = [
+        {
+            "agent": a.agent,
+            "host": a.host,
+            "role": a.role,
+            "last_ts": a.last_ts,
+            "fresh": a.fresh(now),
+            "interval_s": a.interval_s,
+            "sites": a.sites,
+        }
+        for a in data["seen"]
+    ]
     return out_sites, states, hourly, agents, disagree
 
 
@@ -213,8 +282,18 @@ class FluxView:
         self._states = states
         self._hourly = sorted(hourly)
         self._runs = runs
-        self._last = {"id": 1, "started_at": last, "finished_at": last, "duration_ms": 0.0, "sites": sites,
-                      "up": 0, "degraded": 0, "down": 0, "unreachable": 0, "unknown": 0}
+        self._last = {
+            "id": 1,
+            "started_at": last,
+            "finished_at": last,
+            "duration_ms": 0.0,
+            "sites": sites,
+            "up": 0,
+            "degraded": 0,
+            "down": 0,
+            "unreachable": 0,
+            "unknown": 0,
+        }
 
     def states(self) -> list[SiteState]:
         return self._states
@@ -264,14 +343,44 @@ def render(cfg: Config, out: str | Path | None = None, now: float | None = None)
     view = dataclasses.replace(cfg, sites=tuple(sites), maintenance=())
     last = max([a["last_ts"] for a in agents if a["fresh"]] or [a["last_ts"] for a in agents] or [now])
     source = FluxView(
-        [SiteState(sid, t.get("site_name") or sid, t.get("level") or "province", t.get("district") or None,
-                   t.get("address") or "", st, since, last_ts, 0, None, loss, rtt, jit, reason)
-         for sid, t, st, since, last_ts, loss, rtt, jit, reason, _ in states],
-        [(sid, hour, rtt_sum, rtt_n, sent, received) for sid, hour, _, _, sent, received, rtt_sum, rtt_n, _, _ in hourly],
-        data.get("runs", []), last, len(sites))
+        [
+            SiteState(
+                sid,
+                t.get("site_name") or sid,
+                t.get("level") or "province",
+                t.get("district") or None,
+                t.get("address") or "",
+                st,
+                since,
+                last_ts,
+                0,
+                None,
+                loss,
+                rtt,
+                jit,
+                reason,
+            )
+            for sid, t, st, since, last_ts, loss, rtt, jit, reason, _ in states
+        ],
+        [
+            (sid, hour, rtt_sum, rtt_n, sent, received)
+            for sid, hour, _, _, sent, received, rtt_sum, rtt_n, _, _ in hourly
+        ],
+        data.get("runs", []),
+        last,
+        len(sites),
+    )
     skipped = data.get("skipped") or {}
     if skipped:
-        logger.warning("the page from InfluxDB skipped %d point(s) it cannot show: %s", sum(skipped.values()),
-                       ", ".join(f"{n} with {why}" for why, n in sorted(skipped.items())))
-    return write_page(view, source, out, now, extra={"source": "influxdb", "agents": agents,
-                                                     "disagreements": disagree, "skipped_points": dict(skipped)})
+        logger.warning(
+            "the page from InfluxDB skipped %d point(s) it cannot show: %s",
+            sum(skipped.values()),
+            ", ".join(f"{n} with {why}" for why, n in sorted(skipped.items())),
+        )
+    return write_page(
+        view,
+        source,
+        out,
+        now,
+        extra={"source": "influxdb", "agents": agents, "disagreements": disagree, "skipped_points": dict(skipped)},
+    )

@@ -34,9 +34,9 @@ BODY_LIMIT = 1 << 16  # what of an answer's body is read (a push endpoint answer
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatResult:
-    ok: bool                 # the server answered 2xx
-    status: int | None       # its HTTP status code; None without an answer
-    reason: str | None       # why not ok: "connection refused", "... (deadline)", "HTTP 404"
+    ok: bool  # the server answered 2xx
+    status: int | None  # its HTTP status code; None without an answer
+    reason: str | None  # why not ok: "connection refused", "... (deadline)", "HTTP 404"
     elapsed_ms: float
 
 
@@ -68,8 +68,9 @@ def beat(url: str, budget_s: float, *, fields: dict[str, object] | None = None) 
     except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, reset, TLS, DNS, deadline; garbled
         reason = d.message() if d.expired else f"{where(url)}: {_why(exc)}"
     if status is not None and not 200 <= status < 300:
-        reason = f"{where(url)} answered HTTP {status}" + (" (redirects are not followed: give the final URL)"
-                                                           if 300 <= status < 400 else "")
+        reason = f"{where(url)} answered HTTP {status}" + (
+            " (redirects are not followed: give the final URL)" if 300 <= status < 400 else ""
+        )
     result = HeartbeatResult(reason is None, status, reason, (time.monotonic() - start) * 1000.0)
     if result.ok:
         logger.debug("heartbeat sent to=%s status=%s ms=%.0f", where(url), status, result.elapsed_ms)

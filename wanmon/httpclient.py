@@ -39,7 +39,7 @@ from email.message import Message
 
 from wanmon.deadline import Deadline
 
-_MAX_LINE = 65536     # as http.client: a status or header line longer than this is refused
+_MAX_LINE = 65536  # as http.client: a status or header line longer than this is refused
 _MAX_HEADERS = 100
 USER_AGENT = "wanmon"
 
@@ -62,9 +62,17 @@ def tls_context() -> ssl.SSLContext:
     return ctx
 
 
-def request(url: str, method: str, path: str, d: Deadline, per_op_s: float | None = None, body: bytes | None = None,
-            headers: dict[str, str] | None = None, limit: int = 1 << 16,
-            tls: ssl.SSLContext | None = None) -> tuple[int, Message, bytes]:
+def request(
+    url: str,
+    method: str,
+    path: str,
+    d: Deadline,
+    per_op_s: float | None = None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    limit: int = 1 << 16,
+    tls: ssl.SSLContext | None = None,
+) -> tuple[int, Message, bytes]:
     """`method path` to the server of `url` (http or https) on a new connection, all of it within
     deadline `d` (every blocking call also bounded by per_op_s). Host and TLS SNI are the URL's
     name. Returns (status, headers, the first `limit` bytes of the body). Raises OSError
@@ -87,13 +95,19 @@ def request(url: str, method: str, path: str, d: Deadline, per_op_s: float | Non
         sock.close()
 
 
-def _head(method: str, path: str, host: str, port: int, default_port: int, body: bytes | None,
-          headers: dict[str, str]) -> bytes:
+def _head(
+    method: str, path: str, host: str, port: int, default_port: int, body: bytes | None, headers: dict[str, str]
+) -> bytes:
     if any(c in path for c in " \r\n\0"):
         raise ValueError(f"invalid HTTP request path {path[:80]!r}")
     name = f"[{host}]" if ":" in host else host  # an IPv6 literal
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {name}" + ("" if port == default_port else f":{port}"),
-             f"User-Agent: {USER_AGENT}", "Accept-Encoding: identity", "Connection: close"]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {name}" + ("" if port == default_port else f":{port}"),
+        f"User-Agent: {USER_AGENT}",
+        "Accept-Encoding: identity",
+        "Connection: close",
+    ]
     if body is not None or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body or b'')}")
     for k, v in headers.items():

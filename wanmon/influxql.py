@@ -63,8 +63,9 @@ def query(spec: InfluxSpec, q: str, budget_s: float | None = None) -> list[dict[
     path = (urllib.parse.urlsplit(base).path or "") + "/query?" + urllib.parse.urlencode(params)
     with Deadline(budget, f"InfluxDB query at {base}") as d:
         try:
-            status, _, raw = httpclient.request(base, "GET", path, d, per_op, headers=auth_headers(spec),
-                                                limit=RESPONSE_LIMIT)
+            status, _, raw = httpclient.request(
+                base, "GET", path, d, per_op, headers=auth_headers(spec), limit=RESPONSE_LIMIT
+            )
         except (OSError, http.client.HTTPException) as exc:
             raise QueryError(d.message() if d.expired else f"cannot reach {base}: {httpclient.why(exc)}") from None
         if d.expired:
@@ -90,14 +91,14 @@ class AgentSeen:
     agent: str
     host: str
     role: str
-    last_ts: float          # its last heartbeat (a cycle's start), unix s
+    last_ts: float  # its last heartbeat (a cycle's start), unix s
     interval_s: float
     sites: int
     spool_points: int
     # its mail, as its heartbeat says (absent: an agent without [smtp], or older than these fields)
-    mail_ok_ts: float | None = None      # its last delivery run that worked
+    mail_ok_ts: float | None = None  # its last delivery run that worked
     mail_failing_since: float | None = None  # None: its mail works
-    mail_failures: int = 0               # its delivery runs failed in a row
+    mail_failures: int = 0  # its delivery runs failed in a row
     mail_queued: int = 0
 
     def fresh(self, now: float) -> bool:
@@ -113,23 +114,36 @@ class AgentSeen:
 
 def agents(spec: InfluxSpec, days: int = 7, budget_s: float | None = None) -> list[AgentSeen]:
     """Every agent that wrote a heartbeat in the last `days`, from its last one (newest first)."""
-    q = ('SELECT "sites", "role", "interval_s", "spool_points", "mail_ok_ts", "mail_failing_since", "mail_failures", '
-         '"mail_queued" FROM "wanmon_agent" '
-         f'WHERE time > now() - {int(days)}d AND "sites" >= 0 GROUP BY "agent", "host" ORDER BY time DESC LIMIT 1')
+    q = (
+        'SELECT "sites", "role", "interval_s", "spool_points", "mail_ok_ts", "mail_failing_since", "mail_failures", '
+        '"mail_queued" FROM "wanmon_agent" '
+        f'WHERE time > now() - {int(days)}d AND "sites" >= 0 GROUP BY "agent", "host" ORDER BY time DESC LIMIT 1'
+    )
     out = []
     for s in query(spec, q, budget_s):
         try:
             tags = s.get("tags") or {}
             row = dict(zip(s["columns"], s["values"][0]))
-            out.append(AgentSeen(str(tags.get("agent") or ""), str(tags.get("host") or ""),
-                                 str(row.get("role") or "primary"), float(row["time"]) / 1000.0,
-                                 float(row.get("interval_s") or 60.0), int(row.get("sites") or 0),
-                                 int(row.get("spool_points") or 0), float(row.get("mail_ok_ts") or 0) or None,
-                                 float(row.get("mail_failing_since") or 0) or None, int(row.get("mail_failures") or 0),
-                                 int(row.get("mail_queued") or 0)))
+            out.append(
+                AgentSeen(
+                    str(tags.get("agent") or ""),
+                    str(tags.get("host") or ""),
+                    str(row.get("role") or "primary"),
+                    float(row["time"]) / 1000.0,
+                    float(row.get("interval_s") or 60.0),
+                    int(row.get("sites") or 0),
+                    int(row.get("spool_points") or 0),
+                    float(row.get("mail_ok_ts") or 0) or None,
+                    float(row.get("mail_failing_since") or 0) or None,
+                    int(row.get("mail_failures") or 0),
+                    int(row.get("mail_queued") or 0),
+                )
+            )
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-            raise QueryError(f"{spec.settings.url}: its /query answer is not InfluxQL's (a server that takes "
-                             "InfluxDB writes but not InfluxQL queries, such as VictoriaMetrics?)") from None
+            raise QueryError(
+                f"{spec.settings.url}: its /query answer is not InfluxQL's (a server that takes "
+                "InfluxDB writes but not InfluxQL queries, such as VictoriaMetrics?)"
+            ) from None
     return sorted(out, key=lambda a: -a.last_ts)
 
 
@@ -150,12 +164,21 @@ def describe(seen: list[AgentSeen], now: float | None = None) -> list[tuple[bool
     for a in seen:
         age = now - a.last_ts
         state = "fresh" if a.fresh(now) else "STALE"
-        lines.append((True, f"agent {a.agent!r} ({a.role}) on {a.host}: last heartbeat {age:.0f} s ago, {state} "
-                            f"(interval {a.interval_s:g} s), {a.sites} sites, spool {a.spool_points} points"
-                            + (_mail_failing(a) if a.mail_failing_since else "")))
+        lines.append(
+            (
+                True,
+                f"agent {a.agent!r} ({a.role}) on {a.host}: last heartbeat {age:.0f} s ago, {state} "
+                f"(interval {a.interval_s:g} s), {a.sites} sites, spool {a.spool_points} points"
+                + (_mail_failing(a) if a.mail_failing_since else ""),
+            )
+        )
     for agent, hosts in collisions(seen).items():
-        lines.append((False, f"agent id {agent!r} is used by several hosts ({', '.join(hosts)}): give each agent its "
-                             "own [agent] id"))
+        lines.append(
+            (
+                False,
+                f"agent id {agent!r} is used by several hosts ({', '.join(hosts)}): give each agent its own [agent] id",
+            )
+        )
     return lines
 
 

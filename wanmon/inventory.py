@@ -33,8 +33,9 @@ class Inventory:
                     own.append(s)
                 elif s.level == "commune":
                     communes.append(s)
-        districts = tuple(District(name=d, sites=tuple(own), communes=tuple(communes))
-                          for d, (own, communes) in groups.items())
+        districts = tuple(
+            District(name=d, sites=tuple(own), communes=tuple(communes)) for d, (own, communes) in groups.items()
+        )
         return cls(
             sites=sites,
             by_id={s.id: s for s in sites},

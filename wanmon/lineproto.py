@@ -57,51 +57,83 @@ def _field(value) -> str | None:
     return _esc_str(str(value))
 
 
-def _line(measurement: str, tags: dict[str, str | None], fields: dict[str, object], ts: float,
-         v1: bool = False) -> str | None:
+def _line(
+    measurement: str, tags: dict[str, str | None], fields: dict[str, object], ts: float, v1: bool = False
+) -> str | None:
     """One point; None when it has no field (line protocol needs at least one)."""
     tag_part = "".join(f",{_esc_key(k, v1)}={_esc_key(v, v1)}" for k, v in sorted(tags.items()) if v not in (None, ""))
     encoded = [(k, _field(v)) for k, v in fields.items()]
     field_part = ",".join(f"{_esc_key(k, v1)}={v}" for k, v in encoded if v is not None)
     if not field_part:
         return None
-    return f"{_esc_key(measurement, v1)}{tag_part} {field_part} {int(round(ts * 1e9))}"
+    return f"{_esc_key(measurement, v1)}{tag_part} {field_part} {round(ts * 1e9)}"
 
 
 def site_tags(site_id: str, o, agent: str | None = None, parent: str | None = None) -> dict[str, str | None]:
     """A site's tags from anything with its name, level, district and address (an observation, a
     config Site); `agent` ([agent] id) says which agent saw it (several may write to one database),
     `parent` its uplink (a page built from InfluxDB finds the root causes with it)."""
-    return {"site_id": site_id, "site_name": o.name, "level": o.level, "district": o.district, "address": o.address,
-            "parent": parent, "agent": agent}
+    return {
+        "site_id": site_id,
+        "site_name": o.name,
+        "level": o.level,
+        "district": o.district,
+        "address": o.address,
+        "parent": parent,
+        "agent": agent,
+    }
 
 
-def cycle_points(obs: Sequence[Observation], snmp: Sequence[SnmpOutcome], agent: dict[str, object],
-                 host: str, started: float, v1: bool = False,
-                 prev: dict[str, tuple[str, float, int]] | None = None, cap_s: float = 120.0,
-                 agent_id: str | None = None, parents: dict[str, str | None] | None = None) -> list[str]:
+def cycle_points(
+    obs: Sequence[Observation],
+    snmp: Sequence[SnmpOutcome],
+    agent: dict[str, object],
+    host: str,
+    started: float,
+    v1: bool = False,
+    prev: dict[str, tuple[str, float, int]] | None = None,
+    cap_s: float = 120.0,
+    agent_id: str | None = None,
+    parents: dict[str, str | None] | None = None,
+) -> list[str]:
     """Every point of one cycle: ICMP per site, SNMP per polled site and interface, events, the agent.
     prev: each site's previous cycle (status, ts, in maintenance), for the prev_*_s fields."""
     out: list[str | None] = []
     prev = prev or {}
     parents = parents or {}
     for o in obs:
-        out.append(_line("wanmon_icmp", site_tags(o.site_id, o, agent_id, parents.get(o.site_id)), {
-            "sent": o.sent, "received": o.received, "loss_pct": float(o.loss_pct),
-            "rtt_min_ms": o.rtt_min_ms, "rtt_avg_ms": o.rtt_avg_ms, "rtt_max_ms": o.rtt_max_ms,
-            "jitter_ms": o.jitter_ms, "up": int(o.status in ("up", "degraded")), "status": o.status,
-            "status_code": STATUS_CODE.get(o.status, 4),
-            **held_fields(prev.get(o.site_id), o.ts, cap_s),
-        }, o.ts, v1=v1))
+        out.append(
+            _line(
+                "wanmon_icmp",
+                site_tags(o.site_id, o, agent_id, parents.get(o.site_id)),
+                {
+                    "sent": o.sent,
+                    "received": o.received,
+                    "loss_pct": float(o.loss_pct),
+                    "rtt_min_ms": o.rtt_min_ms,
+                    "rtt_avg_ms": o.rtt_avg_ms,
+                    "rtt_max_ms": o.rtt_max_ms,
+                    "jitter_ms": o.jitter_ms,
+                    "up": int(o.status in ("up", "degraded")),
+                    "status": o.status,
+                    "status_code": STATUS_CODE.get(o.status, 4),
+                    **held_fields(prev.get(o.site_id), o.ts, cap_s),
+                },
+                o.ts,
+                v1=v1,
+            )
+        )
     if snmp:
-        out.extend(snmp_points(snmp, {o.site_id: site_tags(o.site_id, o, agent_id, parents.get(o.site_id))
-                                      for o in obs}, v1))
+        out.extend(
+            snmp_points(snmp, {o.site_id: site_tags(o.site_id, o, agent_id, parents.get(o.site_id)) for o in obs}, v1)
+        )
     out.append(agent_point(host, agent, started, v1, agent_id))
     return [p for p in out if p is not None]
 
 
-def snmp_points(snmp: Sequence[SnmpOutcome], tags_by_site: dict[str, dict[str, str | None]],
-                v1: bool = False) -> list[str]:
+def snmp_points(
+    snmp: Sequence[SnmpOutcome], tags_by_site: dict[str, dict[str, str | None]], v1: bool = False
+) -> list[str]:
     """The points of SNMP outcomes (a poll, wherever it ran): device, interfaces, events."""
     out: list[str | None] = []
     for so in snmp:
@@ -110,27 +142,51 @@ def snmp_points(snmp: Sequence[SnmpOutcome], tags_by_site: dict[str, dict[str, s
         if tags is None:
             continue
         ok = d.status == "ok"
-        out.append(_line("wanmon_snmp", tags, {
-            "ok": int(ok), "status": d.status,
-            "uptime_s": d.uptime_s if ok else None,
-            "uplink_in_bps": d.uplink_in_bps if ok else None, "uplink_out_bps": d.uplink_out_bps if ok else None,
-            "uplink_util_in_pct": d.uplink_util_in_pct if ok else None,
-            "uplink_util_out_pct": d.uplink_util_out_pct if ok else None,
-        }, d.last_poll_ts, v1=v1))
+        out.append(
+            _line(
+                "wanmon_snmp",
+                tags,
+                {
+                    "ok": int(ok),
+                    "status": d.status,
+                    "uptime_s": d.uptime_s if ok else None,
+                    "uplink_in_bps": d.uplink_in_bps if ok else None,
+                    "uplink_out_bps": d.uplink_out_bps if ok else None,
+                    "uplink_util_in_pct": d.uplink_util_in_pct if ok else None,
+                    "uplink_util_out_pct": d.uplink_util_out_pct if ok else None,
+                },
+                d.last_poll_ts,
+                v1=v1,
+            )
+        )
         for i in so.interfaces or ():
-            out.append(_line("wanmon_if", {**tags, "ifname": i.label}, {
-                "in_bps": i.in_bps, "out_bps": i.out_bps, "util_in_pct": i.util_in_pct, "util_out_pct": i.util_out_pct,
-                "oper_up": None if i.oper_status is None else int(i.oper_status == "up"),
-                "in_errors": i.in_errors, "out_errors": i.out_errors,
-                "in_discards": i.in_discards, "out_discards": i.out_discards,
-            }, i.sample_ts, v1=v1))
+            out.append(
+                _line(
+                    "wanmon_if",
+                    {**tags, "ifname": i.label},
+                    {
+                        "in_bps": i.in_bps,
+                        "out_bps": i.out_bps,
+                        "util_in_pct": i.util_in_pct,
+                        "util_out_pct": i.util_out_pct,
+                        "oper_up": None if i.oper_status is None else int(i.oper_status == "up"),
+                        "in_errors": i.in_errors,
+                        "out_errors": i.out_errors,
+                        "in_discards": i.in_discards,
+                        "out_discards": i.out_discards,
+                    },
+                    i.sample_ts,
+                    v1=v1,
+                )
+            )
         for e in so.events:
             out.append(_line("wanmon_event", {**tags, "kind": e.kind}, {"detail": e.detail}, e.ts, v1=v1))
     return [p for p in out if p is not None]
 
 
-def agent_point(host: str, fields: dict[str, object], ts: float, v1: bool = False,
-                agent_id: str | None = None) -> str | None:
+def agent_point(
+    host: str, fields: dict[str, object], ts: float, v1: bool = False, agent_id: str | None = None
+) -> str | None:
     """The agent's own point: each cycle's is its heartbeat (at the cycle's start)."""
     return _line("wanmon_agent", {"host": host, "agent": agent_id}, fields, ts, v1=v1)
 

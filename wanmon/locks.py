@@ -31,9 +31,11 @@ class CycleLock:
     their own, so a slow peer never holds the next cycle back."""
 
     suffix = ".lock"
-    busy_message = ("another wanmon cycle is running on {folder} ({holder}); this run exits without doing "
-                    "anything. If this happens every time, the cycle takes longer than the cron interval: "
-                    "space the runs out or lower [icmp] timeout_ms.")
+    busy_message = (
+        "another wanmon cycle is running on {folder} ({holder}); this run exits without doing "
+        "anything. If this happens every time, the cycle takes longer than the cron interval: "
+        "space the runs out or lower [icmp] timeout_ms."
+    )
 
     def __init__(self, db_path: Path):
         self.path = db_path.with_name(db_path.name + self.suffix)
@@ -49,8 +51,9 @@ class CycleLock:
                 holder = os.read(fd, 64).decode(errors="replace").strip()
             finally:
                 os.close(fd)
-            raise StoreBusyError(self.busy_message.format(folder=self.path.parent.resolve(),
-                                                          holder=holder or "pid unknown")) from None
+            raise StoreBusyError(
+                self.busy_message.format(folder=self.path.parent.resolve(), holder=holder or "pid unknown")
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         self.fd = fd

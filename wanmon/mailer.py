@@ -216,8 +216,18 @@ async def _open(spec: SmtpSpec, session: Deadline) -> _Conn:
             sock = phase.connect(st.host, st.port, st.timeout_s)  # DNS + connect bounded; watched from now on
             session.watch(sock)
             peer = sock.getpeername()[0]
-            conn = _Conn(aiosmtplib.SMTP(hostname=st.host, sock=sock, local_hostname=name, timeout=st.timeout_s,
-                                         use_tls=st.ssl, start_tls=False, tls_context=ctx), sock)
+            conn = _Conn(
+                aiosmtplib.SMTP(
+                    hostname=st.host,
+                    sock=sock,
+                    local_hostname=name,
+                    timeout=st.timeout_s,
+                    use_tls=st.ssl,
+                    start_tls=False,
+                    tls_context=ctx,
+                ),
+                sock,
+            )
             await conn.smtp.connect()  # the greeting (over TLS with ssl = true: the handshake first)
             await conn.smtp.ehlo()
             tls = st.ssl
@@ -229,7 +239,8 @@ async def _open(spec: SmtpSpec, session: Deadline) -> _Conn:
                 if not tls and not is_loopback(peer) and not st.allow_plaintext_auth:
                     raise PlaintextAuthRefused(
                         f"{where} offers no STARTTLS: wanmon does not send the SMTP password in clear; enable "
-                        "STARTTLS on the relay (wanmon uses it), or set [smtp] ssl = true (port 465)")
+                        "STARTTLS on the relay (wanmon uses it), or set [smtp] ssl = true (port 465)"
+                    )
                 await conn.smtp.login(spec.user, spec.password.reveal() if spec.password else "")
             return conn
         except BaseException as exc:
@@ -247,8 +258,7 @@ def _open_error(spec: SmtpSpec, exc: BaseException) -> str:
     if isinstance(exc, MailError):
         return str(exc)
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        return (f"SMTP login refused by {st.host}:{st.port} ({exc.code}): check [smtp] user_env and "
-                "password_env")
+        return f"SMTP login refused by {st.host}:{st.port} ({exc.code}): check [smtp] user_env and password_env"
     if isinstance(exc, TimeoutError) and "(deadline)" in str(exc):
         return str(exc)
     return f"cannot reach SMTP server {st.host}:{st.port}: {_why(exc)}"
@@ -264,8 +274,9 @@ async def _send_one(conn: _Conn, row: dict, spec: SmtpSpec, session: Deadline) -
     with Deadline(min(st.timeout_s, session.remaining()), f"SMTP message to {row['recipient']}") as md:
         try:
             md.watch(conn.sock)
-            await conn.smtp.send_message(build(row, spec), sender=st.from_, recipients=[row["recipient"]],
-                                         timeout=md.timeout(st.timeout_s))
+            await conn.smtp.send_message(
+                build(row, spec), sender=st.from_, recipients=[row["recipient"]], timeout=md.timeout(st.timeout_s)
+            )
             return "sent", None
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]
@@ -306,8 +317,9 @@ async def _quit(conn: _Conn, spec: SmtpSpec, session: Deadline) -> None:
 # -- the queue ---------------------------------------------------------------
 
 
-def deliver(store: Store, spec: SmtpSpec, budget_s: float = 30.0,
-            now: Callable[[], float] = time.time) -> DeliveryReport:
+def deliver(
+    store: Store, spec: SmtpSpec, budget_s: float = 30.0, now: Callable[[], float] = time.time
+) -> DeliveryReport:
     """Send the queued mail that is due, oldest first, within budget_s (enforced while it runs).
     `now` is the wall clock of the retry times (injectable: tests move it instead of sleeping)."""
     rep = DeliveryReport()
@@ -317,15 +329,22 @@ def deliver(store: Store, spec: SmtpSpec, budget_s: float = 30.0,
             asyncio.run(_run_queue(store, spec, due, session, now, rep))
     rep.queued = store.outbox_summary(now())["queued"]
     if rep.error:
-        logger.warning("mail delivery stopped error=%r sent=%d failed=%d deferred=%d queued=%d",
-                       rep.error, rep.sent, rep.failed, rep.deferred, rep.queued)
+        logger.warning(
+            "mail delivery stopped error=%r sent=%d failed=%d deferred=%d queued=%d",
+            rep.error,
+            rep.sent,
+            rep.failed,
+            rep.deferred,
+            rep.queued,
+        )
     elif rep.sent or rep.failed or rep.deferred:
         logger.info("mail sent=%d failed=%d deferred=%d queued=%d", rep.sent, rep.failed, rep.deferred, rep.queued)
     return rep
 
 
-async def _run_queue(store: Store, spec: SmtpSpec, due: list[dict], session: Deadline, now: Callable[[], float],
-                     rep: DeliveryReport) -> None:
+async def _run_queue(
+    store: Store, spec: SmtpSpec, due: list[dict], session: Deadline, now: Callable[[], float], rep: DeliveryReport
+) -> None:
     st = spec.settings
     conn: _Conn | None = None
     try:
@@ -359,8 +378,16 @@ async def _run_queue(store: Store, spec: SmtpSpec, due: list[dict], session: Dea
             await _quit(conn, spec, session)
 
 
-def _record(store: Store, spec: SmtpSpec, row: dict, attempt: int, outcome: str, error: str | None,
-            now: Callable[[], float], rep: DeliveryReport) -> None:
+def _record(
+    store: Store,
+    spec: SmtpSpec,
+    row: dict,
+    attempt: int,
+    outcome: str,
+    error: str | None,
+    now: Callable[[], float],
+    rep: DeliveryReport,
+) -> None:
     """Store one attempt's outcome (the attempt itself is counted already)."""
     if outcome == "sent":
         store.outbox_mark(row["id"], "sent", None, now())
@@ -377,9 +404,15 @@ def _record(store: Store, spec: SmtpSpec, row: dict, attempt: int, outcome: str,
         store.outbox_mark(row["id"], "queued", error)
         rep.deferred += 1
         rep.refused = error
-        logger.warning("mail retry later id=%d to=%s attempt=%d/%d retry_in_s=%.0f error=%r", row["id"],
-                       row["recipient"], attempt, spec.settings.max_attempts,
-                       retry_delay_s(attempt, spec.settings.retry_s), error)
+        logger.warning(
+            "mail retry later id=%d to=%s attempt=%d/%d retry_in_s=%.0f error=%r",
+            row["id"],
+            row["recipient"],
+            attempt,
+            spec.settings.max_attempts,
+            retry_delay_s(attempt, spec.settings.retry_s),
+            error,
+        )
 
 
 def _give_up(store: Store, row: dict, attempts: int, error: str, rep: DeliveryReport) -> None:
@@ -415,8 +448,13 @@ def send_test(spec: SmtpSpec, address: str, lang: str) -> str:
     """`wanmon test-email`: send one message now (within TEST_BUDGET_S); raise MailError with the reason."""
     from wanmon.alerts.mail import WORDS, new_message_id
 
-    row = {"recipient": address, "subject": WORDS[lang]["test_subject"], "created_ts": time.time(),
-           "message_id": new_message_id(), "body_text": WORDS[lang]["test_body"] + "\n",
-           "body_html": f"<p>{WORDS[lang]['test_body']}</p>"}
+    row = {
+        "recipient": address,
+        "subject": WORDS[lang]["test_subject"],
+        "created_ts": time.time(),
+        "message_id": new_message_id(),
+        "body_text": WORDS[lang]["test_body"] + "\n",
+        "body_html": f"<p>{WORDS[lang]['test_body']}</p>",
+    }
     send_now(spec, [row], TEST_BUDGET_S, "SMTP test")
     return row["message_id"]

@@ -177,7 +177,9 @@ class SiteAlert:
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    kind: str  # down | degraded | unreachable | recovery | flap_start | flap_end | reminder | reboot | guard | guard_end
+    kind: (
+        str  # down | degraded | unreachable | recovery | flap_start | flap_end | reminder | reboot | guard | guard_end
+    )
     site_id: str | None
     ts: float
     status: str | None = None

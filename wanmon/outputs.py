@@ -51,7 +51,7 @@ def health(store) -> dict[str, Health]:
     out = {}
     for key, value in store.meta_prefixed(PREFIX).items():
         try:
-            out[key[len(PREFIX):]] = Health(**json.loads(value))
+            out[key[len(PREFIX) :]] = Health(**json.loads(value))
         except (TypeError, ValueError):
             continue  # written by another version: ignored, rewritten at the next run
     return out
@@ -62,8 +62,9 @@ def failure_of(report: Any) -> str | None:
     return getattr(report, "error", None)
 
 
-def attempt(store, cfg, name: str, fn: Callable[..., Any], *args: Any, now: Callable[[], float] = time.time,
-            **kw: Any) -> tuple[Any, str | None]:
+def attempt(
+    store, cfg, name: str, fn: Callable[..., Any], *args: Any, now: Callable[[], float] = time.time, **kw: Any
+) -> tuple[Any, str | None]:
     """Run one output: (its result, None) or (None, why it failed). Never raises for an
     ordinary failure (only KeyboardInterrupt/SystemExit pass); records the output's health."""
     from wanmon.errors import describe
@@ -71,7 +72,7 @@ def attempt(store, cfg, name: str, fn: Callable[..., Any], *args: Any, now: Call
     try:
         value = fn(*args, **kw)
         error = failure_of(value)
-    except Exception as exc:  # noqa: BLE001 - an output's failure is data, not the cycle's end
+    except Exception as exc:
         value, error = None, describe(exc)
         logger.debug("output=%s failed", name, exc_info=True)
     if error is None and getattr(value, "idle", False):
@@ -80,7 +81,7 @@ def attempt(store, cfg, name: str, fn: Callable[..., Any], *args: Any, now: Call
         logger.error("output=%s failed: %s", name, error)
     try:
         note(store, cfg, name, error, now())
-    except Exception:  # noqa: BLE001 - the health is a courtesy; the output's own result stands
+    except Exception:
         logger.warning("output=%s: its health could not be recorded", name, exc_info=True)
     return value, error
 

@@ -21,16 +21,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from wanmon import account, outputs
+from wanmon.alerts.maintenance import sites_in_maintenance
 from wanmon.config import Config
 from wanmon.files import make_folder, replacing
 from wanmon.inventory import Inventory
-from wanmon.alerts.maintenance import sites_in_maintenance
-from wanmon.status import PROBLEMS, SEVERITY
 from wanmon.model import SiteState
+from wanmon.status import PROBLEMS, SEVERITY
 from wanmon.store import Store, damaged
 from wanmon.text import printable
-from wanmon.words import PAGE as TEXT
 from wanmon.words import AGE_UNITS, CAUSE, Fmt, degraded_why, since_text, unreachable_count
+from wanmon.words import PAGE as TEXT
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,13 @@ def _root_of(sid: str, sites: dict[str, dict[str, Any]]) -> str | None:
     return None
 
 
-def _problems(sites: dict[str, dict[str, Any]], now: float, flapping: set[str],
-              maintenance: set[str], first_seen: Collection[str] = ()) -> list[dict[str, Any]]:
+def _problems(
+    sites: dict[str, dict[str, Any]],
+    now: float,
+    flapping: set[str],
+    maintenance: set[str],
+    first_seen: Collection[str] = (),
+) -> list[dict[str, Any]]:
     """What is wrong now, one entry per cause, most important first:
 
     * a site down on its own, with the sites it makes unreachable (kind "down");
@@ -121,8 +126,15 @@ def _problems(sites: dict[str, dict[str, Any]], now: float, flapping: set[str],
         if st == "down":
             out.append({"kind": "down", "site": sid, "since": s["since"], "unreachable": below.get(sid, [])})
         elif st == "degraded":
-            out.append({"kind": "degraded", "site": sid, "since": s["since"], "rtt_avg_ms": s["rtt_avg_ms"],
-                        "loss_pct": s["loss_pct"]})
+            out.append(
+                {
+                    "kind": "degraded",
+                    "site": sid,
+                    "since": s["since"],
+                    "rtt_avg_ms": s["rtt_avg_ms"],
+                    "loss_pct": s["loss_pct"],
+                }
+            )
         elif st == "up" and sid in flapping:
             out.append({"kind": "flapping", "site": sid, "since": s["since"]})
         elif st == "up" and sid in maintenance:
@@ -138,9 +150,17 @@ def _problems(sites: dict[str, dict[str, Any]], now: float, flapping: set[str],
         e["flapping"] = e["site"] in flapping
         e["first_seen"] = e["kind"] in ("down", "degraded") and e["site"] in first_seen
     rank = {"down": 0, "unreachable": 1, "degraded": 2, "flapping": 3, "maintenance": 4, "snmp": 5}
-    out.sort(key=lambda e: (e["kind"] == "snmp", e["maintenance"] and e["kind"] != "maintenance", rank[e["kind"]],
-                            -len(e.get("unreachable", ())), LEVEL_ORDER.get(sites[e["site"]]["level"], 9),
-                            e.get("since") or 0.0, e["site"]))
+    out.sort(
+        key=lambda e: (
+            e["kind"] == "snmp",
+            e["maintenance"] and e["kind"] != "maintenance",
+            rank[e["kind"]],
+            -len(e.get("unreachable", ())),
+            LEVEL_ORDER.get(sites[e["site"]]["level"], 9),
+            e.get("since") or 0.0,
+            e["site"],
+        )
+    )
     return out
 
 
@@ -162,8 +182,13 @@ def _incidents(store: Store, sites: dict[str, dict[str, Any]], children: dict[st
             if old in ("down", "degraded"):  # it began before the window: when?
                 prev = store.status_change_before(sid, cut)
                 known = prev is not None and prev[2] == old
-                open_[sid] = {"site": sid, "kind": old, "start": prev[0] if known else None, "end": None,
-                              "first_seen": known and prev[1] is None}
+                open_[sid] = {
+                    "site": sid,
+                    "kind": old,
+                    "start": prev[0] if known else None,
+                    "end": None,
+                    "first_seen": known and prev[1] is None,
+                }
             elif old == "unreachable":
                 unreach[sid] = [[cut, float("inf")]]
         if old == "unreachable" and sid in unreach:
@@ -180,8 +205,13 @@ def _incidents(store: Store, sites: dict[str, dict[str, Any]], children: dict[st
     for sid, s in sites.items():  # still going: the site's state says since when
         if s["status"] in ("down", "degraded") and sid not in open_:
             began = store.status_change_before(sid, math.inf)
-            open_[sid] = {"site": sid, "kind": s["status"], "start": s["since"], "end": None,
-                          "first_seen": began is not None and began[1] is None and began[0] == s["since"]}
+            open_[sid] = {
+                "site": sid,
+                "kind": s["status"],
+                "start": s["since"],
+                "end": None,
+                "first_seen": began is not None and began[1] is None and began[0] == s["since"],
+            }
     done.extend(open_.values())
     for inc in done:
         n = 0
@@ -196,7 +226,8 @@ def _incidents(store: Store, sites: dict[str, dict[str, Any]], children: dict[st
                 seen.add(c)
                 todo.extend(children.get(c, ()))
                 if any(a < hi and b > lo for a, b in unreach.get(c, ())) or (
-                        inc["end"] is None and sites.get(c, {}).get("status") == "unreachable"):
+                    inc["end"] is None and sites.get(c, {}).get("status") == "unreachable"
+                ):
                     n += 1
         inc["unreachable"] = n
         s = sites.get(inc["site"])
@@ -211,9 +242,14 @@ def pct(pair: tuple[int, int] | None) -> float | None:
     return 100.0 * pair[0] / pair[1]
 
 
-def snapshot(cfg: Config, store: Store, now: float | None = None,
-             states: Iterable[SiteState] | None = None, alerts: dict | None = None,
-             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def snapshot(
+    cfg: Config,
+    store: Store,
+    now: float | None = None,
+    states: Iterable[SiteState] | None = None,
+    alerts: dict | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """states: the sites' states if the caller has them (the cycle that just wrote them);
     alerts: the alert states likewise ({site_id: SiteAlert}: who is flapping);
     extra: more top-level keys (a page from InfluxDB: source, agents, disagreements)."""
@@ -239,16 +275,30 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         snmp = None
         if dev is not None and (dev.last_ok_ts is not None or silent):
             # the figures are the last good poll's (none before the first); a silent agent says since when
-            snmp = {"status": dev.status, "sys_name": dev.sys_name, "uptime_s": dev.uptime_s,
-                    "last_reboot": dev.last_reboot_ts, "uplink": dev.uplink_name,
-                    "uplink_util_in_pct": dev.uplink_util_in_pct, "uplink_util_out_pct": dev.uplink_util_out_pct,
-                    "silent_since": dev.fail_since if silent else None}
+            snmp = {
+                "status": dev.status,
+                "sys_name": dev.sys_name,
+                "uptime_s": dev.uptime_s,
+                "last_reboot": dev.last_reboot_ts,
+                "uplink": dev.uplink_name,
+                "uplink_util_in_pct": dev.uplink_util_in_pct,
+                "uplink_util_out_pct": dev.uplink_util_out_pct,
+                "silent_since": dev.fail_since if silent else None,
+            }
         return {
-            "id": s.id, "name": s.name, "level": s.level, "district": s.district, "address": s.address,
-            "parent": s.parent, "parent_name": parent.name if parent else None,
-            "status": status, "since": st.since if st else None, "last_ts": st.last_ts if st else None,
+            "id": s.id,
+            "name": s.name,
+            "level": s.level,
+            "district": s.district,
+            "address": s.address,
+            "parent": s.parent,
+            "parent_name": parent.name if parent else None,
+            "status": status,
+            "since": st.since if st else None,
+            "last_ts": st.last_ts if st else None,
             "reason": st.reason if st else None,
-            "rtt_avg_ms": st.rtt_avg_ms if st else None, "loss_pct": st.loss_pct if st else None,
+            "rtt_avg_ms": st.rtt_avg_ms if st else None,
+            "loss_pct": st.loss_pct if st else None,
             "availability": {w: pct(pw) for w, pw in zip(windows, p)},
             "observed_s": {w: round(pw[1], 3) if pw else 0 for w, pw in zip(windows, p)},
             # [hour index (0 = 24 h ago .. 24 = this hour), avg RTT ms (null: no reply), loss %]:
@@ -281,8 +331,7 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         for i in ids:
             c[sites[i]["status"]] += 1
         worst = min((sites[i]["status"] for i in ids), key=lambda st: SEVERITY[st], default="unknown")
-        return {"counts": c, "status": worst,
-                "availability": availability(ids)}
+        return {"counts": c, "status": worst, "availability": availability(ids)}
 
     districts = []
     for d in inv.districts:
@@ -293,8 +342,16 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         own = min((sites[s.id]["status"] for s in d.sites), key=lambda st: SEVERITY[st], default="up")
         bad_communes = sum(1 for s in d.communes if sites[s.id]["status"] in PROBLEMS)
         badge = own if own in PROBLEMS else "partial" if bad_communes else g["status"]
-        districts.append({"name": d.name, "sites": [s.id for s in d.sites], "communes": [s.id for s in d.communes],
-                          "badge": badge, "communes_with_problems": bad_communes, **g})
+        districts.append(
+            {
+                "name": d.name,
+                "sites": [s.id for s in d.sites],
+                "communes": [s.id for s in d.communes],
+                "badge": badge,
+                "communes_with_problems": bad_communes,
+                **g,
+            }
+        )
     children: dict[str, list[str]] = {}
     for s in inv.sites:
         if s.parent:
@@ -325,15 +382,17 @@ def snapshot(cfg: Config, store: Store, now: float | None = None,
         # SQLite found the store damaged: nothing is recorded until it is restored
         "store_damaged": damaged(store.path) if store.path is not None else None,
         # checks further apart than [schedule] icmp_interval_s: said, with the fix
-        "slow_cadence": (account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, "sites.toml")
-                         if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence := store.cadence_s())
-                         else None),
+        "slow_cadence": (
+            account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, "sites.toml")
+            if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence := store.cadence_s())
+            else None
+        ),
         # outputs (wanmon.outputs) failing now: the page shows them when it is the one that works
         "outputs_failing": {k: dataclasses.asdict(h) for k, h in outputs.failing(store).items() if k != "page"},
         "skipped_points": {},  # a page from InfluxDB: points it could not read, by reason
         "source": "store",
-        "agents": [],          # a page from InfluxDB: every agent, fresh or stale
-        "disagreements": [],   # and the sites fresh agents see differently
+        "agents": [],  # a page from InfluxDB: every agent, fresh or stale
+        "disagreements": [],  # and the sites fresh agents see differently
         **(extra or {}),
     }
 
@@ -361,8 +420,10 @@ def sparkline_svg(points: list[list], width: int = 144, height: int = 28) -> str
         if loss > 0:
             parts.append(f'<rect x="{x - step / 2:.1f}" y="0" width="{max(step, 1):.1f}" height="4" class="lossmark"/>')
     line = f'<path d="{" ".join(path)}" class="rttline"/>' if path else ""
-    return (f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-            f'aria-hidden="true">{line}{"".join(parts)}</svg>')
+    return (
+        f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-hidden="true">{line}{"".join(parts)}</svg>'
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -405,9 +466,15 @@ def _env(cfg: Config):
         except (OSError, RuntimeError):  # no usable temp folder: compile every time
             cache = None
         # finalize: every {{ value }} shows its control characters as \xNN (wanmon.text) before escaping
-        env = _ENVS[key] = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
-                                              trim_blocks=True, lstrip_blocks=True, finalize=_shown,
-                                              bytecode_cache=cache)
+        env = _ENVS[key] = jinja2.Environment(
+            loader=loader,
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            finalize=_shown,
+            bytecode_cache=cache,
+        )
     return env
 
 
@@ -423,8 +490,10 @@ def _cause_lines(snap: dict[str, Any], fmt: Fmt, thresholds) -> list[dict[str, A
         if kind in ("down", "unreachable") and since is not None:
             bits.append(since_text(fmt, kind, since, now, p.get("first_seen", False)))
         elif kind == "degraded":
-            bits.append(degraded_why(fmt, p["rtt_avg_ms"], p["loss_pct"], thresholds)
-                        or (since_text(fmt, kind, since, now, p.get("first_seen", False)) if since else ""))
+            bits.append(
+                degraded_why(fmt, p["rtt_avg_ms"], p["loss_pct"], thresholds)
+                or (since_text(fmt, kind, since, now, p.get("first_seen", False)) if since else "")
+            )
         elif kind == "flapping":
             bits.append(c["flapping"])
         elif kind == "maintenance":
@@ -439,12 +508,18 @@ def _cause_lines(snap: dict[str, Any], fmt: Fmt, thresholds) -> list[dict[str, A
         if p["maintenance"] and kind != "maintenance":
             bits.append(c["maintenance"])
         below = p.get("unreachable") or []
-        out.append({
-            "kind": kind, "status": s["status"], "id": s["id"], "name": s["name"], "district": s["district"],
-            "text": " · ".join(b for b in bits if b),
-            "impact": unreachable_count(fmt.lang, [sites[x]["level"] for x in below]) if below else "",
-            "children": [(sites[x]["name"], x) for x in below],
-        })
+        out.append(
+            {
+                "kind": kind,
+                "status": s["status"],
+                "id": s["id"],
+                "name": s["name"],
+                "district": s["district"],
+                "text": " · ".join(b for b in bits if b),
+                "impact": unreachable_count(fmt.lang, [sites[x]["level"] for x in below]) if below else "",
+                "children": [(sites[x]["name"], x) for x in below],
+            }
+        )
     return out
 
 
@@ -471,17 +546,38 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
     def split(ids: list[str]) -> tuple[list[str], list[str], list[str]]:
         """(sites with a problem of their own, sites unreachable through an uplink, sites up)."""
         own = [i for i in ids if sites[i]["status"] not in ("up", "unreachable")]
-        return own, [i for i in ids if sites[i]["status"] == "unreachable"], [i for i in ids if sites[i]["status"] == "up"]
+        return (
+            own,
+            [i for i in ids if sites[i]["status"] == "unreachable"],
+            [i for i in ids if sites[i]["status"] == "up"],
+        )
 
     causes = _cause_lines(snap, fmt, cfg.thresholds)
-    return _env(cfg).get_template("page.html.j2").generate(
-        s=snap, t=t, c=CAUSE[lang], f=fmt, lang=lang, now=now, province=cfg.page.province, site_rows=site_rows,
-        symbol=STATUS_SYMBOL, windows=list(WINDOWS), levels=LEVELS, unreachable_count=unreachable_count,
-        loud=[x for x in causes if x["kind"] != "snmp"], quiet=[x for x in causes if x["kind"] == "snmp"], split=split,
-        incidents_shown=INCIDENTS_SHOWN, reports=report_archive(cfg),
-        # the data's time: its last cycle's, never after the page's own (a page rendered as of a past `now`)
-        data_ts=min(snap["last_cycle"]["started_at"], now) if snap["last_cycle"] else None,
-        stale_words={"stale": t["stale"], "ago": t["ago"], "tag": t["stale_tag"], "units": AGE_UNITS[lang]},
+    return (
+        _env(cfg)
+        .get_template("page.html.j2")
+        .generate(
+            s=snap,
+            t=t,
+            c=CAUSE[lang],
+            f=fmt,
+            lang=lang,
+            now=now,
+            province=cfg.page.province,
+            site_rows=site_rows,
+            symbol=STATUS_SYMBOL,
+            windows=list(WINDOWS),
+            levels=LEVELS,
+            unreachable_count=unreachable_count,
+            loud=[x for x in causes if x["kind"] != "snmp"],
+            quiet=[x for x in causes if x["kind"] == "snmp"],
+            split=split,
+            incidents_shown=INCIDENTS_SHOWN,
+            reports=report_archive(cfg),
+            # the data's time: its last cycle's, never after the page's own (a page rendered as of a past `now`)
+            data_ts=min(snap["last_cycle"]["started_at"], now) if snap["last_cycle"] else None,
+            stale_words={"stale": t["stale"], "ago": t["ago"], "tag": t["stale_tag"], "units": AGE_UNITS[lang]},
+        )
     )
 
 
@@ -504,8 +600,10 @@ def report_archive(cfg: Config) -> list[dict[str, Any]]:
         if dot and stem.startswith("wanmon-report-") and ext in ("html", "pdf", "csv", "json"):
             by_stem.setdefault(stem, {})[ext] = "reports/" + quote(n)
     order = ("html", "pdf", "csv", "json")
-    return [{"label": stem.removeprefix("wanmon-report-"), "links": [(f, links[f]) for f in order if f in links]}
-            for stem, links in sorted(by_stem.items(), reverse=True)[:REPORTS_SHOWN]]
+    return [
+        {"label": stem.removeprefix("wanmon-report-"), "links": [(f, links[f]) for f in order if f in links]}
+        for stem, links in sorted(by_stem.items(), reverse=True)[:REPORTS_SHOWN]
+    ]
 
 
 _NEEDS_ESCAPE = re.compile(r"[&<>\"']").search
@@ -541,8 +639,10 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
 
     te = {k: e(v) for k, v in t.items()}
     silent = e(CAUSE[fmt.lang]["snmp_silent"])  # the words of the "now" section's SNMP line
-    badge = {st: f'<span class="badge st-{st}"><span aria-hidden="true">{sym}</span> {te[st]}</span>'
-             for st, sym in STATUS_SYMBOL.items()}
+    badge = {
+        st: f'<span class="badge st-{st}"><span aria-hidden="true">{sym}</span> {te[st]}</span>'
+        for st, sym in STATUS_SYMBOL.items()
+    }
     cells_head = (f'<td class="num" data-label="{te["rtt"]}">', f'<td class="num" data-label="{te["loss"]}">')
     pct, ms, loss = _memo(fmt.pct), _memo(fmt.ms), _memo(lambda v: fmt.num(v, 0, "%"))
     minute = _memo(lambda m: fmt.dt(m * 60))
@@ -563,30 +663,32 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
         if snmp:
             bits = [e(snmp["sys_name"] or "")]
             if snmp["uptime_s"] is not None:
-                bits.append(f' · {te["device_uptime"]} {fmt.duration(snmp["uptime_s"])}')
+                bits.append(f" · {te['device_uptime']} {fmt.duration(snmp['uptime_s'])}")
             if snmp["last_reboot"]:
-                bits.append(f' · {te["last_reboot"]} {dt(snmp["last_reboot"])}')
+                bits.append(f" · {te['last_reboot']} {dt(snmp['last_reboot'])}")
             if snmp["uplink_util_in_pct"] is not None:
-                bits.append(f' · {te["uplink"]} {e(snmp["uplink"] or "")} ↓{pct(snmp["uplink_util_in_pct"])}'
-                            f' ↑{pct(snmp["uplink_util_out_pct"])}')
+                bits.append(
+                    f" · {te['uplink']} {e(snmp['uplink'] or '')} ↓{pct(snmp['uplink_util_in_pct'])}"
+                    f" ↑{pct(snmp['uplink_util_out_pct'])}"
+                )
             if snmp["silent_since"]:
-                bits.append(f'{" · " if snmp["sys_name"] else ""}{silent.format(since=dt(snmp["silent_since"]))}')
+                bits.append(f"{' · ' if snmp['sys_name'] else ''}{silent.format(since=dt(snmp['silent_since']))}")
             snmp_html = f'<div class="meta">{"".join(bits)}</div>'
         else:
             snmp_html = ""
         a = site["availability"]
         avail = "".join([f'<td class="num" data-label="{w}">{pct(a[w])}</td>' for w in WINDOWS])
         sid, name, address = e(site["id"]), e(site["name"]), e(site["address"])
-        search = e(f'{site["id"]} {site["name"]} {site["address"]}'.lower())
+        search = e(f"{site['id']} {site['name']} {site['address']}".lower())
         return (
             f'<tr class="site st-{status}" data-status="{status}" data-search="{search}">\n'
-            f'  <td>{badge[status]}</td>\n'
+            f"  <td>{badge[status]}</td>\n"
             f'  <td><div class="name">{name}</div><div class="meta"><span class="id">{sid}</span> · {address}</div>\n'
-            f'  {note}{snmp_html}\n  </td>\n'
-            f'  {cells_head[0]}{ms(site["rtt_avg_ms"])}</td>\n'
-            f'  {cells_head[1]}{loss(site["loss_pct"])}</td>\n'
+            f"  {note}{snmp_html}\n  </td>\n"
+            f"  {cells_head[0]}{ms(site['rtt_avg_ms'])}</td>\n"
+            f"  {cells_head[1]}{loss(site['loss_pct'])}</td>\n"
             f'  <td class="spk">{sparkline_svg(site["spark"])}</td>\n'
-            f'  {avail}\n</tr>\n'
+            f"  {avail}\n</tr>\n"
         )
 
     return row
@@ -613,9 +715,13 @@ def _gzip_beside(path: Path) -> int:
     import gzip
 
     target = path.with_name(path.name + ".gz")
-    with replacing(target, binary=True) as raw, open(path, "rb") as src, \
-            gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL,
-                          mtime=int(path.stat().st_mtime)) as gz:
+    with (
+        replacing(target, binary=True) as raw,
+        open(path, "rb") as src,
+        gzip.GzipFile(
+            filename=path.name, mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=int(path.stat().st_mtime)
+        ) as gz,
+    ):
         while chunk := src.read(1 << 20):
             gz.write(chunk)
     return target.stat().st_size
@@ -645,9 +751,15 @@ def out_dir(cfg: Config, override: str | Path | None = None) -> Path:
     return p if p.is_absolute() else (Path.cwd() / p if override else cfg.path.parent / p)
 
 
-def write_page(cfg: Config, store: Store, out: str | Path | None = None, now: float | None = None,
-               on_html: Callable[[], None] | None = None, states: Iterable[SiteState] | None = None,
-               extra: dict[str, Any] | None = None) -> Path:
+def write_page(
+    cfg: Config,
+    store: Store,
+    out: str | Path | None = None,
+    now: float | None = None,
+    on_html: Callable[[], None] | None = None,
+    states: Iterable[SiteState] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Render index.html, then status.json, into the output folder, atomically. Returns the folder.
     on_html: called the moment index.html is in place (what the IT staff read comes first).
     states, extra: as for snapshot()."""

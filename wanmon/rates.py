@@ -30,8 +30,9 @@ def counter_delta(prev: int | None, cur: int | None, bits: int) -> int | None:
     return None
 
 
-def rate_bps(prev: int | None, cur: int | None, bits: int, dt_s: float, speed_bps: int | None,
-             reset: bool = False) -> float | None:
+def rate_bps(
+    prev: int | None, cur: int | None, bits: int, dt_s: float, speed_bps: int | None, reset: bool = False
+) -> float | None:
     """Bits per second from two octet-counter readings dt_s apart.
 
     None (no rate, never a spike or a negative) when: the counters were reset

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from wanmon import account
+from wanmon.account import Figures, site_figures
 from wanmon.config import LEVELS, Config
 from wanmon.errors import WanmonError
 from wanmon.inventory import Inventory
-from wanmon import account
-from wanmon.account import Figures, site_figures
 
 FORMATS = ("html", "pdf", "csv", "json")
 
@@ -35,12 +35,13 @@ class PeriodError(WanmonError):
 
 # -- the period -----------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Period:
     start: datetime  # aware
-    end: datetime    # aware, exclusive
-    kind: str        # month | quarter | year | range
-    label: str       # 2026-11, 2026-Q4, 2026, or from–to
+    end: datetime  # aware, exclusive
+    kind: str  # month | quarter | year | range
+    label: str  # 2026-11, 2026-Q4, 2026, or from–to
     cut_at_now: bool = False
 
     @property
@@ -85,19 +86,28 @@ def _when(text: str, opt: str, tz: ZoneInfo, end: bool) -> datetime:
             return datetime(d.year, d.month, d.day, tzinfo=tz) + (timedelta(days=1) if end else timedelta())
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise PeriodError(f"{opt} {text!r} is not a date or time: use ISO 8601, e.g. 2026-11-01 or "
-                          "2026-11-01T00:00:00+07:00") from None
+        raise PeriodError(
+            f"{opt} {text!r} is not a date or time: use ISO 8601, e.g. 2026-11-01 or 2026-11-01T00:00:00+07:00"
+        ) from None
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=tz)
 
 
-def parse_period(tz: ZoneInfo, now: float, month: str | None = None, quarter: str | None = None,
-                 year: str | None = None, frm: str | None = None, to: str | None = None) -> Period:
+def parse_period(
+    tz: ZoneInfo,
+    now: float,
+    month: str | None = None,
+    quarter: str | None = None,
+    year: str | None = None,
+    frm: str | None = None,
+    to: str | None = None,
+) -> Period:
     """The report's period from the command's options (default: the previous calendar month in tz).
     A period still running is cut at now; one that has not begun is an error."""
     given = [o for o, v in (("--month", month), ("--quarter", quarter), ("--year", year)) if v]
-    if len(given) > 1 or given and (frm or to):
-        raise PeriodError(f"give one period: {', '.join(given + (['--from/--to'] if frm or to else []))} "
-                          "were given together")
+    if len(given) > 1 or (given and (frm or to)):
+        raise PeriodError(
+            f"give one period: {', '.join(given + (['--from/--to'] if frm or to else []))} were given together"
+        )
     nowdt = datetime.fromtimestamp(now, tz)
     if month:
         m = re.fullmatch(r"(\d{4})-(\d{1,2})", month)
@@ -143,15 +153,20 @@ def previous(p: Period) -> Period:
     if p.kind in ("month", "quarter", "year"):
         months = {"month": 1, "quarter": 3, "year": 12}[p.kind]
         start = _month_start(p.start.year, p.start.month - months, tz)
-        label = {"month": f"{start.year}-{start.month:02d}", "quarter": f"{start.year}-Q{(start.month + 2) // 3}",
-                 "year": f"{start.year}"}[p.kind]
+        label = {
+            "month": f"{start.year}-{start.month:02d}",
+            "quarter": f"{start.year}-Q{(start.month + 2) // 3}",
+            "year": f"{start.year}",
+        }[p.kind]
         return Period(start, p.start, p.kind, label)
     start = p.start - (p.end - p.start)
-    return Period(start, p.start, "range", f"{start.isoformat(timespec='minutes')} – "
-                                            f"{p.start.isoformat(timespec='minutes')}")
+    return Period(
+        start, p.start, "range", f"{start.isoformat(timespec='minutes')} – {p.start.isoformat(timespec='minutes')}"
+    )
 
 
 # -- the figures ------------------------------------------------------------------
+
 
 @dataclass
 class SiteRow:
@@ -188,8 +203,16 @@ class Report:
         return REPORT[self.language]["history_from"].format(t=fmt.dt(self.history_from))
 
 
-def compute(cfg: Config, runs: list[tuple[str, str, int, float, float]], labels: dict[str, tuple],
-            period: Period, prev: Period, now: float, cap_s: float, history_from: float | None = None) -> Report:
+def compute(
+    cfg: Config,
+    runs: list[tuple[str, str, int, float, float]],
+    labels: dict[str, tuple],
+    period: Period,
+    prev: Period,
+    now: float,
+    cap_s: float,
+    history_from: float | None = None,
+) -> Report:
     """The report from the runs [(site_id, status, maint, from, to)] of both periods. history_from:
     where an upgraded store's history starts (meta history_from; before it, only hourly rollups)."""
     by_site = account.by_site(runs)
@@ -238,11 +261,24 @@ def compute(cfg: Config, runs: list[tuple[str, str, int, float, float]], labels:
         total.add(r.figures)
         total.sites += 1
         total.below_target += r.figures.below_target
-    dist_list = [(d, districts[d]) for d in order if d in districts] + \
-                [(d, g) for d, g in sorted(districts.items()) if d not in order]
+    dist_list = [(d, districts[d]) for d in order if d in districts] + [
+        (d, g) for d, g in sorted(districts.items()) if d not in order
+    ]
     rows.sort(key=_worst_first)
-    return Report(period, prev, now, target, cap_s, rows, levels, dist_list, total,
-                  language=cfg.page.language, province=cfg.page.province, history_from=history_from)
+    return Report(
+        period,
+        prev,
+        now,
+        target,
+        cap_s,
+        rows,
+        levels,
+        dist_list,
+        total,
+        language=cfg.page.language,
+        province=cfg.page.province,
+        history_from=history_from,
+    )
 
 
 def _worst_first(r: SiteRow):
@@ -257,8 +293,9 @@ def build(cfg: Config, store, period: Period, now: float | None = None) -> Repor
     cap = store.run_cap_s(cfg.run_cap_s)
     runs = store.status_runs(prev.start.timestamp(), period.end.timestamp(), now, cap)
     history_from = store.meta("history_from")
-    rep = compute(cfg, runs, store.site_labels(), period, prev, now, cap,
-                  None if history_from is None else float(history_from))
+    rep = compute(
+        cfg, runs, store.site_labels(), period, prev, now, cap, None if history_from is None else float(history_from)
+    )
     cadence = store.cadence_s()
     if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence):
         rep.notes.append(account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path.name))
@@ -267,16 +304,24 @@ def build(cfg: Config, store, period: Period, now: float | None = None) -> Repor
 
 # -- formats -----------------------------------------------------------------------
 
+
 def _fig_json(f: Figures) -> dict[str, Any]:
     r = lambda v: round(v, 3)  # noqa: E731
     pct = f.availability_pct
     prev = f.previous_pct
-    return {"availability_pct": None if pct is None else round(pct, 4), "downtime_s": r(f.down_s),
-            "outages": f.outages, "longest_outage_s": r(f.longest_outage_s),
-            "mttr_s": None if f.mttr_s is None else r(f.mttr_s), "observed_s": r(f.observed_s),
-            "available_s": r(f.available_s), "unreachable_s": r(f.unreachable_s),
-            "maintenance_s": r(f.maintenance_s), "unobserved_s": r(f.unobserved_s),
-            "previous_availability_pct": None if prev is None else round(prev, 4)}
+    return {
+        "availability_pct": None if pct is None else round(pct, 4),
+        "downtime_s": r(f.down_s),
+        "outages": f.outages,
+        "longest_outage_s": r(f.longest_outage_s),
+        "mttr_s": None if f.mttr_s is None else r(f.mttr_s),
+        "observed_s": r(f.observed_s),
+        "available_s": r(f.available_s),
+        "unreachable_s": r(f.unreachable_s),
+        "maintenance_s": r(f.maintenance_s),
+        "unobserved_s": r(f.unobserved_s),
+        "previous_availability_pct": None if prev is None else round(prev, 4),
+    }
 
 
 def to_json(rep: Report) -> dict[str, Any]:
@@ -284,22 +329,35 @@ def to_json(rep: Report) -> dict[str, Any]:
         return _fig_json(f) | {"sites": f.sites, "below_target": f.below_target}
 
     return {
-        "period": {"from": rep.period.start.isoformat(), "to": rep.period.end.isoformat(), "label": rep.period.label,
-                   "kind": rep.period.kind, "cut_at_now": rep.period.cut_at_now},
-        "previous_period": {"from": rep.prev.start.isoformat(), "to": rep.prev.end.isoformat(),
-                            "label": rep.prev.label},
+        "period": {
+            "from": rep.period.start.isoformat(),
+            "to": rep.period.end.isoformat(),
+            "label": rep.period.label,
+            "kind": rep.period.kind,
+            "cut_at_now": rep.period.cut_at_now,
+        },
+        "previous_period": {
+            "from": rep.prev.start.isoformat(),
+            "to": rep.prev.end.isoformat(),
+            "label": rep.prev.label,
+        },
         "generated": datetime.fromtimestamp(rep.generated, rep.period.start.tzinfo).isoformat(timespec="seconds"),
         "target_pct": rep.target_pct,
         "status_hold_cap_s": rep.cap_s,
         # the store was upgraded and its history starts inside the period: before it, not unobserved but unknown
-        "history_from": None if rep.history_from is None else
-        datetime.fromtimestamp(rep.history_from, rep.period.start.tzinfo).isoformat(timespec="seconds"),
+        "history_from": None
+        if rep.history_from is None
+        else datetime.fromtimestamp(rep.history_from, rep.period.start.tzinfo).isoformat(timespec="seconds"),
         "history_note": rep.history_note(),
         "total": group(rep.total),
         "levels": [{"level": lv} | group(f) for lv, f in rep.levels],
         "districts": [{"district": d} | group(f) for d, f in rep.districts],
-        "sites": [{"id": r.id, "name": r.name, "level": r.level, "district": r.district} | _fig_json(r.figures)
-                  | {"below_target": bool(r.figures.below_target)} for r in rep.sites],
+        "sites": [
+            {"id": r.id, "name": r.name, "level": r.level, "district": r.district}
+            | _fig_json(r.figures)
+            | {"below_target": bool(r.figures.below_target)}
+            for r in rep.sites
+        ],
         "method": method_text(rep.language, rep.cap_s),
         "notes": rep.notes,
     }
@@ -323,20 +381,48 @@ def to_csv(rep: Report) -> bytes:
     w = REPORT[rep.language]
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\r\n")
-    cols = ["id", "name", "level", "district", "availability_pct", "previous_availability_pct", "downtime_s",
-            "outages", "longest_outage_s", "mttr_s", "unreachable_s", "maintenance_s", "unobserved_s", "observed_s",
-            "below_target"]
+    cols = [
+        "id",
+        "name",
+        "level",
+        "district",
+        "availability_pct",
+        "previous_availability_pct",
+        "downtime_s",
+        "outages",
+        "longest_outage_s",
+        "mttr_s",
+        "unreachable_s",
+        "maintenance_s",
+        "unobserved_s",
+        "observed_s",
+        "below_target",
+    ]
     out.writerow(cols)
     for r in rep.sites:
         j = _fig_json(r.figures)
-        out.writerow([csv_cell(x) for x in (
-            r.id, r.name, w["levels"][r.level], r.district or "",
-            "" if j["availability_pct"] is None else f"{j['availability_pct']:.4f}",
-            "" if j["previous_availability_pct"] is None else f"{j['previous_availability_pct']:.4f}",
-            round(r.figures.down_s), r.figures.outages, round(r.figures.longest_outage_s),
-            "" if j["mttr_s"] is None else round(j["mttr_s"]), round(r.figures.unreachable_s),
-            round(r.figures.maintenance_s), round(r.figures.unobserved_s), round(r.figures.observed_s),
-            int(bool(r.figures.below_target)))])
+        out.writerow(
+            [
+                csv_cell(x)
+                for x in (
+                    r.id,
+                    r.name,
+                    w["levels"][r.level],
+                    r.district or "",
+                    "" if j["availability_pct"] is None else f"{j['availability_pct']:.4f}",
+                    "" if j["previous_availability_pct"] is None else f"{j['previous_availability_pct']:.4f}",
+                    round(r.figures.down_s),
+                    r.figures.outages,
+                    round(r.figures.longest_outage_s),
+                    "" if j["mttr_s"] is None else round(j["mttr_s"]),
+                    round(r.figures.unreachable_s),
+                    round(r.figures.maintenance_s),
+                    round(r.figures.unobserved_s),
+                    round(r.figures.observed_s),
+                    int(bool(r.figures.below_target)),
+                )
+            ]
+        )
     return "\ufeff".encode() + buf.getvalue().encode("utf-8")
 
 
@@ -358,19 +444,30 @@ def to_html(cfg: Config, rep: Report, max_sites: int | None = None) -> str:
     fmt = Fmt(rep.language, rep.period.start.tzinfo)
     w = REPORT[rep.language]
     shown = rep.sites if max_sites is None else rep.sites[:max_sites]
-    return _env(cfg).get_template("report.html.j2").render(
-        rep=rep, w=w, fmt=fmt, hm=hm, method=method_text(rep.language, rep.cap_s),
-        sites=shown, more=len(rep.sites) - len(shown),
-        period_text=period_text(rep.period, fmt, w), prev_text=period_text(rep.prev, fmt, w),
-        history_note=rep.history_note(),
-        generated=fmt.dt(rep.generated))
+    return (
+        _env(cfg)
+        .get_template("report.html.j2")
+        .render(
+            rep=rep,
+            w=w,
+            fmt=fmt,
+            hm=hm,
+            method=method_text(rep.language, rep.cap_s),
+            sites=shown,
+            more=len(rep.sites) - len(shown),
+            period_text=period_text(rep.period, fmt, w),
+            prev_text=period_text(rep.prev, fmt, w),
+            history_note=rep.history_note(),
+            generated=fmt.dt(rep.generated),
+        )
+    )
 
 
 def hm(seconds: float | None) -> str:
     """Downtime as h:mm (hours may pass 24)."""
     if seconds is None:
         return "–"
-    m = int(round(seconds / 60))
+    m = round(seconds / 60)
     return f"{m // 60}:{m % 60:02d}"
 
 
@@ -388,8 +485,10 @@ def to_pdf(cfg: Config, rep: Report) -> bytes:
     try:
         import weasyprint
     except (ImportError, OSError) as exc:  # OSError: the Pango library is missing
-        raise WanmonError(f"PDF needs WeasyPrint and Pango ({exc}); run scripts/quickstart.sh or "
-                          "apt-get install libpango-1.0-0 libpangoft2-1.0-0, or choose --format html") from None
+        raise WanmonError(
+            f"PDF needs WeasyPrint and Pango ({exc}); run scripts/quickstart.sh or "
+            "apt-get install libpango-1.0-0 libpangoft2-1.0-0, or choose --format html"
+        ) from None
     import logging
 
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
@@ -414,8 +513,13 @@ def render(cfg: Config, rep: Report, fmt: str) -> bytes:
 def default_path(cfg: Config, rep: Report, fmt: str) -> Path:
     from wanmon.page import out_dir
 
-    label = re.sub(r"[^0-9A-Za-z_-]+", "_", rep.period.label if rep.period.kind != "range" else
-                   f"{rep.period.start:%Y%m%dT%H%M}-{rep.period.end:%Y%m%dT%H%M}")
+    label = re.sub(
+        r"[^0-9A-Za-z_-]+",
+        "_",
+        rep.period.label
+        if rep.period.kind != "range"
+        else f"{rep.period.start:%Y%m%dT%H%M}-{rep.period.end:%Y%m%dT%H%M}",
+    )
     return out_dir(cfg, None) / "reports" / f"wanmon-report-{label}.{fmt}"
 
 

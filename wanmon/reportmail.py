@@ -47,9 +47,18 @@ def message_rows(cfg: Config, rep) -> list[dict]:
     lines += ["", w["below_n"].format(n=rep.total.below_target, t=fmt.pct(rep.target_pct))]
     name = rp.default_path(cfg, rep, "x").stem
     attachments = [(f"{name}.pdf", "application", "pdf", pdf), (f"{name}.csv", "text", "csv", csv_bytes)]
-    return [{"recipient": to, "subject": subject, "created_ts": time.time(), "message_id": new_message_id(),
-             "body_text": "\n".join(lines) + "\n", "body_html": html, "attachments": attachments}
-            for to in cfg.report.recipients]
+    return [
+        {
+            "recipient": to,
+            "subject": subject,
+            "created_ts": time.time(),
+            "message_id": new_message_id(),
+            "body_text": "\n".join(lines) + "\n",
+            "body_html": html,
+            "attachments": attachments,
+        }
+        for to in cfg.report.recipients
+    ]
 
 
 def send_report(cfg: Config, rep) -> list[str]:
@@ -80,12 +89,17 @@ class Monthly:
     """The daemon's monthly report: due() is cheap (in memory); run() does the work (a thread)."""
 
     def __init__(self):
-        self.done_label: str | None = None   # mailed, or known to have nothing to mail
+        self.done_label: str | None = None  # mailed, or known to have nothing to mail
         self.next_try = 0.0
 
     def due(self, cfg: Config, now: float) -> bool:
-        return (cfg.report.monthly and bool(cfg.report.recipients) and cfg.smtp is not None
-                and self.done_label != last_month_label(cfg, now) and now >= self.next_try)
+        return (
+            cfg.report.monthly
+            and bool(cfg.report.recipients)
+            and cfg.smtp is not None
+            and self.done_label != last_month_label(cfg, now)
+            and now >= self.next_try
+        )
 
     def run(self, cfg: Config, now: float) -> str:
         """Mail last month's report unless the store says it went; returns what happened."""

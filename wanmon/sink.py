@@ -151,8 +151,9 @@ class Writer:
     def write(self, body: bytes) -> WriteResult:
         with _write_deadline(self.timeout) as d:
             try:
-                status, headers, data = httpclient.request(self.base, "POST", self.path, d, self.timeout, body,
-                                                           self.headers, tls=self.tls)
+                status, headers, data = httpclient.request(
+                    self.base, "POST", self.path, d, self.timeout, body, self.headers, tls=self.tls
+                )
             except (OSError, http.client.HTTPException) as exc:
                 if d.expired:
                     return WriteResult(False, None, d.message())
@@ -177,8 +178,12 @@ def v1_writer(spec: InfluxSpec) -> Writer:
     if st.retention_policy:
         q["rp"] = st.retention_policy
     base = st.url.rstrip("/")
-    return Writer(base, _path(base, "/write?" + urllib.parse.urlencode(q)),
-                  {"Content-Type": "text/plain; charset=utf-8", **auth_headers(spec)}, st.timeout_ms / 1000.0)
+    return Writer(
+        base,
+        _path(base, "/write?" + urllib.parse.urlencode(q)),
+        {"Content-Type": "text/plain; charset=utf-8", **auth_headers(spec)},
+        st.timeout_ms / 1000.0,
+    )
 
 
 def v2_writer(spec: InfluxSpec) -> Writer:
@@ -187,9 +192,12 @@ def v2_writer(spec: InfluxSpec) -> Writer:
     st = spec.settings
     base = st.url.rstrip("/")
     q = {"org": st.org, "bucket": st.bucket, "precision": "ns"}
-    return Writer(base, _path(base, "/api/v2/write?" + urllib.parse.urlencode(q)),
-                  {"Content-Type": "text/plain; charset=utf-8", "Accept": "application/json", **auth_headers(spec)},
-                  st.timeout_ms / 1000.0)
+    return Writer(
+        base,
+        _path(base, "/api/v2/write?" + urllib.parse.urlencode(q)),
+        {"Content-Type": "text/plain; charset=utf-8", "Accept": "application/json", **auth_headers(spec)},
+        st.timeout_ms / 1000.0,
+    )
 
 
 def writer_for(spec: InfluxSpec) -> Writer:
@@ -242,25 +250,26 @@ class _InFlight:
     def _run(self, writer, body: bytes, what: str) -> None:
         try:
             self._res = write_within(writer, body, self.seconds, what)
-        except BaseException as exc:  # a bug: raised again in the drain's thread
+        except BaseException as exc:  # noqa: BLE001 - a bug: raised again in the drain's thread
             self._exc = exc
         finally:
             self._done.set()
 
     def result(self) -> WriteResult:
         if not self._done.wait(max(0.0, self.until - time.monotonic())):
-            logger.error("influx write still running %.1f s past its deadline: abandoned (points kept)",
-                         _JOIN_MARGIN_S)
-            return WriteResult(False, None, f"{_WHAT}: no complete answer within {round(self.seconds, 1):g} s "
-                                            "(deadline; abandoned)")
+            logger.error("influx write still running %.1f s past its deadline: abandoned (points kept)", _JOIN_MARGIN_S)
+            return WriteResult(
+                False, None, f"{_WHAT}: no complete answer within {round(self.seconds, 1):g} s (deadline; abandoned)"
+            )
         if self._exc is not None:
             raise self._exc
         assert self._res is not None
         return self._res
 
 
-def drain(store: Store, spec: InfluxSpec, budget_s: float, writer=None,
-          now: Callable[[], float] = time.time) -> DrainReport:
+def drain(
+    store: Store, spec: InfluxSpec, budget_s: float, writer=None, now: Callable[[], float] = time.time
+) -> DrainReport:
     """Send spooled points, oldest first, until the spool is empty, the server
     fails, or budget_s has passed: it returns within budget_s (+ well under a
     second), whatever the server does. Never raises for server trouble.
@@ -338,8 +347,9 @@ def _send(store: Store, writer, rows: list[tuple[int, str]], budget: _Budget, re
     return _after(store, writer, rows, res, budget, rep)
 
 
-def _after(store: Store, writer, rows: list[tuple[int, str]], res: WriteResult, budget: _Budget,
-           rep: DrainReport) -> str:
+def _after(
+    store: Store, writer, rows: list[tuple[int, str]], res: WriteResult, budget: _Budget, rep: DrainReport
+) -> str:
     """Act on the server's answer to one batch: ack, split, quarantine, or stop."""
     ids = [r[0] for r in rows]
     if res.ok:
@@ -362,7 +372,9 @@ def _after(store: Store, writer, rows: list[tuple[int, str]], res: WriteResult, 
             return "stop"  # a single point too large for the server: retried next time (and logged)
         store.spool_quarantine(ids, res.status, res.error or "", budget.now())
         rep.quarantined += 1
-        logger.warning("influx rejected a point (HTTP %s): quarantined: %s | %s", res.status, res.error, rows[0][1][:200])
+        logger.warning(
+            "influx rejected a point (HTTP %s): quarantined: %s | %s", res.status, res.error, rows[0][1][:200]
+        )
         rep.error = None
         return "ok"
     if res.status == 429 or (res.status is not None and res.status >= 500):
@@ -429,13 +441,20 @@ def _check_v1(spec: InfluxSpec) -> list[tuple[bool, str]]:
         data = json.loads(raw)
     except ValueError:
         return [(False, f"SHOW DATABASES: not a JSON answer: {raw[:200]!r}")]
-    names = [row[0] for res in data.get("results", []) for ser in res.get("series", []) for row in ser.get("values", [])]
+    names = [
+        row[0] for res in data.get("results", []) for ser in res.get("series", []) for row in ser.get("values", [])
+    ]
     err = next((r.get("error") for r in data.get("results", []) if r.get("error")), None)
     if err:
         return [(False, f"SHOW DATABASES failed: {err}")]
     if st.database not in names:
-        return [(False, f"database '{st.database}' does not exist (have: {', '.join(names) or 'none'}): create it with "
-                        f"CREATE DATABASE \"{st.database}\" or fix [influxdb] database")]
+        return [
+            (
+                False,
+                f"database '{st.database}' does not exist (have: {', '.join(names) or 'none'}): create it with "
+                f'CREATE DATABASE "{st.database}" or fix [influxdb] database',
+            )
+        ]
     return [(True, f"authenticated; database '{st.database}' exists")]
 
 
@@ -450,8 +469,13 @@ def _check_v2(spec: InfluxSpec) -> list[tuple[bool, str]]:
     if res.ok:
         return [(True, f"test write to org '{st.org}', bucket '{st.bucket}' accepted (measurement wanmon_check)")]
     if res.status in (401, 403):
-        return [(False, "authentication failed: the token is wrong or may not write to this bucket "
-                        "(check [influxdb] token_env/token_file)")]
+        return [
+            (
+                False,
+                "authentication failed: the token is wrong or may not write to this bucket "
+                "(check [influxdb] token_env/token_file)",
+            )
+        ]
     if res.status == 404:
         return [(False, f"org '{st.org}' or bucket '{st.bucket}' not found ({res.error}): create it or fix [influxdb]")]
     return [(False, f"test write failed: {res.error}")]

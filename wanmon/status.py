@@ -46,7 +46,7 @@ def advance(prev: Track | None, status: str, ts: float, cap: int = 1 << 30) -> T
 
 
 def icmp_status(result: IcmpResult | None, th: Thresholds) -> str:
-    if result is None or result.sent == 0 and result.reason is None:
+    if result is None or (result.sent == 0 and result.reason is None):
         return UNKNOWN
     if result.received == 0:
         return DOWN
@@ -67,9 +67,14 @@ def with_parents(own: Mapping[str, str], sites: Mapping[str, Site]) -> dict[str,
         status = own.get(sid, UNKNOWN)
         parent = sites[sid].parent if sid in sites else None
         # depth guard: validated configs have no cycles, but be safe.
-        if status == DOWN and parent and parent in sites and depth < 64:
-            if resolve(parent, depth + 1) in (DOWN, UNREACHABLE):
-                status = UNREACHABLE
+        if (
+            status == DOWN
+            and parent
+            and parent in sites
+            and depth < 64
+            and resolve(parent, depth + 1) in (DOWN, UNREACHABLE)
+        ):
+            status = UNREACHABLE
         out[sid] = status
         return status
 

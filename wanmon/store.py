@@ -218,7 +218,7 @@ def _create_store(path: Path) -> None:
     try:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
-            conn.execute("PRAGMA application_id = %d" % APPLICATION_ID)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
         finally:
             conn.close()
         try:
@@ -229,8 +229,10 @@ def _create_store(path: Path) -> None:
         tmp.unlink()
 
 
-_WAY_OUT = ("If it was emptied or replaced by mistake, restore it from a backup (see the README, 'Backup and "
-            "restore'); to start a new history, move it away or delete it: wanmon then creates a new store.")
+_WAY_OUT = (
+    "If it was emptied or replaced by mistake, restore it from a backup (see the README, 'Backup and "
+    "restore'); to start a new history, move it away or delete it: wanmon then creates a new store."
+)
 
 
 def _refuse_empty(path: Path) -> None:
@@ -238,8 +240,10 @@ def _refuse_empty(path: Path) -> None:
     SQLite opens it, which would write a header into it. (`: > wanmon.db` used to start a new
     history at cycle 1 over the old one.)"""
     if path.stat().st_size == 0:
-        raise StoreError(f"the store {path} exists but is empty (0 bytes): it holds no history, and wanmon will "
-                         f"not write over it. {_WAY_OUT}")
+        raise StoreError(
+            f"the store {path} exists but is empty (0 bytes): it holds no history, and wanmon will "
+            f"not write over it. {_WAY_OUT}"
+        )
 
 
 def _refuse_foreign(path: Path, conn: sqlite3.Connection) -> None:
@@ -249,8 +253,10 @@ def _refuse_foreign(path: Path, conn: sqlite3.Connection) -> None:
     tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
     if app != APPLICATION_ID and not (version > 0 and tables > 0):
         conn.close()
-        raise StoreError(f"{path} is an SQLite database but not a wanmon store (application_id {app}, "
-                         f"schema {version}, {tables} tables): wanmon will not write over it. {_WAY_OUT}")
+        raise StoreError(
+            f"{path} is an SQLite database but not a wanmon store (application_id {app}, "
+            f"schema {version}, {tables} tables): wanmon will not write over it. {_WAY_OUT}"
+        )
 
 
 APPLICATION_ID = 0x776D6F6E  # "wmon": PRAGMA application_id of every store wanmon creates
@@ -280,10 +286,16 @@ def mark_damaged(path: Path, findings: Sequence[str], ts: float | None = None) -
 
     if damaged(path) is not None:
         return  # the first finding stays
-    _mark_path(path).write_text(json.dumps({"ts": time.time() if ts is None else ts, "findings": list(findings)[:20]},
-                            ensure_ascii=False), encoding="utf-8")
-    logger.error("store damaged path=%s findings=%s: writes stop until `wanmon store check` passes (README, "
-                 "'Backup and restore')", path, "; ".join(list(findings)[:3]))
+    _mark_path(path).write_text(
+        json.dumps({"ts": time.time() if ts is None else ts, "findings": list(findings)[:20]}, ensure_ascii=False),
+        encoding="utf-8",
+    )
+    logger.error(
+        "store damaged path=%s findings=%s: writes stop until `wanmon store check` passes (README, "
+        "'Backup and restore')",
+        path,
+        "; ".join(list(findings)[:3]),
+    )
 
 
 def note_damaged(path: Path, **fields: object) -> None:
@@ -308,9 +320,11 @@ def _refuse_damaged(path: Path) -> None:
     d = damaged(path)
     if d is not None:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(d["ts"])) if d.get("ts") else "?"
-        raise StoreError(f"the store {path} was found damaged at {when} ({'; '.join(d['findings'][:2])}): nothing "
-                         "is written to it until it is restored from a backup and `wanmon store check` passes "
-                         "(README, 'Backup and restore')")
+        raise StoreError(
+            f"the store {path} was found damaged at {when} ({'; '.join(d['findings'][:2])}): nothing "
+            "is written to it until it is restored from a backup and `wanmon store check` passes "
+            "(README, 'Backup and restore')"
+        )
 
 
 class Store:
@@ -374,12 +388,16 @@ class Store:
         except PermissionError as exc:
             raise StoreError(f"cannot read the store {path}: {os_cause(exc)}") from None
         if version > SCHEMA_VERSION:
-            raise StoreError(f"the store {path} has schema {version}, newer than this wanmon ({SCHEMA_VERSION}): upgrade wanmon")
+            raise StoreError(
+                f"the store {path} has schema {version}, newer than this wanmon ({SCHEMA_VERSION}): upgrade wanmon"
+            )
         if version < SCHEMA_VERSION and not any_older:
             conn.close()
-            raise StoreError(f"the store {path} has schema {version}, older than this wanmon ({SCHEMA_VERSION}): "
-                             "run `wanmon check` once to upgrade it (it first leaves a backup beside the store; "
-                             "`wanmon store backup` and `store check` work on it as it is)")
+            raise StoreError(
+                f"the store {path} has schema {version}, older than this wanmon ({SCHEMA_VERSION}): "
+                "run `wanmon check` once to upgrade it (it first leaves a backup beside the store; "
+                "`wanmon store backup` and `store check` work on it as it is)"
+            )
         return cls(conn, path)
 
     def backup(self, dest: Path) -> int:
@@ -443,7 +461,8 @@ class Store:
             raise StoreError(
                 f"the store {self.path} (schema {version}) was not upgraded to schema {SCHEMA_VERSION}: its backup "
                 f"{self.path}.schema-{version}.bak could not be written ({cause}); nothing was changed: free at least "
-                f"{need / 1e6:.1f} MB in {self.path.parent} (the store's size) and run again") from None
+                f"{need / 1e6:.1f} MB in {self.path.parent} (the store's size) and run again"
+            ) from None
         try:
             if version >= SCHEMA_VERSION:
                 return None  # upgraded by another process meanwhile: nothing left to keep
@@ -453,12 +472,19 @@ class Store:
                     os.link(tmp, dest)
                 except FileExistsError:
                     continue
-                logger.warning("store upgrade path=%s from=%d to=%d: backup written to %s; to go back, install the "
-                               "previous wanmon and copy the backup over the store while no check runs", self.path,
-                               version, SCHEMA_VERSION, dest)
+                logger.warning(
+                    "store upgrade path=%s from=%d to=%d: backup written to %s; to go back, install the "
+                    "previous wanmon and copy the backup over the store while no check runs",
+                    self.path,
+                    version,
+                    SCHEMA_VERSION,
+                    dest,
+                )
                 return dest
-            raise StoreError(f"the store {self.path} was not upgraded: 1,000 backups of schema {version} are beside "
-                             "it already; move some away")
+            raise StoreError(
+                f"the store {self.path} was not upgraded: 1,000 backups of schema {version} are beside "
+                "it already; move some away"
+            )
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -499,11 +525,19 @@ class Store:
 
     # -- writing ---------------------------------------------------------
 
-    def record_cycle(self, started_at: float, finished_at: float, obs: Sequence[Observation],
-                     snmp: Sequence[SnmpOutcome] = (), points: Sequence[str] = (),
-                     spool_limits: tuple[int, float] | None = None, alerts: AlertUpdate | None = None,
-                     maintenance: Collection[str] = (), run_cap_s: float = 120.0,
-                     cadence_s: float | None = None) -> int:
+    def record_cycle(
+        self,
+        started_at: float,
+        finished_at: float,
+        obs: Sequence[Observation],
+        snmp: Sequence[SnmpOutcome] = (),
+        points: Sequence[str] = (),
+        spool_limits: tuple[int, float] | None = None,
+        alerts: AlertUpdate | None = None,
+        maintenance: Collection[str] = (),
+        run_cap_s: float = 120.0,
+        cadence_s: float | None = None,
+    ) -> int:
         """Store one cycle atomically: ICMP observations, SNMP outcomes and the
         cycle's InfluxDB points (into the spool, bounded by spool_limits =
         (max points, max age in s)). maintenance: the sites in a maintenance window;
@@ -522,8 +556,20 @@ class Store:
                 "INSERT INTO icmp_samples (cycle_id, site_id, ts, status, reason, sent, received, loss_pct,"
                 " rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (cycle_id, o.site_id, o.ts, o.status, o.reason, o.sent, o.received, o.loss_pct,
-                     o.rtt_min_ms, o.rtt_avg_ms, o.rtt_max_ms, o.jitter_ms)
+                    (
+                        cycle_id,
+                        o.site_id,
+                        o.ts,
+                        o.status,
+                        o.reason,
+                        o.sent,
+                        o.received,
+                        o.loss_pct,
+                        o.rtt_min_ms,
+                        o.rtt_avg_ms,
+                        o.rtt_max_ms,
+                        o.jitter_ms,
+                    )
                     for o in obs
                 ],
             )
@@ -537,8 +583,17 @@ class Store:
                 " rtt_min_ms = min(coalesce(rtt_min_ms, excluded.rtt_min_ms), coalesce(excluded.rtt_min_ms, rtt_min_ms)),"
                 " rtt_max_ms = max(coalesce(rtt_max_ms, excluded.rtt_max_ms), coalesce(excluded.rtt_max_ms, rtt_max_ms))",
                 [
-                    (o.site_id, o.ts - o.ts % 3600, int(o.status in REACHABLE), o.sent, o.received,
-                     (o.rtt_avg_ms or 0.0) * o.received, o.received, o.rtt_min_ms, o.rtt_max_ms)
+                    (
+                        o.site_id,
+                        o.ts - o.ts % 3600,
+                        int(o.status in REACHABLE),
+                        o.sent,
+                        o.received,
+                        (o.rtt_avg_ms or 0.0) * o.received,
+                        o.received,
+                        o.rtt_min_ms,
+                        o.rtt_max_ms,
+                    )
                     for o in obs
                 ],
             )
@@ -565,8 +620,10 @@ class Store:
         cache of the states holds once this commits (see alert_states)."""
         import json as _json
 
-        self.conn.executemany("INSERT OR REPLACE INTO alert_state (site_id, state) VALUES (?, ?)",
-                              [(sid, _json.dumps(astuple_dict(st))) for sid, st in up.states.items()])
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO alert_state (site_id, state) VALUES (?, ?)",
+            [(sid, _json.dumps(astuple_dict(st))) for sid, st in up.states.items()],
+        )
         gen, read = self.meta("alert_gen"), self._alerts_read
         new_gen = f"{os.getpid()}.{time.time_ns()}"  # unique to this write, whoever reads it next
         self._set_meta("alert_gen", new_gen)
@@ -581,8 +638,20 @@ class Store:
         self.conn.executemany(
             "INSERT INTO outbox (created_ts, message_id, recipient, subject, body_text, body_html, kinds, status, notes)"
             " VALUES (?,?,?,?,?,?,?,?,?)",
-            [(m.created_ts, m.message_id, m.recipient, m.subject, m.text, m.html, ",".join(m.kinds), status,
-              json.dumps(m.notes) if m.notes else None) for m in mails],
+            [
+                (
+                    m.created_ts,
+                    m.message_id,
+                    m.recipient,
+                    m.subject,
+                    m.text,
+                    m.html,
+                    ",".join(m.kinds),
+                    status,
+                    json.dumps(m.notes) if m.notes else None,
+                )
+                for m in mails
+            ],
         )
 
     def alert_states(self) -> tuple[dict, bool]:
@@ -601,18 +670,36 @@ class Store:
         if gen is not None and cached is not None and cached[0] == gen:
             states = dict(cached[1])
         else:
-            states = {sid: SiteAlert(**_json.loads(js)) for sid, js in self.conn.execute("SELECT site_id, state FROM alert_state")}
+            states = {
+                sid: SiteAlert(**_json.loads(js))
+                for sid, js in self.conn.execute("SELECT site_id, state FROM alert_state")
+            }
         self._alerts_read = (gen, dict(states))
         return states, self.meta("alert_guard") == "1"
 
-    _OUTBOX_COLS = ("id", "created_ts", "message_id", "recipient", "subject", "body_text", "body_html", "kinds",
-                    "status", "attempts", "last_error", "sent_ts", "next_try_ts", "notes")
+    _OUTBOX_COLS = (
+        "id",
+        "created_ts",
+        "message_id",
+        "recipient",
+        "subject",
+        "body_text",
+        "body_html",
+        "kinds",
+        "status",
+        "attempts",
+        "last_error",
+        "sent_ts",
+        "next_try_ts",
+        "notes",
+    )
 
     def outbox(self, statuses: Sequence[str] | None = None, limit: int = 1000) -> list[dict]:
         cols = self._OUTBOX_COLS
         where = f"WHERE status IN ({','.join('?' * len(statuses))})" if statuses else ""
-        rows = self.conn.execute(f"SELECT {', '.join(cols)} FROM outbox {where} ORDER BY id LIMIT ?",
-                                 (*(statuses or ()), limit)).fetchall()
+        rows = self.conn.execute(
+            f"SELECT {', '.join(cols)} FROM outbox {where} ORDER BY id LIMIT ?", (*(statuses or ()), limit)
+        ).fetchall()
         return [dict(zip(cols, r)) for r in rows]
 
     def outbox_due(self, now: float, limit: int = 1000) -> list[dict]:
@@ -621,15 +708,18 @@ class Store:
         cols = self._OUTBOX_COLS
         rows = self.conn.execute(
             f"SELECT {', '.join(cols)} FROM outbox WHERE status = 'queued'"
-            " AND (next_try_ts IS NULL OR next_try_ts <= ?) ORDER BY id LIMIT ?", (now, limit)).fetchall()
+            " AND (next_try_ts IS NULL OR next_try_ts <= ?) ORDER BY id LIMIT ?",
+            (now, limit),
+        ).fetchall()
         return [dict(zip(cols, r)) for r in rows]
 
     def outbox_attempt(self, mail_id: int, next_try_ts: float) -> int:
         """Count one more delivery attempt and when to retry if it fails, committed before the
         message is sent: a crash or kill in mid-send still counts. Returns the attempt number."""
         with self.transaction():
-            self.conn.execute("UPDATE outbox SET attempts = attempts + 1, next_try_ts = ? WHERE id = ?",
-                              (next_try_ts, mail_id))
+            self.conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_try_ts = ? WHERE id = ?", (next_try_ts, mail_id)
+            )
             return self.conn.execute("SELECT attempts FROM outbox WHERE id = ?", (mail_id,)).fetchone()[0]
 
     def outbox_mark(self, mail_id: int, status: str, error: str | None = None, now: float | None = None) -> None:
@@ -639,18 +729,22 @@ class Store:
             self.conn.execute(
                 "UPDATE outbox SET status = ?, last_error = ?, sent_ts = ?,"
                 " next_try_ts = CASE WHEN ? = 'queued' THEN next_try_ts END WHERE id = ?",
-                (status, error, now if status == "sent" else None, status, mail_id))
+                (status, error, now if status == "sent" else None, status, mail_id),
+            )
 
     def outbox_hold(self, mail_ids: Sequence[int], why: str) -> None:
         """Never send these queued mails (another agent sends, or has sent, the same news): status 'held'."""
         with self.transaction():
-            self.conn.executemany("UPDATE outbox SET status = 'held', last_error = ? WHERE id = ? AND status = 'queued'",
-                                  [(why, i) for i in mail_ids])
+            self.conn.executemany(
+                "UPDATE outbox SET status = 'held', last_error = ? WHERE id = ? AND status = 'queued'",
+                [(why, i) for i in mail_ids],
+            )
 
     def outbox_sent_since(self, ts: float) -> list[dict]:
         cols = self._OUTBOX_COLS
-        rows = self.conn.execute(f"SELECT {', '.join(cols)} FROM outbox WHERE status = 'sent' AND sent_ts >= ?"
-                                 " ORDER BY id", (ts,)).fetchall()
+        rows = self.conn.execute(
+            f"SELECT {', '.join(cols)} FROM outbox WHERE status = 'sent' AND sent_ts >= ? ORDER BY id", (ts,)
+        ).fetchall()
         return [dict(zip(cols, r)) for r in rows]
 
     def spool_points(self, ts: float, lines: Sequence[str]) -> None:
@@ -665,7 +759,9 @@ class Store:
         failed, retrying, queued = self.conn.execute(
             "SELECT coalesce(sum(status = 'failed' AND created_ts >= ?), 0),"
             " coalesce(sum(status = 'queued' AND attempts > 0), 0), coalesce(sum(status = 'queued'), 0)"
-            " FROM outbox", (since_ts,)).fetchone()
+            " FROM outbox",
+            (since_ts,),
+        ).fetchone()
         return {"failed": int(failed), "retrying": int(retrying), "queued": int(queued)}
 
     # -- the InfluxDB spool ----------------------------------------------
@@ -683,13 +779,18 @@ class Store:
         if dropped:
             total = int(self.meta("spool_dropped") or 0) + dropped
             self._set_meta("spool_dropped", str(total))
-            logger.warning("spool full: dropped the %d oldest points (%d dropped in all); "
-                           "InfluxDB has not accepted points for a while: run `wanmon influx check`", dropped, total)
+            logger.warning(
+                "spool full: dropped the %d oldest points (%d dropped in all); "
+                "InfluxDB has not accepted points for a while: run `wanmon influx check`",
+                dropped,
+                total,
+            )
 
     def spool_head(self, limit: int, after_id: int = 0) -> list[tuple[int, str]]:
         """The oldest `limit` points (with id > after_id), in order."""
-        return self.conn.execute("SELECT id, line FROM spool WHERE id > ? ORDER BY id LIMIT ?",
-                                 (after_id, limit)).fetchall()
+        return self.conn.execute(
+            "SELECT id, line FROM spool WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        ).fetchall()
 
     def spool_ack(self, ids: Sequence[int]) -> None:
         """The server acknowledged these points: remove them. A batch is a run of
@@ -706,7 +807,9 @@ class Store:
             for i in ids:
                 self.conn.execute(
                     "INSERT INTO spool_quarantine (id, ts, line, status, error, quarantined_at)"
-                    " SELECT id, ts, line, ?, ?, ? FROM spool WHERE id = ?", (status, error[:500], now, i))
+                    " SELECT id, ts, line, ?, ?, ? FROM spool WHERE id = ?",
+                    (status, error[:500], now, i),
+                )
                 self.conn.execute("DELETE FROM spool WHERE id = ?", (i,))
 
     def spool_stats(self) -> dict[str, float | int | None]:
@@ -760,10 +863,16 @@ class Store:
             self.conn.executemany(
                 "INSERT INTO dns_cache (name, ip, resolved_ts) VALUES (?, ?, ?)"
                 " ON CONFLICT(name) DO UPDATE SET ip = excluded.ip, resolved_ts = excluded.resolved_ts",
-                ((name, ip, now) for name, ip in entries.items()))
+                ((name, ip, now) for name, ip in entries.items()),
+            )
 
-    def record_snmp(self, outcomes: Sequence[SnmpOutcome], points: Sequence[str] = (), ts: float | None = None,
-                    spool_limits: tuple[int, float] | None = None) -> None:
+    def record_snmp(
+        self,
+        outcomes: Sequence[SnmpOutcome],
+        points: Sequence[str] = (),
+        ts: float | None = None,
+        spool_limits: tuple[int, float] | None = None,
+    ) -> None:
         """Store one SNMP poll's outcomes and its InfluxDB points (spooled at `ts`), atomically.
         Its events reach the alerts of the next cycle (`reboots_after`)."""
         with self.transaction():
@@ -784,8 +893,10 @@ class Store:
             return [], last
         if int(seen) > last:  # retention emptied the table and ids start again: all of it is new
             seen = 0
-        rows = self.conn.execute("SELECT ts, site_id, kind, detail, data FROM events WHERE id > ? AND kind = 'reboot'"
-                                 " ORDER BY id", (int(seen),)).fetchall()
+        rows = self.conn.execute(
+            "SELECT ts, site_id, kind, detail, data FROM events WHERE id > ? AND kind = 'reboot' ORDER BY id",
+            (int(seen),),
+        ).fetchall()
         return [_event(r) for r in rows], last
 
     def _record_snmp(self, outcomes: Sequence[SnmpOutcome]) -> None:
@@ -795,10 +906,21 @@ class Store:
         self.conn.executemany(
             "INSERT INTO snmp_samples (site_id, ts, status, reason, uptime_s, uplink_in_bps, uplink_out_bps,"
             " uplink_util_in_pct, uplink_util_out_pct) VALUES (?,?,?,?,?,?,?,?,?)",
-            [(d.site_id, d.last_poll_ts, d.status, d.reason, d.uptime_s if d.status == "ok" else None,
-              *((d.uplink_in_bps, d.uplink_out_bps, d.uplink_util_in_pct, d.uplink_util_out_pct)
-                if d.status == "ok" else (None, None, None, None)))
-             for d in (o.device for o in outcomes)],
+            [
+                (
+                    d.site_id,
+                    d.last_poll_ts,
+                    d.status,
+                    d.reason,
+                    d.uptime_s if d.status == "ok" else None,
+                    *(
+                        (d.uplink_in_bps, d.uplink_out_bps, d.uplink_util_in_pct, d.uplink_util_out_pct)
+                        if d.status == "ok"
+                        else (None, None, None, None)
+                    ),
+                )
+                for d in (o.device for o in outcomes)
+            ],
         )
         for o in outcomes:
             if o.interfaces is None:
@@ -812,42 +934,75 @@ class Store:
             self.conn.executemany(
                 "INSERT INTO if_samples (site_id, if_index, ts, in_bps, out_bps, util_in_pct, util_out_pct,"
                 " oper_status, in_errors, out_errors, in_discards, out_discards) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(o.device.site_id, i.if_index, i.sample_ts, i.in_bps, i.out_bps, i.util_in_pct, i.util_out_pct,
-                  i.oper_status, i.in_errors, i.out_errors, i.in_discards, i.out_discards) for i in o.interfaces],
+                [
+                    (
+                        o.device.site_id,
+                        i.if_index,
+                        i.sample_ts,
+                        i.in_bps,
+                        i.out_bps,
+                        i.util_in_pct,
+                        i.util_out_pct,
+                        i.oper_status,
+                        i.in_errors,
+                        i.out_errors,
+                        i.in_discards,
+                        i.out_discards,
+                    )
+                    for i in o.interfaces
+                ],
             )
         self.conn.executemany(
             "INSERT INTO events (ts, site_id, kind, detail, data) VALUES (?,?,?,?,?)",
             [_event_row(e) for o in outcomes for e in o.events],
         )
 
-    def _update_state(self, cycle_id: int, obs: Iterable[Observation], maintenance: Collection[str] = (),
-                      run_cap_s: float = 120.0) -> None:
+    def _update_state(
+        self, cycle_id: int, obs: Iterable[Observation], maintenance: Collection[str] = (), run_cap_s: float = 120.0
+    ) -> None:
         prev = {
             r[0]: r[1:]
-            for r in self.conn.execute("SELECT site_id, status, since, consecutive_failures, last_reachable_ts, last_ts,"
-                                       " run_start, run_maint FROM site_state")
+            for r in self.conn.execute(
+                "SELECT site_id, status, since, consecutive_failures, last_reachable_ts, last_ts,"
+                " run_start, run_maint FROM site_state"
+            )
         }
         rows = []
         changes = []
         closed = []
         back = 0.0
         for o in obs:
-            p_status, p_since, p_fail, p_reach, p_last, p_run, p_maint = prev.get(o.site_id,
-                                                                               (None, None, 0, None, None, None, 0))
+            p_status, p_since, p_fail, p_reach, p_last, p_run, p_maint = prev.get(
+                o.site_id, (None, None, 0, None, None, None, 0)
+            )
             if p_last is not None and o.ts < p_last:  # the clock was set back
                 p_status, p_since, p_run = self._rewind(o.site_id, o.ts, p_status, p_since, p_run)
                 back = max(back, p_last - o.ts)
                 p_last = o.ts
             since = advance(Track(p_status, p_since, 1) if p_status is not None else None, o.status, o.ts).since
             if p_status is not None and p_status != o.status:
-                changes.append(_event_row(Event(o.ts, o.site_id, "status", f"{p_status} -> {o.status}",
-                                                {"from": p_status, "to": o.status})))
+                changes.append(
+                    _event_row(
+                        Event(
+                            o.ts, o.site_id, "status", f"{p_status} -> {o.status}", {"from": p_status, "to": o.status}
+                        )
+                    )
+                )
             elif p_status is None and o.status in PROBLEMS:
                 # A problem at its first observation: the incident log starts it here, marked
                 # first seen (it may have begun earlier: nobody was looking).
-                changes.append(_event_row(Event(o.ts, o.site_id, "status", f"first seen {o.status}",
-                                                {"from": None, "to": o.status, "first_seen": True})))
-            failed = o.sent > 0 and o.received == 0 or o.status in FAILING
+                changes.append(
+                    _event_row(
+                        Event(
+                            o.ts,
+                            o.site_id,
+                            "status",
+                            f"first seen {o.status}",
+                            {"from": None, "to": o.status, "first_seen": True},
+                        )
+                    )
+                )
+            failed = (o.sent > 0 and o.received == 0) or o.status in FAILING
             fails = p_fail + 1 if failed else 0
             reach = o.ts if o.status in REACHABLE else p_reach
             maint = int(o.site_id in maintenance)
@@ -857,12 +1012,32 @@ class Store:
                     closed.append((o.site_id, p_status, p_maint, p_run, p_last + held_s(p_last, o.ts, run_cap_s)))
                 run = o.ts
             rows.append(
-                (o.site_id, o.name, o.level, o.district, o.address, o.status, since, o.ts, cycle_id, fails, reach,
-                 o.loss_pct if o.sent else None, o.rtt_avg_ms, o.jitter_ms, o.reason, run, maint)
+                (
+                    o.site_id,
+                    o.name,
+                    o.level,
+                    o.district,
+                    o.address,
+                    o.status,
+                    since,
+                    o.ts,
+                    cycle_id,
+                    fails,
+                    reach,
+                    o.loss_pct if o.sent else None,
+                    o.rtt_avg_ms,
+                    o.jitter_ms,
+                    o.reason,
+                    run,
+                    maint,
+                )
             )
         if back:
-            logger.warning("kind=clock_back the clock was set back %.0f s: the sites' history after this cycle's "
-                           "time is dropped (the next cycles observe that time again)", back)
+            logger.warning(
+                "kind=clock_back the clock was set back %.0f s: the sites' history after this cycle's "
+                "time is dropped (the next cycles observe that time again)",
+                back,
+            )
         self.written_states = [SiteState(*r[:8], *r[9:15]) for r in rows]
         self.conn.executemany(
             "INSERT OR REPLACE INTO site_state (site_id, name, level, district, address, status, since, last_ts,"
@@ -870,23 +1045,28 @@ class Store:
             " run_start, run_maint) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
-        self.conn.executemany("INSERT INTO status_runs (site_id, status, maint, start_ts, end_ts) VALUES (?,?,?,?,?)",
-                              closed)
+        self.conn.executemany(
+            "INSERT INTO status_runs (site_id, status, maint, start_ts, end_ts) VALUES (?,?,?,?,?)", closed
+        )
         # Status changes are the incident log (page, alerts): kept like the other events.
         self.conn.executemany("INSERT INTO events (ts, site_id, kind, detail, data) VALUES (?,?,?,?,?)", changes)
 
-    def _rewind(self, site_id: str, ts: float, status: str | None, since: float | None,
-                run: float | None) -> tuple[str | None, float | None, float | None]:
+    def _rewind(
+        self, site_id: str, ts: float, status: str | None, since: float | None, run: float | None
+    ) -> tuple[str | None, float | None, float | None]:
         """The clock set back: an observation at ts, before the site's last one. The clock now
         puts the site's history after ts in the future, and the next cycles observe that time
         again: it is dropped (its status runs cut at ts, its status changes after ts deleted),
         so no time is counted twice and no `since` lies ahead of an observation. Returns where
         the site stood at ts: (status, since, open run start); status None: not seen before ts."""
-        after = self.conn.execute("SELECT detail, data FROM events WHERE site_id = ? AND kind = 'status' AND ts > ?"
-                                  " ORDER BY ts, id LIMIT 1", (site_id, ts)).fetchone()
+        after = self.conn.execute(
+            "SELECT detail, data FROM events WHERE site_id = ? AND kind = 'status' AND ts > ? ORDER BY ts, id LIMIT 1",
+            (site_id, ts),
+        ).fetchone()
         self.conn.execute("DELETE FROM events WHERE site_id = ? AND kind = 'status' AND ts > ?", (site_id, ts))
-        self.conn.execute("DELETE FROM status_runs WHERE end_ts > ? AND site_id = ? AND start_ts >= ?",
-                          (ts, site_id, ts))
+        self.conn.execute(
+            "DELETE FROM status_runs WHERE end_ts > ? AND site_id = ? AND start_ts >= ?", (ts, site_id, ts)
+        )
         self.conn.execute("UPDATE status_runs SET end_ts = ? WHERE end_ts > ? AND site_id = ?", (ts, ts, site_id))
         if run is not None and run >= ts:
             run = None  # the open run began after ts: dropped
@@ -897,8 +1077,9 @@ class Store:
             since = last[0] if last is not None and last[2] == status else ts
         return status, since, run
 
-    def rebuild_runs(self, cap_s: float, now: float,
-                     maintenance_at: Callable[[float], Collection[str]] | None = None) -> int | None:
+    def rebuild_runs(
+        self, cap_s: float, now: float, maintenance_at: Callable[[float], Collection[str]] | None = None
+    ) -> int | None:
         """Once, after an upgrade from a store without status runs (schema < RUNS_SCHEMA; meta
         runs_rebuild): each site's runs rebuilt from the raw samples the old store kept, by the
         cycle's own method (_update_state): a sample's status holds until the site's next sample,
@@ -918,7 +1099,8 @@ class Store:
         maint_ts = None
         with self.transaction():
             for sid, ts, status in self.conn.execute(  # in time order: memory is one run per site
-                    "SELECT site_id, ts, status FROM icmp_samples INDEXED BY icmp_samples_ts ORDER BY ts"):
+                "SELECT site_id, ts, status FROM icmp_samples INDEXED BY icmp_samples_ts ORDER BY ts"
+            ):
                 n += 1
                 first = ts if first is None else first
                 if maintenance_at is not None and ts != maint_ts:
@@ -932,27 +1114,41 @@ class Store:
                     closed.append((sid, r[0], r[1], r[2], r[3] + min(ts - r[3], cap_s)))
                 runs[sid] = [status, m, ts, ts]
             for sid, (status, m, start, last) in runs.items():
-                kept = self.conn.execute("UPDATE site_state SET run_start = ?, run_maint = ? WHERE site_id = ?"
-                                         " AND status = ? AND last_ts = ?", (start, m, sid, status, last)).rowcount
+                kept = self.conn.execute(
+                    "UPDATE site_state SET run_start = ?, run_maint = ? WHERE site_id = ?"
+                    " AND status = ? AND last_ts = ?",
+                    (start, m, sid, status, last),
+                ).rowcount
                 if kept:
                     written += 1  # open: the next cycle continues it
                 else:  # not the site's current state (cannot happen unless edited): held at most the cap
                     closed.append((sid, status, m, start, last + cap_s))
-            self.conn.executemany("INSERT INTO status_runs (site_id, status, maint, start_ts, end_ts)"
-                                  " VALUES (?,?,?,?,?)", closed)
+            self.conn.executemany(
+                "INSERT INTO status_runs (site_id, status, maint, start_ts, end_ts) VALUES (?,?,?,?,?)", closed
+            )
             written += len(closed)
             hour = None if first is None else first - first % 3600
             older = self.conn.execute(  # rollups of samples the raw table no longer has
                 "SELECT 1 FROM icmp_hourly WHERE ? IS NULL OR hour < ? OR (hour = ? AND samples >"
                 " (SELECT count(*) FROM icmp_samples s WHERE s.site_id = icmp_hourly.site_id AND s.ts >= ? AND s.ts < ?))"
-                " LIMIT 1", (hour, hour, hour, hour, None if hour is None else hour + 3600)).fetchone()
+                " LIMIT 1",
+                (hour, hour, hour, hour, None if hour is None else hour + 3600),
+            ).fetchone()
             start = first if first is not None else now
             self._set_meta("history_from", repr(start) if older else None)
             self._set_meta("runs_rebuild", None)
-        logger.info("store upgrade path=%s: status runs rebuilt from %d raw samples (%d runs, %d sites) in %.1f s;"
-                    " history %s", self.path, n, written, len(runs), time.monotonic() - t0,
-                    f"before {time.strftime('%Y-%m-%d %H:%M %z', time.localtime(start))} was kept only as hourly "
-                    "rollups: reports start there" if older else "is whole")
+        logger.info(
+            "store upgrade path=%s: status runs rebuilt from %d raw samples (%d runs, %d sites) in %.1f s; history %s",
+            self.path,
+            n,
+            written,
+            len(runs),
+            time.monotonic() - t0,
+            f"before {time.strftime('%Y-%m-%d %H:%M %z', time.localtime(start))} was kept only as hourly "
+            "rollups: reports start there"
+            if older
+            else "is whole",
+        )
         return written
 
     def defer_checkpoints(self) -> None:
@@ -1004,7 +1200,18 @@ class Store:
         ).fetchone()
         if r is None:
             return None
-        keys = ("id", "started_at", "finished_at", "duration_ms", "sites", "up", "degraded", "down", "unreachable", "unknown")
+        keys = (
+            "id",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "sites",
+            "up",
+            "degraded",
+            "down",
+            "unreachable",
+            "unknown",
+        )
         return dict(zip(keys, r))
 
     def devices(self) -> dict[str, DeviceState]:
@@ -1021,13 +1228,18 @@ class Store:
             (start,),
         )
 
-    def status_runs(self, start: float, end: float, now: float, cap_s: float) -> list[tuple[str, str, int, float, float]]:
+    def status_runs(
+        self, start: float, end: float, now: float, cap_s: float
+    ) -> list[tuple[str, str, int, float, float]]:
         """Each site's runs of one status that overlap [start, end): (site_id, status, maint, from, to),
         the runs still open (site_state) held from their last cycle for min(now - it, cap_s)."""
-        rows = self.conn.execute("SELECT site_id, status, maint, start_ts, end_ts FROM status_runs"
-                                 " WHERE end_ts > ? AND start_ts < ?", (start, end)).fetchall()
+        rows = self.conn.execute(
+            "SELECT site_id, status, maint, start_ts, end_ts FROM status_runs WHERE end_ts > ? AND start_ts < ?",
+            (start, end),
+        ).fetchall()
         for sid, status, maint, run, last in self.conn.execute(
-                "SELECT site_id, status, run_maint, run_start, last_ts FROM site_state WHERE run_start IS NOT NULL"):
+            "SELECT site_id, status, run_maint, run_start, last_ts FROM site_state WHERE run_start IS NOT NULL"
+        ):
             to = last + held_s(last, now, cap_s)
             if to > start and run < end:
                 rows.append((sid, status, maint, run, to))
@@ -1059,13 +1271,21 @@ class Store:
 
     def status_events_since(self, start: float) -> list[tuple[float, str, str, str]]:
         """Status changes since start, oldest first: [(ts, site_id, old status, new status)]."""
-        return [(ts, sid, *_change(detail, data)) for ts, sid, detail, data in self.conn.execute(
-            "SELECT ts, site_id, detail, data FROM events WHERE kind = 'status' AND ts >= ? ORDER BY ts, id", (start,))]
+        return [
+            (ts, sid, *_change(detail, data))
+            for ts, sid, detail, data in self.conn.execute(
+                "SELECT ts, site_id, detail, data FROM events WHERE kind = 'status' AND ts >= ? ORDER BY ts, id",
+                (start,),
+            )
+        ]
 
     def status_change_before(self, site_id: str, ts: float) -> tuple[float, str, str] | None:
         """A site's last status change before ts: (ts, old status, new status), or None."""
-        row = self.conn.execute("SELECT ts, detail, data FROM events WHERE site_id = ? AND ts < ? AND kind = 'status'"
-                                " ORDER BY ts DESC, id DESC LIMIT 1", (site_id, ts)).fetchone()
+        row = self.conn.execute(
+            "SELECT ts, detail, data FROM events WHERE site_id = ? AND ts < ? AND kind = 'status'"
+            " ORDER BY ts DESC, id DESC LIMIT 1",
+            (site_id, ts),
+        ).fetchone()
         return None if row is None else (row[0], *_change(row[1], row[2]))
 
     def device_lines(self) -> dict[str, DeviceLine]:
@@ -1086,7 +1306,8 @@ class Store:
         where, args = ("WHERE site_id = ?", (site_id,)) if site_id else ("", ())
         rows = self.conn.execute(
             f"SELECT ts, site_id, kind, detail, data FROM events {where} ORDER BY ts DESC, id DESC LIMIT ?",
-            (*args, limit)).fetchall()
+            (*args, limit),
+        ).fetchall()
         return [_event(r) for r in rows]
 
 

@@ -46,7 +46,7 @@ VENDORS: dict[int, str] = {
 def enterprise_number(sys_object_id: str | None) -> int | None:
     if not sys_object_id or not sys_object_id.startswith(ENTERPRISE):
         return None
-    head = sys_object_id[len(ENTERPRISE):].split(".", 1)[0]
+    head = sys_object_id[len(ENTERPRISE) :].split(".", 1)[0]
     return int(head) if head.isdigit() else None
 
 

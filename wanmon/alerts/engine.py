@@ -78,8 +78,10 @@ def _guard(statuses: Mapping[str, str], rules: AlertSettings, parents: Mapping[s
     roots = sum(1 for st in statuses.values() if st == DOWN)
     failing = sum(1 for st in statuses.values() if st in FAILING)
     raised = bool(upstream) and total >= rules.guard_min_sites and len(silent) >= rules.guard_fraction * len(upstream)
-    detail = (f"{len(silent)} of {len(upstream)} upstream site(s) not answering ({', '.join(silent[:5])}); "
-              f"{failing} of {total} sites failing, {roots} root cause(s)")
+    detail = (
+        f"{len(silent)} of {len(upstream)} upstream site(s) not answering ({', '.join(silent[:5])}); "
+        f"{failing} of {total} sites failing, {roots} root cause(s)"
+    )
     return raised, detail, tuple(silent), (len(silent), len(upstream), failing, total, roots)
 
 
@@ -111,8 +113,15 @@ def evaluate(
         if status == UNKNOWN:
             continue
         prev = out.get(sid)
-        if (status == UP and prev is not None and prev.hard == UP and prev.streak_status == UP
-                and prev.streak >= cap and prev.history == calm and not prev.flapping):
+        if (
+            status == UP
+            and prev is not None
+            and prev.hard == UP
+            and prev.streak_status == UP
+            and prev.streak >= cap
+            and prev.history == calm
+            and not prev.flapping
+        ):
             continue  # up again after a calm stretch: _step would change nothing (most sites, most cycles)
         prev = prev or SiteAlert(site_id=sid, streak_since=now)
         out[sid], new = _step(prev, status, now, rules, sid in quiet)
@@ -130,8 +139,11 @@ def evaluate(
     if not rules.notify_degraded:
         notes = [n for n in notes if n.kind != "degraded"]
     if rules.notify_reboot:
-        notes.extend(Notification("reboot", e.site_id, now, detail=e.detail, uptimes=_uptimes(e))
-                     for e in reboots if e.site_id not in quiet)
+        notes.extend(
+            Notification("reboot", e.site_id, now, detail=e.detail, uptimes=_uptimes(e))
+            for e in reboots
+            if e.site_id not in quiet
+        )
     return out, notes, False
 
 
@@ -141,15 +153,21 @@ def _uptimes(e: Event) -> tuple[float | None, ...]:
     return (d.get("uptime_was_s"), d["uptime_s"]) if "uptime_s" in d else ()
 
 
-def _step(a: SiteAlert, status: str, now: float, rules: AlertSettings, quiet: bool) -> tuple[SiteAlert, list[Notification]]:
+def _step(
+    a: SiteAlert, status: str, now: float, rules: AlertSettings, quiet: bool
+) -> tuple[SiteAlert, list[Notification]]:
     notes: list[Notification] = []
     bad = status in PROBLEMS
-    history = (a.history + ("1" if bad else "0"))[-rules.flap_window:]
+    history = (a.history + ("1" if bad else "0"))[-rules.flap_window :]
     # The streak is the site's status track (status.advance), counted up to the largest
     # threshold it is compared with, no further: a site that stays up keeps the same state
     # from cycle to cycle (only changed states are stored).
-    track = advance(Track(a.streak_status, a.streak_since, a.streak), status, now,
-                    cap=max(rules.confirm_cycles, rules.recover_cycles))
+    track = advance(
+        Track(a.streak_status, a.streak_since, a.streak),
+        status,
+        now,
+        cap=max(rules.confirm_cycles, rules.recover_cycles),
+    )
     streak, streak_since = track.cycles, track.since
     if a.hard_since is not None and a.hard_since > now:  # the clock set back: as the streak, not after now
         a = dataclasses.replace(a, hard_since=now)
@@ -160,7 +178,9 @@ def _step(a: SiteAlert, status: str, now: float, rules: AlertSettings, quiet: bo
     if not a.flapping and len(history) >= rules.flap_window and pct >= rules.flap_high_pct:
         a = dataclasses.replace(a, flapping=True)
         if not quiet:
-            notes.append(Notification("flap_start", a.site_id, now, status, detail=f"{pct:.0f}% state change", value=pct))
+            notes.append(
+                Notification("flap_start", a.site_id, now, status, detail=f"{pct:.0f}% state change", value=pct)
+            )
     elif a.flapping and pct < rules.flap_low_pct:
         a = dataclasses.replace(a, flapping=False)
         if not quiet:
@@ -175,11 +195,16 @@ def _step(a: SiteAlert, status: str, now: float, rules: AlertSettings, quiet: bo
             a = dataclasses.replace(a, notified=True, last_notified=now)
     elif not bad and a.hard != UP and streak >= rules.recover_cycles:
         if speak and a.notified:
-            notes.append(Notification("recovery", a.site_id, now, status, since=a.hard_since,
-                                      detail=f"was {a.hard}"))
+            notes.append(Notification("recovery", a.site_id, now, status, since=a.hard_since, detail=f"was {a.hard}"))
         a = dataclasses.replace(a, hard=UP, hard_since=None, notified=False, last_notified=None)
-    elif (a.hard not in (UP, UNREACHABLE) and a.notified and speak and rules.reminder_h > 0
-          and a.last_notified is not None and now - a.last_notified >= rules.reminder_h * 3600):
+    elif (
+        a.hard not in (UP, UNREACHABLE)
+        and a.notified
+        and speak
+        and rules.reminder_h > 0
+        and a.last_notified is not None
+        and now - a.last_notified >= rules.reminder_h * 3600
+    ):
         notes.append(Notification("reminder", a.site_id, now, a.hard, since=a.hard_since))
         a = dataclasses.replace(a, last_notified=now)
     return a, notes

@@ -18,9 +18,18 @@ from wanmon.model import Mail, Notification
 from wanmon.words import MAIL as WORDS
 from wanmon.words import Fmt, degraded_why, outage
 
-KIND_ORDER = ("guard", "down", "unreachable", "degraded", "reminder", "flap_start", "reboot", "flap_end", "recovery",
-              "guard_end")
-
+KIND_ORDER = (
+    "guard",
+    "down",
+    "unreachable",
+    "degraded",
+    "reminder",
+    "flap_start",
+    "reboot",
+    "flap_end",
+    "recovery",
+    "guard_end",
+)
 
 
 _CTRL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
@@ -66,8 +75,15 @@ def subject(lang: str, notes: Sequence[Notification], names: dict[str, str]) -> 
     return header_safe(text)[:250]
 
 
-def detail(n: Notification, lang: str, fmt, now: float, names: dict[str, str],
-           figures: dict[str, tuple[float | None, float | None]], thresholds) -> str:
+def detail(
+    n: Notification,
+    lang: str,
+    fmt,
+    now: float,
+    names: dict[str, str],
+    figures: dict[str, tuple[float | None, float | None]],
+    thresholds,
+) -> str:
     """What a notification says beyond its kind, in the mail's language (the engine's
     `detail` is for the logs)."""
     w = WORDS[lang]
@@ -80,8 +96,14 @@ def detail(n: Notification, lang: str, fmt, now: float, names: dict[str, str],
         return degraded_why(fmt, rtt, loss, thresholds)
     if n.kind == "guard" and len(n.counts) == 5:
         silent, upstream, failing, total, roots = n.counts
-        return w["guard_detail"].format(sites=", ".join(f"{names.get(c, c)} ({c})" for c in n.children[:5]),
-                                        silent=silent, upstream=upstream, failing=failing, total=total, roots=roots)
+        return w["guard_detail"].format(
+            sites=", ".join(f"{names.get(c, c)} ({c})" for c in n.children[:5]),
+            silent=silent,
+            upstream=upstream,
+            failing=failing,
+            total=total,
+            roots=roots,
+        )
     if n.kind == "guard_end" and len(n.counts) == 5:
         return w["guard_end_detail"].format(failing=n.counts[2], total=n.counts[3])
     if n.kind == "reboot" and n.uptimes:
@@ -90,8 +112,12 @@ def detail(n: Notification, lang: str, fmt, now: float, names: dict[str, str],
     return ""
 
 
-def compose(cfg: Config, notes: Sequence[Notification], now: float | None = None,
-            figures: dict[str, tuple[float | None, float | None]] | None = None) -> list[Mail]:
+def compose(
+    cfg: Config,
+    notes: Sequence[Notification],
+    now: float | None = None,
+    figures: dict[str, tuple[float | None, float | None]] | None = None,
+) -> list[Mail]:
     """Group the cycle's notifications per recipient: one mail each.
     figures: {site_id: (rtt_avg_ms, loss_pct)} of this cycle (a degraded mail gives them)."""
     if not notes:
@@ -110,20 +136,33 @@ def compose(cfg: Config, notes: Sequence[Notification], now: float | None = None
     fmt = Fmt(lang, ZoneInfo(cfg.page.timezone))
     details = {n: detail(n, lang, fmt, now, names, figures or {}, cfg.thresholds) for n in notes}
     # the footer links the page only where people can open it ([page] url): never a server's file path
-    ctx_common = {"w": WORDS[lang], "f": fmt, "names": names, "province": cfg.page.province,
-                  "page": cfg.page.url, "now": now, "details": details, "lang": lang}
+    ctx_common = {
+        "w": WORDS[lang],
+        "f": fmt,
+        "names": names,
+        "province": cfg.page.province,
+        "page": cfg.page.url,
+        "now": now,
+        "details": details,
+        "lang": lang,
+    }
     mails = []
     for rcpt, ns in per.items():
         ns = sorted(ns, key=lambda n: (KIND_ORDER.index(n.kind), names.get(n.site_id or "", "")))
         subj = subject(lang, ns, names)
         ctx = {**ctx_common, "notes": ns, "subject": subj}
-        mails.append(Mail(
-            recipient=rcpt, subject=subj,
-            text=env_txt.get_template("email.txt.j2").render(ctx),
-            html=env_html.get_template("email.html.j2").render(ctx),
-            message_id=new_message_id(), kinds=tuple(dict.fromkeys(n.kind for n in ns)), created_ts=now,
-            notes=tuple((n.site_id or "", n.kind) for n in ns),
-        ))
+        mails.append(
+            Mail(
+                recipient=rcpt,
+                subject=subj,
+                text=env_txt.get_template("email.txt.j2").render(ctx),
+                html=env_html.get_template("email.html.j2").render(ctx),
+                message_id=new_message_id(),
+                kinds=tuple(dict.fromkeys(n.kind for n in ns)),
+                created_ts=now,
+                notes=tuple((n.site_id or "", n.kind) for n in ns),
+            )
+        )
     return mails
 
 
@@ -133,20 +172,42 @@ def damage_mails(cfg: Config, path, marker: dict, now: float) -> list[Mail]:
     outbox: the outbox is in the damaged store."""
     w, fmt = _noc_words(cfg)
     when = fmt.dt(marker["ts"]) if marker.get("ts") else "?"
-    return noc_mails(cfg, w["damage_subject"], w["damage_text"].format(path=path, when=when),
-                     (w["damage_findings"], marker.get("findings", [])), "store_damaged", now)
+    return noc_mails(
+        cfg,
+        w["damage_subject"],
+        w["damage_text"].format(path=path, when=when),
+        (w["damage_findings"], marker.get("findings", [])),
+        "store_damaged",
+        now,
+    )
 
 
 def output_mails(cfg: Config, output: str, health, now: float, back: bool) -> list[Mail]:
     """The NOC's notice that an output (wanmon.outputs) keeps failing, or works again."""
     w, fmt = _noc_words(cfg)
-    fields = {"output": output, "since": fmt.dt(health.failing_since or now), "when": fmt.dt(now),
-              "failures": health.failures}
+    fields = {
+        "output": output,
+        "since": fmt.dt(health.failing_since or now),
+        "when": fmt.dt(now),
+        "failures": health.failures,
+    }
     if back:
-        return noc_mails(cfg, w["output_back_subject"].format(**fields), w["output_back_text"].format(**fields),
-                         None, "output_back", now)
-    return noc_mails(cfg, w["output_subject"].format(**fields), w["output_text"].format(**fields),
-                     ("", [health.error or "?"]), "output_failing", now)
+        return noc_mails(
+            cfg,
+            w["output_back_subject"].format(**fields),
+            w["output_back_text"].format(**fields),
+            None,
+            "output_back",
+            now,
+        )
+    return noc_mails(
+        cfg,
+        w["output_subject"].format(**fields),
+        w["output_text"].format(**fields),
+        ("", [health.error or "?"]),
+        "output_failing",
+        now,
+    )
 
 
 def primary_mails(cfg: Config, what: str, primary, now: float) -> list[Mail]:
@@ -154,11 +215,20 @@ def primary_mails(cfg: Config, what: str, primary, now: float) -> list[Mail]:
     'stale', 'back' (heartbeats again), 'mail' (its mail fails) or 'mail_back'.
     primary: influxql.AgentSeen, from its last heartbeat."""
     w, fmt = _noc_words(cfg)
-    fields = {"agent": primary.agent, "host": primary.host, "me": cfg.agent.id, "when": fmt.dt(now),
-              "last": fmt.dt(primary.last_ts), "interval": f"{primary.interval_s:g}",
-              "since": fmt.dt(primary.mail_failing_since or primary.last_ts), "failures": primary.mail_failures,
-              "queued": primary.mail_queued}
-    key = {"stale": "primary_stale", "back": "primary_back", "mail": "primary_mail", "mail_back": "primary_mail_back"}[what]
+    fields = {
+        "agent": primary.agent,
+        "host": primary.host,
+        "me": cfg.agent.id,
+        "when": fmt.dt(now),
+        "last": fmt.dt(primary.last_ts),
+        "interval": f"{primary.interval_s:g}",
+        "since": fmt.dt(primary.mail_failing_since or primary.last_ts),
+        "failures": primary.mail_failures,
+        "queued": primary.mail_queued,
+    }
+    key = {"stale": "primary_stale", "back": "primary_back", "mail": "primary_mail", "mail_back": "primary_mail_back"}[
+        what
+    ]
     return noc_mails(cfg, w[key + "_subject"].format(**fields), w[key + "_text"].format(**fields), None, key, now)
 
 
@@ -169,8 +239,9 @@ def _noc_words(cfg: Config):
     return WORDS[lang], Fmt(lang, ZoneInfo(cfg.page.timezone))
 
 
-def noc_mails(cfg: Config, subject: str, text: str, findings: tuple[str, list[str]] | None, kind: str,
-              now: float) -> list[Mail]:
+def noc_mails(
+    cfg: Config, subject: str, text: str, findings: tuple[str, list[str]] | None, kind: str, now: float
+) -> list[Mail]:
     """A plain notice to each [alerts] noc address: a paragraph, then a titled list (at most 5 lines)."""
     from html import escape
 
@@ -180,14 +251,28 @@ def noc_mails(cfg: Config, subject: str, text: str, findings: tuple[str, list[st
     title, items = findings or ("", [])
     items = [printable(f)[:300] for f in items[:5]]
     subj = header_safe(subject)
-    body = (text + "\n\n" + (title + "\n" if title else "") + "".join(f"- {f}\n" for f in items)
-            + ("\n" if items else "") + w["footer"] + "\n")
-    html = (f'<!DOCTYPE html>\n<html lang="{cfg.page.language}"><head><meta charset="utf-8"><title>{escape(subj)}'
-            f"</title></head><body><p>{escape(text)}</p>" + (f"<p>{escape(title)}</p>" if title else "")
-            + ("<ul>" + "".join(f"<li>{escape(f)}</li>" for f in items) + "</ul>" if items else "")
-            + f"<p>{escape(w['footer'])}</p></body></html>\n")
-    return [Mail(recipient=r, subject=subj, text=body, html=html, message_id=new_message_id(),
-                 kinds=(kind,), created_ts=now) for r in cfg.alerts.noc]
+    body = (
+        text
+        + "\n\n"
+        + (title + "\n" if title else "")
+        + "".join(f"- {f}\n" for f in items)
+        + ("\n" if items else "")
+        + w["footer"]
+        + "\n"
+    )
+    html = (
+        f'<!DOCTYPE html>\n<html lang="{cfg.page.language}"><head><meta charset="utf-8"><title>{escape(subj)}'
+        f"</title></head><body><p>{escape(text)}</p>"
+        + (f"<p>{escape(title)}</p>" if title else "")
+        + ("<ul>" + "".join(f"<li>{escape(f)}</li>" for f in items) + "</ul>" if items else "")
+        + f"<p>{escape(w['footer'])}</p></body></html>\n"
+    )
+    return [
+        Mail(
+            recipient=r, subject=subj, text=body, html=html, message_id=new_message_id(), kinds=(kind,), created_ts=now
+        )
+        for r in cfg.alerts.noc
+    ]
 
 
 def _envs(cfg: Config):
@@ -196,8 +281,15 @@ def _envs(cfg: Config):
     from wanmon.page import template_loader
 
     loader = template_loader(cfg)
-    txt = jinja2.Environment(loader=loader, autoescape=False, undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    html = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True)
+    txt = jinja2.Environment(
+        loader=loader,
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    html = jinja2.Environment(
+        loader=loader, autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
+    )
     return txt, html

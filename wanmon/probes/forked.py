@@ -54,8 +54,13 @@ def bound_s(cfg: Config) -> float:
     target's packets spaced by interval_ms, its timeout, and the DNS budget."""
     spec = cfg.icmp
     n = len(cfg.sites) * spec.count
-    return (n / spec.rate_pps + spec.count * spec.interval_ms / 1000 + spec.timeout_ms / 1000
-            + spec.dns_timeout_ms / 1000 + SLACK_S)
+    return (
+        n / spec.rate_pps
+        + spec.count * spec.interval_ms / 1000
+        + spec.timeout_ms / 1000
+        + spec.dns_timeout_ms / 1000
+        + SLACK_S
+    )
 
 
 class ForkedSweep:
@@ -98,8 +103,10 @@ class ForkedSweep:
                 left = self.deadline - time.monotonic()
                 if left <= 0:
                     self.kill()
-                    raise SweepLostError(f"the ICMP sweep (child process {self.pid}) did not finish in time; "
-                                         "it was stopped. Run `wanmon -v check` to see where it stands.")
+                    raise SweepLostError(
+                        f"the ICMP sweep (child process {self.pid}) did not finish in time; "
+                        "it was stopped. Run `wanmon -v check` to see where it stands."
+                    )
                 ready, _, _ = select.select([self.fd], [], [], left)
                 if ready:
                     b = os.read(self.fd, 1 << 20)
@@ -111,9 +118,10 @@ class ForkedSweep:
         _, status = os.waitpid(self.pid, 0)
         try:
             outcome = pickle.loads(b"".join(chunks))
-        except Exception:
-            raise SweepLostError(f"the ICMP sweep (child process {self.pid}) ended without results "
-                                 f"({_how(status)})") from None
+        except Exception:  # noqa: BLE001 - whatever the pipe held, the sweep is lost
+            raise SweepLostError(
+                f"the ICMP sweep (child process {self.pid}) ended without results ({_how(status)})"
+            ) from None
         if outcome[0] == "error":
             raise outcome[1]
         return outcome[1], outcome[2], outcome[3]
@@ -164,16 +172,16 @@ def _child(w: int, addresses: list[str], cfg: Config, cache, parent: int) -> Non
             started = time.time()
             results = asyncio.run(icmp.probe(addresses, cfg.icmp, None, dns_cache=cache))
             data = pickle.dumps(("ok", started, time.time(), results), pickle.HIGHEST_PROTOCOL)
-        except BaseException as exc:  # handed to the parent, which raises it
+        except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
             code = 1
             try:
                 data = pickle.dumps(("error", exc), pickle.HIGHEST_PROTOCOL)
-            except Exception:
+            except Exception:  # noqa: BLE001 - an exception that does not pickle
                 data = pickle.dumps(("error", SweepLostError(f"the ICMP sweep failed: {exc!r}")))
         view = memoryview(data)
         while view:
-            view = view[os.write(w, view):]
-    except BaseException:
+            view = view[os.write(w, view) :]
+    except BaseException:  # noqa: BLE001 - the child only reports
         code = 2  # the parent is gone (broken pipe): nobody to tell
     finally:
         os._exit(code)

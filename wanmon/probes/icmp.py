@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import logging
 import os
 import secrets
@@ -93,8 +94,14 @@ class IcmpResult:
         return self.received > 0
 
 
-def summarize(address: str, ip: str | None, sent: int, rtts_ms: Sequence[float | None], reason: str | None = None,
-              dns: str | None = None) -> IcmpResult:
+def summarize(
+    address: str,
+    ip: str | None,
+    sent: int,
+    rtts_ms: Sequence[float | None],
+    reason: str | None = None,
+    dns: str | None = None,
+) -> IcmpResult:
     """Statistics of one target's packets, in send order (None = lost).
 
     loss_pct = lost / sent; jitter = mean absolute difference between the RTTs
@@ -110,7 +117,7 @@ def summarize(address: str, ip: str | None, sent: int, rtts_ms: Sequence[float |
         return IcmpResult(address, ip, sent, 0, 100.0 if sent else 0.0, None, None, None, None, reason, dns)
     jitter = None
     if received > 1:
-        jitter = sum(abs(b - a) for a, b in zip(got, got[1:])) / (received - 1)
+        jitter = sum(abs(b - a) for a, b in itertools.pairwise(got)) / (received - 1)
     return IcmpResult(
         address,
         ip,
@@ -147,8 +154,8 @@ def permission_help() -> str:
         "cannot send ICMP echo requests: raw ICMP sockets need root or the CAP_NET_RAW capability "
         "(run as a systemd service with AmbientCapabilities=CAP_NET_RAW, or "
         "`sudo setcap cap_net_raw+ep <the python interpreter>`), and unprivileged ICMP sockets need "
-        f"this process's group id ({gid}) inside net.ipv4.ping_group_range (now \"{rng}\"; e.g. "
-        f"`sudo sysctl -w net.ipv4.ping_group_range=\"{gid} {gid}\"`, persisted in /etc/sysctl.d/)."
+        f'this process\'s group id ({gid}) inside net.ipv4.ping_group_range (now "{rng}"; e.g. '
+        f'`sudo sysctl -w net.ipv4.ping_group_range="{gid} {gid}"`, persisted in /etc/sysctl.d/).'
     )
 
 
@@ -227,8 +234,12 @@ def dns_updates(results: Sequence[IcmpResult]) -> dict[str, str]:
     return {r.address: r.ip for r in results if r.dns == "fresh" and r.ip is not None}
 
 
-async def probe(addresses: Sequence[str], spec: IcmpSettings, progress: Progress | None = None,
-                dns_cache: dict[str, tuple[str, float]] | None = None) -> list[IcmpResult]:
+async def probe(
+    addresses: Sequence[str],
+    spec: IcmpSettings,
+    progress: Progress | None = None,
+    dns_cache: dict[str, tuple[str, float]] | None = None,
+) -> list[IcmpResult]:
     """Ping every address `spec.count` times; one result per address, same order.
 
     Unreachable, unresolvable or silent targets are results with a reason;
@@ -267,8 +278,15 @@ class _Sweep:
     """One sweep. Target t (in join order) is site `index[t]`; its packet k has the
     sweep-wide number n = t * count + k (in the payload, and the raw-mode sequence)."""
 
-    def __init__(self, addresses, socks: dict[int, _Family], spec: IcmpSettings, progress: Progress | None,
-                 dns_cache: dict[str, tuple[str, float]] | None = None, literals: list[str | None] | None = None):
+    def __init__(
+        self,
+        addresses,
+        socks: dict[int, _Family],
+        spec: IcmpSettings,
+        progress: Progress | None,
+        dns_cache: dict[str, tuple[str, float]] | None = None,
+        literals: list[str | None] | None = None,
+    ):
         self.addresses = list(addresses)
         self.literals = literals if literals is not None else [dns.literal(a) for a in self.addresses]
         self.spec = spec
@@ -312,8 +330,9 @@ class _Sweep:
         fam = self._family(famnum)
         if fam is None:
             ans = self.answers.get(i)
-            self.settled[i] = summarize(self.addresses[i], ip, 0, [], self.fam_error[famnum],
-                                        ans.source if ans else None)
+            self.settled[i] = summarize(
+                self.addresses[i], ip, 0, [], self.fam_error[famnum], ans.source if ans else None
+            )
             return
         scope = 0
         if famnum == socket.AF_INET6 and "%" in ip:
@@ -324,8 +343,9 @@ class _Sweep:
                 scope = int(zone) if zone.isdigit() else socket.if_nametoindex(zone)
             except OSError:
                 ans = self.answers.get(i)
-                self.settled[i] = summarize(self.addresses[i], ip, 0, [], f"no network interface '{zone}'",
-                                            ans.source if ans else None)
+                self.settled[i] = summarize(
+                    self.addresses[i], ip, 0, [], f"no network interface '{zone}'", ans.source if ans else None
+                )
                 return
         t = len(self.index)
         self.index.append(i)
@@ -571,7 +591,7 @@ class _Sweep:
         if self.progress is None:
             try:
                 await asyncio.wait_for(self.done.wait(), wait_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             return
         end = asyncio.get_running_loop().time() + wait_s
@@ -581,7 +601,7 @@ class _Sweep:
                 break
             try:
                 await asyncio.wait_for(self.done.wait(), min(left, 0.1))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self.progress(self.sent, self.answered, self.N)
 
@@ -591,8 +611,9 @@ class _Sweep:
         for t, i in enumerate(self.index):
             rtts = self.rtt[t * count : (t + 1) * count]
             ans = self.answers.get(i)
-            res = summarize(self.addresses[i], self.src_ip[t], count, rtts, self.send_error.get(t),
-                            ans.source if ans else None)
+            res = summarize(
+                self.addresses[i], self.src_ip[t], count, rtts, self.send_error.get(t), ans.source if ans else None
+            )
             if ans is not None and ans.source == "cache":
                 res = replace(res, reason=ans.reason + (f"; {res.reason}" if res.reason else ""))
             out[i] = res

@@ -268,8 +268,9 @@ class _Net(asyncio.DatagramProtocol):
         self._transports[family] = tr
         return tr
 
-    async def exchange(self, rid: int, msg: bytes, dest: tuple, family: int, timeout: float, retries: int,
-                       expect: int) -> bytes:
+    async def exchange(
+        self, rid: int, msg: bytes, dest: tuple, family: int, timeout: float, retries: int, expect: int
+    ) -> bytes:
         """Send msg (again after each timeout) until its reply comes; expect:
         receive-buffer bytes the reply may take (reply_estimate)."""
         tr = await self.transport(family)
@@ -282,7 +283,7 @@ class _Net(asyncio.DatagramProtocol):
                 tr.sendto(msg, dest)
                 try:
                     return await asyncio.wait_for(asyncio.shield(fut), timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
             raise _Timeout()
         finally:
@@ -305,7 +306,15 @@ _RCVBUF = 8 * 1024 * 1024
 
 
 def _cred_key(spec: SnmpSpec) -> tuple:
-    return (spec.version, spec.community, spec.user, spec.auth_protocol, spec.auth_key, spec.priv_protocol, spec.priv_key)
+    return (
+        spec.version,
+        spec.community,
+        spec.user,
+        spec.auth_protocol,
+        spec.auth_key,
+        spec.priv_protocol,
+        spec.priv_key,
+    )
 
 
 class _Keyring:
@@ -319,15 +328,22 @@ class _Keyring:
         k = self._keys.get(ck)
         if k is None:
             k = self._keys[ck] = wire.V3Keys(
-                spec.user, spec.auth_protocol, spec.auth_key.reveal() if spec.auth_key else None,
-                spec.priv_protocol, spec.priv_key.reveal() if spec.priv_key else None)
+                spec.user,
+                spec.auth_protocol,
+                spec.auth_key.reveal() if spec.auth_key else None,
+                spec.priv_protocol,
+                spec.priv_key.reveal() if spec.priv_key else None,
+            )
         return k
 
 
 _REPORTS = {
-    wire.UNKNOWN_USER_NAME: "unknown_user", wire.WRONG_DIGEST: "wrong_digest",
-    wire.DECRYPTION_ERROR: "decryption", wire.UNSUPPORTED_SEC_LEVEL: "sec_level",
-    wire.NOT_IN_TIME_WINDOW: "time_window", wire.UNKNOWN_ENGINE_ID: "unknown_engine",
+    wire.UNKNOWN_USER_NAME: "unknown_user",
+    wire.WRONG_DIGEST: "wrong_digest",
+    wire.DECRYPTION_ERROR: "decryption",
+    wire.UNSUPPORTED_SEC_LEVEL: "sec_level",
+    wire.NOT_IN_TIME_WINDOW: "time_window",
+    wire.UNKNOWN_ENGINE_ID: "unknown_engine",
 }
 
 
@@ -338,13 +354,22 @@ def _reason(kind: str, spec: SnmpSpec) -> tuple[str, str]:
             hint = "agent down, blocked by an ACL or firewall, or the v3 engine does not answer"
         else:
             hint = "wrong community, agent down, or blocked by an ACL or firewall"
-        return "timeout", f"no response ({tries} {'try' if tries == 1 else 'tries'} of {spec.timeout_ms / 1000:g} s): {hint}"
+        return (
+            "timeout",
+            f"no response ({tries} {'try' if tries == 1 else 'tries'} of {spec.timeout_ms / 1000:g} s): {hint}",
+        )
     if kind == "unknown_user":
         return "auth_error", f"unknown SNMPv3 user '{spec.user}' on the agent"
     if kind == "wrong_digest":
-        return "auth_error", f"SNMPv3 authentication failed for user '{spec.user}': wrong auth key or protocol ({spec.auth_protocol})"
+        return (
+            "auth_error",
+            f"SNMPv3 authentication failed for user '{spec.user}': wrong auth key or protocol ({spec.auth_protocol})",
+        )
     if kind == "decryption":
-        return "auth_error", f"SNMPv3 decryption failed for user '{spec.user}': wrong privacy key or protocol ({spec.priv_protocol})"
+        return (
+            "auth_error",
+            f"SNMPv3 decryption failed for user '{spec.user}': wrong privacy key or protocol ({spec.priv_protocol})",
+        )
     if kind == "sec_level":
         return "auth_error", f"the agent does not accept security level {spec.security_level} for user '{spec.user}'"
     if kind == "time_window":
@@ -381,8 +406,7 @@ class _Agent:
     async def _exchange(self, rid: int, msg: bytes, varbinds: int) -> bytes:
         expect = reply_estimate(varbinds) + (256 if self.spec.version == "3" else 0)
         try:
-            return await self.net.exchange(rid, msg, self.dest, self.family, self.timeout, self.spec.retries,
-                                           expect)
+            return await self.net.exchange(rid, msg, self.dest, self.family, self.timeout, self.spec.retries, expect)
         except _Timeout:
             raise _Failed(*_reason("timeout", self.spec)) from None
 
@@ -390,9 +414,13 @@ class _Agent:
         oids = list(oids)
         if self.spec.version != "3":
             rid = self.net.next_id()
-            data = await self._exchange(rid, wire.community_message(
-                0 if self.spec.version == "1" else 1, self.community, wire.pdu(tag, rid, a, b, oids)),
-                _reply_varbinds(tag, b, oids))
+            data = await self._exchange(
+                rid,
+                wire.community_message(
+                    0 if self.spec.version == "1" else 1, self.community, wire.pdu(tag, rid, a, b, oids)
+                ),
+                _reply_varbinds(tag, b, oids),
+            )
             try:
                 _, _, p = wire.parse_community(data)
             except wire.WireError as exc:
@@ -422,8 +450,16 @@ class _Agent:
                 await self._discover()
             rid = self.net.next_id()
             now_s = self.time_s + int(time.monotonic() - self.synced)
-            msg = wire.v3_message(rid, keys.flags | wire.FLAG_REPORTABLE, self.engine_id, self.boots, now_s,
-                                  keys.user, wire.pdu(tag, rid, a, b, oids), keys)
+            msg = wire.v3_message(
+                rid,
+                keys.flags | wire.FLAG_REPORTABLE,
+                self.engine_id,
+                self.boots,
+                now_s,
+                keys.user,
+                wire.pdu(tag, rid, a, b, oids),
+                keys,
+            )
             data = await self._exchange(rid, msg, _reply_varbinds(tag, b, oids))
             try:
                 r = wire.parse_v3(data, keys)
@@ -445,8 +481,9 @@ class _Agent:
                     continue
                 raise _Failed(*_reason(kind, self.spec))
             if (keys.auth and not r.flags & wire.FLAG_AUTH) or (keys.priv and not r.flags & wire.FLAG_PRIV):
-                raise _Failed("error", "the agent answered at a lower security level than asked "
-                              f"({self.spec.security_level})")
+                raise _Failed(
+                    "error", f"the agent answered at a lower security level than asked ({self.spec.security_level})"
+                )
             return p.error_status, p.error_index, p.varbinds
         raise _Failed(*_reason("time_window", self.spec))
 
@@ -478,16 +515,22 @@ class _Agent:
                         bad = err_index - 1
                         active = [c for i, c in enumerate(active) if i != bad] if 0 <= bad < len(active) else []
                         continue
-                    raise _Failed("error", "agent returned "
-                                  f"{wire.ERROR_STATUS.get(err_status, err_status)} while walking the interface table")
+                    raise _Failed(
+                        "error",
+                        "agent returned "
+                        f"{wire.ERROR_STATUS.get(err_status, err_status)} while walking the interface table",
+                    )
             else:
                 err_status, err_index, vbs = await self._call(wire.GETBULK, 0, reps, [cursor[c] for c in active])
                 if err_status:
                     if err_status == 1 and reps > 1:  # tooBig: ask for fewer rows
                         reps = max(1, reps // 2)
                         continue
-                    raise _Failed("error", "agent returned "
-                                  f"{wire.ERROR_STATUS.get(err_status, err_status)} while walking the interface table")
+                    raise _Failed(
+                        "error",
+                        "agent returned "
+                        f"{wire.ERROR_STATUS.get(err_status, err_status)} while walking the interface table",
+                    )
             done: set[str] = set()
             progressed = False
             width = len(active)
@@ -496,8 +539,7 @@ class _Agent:
                 if col in done:
                     continue
                 prefix = columns[col]
-                if (_absent(val) or len(oid) != len(prefix) + 1 or oid[: len(prefix)] != prefix
-                        or oid <= cursor[col]):
+                if _absent(val) or len(oid) != len(prefix) + 1 or oid[: len(prefix)] != prefix or oid <= cursor[col]:
                     done.add(col)  # left the column (or a non-increasing OID: agent bug)
                     continue
                 rows.setdefault(oid[-1], {})[col] = val
@@ -521,24 +563,26 @@ def _interfaces(rows: dict[int, dict]) -> tuple[Interface, ...]:
         if high and (speed is None or speed >= 4_294_967_295):
             speed_bps = high * 1_000_000
         admin, oper = _int(r.get("admin")), _int(r.get("oper"))
-        out.append(Interface(
-            if_index=idx,
-            name=_text(r.get("name")),
-            descr=_text(r.get("descr")),
-            alias=_text(r.get("alias")),
-            type=_int(r.get("type")),
-            admin_status=IF_STATUS.get(admin, str(admin)) if admin is not None else None,
-            oper_status=IF_STATUS.get(oper, str(oper)) if oper is not None else None,
-            speed_bps=speed_bps,
-            in_octets=hc_in if hc else _int(r.get("in_octets")),
-            out_octets=hc_out if hc else _int(r.get("out_octets")),
-            counter_bits=64 if hc else 32,
-            in_errors=_int(r.get("in_errors")),
-            out_errors=_int(r.get("out_errors")),
-            in_discards=_int(r.get("in_discards")),
-            out_discards=_int(r.get("out_discards")),
-            discontinuity=_int(r.get("discontinuity")),
-        ))
+        out.append(
+            Interface(
+                if_index=idx,
+                name=_text(r.get("name")),
+                descr=_text(r.get("descr")),
+                alias=_text(r.get("alias")),
+                type=_int(r.get("type")),
+                admin_status=IF_STATUS.get(admin, str(admin)) if admin is not None else None,
+                oper_status=IF_STATUS.get(oper, str(oper)) if oper is not None else None,
+                speed_bps=speed_bps,
+                in_octets=hc_in if hc else _int(r.get("in_octets")),
+                out_octets=hc_out if hc else _int(r.get("out_octets")),
+                counter_bits=64 if hc else 32,
+                in_errors=_int(r.get("in_errors")),
+                out_errors=_int(r.get("out_errors")),
+                in_discards=_int(r.get("in_discards")),
+                out_discards=_int(r.get("out_discards")),
+                discontinuity=_int(r.get("discontinuity")),
+            )
+        )
     return tuple(out)
 
 
@@ -582,7 +626,9 @@ async def _poll_one(net: _Net, keyring: _Keyring, target: SnmpTarget) -> SnmpRes
         if_ts = (walk_start + time.time()) / 2
         oid = sys_vals.get("sys_object_id")
         return SnmpResult(
-            status="ok", reason=None, ts=ts,
+            status="ok",
+            reason=None,
+            ts=ts,
             sys_descr=_text(sys_vals.get("sys_descr")),
             sys_object_id=".".join(str(x) for x in oid) if isinstance(oid, tuple) else None,
             sys_uptime_ticks=_int(sys_vals.get("sys_uptime")),
@@ -599,8 +645,9 @@ async def _poll_one(net: _Net, keyring: _Keyring, target: SnmpTarget) -> SnmpRes
         return SnmpResult(status=f.status, reason=f.reason, ts=ts, duration_ms=(time.perf_counter() - t0) * 1000)
 
 
-async def probe(targets: Sequence[SnmpTarget], max_concurrency: int = 256,
-                budget_s: float | None = None) -> list[SnmpResult | None]:
+async def probe(
+    targets: Sequence[SnmpTarget], max_concurrency: int = 256, budget_s: float | None = None
+) -> list[SnmpResult | None]:
     """Poll every target; one result per target, same order. Must run inside the event loop.
 
     budget_s bounds the whole poll: targets still waiting or in flight when it
@@ -618,8 +665,9 @@ async def probe(targets: Sequence[SnmpTarget], max_concurrency: int = 256,
                 return await _poll_one(net, keyring, t)
             except Exception as exc:  # a bug in decoding one agent's answer must not stop the others
                 logger.exception("snmp poll failed host=%s", t.host)
-                return SnmpResult(status="error", reason=f"internal error while polling: {type(exc).__name__}",
-                                  ts=time.time())
+                return SnmpResult(
+                    status="error", reason=f"internal error while polling: {type(exc).__name__}", ts=time.time()
+                )
 
     tasks = [asyncio.ensure_future(one(t)) for t in targets]
     try:
@@ -628,8 +676,12 @@ async def probe(targets: Sequence[SnmpTarget], max_concurrency: int = 256,
             t.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-            logger.warning("snmp poll budget of %.1f s spent: %d of %d agents not polled this time (they come first "
-                           "next time)", budget_s, len(pending), len(tasks))
+            logger.warning(
+                "snmp poll budget of %.1f s spent: %d of %d agents not polled this time (they come first next time)",
+                budget_s,
+                len(pending),
+                len(tasks),
+            )
         return [t.result() if t in done else None for t in tasks]
     finally:
         for t in tasks:

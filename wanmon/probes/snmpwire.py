@@ -36,10 +36,25 @@ from wanmon.probes import usm
 GET, GETNEXT, RESPONSE, GETBULK, REPORT = 0xA0, 0xA1, 0xA2, 0xA5, 0xA8
 
 ERROR_STATUS = {
-    0: "noError", 1: "tooBig", 2: "noSuchName", 3: "badValue", 4: "readOnly", 5: "genErr", 6: "noAccess",
-    7: "wrongType", 8: "wrongLength", 9: "wrongEncoding", 10: "wrongValue", 11: "noCreation",
-    12: "inconsistentValue", 13: "resourceUnavailable", 14: "commitFailed", 15: "undoFailed",
-    16: "authorizationError", 17: "notWritable", 18: "inconsistentName",
+    0: "noError",
+    1: "tooBig",
+    2: "noSuchName",
+    3: "badValue",
+    4: "readOnly",
+    5: "genErr",
+    6: "noAccess",
+    7: "wrongType",
+    8: "wrongLength",
+    9: "wrongEncoding",
+    10: "wrongValue",
+    11: "noCreation",
+    12: "inconsistentValue",
+    13: "resourceUnavailable",
+    14: "commitFailed",
+    15: "undoFailed",
+    16: "authorizationError",
+    17: "notWritable",
+    18: "inconsistentName",
 }
 
 
@@ -146,7 +161,7 @@ def _header(b: bytes, i: int, end: int) -> tuple[int, int, int]:
         k = n & 0x7F
         if k == 0 or k > 4 or i + k > end:
             raise WireError("bad BER length")
-        n = int.from_bytes(b[i:i + k], "big")
+        n = int.from_bytes(b[i : i + k], "big")
         i += k
     if i + n > end:
         raise WireError("truncated TLV")
@@ -308,6 +323,7 @@ WRONG_DIGEST = USM_STATS + (5, 0)
 DECRYPTION_ERROR = USM_STATS + (6, 0)
 _MAX_SIZE = 65507
 
+
 class V3Keys:
     """One v3 credential set: the pass phrases hashed once (the 1 MB hash of
     RFC 3414 A.2), then localized once per authoritative engine ID, by `usm`."""
@@ -362,8 +378,16 @@ class AuthError(WireError):
     pass
 
 
-def v3_message(msg_id: int, flags: int, engine_id: bytes, boots: int, time_s: int, user: bytes,
-               pdu_bytes: bytes, keys: V3Keys | None = None) -> bytes:
+def v3_message(
+    msg_id: int,
+    flags: int,
+    engine_id: bytes,
+    boots: int,
+    time_s: int,
+    user: bytes,
+    pdu_bytes: bytes,
+    keys: V3Keys | None = None,
+) -> bytes:
     """An SNMPv3 message. flags without AUTH: keys are not used (discovery,
     noAuthNoPriv); with AUTH the MAC is computed over the whole message."""
     scoped = tlv(0x30, enc_octets(engine_id) + enc_octets(b"") + pdu_bytes)
@@ -385,9 +409,16 @@ def v3_message(msg_id: int, flags: int, engine_id: bytes, boots: int, time_s: in
     body = enc_int(3) + head + sec + data
     whole = tlv(0x30, body)
     if mac_len:
-        off = ((len(whole) - len(body)) + len(enc_int(3)) + len(head) + (len(sec) - len(usm))
-               + (len(usm) - len(usm_body)) + len(before_mac) + 2)
-        whole = whole[:off] + keys.mac(auth_key, whole) + whole[off + mac_len:]
+        off = (
+            (len(whole) - len(body))
+            + len(enc_int(3))
+            + len(head)
+            + (len(sec) - len(usm))
+            + (len(usm) - len(usm_body))
+            + len(before_mac)
+            + 2
+        )
+        whole = whole[:off] + keys.mac(auth_key, whole) + whole[off + mac_len :]
     return whole
 
 
@@ -436,7 +467,7 @@ def parse_v3(b: bytes, keys: V3Keys | None) -> V3Reply:
         if flags & FLAG_AUTH:
             if keys is None or not keys.auth:
                 raise AuthError("authenticated reply to an unauthenticated request")
-            auth_key, priv_key = keys.localized(engine_id)
+            auth_key, _ = keys.localized(engine_id)
             zeroed = b[:as_] + b"\x00" * (ae - as_) + b[ae:]
             if len(auth_params) != keys.mac_len or not hmac.compare_digest(keys.mac(auth_key, zeroed), auth_params):
                 raise AuthError("the reply's MAC does not match (wrong auth key or protocol)")

@@ -45,8 +45,12 @@ from cryptography.hazmat.primitives.ciphers.modes import CBC
 
 # auth protocol -> (hash constructor, MAC length in octets: RFC 3414 HMAC-96, RFC 7860 table 1)
 AUTH = {
-    "MD5": (hashlib.md5, 12), "SHA": (hashlib.sha1, 12), "SHA224": (hashlib.sha224, 16),
-    "SHA256": (hashlib.sha256, 24), "SHA384": (hashlib.sha384, 32), "SHA512": (hashlib.sha512, 48),
+    "MD5": (hashlib.md5, 12),
+    "SHA": (hashlib.sha1, 12),
+    "SHA224": (hashlib.sha224, 16),
+    "SHA256": (hashlib.sha256, 24),
+    "SHA384": (hashlib.sha384, 32),
+    "SHA512": (hashlib.sha512, 48),
 }
 _MEGABYTE = 1_048_576
 
@@ -156,7 +160,7 @@ class Aes:
 
     def _cipher(self, key: bytes, boots: int, time_s: int, salt: bytes) -> Cipher:
         iv = _u32(boots, "engine boots") + _u32(time_s, "engine time") + salt
-        return Cipher(algorithms.AES(key[:self.key_len]), CFB(iv))
+        return Cipher(algorithms.AES(key[: self.key_len]), CFB(iv))
 
 
 PRIV = {"DES": Des(), "AES": Aes("AES", 16), "AES192": Aes("AES192", 24), "AES256": Aes("AES256", 32)}
