@@ -307,8 +307,8 @@ def build(cfg: Config, store, period: Period, now: float | None = None) -> Repor
         cfg, runs, store.site_labels(), period, prev, now, cap, None if history_from is None else float(history_from)
     )
     cadence = store.cadence_s()
-    if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence):
-        rep.notes.append(account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path.name))
+    if slow := account.slow_cadence_note(cfg.schedule.icmp_interval_s, cadence, cfg.path.name):
+        rep.notes.append(slow)
     return rep
 
 

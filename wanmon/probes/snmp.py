@@ -217,7 +217,7 @@ class _Net(asyncio.DatagramProtocol):
     """Requests and replies over one socket; a reply is matched on its
     request id (v1/v2c) or msgID (v3) *and* the agent's address and port."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.pending: dict[int, tuple[asyncio.Future, str, int]] = {}
         self._ids = itertools.count(random.randrange(1, 1 << 30))
         self._transports: dict[int, asyncio.DatagramTransport] = {}
@@ -320,7 +320,7 @@ def _cred_key(spec: SnmpSpec) -> tuple:
 class _Keyring:
     """V3 keys per credential set: each pass phrase is hashed once per poll."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._keys: dict[tuple, wire.V3Keys] = {}
 
     def get(self, spec: SnmpSpec) -> wire.V3Keys:
