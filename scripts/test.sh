@@ -11,6 +11,13 @@ cd "$ROOT"
 # wanmon/ without bytecode, and with PYTHONDONTWRITEBYTECODE set (as in CI containers)
 # every start compiled it again (~0.1 s each); compileall writes it once.
 "$VENV/bin/python" -m compileall -q "$ROOT/wanmon" >/dev/null
+# The linters first ([tool.ruff] and [tool.mypy] in pyproject.toml): any finding fails the run.
+echo "test.sh: ruff check wanmon"
+"$VENV/bin/ruff" check wanmon
+echo "test.sh: ruff format --check wanmon"
+"$VENV/bin/ruff" format --check wanmon
+echo "test.sh: mypy (wanmon/)"
+"$VENV/bin/mypy"
 # Independent decoders for the mail tests (npm: tests/node/package-lock.json).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "setup: installing Debian packages: nodejs npm" >&2

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from wanmon.status import DEGRADED, DOWN, UNREACHABLE, UP
@@ -66,6 +66,13 @@ def slow_cadence_text(interval_s: float, cadence: float, where: object) -> str:
         f"set icmp_interval_s = {cadence:.0f} (the cron interval) so staleness and alert timing match the "
         "real cadence; availability already counts the time between checks"
     )
+
+
+def slow_cadence_note(interval_s: float, cadence: float | None, where: object) -> str | None:
+    """slow_cadence_text when the checks come too far apart (slow_cadence), else None."""
+    if cadence is None or not slow_cadence(interval_s, cadence):
+        return None
+    return slow_cadence_text(interval_s, cadence, where)
 
 
 def held_fields(prev: tuple[str, float, int] | None, ts: float, cap: float) -> dict[str, float]:
@@ -185,7 +192,7 @@ def by_site(runs: Iterable[tuple[str, str, int, float, float]]) -> dict[str, lis
 
 
 def windows(
-    runs: dict[str, list[tuple[str, int, float, float]]], now: float, spans: dict[str, float]
+    runs: dict[str, list[tuple[str, int, float, float]]], now: float, spans: Mapping[str, float]
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """{window: {site_id: (available_s, observed_s)}} over [now - span, now) for each window."""
     out: dict[str, dict[str, tuple[float, float]]] = {w: {} for w in spans}

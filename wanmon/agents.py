@@ -38,7 +38,7 @@ import logging
 import time
 
 from wanmon import influxql
-from wanmon.config import Config
+from wanmon.config import Config, InfluxSpec
 from wanmon.lineproto import line
 from wanmon.store import Store
 
@@ -51,14 +51,14 @@ MAIL_FAILING_RUNS = 2  # a primary whose mail failed this many delivery runs in 
 PRIMARIES = "standby.primaries"  # meta: what this standby last knew of each primary (the NOC told once per change)
 
 
-def latest_notices(cfg: Config) -> dict[str, str]:
+def latest_notices(spec: InfluxSpec) -> dict[str, str]:
     """{site_id: kind} of the newest status notice any agent sent for each site."""
     q = (
         f'SELECT last("kind") AS "kind" FROM {influxql.ident(NOTICE)} WHERE time > now() - {NOTICE_DAYS}d '
         'GROUP BY "site_id"'
     )
     out = {}
-    for s in influxql.query(cfg.influx, q):
+    for s in influxql.query(spec, q):
         sid = (s.get("tags") or {}).get("site_id")
         if sid and s.get("values"):
             out[sid] = s["values"][0][1]
@@ -69,16 +69,17 @@ def gate(cfg: Config, store: Store, now: float | None = None) -> int:
     """Hold the queued mail this agent must not send; a standby taking over also queues the
     news no agent has sent and its notices to the NOC (see the module docstring). Returns how
     many mails were held."""
-    if cfg.influx is None:
+    spec = cfg.influx
+    if spec is None:
         return 0
     now = time.time() if now is None else now
     if cfg.agent.role == "standby":
-        return _standby(cfg, store, now)
+        return _standby(cfg, spec, store, now)
     due = store.outbox_due(now)
     if not due:
         return 0
     try:
-        latest = latest_notices(cfg)
+        latest = latest_notices(spec)
     except influxql.QueryError as exc:
         _unknown(exc)
         return 0
@@ -104,14 +105,14 @@ def _hold_old_news(store: Store, due: list[dict], latest: dict[str, str]) -> int
     return len(old)
 
 
-def _standby(cfg: Config, store: Store, now: float) -> int:
+def _standby(cfg: Config, spec: InfluxSpec, store: Store, now: float) -> int:
     """A standby holds everything while a primary runs and its mail gets out; otherwise it
     sends, first the news no agent has sent (`catch_up`)."""
     try:
-        seen = influxql.agents(cfg.influx)
+        seen = influxql.agents(spec)
         primaries = [a for a in seen if a.role == "primary" and a.agent != cfg.agent.id]
         sending = [a for a in primaries if a.fresh(now) and not a.mail_failing(now, MAIL_FAILING_RUNS)]
-        latest = None if sending else latest_notices(cfg)
+        latest = None if sending else latest_notices(spec)
     except influxql.QueryError as exc:
         _unknown(exc)
         return 0
@@ -129,6 +130,7 @@ def _standby(cfg: Config, store: Store, now: float) -> int:
             held = len(due)
         mails = []
     else:
+        assert latest is not None, "read above when no primary is sending"
         held = _hold_old_news(store, due, latest)
         pending = {tuple(n) for r in store.outbox_due(now) for n in json.loads(r.get("notes") or "[]")}
         mails = catch_up(cfg, store, latest, pending, now)

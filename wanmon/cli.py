@@ -16,16 +16,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from wanmon import __version__
-from wanmon.config import DEFAULT_CONFIG, Config, load
+from wanmon.config import DEFAULT_CONFIG, Config, InfluxSpec, load
 from wanmon.errors import EXIT_CONFIG, EXIT_FAILURE, WanmonError
 from wanmon.inventory import Inventory
 from wanmon.status import SEVERITY, STATUSES
 from wanmon.text import printable, printable_lines
+
+if TYPE_CHECKING:  # rich loads when a command draws (start-up time)
+    from rich.progress import Progress, TaskID
 
 logger = logging.getLogger("wanmon")
 
@@ -137,25 +140,25 @@ def validate(ctx: click.Context) -> None:
 
 def _snmp_json(view) -> dict[str, Any]:
     d = view.device if view is not None else None
-    ok = d is not None and d.last_ok_ts is not None
+    ok = d if d is not None and d.last_ok_ts is not None else None  # the figures: once a poll succeeded
     uplink = None
-    if ok and d.uplink_if_index is not None:
+    if ok is not None and ok.uplink_if_index is not None:
         uplink = {
-            "if_index": d.uplink_if_index,
-            "name": d.uplink_name,
-            "in_bps": d.uplink_in_bps,
-            "out_bps": d.uplink_out_bps,
-            "util_in_pct": d.uplink_util_in_pct,
-            "util_out_pct": d.uplink_util_out_pct,
+            "if_index": ok.uplink_if_index,
+            "name": ok.uplink_name,
+            "in_bps": ok.uplink_in_bps,
+            "out_bps": ok.uplink_out_bps,
+            "util_in_pct": ok.uplink_util_in_pct,
+            "util_out_pct": ok.uplink_util_out_pct,
         }
     return {
         "status": view.status if view is not None else "disabled",
         "reason": view.reason if view is not None else None,
         "ts": d.last_poll_ts if d else None,
         "last_ok_ts": d.last_ok_ts if d else None,
-        "uptime_s": d.uptime_s if ok else None,
-        "sys_name": d.sys_name if ok else None,
-        "last_reboot": d.last_reboot_ts if ok else None,
+        "uptime_s": ok.uptime_s if ok is not None else None,
+        "sys_name": ok.sys_name if ok is not None else None,
+        "last_reboot": ok.last_reboot_ts if ok is not None else None,
         "uplink": uplink,
     }
 
@@ -189,8 +192,8 @@ class _ProgressBar:
 
     def __init__(self, total_sites: int):
         self.total_sites = total_sites
-        self.progress = None
-        self.task = None
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
 
     def __enter__(self) -> Callable[[int, int, int], None] | None:
         if not sys.stderr.isatty():
@@ -793,9 +796,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
             st.cadence_s(),
         ),
     )
-    slow = account.slow_cadence(cfg.schedule.icmp_interval_s, cadence)
+    slow = account.slow_cadence_note(cfg.schedule.icmp_interval_s, cadence, cfg.path)
     if slow and not as_json:
-        click.echo("wanmon: " + account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path), err=True)
+        click.echo("wanmon: " + slow, err=True)
     inv = Inventory.from_config(cfg)
     ordered = inv.ordered()
     if as_json:
@@ -833,9 +836,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
                 "spool": spool,
                 "store_damaged": broken,
                 "cadence_s": cadence,
-                "slow_cadence": account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path)
-                if slow
-                else None,
+                "slow_cadence": slow,
                 "outputs": {k: dataclasses.asdict(h) for k, h in sorted(health.items())},
                 "sites": out,
             },
@@ -902,14 +903,15 @@ def influx() -> None:
     """The InfluxDB sink: check the server, send the spool now."""
 
 
-def _influx_cfg(ctx: click.Context) -> Config:
+def _influx_cfg(ctx: click.Context) -> tuple[Config, InfluxSpec]:
+    """The config and its [influxdb] table (exit with the reason without one)."""
     cfg = _load(ctx.find_root())
     if cfg.influx is None:
         click.echo(
             f"wanmon: error: {cfg.path}: no [influxdb] table: add one (see README, InfluxDB) to use a server", err=True
         )
         sys.exit(EXIT_CONFIG)
-    return cfg
+    return cfg, cfg.influx
 
 
 @influx.command("check")
@@ -919,13 +921,13 @@ def influx_check(ctx: click.Context) -> None:
     fresh or stale, id collisions); exit 1 with the reason if any fails."""
     from wanmon.sink import check_server
 
-    cfg = _influx_cfg(ctx)
-    results = check_server(cfg.influx)
+    _, spec = _influx_cfg(ctx)
+    results = check_server(spec)
     if all(ok for ok, _ in results):  # the agents writing here, from their heartbeats (InfluxQL /query)
         from wanmon import influxql
 
         try:
-            results += influxql.describe(influxql.agents(cfg.influx))
+            results += influxql.describe(influxql.agents(spec))
         except influxql.QueryError as exc:  # writing works; reading is what several agents need
             results.append((True, f"note: cannot list the agents (InfluxQL /query): {exc}"))
     for ok, msg in results:
@@ -986,12 +988,12 @@ def influx_drain(ctx: click.Context, budget: float | None) -> None:
     from wanmon.sink import drain
     from wanmon.store import CycleLock, Store
 
-    cfg = _influx_cfg(ctx)
+    cfg, spec = _influx_cfg(ctx)
     try:
         with CycleLock(cfg.store_path):
             store = Store.open(cfg.store_path)
             try:
-                rep = drain(store, cfg.influx, cfg.influx.settings.drain_budget_s if budget is None else budget)
+                rep = drain(store, spec, spec.settings.drain_budget_s if budget is None else budget)
             finally:
                 store.close()
     except WanmonError as exc:

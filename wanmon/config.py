@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from wanmon.errors import ConfigError
 from wanmon.files import make_folder, replacing
@@ -57,7 +58,9 @@ def _range(default: Any, lo: float, hi: float, *, above: bool = False) -> Any:
     """A numeric setting allowed from lo (or above lo, when lo itself means nothing) to hi.
     Every number has both bounds: without an upper one, `interval_ms = 1e9` passed `validate`
     and the next check waited for ever holding the cycle lock. _describe names the range."""
-    return Field(default, **({"gt": lo} if above else {"ge": lo}), le=hi)
+    if above:
+        return Field(default, gt=lo, le=hi)
+    return Field(default, ge=lo, le=hi)
 
 
 class StoreSettings(_Strict):
@@ -412,10 +415,23 @@ class _LazyLocator:
         self._text = text
         self._real: _Locator | None = None
 
-    def __getattr__(self, name: str):
+    def _locator(self) -> _Locator:
         if self._real is None:
             self._real = _Locator(self._text)
-        return getattr(self._real, name)
+        return self._real
+
+    @property
+    def root(self) -> _Block:
+        return self._locator().root
+
+    def site(self, index: int, key: str | None = None) -> int | None:
+        return self._locator().site(index, key)
+
+    def site_any(self, index: int, *keys: str) -> int | None:
+        return self._locator().site_any(index, *keys)
+
+    def section(self, name: str, key: str | None = None) -> int | None:
+        return self._locator().section(name, key)
 
 
 class _Locator:
@@ -496,7 +512,7 @@ def _table(model: type[BaseModel], loc: list[str]) -> type[BaseModel]:
     return model
 
 
-def _describe(err: dict[str, Any], model: type[BaseModel]) -> tuple[str | None, str]:
+def _describe(err: ErrorDetails, model: type[BaseModel]) -> tuple[str | None, str]:
     """(dotted key, message) for one pydantic error, in the operator's words."""
     loc = [str(x) for x in err["loc"] if not isinstance(x, int)]
     key = ".".join(loc) if loc else None
@@ -709,8 +725,8 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     for name, model in _SECTIONS.items():
         obj, errs = _validate_model(model, raw.get(name, {}))
         sections[name] = obj
-        for key, msg in errs:
-            problems.append(f"{at(loc.section(name, key))}: [{name}] {msg}")
+        for err_key, msg in errs:
+            problems.append(f"{at(loc.section(name, err_key))}: [{name}] {msg}")
 
     warnings: list[str] = []
     influx = None
@@ -735,8 +751,8 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         sid = rs.get("id") if isinstance(rs, dict) else None
         label = f"site '{sid}'" if isinstance(sid, str) else f"site #{i + 1}"
         obj, errs = _validate_model(Site, rs)
-        for key, msg in errs:
-            problems.append(f"{at(loc.site(i, key))}: {label}: {msg}")
+        for err_key, msg in errs:
+            problems.append(f"{at(loc.site(i, err_key))}: {label}: {msg}")
         if obj is None:
             continue
         site: Site = obj  # type: ignore[assignment]
@@ -927,7 +943,9 @@ def is_loopback(host: str) -> bool:
     return (mapped or ip).is_loopback
 
 
-def _smtp_spec(raw: Any, loc: _Locator, path: Path, at, problems: list[str], warnings: list[str]) -> SmtpSpec | None:
+def _smtp_spec(
+    raw: Any, loc: _LazyLocator, path: Path, at, problems: list[str], warnings: list[str]
+) -> SmtpSpec | None:
     obj, errs = _validate_model(SmtpSettings, raw)
     for key, msg in errs:
         problems.append(f"{at(loc.section('smtp', key))}: [smtp] {msg.replace('from_', 'from')}")
@@ -1029,7 +1047,7 @@ def _heartbeat_problem(url: str) -> str | None:
 
 
 def _influx_spec(
-    raw: Any, loc: _Locator, path: Path, at, problems: list[str], warnings: list[str]
+    raw: Any, loc: _LazyLocator, path: Path, at, problems: list[str], warnings: list[str]
 ) -> InfluxSpec | None:
     obj, errs = _validate_model(InfluxSettings, raw)
     for key, msg in errs:
@@ -1072,7 +1090,7 @@ def _influx_spec(
 
 
 def _snmp_specs(
-    glob: SnmpSettings, sites, index_of, loc: _Locator, path: Path, at, problems: list[str]
+    glob: SnmpSettings, sites, index_of, loc: _LazyLocator, path: Path, at, problems: list[str]
 ) -> dict[str, SnmpSpec]:
     """Merge [snmp] with each site's own table, resolve secrets, check v3 consistency."""
     base = path.parent

@@ -32,15 +32,14 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from wanmon import account, outputs
-from wanmon.account import slow_cadence_text
 from wanmon.alerts.engine import evaluate
 from wanmon.alerts.mail import compose
 from wanmon.alerts.maintenance import sites_in_maintenance
-from wanmon.config import Config, Site
+from wanmon.config import Config, InfluxSpec, Site
 from wanmon.devices import derive
 from wanmon.errors import StoreBusyError, WanmonError
 from wanmon.inventory import Inventory
@@ -426,11 +425,12 @@ def _record(
         )
     # once, after an upgrade from a store without status runs: its history rebuilt from the raw samples
     store.rebuild_runs(cfg.run_cap_s, started, (lambda ts: sites_in_maintenance(cfg, ts)) if cfg.maintenance else None)
-    points, limits = (), None
+    points: Sequence[str] = ()
+    limits: tuple[int, float] | None = None
     cadence = account.cadence_s([*store.recent_starts(account.CADENCE_CYCLES), started])
     cap = account.cap_s(cfg.schedule.icmp_interval_s, cadence)
-    if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence):
-        logger.warning("%s", slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path))
+    if slow := account.slow_cadence_note(cfg.schedule.icmp_interval_s, cadence, cfg.path):
+        logger.warning("%s", slow)
     if cfg.influx is not None:
         points = cycle_points(
             obs,
@@ -444,7 +444,7 @@ def _record(
             agent_id=cfg.agent.id,
             parents={s.id: s.parent for s in cfg.sites},
         )
-        limits = _spool_limits(cfg)
+        limits = _spool_limits(cfg.influx)
     store.defer_checkpoints()  # to after the page
     t_alerts = time.perf_counter()
     alert_update = _alerts(cfg, store, obs, finished, dry_run)
@@ -520,8 +520,8 @@ def _remember_addresses(cfg: Config, store: Store, results, now: float) -> None:
     store.dns_cache_update(icmp.dns_updates(results), now)
 
 
-def _spool_limits(cfg: Config) -> tuple[int, float]:
-    st = cfg.influx.settings
+def _spool_limits(spec: InfluxSpec) -> tuple[int, float]:
+    st = spec.settings
     return st.spool_max_points, st.spool_max_age_h * 3600
 
 
@@ -699,7 +699,8 @@ def _outcomes_and_record(
 
 
 def _record_snmp(cfg: Config, store: Store, outcomes: list[SnmpOutcome], ts: float, took_s: float, page: bool) -> None:
-    points, limits = (), None
+    points: Sequence[str] = ()
+    limits: tuple[int, float] | None = None
     if cfg.influx is not None and outcomes:
         v1 = cfg.influx.settings.api == "v1"
         tags = {s.id: site_tags(s.id, s, cfg.agent.id, s.parent) for s in cfg.sites}
@@ -716,7 +717,7 @@ def _record_snmp(cfg: Config, store: Store, outcomes: list[SnmpOutcome], ts: flo
             cfg.agent.id,
         )
         points = [*points, agent] if agent else points
-        limits = _spool_limits(cfg)
+        limits = _spool_limits(cfg.influx)
     store.record_snmp(outcomes, points, ts, limits)
     if page and outcomes and cfg.page.source == "store":
         outputs.attempt(store, cfg, "page", write_page, cfg, store)
@@ -827,13 +828,17 @@ def send_heartbeat(cfg: Config, res: CycleResult, now: Now = time.time) -> None:
     not silence the beat), bounded by heartbeat_budget_s."""
     from wanmon.heartbeat import beat
 
+    url = cfg.agent.heartbeat_url
+    if not url:  # nothing to send to (the callers check it first)
+        return
+
     def one() -> object:
         from collections import Counter
 
         counts = Counter(o.status for o in res.observations)
         bad = counts["down"] + counts["unreachable"]
         r = beat(
-            cfg.agent.heartbeat_url,
+            url,
             cfg.agent.heartbeat_budget_s,
             fields={
                 "status": "up",
@@ -865,6 +870,7 @@ def _mail(cfg: Config, store: Store, peers: Peers):
             f"the SMTP server refused every message of this run ({report.failed + report.deferred}): "
             f"{report.refused or '?'}"
         )
-    if agents.record_notices(cfg, store, t_mail):  # what went out, for the other agents to see
+    # what went out, for the other agents to see (record_notices spools nothing without [influxdb])
+    if cfg.influx is not None and agents.record_notices(cfg, store, t_mail):
         peers.drain(store, cfg.influx, min(5.0, cfg.influx.settings.drain_budget_s))
     return report

@@ -56,6 +56,8 @@ def _rows(series: list[dict]) -> list[tuple[dict, dict]]:
 def gather(cfg: Config, now: float, history_days: int = HISTORY_DAYS) -> dict[str, Any]:
     """Everything the page needs, read from InfluxDB. Raises influxql.QueryError."""
     spec = cfg.influx
+    if spec is None:  # the callers check first (`wanmon render`, the daemon): a clear error all the same
+        raise influxql.QueryError(f"{cfg.path}: the page from InfluxDB needs an [influxdb] table")
     end = time.monotonic() + cfg.page.influx_budget_s  # one deadline for all the queries
 
     def left() -> float:
@@ -138,7 +140,12 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
                 skipped[why] += 1
                 continue
             views.setdefault(sid, []).append((agent, row))
-    out_sites, states, disagree = [], [], []
+    out_sites: list[Site] = []
+    # (site id, its tags, status, since, last ts, loss %, RTT ms, jitter ms, reason, the agent whose row it is)
+    states: list[
+        tuple[str, dict, str, float, float, float | None, float | None, float | None, str | None, str | None]
+    ] = []
+    disagree: list[dict[str, Any]] = []
     known = set(sites)
     for sid, t in sites.items():
         parent = t.get("parent") or None
@@ -152,7 +159,8 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
                 parent=parent if parent in known and parent != sid else None,
             )
         )
-        v = sorted(views.get(sid, []), key=lambda x: (RANK.get(x[1].get("status"), 4), x[0]))
+        # every row in views passed _bad_row: its status is one of RANK's
+        v = sorted(views.get(sid, []), key=lambda x: (RANK[x[1]["status"]], x[0]))
         if not v:
             states.append((sid, t, "unknown", now, now, None, None, None, "no fresh agent reports this site", None))
             continue
@@ -160,7 +168,7 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
         status = row.get("status") or "unknown"
         reason = None  # the site's reason on the page: who sees what, when the fresh agents disagree
         if len({r.get("status") for _, r in v}) > 1:
-            worst_first = sorted(v, key=lambda x: -RANK.get(x[1].get("status"), 4))
+            worst_first = sorted(v, key=lambda x: -RANK[x[1]["status"]])
             reason = ", ".join(f"{r.get('status')} from agent {a}" for a, r in worst_first)
             disagree.append(
                 {"site": sid, "views": [{"agent": a, "status": r.get("status")} for a, r in v], "text": reason}
@@ -224,11 +232,11 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
     for (sid, hour), (_, a, o, d, _, _) in best.items():
         a, o, d = a or 0.0, o or 0.0, d or 0.0
         u = max(0.0, o - a - d)
-        t = hour
+        start = hour
         for status, span in (("up", a), ("down", d), ("unreachable", u)):
             if span > 0:
-                runs.append((sid, status, 0, t, t + span))
-                t += span
+                runs.append((sid, status, 0, start, start + span))
+                start += span
     data["runs"] = runs
     agents = [
         {

@@ -78,7 +78,7 @@ def query(spec: InfluxSpec, q: str, budget_s: float | None = None) -> list[dict[
         data = json.loads(raw)
     except ValueError:
         raise QueryError(f"{base}/query: not a JSON answer: {raw[:200]!r}") from None
-    out = []
+    out: list[dict[str, Any]] = []  # the series of the JSON answer
     for res in data.get("results", []):
         if res.get("error"):
             raise QueryError(f"{base}: InfluxQL error: {res['error']}")

@@ -448,13 +448,14 @@ def send_test(spec: SmtpSpec, address: str, lang: str) -> str:
     """`wanmon test-email`: send one message now (within TEST_BUDGET_S); raise MailError with the reason."""
     from wanmon.alerts.mail import WORDS, new_message_id
 
+    message_id = new_message_id()
     row = {
         "recipient": address,
         "subject": WORDS[lang]["test_subject"],
         "created_ts": time.time(),
-        "message_id": new_message_id(),
+        "message_id": message_id,
         "body_text": WORDS[lang]["test_body"] + "\n",
         "body_html": f"<p>{WORDS[lang]['test_body']}</p>",
     }
     send_now(spec, [row], TEST_BUDGET_S, "SMTP test")
-    return row["message_id"]
+    return message_id

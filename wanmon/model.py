@@ -10,6 +10,11 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 
+def _ticks_to_s(ticks: int | None) -> float | None:
+    """sysUpTime (hundredths of a second) in seconds."""
+    return None if ticks is None else ticks / 100.0
+
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     """One site's result in one cycle, as stored."""
@@ -78,7 +83,7 @@ class DeviceState:
 
     @property
     def uptime_s(self) -> float | None:
-        return None if self.uptime_ticks is None else self.uptime_ticks / 100.0
+        return _ticks_to_s(self.uptime_ticks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +143,9 @@ class DeviceLine(NamedTuple):
     uplink_util_in_pct: float | None
     uplink_util_out_pct: float | None
 
-    uptime_s = DeviceState.uptime_s  # the same derived figure as DeviceState's
+    @property
+    def uptime_s(self) -> float | None:
+        return _ticks_to_s(self.uptime_ticks)  # the same derived figure as DeviceState's
 
 
 @dataclass(frozen=True, slots=True)

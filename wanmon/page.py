@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from wanmon import account, outputs
@@ -25,14 +25,49 @@ from wanmon.alerts.maintenance import sites_in_maintenance
 from wanmon.config import Config
 from wanmon.files import make_folder, replacing
 from wanmon.inventory import Inventory
-from wanmon.model import SiteState
+from wanmon.model import DeviceLine, SiteState
 from wanmon.status import PROBLEMS, SEVERITY
-from wanmon.store import Store, damaged
+from wanmon.store import damaged
 from wanmon.text import printable
 from wanmon.words import AGE_UNITS, CAUSE, Fmt, degraded_why, since_text, unreachable_count
 from wanmon.words import PAGE as TEXT
 
 logger = logging.getLogger(__name__)
+
+
+class PageSource(Protocol):
+    """What the page reads: a wanmon.store.Store, or wanmon.fromflux.FluxView (the page from
+    InfluxDB, which answers the same reads from InfluxDB's data)."""
+
+    @property
+    def path(self) -> Path | None: ...  # the store file (None: no file, nothing can be damaged)
+
+    def states(self) -> list[SiteState]: ...
+
+    def last_cycle(self) -> dict[str, Any] | None: ...
+
+    def status_runs(
+        self, start: float, end: float, now: float, cap_s: float
+    ) -> list[tuple[str, str, int, float, float]]: ...
+
+    def hourly_since(self, start: float) -> Iterable[tuple[str, float, float, int, int, int]]: ...
+
+    def run_cap_s(self, default: float) -> float: ...
+
+    def cadence_s(self) -> float | None: ...
+
+    def device_lines(self) -> dict[str, DeviceLine]: ...
+
+    def status_events_since(self, start: float) -> list[tuple[float, str, str, str]]: ...
+
+    def status_change_before(self, site_id: str, ts: float) -> tuple[float, str, str] | None: ...
+
+    def alert_states(self) -> tuple[dict, bool]: ...
+
+    def outbox_summary(self, since_ts: float) -> dict[str, int]: ...
+
+    def meta_prefixed(self, prefix: str) -> dict[str, str]: ...  # outputs.health
+
 
 WINDOWS = {"24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 SPARK_BUCKETS = 25  # hourly points: the last 24 whole hours and the current one
@@ -46,14 +81,14 @@ STATUS_SYMBOL = {"up": "●", "degraded": "▲", "down": "✖", "unreachable": "
 # snapshot: everything the page shows, as plain data (also status.json)
 
 
-def _availability(cfg: Config, store: Store, now: float) -> dict[str, dict[str, tuple[float, float]]]:
+def _availability(cfg: Config, store: PageSource, now: float) -> dict[str, dict[str, tuple[float, float]]]:
     """{window: {site_id: (available_s, observed_s)}}: the account (wanmon/account.py) of the
     status runs, the report's figures exactly."""
     runs = store.status_runs(now - WINDOWS["30d"], now, now, store.run_cap_s(cfg.run_cap_s))
     return account.windows(account.by_site(runs), now, WINDOWS)
 
 
-def _sparklines(store: Store, now: float) -> dict[str, list[tuple]]:
+def _sparklines(store: PageSource, now: float) -> dict[str, list[tuple]]:
     """{site_id: [(hour index 0..24, avg RTT ms (None: no reply), loss %), ...]} from the hourly rollups.
 
     Hourly, from icmp_hourly: reading 24 h of raw samples for every site costs
@@ -164,7 +199,7 @@ def _problems(
     return out
 
 
-def _incidents(store: Store, sites: dict[str, dict[str, Any]], children: dict[str, list[str]], now: float) -> list:
+def _incidents(store: PageSource, sites: dict[str, dict[str, Any]], children: dict[str, list[str]], now: float) -> list:
     """The last INCIDENT_DAYS days, one entry per root cause, newest first: a site's own
     outage (down) or degradation, with its start, end (None: ongoing), and the sites it made
     unreachable meanwhile (descendants that became unreachable during it). Unreachable
@@ -181,13 +216,13 @@ def _incidents(store: Store, sites: dict[str, dict[str, Any]], children: dict[st
             met.add(sid)
             if old in ("down", "degraded"):  # it began before the window: when?
                 prev = store.status_change_before(sid, cut)
-                known = prev is not None and prev[2] == old
+                known = prev if prev is not None and prev[2] == old else None  # the change into it
                 open_[sid] = {
                     "site": sid,
                     "kind": old,
-                    "start": prev[0] if known else None,
+                    "start": known[0] if known else None,
                     "end": None,
-                    "first_seen": known and prev[1] is None,
+                    "first_seen": known is not None and known[1] is None,
                 }
             elif old == "unreachable":
                 unreach[sid] = [[cut, float("inf")]]
@@ -230,13 +265,13 @@ def _incidents(store: Store, sites: dict[str, dict[str, Any]], children: dict[st
                 ):
                     n += 1
         inc["unreachable"] = n
-        s = sites.get(inc["site"])
-        inc["district"] = s["district"] if s else None
+        site = sites.get(inc["site"])
+        inc["district"] = site["district"] if site else None
     done.sort(key=lambda i: (i["end"] is None, i["end"] or 0.0, i["start"] or 0.0), reverse=True)
     return done[:INCIDENTS_MAX]
 
 
-def pct(pair: tuple[int, int] | None) -> float | None:
+def pct(pair: tuple[float, float] | None) -> float | None:
     if not pair or not pair[1]:
         return None
     return 100.0 * pair[0] / pair[1]
@@ -244,7 +279,7 @@ def pct(pair: tuple[int, int] | None) -> float | None:
 
 def snapshot(
     cfg: Config,
-    store: Store,
+    store: PageSource,
     now: float | None = None,
     states: Iterable[SiteState] | None = None,
     alerts: dict | None = None,
@@ -255,7 +290,7 @@ def snapshot(
     extra: more top-level keys (a page from InfluxDB: source, agents, disagreements)."""
     now = time.time() if now is None else now
     inv = Inventory.from_config(cfg)
-    states = {s.site_id: s for s in (store.states() if states is None else states)}
+    by_site = {s.site_id: s for s in (store.states() if states is None else states)}
     devices = store.device_lines()
     avail = _availability(cfg, store, now)
     sparks = _sparklines(store, now)
@@ -267,7 +302,7 @@ def snapshot(
 
     def site_data(s) -> dict[str, Any]:
         p = pairs[s.id]
-        st = states.get(s.id)
+        st = by_site.get(s.id)
         dev = devices.get(s.id)
         status = st.status if st else "unknown"
         parent = inv.by_id.get(s.parent) if s.parent else None
@@ -309,13 +344,14 @@ def snapshot(
 
     sites = {s.id: site_data(s) for s in inv.ordered()}
     counts = {k: 0 for k in SEVERITY}
-    for d in sites.values():
-        counts[d["status"]] += 1
+    for data in sites.values():
+        counts[data["status"]] += 1
 
     def availability(ids) -> dict[str, float | None]:  # a group's: its sites' sums, window by window
         out = {}
         for k, w in enumerate(windows):
-            r = n = 0
+            r: float = 0
+            n: float = 0
             for i in ids:
                 p = pairs[i][k]
                 if p:
@@ -382,11 +418,7 @@ def snapshot(
         # SQLite found the store damaged: nothing is recorded until it is restored
         "store_damaged": damaged(store.path) if store.path is not None else None,
         # checks further apart than [schedule] icmp_interval_s: said, with the fix
-        "slow_cadence": (
-            account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, "sites.toml")
-            if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence := store.cadence_s())
-            else None
-        ),
+        "slow_cadence": account.slow_cadence_note(cfg.schedule.icmp_interval_s, store.cadence_s(), "sites.toml"),
         # outputs (wanmon.outputs) failing now: the page shows them when it is the one that works
         "outputs_failing": {k: dataclasses.asdict(h) for k, h in outputs.failing(store).items() if k != "page"},
         "skipped_points": {},  # a page from InfluxDB: points it could not read, by reason
@@ -753,7 +785,7 @@ def out_dir(cfg: Config, override: str | Path | None = None) -> Path:
 
 def write_page(
     cfg: Config,
-    store: Store,
+    store: PageSource,
     out: str | Path | None = None,
     now: float | None = None,
     on_html: Callable[[], None] | None = None,

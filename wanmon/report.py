@@ -15,9 +15,9 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from wanmon import account
@@ -25,6 +25,9 @@ from wanmon.account import Figures, site_figures
 from wanmon.config import LEVELS, Config
 from wanmon.errors import WanmonError
 from wanmon.inventory import Inventory
+
+if TYPE_CHECKING:  # wanmon.words is imported where the text is written
+    from wanmon.words import ReportWords
 
 FORMATS = ("html", "pdf", "csv", "json")
 
@@ -45,6 +48,13 @@ class Period:
     cut_at_now: bool = False
 
     @property
+    def tz(self) -> tzinfo:
+        """The period's time zone: [page] timezone, or the offset given with --from."""
+        tz = self.start.tzinfo
+        assert tz is not None, "a period's start is aware"
+        return tz
+
+    @property
     def seconds(self) -> float:
         return (self.end - self.start).total_seconds()
 
@@ -59,12 +69,12 @@ def _check_year(y: int, opt: str, text: str) -> None:
         raise PeriodError(f"{opt} {text}: the year must be from {YEARS[0]} to {YEARS[1]}")
 
 
-def _end_of_time(tz: ZoneInfo) -> datetime:
+def _end_of_time(tz: tzinfo) -> datetime:
     """Where a period that ends after 9999 stops: such a period is cut at now anyway."""
     return datetime.max.replace(tzinfo=tz)
 
 
-def _month_start(y: int, m: int, tz: ZoneInfo) -> datetime:
+def _month_start(y: int, m: int, tz: tzinfo) -> datetime:
     y, m = y + (m - 1) // 12, (m - 1) % 12 + 1
     return datetime(y, m, 1, tzinfo=tz) if y <= YEARS[1] else _end_of_time(tz)
 
@@ -149,7 +159,7 @@ def parse_period(
 
 def previous(p: Period) -> Period:
     """The period before: the previous month, quarter or year; for a range, as long, just before."""
-    tz = p.start.tzinfo
+    tz = p.tz
     if p.kind in ("month", "quarter", "year"):
         months = {"month": 1, "quarter": 3, "year": 12}[p.kind]
         start = _month_start(p.start.year, p.start.month - months, tz)
@@ -199,7 +209,7 @@ class Report:
             return None
         from wanmon.words import REPORT, Fmt
 
-        fmt = Fmt(self.language, self.period.start.tzinfo)
+        fmt = Fmt(self.language, self.period.tz)
         return REPORT[self.language]["history_from"].format(t=fmt.dt(self.history_from))
 
 
@@ -297,8 +307,8 @@ def build(cfg: Config, store, period: Period, now: float | None = None) -> Repor
         cfg, runs, store.site_labels(), period, prev, now, cap, None if history_from is None else float(history_from)
     )
     cadence = store.cadence_s()
-    if account.slow_cadence(cfg.schedule.icmp_interval_s, cadence):
-        rep.notes.append(account.slow_cadence_text(cfg.schedule.icmp_interval_s, cadence, cfg.path.name))
+    if slow := account.slow_cadence_note(cfg.schedule.icmp_interval_s, cadence, cfg.path.name):
+        rep.notes.append(slow)
     return rep
 
 
@@ -341,13 +351,13 @@ def to_json(rep: Report) -> dict[str, Any]:
             "to": rep.prev.end.isoformat(),
             "label": rep.prev.label,
         },
-        "generated": datetime.fromtimestamp(rep.generated, rep.period.start.tzinfo).isoformat(timespec="seconds"),
+        "generated": datetime.fromtimestamp(rep.generated, rep.period.tz).isoformat(timespec="seconds"),
         "target_pct": rep.target_pct,
         "status_hold_cap_s": rep.cap_s,
         # the store was upgraded and its history starts inside the period: before it, not unobserved but unknown
         "history_from": None
         if rep.history_from is None
-        else datetime.fromtimestamp(rep.history_from, rep.period.start.tzinfo).isoformat(timespec="seconds"),
+        else datetime.fromtimestamp(rep.history_from, rep.period.tz).isoformat(timespec="seconds"),
         "history_note": rep.history_note(),
         "total": group(rep.total),
         "levels": [{"level": lv} | group(f) for lv, f in rep.levels],
@@ -441,7 +451,7 @@ def to_html(cfg: Config, rep: Report, max_sites: int | None = None) -> str:
     from wanmon.page import _env
     from wanmon.words import REPORT, Fmt
 
-    fmt = Fmt(rep.language, rep.period.start.tzinfo)
+    fmt = Fmt(rep.language, rep.period.tz)
     w = REPORT[rep.language]
     shown = rep.sites if max_sites is None else rep.sites[:max_sites]
     return (
@@ -471,7 +481,7 @@ def hm(seconds: float | None) -> str:
     return f"{m // 60}:{m % 60:02d}"
 
 
-def period_text(p: Period, fmt, w: dict) -> str:
+def period_text(p: Period, fmt, w: ReportWords) -> str:
     if p.kind == "month":
         return w["month"].format(m=p.start.month, y=p.start.year)
     if p.kind == "quarter":

@@ -88,7 +88,7 @@ def last_month_label(cfg: Config, now: float) -> str:
 class Monthly:
     """The daemon's monthly report: due() is cheap (in memory); run() does the work (a thread)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.done_label: str | None = None  # mailed, or known to have nothing to mail
         self.next_try = 0.0
 

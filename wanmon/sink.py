@@ -300,7 +300,7 @@ def drain(
     finally:
         if own:
             writer.close()
-    extra = {"spool_last_sent": str(now())} if rep.sent else {}
+    extra: dict[str, str | None] = {"spool_last_sent": str(now())} if rep.sent else {}  # None: delete the key
     if not rep.deferred:
         extra["spool_not_before"] = None
     store.set_meta(spool_last_error=rep.error, **extra)

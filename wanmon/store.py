@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import TypedDict
 
 from wanmon.account import held_s
 from wanmon.errors import WanmonError, means_damage, os_cause, sqlite_cause
@@ -197,6 +198,17 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 RUNS_SCHEMA = 10  # the schema that added status_runs: a store upgraded past it has its runs rebuilt
+
+
+class SpoolStats(TypedDict):
+    """Store.spool_stats(): the InfluxDB spool as `wanmon status` and the agent's heartbeat show it."""
+
+    points: int  # waiting
+    oldest_ts: float | None  # when the oldest waiting point was spooled
+    dropped: int  # dropped in all because the spool was full
+    quarantined: int  # rejected by the server, set aside
+    last_sent_ts: float | None
+    last_error: str | None
 
 
 class StoreError(WanmonError):
@@ -552,6 +564,7 @@ class Store:
                 (started_at, finished_at, (finished_at - started_at) * 1000.0, len(obs), *counts),
             )
             cycle_id = cur.lastrowid
+            assert cycle_id is not None, "an INSERT sets lastrowid"
             self.conn.executemany(
                 "INSERT INTO icmp_samples (cycle_id, site_id, ts, status, reason, sent, received, loss_pct,"
                 " rtt_min_ms, rtt_avg_ms, rtt_max_ms, jitter_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -812,7 +825,7 @@ class Store:
                 )
                 self.conn.execute("DELETE FROM spool WHERE id = ?", (i,))
 
-    def spool_stats(self) -> dict[str, float | int | None]:
+    def spool_stats(self) -> SpoolStats:
         lo, hi, oldest = self.conn.execute("SELECT min(id), max(id), min(ts) FROM spool").fetchone()
         quarantined = self.conn.execute("SELECT count(*) FROM spool_quarantine").fetchone()[0]
         return {
@@ -875,9 +888,11 @@ class Store:
     ) -> None:
         """Store one SNMP poll's outcomes and its InfluxDB points (spooled at `ts`), atomically.
         Its events reach the alerts of the next cycle (`reboots_after`)."""
+        if points and ts is None:
+            raise ValueError("record_snmp: points need ts, the time they are spooled at")
         with self.transaction():
             self._record_snmp(outcomes)
-            if points:
+            if points and ts is not None:
                 self._spool(ts, points)
             if spool_limits and ts is not None:
                 self._bound_spool(ts, *spool_limits)
@@ -891,11 +906,12 @@ class Store:
         seen = self.meta("alert_events_seen")
         if seen is None:
             return [], last
-        if int(seen) > last:  # retention emptied the table and ids start again: all of it is new
-            seen = 0
+        after = int(seen)
+        if after > last:  # retention emptied the table and ids start again: all of it is new
+            after = 0
         rows = self.conn.execute(
             "SELECT ts, site_id, kind, detail, data FROM events WHERE id > ? AND kind = 'reboot' ORDER BY id",
-            (int(seen),),
+            (after,),
         ).fetchall()
         return [_event(r) for r in rows], last
 
@@ -1327,11 +1343,12 @@ def _event_row(e: Event) -> tuple:
 
 def _event(row: Sequence) -> Event:
     """An events row (ts, site_id, kind, detail, data); data None for events from before it was kept."""
-    return Event(*row[:4], None if row[4] is None else json.loads(row[4]))
+    return Event(row[0], row[1], row[2], row[3], None if row[4] is None else json.loads(row[4]))
 
 
-# {store path: (alert_gen, {site_id: SiteAlert})}: the alert states this process last committed
-_ALERT_CACHE: dict[str, tuple[str, dict]] = {}
+# {store path: (alert_gen, {site_id: SiteAlert})}: the alert states this process last committed;
+# None when it wrote without knowing them all (another writer came between): alert_states reads the table
+_ALERT_CACHE: dict[str, tuple[str, dict] | None] = {}
 
 
 def check_integrity(path: Path) -> list[str]:

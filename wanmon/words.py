@@ -9,8 +9,8 @@ numbers, times and durations in a language and a time zone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from datetime import datetime, tzinfo
+from typing import TypedDict
 
 PAGE = {
     "vi": {
@@ -289,7 +289,45 @@ MAIL = {
 }
 
 
-REPORT = {
+class ReportWords(TypedDict):
+    """One language's words of the availability report (REPORT): the same keys in every language."""
+
+    title: str
+    month: str
+    quarter: str
+    year: str
+    period: str
+    previous: str
+    generated: str
+    to_now: str
+    target: str
+    levels_title: str
+    districts_title: str
+    sites_title: str
+    level: str
+    district: str
+    site: str
+    sites: str
+    availability: str
+    downtime: str
+    outages: str
+    longest: str
+    mttr: str
+    unreachable: str
+    maintenance: str
+    unobserved: str
+    below: str
+    below_n: str
+    total: str
+    nothing: str
+    method_title: str
+    more_sites: str
+    levels: dict[str, str]
+    history_from: str
+    method: list[str]
+
+
+REPORT: dict[str, ReportWords] = {
     "vi": {
         "title": "Báo cáo tỷ lệ sẵn sàng mạng WAN tỉnh {province}",
         "month": "Tháng {m:02d}/{y}",
@@ -405,7 +443,7 @@ AGE_UNITS = {
 @dataclass(frozen=True)
 class Fmt:
     lang: str
-    tz: ZoneInfo
+    tz: tzinfo  # a ZoneInfo, or a report's --from offset (datetime.timezone)
 
     def num(self, v: float | None, digits: int = 2, unit: str = "") -> str:
         if v is None:
@@ -468,7 +506,29 @@ class Fmt:
 
 # -- what the page and the mails both say about a problem ----------------------
 
-CAUSE = {
+
+class CauseWords(TypedDict):
+    """One language's words about a problem (CAUSE): the same keys in every language."""
+
+    down: str
+    unreachable: str
+    degraded: str
+    down_first_seen: str
+    degraded_first_seen: str
+    unreachable_n: str
+    what: dict[str, str]
+    rtt: str
+    loss: str
+    outage: str
+    ongoing: str
+    flapping: str
+    maintenance: str
+    snmp_silent: str
+    rebooted: str
+    all_ok: str
+
+
+CAUSE: dict[str, CauseWords] = {
     "vi": {
         "down": "mất kết nối từ {since} ({span})",
         "unreachable": "không tới được từ {since} ({span})",
@@ -527,8 +587,16 @@ def outage(fmt: Fmt, seconds: float) -> str:
 def since_text(fmt: Fmt, status: str, since: float, now: float, first_seen: bool = False) -> str:
     """A problem's start after the site's name: "mất kết nối từ 02/12/2026 08:15 (2 giờ 5 phút)";
     first_seen: since the site's first observation, so it may have begun earlier."""
+    c = CAUSE[fmt.lang]
+    texts = {
+        "down": c["down"],
+        "unreachable": c["unreachable"],
+        "degraded": c["degraded"],
+        "down_first_seen": c["down_first_seen"],
+        "degraded_first_seen": c["degraded_first_seen"],
+    }
     key = f"{status}_first_seen" if first_seen else status
-    return CAUSE[fmt.lang][key].format(since=fmt.dt(since), span=fmt.span(now - since))
+    return texts[key].format(since=fmt.dt(since), span=fmt.span(now - since))
 
 
 def unreachable_count(lang: str, levels: list[str]) -> str:

@@ -162,6 +162,8 @@ def _step(
     # The streak is the site's status track (status.advance), counted up to the largest
     # threshold it is compared with, no further: a site that stays up keeps the same state
     # from cycle to cycle (only changed states are stored).
+    # every state the engine makes has one: evaluate() starts a site with streak_since=now
+    assert a.streak_since is not None, f"alert state of {a.site_id} without streak_since"
     track = advance(
         Track(a.streak_status, a.streak_since, a.streak),
         status,

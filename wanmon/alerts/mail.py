@@ -147,8 +147,8 @@ def compose(
         "lang": lang,
     }
     mails = []
-    for rcpt, ns in per.items():
-        ns = sorted(ns, key=lambda n: (KIND_ORDER.index(n.kind), names.get(n.site_id or "", "")))
+    for rcpt, unique in per.items():
+        ns = sorted(unique, key=lambda n: (KIND_ORDER.index(n.kind), names.get(n.site_id or "", "")))
         subj = subject(lang, ns, names)
         ctx = {**ctx_common, "notes": ns, "subject": subj}
         mails.append(

@@ -78,6 +78,7 @@ class ForkedSweep:
         icmp.open_sockets(cfg.icmp.mode, {socket.AF_INET}).popitem()[1].close()  # before any file is made
         lock = CycleLock(cfg.store_path).__enter__()
         try:
+            assert lock.fd is not None, "__enter__ returned: it holds the lock file open"
             cache = _dns_cache(cfg) if any(dns.literal(a) is None for a in addresses) else None
             deadline = time.monotonic() + bound_s(cfg)
             parent = os.getpid()

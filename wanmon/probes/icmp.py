@@ -257,7 +257,7 @@ async def probe(
     does not exist never uses the cache ("host name 'x' does not resolve").
     """
     literals = [dns.literal(a) for a in addresses]
-    families = set()
+    families: set[int] = set()
     for ip in literals:
         if ip is not None:
             families.add(socket.AF_INET6 if ":" in ip else socket.AF_INET)
@@ -387,7 +387,9 @@ class _Sweep:
                 if ans.ip is None:
                     self.settled[i] = summarize(self.addresses[i], None, 0, [], ans.reason, ans.source)
                 else:
-                    self._join(i, ans.ip, ans.family, loop.time())
+                    family = ans.family
+                    assert family is not None, "ans.ip is set, so it has a family"
+                    self._join(i, ans.ip, family, loop.time())
         finally:
             self.pending_sites -= len(idxs)
             self._check_done()
@@ -615,6 +617,7 @@ class _Sweep:
                 self.addresses[i], self.src_ip[t], count, rtts, self.send_error.get(t), ans.source if ans else None
             )
             if ans is not None and ans.source == "cache":
+                assert ans.reason is not None, "a cached address always says why (dns.decide)"
                 res = replace(res, reason=ans.reason + (f"; {res.reason}" if res.reason else ""))
             out[i] = res
         out_settled = self.settled

@@ -217,7 +217,7 @@ class _Net(asyncio.DatagramProtocol):
     """Requests and replies over one socket; a reply is matched on its
     request id (v1/v2c) or msgID (v3) *and* the agent's address and port."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.pending: dict[int, tuple[asyncio.Future, str, int]] = {}
         self._ids = itertools.count(random.randrange(1, 1 << 30))
         self._transports: dict[int, asyncio.DatagramTransport] = {}
@@ -320,13 +320,14 @@ def _cred_key(spec: SnmpSpec) -> tuple:
 class _Keyring:
     """V3 keys per credential set: each pass phrase is hashed once per poll."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._keys: dict[tuple, wire.V3Keys] = {}
 
     def get(self, spec: SnmpSpec) -> wire.V3Keys:
         ck = _cred_key(spec)
         k = self._keys.get(ck)
         if k is None:
+            assert spec.user is not None, "config requires a user for SNMPv3 (and only v3 sites get keys)"
             k = self._keys[ck] = wire.V3Keys(
                 spec.user,
                 spec.auth_protocol,
@@ -337,7 +338,7 @@ class _Keyring:
         return k
 
 
-_REPORTS = {
+_REPORTS: dict[tuple[int, ...], str] = {
     wire.UNKNOWN_USER_NAME: "unknown_user",
     wire.WRONG_DIGEST: "wrong_digest",
     wire.DECRYPTION_ERROR: "decryption",
@@ -398,7 +399,11 @@ class _Agent:
     def __init__(self, net: _Net, spec: SnmpSpec, dest: tuple, family: int, keys: wire.V3Keys | None):
         self.net, self.spec, self.dest, self.family, self.keys = net, spec, dest, family, keys
         self.timeout = spec.timeout_ms / 1000.0
-        self.community = spec.community.reveal().encode() if spec.version in ("1", "2c") else b""
+        if spec.version in ("1", "2c"):
+            assert spec.community is not None, "config requires a community for SNMPv1/v2c"
+            self.community = spec.community.reveal().encode()
+        else:
+            self.community = b""
         self.engine_id: bytes | None = None
         self.boots = self.time_s = 0
         self.synced = 0.0
@@ -445,9 +450,11 @@ class _Agent:
 
     async def _call_v3(self, tag: int, a: int, b: int, oids) -> tuple[int, int, list]:
         keys = self.keys
+        assert keys is not None, "a v3 agent is made with its keys (_poll_one)"
         for attempt in range(3):  # discovery, then at most one resync for the time window or engine ID
             if self.engine_id is None:
                 await self._discover()
+            assert self.engine_id is not None, "_discover() sets it or raises _Failed"
             rid = self.net.next_id()
             now_s = self.time_s + int(time.monotonic() - self.synced)
             msg = wire.v3_message(
@@ -472,7 +479,10 @@ class _Agent:
             p = r.pdu
             if p.tag == wire.REPORT:
                 oid = p.varbinds[0][0] if p.varbinds else None
-                kind = _REPORTS.get(oid, f"report {'.'.join(map(str, oid)) if oid else '(empty)'}")
+                if oid is None:
+                    kind = "report (empty)"
+                else:
+                    kind = _REPORTS.get(oid, f"report {'.'.join(map(str, oid)) if oid else '(empty)'}")
                 if kind in ("time_window", "unknown_engine") and attempt < 2:
                     if kind == "time_window" and r.flags & wire.FLAG_AUTH:
                         self._sync(r)  # authenticated: trust its boots and time
@@ -601,6 +611,7 @@ async def _resolve(host: str, port: int, timeout_s: float) -> tuple[tuple, int]:
             raise _Failed("timeout", f"DNS timeout for {host} (no answer within {timeout_s:g} s)")
         raise _Failed("error", ans.reason or f"host name {host!r} does not resolve")
     family = ans.family
+    assert family is not None, "ans.ip is set, so it has a family"
     try:
         infos = socket.getaddrinfo(ans.ip, port, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)
     except OSError as exc:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from typing import Any
 
 from wanmon.probes import usm
 
@@ -243,7 +244,7 @@ def parse_pdu(b: bytes, i: int, end: int) -> Pdu:
     st, p = _int_at(b, p, e, "error-status")
     ix, p = _int_at(b, p, e, "error-index")
     vs, ve = _expect(b, p, e, 0x30, "varbind list")
-    out = []
+    out: list[tuple[tuple[int, ...], Any]] = []  # (OID, _value's value)
     append = out.append
     p = vs
     # the common case inline: short lengths everywhere (one varbind < 128 bytes)
@@ -334,12 +335,20 @@ class V3Keys:
         self.priv = priv_protocol if priv_protocol != "none" else None
         if self.priv and not self.auth:  # config refuses it (RFC 3414 3.1.1: no privacy without authentication)
             raise ValueError("SNMPv3 privacy needs authentication")
-        self._hash, self.mac_len = usm.AUTH[self.auth] if self.auth else (None, 0)
-        self._cipher = usm.PRIV[self.priv] if self.priv else None
-        # pass phrases as UTF-8, as net-snmp reads them from snmpd.conf or its command line
-        self._auth_ku = usm.password_to_key((auth_key or "").encode(), self._hash) if self.auth else None
-        self._priv_ku = usm.password_to_key((priv_key or "").encode(), self._hash) if self.priv else None
-        self._local: dict[bytes, tuple] = {}
+        # set exactly when auth is (the hash, Ku of the auth pass phrase), when priv is (the cipher,
+        # Ku of the privacy pass phrase)
+        self._hash: usm.HashFn | None = None
+        self.mac_len = 0
+        self._auth_ku: bytes | None = None
+        self._priv_ku: bytes | None = None
+        if self.auth:
+            self._hash, self.mac_len = usm.AUTH[self.auth]
+            # pass phrases as UTF-8, as net-snmp reads them from snmpd.conf or its command line
+            self._auth_ku = usm.password_to_key((auth_key or "").encode(), self._hash)
+            if self.priv:
+                self._priv_ku = usm.password_to_key((priv_key or "").encode(), self._hash)
+        self._cipher: usm.Privacy | None = usm.PRIV[self.priv] if self.priv else None
+        self._local: dict[bytes, tuple[bytes | None, bytes | None]] = {}
 
     @property
     def flags(self) -> int:
@@ -349,21 +358,27 @@ class V3Keys:
         """(auth key or None, priv key or None) for an engine, computed once per engine."""
         hit = self._local.get(engine_id)
         if hit is None:
-            ak = usm.localize(self._auth_ku, engine_id, self._hash) if self.auth else None
-            pk = usm.priv_key(self.priv, self._priv_ku, engine_id, self._hash) if self.priv else None
+            ak = pk = None
+            if self._hash is not None and self._auth_ku is not None:
+                ak = usm.localize(self._auth_ku, engine_id, self._hash)
+                if self.priv and self._priv_ku is not None:
+                    pk = usm.priv_key(self.priv, self._priv_ku, engine_id, self._hash)
             hit = self._local[engine_id] = (ak, pk)
         return hit
 
     def mac(self, auth_key: bytes, whole: bytes) -> bytes:
+        assert self._hash is not None, "a MAC only for keys with an auth protocol (flags has FLAG_AUTH)"
         return hmac.new(auth_key, whole, self._hash).digest()[: self.mac_len]
 
     def encrypt(self, priv_key: bytes, boots: int, time_s: int, plain: bytes) -> tuple[bytes, bytes]:
+        assert self._cipher is not None, "encryption only for keys with a privacy protocol (flags has FLAG_PRIV)"
         try:
             return self._cipher.encrypt(priv_key, boots, time_s, plain)
         except usm.PrivError as exc:
             raise WireError(f"cannot encrypt with {self.priv}: {exc}") from None
 
     def decrypt(self, priv_key: bytes, boots: int, time_s: int, salt: bytes, cipher: bytes) -> bytes:
+        assert self._cipher is not None, "parse_v3 decrypts only with keys that have a privacy protocol"
         try:
             return self._cipher.decrypt(priv_key, boots, time_s, salt, cipher)
         except usm.PrivError:
@@ -396,6 +411,7 @@ def v3_message(
     if keys is not None and flags & FLAG_AUTH:
         auth_key, priv_key = keys.localized(engine_id)
     if flags & FLAG_PRIV:
+        assert keys is not None and priv_key is not None, "FLAG_PRIV needs keys with privacy (flags = keys.flags)"
         cipher, priv_params = keys.encrypt(priv_key, boots, time_s, scoped)
         data = enc_octets(cipher)
     else:
@@ -418,6 +434,7 @@ def v3_message(
             + len(before_mac)
             + 2
         )
+        assert keys is not None and auth_key is not None, "mac_len > 0: keys with auth, localized above"
         whole = whole[:off] + keys.mac(auth_key, whole) + whole[off + mac_len :]
     return whole
 
@@ -468,6 +485,7 @@ def parse_v3(b: bytes, keys: V3Keys | None) -> V3Reply:
             if keys is None or not keys.auth:
                 raise AuthError("authenticated reply to an unauthenticated request")
             auth_key, _ = keys.localized(engine_id)
+            assert auth_key is not None, "keys.auth is set, so localized() gives an auth key"
             zeroed = b[:as_] + b"\x00" * (ae - as_) + b[ae:]
             if len(auth_params) != keys.mac_len or not hmac.compare_digest(keys.mac(auth_key, zeroed), auth_params):
                 raise AuthError("the reply's MAC does not match (wrong auth key or protocol)")
@@ -475,7 +493,9 @@ def parse_v3(b: bytes, keys: V3Keys | None) -> V3Reply:
             if keys is None or not keys.priv:
                 raise DecryptError("encrypted reply to an unencrypted request")
             cipher, _, _ = _octets_at(b, se, e, "encryptedPDU")
-            plain = keys.decrypt(keys.localized(engine_id)[1], boots, time_s, salt, cipher)
+            priv_key = keys.localized(engine_id)[1]
+            assert priv_key is not None, "keys.priv is set, so localized() gives a privacy key"
+            plain = keys.decrypt(priv_key, boots, time_s, salt, cipher)
             try:
                 the_pdu = _scoped_pdu(plain, 0, len(plain))
             except (WireError, IndexError):

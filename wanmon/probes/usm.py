@@ -33,6 +33,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -43,8 +45,13 @@ except ImportError:  # cryptography 43 to 46 have CFB only here (47 moved it and
     from cryptography.hazmat.primitives.ciphers.modes import CFB
 from cryptography.hazmat.primitives.ciphers.modes import CBC
 
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+HashFn = Callable[..., "_Hash"]  # a hashlib constructor: hashlib.md5, hashlib.sha256...
+
 # auth protocol -> (hash constructor, MAC length in octets: RFC 3414 HMAC-96, RFC 7860 table 1)
-AUTH = {
+AUTH: dict[str, tuple[HashFn, int]] = {
     "MD5": (hashlib.md5, 12),
     "SHA": (hashlib.sha1, 12),
     "SHA224": (hashlib.sha224, 16),
@@ -59,7 +66,7 @@ class PrivError(ValueError):
     """Cipher text that cannot be decrypted (bad length, bad salt)."""
 
 
-def password_to_key(password: bytes, hash_fn) -> bytes:
+def password_to_key(password: bytes, hash_fn: HashFn) -> bytes:
     """Ku of RFC 3414 A.2: the hash of the password repeated to 1,048,576 octets.
     Kept for speed: one 1 MB buffer and one hash call give the RFC loop's digest
     (tests/test_usm.py) for 1.8 ms of CPU instead of 5.5 ms with SHA-1 (2.9 against
@@ -72,12 +79,12 @@ def password_to_key(password: bytes, hash_fn) -> bytes:
     return hash_fn((password * reps)[:_MEGABYTE]).digest()
 
 
-def localize(ku: bytes, engine_id: bytes, hash_fn) -> bytes:
+def localize(ku: bytes, engine_id: bytes, hash_fn: HashFn) -> bytes:
     """Kul of RFC 3414 A.2: H(Ku || snmpEngineID || Ku)."""
     return hash_fn(ku + engine_id + ku).digest()
 
 
-def extend_reeder(kul: bytes, engine_id: bytes, hash_fn, size: int) -> bytes:
+def extend_reeder(kul: bytes, engine_id: bytes, hash_fn: HashFn, size: int) -> bytes:
     """Kul extended to `size` octets as draft-reeder-snmpv3-usm-3desede 2.1 (Cisco's
     AES-192/256): while too short, append localize(password_to_key(the key so far)).
     Same as net-snmp's netsnmp_extend_kul and pysnmp's AbstractAesReeder."""
@@ -91,6 +98,17 @@ def _u32(v: int, what: str) -> bytes:
     if not 0 <= v < 1 << 32:  # an agent's boots/time out of the 0..2^31-1 of RFC 3414
         raise PrivError(f"{what} {v} does not fit the 4 octets of the IV")
     return v.to_bytes(4, "big")
+
+
+class Privacy(Protocol):
+    """A privacy protocol (Des, Aes): what snmpwire.V3Keys uses."""
+
+    name: str
+    key_len: int  # octets of the localized privacy key it takes
+
+    def encrypt(self, key: bytes, boots: int, time_s: int, plain: bytes) -> tuple[bytes, bytes]: ...
+
+    def decrypt(self, key: bytes, boots: int, time_s: int, salt: bytes, cipher: bytes) -> bytes: ...
 
 
 class _Counter:
@@ -163,10 +181,15 @@ class Aes:
         return Cipher(algorithms.AES(key[: self.key_len]), CFB(iv))
 
 
-PRIV = {"DES": Des(), "AES": Aes("AES", 16), "AES192": Aes("AES192", 24), "AES256": Aes("AES256", 32)}
+PRIV: dict[str, Privacy] = {
+    "DES": Des(),
+    "AES": Aes("AES", 16),
+    "AES192": Aes("AES192", 24),
+    "AES256": Aes("AES256", 32),
+}
 
 
-def priv_key(priv: str, ku: bytes, engine_id: bytes, hash_fn) -> bytes:
+def priv_key(priv: str, ku: bytes, engine_id: bytes, hash_fn: HashFn) -> bytes:
     """The localized privacy key for a cipher: Kul from the privacy pass phrase's Ku
     (hashed with the auth protocol's hash, RFC 3414 / RFC 3826 / RFC 7860), cut to the
     cipher's length, extended first for AES-192/256."""
