@@ -41,6 +41,14 @@ def held_s(last_ts: float, ts: float, cap_s: float) -> float:
     return min(max(ts - last_ts, 0.0), cap_s)
 
 
+def run_goes_on(
+    status: str, maint: int, last_ts: float, new_status: str, new_maint: int, ts: float, cap_s: float
+) -> bool:
+    """Does an observation at ts continue the run whose last cycle was at last_ts? The same status
+    and maintenance flag, and not further than the cap after it (a gap, or a clock set back, ends it)."""
+    return status == new_status and maint == new_maint and 0 <= ts - last_ts <= cap_s
+
+
 def cadence_s(starts: Sequence[float]) -> float | None:
     """The checks' real spacing: the median of the gaps between the cycles' starts (oldest
     first), clock steps back left out. None with fewer than two cycles."""

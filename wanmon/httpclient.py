@@ -55,6 +55,15 @@ def why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+ERRORS = (OSError, http.client.HTTPException)  # what request() raises: the network, the deadline, a garbled answer
+
+
+def failure(d: Deadline, exc: BaseException, where: str) -> str:
+    """Why a request under deadline d failed: the deadline's message once it has passed (what the
+    watchdog's shutdown then raised is its doing), else `where: what went wrong`."""
+    return d.message() if d.expired else f"{where}: {why(exc)}"
+
+
 def tls_context() -> ssl.SSLContext:
     """The client TLS context: system CAs (SSL_CERT_FILE/SSL_CERT_DIR honoured), hostname checked."""
     ctx = ssl.create_default_context()

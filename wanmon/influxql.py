@@ -12,7 +12,6 @@ InfluxQL's own quoting (backslash and the quote character escaped), never by han
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 import urllib.parse
@@ -66,8 +65,8 @@ def query(spec: InfluxSpec, q: str, budget_s: float | None = None) -> list[dict[
             status, _, raw = httpclient.request(
                 base, "GET", path, d, per_op, headers=auth_headers(spec), limit=RESPONSE_LIMIT
             )
-        except (OSError, http.client.HTTPException) as exc:
-            raise QueryError(d.message() if d.expired else f"cannot reach {base}: {httpclient.why(exc)}") from None
+        except httpclient.ERRORS as exc:
+            raise QueryError(httpclient.failure(d, exc, f"cannot reach {base}")) from None
         if d.expired:
             raise QueryError(d.message())
     if status in (401, 403):

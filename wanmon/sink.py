@@ -154,10 +154,8 @@ class Writer:
                 status, headers, data = httpclient.request(
                     self.base, "POST", self.path, d, self.timeout, body, self.headers, tls=self.tls
                 )
-            except (OSError, http.client.HTTPException) as exc:
-                if d.expired:
-                    return WriteResult(False, None, d.message())
-                return WriteResult(False, None, f"cannot reach {self.base}: {httpclient.why(exc)}")
+            except httpclient.ERRORS as exc:
+                return WriteResult(False, None, httpclient.failure(d, exc, f"cannot reach {self.base}"))
             if d.expired:
                 # cut off at the deadline: what was read is no answer (the shutdown can end a read
                 # at a point where the bytes so far look whole)
@@ -398,8 +396,8 @@ def check_server(spec: InfluxSpec) -> list[tuple[bool, str]]:
     with Deadline(timeout, f"{base}/ping") as d:
         try:
             status, headers, _ = httpclient.request(base, "GET", _path(base, "/ping"), d, timeout)
-        except (OSError, http.client.HTTPException) as exc:
-            why = d.message() if d.expired else f"cannot reach {base}: {httpclient.why(exc)}"
+        except httpclient.ERRORS as exc:
+            why = httpclient.failure(d, exc, f"cannot reach {base}")
             out.append((False, f"{why} (check [influxdb] url, and that the server runs and listens there)"))
             return out
     if status < 300:
@@ -430,7 +428,7 @@ def _check_v1(spec: InfluxSpec) -> list[tuple[bool, str]]:
     with Deadline(timeout, "InfluxDB SHOW DATABASES") as d:
         try:
             status, _, raw = httpclient.request(base, "GET", path, d, timeout, headers=auth, limit=1 << 22)
-        except (OSError, http.client.HTTPException) as exc:
+        except httpclient.ERRORS as exc:
             return [(False, f"query failed: {d.message() if d.expired else httpclient.why(exc)}")]
     if status in (401, 403):
         who = f"user '{st.username}'" if st.username else "no username"

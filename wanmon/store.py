@@ -25,7 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TypedDict
 
-from wanmon.account import held_s
+from wanmon.account import held_s, run_goes_on
 from wanmon.errors import WanmonError, means_damage, os_cause, sqlite_cause
 from wanmon.files import replacing
 from wanmon.locks import CycleLock, PublishLock, SnmpLock, _prepare_folder  # noqa: F401 (re-exported)
@@ -1023,7 +1023,7 @@ class Store:
             reach = o.ts if o.status in REACHABLE else p_reach
             maint = int(o.site_id in maintenance)
             run = p_run
-            if p_run is None or p_status != o.status or p_maint != maint or not 0 <= o.ts - p_last <= run_cap_s:
+            if p_run is None or not run_goes_on(p_status, p_maint, p_last, o.status, maint, o.ts, run_cap_s):
                 if p_run is not None:  # its last cycle holds until this one, at most the cap
                     closed.append((o.site_id, p_status, p_maint, p_run, p_last + held_s(p_last, o.ts, run_cap_s)))
                 run = o.ts
@@ -1123,11 +1123,11 @@ class Store:
                     maint, maint_ts = maintenance_at(ts), ts
                 m = int(sid in maint)
                 r = runs.get(sid)
-                if r is not None and r[0] == status and r[1] == m and ts - r[3] <= cap_s:
+                if r is not None and run_goes_on(r[0], r[1], r[3], status, m, ts, cap_s):
                     r[3] = ts
                     continue
                 if r is not None:
-                    closed.append((sid, r[0], r[1], r[2], r[3] + min(ts - r[3], cap_s)))
+                    closed.append((sid, r[0], r[1], r[2], r[3] + held_s(r[3], ts, cap_s)))
                 runs[sid] = [status, m, ts, ts]
             for sid, (status, m, start, last) in runs.items():
                 kept = self.conn.execute(
