@@ -445,7 +445,6 @@ def _record(
             parents={s.id: s.parent for s in cfg.sites},
         )
         limits = _spool_limits(cfg.influx)
-    store.defer_checkpoints()  # to after the page
     t_alerts = time.perf_counter()
     alert_update = _alerts(cfg, store, obs, finished, dry_run)
     alerts_ms = (time.perf_counter() - t_alerts) * 1000
