@@ -71,7 +71,8 @@ def subject(lang: str, notes: Sequence[Notification], names: dict[str, str]) -> 
                 cnt = len(by_kind[k])
                 label = w["site"] if lang == "vi" or cnt == 1 else "sites"
                 parts.append(f"{cnt} {label} {w[k]}")
-    listed = [x for k in KIND_ORDER for x in by_kind.get(k, []) if k not in ("guard", "guard_end")]
+    # each site once, in the order of the first kind it appears under
+    listed = list(dict.fromkeys(x for k in KIND_ORDER for x in by_kind.get(k, []) if k not in ("guard", "guard_end")))
     shown = ", ".join(listed[:3]) + (", …" if len(listed) > 3 else "")
     text = "[wanmon] " + ", ".join(parts) + (f": {shown}" if shown else "")
     return header_safe(text)[:250]
