@@ -7,7 +7,9 @@ VENV="${WANMON_VENV:-$ROOT/.venv}"
 export ROOT VENV
 
 need_apt=()
-for pkg in "$@"; do
+# Always: what pip needs to build PyICU (Vietnamese alphabetical order, wanmon/collate.py), which PyPI
+# ships as source only: ICU's headers, pkg-config to find them, a C++ compiler, Python's headers.
+for pkg in "$@" libicu-dev pkg-config g++ python3-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 PY="${PYTHON:-python3}"

@@ -24,12 +24,13 @@ cd "$ROOT"
 # test_usm, test_snmpwire, test_heartbeat), weasyprint (`report --format pdf`: test_report),
 # aiosmtplib (mail to the NOC: test_store, test_daemon_seams, test_mail_headers), tzdata
 # (Asia/Ho_Chi_Minh: test_page, test_report, test_alert_engine; PYTHONTZPATH is emptied so
-# zoneinfo reads the pinned tzdata rather than the OS's files).
+# zoneinfo reads the pinned tzdata rather than the OS's files), PyICU (Vietnamese order of the
+# names in mails: test_alert_mail).
 OLDEST_TESTS=(tests/test_config.py tests/test_page.py tests/test_report.py tests/test_store.py
     tests/test_cycle.py tests/test_alert_engine.py tests/test_alerts_seams.py tests/test_daemon_seams.py
     tests/test_snmpwire.py tests/test_usm.py tests/test_sink_logic.py tests/test_rates.py tests/test_stats.py
     tests/test_mail_headers.py tests/test_smtp_server.py tests/test_heartbeat.py
-    tests/test_check_loopback.py tests/test_daemon.py)
+    tests/test_check_loopback.py tests/test_daemon.py tests/test_alert_mail.py)
 
 test_oldest() {
     echo "test.sh: the oldest declared dependencies"

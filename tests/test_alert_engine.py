@@ -248,3 +248,24 @@ def test_a_site_that_stays_up_is_left_as_it_was_exactly_as_a_full_step_would():
     # one problem later it moves again, as before
     later, _, _ = evaluate(states, {**ALL_UP, "p1": "down"}, 10_059.0, R, PARENTS)
     assert later["p1"].streak_status == "down" and later["p1"].history.endswith("1")
+
+
+def test_a_district_outage_is_tied_to_its_root_cause_down_and_recovery_alike():
+    """Issue 22: an UNREACHABLE names the site down above it and since when; the district's RECOVERY
+    lists the communes back with it (each naming it as the cause) and says when it answered again;
+    a commune still silent when the district is back is not listed, and becomes a DOWN of its own."""
+    cut = {"d1": "down", "c1": "unreachable", "c2": "unreachable"}
+    seq = [{}] + [cut] * 4 + [{"c2": "down"}, {"c2": "down"}, {"c2": "down"}]
+    states, per_cycle = {}, []
+    for i, over in enumerate(seq):
+        states, notes, _ = evaluate(states, {**ALL_UP, **over}, i * 60.0, R, PARENTS)
+        per_cycle.append({(n.kind, n.site_id): n for n in notes})
+    unreachable = per_cycle[3][("unreachable", "c1")]
+    assert (unreachable.cause, unreachable.cause_since, unreachable.since) == ("d1", 60.0, 60.0)
+    # cycle 5: d1 and c1 answer (c2 does not, now down on its own); cycle 6: recover_cycles = 2
+    rec = per_cycle[6][("recovery", "d1")]
+    assert (rec.was, rec.since, rec.back_ts, rec.children) == ("down", 60.0, 300.0, ("c1",))
+    c1 = per_cycle[6][("recovery", "c1")]
+    assert (c1.was, c1.cause, c1.cause_since, c1.back_ts) == ("unreachable", "d1", 60.0, 300.0)
+    assert ("recovery", "c2") not in per_cycle[6]
+    assert ("down", "c2") in per_cycle[7]   # its own outage now: confirm_cycles = 3 from cycle 5

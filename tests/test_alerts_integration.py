@@ -833,6 +833,120 @@ def test_six_sites_district_and_all_its_communes_down_is_one_down_and_one_recove
     assert not [k for k, _, _ in got if k.startswith("guard")]
 
 
+def decoded(m) -> tuple[str, str, str]:
+    """(subject, text, html) of a captured mail, decoded from the raw bytes aiosmtpd received by
+    Python's email package (policy.default), which wanmon does not use to read mail; the message
+    must parse without defects."""
+    import email
+    from email.policy import default
+
+    msg = email.message_from_bytes(m.raw, policy=default)
+    assert not msg.defects and all(not p.defects for p in msg.walk()), [p.defects for p in msg.walk()]
+    text = msg.get_body(preferencelist=("plain",))
+    html = msg.get_body(preferencelist=("html",))
+    assert text.get_content_charset() == "utf-8" and html.get_content_charset() == "utf-8"
+    return str(msg["Subject"]), text.get_content(), html.get_content()
+
+
+def hanoi(ts: float) -> str:
+    """A time as the Vietnamese mails write it (dd/mm/yyyy HH:MM, Hà Nội)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromtimestamp(ts, ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%d/%m/%Y %H:%M")
+
+
+def alert_state(cfg: Path, sid: str) -> dict:
+    [(state,)] = store_query(cfg, "SELECT state FROM alert_state WHERE site_id = ?", (sid,))
+    return json.loads(state)
+
+
+def listed_ids(text: str) -> list[str]:
+    """The ids of a text mail's '    - name (id)' lines, in order."""
+    import re
+
+    return re.findall(r"^    - .+ \(([a-z0-9-]+)\)\r?$", text, re.M)
+
+
+def test_a_district_outage_told_to_each_reader_grouped_and_in_vietnamese_order(lab, hosts, smtp, tmp_path):
+    """Issue 22: the Gia Bình router stops answering (real ICMP), its communes with it. Each
+    commune's admins are told which upstream site cut them off, since when, that nothing is to
+    be done at the commune and whom to ask; the NOC's RECOVERY is grouped like its DOWN; lists
+    in Vietnamese order; every mail decodes from the bytes the SMTP server received."""
+    d = hosts.new()
+    communes = {"gb-xuan-lai": "UBND xã Xuân Lai", "gb-dong-cuu": "UBND xã Đông Cứu",
+                "gb-dai-bai": "UBND xã Đại Bái", "gb-dung-liet": "UBND xã Dũng Liệt",
+                "gb-au-co": "UBND xã Âu Cơ", "gb-an-thuong": "UBND xã Ăn Thượng",
+                "gb-an-binh": "UBND xã An Bình", "gb-binh-duong": "UBND xã Bình Dương"}
+    # in Vietnamese order: A Ă Â B D Đ … X (Python's sorted() puts Ă, Â, Đ after X)
+    in_vi_order = ["gb-an-binh", "gb-an-thuong", "gb-au-co", "gb-binh-duong", "gb-dung-liet", "gb-dai-bai",
+                   "gb-dong-cuu", "gb-xuan-lai"]
+    addrs = {sid: hosts.new() for sid in communes}
+    sites = base_sites() + site_toml("gia-binh", "UBND huyện Gia Bình", "district", d, ["qt@giabinh.example"],
+                                     district="Gia Bình", parent="core")
+    for sid, name in communes.items():
+        sites += site_toml(sid, name, "commune", addrs[sid], [f"{sid}@giabinh.example"], district="Gia Bình",
+                           parent="gia-binh")
+    contact, district_contact = "Trung tâm CNTT tỉnh: 0222 3 123 456", "Phòng VHTT huyện Gia Bình: 0222 3 671 000"
+    cfg = write_config(tmp_path, smtp, sites,
+                       alerts=f'contact = "{contact}"\n[alerts.district_contacts]\n"Gia Bình" = "{district_contact}"')
+    check(lab, cfg)
+    hosts.down(d, *addrs.values())
+    assert not hosts.answers(d)
+    for _ in range(3):
+        check(lab, cfg)
+    assert {st for sid, st in site_statuses(cfg).items() if sid in communes} == {"unreachable"}
+    down_since = alert_state(cfg, "gia-binh")["hard_since"]
+    got = classify(lab, cfg, smtp.snapshot())
+    assert sorted(r for _, rr, _ in got for r in rr) == sorted(
+        [NOC, "qt@giabinh.example", *(f"{sid}@giabinh.example" for sid in communes)]), [(k, r) for k, r, _ in got]
+
+    # each commune's admins: the district named as the cause, since when, nothing to do locally, whom to ask
+    for kind, (rcpt,), m in got:
+        if rcpt not in (NOC, "qt@giabinh.example"):
+            sid = rcpt.split("@")[0]
+            subj, text, html = decoded(m)
+            assert kind == "unreachable" and subj == f"[wanmon] 1 điểm không tới được do tuyến trên: {communes[sid]}"
+            for body in (text, html):
+                assert (f"Nguyên nhân: tuyến trên UBND huyện Gia Bình (gia-binh) mất kết nối từ {hanoi(down_since)}"
+                        in body), body
+                assert "Không cần xử lý tại đơn vị" in body and district_contact in body, body
+    # the district's admins and the NOC: one DOWN, the communes listed under it in Vietnamese order
+    for rcpt in ("qt@giabinh.example", NOC):
+        [(kind, m)] = [(k, m) for k, r, m in got if r == [rcpt]]
+        subj, text, html = decoded(m)
+        assert kind == "down" and subj == "[wanmon] 1 điểm mất kết nối: UBND huyện Gia Bình", subj
+        assert listed_ids(text) == in_vi_order, text
+        assert [html.index(f"({sid})") for sid in in_vi_order] == sorted(html.index(f"({sid})") for sid in in_vi_order)
+    assert "Kiểm tra nguồn điện" in decoded(smtp.to("qt@giabinh.example")[0])[1]   # the district has work to do
+    n_down = len(got)
+
+    # back: the first answering cycle is when it came back
+    hosts.up(d, *addrs.values())
+    before_up = time.time()
+    check(lab, cfg)
+    check(lab, cfg)
+    back = alert_state(cfg, "gia-binh")["streak_since"]
+    assert before_up - 1 <= back <= time.time(), (before_up, back)
+    rec = classify(lab, cfg, smtp.snapshot()[n_down:])
+    assert {k for k, _, _ in rec} == {"recovery"}
+    [noc_rec] = [m for _, r, m in rec if r == [NOC]]
+    subj, text, html = decoded(noc_rec)
+    assert subj == "[wanmon] 1 điểm đã kết nối lại: UBND huyện Gia Bình", subj     # one root cause, as the DOWN
+    assert listed_ids(text) == in_vi_order, text                                   # grouped like its DOWN
+    assert f"Cùng kết nối lại ({len(communes)}):" in text
+    assert (f"ĐÃ KẾT NỐI LẠI: UBND huyện Gia Bình (gia-binh), lúc {hanoi(back)}, sau" in text
+            and f"mất kết nối (từ {hanoi(down_since)})" in text), text
+    assert text.count("ĐÃ KẾT NỐI LẠI") == 1 and "mất kết nối" not in text.split("Cùng kết nối lại")[1]
+    for sid in communes:
+        [(m,)] = [(m,) for _, r, m in rec if r == [f"{sid}@giabinh.example"]]
+        subj, text, _ = decoded(m)
+        assert subj == f"[wanmon] 1 điểm đã kết nối lại: {communes[sid]}"
+        assert f"lúc {hanoi(back)}" in text and "không tới được do tuyến trên" in text, text
+        assert "Nguyên nhân: tuyến trên UBND huyện Gia Bình (gia-binh) mất kết nối" in text, text
+    assert len(rec) == 2 + len(communes)
+
+
 def test_maintenance_window_silences_a_site(lab, hosts, smtp, tmp_path):
     from datetime import datetime, timedelta
     from zoneinfo import ZoneInfo

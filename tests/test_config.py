@@ -325,3 +325,33 @@ def test_heartbeat_url_is_optional_and_its_token_never_shown(write_config):
     bad = url.replace("https://", "https://me:pw@")
     text = "\n".join(_problems(write_config(f'[agent]\nheartbeat_url = "{bad}"\n\n' + MINIMAL)))
     assert "Xk29sEcReT" not in text and "me:pw@" not in text
+
+
+def test_contacts_are_one_line_each_and_name_known_districts(write_config):
+    """[alerts] contact, [alerts.district_contacts] and a site's contact (whom its admins call, issue 22)."""
+    good = MINIMAL.replace("[[sites]]", '[alerts]\ncontact = "Trung tâm CNTT tỉnh: 0222 3 123 456"\n'
+                           '[alerts.district_contacts]\n"Tiên Du" = "Phòng VHTT Tiên Du: 0222 3 837 000"\n\n[[sites]]', 1)
+    good = good.replace('admins = ["quantri@tiendu.example"]',
+                        'admins = ["quantri@tiendu.example"]\ncontact = "Trực ban Sở: 0222 3 800 800"')
+    cfg = load(write_config(good))
+    assert cfg.alerts.contact == "Trung tâm CNTT tỉnh: 0222 3 123 456"
+    assert cfg.alerts.district_contacts == {"Tiên Du": "Phòng VHTT Tiên Du: 0222 3 837 000"}
+    assert next(s for s in cfg.sites if s.id == "tien-du").contact == "Trực ban Sở: 0222 3 800 800"
+
+    bad = good.replace('"Tiên Du" = "Phòng', '"Tien Du" = "Phòng').replace(
+        'contact = "Trung tâm CNTT tỉnh: 0222 3 123 456"', 'contact = "Trung tâm\\nCNTT"').replace(
+        'contact = "Trực ban Sở: 0222 3 800 800"', 'contact = "   "')
+    path = write_config(bad)
+    text = "\n".join(_problems(path))
+    def line(start: str) -> int:
+        return next(i + 1 for i, ln in enumerate(bad.splitlines()) if ln.startswith(start))
+
+    contact_line, district_line, blank_line = line('contact = "Trung'), line('"Tien Du"'), line('contact = "   "')
+    assert f"{path}:{contact_line}: [alerts] contact 'Trung tâm\\nCNTT' has a line break" in text, text
+    assert (f"{path}:{district_line}: [alerts] district_contacts: unknown district 'Tien Du' "
+            "(did you mean 'Tiên Du'?)") in text, text
+    assert f"{path}:{blank_line}: site 'tien-du': contact is blank" in text, text
+    too_long = good.replace("0222 3 123 456", "0" * 400)
+    long_contact = "Trung tâm CNTT tỉnh: " + "0" * 400
+    assert (f"{path}:{contact_line}: [alerts] contact is {len(long_contact)} characters long: at most 300"
+            in "\n".join(_problems(write_config(too_long))))

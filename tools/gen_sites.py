@@ -591,6 +591,12 @@ notify_reboot = true
 ## the "monitoring agent may be cut off" mail.
 noc = ["noc@ttdl.bacninh.example"]
 noc_gets_all = true
+## Whom a site's administrators call: each alert mail says what to do and whom
+## to call. contact: for every site; [alerts.district_contacts] (below): for the
+## sites of a district, by its `district` name; a site's own `contact` wins over
+## both. One line each, at most 300 characters. Without any, the mails say "the
+## provincial network administrators".
+# contact = "Trung tâm CNTT tỉnh: 0222 3 123 456, noc@ttdl.bacninh.example"
 ## The monitor-side guard: when the agent's own upstream does not answer
 ## (guard_sites; default: the sites without a parent, here dc-core), the agent
 ## itself is probably cut off: one mail to the NOC instead of a flood, and no
@@ -603,6 +609,8 @@ noc_gets_all = true
 # guard_sites = ["dc-core"]
 guard_fraction = 1.0
 guard_min_sites = 5
+# [alerts.district_contacts]
+# "Gia Bình" = "Phòng VHTT huyện Gia Bình: 0222 3 671 000"
 
 # =============================================================================
 # [agent] – this agent, when several write to one InfluxDB
@@ -702,6 +710,8 @@ monthly = true
 ## address   Required. What to ping: IPv4, IPv6 or hostname (placeholders
 ##           here, see the top of the file).
 ## admins    Optional, default []. E-mail addresses of the site's admins.
+## contact   Optional. Whom its admins call (overrides [alerts] contact and
+##           district_contacts).
 ## snmp      Optional table: this site's overrides of [snmp] (see above).
 ##
 ## Example:

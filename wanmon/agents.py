@@ -162,7 +162,7 @@ def catch_up(cfg: Config, store: Store, latest: dict[str, str], pending: set, no
         if a.hard in PROBLEMS and a.notified and last != a.hard and not quiet.get(a.hard):
             n = Notification(a.hard, s.id, now, a.hard, since=a.hard_since)
         elif a.hard == UP and a.streak_status == UP and a.streak >= cfg.alerts.recover_cycles and last in PROBLEMS:
-            n = Notification("recovery", s.id, now, UP, detail=f"was {last}")
+            n = Notification("recovery", s.id, now, UP, detail=f"was {last}", was=last)
         else:
             continue
         if (s.id, n.kind) not in pending:

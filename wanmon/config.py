@@ -186,6 +186,9 @@ class ReportSettings(_Strict):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
 
+CONTACT_MAX = 300  # a contact is a line of a mail: a name, a phone number, an address
+
+
 class AlertSettings(_Strict):
     """[alerts]: when and to whom notifications go."""
 
@@ -207,6 +210,11 @@ class AlertSettings(_Strict):
     guard_sites: tuple[str, ...] | None = None
     guard_fraction: float = _range(1.0, 0, 1, above=True)
     guard_min_sites: int = _range(5, 1, 1_000_000)
+    # Whom a site's administrators call (alert mails say it with what to do): the default for
+    # every site; district_contacts: for the sites of a district (by its `district` name); a
+    # site's own `contact` wins over both.
+    contact: str | None = None
+    district_contacts: dict[str, str] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
@@ -342,6 +350,8 @@ class Site(_Strict):
     parent: str | None = None
     address: str = Field(min_length=1)
     admins: tuple[str, ...] = ()
+    # whom its admins call (overrides [alerts] contact and district_contacts)
+    contact: str | None = None
     snmp: SiteSnmp | None = None
 
     # TOML arrays arrive as lists; accept them for the tuple in strict mode.
@@ -791,6 +801,8 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         for key in ("name", "district", "address"):
             if (why := tag_problem(key, getattr(site, key))) is not None:
                 bad(key, why)
+        if site.contact is not None and (why := contact_problem(site.contact)) is not None:
+            bad("contact", f"contact {why}")
         if site.id in index_of and index_of[site.id] == i:
             sites.append(site)  # a duplicate id is reported above and not used further
 
@@ -867,6 +879,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
                 problems.append(
                     f"{at(loc.section('alerts', 'guard_sites'))}: [alerts] guard_sites: unknown site '{sid}'{hint}"
                 )
+        _check_contacts(sections["alerts"], {r.get("district") for r in raw_ok}, loc, at, problems)
         if sections["alerts"].guard_sites == ():
             problems.append(
                 f"{at(loc.section('alerts', 'guard_sites'))}: [alerts] guard_sites is empty: list the "
@@ -904,6 +917,35 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         maintenance=maintenance,
         warnings=tuple(warnings),
     )
+
+
+_CONTACT_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def contact_problem(text: str) -> str | None:
+    """Why a contact cannot go into a mail (None: it can): it is one line of text."""
+    if not text.strip():
+        return "is blank: write whom to call (a name and a phone number), or remove the key"
+    if len(text) > CONTACT_MAX:
+        return f"is {len(text)} characters long: at most {CONTACT_MAX} (a name, a phone number, an address)"
+    if _CONTACT_CONTROLS.search(text):
+        return f"{text!r} has a line break or a control character: write it on one line"
+    return None
+
+
+def _check_contacts(alerts: AlertSettings, districts: set, loc: _LazyLocator, at, problems: list[str]) -> None:
+    """[alerts] contact and district_contacts: one line each; each district named by some site."""
+    if alerts.contact is not None and (why := contact_problem(alerts.contact)) is not None:
+        problems.append(f"{at(loc.section('alerts', 'contact'))}: [alerts] contact {why}")
+    known = sorted(d for d in districts if isinstance(d, str))
+    for district, text in alerts.district_contacts.items():
+        line = loc.section("alerts.district_contacts", district) or loc.section("alerts", "district_contacts")
+        if district not in districts:
+            close = difflib.get_close_matches(district, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else " (no site has it as its 'district')"
+            problems.append(f"{at(line)}: [alerts] district_contacts: unknown district '{district}'{hint}")
+        if (why := contact_problem(text)) is not None:
+            problems.append(f"{at(line)}: [alerts] district_contacts '{district}' {why}")
 
 
 def _read_secret(kind: str, env: str | None, file: str | None, base: Path) -> tuple[Secret | None, str | None]:

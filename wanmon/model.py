@@ -191,11 +191,19 @@ class Notification:
     ts: float
     status: str | None = None
     since: float | None = None
-    children: tuple[str, ...] = ()  # sites this outage made unreachable (guard: the silent upstream sites)
+    # down, reminder: the sites this outage makes unreachable; recovery: those back with it (guard: the
+    # silent upstream sites)
+    children: tuple[str, ...] = ()
     detail: str = ""  # for logs; mails say it in their language from the fields below (alerts.mail.detail)
     value: float | None = None  # flap_*: the weighted % of state changes
     counts: tuple[int, ...] = ()  # guard*: (upstream sites silent, upstream sites, sites failing, sites, root causes)
     uptimes: tuple[float | None, ...] = ()  # reboot: (uptime at the previous poll or None, uptime now), seconds
+    # unreachable (and the recovery of a site that was): the upstream site whose outage cut it off,
+    # and since when that site is down (None: not known)
+    cause: str | None = None
+    cause_since: float | None = None
+    was: str | None = None  # recovery: the problem it recovered from (down, unreachable, degraded)
+    back_ts: float | None = None  # recovery: when it answered again (the first of its good cycles)
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,6 +203,31 @@ MAIL = {
         "{roots} nguyên nhân gốc",
         "guard_end_detail": "tuyến trên trả lời lại; {failing}/{total} điểm đang lỗi",
         "reboot_detail": "thời gian chạy {was} ở lần hỏi trước, nay {now}",
+        "back_at": "lúc",
+        "back_children": "Cùng kết nối lại",
+        "cause_now": "Nguyên nhân: tuyến trên {site} {what}.",
+        "cause_was": "Nguyên nhân: tuyến trên {site} mất kết nối từ {when}; tuyến trên đã hoạt động lại.",
+        "cause_was_unknown": "Nguyên nhân: tuyến trên {site} mất kết nối; tuyến trên đã hoạt động lại.",
+        "cause_unknown": "Nguyên nhân: sự cố ở tuyến trên.",
+        "todo": "Việc cần làm: {text}",
+        "do_down": "Kiểm tra nguồn điện và thiết bị mạng (router, modem) của đơn vị. Nếu thiết bị có điện mà vẫn "
+        "mất kết nối, báo cho {contact}, kèm tên và mã điểm.",
+        "do_reminder": "Kiểm tra nguồn điện và thiết bị mạng (router, modem) của đơn vị. Nếu thiết bị có điện mà "
+        "vẫn mất kết nối, báo cho {contact}, kèm tên và mã điểm.",
+        "do_unreachable": "Không cần xử lý tại đơn vị: sự cố nằm ở tuyến trên, không phải tại đơn vị. Đơn vị sẽ "
+        "nhận thư khi kết nối trở lại. Cần hỏi thêm: {contact}.",
+        "do_degraded": "Đường truyền chậm hoặc mất gói. Nếu kéo dài hoặc ảnh hưởng công việc, báo cho {contact}.",
+        "do_flap_start": "Kết nối lúc có lúc mất: kiểm tra dây mạng và nguồn điện (UPS) của thiết bị. Nếu vẫn "
+        "tiếp diễn, báo cho {contact}.",
+        "do_reboot": "Nếu không ai chủ động khởi động lại thiết bị, kiểm tra nguồn điện (UPS). Nếu lặp lại, báo "
+        "cho {contact}.",
+        "do_recovery": "Không cần làm gì thêm. Nếu dịch vụ vẫn chưa dùng được, báo cho {contact}.",
+        "do_guard": "Kiểm tra đường lên của máy chạy wanmon (dây mạng, cổng của bộ chuyển mạch, tường lửa, nhà "
+        "cung cấp).",
+        "noc_admins": "Liên hệ quản trị tại điểm: {admins}.",
+        "noc_no_admins": "Điểm này chưa có quản trị trong sites.toml (admins).",
+        "no_contact": "bộ phận quản trị mạng của tỉnh",
+        "no_page": "Thư này chưa có liên kết tới trang tình trạng: đặt [page] url trong sites.toml.",
         "test_subject": "[wanmon] Thư kiểm tra",
         "test_body": "Thư kiểm tra từ wanmon: cấu hình [smtp] hoạt động.",
         "damage_subject": "[wanmon] Kho dữ liệu bị hỏng: đã dừng ghi",
@@ -256,6 +281,30 @@ MAIL = {
         "{roots} root cause(s)",
         "guard_end_detail": "upstream answers again; {failing}/{total} sites failing",
         "reboot_detail": "uptime {was} at the previous poll, now {now}",
+        "back_at": "at",
+        "back_children": "Back with it",
+        "cause_now": "Cause: the upstream site {site}, {what}.",
+        "cause_was": "Cause: the upstream site {site} was down from {when}; it is back.",
+        "cause_was_unknown": "Cause: the upstream site {site} was down; it is back.",
+        "cause_unknown": "Cause: an outage upstream.",
+        "todo": "What to do: {text}",
+        "do_down": "Check the power and the network equipment (router, modem) at your site. If they have power "
+        "and the link is still down, call {contact} with the site's name and id.",
+        "do_reminder": "Check the power and the network equipment (router, modem) at your site. If they have "
+        "power and the link is still down, call {contact} with the site's name and id.",
+        "do_unreachable": "Nothing to be done at your site: the fault is upstream, not at your site. You will get "
+        "a mail when the connection is back. Questions: {contact}.",
+        "do_degraded": "The link is slow or loses packets. If it lasts or hinders work, tell {contact}.",
+        "do_flap_start": "The connection comes and goes: check the network cable and the equipment's power "
+        "(UPS). If it goes on, tell {contact}.",
+        "do_reboot": "If nobody restarted the device on purpose, check its power (UPS). If it happens again, "
+        "tell {contact}.",
+        "do_recovery": "Nothing more to do. If a service still does not work, tell {contact}.",
+        "do_guard": "Check the uplink of the machine that runs wanmon (cable, switch port, firewall, provider).",
+        "noc_admins": "Call the site's administrators: {admins}.",
+        "noc_no_admins": "This site has no administrators in sites.toml (admins).",
+        "no_contact": "the provincial network administrators",
+        "no_page": "No link to the status page here: set [page] url in sites.toml.",
         "test_subject": "[wanmon] Test message",
         "test_body": "Test message from wanmon: the [smtp] settings work.",
         "damage_subject": "[wanmon] The store is damaged: writes stopped",
@@ -520,6 +569,8 @@ class CauseWords(TypedDict):
     rtt: str
     loss: str
     outage: str
+    outage_unreachable: str
+    outage_degraded: str
     ongoing: str
     flapping: str
     maintenance: str
@@ -540,6 +591,8 @@ CAUSE: dict[str, CauseWords] = {
         "rtt": "độ trễ {v} ≥ {t}",
         "loss": "mất gói {v} ≥ {t}",
         "outage": "sau {d} mất kết nối",
+        "outage_unreachable": "sau {d} không tới được do tuyến trên",
+        "outage_degraded": "sau {d} suy giảm",
         "ongoing": "đang diễn ra",
         "flapping": "chập chờn",
         "maintenance": "đang bảo trì",
@@ -558,6 +611,8 @@ CAUSE: dict[str, CauseWords] = {
         "rtt": "RTT {v} ≥ {t}",
         "loss": "loss {v} ≥ {t}",
         "outage": "after {d} down",
+        "outage_unreachable": "after {d} unreachable through an upstream outage",
+        "outage_degraded": "after {d} degraded",
         "ongoing": "ongoing",
         "flapping": "flapping",
         "maintenance": "in maintenance",
@@ -579,9 +634,11 @@ def degraded_why(fmt: Fmt, rtt_ms: float | None, loss_pct: float | None, thresho
     return ", ".join(parts)
 
 
-def outage(fmt: Fmt, seconds: float) -> str:
-    """A recovery's outage: "sau 2 giờ 5 phút mất kết nối"."""
-    return CAUSE[fmt.lang]["outage"].format(d=fmt.span(seconds))
+def outage(fmt: Fmt, seconds: float, was: str = "down") -> str:
+    """A recovery's outage: "sau 2 giờ 5 phút mất kết nối" (was: down, unreachable or degraded)."""
+    c = CAUSE[fmt.lang]
+    text = {"unreachable": c["outage_unreachable"], "degraded": c["outage_degraded"]}.get(was, c["outage"])
+    return text.format(d=fmt.span(seconds))
 
 
 def since_text(fmt: Fmt, status: str, since: float, now: float, first_seen: bool = False) -> str:

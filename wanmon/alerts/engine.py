@@ -10,7 +10,9 @@ Per site, per cycle:
   above `flap_high_pct` and stops below `flap_low_pct`; one notice at start and
   one at end, nothing in between;
 * a site UNREACHABLE because of its uplink is not a DOWN: its own admins are
-  told once (`notify_unreachable`), and its parent's DOWN notice lists it;
+  told once (`notify_unreachable`), with the upstream site that cut it off, and
+  its parent's DOWN notice lists it; the parent's RECOVERY lists the sites that
+  came back with it;
 * reminders every `reminder_h` while a notified problem lasts;
 * maintenance: state advances, nothing is notified;
 * the monitor-side guard: when `guard_fraction` of all sites (at least
@@ -127,13 +129,8 @@ def evaluate(
         out[sid], new = _step(prev, status, now, rules, sid in quiet)
         notes.extend(new)
 
-    # A hard DOWN lists the sites it made unreachable; those do not get a DOWN of their own.
-    children = _children(parents) if any(n.kind == "down" for n in notes) else {}
-    for i, n in enumerate(notes):
-        if n.kind == "down" and n.site_id:
-            below = sorted(d for d in _descendants(n.site_id, children) if statuses.get(d) == UNREACHABLE)
-            if below:
-                notes[i] = dataclasses.replace(n, children=tuple(below))
+    if any(n.kind in _GROUPED for n in notes):
+        notes = _group(notes, states, out, statuses, parents)
     if not rules.notify_unreachable:
         notes = [n for n in notes if n.kind != "unreachable"]
     if not rules.notify_degraded:
@@ -145,6 +142,73 @@ def evaluate(
             if e.site_id not in quiet
         )
     return out, notes, False
+
+
+_GROUPED = ("down", "reminder", "unreachable", "recovery")
+
+
+def _group(
+    notes: list[Notification],
+    before: Mapping[str, SiteAlert],
+    after: Mapping[str, SiteAlert],
+    statuses: Mapping[str, str],
+    parents: Mapping[str, str | None],
+) -> list[Notification]:
+    """Tie each outage to its root cause, so that a mail says it once:
+    * a DOWN (and its reminder) lists the sites it makes unreachable; those get no DOWN;
+    * an UNREACHABLE names the upstream site that cut it off (the nearest one down) and since when;
+    * the RECOVERY of a site that was down lists the sites that were unreachable behind it and
+      recovered in the same cycle, and each of their recoveries names it as the cause."""
+    children = _children(parents)
+    out = list(notes)
+    back_with: dict[str, str] = {}  # site back this cycle -> the root cause whose recovery lists it
+    for i, n in enumerate(out):
+        if not n.site_id:
+            continue
+        if n.kind in ("down", "reminder") and n.status == DOWN:
+            below = sorted(d for d in _descendants(n.site_id, children) if statuses.get(d) == UNREACHABLE)
+            if below:
+                out[i] = dataclasses.replace(n, children=tuple(below))
+        elif n.kind == "recovery" and n.was == DOWN:
+            below = sorted(
+                d
+                for d in _descendants(n.site_id, children)
+                if d in before and before[d].hard == UNREACHABLE and d in after and after[d].hard == UP
+            )
+            if below:
+                out[i] = dataclasses.replace(n, children=tuple(below))
+                back_with.update(dict.fromkeys(below, n.site_id))
+    for i, n in enumerate(out):
+        if n.kind == "unreachable" and n.site_id:
+            root = _root_cause(n.site_id, statuses, parents)
+            if root is not None:
+                out[i] = dataclasses.replace(n, cause=root, cause_since=_down_since(after.get(root)))
+        elif n.kind == "recovery" and n.was == UNREACHABLE and n.site_id in back_with:
+            root = back_with[n.site_id]
+            out[i] = dataclasses.replace(n, cause=root, cause_since=before[root].hard_since if root in before else None)
+    return out
+
+
+def _root_cause(site: str, statuses: Mapping[str, str], parents: Mapping[str, str | None]) -> str | None:
+    """The nearest upstream site that is down (through unreachable ones), or None."""
+    p, seen = parents.get(site), {site}
+    while p and p not in seen:
+        if statuses.get(p) == DOWN:
+            return p
+        if statuses.get(p) != UNREACHABLE:
+            return None
+        seen.add(p)
+        p = parents.get(p)
+    return None
+
+
+def _down_since(a: SiteAlert | None) -> float | None:
+    """Since when a site that is down now has been: its hard problem's start, or its streak's."""
+    if a is None:
+        return None
+    if a.hard == DOWN and a.hard_since is not None:
+        return a.hard_since
+    return a.streak_since if a.streak_status == DOWN else None
 
 
 def _uptimes(e: Event) -> tuple[float | None, ...]:
@@ -197,7 +261,18 @@ def _step(
             a = dataclasses.replace(a, notified=True, last_notified=now)
     elif not bad and a.hard != UP and streak >= rules.recover_cycles:
         if speak and a.notified:
-            notes.append(Notification("recovery", a.site_id, now, status, since=a.hard_since, detail=f"was {a.hard}"))
+            notes.append(
+                Notification(
+                    "recovery",
+                    a.site_id,
+                    now,
+                    status,
+                    since=a.hard_since,
+                    detail=f"was {a.hard}",
+                    was=a.hard,
+                    back_ts=streak_since,
+                )
+            )
         a = dataclasses.replace(a, hard=UP, hard_since=None, notified=False, last_notified=None)
     elif (
         a.hard not in (UP, UNREACHABLE)

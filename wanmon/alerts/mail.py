@@ -12,11 +12,13 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+from wanmon.collate import in_order, sort_key
 from wanmon.config import Config
 from wanmon.model import Mail, Notification
 from wanmon.words import MAIL as WORDS
-from wanmon.words import Fmt, degraded_why, outage
+from wanmon.words import Fmt, degraded_why, outage, since_text
 
 KIND_ORDER = (
     "guard",
@@ -50,8 +52,8 @@ def recipients_for(n: Notification, cfg: Config, admins: dict[str, tuple[str, ..
     if n.kind in ("guard", "guard_end"):
         return noc
     own = list(admins.get(n.site_id or "", ()))
-    if n.kind == "unreachable":
-        return own  # the upstream outage's own notice already tells the NOC
+    if n.kind == "unreachable" or (n.kind == "recovery" and n.was == "unreachable" and n.cause):
+        return own  # the upstream outage's own DOWN and RECOVERY list it for the NOC
     return own + (noc if cfg.alerts.noc_gets_all else [])
 
 
@@ -69,7 +71,8 @@ def subject(lang: str, notes: Sequence[Notification], names: dict[str, str]) -> 
                 cnt = len(by_kind[k])
                 label = w["site"] if lang == "vi" or cnt == 1 else "sites"
                 parts.append(f"{cnt} {label} {w[k]}")
-    listed = [x for k in KIND_ORDER for x in by_kind.get(k, []) if k not in ("guard", "guard_end")]
+    # each site once, in the order of the first kind it appears under
+    listed = list(dict.fromkeys(x for k in KIND_ORDER for x in by_kind.get(k, []) if k not in ("guard", "guard_end")))
     shown = ", ".join(listed[:3]) + (", …" if len(listed) > 3 else "")
     text = "[wanmon] " + ", ".join(parts) + (f": {shown}" if shown else "")
     return header_safe(text)[:250]
@@ -85,10 +88,8 @@ def detail(
     thresholds,
 ) -> str:
     """What a notification says beyond its kind, in the mail's language (the engine's
-    `detail` is for the logs)."""
+    `detail` is for the logs). A recovery's times are in its `when` (item())."""
     w = WORDS[lang]
-    if n.kind == "recovery" and n.since is not None:
-        return outage(fmt, max(0.0, n.ts - n.since))
     if n.kind in ("flap_start", "flap_end") and n.value is not None:
         return w["flap"].format(pct=fmt.num(n.value, 0, " %"))
     if n.kind == "degraded":
@@ -112,45 +113,156 @@ def detail(
     return ""
 
 
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One notification as a mail says it to one kind of reader, in plain text that both
+    templates show: the cause first, then what to do and whom to call."""
+
+    kind: str
+    label: str  # "mất kết nối"
+    name: str  # the site's name ("" for the agent-wide guard)
+    site_id: str
+    when: str  # "từ 07/12/2026 10:31 (4 phút)"; a recovery: "lúc …, sau 4 phút mất kết nối (từ …)"
+    detail: str  # figures: thresholds crossed, % of state changes, uptimes, the guard's counts
+    cause: str  # why, when it is not the site's own fault (an upstream site down; the agent cut off)
+    children_title: str  # "Các điểm không tới được do sự cố này (14)"
+    children: tuple[tuple[str, str], ...]  # (name, id), in Vietnamese alphabetical order
+    todo: str  # what the reader should do, and whom to call
+
+
+class _Words:
+    """What compose() needs to word a cycle's notifications, resolved once per cycle."""
+
+    def __init__(self, cfg: Config, now: float, figures: dict[str, tuple[float | None, float | None]]):
+        from zoneinfo import ZoneInfo
+
+        self.cfg, self.now, self.lang = cfg, now, cfg.page.language
+        self.w = WORDS[self.lang]
+        self.fmt = Fmt(self.lang, ZoneInfo(cfg.page.timezone))
+        self.sites = {s.id: s for s in cfg.sites}
+        self.names = {s.id: s.name for s in cfg.sites}
+        self.figures = figures
+
+    def contact(self, site_id: str) -> str:
+        """Whom the site's administrators call: its own contact, its district's, [alerts] contact."""
+        s = self.sites.get(site_id)
+        a = self.cfg.alerts
+        found = (s.contact or a.district_contacts.get(s.district or "") if s else None) or a.contact
+        return found or self.w["no_contact"]
+
+    def label(self, site_id: str) -> str:
+        return f"{self.names.get(site_id, site_id)} ({site_id})"
+
+    def when(self, n: Notification) -> str:
+        f, w = self.fmt, self.w
+        if n.kind == "recovery":
+            back = n.ts if n.back_ts is None else n.back_ts
+            if n.since is None:
+                return f"{w['back_at']} {f.dt(back)}"
+            span = outage(f, max(0.0, back - n.since), n.was or "down")
+            return f"{w['back_at']} {f.dt(back)}, {span} ({w['since']} {f.dt(n.since)})"
+        if n.since is not None and n.kind in ("down", "unreachable", "degraded", "reminder"):
+            return f"{w['since']} {f.dt(n.since)} ({f.span(max(0.0, self.now - n.since))})"
+        return ""
+
+    def cause(self, n: Notification) -> str:
+        w, f = self.w, self.fmt
+        if n.kind == "guard":
+            return w["guard_text"]
+        if n.kind != "unreachable" and not (n.kind == "recovery" and n.was == "unreachable"):
+            return ""
+        if n.cause is None:
+            return w["cause_unknown"]
+        if n.kind == "recovery":
+            if n.cause_since is None:
+                return w["cause_was_unknown"].format(site=self.label(n.cause))
+            return w["cause_was"].format(site=self.label(n.cause), when=f.dt(n.cause_since))
+        what = since_text(f, "down", n.cause_since, self.now) if n.cause_since is not None else w["down"]
+        return w["cause_now"].format(site=self.label(n.cause), what=what)
+
+    def todo(self, n: Notification, noc: bool) -> str:
+        w = self.w
+        if n.kind == "guard":
+            return w["todo"].format(text=w["do_guard"])
+        if not n.site_id:
+            return ""
+        if noc:  # the NOC is who the sites call: it gets whom to call at the site
+            if n.kind not in ("down", "reminder", "degraded", "flap_start", "reboot"):
+                return ""
+            admins = self.sites[n.site_id].admins if n.site_id in self.sites else ()
+            return w["noc_admins"].format(admins=", ".join(admins)) if admins else w["noc_no_admins"]
+        text = w.get(f"do_{n.kind}", "")
+        return w["todo"].format(text=text.format(contact=self.contact(n.site_id))) if text else ""
+
+    def children(self, n: Notification) -> tuple[str, tuple[tuple[str, str], ...]]:
+        if not n.children or n.kind in ("guard", "guard_end"):
+            return "", ()
+        kids = in_order(((self.names.get(c, c), c) for c in n.children), lambda x: x[0])
+        title = self.w["back_children" if n.kind == "recovery" else "children"]
+        return f"{title} ({len(kids)})", tuple(kids)
+
+    def item(self, n: Notification, noc: bool) -> Item:
+        title, kids = self.children(n)
+        return Item(
+            kind=n.kind,
+            label=self.w[n.kind],
+            name=self.names.get(n.site_id or "", n.site_id or ""),
+            site_id=n.site_id or "",
+            when=self.when(n),
+            detail=detail(n, self.lang, self.fmt, self.now, self.names, self.figures, self.cfg.thresholds),
+            cause=self.cause(n),
+            children_title=title,
+            children=kids,
+            todo=self.todo(n, noc),
+        )
+
+
 def compose(
     cfg: Config,
     notes: Sequence[Notification],
     now: float | None = None,
     figures: dict[str, tuple[float | None, float | None]] | None = None,
 ) -> list[Mail]:
-    """Group the cycle's notifications per recipient: one mail each.
+    """Group the cycle's notifications per recipient: one mail each, written for its reader (a
+    site's administrators: the cause, what to do, whom to call; the NOC: whom to call at the site).
     figures: {site_id: (rtt_avg_ms, loss_pct)} of this cycle (a degraded mail gives them)."""
     if not notes:
         return []
     now = time.time() if now is None else now
-    lang = cfg.page.language
-    names = {s.id: s.name for s in cfg.sites}
+    words = _Words(cfg, now, figures or {})
+    names = words.names
     admins = {s.id: s.admins for s in cfg.sites}
+    noc_addrs = set(cfg.alerts.noc)
     per: dict[str, dict[Notification, None]] = {}  # a dict per recipient: ordered, and no note twice
     for n in notes:
         for r in recipients_for(n, cfg, admins):
             per.setdefault(r, {})[n] = None
     env_txt, env_html = _envs(cfg)
-    from zoneinfo import ZoneInfo
-
-    fmt = Fmt(lang, ZoneInfo(cfg.page.timezone))
-    details = {n: detail(n, lang, fmt, now, names, figures or {}, cfg.thresholds) for n in notes}
+    details = {n: detail(n, words.lang, words.fmt, now, names, figures or {}, cfg.thresholds) for n in notes}
+    items: dict[tuple[Notification, bool], Item] = {}
     # the footer links the page only where people can open it ([page] url): never a server's file path
     ctx_common = {
-        "w": WORDS[lang],
-        "f": fmt,
+        "w": words.w,
+        "f": words.fmt,
         "names": names,
         "province": cfg.page.province,
         "page": cfg.page.url,
         "now": now,
         "details": details,
-        "lang": lang,
+        "lang": words.lang,
     }
     mails = []
     for rcpt, unique in per.items():
-        ns = sorted(unique, key=lambda n: (KIND_ORDER.index(n.kind), names.get(n.site_id or "", "")))
-        subj = subject(lang, ns, names)
-        ctx = {**ctx_common, "notes": ns, "subject": subj}
+        ns = sorted(unique, key=lambda n: (KIND_ORDER.index(n.kind), sort_key(names.get(n.site_id or "", ""))))
+        mine = []
+        for n in ns:
+            # the NOC's view, unless this address is also one of the site's own administrators
+            noc = rcpt in noc_addrs and rcpt not in admins.get(n.site_id or "", ())
+            if (n, noc) not in items:
+                items[(n, noc)] = words.item(n, noc)
+            mine.append(items[(n, noc)])
+        subj = subject(words.lang, ns, names)
+        ctx = {**ctx_common, "notes": ns, "items": mine, "noc": rcpt in noc_addrs, "subject": subj}
         mails.append(
             Mail(
                 recipient=rcpt,
