@@ -160,6 +160,7 @@ def test_the_readme_deployment_puts_store_page_and_reports_where_nginx_serves_th
             "set +e",
             as_service(check_unit["ExecStart"][0], "check"),
             as_service(f"/opt/wanmon/.venv/bin/wanmon report --month {month} --format html", "report"),
+            as_service("/opt/wanmon/.venv/bin/wanmon --config /etc/wanmon/sites.toml doctor", "doctor"),
             f"ls -ln /var/lib/wanmon /var/lib/wanmon/public >{work}/ls.out 2>&1",
         ])
         r = subprocess.run(["unshare", "-m", "-n", "--propagation", "private", "bash", "-c", script],
@@ -172,6 +173,14 @@ def test_the_readme_deployment_puts_store_page_and_reports_where_nginx_serves_th
             return (work / f"{name}.rc").read_text().strip(), (work / f"{name}.err").read_text()
 
         assert rc("check")[0] == "0", rc("check")[1]
+        # doctor, as the service user: this layout is fine; the shipped file has no [page] url yet
+        doctor = (work / "doctor.out").read_text()
+        assert rc("doctor")[0] == "1", doctor
+        fails = [line for line in doctor.splitlines() if line.startswith("FAIL")]
+        assert len(fails) == 1 and "[page] url is not set" in fails[0], doctor
+        for part in ("ok    ICMP: this process can ping: raw sockets", "ok    store: /var/lib/wanmon/store is writable",
+                     "ok    page: /var/lib/wanmon/public is writable", "ok    reports: /var/lib/wanmon/public/reports"):
+            assert part in doctor, (part, doctor)
         assert rc("report")[0] == "0", rc("report")[1]
         uid = int(next(line.split(":")[2] for line in (etc / "passwd").read_text().splitlines()
                        if line.startswith(f"{user}:")))

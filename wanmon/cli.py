@@ -287,6 +287,33 @@ def run(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Can this host run the agent, as the user running this? ICMP, the store and page folders,
+    SMTP and InfluxDB within their deadlines, the page's URL; each problem with its fix (exit 1)."""
+    from wanmon.doctor import FAIL, diagnose
+
+    problem = None
+    try:
+        cfg = load(ctx.obj["config"], secrets=True)
+    except WanmonError as exc:
+        try:  # a missing secret is one finding; any other config problem ends here (exit 2)
+            cfg = load(ctx.obj["config"], secrets=False)
+        except WanmonError:
+            _fail(exc)
+            raise
+        problem = str(exc)
+    findings = diagnose(cfg, problem)
+    for f in findings:
+        click.echo(f"{f.level:<4}  {printable(f.what)}")
+        if f.fix:
+            click.echo(f"      fix: {printable(f.fix)}")
+    bad = sum(f.level == FAIL for f in findings)
+    click.echo(f"{cfg.path}: {'no problem found' if not bad else f'{bad} problem(s)'}")
+    sys.exit(EXIT_FAILURE if bad else 0)
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON: {problems: [...], outbox: [...]}.")
 @click.pass_context
 def alerts(ctx: click.Context, as_json: bool) -> None:
