@@ -125,9 +125,9 @@ def test_the_readme_deployment_puts_store_page_and_reports_where_nginx_serves_th
         os.chmod(work, 0o755)
         src = readable_copy(work)                 # the checkout, readable by the user wanmon
         view, python = venv_view(work)
-        etc, opt, varlib = work / "etc", work / "opt", work / "varlib"
+        etc, opt, varlib, varlog = work / "etc", work / "opt", work / "varlib", work / "varlog"
         subprocess.run(["cp", "-a", "/etc", str(etc)], check=True, timeout=120)
-        for d in (opt, varlib):
+        for d in (opt, varlib, varlog):
             d.mkdir(mode=0o755)
         launcher = opt / "wanmon" / ".venv" / "bin" / "wanmon"
         launcher.parent.mkdir(parents=True, mode=0o755)
@@ -153,6 +153,7 @@ def test_the_readme_deployment_puts_store_page_and_reports_where_nginx_serves_th
             f"mount --bind {etc} /etc",
             f"mount --bind {opt} /opt",
             f"mount --bind {varlib} /var/lib",
+            f"mount --bind {varlog} /var/log",
             view,
             "ip link set lo up",
             f"cd {shlex.quote(str(REPO))}",
@@ -206,6 +207,9 @@ def test_the_readme_deployment_puts_store_page_and_reports_where_nginx_serves_th
         cfg = etc / "wanmon" / "sites.toml"
         assert stat.S_IMODE(cfg.stat().st_mode) == 0o640
         assert stat.S_IMODE((etc / "wanmon" / "secrets.env").stat().st_mode) == 0o600
+        # the crontab line's log, which cron's shell (as wanmon) opens for appending
+        log = varlog / "wanmon.log"
+        assert log.stat().st_uid == uid and stat.S_IMODE(log.stat().st_mode) == 0o640
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
