@@ -924,9 +924,9 @@ def run_daemon(args, ns: _lab.Netns, bouncer: Bouncer, cfg_path: str, tmp: str, 
     interval = args.interval
     duration = args.minutes * 60.0
     n_expected = max(1, math.ceil(duration / interval - 1e-9))
-    argv = [args.python, "-m", "wanmon", "--config", cfg_path, "run"]
+    argv = [args.python, "-m", "wanmon", "-v", "--config", cfg_path, "run"]   # -v: its INFO lines are read
     if args.diag:   # the same CLI, through a driver that times some of wanmon's functions
-        argv = [args.python, os.path.join(BENCH, "_daemon_diag.py"), "--config", cfg_path, "run"]
+        argv = [args.python, os.path.join(BENCH, "_daemon_diag.py"), "-v", "--config", cfg_path, "run"]
     req0 = echo_requests(ns, bouncer, agent)
     udp0 = _udp_counters(ns)
     snmp0 = agent.counters() if agent else {}

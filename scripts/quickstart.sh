@@ -10,4 +10,16 @@ cd "$ROOT"
 "$VENV/bin/python" -m pip install -q "$ROOT"
 "$VENV/bin/wanmon" --config sites.toml validate
 "$VENV/bin/wanmon" --config sites.toml check
-echo "Done. Status page: $ROOT/public/index.html; current state: $VENV/bin/wanmon status (store: var/wanmon.db)"
+cat <<EOF
+
+What you see the first time:
+- All 177 sites up: the shipped sites.toml holds placeholder addresses on this machine's
+  loopback (127.10.x.y), which the machine answers itself. Put your routers' addresses in.
+- "SNMP: 177 timeout": no SNMP agent listens on those placeholders. With real routers and
+  their community (environment variable WANMON_SNMP_COMMUNITY) it shows their uptime and
+  traffic; ping results do not depend on it.
+- No mail was sent: sites.toml has no [smtp] yet (wanmon alerts lists what would go).
+
+Done. Status page: $ROOT/public/index.html; current state: $VENV/bin/wanmon status (store: var/wanmon.db)
+To run it as a service: README.md, "Deployment (systemd)".
+EOF

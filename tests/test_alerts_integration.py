@@ -443,7 +443,7 @@ CYCLE_DONE = r"cycle id=\d+ took="   # the daemon's INFO line after each recorde
 
 def start_daemon(lab, cfg: Path, log: Path) -> tuple[subprocess.Popen, Output]:
     """`wanmon run` in the lab; its log read as it comes (and copied to `log`)."""
-    p = lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "run"], cwd=cfg.parent, env=wm_env(),
+    p = lab.popen([PY, "-m", "wanmon", "-v", "--config", str(cfg), "run"], cwd=cfg.parent, env=wm_env(),
                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     return p, Output(p.stdout, log)
 

@@ -52,9 +52,10 @@ def lab():
 
 
 class Daemon:
-    def __init__(self, lab, cfg: Path, log: Path):
+    def __init__(self, lab, cfg: Path, log: Path, verbose: bool = True):
         self.cfg, self.log = cfg, log
-        self.p = lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "run"], cwd=cfg.parent,
+        v = ["-v"] if verbose else []   # -v: the INFO lines the tests wait on (quiet by default)
+        self.p = lab.popen([PY, "-m", "wanmon", *v, "--config", str(cfg), "run"], cwd=cfg.parent,
                            env=wm_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.out = Output(self.p.stdout, log)
 
@@ -92,8 +93,8 @@ class Daemon:
 def daemons():
     started: list[Daemon] = []
 
-    def start(lab, cfg, log):
-        d = Daemon(lab, cfg, log)
+    def start(lab, cfg, log, verbose=True):
+        d = Daemon(lab, cfg, log, verbose)
         started.append(d)
         return d
 
@@ -266,3 +267,36 @@ def test_daemon_and_check_share_the_lock(lab, tmp_path, daemons):
     assert "another wanmon cycle is running" in cp.stderr and f"pid {d.p.pid}" in cp.stderr
     assert time.monotonic() - t0 < 2.5
     assert d.stop() == 0
+
+
+def test_quiet_by_default_and_one_line_per_snmp_poll_with_v(lab, tmp_path, daemons):
+    """Issue 22: without -v the daemon says nothing while all is well (warnings and above);
+    with -v one line per cycle and one per SNMP poll, however many agents are silent: no line
+    per agent, none of APScheduler's "Running job"."""
+    sites = base_sites(4)
+    cfg = write_config(tmp_path, None, sites, interval_s=1, grace_s=10)
+    text = cfg.read_text(encoding="utf-8")
+    assert "[snmp]\nenabled = false\n" in text
+    # every site's agent: a loopback port where nothing answers (ICMP port unreachable: a failure)
+    cfg.write_text(text.replace("[snmp]\nenabled = false\n",
+                                "[snmp]\nenabled = true\ninterval_s = 0\ntimeout_ms = 200\nretries = 0\nport = 9\n"),
+                   encoding="utf-8")
+
+    d = daemons(lab, cfg, tmp_path / "daemon-v.log")
+    d.out.wait_for(r"snmp polled=\d+", 30, n=2)   # then the silent agents' back-off (1, 2, 4 min)
+    d.wait_cycles(3)
+    assert d.stop() == 0
+    log = d.text()
+    polls = re.findall(r"snmp polled=(\d+) answered=0 failed=(\d+) .*took=[\d.]+s((?: \w+=\d+)+)", log)
+    assert len(polls) >= 2 and all(p[0] == "5" and p[1] == "5" for p in polls), log[-3000:]
+    assert all(sum(int(x.split("=")[1]) for x in p[2].split()) == 5 for p in polls), polls   # counted by status
+    assert "snmp site=" not in log and "Running job" not in log, log[-3000:]
+
+    # the same daemon without -v: cycles recorded, nothing logged
+    before = cycles(cfg)
+    quiet = daemons(lab, cfg, tmp_path / "daemon.log", verbose=False)
+    for _ in range(3):   # three cycles start (each writes the lock file as it takes the lock)
+        wait_for_running_cycle(quiet)
+    assert quiet.stop() == 0
+    assert cycles(cfg) >= before + 2
+    assert quiet.text().strip() == "", quiet.text()[-3000:]

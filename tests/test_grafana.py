@@ -44,6 +44,67 @@ def test_the_shipped_dashboard_is_what_the_code_builds():
     assert queries == [p.query for p in grafana_dashboard.PANELS]
 
 
+def layout_problems(panels: list[dict]) -> list[str]:
+    """Every panel (rows too, and the panels of a collapsed row) inside Grafana's 24-column
+    grid, with a size, and no two rectangles overlapping."""
+    flat = [q for p in panels for q in (p, *p.get("panels", []))]
+    out = []
+    for p in flat:
+        g = p["gridPos"]
+        if not (g["x"] >= 0 and g["y"] >= 0 and g["w"] >= 1 and g["h"] >= 1 and g["x"] + g["w"] <= 24):
+            out.append(f"{p['title']}: {g} is not inside the 24-column grid")
+    for i, a in enumerate(flat):
+        for b in flat[i + 1:]:
+            ga, gb = a["gridPos"], b["gridPos"]
+            if (ga["x"] < gb["x"] + gb["w"] and gb["x"] < ga["x"] + ga["w"]
+                    and ga["y"] < gb["y"] + gb["h"] and gb["y"] < ga["y"] + ga["h"]):
+                out.append(f"{a['title']} {ga} overlaps {b['title']} {gb}")
+    return out
+
+
+def test_the_layout_check_sees_what_was_wrong():
+    # the shipped dashboard of issue 22: a full-width table beside a half-width gauge
+    gauge = {"title": "Availability", "gridPos": {"x": 0, "y": 1, "w": 12, "h": 6}}
+    wide = {"title": "Current status", "gridPos": {"x": 12, "y": 1, "w": 24, "h": 10}}
+    below = {"title": "RTT", "gridPos": {"x": 0, "y": 5, "w": 12, "h": 8}}
+    problems = layout_problems([gauge, wide, below])
+    assert any("Current status" in p and "not inside" in p for p in problems)
+    assert any("Availability" in p and "overlaps RTT" in p for p in problems)
+    assert layout_problems([gauge, {**wide, "gridPos": {"x": 12, "y": 1, "w": 12, "h": 10}}]) == []
+
+
+def test_every_panel_lies_inside_the_grid_without_overlap():
+    d = json.loads(grafana_dashboard.OUT.read_text(encoding="utf-8"))
+    assert layout_problems(d["panels"]) == []
+    titles = [p["title"] for p in d["panels"] if p["type"] != "row"]
+    assert titles == [p.title for p in grafana_dashboard.PANELS]   # every panel placed, none lost
+
+
+def test_the_status_table_shows_words_and_the_pages_colours():
+    from wanmon.lineproto import STATUS_CODE
+    from wanmon.words import PAGE
+
+    d = json.loads(grafana_dashboard.OUT.read_text(encoding="utf-8"))
+    (panel,) = [p for p in d["panels"] if p["title"] == "Current status"]
+    (q,) = [p for p in grafana_dashboard.PANELS if p.title == "Current status"]
+    props = {}
+    for o in panel["fieldConfig"]["overrides"]:
+        props.setdefault(o["matcher"]["options"], {}).update({pr["id"]: pr["value"] for pr in o["properties"]})
+    assert set(props) <= set(q.columns)                 # overrides name fields the query returns
+    code = props["status_code"]
+    (mapping,) = code["mappings"]
+    assert mapping["type"] == "value"
+    css = (Path(grafana_dashboard.REPO) / "templates" / "page.html.j2").read_text(encoding="utf-8")
+    root = dict(re.findall(r"--(\w+):(#[0-9a-f]{6})", css.split(":root{", 1)[1].split("}", 1)[0]))
+    page_colour = {"up": root["up"], "degraded": root["deg"], "down": root["down"],
+                   "unreachable": root["unr"], "unknown": root["unk"]}
+    shown = {k: (v["text"], v["color"]) for k, v in mapping["options"].items()}
+    assert shown == {str(c): (PAGE["en"][s], page_colour[s]) for s, c in STATUS_CODE.items()}
+    assert len({c for _, c in shown.values()}) == 5                    # five statuses, five colours
+    assert code["custom.cellOptions"]["type"] == "color-background"    # the colour fills the cell
+    assert props["status"]["custom.hidden"] is True                    # the same fact once, as a word
+
+
 @prereq.needs(_ok, "InfluxDB 1.x (influxd)", prereq.INFLUXDB, _why)
 @prereq.needs(_snmp_ok, "net-snmp (snmpd, snmpget)", prereq.NETSNMP, _snmp_why)
 def test_every_panel_query_returns_what_the_panel_expects(tmp_path):

@@ -249,7 +249,7 @@ def test_daemon_keeps_cycling_against_a_dripping_influxdb_and_stops_within_grace
     try:
         cfg = config(tmp_path, lab, drip.port, smtp.port, interval_s=1, grace_s=grace, drain_budget_s=20)
         cfg.write_text(cfg.read_text().replace("timeout_ms = 3000", "timeout_ms = 30000"))  # per-read timeouts alone never end
-        d = lab.popen([PY, "-m", "wanmon", "--config", str(cfg), "run"], cwd=cfg.parent, env=wm_env(),
+        d = lab.popen([PY, "-m", "wanmon", "-v", "--config", str(cfg), "run"], cwd=cfg.parent, env=wm_env(),
                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         log = Output(d.stderr, tmp_path / "daemon.log")
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,24 @@ from grafana_foundation_sdk.builders import bargauge, dashboard, table, timeseri
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    DynamicConfigValue,
+    GridPos,
+    ValueMap,
+    ValueMappingResult,
+    VariableRefresh,
+)
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from wanmon.lineproto import STATUS_CODE  # noqa: E402  (the codes written to InfluxDB)
+from wanmon.words import PAGE  # noqa: E402  (the page's words for the statuses)
+
 OUT = REPO / "grafana" / "wanmon-dashboard.json"
+GRID_COLUMNS = 24  # Grafana's grid is 24 columns wide
+# the page's status colours (templates/page.html.j2, :root), so Grafana and the page agree
+_CSS_VAR = {"up": "up", "degraded": "deg", "down": "down", "unreachable": "unr", "unknown": "unk"}
 DS = DataSourceRef(type_val="influxdb", uid="${datasource}")
 
 # the site filter every site panel shares (a province site has no district tag: InfluxQL compares
@@ -112,17 +127,65 @@ class Target(cogbuilder.Builder[InfluxQLQuery]):
         return self._internal
 
 
+# Where each panel sits (x, y, w, h) on the 24-column grid, by title; rows take one grid row
+# of their own (y of the row above each group). Explicit, so nothing depends on the SDK's
+# placement, which put a full-width table beside a half-width gauge (x=12, w=24).
+ROWS = [("Availability and status", 0), ("Latency and loss", 18), ("SNMP: uplinks", 27), ("Agents", 36)]
+LAYOUT = {
+    "Availability by level (%)": (0, 1, 24, 5),
+    "Current status": (0, 6, 24, 12),
+    "RTT (ms)": (0, 19, 12, 8),
+    "Packet loss (%)": (12, 19, 12, 8),
+    "Uplink traffic (bit/s)": (0, 28, 12, 8),
+    "Interface errors (per minute)": (12, 28, 12, 8),
+    "Agent heartbeats: cycle duration (ms)": (0, 37, 12, 8),
+    "Agent spool (points waiting for InfluxDB)": (12, 37, 12, 8),
+}
+
+
+def status_colours() -> dict[str, str]:
+    """status -> the page's colour (#rrggbb), read from the page's template."""
+    css = (REPO / "templates" / "page.html.j2").read_text(encoding="utf-8")
+    out = {}
+    for status, var in _CSS_VAR.items():
+        m = re.search(rf"--{var}:(#[0-9a-fA-F]{{6}})", css)
+        if m is None:
+            raise SystemExit(f"templates/page.html.j2: no --{var} colour in :root")
+        out[status] = m.group(1)
+    return out
+
+
+def status_mappings() -> list[ValueMap]:
+    """status_code (0..4, wanmon.lineproto.STATUS_CODE) -> the page's word and colour."""
+    colours, words = status_colours(), PAGE["en"]
+    return [
+        ValueMap(
+            options={
+                str(code): ValueMappingResult(text=words[status], color=colours[status], index=code)
+                for status, code in STATUS_CODE.items()
+            }
+        )
+    ]
+
+
 def _panel(p: PanelQuery):
     builder = {"bargauge": bargauge.Panel, "table": table.Panel, "timeseries": timeseries.Panel}[p.kind]()
     b = builder.title(p.title).datasource(DS).with_target(Target("A", p.query, p.fmt))
     if p.unit:
         b = b.unit(p.unit)
+    x, y, w, h = LAYOUT[p.title]
+    b = b.grid_pos(GridPos(x=x, y=y, w=w, h=h))
     if p.kind == "bargauge":
-        b = b.min(0).max(100).height(6).span(12)
-    elif p.kind == "table":
-        b = b.height(10).span(24)
-    else:
-        b = b.height(8).span(12)
+        b = b.min(0).max(100)
+    if "status_code" in p.columns:  # words and colours instead of 0..4; the status word column is the same fact
+        b = b.override_by_name(
+            "status_code",
+            [
+                DynamicConfigValue("displayName", "Status"),
+                DynamicConfigValue("mappings", [m.to_json() for m in status_mappings()]),
+                DynamicConfigValue("custom.cellOptions", {"type": "color-background", "mode": "basic"}),
+            ],
+        ).override_by_name("status", [DynamicConfigValue("custom.hidden", True)])
     return b
 
 
@@ -133,18 +196,11 @@ def build() -> dict:
     for name, label, q in VARIABLES:
         d = d.with_variable(dashboard.QueryVariable(name).label(label).datasource(DS).query(q).multi(True)
                             .include_all(True).all_value(".*").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED))
-    d = d.with_row(dashboard.Row("Availability and status"))
-    for p in PANELS[:2]:
-        d = d.with_panel(_panel(p))
-    d = d.with_row(dashboard.Row("Latency and loss"))
-    for p in PANELS[2:4]:
-        d = d.with_panel(_panel(p))
-    d = d.with_row(dashboard.Row("SNMP: uplinks"))
-    for p in PANELS[4:6]:
-        d = d.with_panel(_panel(p))
-    d = d.with_row(dashboard.Row("Agents"))
-    for p in PANELS[6:]:
-        d = d.with_panel(_panel(p))
+    groups = [PANELS[:2], PANELS[2:4], PANELS[4:6], PANELS[6:]]
+    for (title, y), panels in zip(ROWS, groups):
+        d = d.with_row(dashboard.Row(title).grid_pos(GridPos(x=0, y=y, w=GRID_COLUMNS, h=1)))
+        for p in panels:
+            d = d.with_panel(_panel(p))
     return json.loads(json.dumps(d.build(), cls=JSONEncoder))
 
 

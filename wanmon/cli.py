@@ -115,10 +115,14 @@ def _load(ctx: click.Context, secrets: bool = True) -> Config:
 @click.pass_context
 def cli(ctx: click.Context, config: str, verbose: int) -> None:
     """wanmon: inventory and monitoring of a provincial WAN."""
+    # Quiet by default, the daemon too (a journal or a cron log full of routine lines hides the
+    # warnings): -v one line per cycle and per SNMP poll, -vv every site's detail.
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
+    if verbose < 2:  # APScheduler says "Running job ..." twice per job and cycle at INFO
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     ctx.obj = {"config": config}
 
 
@@ -279,9 +283,34 @@ def run(ctx: click.Context) -> None:
     from wanmon.daemon import run as run_daemon
 
     cfg = _load(ctx)
-    if not logging.getLogger().isEnabledFor(logging.INFO):
-        logging.getLogger().setLevel(logging.INFO)  # a daemon's log is its only voice
     sys.exit(run_daemon(cfg))
+
+
+@cli.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Can this host run the agent, as the user running this? ICMP, the store and page folders,
+    SMTP and InfluxDB within their deadlines, the page's URL; each problem with its fix (exit 1)."""
+    from wanmon.doctor import FAIL, diagnose
+
+    problem = None
+    try:
+        cfg = load(ctx.obj["config"], secrets=True)
+    except WanmonError as exc:
+        try:  # a missing secret is one finding; any other config problem ends here (exit 2)
+            cfg = load(ctx.obj["config"], secrets=False)
+        except WanmonError:
+            _fail(exc)
+            raise
+        problem = str(exc)
+    findings = diagnose(cfg, problem)
+    for f in findings:
+        click.echo(f"{f.level:<4}  {printable(f.what)}")
+        if f.fix:
+            click.echo(f"      fix: {printable(f.fix)}")
+    bad = sum(f.level == FAIL for f in findings)
+    click.echo(f"{cfg.path}: {'no problem found' if not bad else f'{bad} problem(s)'}")
+    sys.exit(EXIT_FAILURE if bad else 0)
 
 
 @cli.command()
@@ -493,26 +522,7 @@ def _print_summary(cfg: Config, result, dry_run: bool = False) -> None:
         cells = [str(sum(o.status == st for o in rows)) for st in STATUSES]
         table.add_row(level or "[bold]all[/]", *cells, str(len(rows)))
     con.print(table)
-    worst = sorted(
-        (o for o in obs if o.status != "up"), key=lambda o: (SEVERITY[o.status], -o.loss_pct, -(o.rtt_avg_ms or 0))
-    )
-    if worst:
-        wt = Table(title=f"Worst sites ({min(len(worst), 15)} of {len(worst)} not up)")
-        for col in ("status", "id", "name", "address", "loss %", "rtt avg ms", "reason"):
-            wt.add_column(col, justify="right" if col in ("loss %", "rtt avg ms") else "left")
-        for o in worst[:15]:
-            wt.add_row(
-                f"[{STATUS_STYLE[o.status]}]{STATUS_MARK[o.status]} {o.status}[/]",
-                o.site_id,
-                escape(o.name),
-                escape(o.address),
-                f"{o.loss_pct:g}",
-                _fmt_ms(o.rtt_avg_ms),
-                escape(o.reason or ""),
-            )
-        con.print(wt)
-    else:
-        con.print(f"[green]All {len(obs)} sites up.[/]")
+    _print_causes(con, cfg, obs)
     _print_snmp_summary(con, result)
     if dry_run:
         con.print("--dry-run: nothing was recorded, no page written, no mail sent", style="dim")
@@ -520,6 +530,81 @@ def _print_summary(cfg: Config, result, dry_run: bool = False) -> None:
     from wanmon.page import out_dir
 
     con.print(f"Stored in {cfg.store_path} (cycle {result.cycle_id}); page: {out_dir(cfg) / 'index.html'}", style="dim")
+
+
+CAUSES_SHOWN = 15
+BEHIND_SHOWN = 6  # unreachable ids named under their cause; the rest counted
+
+
+def problem_causes(cfg: Config, obs) -> list[tuple[Any, list[Any]]]:
+    """The sites not up, one entry per root cause, most important first: (the site, the sites
+    unreachable because of it). A site down on its own carries the sites behind it (found
+    as the page finds them, wanmon.status.root_of), so 14 unreachable communes are one entry
+    under their district, not 14; then unreachable sites whose uplink is not down, degraded
+    sites (worst loss, then RTT, first), unknown ones."""
+    from wanmon.status import root_of
+
+    by_id = {o.site_id: o for o in obs}
+    parent = {s.id: s.parent for s in cfg.sites}
+
+    def status_of(sid: str) -> str | None:
+        o = by_id.get(sid)
+        return o.status if o is not None else None
+
+    behind: dict[str, list[Any]] = {}
+    causes = []
+    for o in obs:
+        if o.status == "unreachable" and (root := root_of(o.site_id, status_of, parent.get)) is not None:
+            behind.setdefault(root, []).append(o)
+        elif o.status != "up":
+            causes.append(o)
+    out = [(o, behind.get(o.site_id, [])) for o in causes]
+    out.sort(key=lambda c: (SEVERITY[c[0].status], -len(c[1]), -c[0].loss_pct, -(c[0].rtt_avg_ms or 0), c[0].site_id))
+    return out
+
+
+def _print_causes(con, cfg: Config, obs) -> None:
+    """The problems by root cause, readable at 80 columns (cron's log, a narrow terminal): the
+    status, then the id, name and address, the reason and the sites behind it on lines of their
+    own, wrapped between words, so no id is ever cut."""
+    from rich.table import Table
+
+    from wanmon.words import Fmt, degraded_why, unreachable_count
+
+    causes = problem_causes(cfg, obs)
+    if not causes:
+        con.print(f"[green]All {len(obs)} sites up.[/]")
+        return
+    not_up = sum(o.status != "up" for o in obs)
+    con.print(f"[bold]Problems by root cause[/]: {len(causes)} cause(s), {not_up} of {len(obs)} sites not up")
+    fmt = Fmt("en", _tz(cfg))
+    t = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1, 0, 0))
+    t.add_column("status", no_wrap=True)
+    t.add_column("site", overflow="fold", ratio=1)
+    for o, below in causes[:CAUSES_SHOWN]:
+        lines = [f"[bold]{o.site_id}[/]  {escape(o.name)}  {escape(o.address)}"]
+        why = o.reason or ""
+        if o.status == "degraded":
+            why = degraded_why(fmt, o.rtt_avg_ms, o.loss_pct, cfg.thresholds) or why
+        if why:
+            lines.append(escape(why))
+        if below:
+            ids = ", ".join(b.site_id for b in below[:BEHIND_SHOWN])
+            more = f" and {len(below) - BEHIND_SHOWN} more" if len(below) > BEHIND_SHOWN else ""
+            lines.append(f"{unreachable_count('en', [b.level for b in below])} behind it: {ids}{more}")
+        t.add_row(f"[{STATUS_STYLE[o.status]}]{STATUS_MARK[o.status]} {o.status}[/]", "\n".join(lines))
+    with con.capture() as cap:
+        con.print(t)
+    # without the table's padding to the full width: a log line ends where its text does
+    con.file.write("".join(line.rstrip() + "\n" for line in cap.get().splitlines()))
+    if len(causes) > CAUSES_SHOWN:
+        con.print(f"... and {len(causes) - CAUSES_SHOWN} more causes: `wanmon status` lists every site")
+
+
+def _tz(cfg: Config):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(cfg.page.timezone)
 
 
 def _print_snmp_summary(con, result) -> None:
@@ -545,6 +630,14 @@ def _print_snmp_summary(con, result) -> None:
             shown = ", ".join(ids[:4]) + (f" and {len(ids) - 4} more" if len(ids) > 4 else "")
             t.add_row(shown, status, escape(reason))
         con.print(t)
+        if counts["timeout"] == len(result.snmp) - counts["disabled"]:
+            con.print(
+                "No SNMP agent answered at all. Expected with placeholder addresses (the shipped "
+                "sites.toml: 127.10.x.y on this machine's loopback, where no agent listens); on "
+                "your network check the community (WANMON_SNMP_COMMUNITY) and the routers' SNMP "
+                "access lists. Ping results above do not depend on SNMP.",
+                style="dim",
+            )
 
 
 def _inventory_rows(cfg: Config) -> list[dict[str, Any]]:

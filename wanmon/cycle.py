@@ -32,6 +32,7 @@ import logging
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -214,8 +215,8 @@ def snmp_outcomes(
         dev, ifs, events = derive(site.id, devices.get(site.id), prev_ifs.get(site.id, {}), res, spec.uplink)
         outcomes.append(SnmpOutcome(dev, ifs, events))
         views[site.id] = SnmpView(res.status, res.reason, dev)
-        if not res.ok:
-            logger.info("snmp site=%s status=%s reason=%s streak=%d", site.id, res.status, res.reason, dev.fail_streak)
+        if not res.ok:  # -vv: the poll's summary line (run_snmp) counts them at -v
+            logger.debug("snmp site=%s status=%s reason=%s streak=%d", site.id, res.status, res.reason, dev.fail_streak)
         for e in events:
             logger.info("event site=%s kind=%s detail=%s", e.site_id, e.kind, e.detail)
     return outcomes, views
@@ -562,8 +563,6 @@ def warm_page(cfg: Config) -> None:
 def _agent_fields(cfg: Config, store: Store, started: float, finished: float, obs) -> dict[str, object]:
     """The agent's own metrics for this cycle (wanmon_agent): its heartbeat. role and interval_s let
     a reader tell a primary from a standby and a fresh heartbeat from a stale one."""
-    from collections import Counter
-
     counts = Counter(o.status for o in obs)
     spool = store.spool_stats()
     return {
@@ -675,14 +674,16 @@ async def run_snmp(
             _outcomes_and_record, cfg, store, devices, polled, results, now, poll_s, page
         )
         views.update(polled_views)
+        failed = Counter(o.device.status for o in outcomes if o.device.status != "ok")
         logger.info(
-            "snmp polled=%d answered=%d failed=%d not_reached=%d poll=%.2fs took=%.2fs",
+            "snmp polled=%d answered=%d failed=%d not_reached=%d poll=%.2fs took=%.2fs%s",
             len(polled),
             sum(o.device.status == "ok" for o in outcomes),
-            sum(o.device.status != "ok" for o in outcomes),
+            sum(failed.values()),
             sum(r is None for r in results),
             poll_s,
             time.monotonic() - t0,
+            "".join(f" {k}={n}" for k, n in sorted(failed.items())),  # one line per poll, not one per timeout
         )
         return views
     finally:

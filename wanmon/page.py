@@ -26,7 +26,7 @@ from wanmon.config import Config
 from wanmon.files import make_folder, replacing
 from wanmon.inventory import Inventory
 from wanmon.model import DeviceLine, SiteState
-from wanmon.status import PROBLEMS, SEVERITY
+from wanmon.status import PROBLEMS, SEVERITY, root_of
 from wanmon.store import damaged
 from wanmon.text import printable
 from wanmon.words import AGE_UNITS, CAUSE, Fmt, degraded_why, since_text, unreachable_count
@@ -115,16 +115,8 @@ INCIDENTS_SHOWN = 200
 
 
 def _root_of(sid: str, sites: dict[str, dict[str, Any]]) -> str | None:
-    """The down site an unreachable site is unreachable through: its nearest ancestor that is down."""
-    seen = 0
-    p = sites[sid]["parent"]
-    while p and p in sites and seen < 64:
-        if sites[p]["status"] == "down":
-            return p
-        if sites[p]["status"] != "unreachable":
-            return None
-        p, seen = sites[p]["parent"], seen + 1
-    return None
+    """The down site an unreachable site is unreachable through (wanmon.status.root_of)."""
+    return root_of(sid, lambda s: sites[s]["status"] if s in sites else None, lambda s: sites[s]["parent"])
 
 
 def _problems(

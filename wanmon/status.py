@@ -10,7 +10,7 @@ UNKNOWN     not observed in this cycle
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -81,3 +81,19 @@ def with_parents(own: Mapping[str, str], sites: Mapping[str, Site]) -> dict[str,
     for sid in own:
         resolve(sid)
     return out
+
+
+def root_of(sid: str, status_of: Callable[[str], str | None], parent_of: Callable[[str], str | None]) -> str | None:
+    """The down site an unreachable site is unreachable through: its nearest ancestor that is
+    down (None if an ancestor on the way is neither down nor unreachable, or is unknown to
+    status_of). The page's problems and `check`'s summary group by it."""
+    seen = 0
+    p = parent_of(sid)
+    while p and seen < 64:
+        st = status_of(p)
+        if st == DOWN:
+            return p
+        if st != UNREACHABLE:
+            return None
+        p, seen = parent_of(p), seen + 1
+    return None
