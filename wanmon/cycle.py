@@ -47,7 +47,6 @@ from wanmon.inventory import Inventory
 from wanmon.lineproto import agent_point, cycle_points, site_tags, snmp_points
 from wanmon.model import AlertUpdate, DeviceState, Observation, SnmpOutcome
 from wanmon.probes import icmp, snmp
-from wanmon.probes.forked import ForkedSweep
 from wanmon.status import REACHABLE, icmp_status, with_parents
 from wanmon.store import CycleLock, PublishLock, SnmpLock, Store
 
@@ -320,14 +319,12 @@ def run_check(
     peers: Peers = REAL,
     snmp_tail: bool = True,
     publish_tail: bool = True,
-    early: ForkedSweep | None = None,
 ) -> CycleResult:
     """`wanmon check`: the critical path, then the SNMP tail, then publishing (outside the cycle lock).
-    early: the sweep already running in a child process (wanmon.probes.forked), holding the
-    cycle lock. Raises WanmonError subclasses for the operator."""
+    Raises WanmonError subclasses for the operator."""
 
     async def main() -> CycleResult:
-        res = await run_cycle(cfg, progress, dry_run, now=now, peers=peers, early=early)
+        res = await run_cycle(cfg, progress, dry_run, now=now, peers=peers)
         # The tails run side by side (SNMP in the loop, publishing in a thread): a check
         # lasts about the longest budget, not their sum. Points the SNMP tail spools go
         # with the next drain.
@@ -362,34 +359,18 @@ async def run_cycle(
     *,
     now: Now = time.time,
     peers: Peers = REAL,
-    early: ForkedSweep | None = None,
 ) -> CycleResult:
     """The critical path, inside a running event loop: sweep, record, alerts, page; then the
     cycle lock is released. No peer is waited on here (see the module docstring)."""
-    if early is None and peers.icmp is icmp.probe:  # fail on a missing ICMP permission before anything is written
+    if peers.icmp is icmp.probe:  # fail on a missing ICMP permission before anything is written
         icmp.open_sockets(cfg.icmp.mode, {socket.AF_INET}).popitem()[1].close()
+    inv = Inventory.from_config(cfg)
+    held = _Held(CycleLock(cfg.store_path).__enter__())
     try:
-        inv = Inventory.from_config(cfg)
-        held = _Held(early.lock if early is not None else CycleLock(cfg.store_path).__enter__())
-    except BaseException:
-        if early is not None:
-            early.kill()
-            early.lock.__exit__(None, None, None)
-        raise
-    try:
-        if early is not None:
-            try:
-                store = await held.open(cfg.store_path)
-                warm_page(cfg)  # while the child sweeps
-                started, finished, results = await in_thread(early.result)
-            except BaseException:
-                early.kill()
-                raise
-        else:
-            store = await held.open(cfg.store_path)
-            started = now()
-            results = await _sweep(cfg, store, progress, peers)
-            finished = now()
+        store = await held.open(cfg.store_path)
+        started = now()
+        results = await _sweep(cfg, store, progress, peers)
+        finished = now()
         result = await held.finish_in_thread(_record, cfg, inv, store, started, finished, results, dry_run, now)
     finally:
         held.close_unless_handed()
@@ -547,17 +528,6 @@ def write_page(cfg: Config, store: Store, on_html: Callable[[], None] | None = N
 
 class PageError(WanmonError):
     pass
-
-
-def warm_page(cfg: Config) -> None:
-    """Load the page's code and template ahead of the first render (time spent while a forked
-    sweep runs). Harmless when it fails: the render says why."""
-    from wanmon.page import warm
-
-    try:
-        warm(cfg)
-    except Exception:
-        logger.debug("page warm-up failed", exc_info=True)
 
 
 def _agent_fields(cfg: Config, store: Store, started: float, finished: float, obs) -> dict[str, object]:

@@ -547,11 +547,6 @@ def _cause_lines(snap: dict[str, Any], fmt: Fmt, thresholds) -> list[dict[str, A
     return out
 
 
-def warm(cfg: Config) -> None:
-    """Compile (or load from the bytecode cache) the page template now."""
-    _env(cfg).get_template("page.html.j2")
-
-
 def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
     """The page as a stream of text fragments (Jinja's generate())."""
     from markupsafe import Markup

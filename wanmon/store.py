@@ -666,7 +666,9 @@ class Store:
 
         from wanmon.model import SiteAlert
 
-        states = {sid: SiteAlert(**_json.loads(js)) for sid, js in self.conn.execute("SELECT site_id, state FROM alert_state")}
+        states = {
+            sid: SiteAlert(**_json.loads(js)) for sid, js in self.conn.execute("SELECT site_id, state FROM alert_state")
+        }
         return states, self.meta("alert_guard") == "1"
 
     _OUTBOX_COLS = (
@@ -1315,8 +1317,6 @@ def _event_row(e: Event) -> tuple:
 def _event(row: Sequence) -> Event:
     """An events row (ts, site_id, kind, detail, data); data None for events from before it was kept."""
     return Event(row[0], row[1], row[2], row[3], None if row[4] is None else json.loads(row[4]))
-
-
 
 
 def check_integrity(path: Path) -> list[str]:
