@@ -404,7 +404,14 @@ def _print_mail_trouble(con, outbox: list[dict]) -> None:
 @click.option("--year", metavar="YYYY", help="A calendar year.")
 @click.option("--from", "frm", metavar="WHEN", help="Start: ISO 8601 with offset, or a date/time in [page] timezone.")
 @click.option("--to", metavar="WHEN", help="End (exclusive; a bare date includes that day). Default: now.")
-@click.option("--format", "fmt", type=click.Choice(["html", "pdf", "csv", "json"]), default="html", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "pdf", "csv", "json", "xlsx"]),
+    default="html",
+    show_default=True,
+    help="xlsx: for Excel (numbers, percentages and durations as Excel's, any locale); csv: RFC 4180 for programs.",
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
