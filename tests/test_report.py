@@ -531,6 +531,13 @@ def test_the_json_says_the_same_first_page(big):
     assert j["worst"][0]["sites_behind"] == len(big["behind"]) and j["worst"][1]["name"] == LONG
 
 
+def test_the_command_offers_every_format():
+    from wanmon.cli import report as command
+
+    fmt = next(p for p in command.params if p.name == "fmt")
+    assert tuple(fmt.type.choices) == rp.FORMATS
+
+
 def test_upstream_causes_walk_up_to_the_site_that_was_down():
     """c1 unreachable 0-100: its district d1 was down 0-30, then the core was down 30-80 (d1
     unreachable meanwhile), and 80-100 no upstream site was down (cause unknown); c1's

@@ -29,7 +29,7 @@ from wanmon.inventory import Inventory
 if TYPE_CHECKING:  # wanmon.words is imported where the text is written
     from wanmon.words import ReportWords
 
-FORMATS = ("html", "pdf", "csv", "json", "xlsx")
+FORMATS = ("html", "pdf", "xlsx", "csv", "json")  # also the order of the page's links to the archive
 
 NAME_CAP = 120  # characters of a name shown in the HTML and PDF (CSV, JSON and xlsx keep it whole)
 WORST_N = 10  # the first page's worst sites
