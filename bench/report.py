@@ -24,7 +24,12 @@ Then, for each format, as cron would run it:
 as a child process: wall time, CPU and peak RSS (wait4 rusage, through
 bench/_measure.py's helper), output size. Goals (issue 13): 177 sites x 1 year
 json/csv <= 2 s, pdf <= 10 s; 10,000 sites x 1 month <= 30 s, <= 300 MB.
-No network is used at all.
+
+Long names (issue 22): on the 177-site case, the PDF again with one site (tien-du,
+on the first page's worst list) renamed to --long-name characters without a space
+(5,000 by default; the HTML and PDF cap it at wanmon.report.NAME_CAP), on the same
+store; printed as the ratio of its time to the normal PDF's. Goal: <= 2 (it was 44:
+175 s against 4 s). No network is used at all.
 """
 
 from __future__ import annotations
@@ -143,12 +148,29 @@ def build(cfg_path: Path, months: int, seed: int) -> dict:
             "build_s": time.perf_counter() - t0, "store_mib": cfg.store_path.stat().st_size / 2**20}
 
 
+LONG_NAME_GOAL = 2.0  # the long-name PDF's time over the normal PDF's
+
+
+def long_name_config(cfg: Path, chars: int, site: str = "tien-du") -> Path:
+    """A copy of cfg beside it (so the same store) with one site's name `chars` characters long,
+    one word (the hardest case for line breaking)."""
+    lines = cfg.read_text(encoding="utf-8").splitlines()
+    i = lines.index(f'id = "{site}"')
+    j = next(k for k in range(i, i + 10) if lines[k].startswith("name = "))
+    lines[j] = 'name = "' + ("UBND" + "Ả" * chars)[:chars] + '"'
+    out = cfg.with_name("sites-long-name.toml")
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Time `wanmon report` in every format on long histories.")
     p.add_argument("--cases", default="177:12,10000:1",
                    help="SITES:MONTHS pairs; 177 = the shipped sites.toml (default: %(default)s)")
     p.add_argument("--formats", default="json,csv,html,pdf")
     p.add_argument("--repeat", type=int, default=1, help="runs per format; the table shows medians")
+    p.add_argument("--long-name", type=int, default=5000, metavar="CHARS",
+                   help="the 177-site PDF again with a name this long (0: skip; default: %(default)s)")
     p.add_argument("--python", default=M.default_python())
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--keep-tmp", action="store_true")
@@ -165,12 +187,18 @@ def main(argv: list[str] | None = None) -> int:
             M.log(f"{n} sites x {months} month(s): building the store ...")
             info = build(cfg, months, seed=20261202 + n)
             M.log(f"  {info['runs']:,} status runs, {info['store_mib']:.0f} MiB, built in {info['build_s']:.1f} s")
-            for fmt in args.formats.split(","):
+            fmts = args.formats.split(",")
+            if n == 177 and "pdf" in fmts and args.long_name:
+                fmts.append("pdf-long-name")
+            for fmt in fmts:
                 runs = []
+                conf, ext = cfg, fmt
+                if fmt == "pdf-long-name":
+                    conf, ext = long_name_config(cfg, args.long_name), "pdf"
                 for k in range(args.repeat):
-                    out = work / f"report-{k}.{fmt}"
-                    rr = runner.run([args.python, "-m", "wanmon", "--config", str(cfg), "report", "--from",
-                                     info["from"], "--to", info["to"], "--format", fmt, "--out", str(out)],
+                    out = work / f"report-{k}-{fmt}.{ext}"
+                    rr = runner.run([args.python, "-m", "wanmon", "--config", str(conf), "report", "--from",
+                                     info["from"], "--to", info["to"], "--format", ext, "--out", str(out)],
                                     stdout_path=str(work / f"{fmt}-{k}.out"), stderr_path=str(work / f"{fmt}-{k}.err"),
                                     timeout_s=1800, cwd=str(work))
                     if rr.rc != 0 or rr.timed_out:
@@ -186,12 +214,19 @@ def main(argv: list[str] | None = None) -> int:
             M.log(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    ratios = []
+    for r in results:
+        if r["format"] == "pdf-long-name":
+            base = next(x for x in results if x["sites"] == r["sites"] and x["months"] == r["months"]
+                        and x["format"] == "pdf")
+            ratios.append({"sites": r["sites"], "months": r["months"], "long_name_chars": args.long_name,
+                           "ratio": r["wall_s"] / base["wall_s"], "long_s": r["wall_s"], "normal_s": base["wall_s"]})
     if args.json:
-        print(json.dumps(results, indent=1))
+        print(json.dumps({"results": results, "long_name": ratios}, indent=1))
         return 0
     print(f"wanmon report: {datetime.now():%Y-%m-%d %H:%M}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs; "
           f"medians of {args.repeat}")
-    print(f"{'sites':>6} {'months':>6} {'runs':>9} {'format':>6} {'wall s':>7} {'CPU s':>6} {'RSS MiB':>8} {'KiB':>8}  goal")
+    print(f"{'sites':>6} {'months':>6} {'runs':>9} {'format':>13} {'wall s':>7} {'CPU s':>6} {'RSS MiB':>8} {'KiB':>8}  goal")
     for r in results:
         if r["sites"] == 177 and r["months"] == 12:
             g = GOALS.get(("177", r["format"]))
@@ -201,8 +236,13 @@ def main(argv: list[str] | None = None) -> int:
             goal = ("PASS" if ok else "FAIL") + " (<= 30 s, <= 300 MB)"
         else:
             goal = "-"
-        print(f"{r['sites']:>6} {r['months']:>6} {r['runs']:>9,} {r['format']:>6} {r['wall_s']:>7.2f} "
+        print(f"{r['sites']:>6} {r['months']:>6} {r['runs']:>9,} {r['format']:>13} {r['wall_s']:>7.2f} "
               f"{r['cpu_s']:>6.2f} {r['rss_mib']:>8.1f} {r['bytes'] / 1024:>8.0f}  {goal}")
+    for x in ratios:
+        verdict = "PASS" if x["ratio"] <= LONG_NAME_GOAL else "FAIL"
+        print(f"pdf with a {x['long_name_chars']:,}-character name, {x['sites']} sites x {x['months']} month(s): "
+              f"{x['long_s']:.2f} s vs {x['normal_s']:.2f} s: ratio {x['ratio']:.2f}  "
+              f"{verdict} (<= {LONG_NAME_GOAL:g})")
     return 0
 
 

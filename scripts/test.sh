@@ -22,6 +22,7 @@ cd "$ROOT"
 # config: test_config and most others), click and rich (the CLI's commands and tables:
 # test_alerts_seams, test_report, test_check_loopback...), cryptography (SNMPv3 privacy:
 # test_usm, test_snmpwire, test_heartbeat), weasyprint (`report --format pdf`: test_report),
+# xlsxwriter (`report --format xlsx`: test_report),
 # aiosmtplib (mail to the NOC: test_store, test_daemon_seams, test_mail_headers), tzdata
 # (Asia/Ho_Chi_Minh: test_page, test_report, test_alert_engine; PYTHONTZPATH is emptied so
 # zoneinfo reads the pinned tzdata rather than the OS's files), PyICU (Vietnamese order of the

@@ -380,3 +380,174 @@ def test_english_with_page_language_en(tmp_path):
     assert '<html lang="en">' in html and "Availability by level" in html and "Commune level" in html
     assert "Method" in html and "Tỷ lệ" not in html
     assert rp.to_json(rep)["method"][0].startswith("Each check's result holds")
+
+
+# -- what a director reads first, Excel, long names (issue 22) --------------------------
+
+# a name of 5,000 characters (words, as a careless import would give): capped in HTML and PDF
+LONG = ("UBND phường Phượng Mao, thị xã Quế Võ, tỉnh Bắc Ninh, " * 100)[:5000].strip()
+
+
+def vi(x: float) -> str:
+    """A number as the Vietnamese report writes it: 2 decimals, decimal comma."""
+    return f"{x:.2f}".replace(".", ",")
+
+
+def build_177(folder: Path) -> dict:
+    """The shipped 177-site inventory, 2 hours of 1-minute cycles ending 2 hours ago or more: in the
+    first hour (the previous period) a Gia Bình commune is down 5 minutes; in the second (the period)
+    the Tiên Du district router is down 20 minutes with the communes behind it (unreachable), the
+    long-named Phượng Mao is down 10 minutes, and Phù Lãng flaps 6 times."""
+    import tomllib
+
+    from test_page import record, shipped_config
+
+    cfg = shipped_config(folder, names={"que-vo-phuong-mao": LONG})
+    raw = tomllib.loads(cfg.read_text(encoding="utf-8"))
+    sites = raw["sites"]
+    behind = [s["id"] for s in sites if s.get("parent") == "tien-du"]
+    t0 = (int(time.time()) // 3600 - 4) * 3600
+    cycles = []
+    for k in range(120):
+        own: dict[str, str] = {}
+        if 15 <= k < 20:
+            own["gia-binh-van-ninh"] = "down"
+        if 80 <= k < 100:
+            own.update({"tien-du": "down", **{c: "down" for c in behind}})
+        if 90 <= k < 100:
+            own["que-vo-phuong-mao"] = "down"
+        if k in (63, 73, 83, 93, 103, 113):
+            own["que-vo-phu-lang"] = "down"
+        cycles.append((t0 + 60 * k, own))
+    record(cfg, cycles)
+    districts: dict[str, list[dict]] = {}
+    for s in sites:
+        if s.get("district"):
+            districts.setdefault(s["district"], []).append(s)
+    iso = lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat()  # noqa: E731
+    return {"cfg": cfg, "sites": sites, "behind": behind, "districts": districts,
+            "period": ("--from", iso(t0 + 3600), "--to", iso(t0 + 7200))}
+
+
+def report_file(big: dict, fmt: str) -> bytes:
+    out = big["cfg"].parent / f"report.{fmt}"
+    r = wanmon("--config", str(big["cfg"]), "report", *big["period"], "--format", fmt, "--out", str(out),
+               cwd=big["cfg"].parent)
+    assert r.returncode == 0, r.stderr
+    return out.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    return build_177(tmp_path_factory.mktemp("big"))
+
+
+def _pdftotext(pdf: bytes, page: int) -> str:
+    return subprocess.run(["pdftotext", "-raw", "-f", str(page), "-l", str(page), "-", "-"], input=pdf,
+                          capture_output=True, check=True).stdout.decode()
+
+
+@pytest.mark.skipif(not shutil.which("pdftotext"), reason="poppler-utils (pdftotext) is not installed")
+def test_the_pdfs_first_page_answers_how_did_we_do(big):
+    pdf = report_file(big, "pdf")
+    page1 = _pdftotext(pdf, 1)
+    lines = page1.splitlines()
+    flat = " ".join(page1.split())
+    for level in ("Sở, ban, ngành (cấp tỉnh)", "Cấp huyện", "Cấp xã", "Toàn mạng"):
+        assert any(line.startswith(level + " ") for line in lines), (level, page1)
+    # every district on the first page: sites, availability, target met or not, previous, change
+    hour = 3600
+    td, gb, qv = (len(big["districts"][d]) for d in ("Tiên Du", "Gia Bình", "Quế Võ"))
+    assert set(big["behind"]) <= {s["id"] for s in big["districts"]["Tiên Du"]}
+    td_pct = 100 * (td * hour - (1 + len(big["behind"])) * 1200) / (td * hour)
+    qv_pct = 100 * (qv * hour - 600 - 6 * 60) / (qv * hour)
+    gb_prev = 100 * (gb * hour - 300) / (gb * hour)
+    expect = {d: f"{d} {len(s)} 100,00% Đạt 100,00% 0,00 điểm %" for d, s in big["districts"].items()}
+    expect["Tiên Du"] = f"Tiên Du {td} {vi(td_pct)}% Không đạt 100,00% −{vi(100 - td_pct)} điểm %"
+    expect["Quế Võ"] = f"Quế Võ {qv} {vi(qv_pct)}% Không đạt 100,00% −{vi(100 - qv_pct)} điểm %"
+    expect["Gia Bình"] = f"Gia Bình {gb} 100,00% Đạt {vi(gb_prev)}% +{vi(100 - gb_prev)} điểm %"
+    for d, line in expect.items():
+        assert line in lines, (line, page1)
+    assert "Mục tiêu 99,00%: Không đạt" in flat
+    # the worst sites and why: the district router, with the communes it cut off counted behind it
+    # (not listed one by one), then the two communes down on their own
+    assert ("UBND huyện Tiên Du tien-du · Tiên Du 66,67% 1 0:20 0:00 Mất kết nối 1 lần, lâu nhất 0:20; "
+            f"kéo theo {len(big['behind'])} điểm phía sau không tới được") in flat, flat
+    assert "que-vo-phuong-mao · Quế Võ 83,33% 1 0:10 0:00 Mất kết nối 1 lần, lâu nhất 0:10" in flat
+    assert "que-vo-phu-lang · Quế Võ 90,00% 6 0:06 0:00 Mất kết nối 6 lần, lâu nhất 0:01" in flat
+    by_id = {s["id"]: s for s in big["sites"]}
+    for c in big["behind"]:
+        assert by_id[c]["name"] not in flat, c
+    # the 5,000-character name: 120 characters with an ellipsis
+    assert " ".join(rp.short(LONG).split()) in flat and rp.short(LONG).endswith("…")
+    assert len(rp.short(LONG)) == rp.NAME_CAP and LONG[:200] not in flat
+    # the detailed tables begin on page 2
+    assert "Tóm tắt" in page1 and "Chi tiết" not in page1
+    assert _pdftotext(pdf, 2).startswith("Chi tiết: Tỷ lệ sẵn sàng theo cấp")
+
+
+def test_xlsx_read_back_by_openpyxl_has_numbers_percentages_and_durations(big):
+    openpyxl = pytest.importorskip("openpyxl")
+    from datetime import timedelta
+
+    data = report_file(big, "xlsx")
+    j = json.loads(report_file(big, "json"))
+    book = openpyxl.load_workbook(io.BytesIO(data))
+    assert book.sheetnames == ["Cấp", "Huyện", "Điểm kết nối", "Điểm kém nhất và nguyên nhân"]
+    ws = book["Điểm kết nối"]
+    head = [c.value for c in ws[1]]
+    col = {h: i for i, h in enumerate(head)}
+    rows = {r[0].value: r for r in ws.iter_rows(min_row=2)}
+    assert set(rows) == {s["id"] for s in j["sites"]}
+    for s in j["sites"]:
+        r = rows[s["id"]]
+        assert r[col["Điểm kết nối"]].value == s["name"]  # whole: 5,000 characters for Phượng Mao
+        a = r[col["Sẵn sàng"]]
+        assert isinstance(a.value, float | int) and a.number_format == "0.00%"
+        assert a.value == pytest.approx(s["availability_pct"] / 100)
+        d = r[col["Mất kết nối (giờ:phút)"]]
+        assert d.number_format == "[h]:mm" and isinstance(d.value, timedelta)  # an Excel duration
+        assert d.value.total_seconds() == pytest.approx(s["downtime_s"], abs=0.01)
+        assert r[col["Số lần"]].value == s["outages"] and isinstance(r[col["Số lần"]].value, int)
+    assert rows["que-vo-phuong-mao"][col["Điểm kết nối"]].value == LONG
+    # the district's figures and the change in percentage points are numbers too
+    ws = book["Huyện"]
+    head = [c.value for c in ws[1]]
+    tien_du = next(r for r in ws.iter_rows(min_row=2) if r[0].value == "Tiên Du")
+    n = len(big["districts"]["Tiên Du"])
+    pct = (n * 3600 - (1 + len(big["behind"])) * 1200) / (n * 3600)
+    assert tien_du[head.index("Sẵn sàng")].value == pytest.approx(pct)
+    assert tien_du[head.index("Thay đổi (điểm %)")].value == pytest.approx(100 * pct - 100)
+    assert tien_du[head.index("Mục tiêu 99,00%")].value == "Không đạt"
+    worst = book["Điểm kém nhất và nguyên nhân"]
+    assert [r[0].value for r in worst.iter_rows(min_row=2)] == ["tien-du", "que-vo-phuong-mao", "que-vo-phu-lang"]
+
+
+def test_the_json_says_the_same_first_page(big):
+    j = json.loads(report_file(big, "json"))
+    td = next(d for d in j["districts"] if d["district"] == "Tiên Du")
+    assert td["target_met"] is False and td["change_pp"] == pytest.approx(td["availability_pct"] - 100, abs=1e-3)
+    assert [w["id"] for w in j["worst"]] == ["tien-du", "que-vo-phuong-mao", "que-vo-phu-lang"]
+    assert j["worst"][0]["sites_behind"] == len(big["behind"]) and j["worst"][1]["name"] == LONG
+
+
+def test_the_command_offers_every_format():
+    from wanmon.cli import report as command
+
+    fmt = next(p for p in command.params if p.name == "fmt")
+    assert tuple(fmt.type.choices) == rp.FORMATS
+
+
+def test_upstream_causes_walk_up_to_the_site_that_was_down():
+    """c1 unreachable 0-100: its district d1 was down 0-30, then the core was down 30-80 (d1
+    unreachable meanwhile), and 80-100 no upstream site was down (cause unknown); c1's
+    unreachable time in maintenance is not owed to anyone."""
+    runs = {"c1": [("unreachable", 0, 0.0, 100.0), ("unreachable", 1, 100.0, 120.0)],
+            "d1": [("down", 0, 0.0, 30.0), ("unreachable", 0, 30.0, 100.0)],
+            "core": [("up", 0, 0.0, 30.0), ("down", 0, 30.0, 80.0), ("up", 0, 80.0, 200.0)]}
+    parents = {"c1": "d1", "d1": "core", "core": None}
+    from wanmon.account import upstream_causes
+    assert upstream_causes(runs, parents, "c1", 0, 200) == {"d1": 30.0, "core": 50.0, None: 20.0}
+    assert upstream_causes(runs, parents, "c1", 50, 90) == {"core": 30.0, None: 10.0}
+    assert upstream_causes(runs, parents, "d1", 0, 200) == {"core": 50.0, None: 20.0}
+    assert upstream_causes(runs, parents, "core", 0, 200) == {}

@@ -704,8 +704,13 @@ def test_secrets_never_appear_in_output_logs_or_store(netsnmp, tmp_path):
     assert [res[k]["snmp"]["status"] for k in ("v2c", "v3", "v3-256", "bad-key")] == ["ok", "ok", "ok", "auth_error"]
     for k in ("bad-comm", "file-comm"):  # timed out at every poll so far: backed off now, and said so
         assert res[k]["snmp"]["status"] == "not_due" and "no SNMP answer since" in res[k]["snmp"]["reason"], res[k]
-    rows = list(csv.DictReader(io.StringIO(run.cli("inventory", "--csv").stdout)))
+    out = run.cli("inventory", "--csv").stdout
+    assert out.startswith("\ufeff"), out[:40]  # UTF-8 with a BOM: Excel reads the Vietnamese right
+    table = list(csv.reader(io.StringIO(out[1:])))
+    assert {len(r) for r in table} == {len(table[0])}, "every row has every column"  # one shape per row
+    rows = [dict(zip(table[0], r)) for r in table[1:]]
     assert any(r["site_id"] == "v2c" and r.get("if_name") == "lo" for r in rows), rows[:3]
+    assert any(r["site_id"] == "bad-comm" and r["if_index"] == "" for r in rows), rows  # no interfaces: empty cells
     assert any("DEBUG" in out for _, v, out in outputs if v == 2), "-vv gave no debug log at all"
     for args, verbose, out in outputs:
         for secret in ALL_SECRETS:

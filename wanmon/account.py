@@ -210,3 +210,46 @@ def windows(
             if f.observed_s:
                 out[w][sid] = (f.available_s, f.observed_s)
     return out
+
+
+def upstream_causes(
+    runs: Mapping[str, list[tuple[str, int, float, float]]],
+    parents: Mapping[str, str | None],
+    site_id: str,
+    start: float,
+    end: float,
+) -> dict[str | None, float]:
+    """Whose outage made a site unreachable over [start, end): {upstream site id: seconds}.
+    Each unreachable stretch (outside maintenance) goes to the nearest upstream site that was
+    down meanwhile, walking up the parents; what no upstream's own downtime covers (its parent
+    left the config, or was unreachable from us itself to the top) goes to None."""
+    left = [
+        (max(a, start), min(b, end))
+        for status, maint, a, b in runs.get(site_id, ())
+        if status == UNREACHABLE and not maint and min(b, end) > max(a, start)
+    ]
+    out: dict[str | None, float] = {}
+    seen = {site_id}
+    up = parents.get(site_id)
+    while left and up is not None and up not in seen:
+        seen.add(up)
+        downs = [(a, b) for status, _m, a, b in runs.get(up, ()) if status == DOWN]
+        rest: list[tuple[float, float]] = []
+        for a, b in left:
+            for da, db in sorted(downs):
+                if db <= a or da >= b:
+                    continue
+                if da > a:
+                    rest.append((a, da))
+                lo, hi = max(a, da), min(b, db)
+                out[up] = out.get(up, 0.0) + hi - lo
+                a = hi
+                if a >= b:
+                    break
+            if a < b:
+                rest.append((a, b))
+        left = rest
+        up = parents.get(up)
+    if left:
+        out[None] = out.get(None, 0.0) + sum(b - a for a, b in left)
+    return out

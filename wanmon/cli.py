@@ -400,7 +400,15 @@ def _print_mail_trouble(con, outbox: list[dict]) -> None:
 @click.option("--year", metavar="YYYY", help="A calendar year.")
 @click.option("--from", "frm", metavar="WHEN", help="Start: ISO 8601 with offset, or a date/time in [page] timezone.")
 @click.option("--to", metavar="WHEN", help="End (exclusive; a bare date includes that day). Default: now.")
-@click.option("--format", "fmt", type=click.Choice(["html", "pdf", "csv", "json"]), default="html", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    # wanmon.report.FORMATS (a test keeps them equal): importing it here would cost every `check` 9 ms
+    type=click.Choice(["html", "pdf", "xlsx", "csv", "json"]),
+    default="html",
+    show_default=True,
+    help="xlsx: for Excel (numbers, percentages and durations as Excel's, any locale); csv: RFC 4180 for programs.",
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
@@ -771,55 +779,66 @@ def inventory(ctx: click.Context, as_json: bool, as_csv: bool, refresh: bool) ->
         sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
         return
     if as_csv:
-        import csv
-
-        w = csv.writer(sys.stdout)
-        w.writerow(INVENTORY_CSV)
-        for r in rows:
-            head = [
-                r["id"],
-                r["name"],
-                r["level"],
-                r["district"] or "",
-                r["address"],
-                r["snmp_status"],
-                r["sys_name"] or "",
-                r["vendor"] or "",
-                r["model"] or "",
-                r["uptime_s"] or "",
-                r["last_reboot"] or "",
-                r["first_seen"] or "",
-                r["last_seen"] or "",
-            ]
-            for i in r["interfaces"] or [None]:
-                tail = (
-                    []
-                    if i is None
-                    else [
-                        i[k]
-                        for k in (
-                            "if_index",
-                            "name",
-                            "descr",
-                            "alias",
-                            "type",
-                            "admin_status",
-                            "oper_status",
-                            "speed_bps",
-                            "in_bps",
-                            "out_bps",
-                            "util_in_pct",
-                            "util_out_pct",
-                            "in_errors",
-                            "out_errors",
-                            "in_discards",
-                            "out_discards",
-                        )
-                    ]
-                )
-                w.writerow([printable(v) for v in head] + ["" if v is None else printable(v) for v in tail])
+        sys.stdout.flush()
+        sys.stdout.buffer.write(inventory_csv(rows))
+        sys.stdout.flush()
         return
     _print_inventory(rows)
+
+
+_INTERFACE_KEYS = (
+    "if_index",
+    "name",
+    "descr",
+    "alias",
+    "type",
+    "admin_status",
+    "oper_status",
+    "speed_bps",
+    "in_bps",
+    "out_bps",
+    "util_in_pct",
+    "util_out_pct",
+    "in_errors",
+    "out_errors",
+    "in_discards",
+    "out_discards",
+)
+
+
+def inventory_csv(rows) -> bytes:
+    """`inventory --csv`: RFC 4180, UTF-8 with a BOM (Excel then reads Vietnamese right), one row per
+    interface and one for a site without any, every row with all INVENTORY_CSV columns (empty cells
+    where there is nothing); control characters shown as \\xNN, formula-like cells defused as in
+    the report's CSV."""
+    import csv
+    import io
+
+    from wanmon.report import csv_cell
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(INVENTORY_CSV)
+    for r in rows:
+        head = [
+            r["id"],
+            r["name"],
+            r["level"],
+            r["district"],
+            r["address"],
+            r["snmp_status"],
+            r["sys_name"],
+            r["vendor"],
+            r["model"],
+            r["uptime_s"],
+            r["last_reboot"],
+            r["first_seen"],
+            r["last_seen"],
+        ]
+        for i in r["interfaces"] or [None]:
+            tail = [None] * len(_INTERFACE_KEYS) if i is None else [i[k] for k in _INTERFACE_KEYS]
+            w.writerow([csv_cell("" if v is None else printable(v)) for v in head + tail])
+    return "\ufeff".encode() + buf.getvalue().encode("utf-8")
 
 
 def _print_inventory(rows) -> None:

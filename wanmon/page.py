@@ -608,6 +608,8 @@ def report_archive(cfg: Config) -> list[dict[str, Any]]:
     period with a link per format found ({label, links: [(format, href)]})."""
     from urllib.parse import quote
 
+    from wanmon.report import FORMATS
+
     folder = out_dir(cfg) / "reports"
     try:
         names = [p.name for p in folder.iterdir() if p.is_file()]
@@ -616,11 +618,10 @@ def report_archive(cfg: Config) -> list[dict[str, Any]]:
     by_stem: dict[str, dict[str, str]] = {}
     for n in names:
         stem, dot, ext = n.rpartition(".")
-        if dot and stem.startswith("wanmon-report-") and ext in ("html", "pdf", "csv", "json"):
+        if dot and stem.startswith("wanmon-report-") and ext in FORMATS:
             by_stem.setdefault(stem, {})[ext] = "reports/" + quote(n)
-    order = ("html", "pdf", "csv", "json")
     return [
-        {"label": stem.removeprefix("wanmon-report-"), "links": [(f, links[f]) for f in order if f in links]}
+        {"label": stem.removeprefix("wanmon-report-"), "links": [(f, links[f]) for f in FORMATS if f in links]}
         for stem, links in sorted(by_stem.items(), reverse=True)[:REPORTS_SHOWN]
     ]
 

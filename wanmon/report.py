@@ -29,7 +29,11 @@ from wanmon.inventory import Inventory
 if TYPE_CHECKING:  # wanmon.words is imported where the text is written
     from wanmon.words import ReportWords
 
-FORMATS = ("html", "pdf", "csv", "json")
+FORMATS = ("html", "pdf", "xlsx", "csv", "json")  # also the order of the page's links to the archive
+
+NAME_CAP = 120  # characters of a name shown in the HTML and PDF (CSV, JSON and xlsx keep it whole)
+WORST_N = 10  # the first page's worst sites
+SUMMARY_DISTRICTS = 20  # the first page lists every district up to this many, else the ones below target
 
 
 class PeriodError(WanmonError):
@@ -188,6 +192,17 @@ class SiteRow:
 
 
 @dataclass
+class Worst:
+    """One of the first page's worst sites, and why: its own outages, and how many sites behind it
+    were unreachable because of them; or, for a site mostly unreachable whose upstream cause is
+    not known (its parent left the config), that it was cut off from upstream."""
+
+    row: SiteRow
+    behind: int  # sites whose unreachable time was mostly this site's downtime
+    cut_off: bool  # mostly unreachable, no known upstream site down meanwhile
+
+
+@dataclass
 class Report:
     period: Period
     prev: Period
@@ -202,6 +217,21 @@ class Report:
     province: str = ""
     notes: list[str] = field(default_factory=list)  # what the reader must know to trust the figures
     history_from: float | None = None  # set when the period begins before an upgraded store's history
+    worst: list[Worst] = field(default_factory=list)
+
+    def met(self, f: Figures) -> bool | None:
+        """The target met (availability at or above it); None when nothing was observed."""
+        pct = f.availability_pct
+        return None if pct is None else pct >= self.target_pct
+
+    def summary_districts(self) -> tuple[list[tuple[str, Figures]], int]:
+        """The first page's districts: all of them up to SUMMARY_DISTRICTS, else the ones below
+        target, worst first, up to that many; and how many are left out."""
+        if len(self.districts) <= SUMMARY_DISTRICTS:
+            return self.districts, 0
+        below = sorted((d for d in self.districts if self.met(d[1]) is False), key=lambda d: d[1].availability_pct or 0)
+        shown = below[:SUMMARY_DISTRICTS]
+        return shown, len(self.districts) - len(shown)
 
     def history_note(self) -> str | None:
         """Where history starts and why, when the period begins before it."""
@@ -275,6 +305,8 @@ def compute(
         (d, g) for d, g in sorted(districts.items()) if d not in order
     ]
     rows.sort(key=_worst_first)
+    parents = {s.id: s.parent for s in inv.sites}
+    worst = _worst(rows, by_site, parents, start, end)
     return Report(
         period,
         prev,
@@ -288,7 +320,49 @@ def compute(
         language=cfg.page.language,
         province=cfg.page.province,
         history_from=history_from,
+        worst=worst,
     )
+
+
+def change_pp(f: Figures) -> float | None:
+    """The change against the previous period, in percentage points."""
+    pct, prev = f.availability_pct, f.previous_pct
+    return None if pct is None or prev is None else pct - prev
+
+
+def _worst(rows: list[SiteRow], by_site, parents, start: float, end: float) -> list[Worst]:
+    """The WORST_N worst sites (rows are worst first) that were down or unreachable, as root causes:
+    a site mostly unreachable because an upstream site was down is not listed itself but counted
+    behind the site whose outage cut it off."""
+    cause: dict[str, str | None] = {}  # site -> the upstream site most of its unreachable time is owed to
+    behind: dict[str, int] = {}
+    for r in rows:
+        if r.figures.unreachable_s > 0:
+            owed = account.upstream_causes(by_site, parents, r.id, start, end)
+            up = max(owed, key=lambda k: owed[k]) if owed else None
+            cause[r.id] = up
+            if up is not None:
+                behind[up] = behind.get(up, 0) + 1
+    out: list[Worst] = []
+    for r in rows:
+        f = r.figures
+        if f.down_s + f.unreachable_s <= 0:
+            continue
+        cut_off = f.unreachable_s > f.down_s
+        if cut_off and cause.get(r.id) is not None:
+            continue  # the upstream site's entry says it
+        out.append(Worst(r, behind.get(r.id, 0), cut_off))
+        if len(out) == WORST_N:
+            break
+    return out
+
+
+def short(name: str | None, cap: int = NAME_CAP) -> str:
+    """A name as the HTML and PDF show it: at most cap characters, an ellipsis where it was cut
+    (WeasyPrint took 175 s instead of 4 to lay out one name of 5,000 characters)."""
+    if name is None:
+        return ""
+    return name if len(name) <= cap else name[: cap - 1].rstrip() + "…"
 
 
 def _worst_first(r: SiteRow):
@@ -336,7 +410,13 @@ def _fig_json(f: Figures) -> dict[str, Any]:
 
 def to_json(rep: Report) -> dict[str, Any]:
     def group(f: Figures) -> dict[str, Any]:
-        return _fig_json(f) | {"sites": f.sites, "below_target": f.below_target}
+        change = change_pp(f)
+        return _fig_json(f) | {
+            "sites": f.sites,
+            "below_target": f.below_target,
+            "target_met": rep.met(f),
+            "change_pp": None if change is None else round(change, 4),
+        }
 
     return {
         "period": {
@@ -367,6 +447,20 @@ def to_json(rep: Report) -> dict[str, Any]:
             | _fig_json(r.figures)
             | {"below_target": bool(r.figures.below_target)}
             for r in rep.sites
+        ],
+        # the first page's worst sites, as root causes (see _worst)
+        "worst": [
+            {
+                "id": x.row.id,
+                "name": x.row.name,
+                "availability_pct": _fig_json(x.row.figures)["availability_pct"],
+                "outages": x.row.figures.outages,
+                "downtime_s": round(x.row.figures.down_s, 3),
+                "unreachable_s": round(x.row.figures.unreachable_s, 3),
+                "sites_behind": x.behind,
+                "cut_off": x.cut_off,
+            }
+            for x in rep.worst
         ],
         "method": method_text(rep.language, rep.cap_s),
         "notes": rep.notes,
@@ -436,6 +530,107 @@ def to_csv(rep: Report) -> bytes:
     return "\ufeff".encode() + buf.getvalue().encode("utf-8")
 
 
+XLSX_CELL_MAX = 32767  # characters Excel keeps in a cell
+
+
+def to_xlsx(rep: Report) -> bytes:
+    """An Excel workbook (XlsxWriter): levels, districts, sites and the worst ones, one sheet each.
+    Availability is a number in Excel's percent format, durations are Excel durations ([h]:mm, a
+    day is 1), counts are integers: they read right in any locale, and sum and sort as numbers.
+    Names are whole and always text (never a formula)."""
+    import xlsxwriter
+
+    from wanmon.words import REPORT, Fmt
+
+    w = REPORT[rep.language]
+    fmt = Fmt(rep.language, rep.period.tz)
+    buf = io.BytesIO()
+    book = xlsxwriter.Workbook(buf, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
+    head = book.add_format({"bold": True, "text_wrap": True, "valign": "top", "bg_color": "#E8E8E8", "border": 1})
+    pct = book.add_format({"num_format": "0.00%"})
+    pp = book.add_format({"num_format": "+0.00;-0.00;0.00"})
+    dur = book.add_format({"num_format": "[h]:mm"})
+    missed = book.add_format({"font_color": "#A00000", "bold": True})
+    target = w["target_col"].format(t=fmt.pct(rep.target_pct))
+
+    def text(v: str | None) -> str:
+        return "" if v is None else v[:XLSX_CELL_MAX]
+
+    def figures(f: Figures) -> list[tuple[str, Any, Any]]:
+        """(header, value, format) of a row's figures: None is an empty cell."""
+        a, b, c = f.availability_pct, f.previous_pct, change_pp(f)
+        m = rep.met(f)
+        return [
+            (w["availability"], None if a is None else a / 100, pct),
+            (w["previous"], None if b is None else b / 100, pct),
+            (f"{w['change']} ({w['pp']})", c, pp),
+            (target, None if m is None else w["met"] if m else w["missed"], missed if m is False else None),
+            (w["downtime"], f.down_s / 86400, dur),
+            (w["outages"], f.outages, None),
+            (w["longest"], f.longest_outage_s / 86400, dur),
+            (w["mttr"], None if f.mttr_s is None else f.mttr_s / 86400, dur),
+            (w["unreachable"], f.unreachable_s / 86400, dur),
+            (w["maintenance"], f.maintenance_s / 86400, dur),
+            (w["unobserved"], f.unobserved_s / 86400, dur),
+        ]
+
+    def sheet(title: str, build, items: list, dummy, widths: dict[int, int]) -> None:
+        """One sheet: a header row (the headers build gives the dummy), then build(item) per item."""
+        ws = book.add_worksheet(title[:31])
+        heads = [h for h, _v, _f in build(dummy)]
+        for col, name in enumerate(heads):
+            ws.write_string(0, col, name, head)
+            ws.set_column(col, col, widths.get(col, 12))
+        for r, item in enumerate(items, start=1):
+            for col, (_h, v, f) in enumerate(build(item)):
+                if v is None:
+                    ws.write_blank(r, col, None, f)
+                elif isinstance(v, str):
+                    ws.write_string(r, col, text(v), f)
+                else:
+                    ws.write_number(r, col, v, f)
+        ws.freeze_panes(1, 1)
+        ws.autofilter(0, 0, len(items), len(heads) - 1)
+
+    def level(item: tuple[str, Figures]) -> list[tuple[str, Any, Any]]:
+        lv, f = item
+        return [(w["level"], w["levels"].get(lv, w["total"]), None), (w["sites"], f.sites, None), *figures(f)]
+
+    def district(item: tuple[str, Figures]) -> list[tuple[str, Any, Any]]:
+        d, f = item
+        return [(w["district"], d, None), (w["sites"], f.sites, None), *figures(f)]
+
+    def site(r: SiteRow) -> list[tuple[str, Any, Any]]:
+        return [
+            ("id", r.id, None),
+            (w["site"], r.name, None),
+            (w["level"], w["levels"][r.level], None),
+            (w["district"], r.district, None),
+            *figures(r.figures),
+        ]
+
+    def worst(x: Worst) -> list[tuple[str, Any, Any]]:
+        f = x.row.figures
+        a = f.availability_pct
+        return [
+            ("id", x.row.id, None),
+            (w["site"], x.row.name, None),
+            (w["availability"], None if a is None else a / 100, pct),
+            (w["outages"], f.outages, None),
+            (w["downtime"], f.down_s / 86400, dur),
+            (w["unreachable"], f.unreachable_s / 86400, dur),
+            (w["why"], why_text(x, fmt, w) if x.row.id else "", None),
+        ]
+
+    empty = SiteRow("", "", "province", None, Figures())
+    sheet(w["level"], level, [*rep.levels, ("total", rep.total)], ("", Figures()), {0: 28})
+    sheet(w["district"], district, rep.districts, ("", Figures()), {0: 28})
+    sheet(w["site"], site, rep.sites, empty, {0: 22, 1: 40, 2: 18, 3: 16})
+    sheet(w["worst_title"], worst, rep.worst, Worst(empty, 0, False), {0: 22, 1: 40, 6: 60})
+    book.close()
+    return buf.getvalue()
+
+
 def method_text(lang: str, cap_s: float) -> list[str]:
     from wanmon.words import REPORT
 
@@ -454,6 +649,7 @@ def to_html(cfg: Config, rep: Report, max_sites: int | None = None) -> str:
     fmt = Fmt(rep.language, rep.period.tz)
     w = REPORT[rep.language]
     shown = rep.sites if max_sites is None else rep.sites[:max_sites]
+    districts, more_districts = rep.summary_districts()
     return (
         _env(cfg)
         .get_template("report.html.j2")
@@ -462,6 +658,12 @@ def to_html(cfg: Config, rep: Report, max_sites: int | None = None) -> str:
             w=w,
             fmt=fmt,
             hm=hm,
+            short=short,
+            met=lambda f: met_text(rep, f, w),
+            change=lambda f: change_text(f, fmt, w),
+            why=lambda x: why_text(x, fmt, w),
+            summary_districts=districts,
+            more_districts=more_districts,
             method=method_text(rep.language, rep.cap_s),
             sites=shown,
             more=len(rep.sites) - len(shown),
@@ -471,6 +673,37 @@ def to_html(cfg: Config, rep: Report, max_sites: int | None = None) -> str:
             generated=fmt.dt(rep.generated),
         )
     )
+
+
+def met_text(rep: Report, f: Figures, w: ReportWords) -> str:
+    """Target met or not, in words ("–": nothing observed)."""
+    m = rep.met(f)
+    return "–" if m is None else w["met"] if m else w["missed"]
+
+
+def change_text(f: Figures, fmt, w: ReportWords) -> str:
+    """The change against the previous period: +0,12 điểm % / −2.93 pp ("–": no figure for one of them)."""
+    c = change_pp(f)
+    if c is None:
+        return "–"
+    num = fmt.num(abs(c), 2)
+    sign = "" if num.strip("0,.") == "" else "+" if c > 0 else "\u2212"
+    return f"{sign}{num}\u00a0{w['pp']}"
+
+
+def why_text(x: Worst, fmt, w: ReportWords) -> str:
+    """Why a worst site was not available: its own outages and the sites they cut off, or that it
+    was cut off from upstream."""
+    f = x.row.figures
+    parts = []
+    if x.cut_off:
+        parts.append(w["why_cut_off"])
+    if f.outages:
+        parts.append(w["why_own"].format(n=f.outages, longest=hm(f.longest_outage_s)))
+    if x.behind:
+        parts.append(w["why_behind"].format(n=x.behind))
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:]
 
 
 def hm(seconds: float | None) -> str:
@@ -517,6 +750,8 @@ def render(cfg: Config, rep: Report, fmt: str) -> bytes:
         return to_html(cfg, rep).encode()
     if fmt == "pdf":
         return to_pdf(cfg, rep)
+    if fmt == "xlsx":
+        return to_xlsx(rep)
     raise ValueError(fmt)
 
 

@@ -374,6 +374,20 @@ class ReportWords(TypedDict):
     levels: dict[str, str]
     history_from: str
     method: list[str]
+    summary_title: str
+    met: str
+    missed: str
+    target_col: str
+    change: str
+    pp: str
+    worst_title: str
+    why: str
+    why_own: str
+    why_behind: str
+    why_cut_off: str
+    no_worst: str
+    details_title: str
+    more_districts: str
 
 
 REPORT: dict[str, ReportWords] = {
@@ -413,6 +427,20 @@ REPORT: dict[str, ReportWords] = {
         "history_from": "Ghi chú: lịch sử bắt đầu từ {t} (nâng cấp kho dữ liệu): phiên bản wanmon cũ chỉ giữ lại "
         "số liệu tổng hợp theo giờ cho thời gian trước đó, không đủ để tính tỷ lệ sẵn sàng, nên "
         "khoảng thời gian ấy không được tính (cũng không tính là không giám sát).",
+        "summary_title": "Tóm tắt",
+        "met": "Đạt",
+        "missed": "Không đạt",
+        "target_col": "Mục tiêu {t}",
+        "change": "Thay đổi",
+        "pp": "điểm %",
+        "worst_title": "Điểm kém nhất và nguyên nhân",
+        "why": "Nguyên nhân",
+        "why_own": "mất kết nối {n} lần, lâu nhất {longest}",
+        "why_behind": "kéo theo {n} điểm phía sau không tới được",
+        "why_cut_off": "không tới được do tuyến trên mất kết nối",
+        "no_worst": "Không có điểm nào mất kết nối trong kỳ.",
+        "details_title": "Chi tiết",
+        "more_districts": "… và {n} huyện khác: xem bảng «Theo huyện» ở phần chi tiết.",
         "method": [
             "Kết quả mỗi lần kiểm tra có hiệu lực từ thời điểm kiểm tra (ts) đến lần kiểm tra kế tiếp, "
             "nhưng không quá {cap} giây (2 × [schedule] icmp_interval_s); quá thời gian đó là không giám sát.",
@@ -466,6 +494,20 @@ REPORT: dict[str, ReportWords] = {
         "history_from": "Note: history starts at {t}, the store was upgraded: the older wanmon kept only hourly "
         "rollups of the time before, which cannot give the availability, so that time is left out "
         "(it is not counted as unobserved either).",
+        "summary_title": "Summary",
+        "met": "Met",
+        "missed": "Missed",
+        "target_col": "Target {t}",
+        "change": "Change",
+        "pp": "pp",
+        "worst_title": "Worst sites and why",
+        "why": "Why",
+        "why_own": "down {n}×, longest {longest}",
+        "why_behind": "sites behind it unreachable: {n}",
+        "why_cut_off": "unreachable: an upstream site was down",
+        "no_worst": "No site was down or unreachable in this period.",
+        "details_title": "Details",
+        "more_districts": "… and {n} more districts: see «By district» in the details.",
         "method": [
             "Each check's result holds from its time (ts) until the next check, but never longer than {cap} s "
             "(2 × [schedule] icmp_interval_s); beyond that the time is unobserved.",
