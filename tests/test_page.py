@@ -19,6 +19,7 @@ import re
 import threading
 import time
 import tomllib
+import unicodedata
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -1001,3 +1002,74 @@ def test_output_folders_are_0755_and_page_files_0644_whatever_the_umask(tmp_path
     assert {p.name for p in files} >= {"index.html", "status.json", "index.html.gz", "status.json.gz"}
     assert any(p.suffix == ".csv" for p in files)
     assert {p.name: oct(mode(p)) for p in files} == {p.name: "0o644" for p in files}
+
+
+# ----------------------------------------------------------------------------
+# words: the filter's fold, one duration format, English plurals (issue 22)
+
+
+@pytest.mark.parametrize("text,folded", [
+    ("UBND xã Xuân Lai", "ubnd xa xuan lai"),
+    ("UBND huyện Gia Bình", "ubnd huyen gia binh"),
+    ("ĐẠI ĐỒNG đường", "dai dong duong"),                      # đ is a letter of its own, not d + a mark
+    (unicodedata.normalize("NFD", "Thị trấn Phố Mới"), "thi tran pho moi"),  # typed decomposed
+    ("Ưu ơ Ở Ữ", "uu o o u"),                                  # the horn is a mark
+    ("  gia\u00a0\u2003 binh\t\n", "gia binh"),                # every kind of space: one, none at the ends
+    ("tien-du-lien-bao 127.10.3.1", "tien-du-lien-bao 127.10.3.1"),
+    ("<script>", "<script>"),
+])
+def test_fold(text, folded):
+    from wanmon.text import fold
+
+    assert fold(text) == folded
+
+
+def test_fold_spaces_are_pythons_white_space():
+    """The script's space class is Python's str.isspace, exactly (JS's \\s is another set)."""
+    import sys
+
+    from wanmon.text import FOLD_SPACES
+
+    rx = re.compile(f"[{FOLD_SPACES}]")
+    chars = [chr(i) for i in range(sys.maxunicode + 1)]
+    assert [c for c in chars if c.isspace()] == [c for c in chars if rx.match(c)]
+
+
+@pytest.mark.parametrize("seconds,vi,en", [
+    (0, "0 giây", "0 s"), (52, "52 giây", "52 s"), (59.9, "59 giây", "59 s"), (60, "1 phút", "1 min"),
+    (119, "1 phút", "1 min"), (2 * 3600 + 5 * 60 + 7, "2 giờ 5 phút", "2 h 5 min"), (3600, "1 giờ", "1 h"),
+    (3 * 86400 + 4 * 3600 + 59, "3 ngày 4 giờ", "3 d 4 h"), (30 * 86400 + 600, "30 ngày", "30 d"), (-5, "0 giây", "0 s"),
+])
+def test_one_duration_format(seconds, vi, en):
+    from wanmon.words import Fmt, duration
+
+    assert duration(seconds, "vi") == vi and duration(seconds, "en") == en
+    # the page's problems, notes and incidents (Fmt.span, Fmt.age) say it the same way
+    fmt = Fmt("vi", VN)
+    assert fmt.span(seconds) == fmt.age(seconds) == vi
+
+
+def test_the_page_joins_a_number_to_its_unit():
+    from wanmon.words import Fmt, duration
+
+    assert duration(7507, "vi", NB) == f"2{NB}giờ 5{NB}phút"  # a break between the parts, none inside one
+    page = Fmt("vi", VN, NB)
+    assert page.ms(12.4) == f"12,4{NB}ms" and page.num(33, 0, " %") == f"33{NB}%" and page.span(52) == f"52{NB}giây"
+    assert Fmt("vi", VN).ms(12.4) == "12,4 ms"  # mail and reports: a plain space
+
+
+def test_english_plurals_on_the_page(tmp_path):
+    """One of a thing is singular in English: "1 site up", "1 commune unreachable"."""
+    from wanmon.words import counted, unreachable_count, unreachable_n, PAGE
+
+    assert counted(PAGE["en"], "healthy_n", n=1) == "1 site up" and counted(PAGE["en"], "healthy_n", n=2) == "2 sites up"
+    assert counted(PAGE["vi"], "healthy_n", n=1) == "1 điểm hoạt động bình thường"
+    assert unreachable_count("en", ["commune"]) == "1 commune unreachable"
+    assert unreachable_count("en", ["commune", "district"]) == "2 sites unreachable"
+    assert unreachable_n("vi", 1) == "1 điểm không tới được"
+    cfg = build_hostile177(tmp_path, page='language = "en"')
+    soup, _, _ = render(cfg, tmp_path / "out")
+    text = soup.get_text(" ", strip=True).replace(NB, " ")
+    assert "1 site up" in text  # Tiên Du: its district router down, one other site up
+    assert not re.search(r"\b1 (sites|communes|districts|agencies|incidents|emails|points)\b", text)
+    assert "Availability 24 h" in text and "7 days" in text and "24h" not in text
