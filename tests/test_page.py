@@ -1036,7 +1036,7 @@ def test_fold_spaces_are_pythons_white_space():
 
 
 @pytest.mark.parametrize("seconds,vi,en", [
-    (0, "0 giây", "0 s"), (52, "52 giây", "52 s"), (59.9, "59 giây", "59 s"), (60, "1 phút", "1 min"),
+    (0, "0 giây", "0 s"), (52, "52 giây", "52 s"), (59.4, "59 giây", "59 s"), (59.5, "1 phút", "1 min"), (60, "1 phút", "1 min"),
     (119, "1 phút", "1 min"), (2 * 3600 + 5 * 60 + 7, "2 giờ 5 phút", "2 h 5 min"), (3600, "1 giờ", "1 h"),
     (3 * 86400 + 4 * 3600 + 59, "3 ngày 4 giờ", "3 d 4 h"), (30 * 86400 + 600, "30 ngày", "30 d"), (-5, "0 giây", "0 s"),
 ])

@@ -621,6 +621,7 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
             reports=report_archive(cfg),
             # the data's time: its last cycle's, never after the page's own (a page rendered as of a past `now`)
             data_ts=min(snap["last_cycle"]["started_at"], now) if snap["last_cycle"] else None,
+            # the script's words (the name kept from its first use: a customised template may read it)
             stale_words={
                 "stale": t["stale"],
                 "ago": t["ago"],

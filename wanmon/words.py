@@ -8,6 +8,7 @@ numbers, times and durations in a language and a time zone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -471,10 +472,11 @@ NBSP = "\u00a0"  # joins a number to its unit on the page: "33 %" never breaks b
 def duration(seconds: float, lang: str, sep: str = " ") -> str:
     """A length of time in words: 52 giây, 45 phút, 2 giờ 5 phút, 3 ngày 4 giờ (en: 52 s,
     45 min, 2 h 5 min, 3 d 4 h). Its largest unit, then the next one if not zero; seconds only
-    under a minute. sep goes between a number and its unit (NBSP on the page). The page's
-    script words the data's age by the same rule (templates/page.html.j2, words())."""
+    under a minute; to the nearest second (half up: JavaScript's Math.round). sep goes between
+    a number and its unit (NBSP on the page). The page's script words the data's age by the
+    same rule (templates/page.html.j2, words())."""
     units = DURATION_UNITS[lang]
-    s = max(0, int(seconds))
+    s = max(0, math.floor(seconds + 0.5))
     i = next(k for k, (_, size) in enumerate(units) if s >= size or size == 1)
     word, size = units[i]
     out = f"{s // size}{sep}{word}"
