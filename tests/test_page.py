@@ -19,6 +19,7 @@ import re
 import threading
 import time
 import tomllib
+import unicodedata
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -44,6 +45,7 @@ SSTI = "{{7*7}}"
 HOSTILE = (SCRIPT, IMG, SSTI)
 STATUSES = ("up", "degraded", "down", "unreachable", "unknown")
 VN = timezone(timedelta(hours=7))  # Asia/Ho_Chi_Minh: UTC+7, no DST since 1975
+NB = "\u00a0"  # the page joins a number to its unit (a count to its noun) with a no-break space
 
 
 # ----------------------------------------------------------------------------
@@ -276,7 +278,7 @@ def test_check_writes_page_with_all_177_sites_once(checked177):
     assert soup.html["lang"] == "vi"
     # no <meta refresh> (it threw away the filter and the open groups): the script reloads, keeping them
     assert soup.find("meta", attrs={"http-equiv": "refresh"}) is None
-    assert soup.find(id="refresh-note").get_text() == "Trang tự cập nhật mỗi 60 giây."
+    assert soup.find(id="refresh-note").get_text() == f"Trang tự cập nhật mỗi 60{NB}giây."
     assert soup.title.get_text() == "Tình trạng mạng WAN tỉnh Bắc Ninh"
     assert not soup.select(".banner")  # fresh data: no stale banner
 
@@ -295,12 +297,12 @@ def test_grouping_province_then_8_districts_with_their_communes(checked177):
     assert len(soup.select("main details.group.district")) == 8
     head, prov_rows = got[0]
     assert prov_rows == province and len(province) == 35
-    assert "35 điểm" in head
+    assert f"35{NB}điểm" in head
     for name, (summary, ids) in zip(order, got[1:]):
         dsites = [s["id"] for s in sites if s["level"] == "district" and s.get("district") == name]
         communes = [s["id"] for s in sites if s["level"] == "commune" and s.get("district") == name]
         assert summary.split(" · ")[0].endswith(name), summary
-        assert f"· {len(dsites) + len(communes)} điểm" in summary
+        assert f"· {len(dsites) + len(communes)}{NB}điểm" in summary
         assert ids == dsites + communes  # district-level sites first, then its communes
         ubnd = dsites[0]
         for c in communes:  # every commune hangs from a site of its own district block
@@ -338,7 +340,7 @@ def test_partial_district_badge_degraded_figures_and_snmp_line(tmp_path):
     assert kinds == [("down", C3), ("degraded", C1), ("snmp", D2)], kinds
     causes = [li.get_text(" ", strip=True) for li in soup.select("ul.causes > li")]
     assert causes[0].startswith("✖ Mất kết nối UBND phường Đông Ngàn mất kết nối từ ") and causes[0].endswith("· Từ Sơn")
-    assert causes[1] == "▲ Suy giảm UBND xã Phật Tích mất gói 33 % ≥ 10 % · Tiên Du", causes
+    assert causes[1] == f"▲ Suy giảm UBND xã Phật Tích mất gói 33{NB}% ≥ 10{NB}% · Tiên Du", causes
     assert soup.select_one("details.quietbox").has_attr("open")  # a few: shown; more than 10: one closed line
     (quiet,) = [li.get_text(" ", strip=True) for li in soup.select("ul.quiet li")]
     assert quiet == f"UBND thị xã Từ Sơn (tu-son) : không có phản hồi SNMP từ {vn_time(t0 - 60)}", quiet
@@ -558,9 +560,9 @@ def test_availability_shown_in_vietnamese_format(known):
     heads = {s.split(" · ")[0]: s for s, _ in groups(soup)}
     for name, exp in EXPECTED_GROUPS.items():
         head = next(v for k, v in heads.items() if k.endswith(name))
-        assert f"Sẵn sàng 24h {exp[3]} / 7d {exp[4]} / 30d {exp[5]}" in head
+        assert f"Sẵn sàng 24{NB}giờ {exp[3]} / 7{NB}ngày {exp[4]} / 30{NB}ngày {exp[5]}" in head
     prov = groups(soup)[0][0]
-    assert prov.endswith("Sẵn sàng 24h 100,00%")
+    assert prov.endswith(f"Sẵn sàng 24{NB}giờ 100,00%")
 
 
 def test_down_for_3_cycles_shows_since_and_children_unreachable(known):
@@ -572,7 +574,7 @@ def test_down_for_3_cycles_shows_since_and_children_unreachable(known):
     note = d1.select_one("div.note").get_text(" ", strip=True)
     since = marks["down_since"]
     assert note.startswith(f"Mất kết nối từ {vn_time(since)} (")
-    assert re.fullmatch(r"Mất kết nối từ \d\d/\d\d/\d{4} \d\d:\d\d \(\d+ phút\)", note), note
+    assert re.fullmatch(r"Mất kết nối từ \d\d/\d\d/\d{4} \d\d:\d\d \(\d+\xa0phút\)", note), note
     assert data["sites"][D1]["since"] == pytest.approx(since)
     for c in (C1, C2):  # its communes: unreachable, not down, and the page says why
         assert rows[c]["data-status"] == "unreachable"
@@ -586,7 +588,7 @@ def test_down_for_3_cycles_shows_since_and_children_unreachable(known):
     tien_du, tu_son = soup.select("details.district")
     assert tien_du.has_attr("open") and not tu_son.has_attr("open")
     head = tien_du.find("summary").get_text(" ", strip=True)
-    assert "· 1 mất kết nối" in head and "· 2 không tới được" in head
+    assert f"· 1{NB}mất kết nối" in head and f"· 2{NB}không tới được" in head
     assert tien_du.select_one("summary .badge").get_text(" ", strip=True) == "✖ Mất kết nối"
     # a site back up shows when it last changed
     assert f"Ở trạng thái này từ: {vn_time(marks['c3_up_since'])}" in rows[C3].get_text(" ", strip=True)
@@ -595,7 +597,7 @@ def test_down_for_3_cycles_shows_since_and_children_unreachable(known):
     first = soup.select("table.incidents tbody tr")[0]
     cells = [td.get_text(" ", strip=True) for td in first.find_all("td")]
     assert cells[0] == vn_time(since) and cells[1] == "đang diễn ra", cells
-    assert re.fullmatch(r"\d+ phút", cells[2]) and "UBND huyện Tiên Du" in cells[3] and D1 in cells[3], cells
+    assert re.fullmatch(r"\d+\xa0phút", cells[2]) and "UBND huyện Tiên Du" in cells[3] and D1 in cells[3], cells
     assert cells[4] == "Tiên Du" and cells[5] == "2 điểm không tới được", cells
     inc = data["incidents"]
     assert inc[0]["site"] == D1 and inc[0]["end"] is None and inc[0]["unreachable"] == 2
@@ -611,7 +613,7 @@ def test_now_section_one_entry_per_root_cause_first_on_the_page(known):
     (entry,) = now.select("ul.causes > li")
     text = entry.find("summary").get_text(" ", strip=True)
     assert re.fullmatch(rf"✖ Mất kết nối UBND huyện Tiên Du mất kết nối từ {re.escape(vn_time(marks['down_since']))} "
-                        r"\(\d+ phút\) — 2 xã không tới được · Tiên Du", text), text
+                        r"\(\d+\xa0phút\) — 2 xã không tới được · Tiên Du", text), text
     assert [li.get_text(" ", strip=True) for li in entry.select(".children li")] == \
         ["UBND xã Phật Tích tien-du-phat-tich", "UBND xã Liên Bão tien-du-lien-bao"]
 
@@ -654,8 +656,8 @@ def test_incidents_are_one_line_per_root_cause_equal_to_a_hand_computation(known
             assert (x is None and y is None) or x == pytest.approx(y), (g, w)
     rows = [[td.get_text(" ", strip=True) for td in tr.find_all("td")] for tr in
             known["vi"]["soup"].select("table.incidents tbody tr")]
-    assert rows[1][:3] == [vn_time(b0), vn_time(b0 + 30 * 60), "30 phút"]
-    assert rows[6][:3] == [f"từ lần đầu ghi nhận lúc {vn_time(p0)}", vn_time(d0 + 30 * 60), "ít nhất 30 ngày"]
+    assert rows[1][:3] == [vn_time(b0), vn_time(b0 + 30 * 60), f"30{NB}phút"]
+    assert rows[6][:3] == [f"từ lần đầu ghi nhận lúc {vn_time(p0)}", vn_time(d0 + 30 * 60), f"ít nhất 30{NB}ngày"]
     assert rows[6][5] == "5 điểm không tới được"
 
 
@@ -698,13 +700,13 @@ def test_an_incident_down_at_the_first_observation_keeps_its_start_marked_first_
     rows = {tr.find_all("td")[3].select_one(".id").get_text(strip=True): [td.get_text(" ", strip=True)
                                                                             for td in tr.find_all("td")[:3]]
             for tr in soup.select("table.incidents tbody tr")}
-    assert rows[C3] == [f"từ lần đầu ghi nhận lúc {vn_time(p0)}", "đang diễn ra", "ít nhất 40 ngày"]
-    assert rows[D1] == [f"từ lần đầu ghi nhận lúc {vn_time(b0)}", vn_time(b0 + 20 * 60), "ít nhất 20 phút"]
-    assert rows[D2] == [vn_time(b0 + 30 * 60), vn_time(b0 + 40 * 60), "10 phút"]
+    assert rows[C3] == [f"từ lần đầu ghi nhận lúc {vn_time(p0)}", "đang diễn ra", f"ít nhất 40{NB}ngày"]
+    assert rows[D1] == [f"từ lần đầu ghi nhận lúc {vn_time(b0)}", vn_time(b0 + 20 * 60), f"ít nhất 20{NB}phút"]
+    assert rows[D2] == [vn_time(b0 + 30 * 60), vn_time(b0 + 40 * 60), f"10{NB}phút"]
     # what is wrong now says it too: C3 has been down at least since it was first seen
     assert [(p["kind"], p["site"], p["first_seen"]) for p in data["problems"]] == [("down", C3, True)]
     now_text = soup.select_one("main section#now").get_text(" ", strip=True)
-    assert f"mất kết nối từ lần đầu ghi nhận lúc {vn_time(p0)} (ít nhất 40 ngày)" in now_text, now_text
+    assert f"mất kết nối từ lần đầu ghi nhận lúc {vn_time(p0)} (ít nhất 40{NB}ngày)" in now_text, now_text
 
     soup, data_en, _ = render(en, tmp_path / "out-en")
     assert data_en["incidents"] == data["incidents"]
@@ -712,10 +714,10 @@ def test_an_incident_down_at_the_first_observation_keeps_its_start_marked_first_
     rows = {tr.find_all("td")[3].select_one(".id").get_text(strip=True): [td.get_text(" ", strip=True)
                                                                             for td in tr.find_all("td")[:3]]
             for tr in soup.select("table.incidents tbody tr")}
-    assert rows[C3] == [f"since first seen at {en_time(p0)}", "ongoing", "at least 40 d"]
-    assert rows[D1] == [f"since first seen at {en_time(b0)}", en_time(b0 + 20 * 60), "at least 20 min"]
+    assert rows[C3] == [f"since first seen at {en_time(p0)}", "ongoing", f"at least 40{NB}d"]
+    assert rows[D1] == [f"since first seen at {en_time(b0)}", en_time(b0 + 20 * 60), f"at least 20{NB}min"]
     now_text = soup.select_one("main section#now").get_text(" ", strip=True)
-    assert f"down since first seen at {en_time(p0)} (at least 40 d)" in now_text, now_text
+    assert f"down since first seen at {en_time(p0)} (at least 40{NB}d)" in now_text, now_text
 
 
 def test_english_page(known):
@@ -732,7 +734,7 @@ def test_english_page(known):
     assert avail_cells(rows[C3])[0] == "75.10%"  # 5,430 of 7,230 s
     since = datetime.fromtimestamp(known["marks"]["down_since"], timezone.utc).astimezone(VN)
     note = rows[D1].select_one("div.note").get_text(" ", strip=True)
-    assert note.startswith(f"Down since {since:%Y-%m-%d %H:%M} (") and note.endswith(" min)")
+    assert note.startswith(f"Down since {since:%Y-%m-%d %H:%M} (") and note.endswith(f"{NB}min)")
     assert rows[C1].select_one("div.note").get_text(" ", strip=True) == \
         "Unreachable because its uplink (UBND huyện Tiên Du) is down"
     assert data["levels"] == known["vi"]["data"]["levels"]  # the data does not depend on the language
@@ -763,7 +765,7 @@ def test_header_times_are_in_vietnam_time(known):
     assert asof.time["datetime"] == datetime.fromtimestamp(data["last_cycle"]["started_at"], VN).isoformat(
         timespec="seconds")
     meta = soup.select_one("header .meta").get_text(" ", strip=True)
-    assert meta == f"Tạo lúc: {vn_time(data['generated_at'])} · kiểm tra mỗi 60 giây"
+    assert meta == f"Tạo lúc: {vn_time(data['generated_at'])} · kiểm tra mỗi 60{NB}giây"
 
 
 # ----------------------------------------------------------------------------
@@ -784,8 +786,8 @@ def test_stale_banner_when_last_cycle_older_than_3_poll_intervals(tmp_path):
     banner = soup.select(".banner")
     assert len(banner) == 1 and banner[0]["role"] == "alert"
     text = banner[0].get_text(" ", strip=True)
-    assert re.fullmatch(r"Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây (6|7) phút\. "
-                        r"Tác tử giám sát có thể đã ngừng chạy\.", text), text
+    assert re.fullmatch(r"Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây (6|7)\xa0phút\. "
+                        r"Máy giám sát có thể đã ngừng kiểm tra\.", text), text
     assert data["stale"] is True and data["stale_after_s"] == 180 and data["icmp_interval_s"] == 60
     # written stale: no green even without JavaScript (html.stale greys --up, favicon included)
     assert soup.html["class"] == ["stale"] and "%231a7f37" not in soup.find("link", rel="icon")["href"]
@@ -797,10 +799,10 @@ def test_stale_follows_the_poll_interval_not_the_refresh(tmp_path):
     soup, data, _ = _stale_case(tmp_path / "b", last_age_s=100, refresh_s=20)  # the refresh does not matter
     assert not soup.select(".banner") and data["stale"] is False
     assert soup.find("meta", attrs={"http-equiv": "refresh"}) is None
-    assert soup.find(id="refresh-note").get_text() == "Trang tự cập nhật mỗi 20 giây."
+    assert soup.find(id="refresh-note").get_text() == f"Trang tự cập nhật mỗi 20{NB}giây."
     soup, data, _ = _stale_case(tmp_path / "c", last_age_s=100, refresh_s=None, interval_s=20)  # 100 s > 3 x 20 s
     assert soup.select(".banner") and data["stale"] is True and data["stale_after_s"] == 60
-    assert soup.select_one("header .meta").get_text(" ", strip=True).endswith("kiểm tra mỗi 20 giây")
+    assert soup.select_one("header .meta").get_text(" ", strip=True).endswith(f"kiểm tra mỗi 20{NB}giây")
 
 
 def test_no_cycle_yet_says_what_to_do(tmp_path):
@@ -1000,3 +1002,74 @@ def test_output_folders_are_0755_and_page_files_0644_whatever_the_umask(tmp_path
     assert {p.name for p in files} >= {"index.html", "status.json", "index.html.gz", "status.json.gz"}
     assert any(p.suffix == ".csv" for p in files)
     assert {p.name: oct(mode(p)) for p in files} == {p.name: "0o644" for p in files}
+
+
+# ----------------------------------------------------------------------------
+# words: the filter's fold, one duration format, English plurals (issue 22)
+
+
+@pytest.mark.parametrize("text,folded", [
+    ("UBND xã Xuân Lai", "ubnd xa xuan lai"),
+    ("UBND huyện Gia Bình", "ubnd huyen gia binh"),
+    ("ĐẠI ĐỒNG đường", "dai dong duong"),                      # đ is a letter of its own, not d + a mark
+    (unicodedata.normalize("NFD", "Thị trấn Phố Mới"), "thi tran pho moi"),  # typed decomposed
+    ("Ưu ơ Ở Ữ", "uu o o u"),                                  # the horn is a mark
+    ("  gia\u00a0\u2003 binh\t\n", "gia binh"),                # every kind of space: one, none at the ends
+    ("tien-du-lien-bao 127.10.3.1", "tien-du-lien-bao 127.10.3.1"),
+    ("<script>", "<script>"),
+])
+def test_fold(text, folded):
+    from wanmon.text import fold
+
+    assert fold(text) == folded
+
+
+def test_fold_spaces_are_pythons_white_space():
+    """The script's space class is Python's str.isspace, exactly (JS's \\s is another set)."""
+    import sys
+
+    from wanmon.text import FOLD_SPACES
+
+    rx = re.compile(f"[{FOLD_SPACES}]")
+    chars = [chr(i) for i in range(sys.maxunicode + 1)]
+    assert [c for c in chars if c.isspace()] == [c for c in chars if rx.match(c)]
+
+
+@pytest.mark.parametrize("seconds,vi,en", [
+    (0, "0 giây", "0 s"), (52, "52 giây", "52 s"), (59.4, "59 giây", "59 s"), (59.5, "1 phút", "1 min"), (60, "1 phút", "1 min"),
+    (119, "1 phút", "1 min"), (2 * 3600 + 5 * 60 + 7, "2 giờ 5 phút", "2 h 5 min"), (3600, "1 giờ", "1 h"),
+    (3 * 86400 + 4 * 3600 + 59, "3 ngày 4 giờ", "3 d 4 h"), (30 * 86400 + 600, "30 ngày", "30 d"), (-5, "0 giây", "0 s"),
+])
+def test_one_duration_format(seconds, vi, en):
+    from wanmon.words import Fmt, duration
+
+    assert duration(seconds, "vi") == vi and duration(seconds, "en") == en
+    # the page's problems, notes and incidents (Fmt.span, Fmt.age) say it the same way
+    fmt = Fmt("vi", VN)
+    assert fmt.span(seconds) == fmt.age(seconds) == vi
+
+
+def test_the_page_joins_a_number_to_its_unit():
+    from wanmon.words import Fmt, duration
+
+    assert duration(7507, "vi", NB) == f"2{NB}giờ 5{NB}phút"  # a break between the parts, none inside one
+    page = Fmt("vi", VN, NB)
+    assert page.ms(12.4) == f"12,4{NB}ms" and page.num(33, 0, " %") == f"33{NB}%" and page.span(52) == f"52{NB}giây"
+    assert Fmt("vi", VN).ms(12.4) == "12,4 ms"  # mail and reports: a plain space
+
+
+def test_english_plurals_on_the_page(tmp_path):
+    """One of a thing is singular in English: "1 site up", "1 commune unreachable"."""
+    from wanmon.words import counted, unreachable_count, unreachable_n, PAGE
+
+    assert counted(PAGE["en"], "healthy_n", n=1) == "1 site up" and counted(PAGE["en"], "healthy_n", n=2) == "2 sites up"
+    assert counted(PAGE["vi"], "healthy_n", n=1) == "1 điểm hoạt động bình thường"
+    assert unreachable_count("en", ["commune"]) == "1 commune unreachable"
+    assert unreachable_count("en", ["commune", "district"]) == "2 sites unreachable"
+    assert unreachable_n("vi", 1) == "1 điểm không tới được"
+    cfg = build_hostile177(tmp_path, page='language = "en"')
+    soup, _, _ = render(cfg, tmp_path / "out")
+    text = soup.get_text(" ", strip=True).replace(NB, " ")
+    assert "1 site up" in text  # Tiên Du: its district router down, one other site up
+    assert not re.search(r"\b1 (sites|communes|districts|agencies|incidents|emails|points)\b", text)
+    assert "Availability 24 h" in text and "7 days" in text and "24h" not in text

@@ -169,6 +169,130 @@ def test_filter_box_hides_non_matching_sites(open_page, site):
     assert page.evaluate("document.querySelectorAll('tr.site[hidden], details.group[hidden]').length") == 0
 
 
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+SHOWN_GROUPS = """() => Array.from(document.querySelectorAll('details.group'))
+  .filter(d => d.getClientRects().length > 0).map(d => ({open: d.open, head: d.querySelector('summary').textContent}))"""
+
+
+def by_name(site, words: str) -> set[str]:
+    """The sites whose name holds `words` as Vietnamese write them (accents and all), any case."""
+    return expected(site, lambda s: words in s["name"].lower())
+
+
+def test_filter_matches_without_accents_and_by_district(open_page, site):
+    """Issue 22, acceptance 2: staff type on phones without accents. A district's name shows
+    its group with all its sites (the communes are not named after it)."""
+    page, w = open_page(**PHONE)
+    gia_binh = expected(site, lambda s: s["district"] == "Gia Bình")
+    assert len(gia_binh) == 16 and {"gia-binh", "gia-binh-van-ninh", "gia-binh-xuan-lai"} <= gia_binh
+    for typed in ("gia binh", "GIA BINH", " gia  binh ", "Gia Bình"):
+        fill(page, typed)
+        assert set(page.evaluate(VISIBLE_ROWS)) == gia_binh | by_name(site, "gia bình"), typed
+        (group,) = page.evaluate(SHOWN_GROUPS)
+        assert group["open"] and " Gia Bình · 16" in group["head"], group
+
+    fill(page, "xuan lai")
+    assert page.evaluate(VISIBLE_ROWS) == ["gia-binh-xuan-lai"]
+    assert page.locator("tr.site:visible div.name").inner_text() == "UBND xã Xuân Lai"
+    for typed, words in (("phu lam", "phú lâm"), ("thi tran", "thị trấn"), ("dai dong", "đại đồng"),
+                         ("DAI DONG", "đại đồng"), ("Đại Đồng", "đại đồng")):
+        fill(page, typed)
+        want = by_name(site, words)
+        assert want and set(page.evaluate(VISIBLE_ROWS)) == want, typed
+        assert page.locator("#nomatch").inner_text() == ""
+    assert len(by_name(site, "thị trấn")) == 4  # towns in four districts: found across the groups
+    assert w.console_errors == [] and w.page_errors == []
+
+
+def test_nothing_matches_says_so(open_page, site):
+    page, w = open_page(**PHONE)
+    none = page.locator("#nomatch")
+    assert none.get_attribute("role") == "status" and none.inner_text() == ""  # a live region, there from the start
+    fill(page, "qqxz khong co")
+    assert page.evaluate(VISIBLE_ROWS) == [] and page.locator("details.group:visible").count() == 0
+    assert none.is_visible() and none.inner_text() == "Không tìm thấy điểm nào khớp với \u201cqqxz khong co\u201d."
+    box, tools = none.bounding_box(), page.locator("#filter").bounding_box()
+    assert 0 < box["y"] - tools["y"] < 250  # just under the search box, where the eyes are
+    fill(page, "")
+    assert none.inner_text() == "" and len(page.evaluate(VISIBLE_ROWS)) > 0
+    # no site of the chosen status: the same line, about the filters
+    assert site["data"]["counts"]["unknown"] == 0
+    page.select_option("#st", "unknown")
+    page.wait_for_function("() => document.getElementById('nomatch').textContent !== ''")
+    assert none.inner_text() == "Không có điểm nào khớp với bộ lọc đã chọn."
+    page.select_option("#st", "")
+    page.wait_for_function("() => document.getElementById('nomatch').textContent === ''")
+    assert w.console_errors == [] and w.page_errors == []
+
+
+# each number with its unit, as the page's text holds them (figures, percentages, durations)
+NUMBER_UNIT = r"\d[\d.,]*\s*(?:%|ms(?![a-z])|giờ|ngày|phút|giây)"
+SPLIT_UNITS = """(re) => {
+  const rx = new RegExp(re, 'g'), split = [];
+  let n = 0;
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let t = walk.nextNode(); t; t = walk.nextNode()) {
+    const el = t.parentElement;
+    if (!el || el.closest('script, style') || !el.getClientRects().length) continue;
+    for (const m of t.data.matchAll(rx)) {
+      const r = document.createRange();
+      r.setStart(t, m.index);
+      r.setEnd(t, m.index + m[0].length);
+      const rects = Array.from(r.getClientRects()).filter(x => x.width > 0);
+      if (!rects.length) continue;
+      n++;
+      // one line: every piece of the number and its unit overlaps the others vertically
+      if (Math.max(...rects.map(x => x.top)) >= Math.min(...rects.map(x => x.bottom)))
+        split.push(JSON.stringify(m[0]) + ' in ' + JSON.stringify(el.textContent.slice(0, 100)));
+    }
+  }
+  return {n, split};
+}"""
+
+
+@pytest.mark.parametrize("width", [390, 360, 320])
+def test_no_number_is_separated_from_its_unit_on_a_phone(open_page, site, width):
+    """Issue 22, acceptance 2: at 390 px (and a smaller phone), each number and its unit, in
+    every text the page shows with every group open, lies on one line."""
+    page, w = open_page(viewport={"width": width, "height": 844}, is_mobile=True, has_touch=True)
+    page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+    got = page.evaluate(SPLIT_UNITS, NUMBER_UNIT)
+    assert got["n"] > 177 * 3, got["n"]  # the check saw the page's figures (3 availabilities a site, and more)
+    assert got["split"] == [], got["split"][:10]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"page-units-{width}.png"), full_page=True)
+
+
+# what people type and what sites are called: the script's fold must give what wanmon.text.fold wrote
+FOLD_CASES = ["Xuân Lai", "ĐẠI ĐỒNG", "đường", unicodedata.normalize("NFD", "Thị trấn Phố Mới"), "  a\u00a0\u2003b\tc\n",
+              "Ưu Ơ ư ơ", "İstanbul", "ΟΔΥΣΣΕΥΣ", "Ångström \u212b", "ǅemal", "ﬁlé", "한국어", "❤\ufe0f a\u20dd",
+              "x\u0345y", "Straße ẞ", "a\x1cb\x85c", "\u200bzero width", "Nguyễn Thị Minh Khai – 127.0.0.1"]
+
+
+def test_the_scripts_fold_and_durations_are_wanmons(open_page, site, small_pages, browser):
+    """One rule each: the script folds what is typed as wanmon.text.fold folded the rows, and
+    words the data's age as wanmon.words.duration words every duration on the page."""
+    from wanmon.text import fold
+    from wanmon.words import duration
+
+    page, _ = open_page(viewport={"width": 1366, "height": 768})
+    texts = FOLD_CASES + [x for s in site["data"]["sites"].values() for x in (s["name"], s["district"] or "", s["id"])]
+    got = page.evaluate("ts => ts.map(t => window.wanmon.fold(t))", texts)
+    assert [(t, g) for t, g in zip(texts, got) if g != fold(t)] == []
+    assert fold("UBND xã Xuân Lai") == "ubnd xa xuan lai"  # the rule folds at all
+    seconds = [0, 1, 59, 60, 61, 119, 150, 3599, 3600, 3660, 7199, 86399, 86400, 90000, 2592005, 59.4, 59.5, 3599.5, 0.4]
+    got = page.evaluate("ss => ss.map(s => window.wanmon.duration(s * 1000))", seconds)
+    assert got == [duration(s, "vi", NB) for s in seconds]
+    context = browser.new_context()
+    try:
+        en = context.new_page()
+        en.goto(small_pages["en"]["url"], wait_until="load")
+        got = en.evaluate("ss => ss.map(s => window.wanmon.duration(s * 1000))", seconds)
+        assert got == [duration(s, "en", NB) for s in seconds]
+    finally:
+        context.close()
+
+
 def test_only_problems_leaves_non_up_sites(open_page, site):
     page, _ = open_page(viewport={"width": 1366, "height": 768})
     page.check("#problems")
@@ -369,7 +493,8 @@ GREEN = """() => {
   if (/%231a7f37/i.test(document.querySelector('link[rel=icon]').href)) out.push('favicon');
   return out;
 }"""
-STALE_VI = "Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây 10 phút. Tác tử giám sát có thể đã ngừng chạy."
+NB = "\u00a0"  # the page joins a number to its unit with a no-break space
+STALE_VI = f"Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây 10{NB}phút. Máy giám sát có thể đã ngừng kiểm tra."
 
 
 def in_first_screen(locator, height: int) -> bool:
@@ -388,7 +513,7 @@ def test_ten_minutes_after_its_data_the_page_says_stale_on_the_first_screen_and_
     assert banner.inner_text() == STALE_VI and in_first_screen(banner, height)
     assert banner.get_attribute("role") == "alert"
     asof = page.locator("header .asof")
-    assert asof.inner_text().endswith("(cách đây 10 phút)") and in_first_screen(asof, height)
+    assert asof.inner_text().endswith(f"(cách đây 10{NB}phút)") and in_first_screen(asof, height)
     assert page.title() == "[dữ liệu cũ] Tình trạng mạng WAN tỉnh Bắc Ninh"
     # no green anywhere: the summary's up card, the sites' up badges, the favicon
     assert page.evaluate(GREEN) == []
@@ -404,7 +529,7 @@ def test_ten_minutes_after_its_data_the_page_says_stale_on_the_first_screen_and_
 def test_a_fresh_page_is_not_stale_and_its_up_sites_are_green(open_page):
     page, w = open_page(after_data_s=150, viewport={"width": 1366, "height": 768})  # within 3 x 60 s
     assert page.locator(".banner").count() == 0
-    assert page.locator("header .asof").inner_text().endswith("(cách đây 2 phút)")
+    assert page.locator("header .asof").inner_text().endswith(f"(cách đây 2{NB}phút)")
     assert page.title() == "Tình trạng mạng WAN tỉnh Bắc Ninh"
     assert page.locator(".stale-tag:visible").count() == 0
     green = page.evaluate(GREEN)  # the same check finds green on a fresh page: it can fail
@@ -458,9 +583,9 @@ def test_the_english_page_says_stale_in_english(browser, small_pages):
         page.clock.set_fixed_time(en["data"]["last_cycle"]["started_at"] + 600)
         page.goto(en["url"], wait_until="load")
         banner = page.locator("#stale")
-        assert banner.inner_text() == "Data is stale: the last check was 10 min ago. The monitoring agent may have stopped."
+        assert banner.inner_text() == f"Data is stale: the last check was 10{NB}min ago. The monitoring agent may have stopped."
         assert in_first_screen(banner, 844)
-        assert page.locator("header .asof").inner_text().endswith("(10 min ago)")
+        assert page.locator("header .asof").inner_text().endswith(f"(10{NB}min ago)")
         assert page.title() == "[stale data] Bắc Ninh provincial WAN status"
         assert page.evaluate(GREEN) == [] and page.locator(".cards .stale-tag").first.inner_text() == "stale data"
     finally:
@@ -484,7 +609,7 @@ def test_without_javascript_the_data_time_is_on_the_first_screen(browser, small_
             assert "ago" not in asof.inner_text() and "cách đây" not in asof.inner_text()
             if name == "old":
                 assert in_first_screen(page.locator("#stale"), height)
-                assert page.locator("#stale").inner_text().startswith("Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây 7 phút")
+                assert page.locator("#stale").inner_text().startswith(f"Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây 7{NB}phút")
                 assert page.evaluate(GREEN) == []
             else:
                 assert page.locator(".banner").count() == 0 and page.evaluate(GREEN) != []

@@ -232,7 +232,7 @@ def last_views(cfg: Config, devices: dict[str, DeviceState]) -> dict[str, SnmpVi
             out[s.id] = SnmpView(
                 "not_due",
                 f"no SNMP answer since {time.strftime('%Y-%m-%d %H:%M', time.localtime(dev.fail_since))}"
-                f" ({dev.fail_streak} polls in a row); polled again later",
+                f" ({dev.fail_streak} poll{'' if dev.fail_streak == 1 else 's'} in a row); polled again later",
                 dev,
             )
         else:

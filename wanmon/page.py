@@ -28,8 +28,18 @@ from wanmon.inventory import Inventory
 from wanmon.model import DeviceLine, SiteState
 from wanmon.status import PROBLEMS, SEVERITY, root_of
 from wanmon.store import damaged
-from wanmon.text import printable
-from wanmon.words import AGE_UNITS, CAUSE, Fmt, degraded_why, since_text, unreachable_count
+from wanmon.text import FOLD_MAP, FOLD_SPACES, fold, printable
+from wanmon.words import (
+    CAUSE,
+    DURATION_UNITS,
+    NBSP,
+    Fmt,
+    counted,
+    degraded_why,
+    since_text,
+    unreachable_count,
+    unreachable_n,
+)
 from wanmon.words import PAGE as TEXT
 
 logger = logging.getLogger(__name__)
@@ -552,7 +562,7 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
     from markupsafe import Markup
 
     lang = cfg.page.language
-    fmt = Fmt(lang, ZoneInfo(cfg.page.timezone))
+    fmt = Fmt(lang, ZoneInfo(cfg.page.timezone), NBSP)  # no number apart from its unit on a phone
     t = {k: v for k, v in TEXT[lang].items()}
     now = snap["generated_at"]
     sites = snap["sites"]
@@ -586,6 +596,9 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
             site_rows=site_rows,
             symbol=STATUS_SYMBOL,
             windows=list(WINDOWS),
+            wl={w: t[f"w_{w}"] for w in WINDOWS},  # 24 giờ, 7 ngày, 30 ngày
+            counted=counted,
+            unreachable_n=unreachable_n,
             levels=LEVELS,
             unreachable_count=unreachable_count,
             loud=[x for x in causes if x["kind"] != "snmp"],
@@ -595,7 +608,18 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
             reports=report_archive(cfg),
             # the data's time: its last cycle's, never after the page's own (a page rendered as of a past `now`)
             data_ts=min(snap["last_cycle"]["started_at"], now) if snap["last_cycle"] else None,
-            stale_words={"stale": t["stale"], "ago": t["ago"], "tag": t["stale_tag"], "units": AGE_UNITS[lang]},
+            # the script's words (the name kept from its first use: a customised template may read it)
+            stale_words={
+                "stale": t["stale"],
+                "ago": t["ago"],
+                "tag": t["stale_tag"],
+                "units": DURATION_UNITS[lang],
+                "sep": NBSP,
+                "none": t["no_match"],
+                "none_filters": t["no_match_filters"],
+            },
+            # the filter's rule for what is typed: wanmon.text.fold's, whose result each row carries
+            fold_rule={"spaces": FOLD_SPACES, "map": FOLD_MAP},
         )
     )
 
@@ -663,6 +687,7 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
         st: f'<span class="badge st-{st}"><span aria-hidden="true">{sym}</span> {te[st]}</span>'
         for st, sym in STATUS_SYMBOL.items()
     }
+    wl = {w: te[f"w_{w}"] for w in WINDOWS}
     cells_head = (f'<td class="num" data-label="{te["rtt"]}">', f'<td class="num" data-label="{te["loss"]}">')
     pct, ms, loss = _memo(fmt.pct), _memo(fmt.ms), _memo(lambda v: fmt.num(v, 0, "%"))
     minute = _memo(lambda m: fmt.dt(m * 60))
@@ -675,7 +700,7 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
         if status == "unreachable" and site["parent_name"]:
             note = f'<div class="note">{e(t["unreachable_because"].format(parent=site["parent_name"]))}</div>'
         elif status == "down" and since:
-            note = f'<div class="note">{te["down_since"]} {dt(since)} ({fmt.age(now - since)})</div>'
+            note = f'<div class="note">{te["down_since"]} {dt(since)} ({fmt.span(now - since)})</div>'
         elif since:
             note = f'<div class="meta">{te["last_change"]}: {dt(since)}</div>'
         else:
@@ -683,7 +708,7 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
         if snmp:
             bits = [e(snmp["sys_name"] or "")]
             if snmp["uptime_s"] is not None:
-                bits.append(f" · {te['device_uptime']} {fmt.duration(snmp['uptime_s'])}")
+                bits.append(f" · {te['device_uptime']} {fmt.span(snmp['uptime_s'])}")
             if snmp["last_reboot"]:
                 bits.append(f" · {te['last_reboot']} {dt(snmp['last_reboot'])}")
             if snmp["uplink_util_in_pct"] is not None:
@@ -697,9 +722,11 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
         else:
             snmp_html = ""
         a = site["availability"]
-        avail = "".join([f'<td class="num" data-label="{w}">{pct(a[w])}</td>' for w in WINDOWS])
+        avail = "".join([f'<td class="num" data-label="{wl[w]}">{pct(a[w])}</td>' for w in WINDOWS])
         sid, name, address = e(site["id"]), e(site["name"]), e(site["address"])
-        search = e(f"{site['id']} {site['name']} {site['address']}".lower())
+        # what the filter compares, without accents (wanmon.text.fold), as shown (printable), with
+        # the district: typing a district's name shows its group and all its communes
+        search = e(fold(printable(f"{site['id']} {site['name']} {site['address']} {site['district'] or ''}")))
         return (
             f'<tr class="site st-{status}" data-status="{status}" data-search="{search}">\n'
             f"  <td>{badge[status]}</td>\n"

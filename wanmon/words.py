@@ -8,6 +8,8 @@ numbers, times and durations in a language and a time zone.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import TypedDict
@@ -20,9 +22,9 @@ PAGE = {
         "last_cycle": "Lần kiểm tra gần nhất",
         "ago": "cách đây {age}",
         "never": "chưa có dữ liệu",
-        "interval": "kiểm tra mỗi {n} giây",
+        "interval": "kiểm tra mỗi {n}\u00a0giây",
         "stale_tag": "dữ liệu cũ",
-        "stale": "Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây {age}. Tác tử giám sát có thể đã ngừng chạy.",
+        "stale": "Dữ liệu đã cũ: lần kiểm tra gần nhất cách đây {age}. Máy giám sát có thể đã ngừng kiểm tra.",
         "no_data": "Chưa có lần kiểm tra nào: hãy chạy `wanmon check`.",
         "summary": "Tổng quan",
         "availability": "Tỷ lệ sẵn sàng theo cấp",
@@ -41,7 +43,7 @@ PAGE = {
         "status": "Trạng thái",
         "rtt": "Độ trễ",
         "loss": "Mất gói",
-        "latency24": "Độ trễ 24 giờ",
+        "latency24": "Độ trễ 24\u00a0giờ",
         "uptime": "Sẵn sàng",
         "since": "từ",
         "down_since": "Mất kết nối từ",
@@ -53,13 +55,13 @@ PAGE = {
         "incidents": "Sự cố 30 ngày qua",
         "no_incidents": "Không có sự cố nào trong 30 ngày qua.",
         "reports": "Báo cáo tỷ lệ sẵn sàng",
-        "agents_title": "Các tác tử giám sát",
+        "agents_title": "Các máy giám sát",
         "role_primary": "chính",
         "role_standby": "dự phòng",
         "agent_fresh": "hoạt động (nhịp cách đây {age})",
         "agent_stale": "ngừng báo từ {when}",
-        "disagree_title": "Các tác tử thấy khác nhau (lỗi đường đi, không phải sự cố của điểm):",
-        "no_incidents_influx": "Trang này dựng từ InfluxDB: danh sách sự cố chỉ có trên trang của từng tác tử.",
+        "disagree_title": "Các máy giám sát thấy khác nhau (lỗi đường đi, không phải sự cố của điểm):",
+        "no_incidents_influx": "Trang này dựng từ InfluxDB: danh sách sự cố chỉ có trên trang của từng máy giám sát.",
         "now_title": "Sự cố hiện tại",
         "quiet_title": "Cần để ý (SNMP)",
         "partial": "{n}/{m} xã có sự cố",
@@ -72,15 +74,20 @@ PAGE = {
         "impact": "Ảnh hưởng",
         "more_incidents": "… và {n} sự cố cũ hơn (trong status.json).",
         "status_all": "Mọi trạng thái",
-        "refresh_note": "Trang tự cập nhật mỗi {n} giây.",
+        "refresh_note": "Trang tự cập nhật mỗi {n}\u00a0giây.",
         "show_list": "danh sách",
         "healthy_n": "{n} điểm hoạt động bình thường",
         "cut_n": "{n} điểm không tới được do tuyến trên mất kết nối",
-        "filter": "Lọc theo tên hoặc mã…",
+        "filter": "Tìm theo tên, mã, huyện…",
+        "no_match": "Không tìm thấy điểm nào khớp với \u201c{q}\u201d.",
+        "no_match_filters": "Không có điểm nào khớp với bộ lọc đã chọn.",
+        "w_24h": "24\u00a0giờ",
+        "w_7d": "7\u00a0ngày",
+        "w_30d": "30\u00a0ngày",
         "only_problems": "Chỉ hiện điểm có sự cố",
         "gap": "không có dữ liệu",
         "definition": "Tỷ lệ sẵn sàng = thời gian kết nối được / thời gian có quan sát; "
-        "khoảng thời gian không có quan sát (tác tử không chạy) không tính là mất kết nối.",
+        "khoảng thời gian không có quan sát (máy giám sát không kiểm tra) không tính là mất kết nối.",
         "level": "Cấp",
         "window": "Khoảng",
         "generated": "Tạo lúc",
@@ -101,7 +108,7 @@ PAGE = {
         "last_cycle": "Last check",
         "ago": "{age} ago",
         "never": "no data yet",
-        "interval": "checked every {n} s",
+        "interval": "checked every {n}\u00a0s",
         "stale_tag": "stale data",
         "stale": "Data is stale: the last check was {age} ago. The monitoring agent may have stopped.",
         "no_data": "No check has run yet: run `wanmon check`.",
@@ -118,11 +125,12 @@ PAGE = {
         "province_section": "Provincial agencies and data centre",
         "district_section": "{name}",
         "sites": "sites",
+        "sites_one": "site",
         "site": "Site",
         "status": "Status",
         "rtt": "RTT",
         "loss": "Loss",
-        "latency24": "Latency, 24 h",
+        "latency24": "Latency, 24\u00a0h",
         "uptime": "Availability",
         "since": "since",
         "down_since": "Down since",
@@ -144,6 +152,7 @@ PAGE = {
         "now_title": "Problems now",
         "quiet_title": "Worth a look (SNMP)",
         "partial": "{n} of {m} communes with problems",
+        "partial_one": "{n} of {m} commune with problems",
         "start": "Start",
         "end": "End",
         "duration": "Duration",
@@ -152,12 +161,20 @@ PAGE = {
         "at_least": "at least {d}",
         "impact": "Impact",
         "more_incidents": "… and {n} older incidents (in status.json).",
+        "more_incidents_one": "… and {n} older incident (in status.json).",
         "status_all": "All statuses",
-        "refresh_note": "This page updates itself every {n} s.",
+        "refresh_note": "This page updates itself every {n}\u00a0s.",
         "show_list": "list",
         "healthy_n": "{n} sites up",
+        "healthy_n_one": "{n} site up",
         "cut_n": "{n} sites unreachable because their uplink is down",
-        "filter": "Filter by name or id…",
+        "cut_n_one": "{n} site unreachable because its uplink is down",
+        "filter": "Search by name, id, district…",
+        "no_match": "No site matches \u201c{q}\u201d.",
+        "no_match_filters": "No site matches the chosen filters.",
+        "w_24h": "24\u00a0h",
+        "w_7d": "7\u00a0days",
+        "w_30d": "30\u00a0days",
         "only_problems": "Only sites with problems",
         "gap": "no data",
         "definition": "Availability = time reachable / time observed; periods with no "
@@ -168,14 +185,24 @@ PAGE = {
         "assumption": "",
         "when": "When",
         "change": "Change",
-        "mail_failed": "{n} alert email{s} could not be sent (last 7 days): see `wanmon alerts`.",
+        "mail_failed": "{n} alert emails could not be sent (last 7 days): see `wanmon alerts`.",
+        "mail_failed_one": "{n} alert email could not be sent (last 7 days): see `wanmon alerts`.",
         "output_failing": "Output \u201c{output}\u201d failing since {since} ({failures} in a row): {error}",
-        "skipped_points": "{n} point(s) from InfluxDB skipped, they cannot be read: {why}.",
+        "skipped_points": "{n} points from InfluxDB skipped, they cannot be read: {why}.",
+        "skipped_points_one": "{n} point from InfluxDB skipped, it cannot be read: {why}.",
         "store_damaged": "wanmon's store is damaged (found at {when}): nothing is recorded until it is restored "
         "from a backup. This page may be out of date.",
-        "mail_retrying": "{n} alert email{s} waiting to be sent again (the mail server has not taken them yet).",
+        "mail_retrying": "{n} alert emails waiting to be sent again (the mail server has not taken them yet).",
+        "mail_retrying_one": "{n} alert email waiting to be sent again (the mail server has not taken it yet).",
     },
 }
+
+
+def counted(words: Mapping[str, str], key: str, by: str = "n", **values: object) -> str:
+    """words[key] formatted with values, in English's singular (words[key + "_one"]) when the
+    count values[by] is 1: "1 site up", "2 sites up" (Vietnamese has one form)."""
+    text = words.get(f"{key}_one", words[key]) if values[by] == 1 else words[key]
+    return text.format(**values)
 
 
 MAIL = {
@@ -524,17 +551,39 @@ REPORT: dict[str, ReportWords] = {
 }
 
 
-# Fmt.age's units, largest first; the page's script words the data's age with the same list
-AGE_UNITS = {
+# How long something lasted or how old it is, in one format for the page (its script too,
+# from this list), the mails and the reports: units largest first
+DURATION_UNITS = {
     "vi": (("ngày", 86400), ("giờ", 3600), ("phút", 60), ("giây", 1)),
     "en": (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)),
 }
+NBSP = "\u00a0"  # joins a number to its unit on the page: "33 %" never breaks between them
+
+
+def duration(seconds: float, lang: str, sep: str = " ") -> str:
+    """A length of time in words: 52 giây, 45 phút, 2 giờ 5 phút, 3 ngày 4 giờ (en: 52 s,
+    45 min, 2 h 5 min, 3 d 4 h). Its largest unit, then the next one if not zero; seconds only
+    under a minute; to the nearest second (half up: JavaScript's Math.round). sep goes between
+    a number and its unit (NBSP on the page). The page's script words the data's age by the
+    same rule (templates/page.html.j2, words())."""
+    units = DURATION_UNITS[lang]
+    s = max(0, math.floor(seconds + 0.5))
+    i = next(k for k, (_, size) in enumerate(units) if s >= size or size == 1)
+    word, size = units[i]
+    out = f"{s // size}{sep}{word}"
+    if i + 1 < len(units) and units[i + 1][1] > 1:
+        nword, nsize = units[i + 1]
+        rest = s % size // nsize
+        if rest:
+            out += f" {rest}{sep}{nword}"
+    return out
 
 
 @dataclass(frozen=True)
 class Fmt:
     lang: str
     tz: tzinfo  # a ZoneInfo, or a report's --from offset (datetime.timezone)
+    sep: str = " "  # between a number and its unit: NBSP (NBSP) on the page
 
     def num(self, v: float | None, digits: int = 2, unit: str = "") -> str:
         if v is None:
@@ -542,7 +591,7 @@ class Fmt:
         s = f"{v:,.{digits}f}"
         if self.lang == "vi":  # 1.234,56: dot for thousands, comma for decimals
             s = s.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
-        return s + unit
+        return s + (self.sep + unit[1:] if unit.startswith(" ") else unit)
 
     def ms(self, v: float | None) -> str:
         """RTT with the digits that matter: 0,023 ms on a LAN, 12,4 ms on a WAN, 1.250 ms when bad."""
@@ -564,14 +613,11 @@ class Fmt:
         return datetime.fromtimestamp(ts, self.tz).isoformat(timespec="seconds")
 
     def age(self, seconds: float | None) -> str:
-        """How old, in its largest unit: 59 giây, 3 phút, 2 giờ (the page's script words it alike, from AGE_UNITS)."""
-        if seconds is None:
-            return "–"
-        s = max(0, int(seconds))
-        word, size = next(u for u in AGE_UNITS[self.lang] if s >= u[1] or u[1] == 1)
-        return f"{s // size} {word}"
+        """How old: duration() (59 giây, 3 phút, 2 giờ 5 phút)."""
+        return "–" if seconds is None else duration(seconds, self.lang, self.sep)
 
     def duration(self, seconds: float | None) -> str:
+        """A device's uptime as a clock: 12 ngày 03:04 (the mails' reboot detail)."""
         if seconds is None:
             return "–"
         d, rest = divmod(int(seconds), 86400)
@@ -580,19 +626,9 @@ class Fmt:
         return f"{d} {day} {h:02d}:{m:02d}" if d else f"{h:02d}:{m:02d}"
 
     def span(self, seconds: float | None) -> str:
-        """How long something lasted, in words: 45 phút, 2 giờ 5 phút, 3 ngày 4 giờ (the page's
-        problems and incidents, the mails' outages)."""
-        if seconds is None:
-            return "–"
-        s = max(0, int(seconds))
-        vi = self.lang == "vi"
-        d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
-        day, hour, minute = ("ngày", "giờ", "phút") if vi else ("d", "h", "min")
-        if d:
-            return f"{d} {day} {h} {hour}" if h else f"{d} {day}"
-        if h:
-            return f"{h} {hour} {m} {minute}" if m else f"{h} {hour}"
-        return f"{m} {minute}" if m else f"<1 {minute}"
+        """How long something lasted: duration() (45 phút, 2 giờ 5 phút, 3 ngày 4 giờ): the
+        page's problems and incidents, the mails' outages."""
+        return "–" if seconds is None else duration(seconds, self.lang, self.sep)
 
 
 # -- what the page and the mails both say about a problem ----------------------
@@ -608,6 +644,7 @@ class CauseWords(TypedDict):
     degraded_first_seen: str
     unreachable_n: str
     what: dict[str, str]
+    what_one: dict[str, str]
     rtt: str
     loss: str
     outage: str
@@ -630,6 +667,7 @@ CAUSE: dict[str, CauseWords] = {
         "degraded_first_seen": "suy giảm từ lần đầu ghi nhận lúc {since}",
         "unreachable_n": "{n} {what} không tới được",
         "what": {"commune": "xã", "district": "huyện", "province": "cơ quan", "": "điểm"},
+        "what_one": {"commune": "xã", "district": "huyện", "province": "cơ quan", "": "điểm"},
         "rtt": "độ trễ {v} ≥ {t}",
         "loss": "mất gói {v} ≥ {t}",
         "outage": "sau {d} mất kết nối",
@@ -650,6 +688,7 @@ CAUSE: dict[str, CauseWords] = {
         "degraded_first_seen": "degraded since first seen at {since}",
         "unreachable_n": "{n} {what} unreachable",
         "what": {"commune": "communes", "district": "districts", "province": "agencies", "": "sites"},
+        "what_one": {"commune": "commune", "district": "district", "province": "agency", "": "site"},
         "rtt": "RTT {v} ≥ {t}",
         "loss": "loss {v} ≥ {t}",
         "outage": "after {d} down",
@@ -700,7 +739,11 @@ def since_text(fmt: Fmt, status: str, since: float, now: float, first_seen: bool
 
 def unreachable_count(lang: str, levels: list[str]) -> str:
     """ "14 xã không tới được" (all communes), "3 điểm không tới được" (a mix)."""
-    c = CAUSE[lang]
     kinds = set(levels)
-    what = c["what"][kinds.pop()] if len(kinds) == 1 else c["what"][""]
-    return c["unreachable_n"].format(n=len(levels), what=what)
+    return unreachable_n(lang, len(levels), kinds.pop() if len(kinds) == 1 else "")
+
+
+def unreachable_n(lang: str, n: int, level: str = "") -> str:
+    """ "14 xã không tới được"; in English "1 commune unreachable", "2 sites unreachable"."""
+    c = CAUSE[lang]
+    return c["unreachable_n"].format(n=n, what=(c["what_one"] if n == 1 else c["what"])[level])
