@@ -127,7 +127,7 @@ def test_a_primary_whose_heartbeat_says_its_mail_fails():
     assert influxql.AgentSeen("p", "h1", "primary", now - 10, 60.0, 5, 0, None, now - 70, 2, 3).mail_failing(now)
     assert influxql.AgentSeen("p", "h1", "primary", now - 10, 60.0, 5, 0, None, now - 120, 1, 0).mail_failing(now)
     text = influxql.describe([once], now)[0][1]
-    assert "mail FAILING since" in text and "1 runs in a row, 3 queued" in text
+    assert "mail FAILING since" in text and "1 run in a row, 3 queued" in text
 
 
 def test_influxql_quoting():

@@ -12,20 +12,13 @@ import dataclasses
 from wanmon import rates
 from wanmon.model import DeviceState, Event, IfState
 from wanmon.probes.snmp import Interface, SnmpResult
+from wanmon.words import duration
 
 
 def _uptime(d: DeviceState | None) -> rates.Uptime | None:
     if d is None or d.last_ok_ts is None:
         return None
     return rates.Uptime(d.last_ok_ts, d.uptime_ticks, d.engine_boots, d.engine_time_s)
-
-
-def _fmt_duration(seconds: float) -> str:
-    s = int(seconds)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    return f"{d}d {h:02d}:{m:02d}:{s:02d}" if d else f"{h:02d}:{m:02d}:{s:02d}"
 
 
 def _interface(cur: Interface, prev: IfState | None, ts: float, reset: bool) -> IfState:
@@ -102,13 +95,13 @@ def derive(
         last_reboot = ts - res.sys_uptime_ticks / 100.0
         was_s = prev.uptime_ticks / 100.0 if prev and prev.uptime_ticks is not None else None
         now_s = res.sys_uptime_ticks / 100.0
-        was = _fmt_duration(was_s) if was_s is not None else "?"
+        was = duration(was_s, "en") if was_s is not None else "?"
         events.append(
             Event(
                 ts,
                 site_id,
                 "reboot",
-                f"device restarted (uptime was {was} at the previous poll, now {_fmt_duration(now_s)})",
+                f"device restarted (uptime was {was} at the previous poll, now {duration(now_s, 'en')})",
                 {"uptime_was_s": was_s, "uptime_s": now_s},
             )
         )

@@ -183,4 +183,4 @@ def describe(seen: list[AgentSeen], now: float | None = None) -> list[tuple[bool
 
 def _mail_failing(a: AgentSeen) -> str:
     since = time.strftime("%Y-%m-%d %H:%M", time.localtime(a.mail_failing_since))
-    return f", mail FAILING since {since} ({a.mail_failures} runs in a row, {a.mail_queued} queued)"
+    return f", mail FAILING since {since} ({a.mail_failures} run{'' if a.mail_failures == 1 else 's'} in a row, {a.mail_queued} queued)"

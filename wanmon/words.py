@@ -215,13 +215,13 @@ MAIL = {
         "flap_start": "chập chờn",
         "flap_end": "hết chập chờn",
         "reboot": "thiết bị khởi động lại",
-        "guard": "tác tử giám sát có thể bị cô lập",
-        "guard_end": "tác tử giám sát đã kết nối lại",
+        "guard": "máy giám sát có thể bị cô lập",
+        "guard_end": "máy giám sát đã kết nối lại",
         "site": "điểm",
         "since": "từ",
         "children": "Các điểm không tới được do sự cố này",
         "intro": "Thông báo từ hệ thống giám sát mạng WAN tỉnh {province}.",
-        "guard_text": "Tuyến trên của chính tác tử giám sát không trả lời: có thể chính tác tử giám sát bị mất "
+        "guard_text": "Tuyến trên của chính máy giám sát không trả lời: có thể chính máy giám sát bị mất "
         "kết nối. Không gửi thông báo cho từng điểm cho đến khi tình trạng này kết thúc.",
         "footer": "Thư tự động từ wanmon.",
         "footer_page": "Trang tình trạng:",
@@ -270,8 +270,8 @@ MAIL = {
         "output_back_text": "Đầu ra \u201c{output}\u201d của wanmon hoạt động lại lúc {when} (lỗi từ {since}).",
         "primary_stale_subject": "[wanmon] Tác tử chính \u201c{agent}\u201d đã ngừng (không có nhịp tim)",
         "primary_stale_text": "Tác tử chính \u201c{agent}\u201d (máy {host}) không gửi nhịp tim từ {last} (quá 3 chu kỳ "
-        "{interval} s của nó). Từ {when}, tác tử dự phòng \u201c{me}\u201d gửi thư cảnh báo "
-        "thay cho nó, kể cả những tin chưa tác tử nào gửi.",
+        "{interval} s của nó). Từ {when}, máy giám sát dự phòng \u201c{me}\u201d gửi thư cảnh báo "
+        "thay cho nó, kể cả những tin chưa máy giám sát nào gửi.",
         "primary_back_subject": "[wanmon] Tác tử chính \u201c{agent}\u201d chạy lại",
         "primary_back_text": "Tác tử chính \u201c{agent}\u201d (máy {host}) gửi nhịp tim lại (lần cuối {last}). Tác tử "
         "dự phòng \u201c{me}\u201d thôi gửi thư cảnh báo từ {when}.",
@@ -446,7 +446,7 @@ REPORT: dict[str, ReportWords] = {
         "below": "Dưới mục tiêu",
         "below_n": "{n} điểm dưới mục tiêu {t}",
         "total": "Toàn mạng",
-        "nothing": "Không có dữ liệu giám sát nào trong kỳ này: tác tử chưa chạy, hoặc kho dữ liệu trống. "
+        "nothing": "Không có dữ liệu giám sát nào trong kỳ này: máy giám sát chưa chạy, hoặc kho dữ liệu trống. "
         "Tỷ lệ sẵn sàng để trống thay vì 100 %.",
         "method_title": "Phương pháp tính",
         "more_sites": "… và {n} điểm khác (sẵn sàng bằng hoặc cao hơn, hoặc không có dữ liệu): danh sách đầy đủ trong tệp CSV và bản HTML.",
@@ -615,15 +615,6 @@ class Fmt:
     def age(self, seconds: float | None) -> str:
         """How old: duration() (59 giây, 3 phút, 2 giờ 5 phút)."""
         return "–" if seconds is None else duration(seconds, self.lang, self.sep)
-
-    def duration(self, seconds: float | None) -> str:
-        """A device's uptime as a clock: 12 ngày 03:04 (the mails' reboot detail)."""
-        if seconds is None:
-            return "–"
-        d, rest = divmod(int(seconds), 86400)
-        h, m = rest // 3600, rest % 3600 // 60
-        day = "ngày" if self.lang == "vi" else "d"
-        return f"{d} {day} {h:02d}:{m:02d}" if d else f"{h:02d}:{m:02d}"
 
     def span(self, seconds: float | None) -> str:
         """How long something lasted: duration() (45 phút, 2 giờ 5 phút, 3 ngày 4 giờ): the

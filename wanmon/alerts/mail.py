@@ -109,7 +109,7 @@ def detail(
         return w["guard_end_detail"].format(failing=n.counts[2], total=n.counts[3])
     if n.kind == "reboot" and n.uptimes:
         was, up = n.uptimes
-        return w["reboot_detail"].format(was="?" if was is None else fmt.duration(was), now=fmt.duration(up))
+        return w["reboot_detail"].format(was="?" if was is None else fmt.span(was), now=fmt.span(up))
     return ""
 
 
