@@ -724,37 +724,20 @@ def _fmt_uptime(s: float | None) -> str:
     return f"{d}d {rest // 3600:02d}h" if d else f"{rest // 3600:02d}:{rest % 3600 // 60:02d}"
 
 
-INVENTORY_CSV = [
-    "site_id",
-    "site_name",
-    "level",
-    "district",
-    "address",
-    "snmp_status",
-    "sys_name",
-    "vendor",
-    "model",
-    "uptime_s",
-    "last_reboot",
-    "first_seen",
-    "last_seen",
-    "if_index",
-    "if_name",
-    "if_descr",
-    "if_alias",
-    "if_type",
-    "admin_status",
-    "oper_status",
-    "speed_bps",
-    "in_bps",
-    "out_bps",
-    "util_in_pct",
-    "util_out_pct",
-    "in_errors",
-    "out_errors",
-    "in_discards",
-    "out_discards",
-]
+# `inventory --csv`: (column, key in the site's row) then (column, key in an interface's row)
+_SITE_CSV = (
+    ("site_id", "id"),
+    ("site_name", "name"),
+    *((k, k) for k in ("level", "district", "address", "snmp_status", "sys_name", "vendor", "model")),
+    *((k, k) for k in ("uptime_s", "last_reboot", "first_seen", "last_seen")),
+)
+_INTERFACE_CSV = (
+    ("if_index", "if_index"),
+    *((f"if_{k}", k) for k in ("name", "descr", "alias", "type")),
+    *((k, k) for k in ("admin_status", "oper_status", "speed_bps", "in_bps", "out_bps", "util_in_pct")),
+    *((k, k) for k in ("util_out_pct", "in_errors", "out_errors", "in_discards", "out_discards")),
+)
+INVENTORY_CSV = [col for col, _ in (*_SITE_CSV, *_INTERFACE_CSV)]
 
 
 @cli.command()
@@ -786,26 +769,6 @@ def inventory(ctx: click.Context, as_json: bool, as_csv: bool, refresh: bool) ->
     _print_inventory(rows)
 
 
-_INTERFACE_KEYS = (
-    "if_index",
-    "name",
-    "descr",
-    "alias",
-    "type",
-    "admin_status",
-    "oper_status",
-    "speed_bps",
-    "in_bps",
-    "out_bps",
-    "util_in_pct",
-    "util_out_pct",
-    "in_errors",
-    "out_errors",
-    "in_discards",
-    "out_discards",
-)
-
-
 def inventory_csv(rows) -> bytes:
     """`inventory --csv`: RFC 4180, UTF-8 with a BOM (Excel then reads Vietnamese right), one row per
     interface and one for a site without any, every row with all INVENTORY_CSV columns (empty cells
@@ -820,23 +783,9 @@ def inventory_csv(rows) -> bytes:
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(INVENTORY_CSV)
     for r in rows:
-        head = [
-            r["id"],
-            r["name"],
-            r["level"],
-            r["district"],
-            r["address"],
-            r["snmp_status"],
-            r["sys_name"],
-            r["vendor"],
-            r["model"],
-            r["uptime_s"],
-            r["last_reboot"],
-            r["first_seen"],
-            r["last_seen"],
-        ]
+        head = [r[k] for _, k in _SITE_CSV]
         for i in r["interfaces"] or [None]:
-            tail = [None] * len(_INTERFACE_KEYS) if i is None else [i[k] for k in _INTERFACE_KEYS]
+            tail = [None] * len(_INTERFACE_CSV) if i is None else [i[k] for _, k in _INTERFACE_CSV]
             w.writerow([csv_cell("" if v is None else printable(v)) for v in head + tail])
     return "\ufeff".encode() + buf.getvalue().encode("utf-8")
 
