@@ -1186,26 +1186,53 @@ def _print_status(inv: Inventory, states, devices, last, spool=None, health=None
     con.print(table)
 
 
-# Speed mechanisms measured and dropped (Dec 2026, bench/mechanisms.py at commit df844ce: A/B of
-# `wanmon check` at 2,000 live sites, 2 cores, fping 1.07-1.09 s on the same targets): the forked
-# sweep (-25 to +100 ms, mean +28), raised GC thresholds (-7 to +43 ms) and leaving by os._exit
-# (-19 to +31 ms) each changed the check's median wall time (1.05-1.13 s) by less than its
-# run-to-run spread over 4 runs of 7-15 rounds: gone. See bench/README.md, "Speed mechanisms".
+# The cyclic garbage collector's first generation runs every 700 new containers by default:
+# hundreds of collections per cycle, for data that is acyclic and freed by reference counting.
+# Every 50,000: a handful. Measured Dec 2026 (2 cores): `wanmon render` of 2,000 sites with 30
+# days of history 0.550-0.562 s with these thresholds, 0.575-0.599 s without (medians of 7); at
+# 10,000 sites 0.4-0.6 s of the daemon's page path. The daemon collects in full between cycles
+# (daemon._release_memory); a check is one cycle. (The forked sweep was measured and dropped:
+# bench/README.md, "Speed mechanisms".)
+GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def main() -> None:
-    """The `wanmon` command."""
+    """The `wanmon` command. It leaves with os._exit once its output is flushed: tearing down
+    the interpreter (freeing every object of a 2,000-site cycle one by one) costs 45-55 ms of
+    each `render` or cron `check` at 2,000 sites (render 0.556-0.562 s with, 0.603-0.612 s
+    without, medians of 7, Dec 2026, 2 cores), and there is nothing left to do by then (stores
+    closed, files written, the publishing thread awaited). A non-daemon thread still running
+    gets a normal exit."""
     try:
         _main()
-    finally:
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:  # stdout closed early (`| head`): as Python's docs on SIGPIPE advise
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(1)
+        code: int | str | None = 0
+    except SystemExit as exc:
+        code = exc.code
+    _leave(code)
+
+
+def _leave(code: int | str | None) -> None:
+    import threading
+
+    if isinstance(code, str):  # sys.exit("message"): say it, exit 1, as Python does
+        print(code, file=sys.stderr)
+        code = 1
+    code = 0 if code is None else code
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stdout closed early (`| head`): nothing more can be said
+        code = code or 1
+    logging.shutdown()
+    os._exit(code)
 
 
 def _main() -> None:
+    import gc
+
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         cli(standalone_mode=True)
     except KeyboardInterrupt:
