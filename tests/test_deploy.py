@@ -135,8 +135,8 @@ def test_the_readme_deployment_puts_store_page_and_reports_where_nginx_serves_th
         launcher.write_text(f"#!{python}\nimport sys\nsys.path.insert(0, {str(src)!r})\n"
                             "from wanmon.cli import main\nsys.exit(main())\n")
         launcher.chmod(0o755)
-        for d in (opt / "wanmon", opt / "wanmon" / ".venv"):
-            d.chmod(0o755)
+        for d in (opt, varlib, varlog, opt / "wanmon", opt / "wanmon" / ".venv", launcher.parent):
+            d.chmod(0o755)  # mkdir's mode is filtered by the umask
 
         def as_service(command: str, out: str) -> str:
             """command run as check_unit's ExecStart would be: its user, capability, cwd, env."""

@@ -112,7 +112,8 @@ def test_as_the_service_user_an_unwritable_store_folder_and_missing_icmp_permiss
         os.chmod(work, 0o755)
         readable_copy(work)
         state = work / "state"        # root's, 0755: not writable by the service user
-        state.mkdir(mode=0o755)
+        state.mkdir()
+        os.chmod(state, 0o755)
         public = work / "public"      # writable by anyone
         public.mkdir()
         os.chmod(public, 0o777)

@@ -361,15 +361,13 @@ class Store:
                 _create_store(path)
             _refuse_damaged(path)
             _refuse_empty(path)
-            old = os.umask(0o077)  # WAL and SHM files too
-            try:
-                conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=not any_thread)
-                _refuse_foreign(path, conn)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=10000")
-            finally:
-                os.umask(old)
+            # SQLite gives the WAL and SHM files the database file's mode (0600, _create_store):
+            # no umask change, which would be the whole process's, threads included
+            conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=not any_thread)
+            _refuse_foreign(path, conn)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=10000")
         except OSError as exc:
             raise StoreError(f"cannot open the store {path}: {os_cause(exc)} ([store] path)") from None
         except sqlite3.Error as exc:
@@ -430,11 +428,12 @@ class Store:
         never over an existing file (FileExistsError), never a half-written dest."""
         tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}")
         try:
-            old = os.umask(0o077)
-            try:
-                out = sqlite3.connect(tmp)
-            finally:
-                os.umask(old)
+            tmp.unlink()  # a crashed earlier run's, with this pid
+        except FileNotFoundError:
+            pass
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))  # 0600 before SQLite opens it
+            out = sqlite3.connect(tmp)
             try:
                 self.conn.backup(out)
             finally:
