@@ -174,6 +174,26 @@ def test_two_checks_started_together(write_config, tmp_path):
     assert con.execute("SELECT count(*) FROM cycles").fetchone()[0] == codes.count(0)
 
 
+def _posix_write_locks(pid: int) -> int:
+    """How many POSIX (fcntl) write locks pid holds (/proc/locks): SQLite's, while it writes the
+    store or rebuilds its WAL index; the cycle lock is a flock and is not counted."""
+    with open("/proc/locks", encoding="ascii") as f:
+        return sum(1 for line in f if (w := line.split())[1:5] == ["POSIX", "ADVISORY", "WRITE", str(pid)])
+
+
+def _stop_outside_sqlite_locks(p: subprocess.Popen) -> None:
+    """SIGSTOP p at an instant it holds no SQLite write lock (stopped inside one, it would keep
+    readers out until SIGCONT: SQLite's "locking protocol" error): stop, look, go on if not."""
+    deadline = time.monotonic() + 60
+    while True:
+        os.kill(p.pid, signal.SIGSTOP)
+        if _posix_write_locks(p.pid) == 0:
+            return
+        os.kill(p.pid, signal.SIGCONT)
+        assert p.poll() is None and time.monotonic() < deadline, "the check never left SQLite's write locks"
+        time.sleep(0.005)
+
+
 def test_status_reads_while_check_runs(write_config, tmp_path):
     """status answers from the store while a check is in the middle of its cycle, lock held.
     The check is held there (SIGSTOP once it has the store open, SIGCONT after status) rather
@@ -189,7 +209,7 @@ def test_status_reads_while_check_runs(write_config, tmp_path):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         _wait_lock_taken(w, lock, p)
         w.wait("wanmon.db", OPEN)  # the cycle has the store open: it is sweeping (2 s)
-    os.kill(p.pid, signal.SIGSTOP)  # ... and stays in its cycle until status has answered
+    _stop_outside_sqlite_locks(p)  # ... and stays in its cycle until status has answered
     try:
         r = wanmon("--config", str(path), "status", "--json", cwd=tmp_path)
         check_running = p.poll() is None and f"pid {p.pid} " in lock.read_text()
