@@ -178,7 +178,7 @@ def _posix_write_locks(pid: int) -> int:
     """How many POSIX (fcntl) write locks pid holds (/proc/locks): SQLite's, while it writes the
     store or rebuilds its WAL index; the cycle lock is a flock and is not counted."""
     with open("/proc/locks", encoding="ascii") as f:
-        return sum(1 for line in f if (w := line.split())[1:5] == ["POSIX", "ADVISORY", "WRITE", str(pid)])
+        return sum(1 for line in f if line.split()[1:5] == ["POSIX", "ADVISORY", "WRITE", str(pid)])
 
 
 def _stop_outside_sqlite_locks(p: subprocess.Popen) -> None:
