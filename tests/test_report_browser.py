@@ -14,7 +14,7 @@ import re
 import pytest
 
 from conftest import REPO
-from test_page_browser import CHROMIUM, FLAGS, sync_api
+from test_page_browser import browser  # noqa: F401 - the page tests' headless Chromium (a fixture)
 from test_report import LONG, build_177, report_file
 from wanmon import report as rp
 
@@ -44,16 +44,6 @@ def report_url(tmp_path_factory):
     path = big["cfg"].parent / "report.html"
     path.write_bytes(report_file(big, "html"))
     return path.as_uri()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def _open(browser, url, **ctx):
