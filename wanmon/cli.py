@@ -571,6 +571,8 @@ def _print_causes(con, cfg: Config, obs) -> None:
     """The problems by root cause, readable at 80 columns (cron's log, a narrow terminal): the
     status, then the id, name and address, the reason and the sites behind it on lines of their
     own, wrapped between words, so no id is ever cut."""
+    from zoneinfo import ZoneInfo
+
     from rich.table import Table
 
     from wanmon.words import Fmt, degraded_why, unreachable_count
@@ -581,7 +583,7 @@ def _print_causes(con, cfg: Config, obs) -> None:
         return
     not_up = sum(o.status != "up" for o in obs)
     con.print(f"[bold]Problems by root cause[/]: {len(causes)} cause(s), {not_up} of {len(obs)} sites not up")
-    fmt = Fmt("en", _tz(cfg))
+    fmt = Fmt("en", ZoneInfo(cfg.page.timezone))
     t = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1, 0, 0))
     t.add_column("status", no_wrap=True)
     t.add_column("site", overflow="fold", ratio=1)
@@ -603,12 +605,6 @@ def _print_causes(con, cfg: Config, obs) -> None:
     con.file.write("".join(line.rstrip() + "\n" for line in cap.get().splitlines()))
     if len(causes) > CAUSES_SHOWN:
         con.print(f"... and {len(causes) - CAUSES_SHOWN} more causes: `wanmon status` lists every site")
-
-
-def _tz(cfg: Config):
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(cfg.page.timezone)
 
 
 def _print_snmp_summary(con, result) -> None:

@@ -24,12 +24,7 @@ class Finding:
 
 
 def _user() -> str:
-    uid = os.getuid()
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = str(uid)
-    return f"user {name} (uid {uid}, gid {os.getgid()})"
+    return f"user {pwd_name()} (uid {os.getuid()}, gid {os.getgid()})"
 
 
 def identity() -> Finding:

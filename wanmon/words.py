@@ -612,14 +612,12 @@ class Fmt:
         """For <time datetime>: 2025-01-01T00:30:00+07:00."""
         return datetime.fromtimestamp(ts, self.tz).isoformat(timespec="seconds")
 
-    def age(self, seconds: float | None) -> str:
-        """How old: duration() (59 giây, 3 phút, 2 giờ 5 phút)."""
-        return "–" if seconds is None else duration(seconds, self.lang, self.sep)
-
     def span(self, seconds: float | None) -> str:
         """How long something lasted: duration() (45 phút, 2 giờ 5 phút, 3 ngày 4 giờ): the
         page's problems and incidents, the mails' outages."""
         return "–" if seconds is None else duration(seconds, self.lang, self.sep)
+
+    age = span  # how old something is: the same words (the page's templates say age)
 
 
 # -- what the page and the mails both say about a problem ----------------------

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 
 from wanmon.config import AlertSettings
 from wanmon.model import Event, Notification, SiteAlert
-from wanmon.status import DOWN, FAILING, PROBLEMS, UNKNOWN, UNREACHABLE, UP, Track, advance
+from wanmon.status import DOWN, FAILING, PROBLEMS, UNKNOWN, UNREACHABLE, UP, Track, advance, root_of
 
 GUARD_SITE = "*"  # the key of the agent-wide guard state
 
@@ -180,26 +180,13 @@ def _group(
                 back_with.update(dict.fromkeys(below, n.site_id))
     for i, n in enumerate(out):
         if n.kind == "unreachable" and n.site_id:
-            root = _root_cause(n.site_id, statuses, parents)
+            root = root_of(n.site_id, statuses.get, parents.get)
             if root is not None:
                 out[i] = dataclasses.replace(n, cause=root, cause_since=_down_since(after.get(root)))
         elif n.kind == "recovery" and n.was == UNREACHABLE and n.site_id in back_with:
             root = back_with[n.site_id]
             out[i] = dataclasses.replace(n, cause=root, cause_since=before[root].hard_since if root in before else None)
     return out
-
-
-def _root_cause(site: str, statuses: Mapping[str, str], parents: Mapping[str, str | None]) -> str | None:
-    """The nearest upstream site that is down (through unreachable ones), or None."""
-    p, seen = parents.get(site), {site}
-    while p and p not in seen:
-        if statuses.get(p) == DOWN:
-            return p
-        if statuses.get(p) != UNREACHABLE:
-            return None
-        seen.add(p)
-        p = parents.get(p)
-    return None
 
 
 def _down_since(a: SiteAlert | None) -> float | None:

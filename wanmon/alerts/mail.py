@@ -133,15 +133,11 @@ class Item:
 class _Words:
     """What compose() needs to word a cycle's notifications, resolved once per cycle."""
 
-    def __init__(self, cfg: Config, now: float, figures: dict[str, tuple[float | None, float | None]]):
-        from zoneinfo import ZoneInfo
-
+    def __init__(self, cfg: Config, now: float):
         self.cfg, self.now, self.lang = cfg, now, cfg.page.language
-        self.w = WORDS[self.lang]
-        self.fmt = Fmt(self.lang, ZoneInfo(cfg.page.timezone))
+        self.w, self.fmt = _mail_words(cfg)
         self.sites = {s.id: s for s in cfg.sites}
         self.names = {s.id: s.name for s in cfg.sites}
-        self.figures = figures
 
     def contact(self, site_id: str) -> str:
         """Whom the site's administrators call: its own contact, its district's, [alerts] contact."""
@@ -201,7 +197,7 @@ class _Words:
         title = self.w["back_children" if n.kind == "recovery" else "children"]
         return f"{title} ({len(kids)})", tuple(kids)
 
-    def item(self, n: Notification, noc: bool) -> Item:
+    def item(self, n: Notification, noc: bool, detail_text: str) -> Item:
         title, kids = self.children(n)
         return Item(
             kind=n.kind,
@@ -209,7 +205,7 @@ class _Words:
             name=self.names.get(n.site_id or "", n.site_id or ""),
             site_id=n.site_id or "",
             when=self.when(n),
-            detail=detail(n, self.lang, self.fmt, self.now, self.names, self.figures, self.cfg.thresholds),
+            detail=detail_text,
             cause=self.cause(n),
             children_title=title,
             children=kids,
@@ -229,7 +225,7 @@ def compose(
     if not notes:
         return []
     now = time.time() if now is None else now
-    words = _Words(cfg, now, figures or {})
+    words = _Words(cfg, now)
     names = words.names
     admins = {s.id: s.admins for s in cfg.sites}
     noc_addrs = set(cfg.alerts.noc)
@@ -248,7 +244,6 @@ def compose(
         "province": cfg.page.province,
         "page": cfg.page.url,
         "now": now,
-        "details": details,
         "lang": words.lang,
     }
     mails = []
@@ -259,7 +254,7 @@ def compose(
             # the NOC's view, unless this address is also one of the site's own administrators
             noc = rcpt in noc_addrs and rcpt not in admins.get(n.site_id or "", ())
             if (n, noc) not in items:
-                items[(n, noc)] = words.item(n, noc)
+                items[(n, noc)] = words.item(n, noc, details[n])
             mine.append(items[(n, noc)])
         subj = subject(words.lang, ns, names)
         ctx = {**ctx_common, "notes": ns, "items": mine, "noc": rcpt in noc_addrs, "subject": subj}
@@ -282,7 +277,7 @@ def damage_mails(cfg: Config, path, marker: dict, now: float) -> list[Mail]:
     """The NOC's notice that the store is damaged (store.damaged's marker), one mail per NOC
     address, in [page] language. Sent at once (cycle.tell_noc_of_damage), not through the
     outbox: the outbox is in the damaged store."""
-    w, fmt = _noc_words(cfg)
+    w, fmt = _mail_words(cfg)
     when = fmt.dt(marker["ts"]) if marker.get("ts") else "?"
     return noc_mails(
         cfg,
@@ -296,7 +291,7 @@ def damage_mails(cfg: Config, path, marker: dict, now: float) -> list[Mail]:
 
 def output_mails(cfg: Config, output: str, health, now: float, back: bool) -> list[Mail]:
     """The NOC's notice that an output (wanmon.outputs) keeps failing, or works again."""
-    w, fmt = _noc_words(cfg)
+    w, fmt = _mail_words(cfg)
     fields = {
         "output": output,
         "since": fmt.dt(health.failing_since or now),
@@ -326,7 +321,7 @@ def primary_mails(cfg: Config, what: str, primary, now: float) -> list[Mail]:
     """A standby's notice to the NOC about the primary agent (wanmon.agents): what is
     'stale', 'back' (heartbeats again), 'mail' (its mail fails) or 'mail_back'.
     primary: influxql.AgentSeen, from its last heartbeat."""
-    w, fmt = _noc_words(cfg)
+    w, fmt = _mail_words(cfg)
     fields = {
         "agent": primary.agent,
         "host": primary.host,
@@ -344,7 +339,8 @@ def primary_mails(cfg: Config, what: str, primary, now: float) -> list[Mail]:
     return noc_mails(cfg, w[key + "_subject"].format(**fields), w[key + "_text"].format(**fields), None, key, now)
 
 
-def _noc_words(cfg: Config):
+def _mail_words(cfg: Config):
+    """The mail words and formats of [page] language and timezone."""
     from zoneinfo import ZoneInfo
 
     lang = cfg.page.language
