@@ -17,12 +17,14 @@ import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
+from wanmon.dated import AFTER, BEFORE, CHANGEABLE, Epoch, Span, Timeline, apply, spans
 from wanmon.errors import ConfigError
 from wanmon.files import make_folder, replacing
 
@@ -342,6 +344,39 @@ class SnmpSpec:
         return "authNoPriv" if self.priv_protocol == "none" else "authPriv"
 
 
+def _offset_datetime(value: Any) -> Any:
+    """An instant as TOML writes it with its UTC offset; anything else is refused with the fix."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value
+    if isinstance(value, datetime):
+        hint = f"{value.isoformat()}+07:00"
+    elif isinstance(value, date):
+        hint = f"{value.isoformat()}T00:00:00+07:00"
+    else:
+        hint = "2025-07-01T00:00:00+07:00"
+    raise ValueError(f"must be a date-time with its UTC offset, unquoted, e.g. {hint}")
+
+
+Instant = Annotated[datetime, BeforeValidator(_offset_datetime)]
+
+
+class SiteChange(_Strict):
+    """One [[sites.changes]] entry: from `at` on, the keys it gives hold (wanmon.dated)."""
+
+    at: Instant
+    name: str | None = Field(None, min_length=1)
+    level: Literal["province", "district", "commune"] | None = None
+    district: str | None = None
+    parent: str | None = None
+    address: str | None = Field(None, min_length=1)
+    admins: tuple[str, ...] | None = None
+    contact: str | None = None
+    snmp: SiteSnmp | None = None
+    unset: tuple[Literal["district", "parent", "contact", "snmp", "admins"], ...] = ()
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
 class Site(_Strict):
     id: str
     name: str = Field(min_length=1)
@@ -353,6 +388,10 @@ class Site(_Strict):
     # whom its admins call (overrides [alerts] contact and district_contacts)
     contact: str | None = None
     snmp: SiteSnmp | None = None
+    # the dated inventory (wanmon.dated): a service period, and the changes of its other keys
+    in_service_from: Instant | None = None
+    retired_at: Instant | None = None
+    changes: tuple[SiteChange, ...] = ()  # validated one by one by parse(), for their lines
 
     # TOML arrays arrive as lists; accept them for the tuple in strict mode.
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
@@ -389,6 +428,12 @@ class Config:
     smtp: SmtpSpec | None = None
     maintenance: tuple[Maintenance, ...] = ()
     warnings: tuple[str, ...] = ()  # not errors: `wanmon validate` prints them and exits 0
+    # the inventory through time (wanmon.dated); `sites` above are the sites as first written
+    timeline: Timeline = field(default_factory=lambda: Timeline(()))
+
+    def at(self, ts: float) -> Epoch:
+        """The sites with the keys valid at ts (POSIX seconds), and those in service then."""
+        return self.timeline.at(ts)
 
     @property
     def run_cap_s(self) -> float:
@@ -440,6 +485,9 @@ class _LazyLocator:
     def site_any(self, index: int, *keys: str) -> int | None:
         return self._locator().site_any(index, *keys)
 
+    def change(self, index: int, k: int, key: str | None = None) -> int | None:
+        return self._locator().change(index, k, key)
+
     def section(self, name: str, key: str | None = None) -> int | None:
         return self._locator().section(name, key)
 
@@ -450,6 +498,7 @@ class _Locator:
     def __init__(self, text: str):
         self.top: dict[str, _Block] = {}
         self.sites: list[_Block] = []
+        self.changes: list[list[_Block]] = []  # per site: its [[sites.changes]] tables
         current = _Block("", 0)
         self.root = current
         prefix = ""  # "snmp." while inside a [sites.snmp] sub-table: keys land on the site
@@ -461,6 +510,15 @@ class _Locator:
                 if m.group(1) == "[[" and name == "sites":
                     current = _Block("sites", n)
                     self.sites.append(current)
+                    self.changes.append([])
+                elif m.group(1) == "[[" and name == "sites.changes" and self.sites:
+                    current = _Block(name, n)
+                    self.changes[-1].append(current)
+                elif name.startswith("sites.changes.") and self.sites and self.changes[-1]:
+                    current = self.changes[-1][-1]  # [sites.changes.snmp]: keys land on the change
+                    sub = name[len("sites.changes.") :]
+                    current.keys.setdefault(sub, n)
+                    prefix = sub + "."
                 elif name.startswith("sites.") and self.sites:
                     current = self.sites[-1]
                     sub = name[len("sites.") :]
@@ -489,6 +547,17 @@ class _Locator:
             return None
         b = self.sites[index]
         return next((b.keys[k] for k in keys if k in b.keys), b.line)
+
+    def change(self, index: int, k: int, key: str | None = None) -> int | None:
+        """Line of a key of the site's k-th change, else of that change's header; for changes
+        written inline (`changes = [{...}]`), the line of the site's `changes` key."""
+        blocks = self.changes[index] if index < len(self.changes) else []
+        if k >= len(blocks):
+            return self.site(index, "changes")
+        b = blocks[k]
+        if not key:
+            return b.line
+        return b.keys.get(key) or b.keys.get(key.split(".")[0], b.line)
 
     def section(self, name: str, key: str | None = None) -> int | None:
         b = self.top.get(name)
@@ -537,7 +606,7 @@ def _describe(err: ErrorDetails, model: type[BaseModel]) -> tuple[str | None, st
         return key, f"missing required key '{key}'"
     where = key or "value"
     got = err.get("input")
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     allowed = _allowed(model, loc) if etype in _OUT_OF_RANGE else None
     if allowed is not None and isinstance(got, int | float) and not isinstance(got, bool):
         return key, f"{where} = {_number(got)}: must be a number {allowed}"
@@ -757,10 +826,12 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     sites: list[Site] = []
     index_of: dict[str, int] = {}  # site id -> position of its [[sites]] table
     seen_ids: dict[str, int] = {}  # id -> the index of the site that defined it first
-    seen_addr: dict[str, str] = {}
     for i, rs in enumerate(raw_sites):
         sid = rs.get("id") if isinstance(rs, dict) else None
         label = f"site '{sid}'" if isinstance(sid, str) else f"site #{i + 1}"
+        raw_changes = rs.get("changes") if isinstance(rs, dict) else None
+        if isinstance(rs, dict) and "changes" in rs:  # validated one by one below, for their lines
+            rs = {k: v for k, v in rs.items() if k != "changes"}
         obj, errs = _validate_model(Site, rs)
         for err_key, msg in errs:
             problems.append(f"{at(loc.site(i, err_key))}: {label}: {msg}")
@@ -782,28 +853,10 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         else:
             seen_ids[site.id] = i
             index_of[site.id] = i
-        if not valid_address(site.address):
-            bad("address", f"invalid address {site.address!r}: use an IPv4 or IPv6 address or a host name")
-        elif (why := address_problem(site.address)) is not None:
-            bad("address", why)
-        else:
-            ak = address_key(site.address)
-            if ak in seen_addr:
-                bad("address", f"duplicate address {site.address!r}, already used by site '{seen_addr[ak]}'")
-            else:
-                seen_addr[ak] = site.id
-        if site.level in ("district", "commune") and not site.district:
-            bad("level", f"level '{site.level}' requires a 'district' key naming its district")
-        if site.level == "province" and site.district:
-            bad("district", "a province-level site takes no 'district' (remove it, or change 'level')")
-        for email in site.admins:
-            if not _EMAIL.match(email):
-                bad("admins", f"invalid email {email!r} in 'admins'")
-        for key in ("name", "district", "address"):
-            if (why := tag_problem(key, getattr(site, key))) is not None:
-                bad(key, why)
-        if site.contact is not None and (why := contact_problem(site.contact)) is not None:
-            bad("contact", f"contact {why}")
+        for key, msg in _site_problems(site):
+            bad(key, msg)
+        if raw_changes is not None:
+            site = site.model_copy(update={"changes": _changes(site, raw_changes, i, label, loc, at, problems)})
         if site.id in index_of and index_of[site.id] == i:
             sites.append(site)  # a duplicate id is reported above and not used further
 
@@ -812,33 +865,19 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     # typo does not cascade into "unknown parent" errors on all its children.
     raw_ok = [r for r in raw_sites if isinstance(r, dict)]
     known_ids = {r.get("id") for r in raw_ok} | set(by_id)
-    district_sites = {r.get("district") for r in raw_ok if r.get("level") == "district"}
-    for s in sites:
-        i = index_of[s.id]
-        if s.parent is not None:
-            if s.parent == s.id:
-                problems.append(f"{at(loc.site(i, 'parent'))}: site '{s.id}': parent is the site itself")
-            elif s.parent not in known_ids:
-                close = difflib.get_close_matches(s.parent, list(by_id), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                problems.append(f"{at(loc.site(i, 'parent'))}: site '{s.id}': unknown parent '{s.parent}'{hint}")
-        if s.level == "commune" and s.district and s.district not in district_sites:
-            problems.append(
-                f"{at(loc.site(i, 'district'))}: site '{s.id}': district '{s.district}' has no district-level site: "
-                f'add a [[sites]] with level = "district" and district = "{s.district}"'
-            )
+    failed_districts = {r.get("district") for r in raw_ok if r.get("level") == "district" and r.get("id") not in by_id}
+    timeline = Timeline(sites)
+    _over_time(sites, index_of, known_ids, failed_districts, timeline.labels, loc, at, problems)
+    all_districts = {r.get("district") for r in raw_ok} | {
+        ch.district for s in sites for ch in s.changes if ch.district is not None
+    }
     for k, m in enumerate(maintenance):
         for sid in m.sites:
             if sid not in known_ids:
                 problems.append(f"{at(loc.section('maintenance'))}: [[maintenance]] #{k + 1}: unknown site '{sid}'")
         for d in m.districts:
-            if d not in {r.get("district") for r in raw_ok}:
+            if d not in all_districts:
                 problems.append(f"{at(loc.section('maintenance'))}: [[maintenance]] #{k + 1}: unknown district '{d}'")
-    problems.extend(
-        f"{at(loc.site(index_of[c[0]], 'parent'))}: parent cycle: {' -> '.join(c)}: one of these must have no parent "
-        "or another parent"
-        for c in _cycles(by_id)
-    )
 
     if sections["page"] is not None:
         try:
@@ -880,7 +919,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
                 problems.append(
                     f"{at(loc.section('alerts', 'guard_sites'))}: [alerts] guard_sites: unknown site '{sid}'{hint}"
                 )
-        _check_contacts(sections["alerts"], {r.get("district") for r in raw_ok}, loc, at, problems)
+        _check_contacts(sections["alerts"], all_districts, loc, at, problems)
         if sections["alerts"].guard_sites == ():
             problems.append(
                 f"{at(loc.section('alerts', 'guard_sites'))}: [alerts] guard_sites is empty: list the "
@@ -917,6 +956,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         smtp=smtp,
         maintenance=maintenance,
         warnings=tuple(warnings),
+        timeline=timeline,
     )
 
 
@@ -1219,22 +1259,263 @@ def _line_of(problem: str, shown: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _cycles(by_id: dict[str, Site]) -> list[list[str]]:
-    """Each parent cycle once, as a path that returns to its start."""
-    done: set[str] = set()
-    found: list[list[str]] = []
-    for start in by_id:
-        path: list[str] = []
-        index: dict[str, int] = {}
-        node: str | None = start
-        while node is not None and node in by_id and node not in done:
-            if node in index:
-                cyc = path[index[node] :]
-                if len(cyc) > 1:  # a self-parent is reported on its own
-                    found.append(cyc + [node])
-                break
-            index[node] = len(path)
-            path.append(node)
-            node = by_id[node].parent
-        done.update(path)
-    return found
+def _site_problems(site: Site) -> list[tuple[str, str]]:
+    """(key, message) for what is wrong with one site's keys on their own (as written, or as a
+    change leaves them)."""
+    out: list[tuple[str, str]] = []
+    if not valid_address(site.address):
+        out.append(("address", f"invalid address {site.address!r}: use an IPv4 or IPv6 address or a host name"))
+    elif (why := address_problem(site.address)) is not None:
+        out.append(("address", why))
+    if site.level in ("district", "commune") and not site.district:
+        out.append(("level", f"level '{site.level}' requires a 'district' key naming its district"))
+    if site.level == "province" and site.district:
+        out.append(("district", "a province-level site takes no 'district' (remove it, or change 'level')"))
+    for email in site.admins:
+        if not _EMAIL.match(email):
+            out.append(("admins", f"invalid email {email!r} in 'admins'"))
+    for key in ("name", "district", "address"):
+        if (why := tag_problem(key, getattr(site, key))) is not None:
+            out.append((key, why))
+    if site.contact is not None and (why := contact_problem(site.contact)) is not None:
+        out.append(("contact", f"contact {why}"))
+    return out
+
+
+_LIFE_KEYS = ("in_service_from", "retired_at", "changes")
+
+
+def _changes(
+    site: Site, raw: Any, i: int, label: str, loc: _LazyLocator, at, problems: list[str]
+) -> tuple[SiteChange, ...]:
+    """The site's [[sites.changes]], each checked on its own, in time order, inside the site's
+    service period, and for the keys it leaves the site with."""
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        problems.append(
+            f"{at(loc.site(i, 'changes'))}: {label}: 'changes' must be [[sites.changes]] tables, each with "
+            "its instant `at` and the keys that hold from then on"
+        )
+        return ()
+    good: list[tuple[int, SiteChange]] = []
+    for k, item in enumerate(raw):
+        what = f"{label}: change #{k + 1}"
+        if "id" in item:
+            problems.append(
+                f"{at(loc.change(i, k, 'id'))}: {what}: a site's id never changes (its history follows the id): "
+                "to replace a device, give this site `retired_at` and add a new [[sites]] with `in_service_from`"
+            )
+        for key in _LIFE_KEYS:
+            if key in item:
+                problems.append(
+                    f"{at(loc.change(i, k, key))}: {what}: '{key}' belongs to the site, not to a change: "
+                    "move it up into the [[sites]] table"
+                )
+        item = {key: v for key, v in item.items() if key != "id" and key not in _LIFE_KEYS}
+        obj, errs = _validate_model(SiteChange, item)
+        for err_key, msg in errs:
+            problems.append(f"{at(loc.change(i, k, err_key))}: {what}: {msg}")
+        if obj is None:
+            continue
+        ch: SiteChange = obj  # type: ignore[assignment]
+        given = [key for key in CHANGEABLE if getattr(ch, key) is not None]
+        if not given and not ch.unset:
+            problems.append(
+                f"{at(loc.change(i, k))}: {what}: says nothing: give the keys that hold from {ch.at.isoformat()} "
+                f"({', '.join(CHANGEABLE)}) or remove it"
+            )
+        for key in set(given) & set(ch.unset):
+            problems.append(f"{at(loc.change(i, k, 'unset'))}: {what}: sets '{key}' and unsets it: keep one")
+        good.append((k, ch))
+    lo, hi = site.in_service_from, site.retired_at
+    if lo is not None and hi is not None and hi <= lo:
+        problems.append(
+            f"{at(loc.site(i, 'retired_at'))}: {label}: retired_at {hi.isoformat()} is not after in_service_from "
+            f"{lo.isoformat()}: a site leaves service after it enters it"
+        )
+    prev: SiteChange | None = None
+    for k, ch in good:
+        here = at(loc.change(i, k, "at"))
+        when = ch.at.isoformat()
+        if prev is not None and ch.at == prev.at:
+            problems.append(f"{here}: {label}: two changes at {when}: merge them into one [[sites.changes]]")
+        elif prev is not None and ch.at < prev.at:
+            problems.append(
+                f"{here}: {label}: change at {when} comes after the one at {prev.at.isoformat()}: "
+                "list the changes in time order"
+            )
+        if lo is not None and ch.at <= lo:
+            problems.append(
+                f"{here}: {label}: change at {when} is not after the site enters service (in_service_from "
+                f"{lo.isoformat()}): write its keys in the [[sites]] table itself"
+            )
+        if hi is not None and ch.at >= hi:
+            problems.append(
+                f"{here}: {label}: change at {when} is not before the site leaves service (retired_at "
+                f"{hi.isoformat()}): a retired site takes no changes; remove it"
+            )
+        if prev is None or ch.at > prev.at:
+            prev = ch
+    changes = tuple(ch for _, ch in good)
+    state = site
+    for k, ch in good:
+        state = apply(state, ch)
+        touched = {key for key in CHANGEABLE if getattr(ch, key) is not None} | set(ch.unset)
+        if touched & {"level", "district"}:
+            touched |= {"level", "district"}
+        for key, msg in _site_problems(state):
+            if key in touched:
+                problems.append(f"{at(loc.change(i, k, key))}: {label}: from {ch.at.isoformat()}: {msg}")
+    return changes
+
+
+def _over_time(
+    sites: list[Site],
+    index_of: dict[str, int],
+    known_ids: set,
+    failed_districts: set,
+    labels: dict[float, str],
+    loc: _LazyLocator,
+    at,
+    problems: list[str],
+) -> None:
+    """What must hold between sites at every instant the file describes: parents that exist and
+    are in service, no parent cycle, one site per address, a district-level site for each
+    commune's district. Each is checked over the sites' spans (wanmon.dated), not epoch by
+    epoch: 10,000 sites with a change each are 20,000 spans, not 10,000 epochs of 10,000."""
+    life = {s.id: spans(s) for s in sites}
+    period = {s.id: (life[s.id][0].start, life[s.id][-1].end) if life[s.id] else (AFTER, AFTER) for s in sites}
+    said: set[tuple] = set()
+
+    def when(t: float) -> str:
+        return "" if t == BEFORE else f" from {labels.get(t, t)}"
+
+    def line(sid: str, sp: Span, key: str) -> str:
+        i = index_of[sid]
+        return at(loc.site(i, key) if sp.change is None else loc.change(i, sp.change, key))
+
+    def once(key: tuple, text: str) -> None:
+        if key not in said:
+            said.add(key)
+            problems.append(text)
+
+    # parents: known, and in service for as long as the child hangs from them
+    for s in sites:
+        for sp in life[s.id]:
+            p = sp.site.parent
+            if p is None:
+                continue
+            head = f"{line(s.id, sp, 'parent')}: site '{s.id}'"
+            if p == s.id:
+                once(("self", s.id), f"{head}: parent is the site itself")
+            elif p not in period:
+                if p not in known_ids:
+                    close = difflib.get_close_matches(p, list(period), n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    once(("unknown", s.id, p), f"{head}: unknown parent '{p}'{hint}{when(sp.start)}")
+            else:
+                lo, hi = period[p]
+                if lo > sp.start:
+                    once(
+                        ("early", s.id, p),
+                        f"{head}: parent '{p}' is not in service{when(sp.start)} (it enters service "
+                        f"{when(lo).strip() or 'never'}): give '{s.id}' another parent until then",
+                    )
+                if hi < sp.end:
+                    once(
+                        ("late", s.id, p),
+                        f"{head}: parent '{p}' leaves service at {labels.get(hi, hi)} while '{s.id}' "
+                        f"hangs from it: add a [[sites.changes]] at {labels.get(hi, hi)} with another parent "
+                        "(or retire it then too)",
+                    )
+
+    # parent cycles: a cycle appears only where an edge does (first span, or a parent change)
+    starts: dict[float, list[tuple[str, Span]]] = {}
+    ends: dict[float, list[str]] = {}
+    for s in sites:
+        prev_parent: object = object()
+        for sp in life[s.id]:
+            if sp.site.parent != prev_parent:
+                starts.setdefault(sp.start, []).append((s.id, sp))
+                prev_parent = sp.site.parent
+        if life[s.id]:
+            ends.setdefault(life[s.id][-1].end, []).append(s.id)
+    parent_of: dict[str, str | None] = {}
+    for t in sorted(set(starts) | set(ends)):
+        for sid in ends.get(t, ()):
+            parent_of.pop(sid, None)
+        new = starts.get(t, [])
+        for sid, sp in new:
+            parent_of[sid] = sp.site.parent
+        done: set[str] = set()
+        for sid, _sp in new:
+            path: list[str] = []
+            seen: dict[str, int] = {}
+            node: str | None = sid
+            while node is not None and node in parent_of and node not in done:
+                if node in seen:
+                    cyc = path[seen[node] :]
+                    if len(cyc) > 1:  # a self-parent is reported on its own
+                        first = min(cyc, key=lambda x: index_of[x])
+                        j = cyc.index(first)
+                        cyc = cyc[j:] + cyc[:j]
+                        once(
+                            ("cycle", frozenset(cyc)),
+                            f"{at(loc.site(index_of[first], 'parent'))}: parent cycle{when(t)}: "
+                            f"{' -> '.join([*cyc, first])}: one of these must have no parent or another parent",
+                        )
+                    break
+                seen[node] = len(path)
+                path.append(node)
+                node = parent_of[node]
+            done.update(path)
+
+    # one site per address at any instant (a retired router's address may be reused after it)
+    by_addr: dict[str, list[tuple[float, int, str, Span]]] = {}
+    for s in sites:
+        for sp in life[s.id]:
+            if valid_address(sp.site.address) and address_problem(sp.site.address) is None:
+                by_addr.setdefault(address_key(sp.site.address), []).append((sp.start, index_of[s.id], s.id, sp))
+    for items in by_addr.values():
+        if len(items) < 2:
+            continue
+        items.sort(key=lambda x: (x[0], x[1]))
+        for n, (start, _, sid, sp) in enumerate(items):
+            for ostart, _, oid, osp in items[:n]:
+                if oid != sid and osp.end > start and ("addr", sid) not in said:
+                    once(
+                        ("addr", sid),
+                        f"{line(sid, sp, 'address')}: site '{sid}': duplicate address {sp.site.address!r}, "
+                        f"already used by site '{oid}'{when(max(start, ostart))}",
+                    )
+
+    # a commune's district has a district-level site in service whenever the commune is
+    cover: dict[str, list[tuple[float, float]]] = {}
+    for s in sites:
+        for sp in life[s.id]:
+            if sp.site.level == "district" and sp.site.district:
+                cover.setdefault(sp.site.district, []).append((sp.start, sp.end))
+    for s in sites:
+        for sp in life[s.id]:
+            d = sp.site.district
+            if sp.site.level != "commune" or not d or d in failed_districts:
+                continue
+            gap = _uncovered(cover.get(d, []), sp.start, sp.end)
+            if gap is not None:
+                once(
+                    ("district", s.id, d),
+                    f"{line(s.id, sp, 'district')}: site '{s.id}': district '{d}' has no district-level site"
+                    f'{when(gap)}: add a [[sites]] with level = "district" and district = "{d}" '
+                    "in service then",
+                )
+
+
+def _uncovered(intervals: list[tuple[float, float]], start: float, end: float) -> float | None:
+    """The first instant of [start, end) that no interval covers, or None."""
+    t = start
+    for a, b in sorted(intervals):
+        if a > t:
+            break
+        t = max(t, b)
+        if t >= end:
+            return None
+    return t
