@@ -855,6 +855,13 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
             index_of[site.id] = i
         for key, msg in _site_problems(site):
             bad(key, msg)
+        lo, hi = site.in_service_from, site.retired_at
+        if lo is not None and hi is not None and hi <= lo:
+            bad(
+                "retired_at",
+                f"retired_at {hi.isoformat()} is not after in_service_from {lo.isoformat()}: "
+                "a site leaves service after it enters it",
+            )
         if raw_changes is not None:
             site = site.model_copy(update={"changes": _changes(site, raw_changes, i, label, loc, at, problems)})
         if site.id in index_of and index_of[site.id] == i:
@@ -1327,11 +1334,6 @@ def _changes(
             problems.append(f"{at(loc.change(i, k, 'unset'))}: {what}: sets '{key}' and unsets it: keep one")
         good.append((k, ch))
     lo, hi = site.in_service_from, site.retired_at
-    if lo is not None and hi is not None and hi <= lo:
-        problems.append(
-            f"{at(loc.site(i, 'retired_at'))}: {label}: retired_at {hi.isoformat()} is not after in_service_from "
-            f"{lo.isoformat()}: a site leaves service after it enters it"
-        )
     prev: SiteChange | None = None
     for k, ch in good:
         here = at(loc.change(i, k, "at"))
@@ -1362,9 +1364,12 @@ def _changes(
         touched = {key for key in CHANGEABLE if getattr(ch, key) is not None} | set(ch.unset)
         if touched & {"level", "district"}:
             touched |= {"level", "district"}
+        given = [key for key in CHANGEABLE if getattr(ch, key) is not None]
         for key, msg in _site_problems(state):
             if key in touched:
-                problems.append(f"{at(loc.change(i, k, key))}: {label}: from {ch.at.isoformat()}: {msg}")
+                # the line of the key that made the problem: itself, else the level/district or unset beside it
+                shown_key = key if key in given else next((g for g in given if g in ("level", "district")), "unset")
+                problems.append(f"{at(loc.change(i, k, shown_key))}: {label}: from {ch.at.isoformat()}: {msg}")
     return changes
 
 
@@ -1415,10 +1420,11 @@ def _over_time(
             else:
                 lo, hi = period[p]
                 if lo > sp.start:
+                    enters = f"it enters service at {labels[lo]}" if lo in labels else "its service period is empty"
                     once(
                         ("early", s.id, p),
-                        f"{head}: parent '{p}' is not in service{when(sp.start)} (it enters service "
-                        f"{when(lo).strip() or 'never'}): give '{s.id}' another parent until then",
+                        f"{head}: parent '{p}' is not in service{when(sp.start)} ({enters}): "
+                        f"give '{s.id}' another parent until then",
                     )
                 if hi < sp.end:
                     once(
@@ -1447,6 +1453,7 @@ def _over_time(
         for sid, sp in new:
             parent_of[sid] = sp.site.parent
         done: set[str] = set()
+        fresh = {sid: sp for sid, sp in new}  # the sites whose edge to their parent begins at t
         for sid, _sp in new:
             path: list[str] = []
             seen: dict[str, int] = {}
@@ -1455,12 +1462,13 @@ def _over_time(
                 if node in seen:
                     cyc = path[seen[node] :]
                     if len(cyc) > 1:  # a self-parent is reported on its own
-                        first = min(cyc, key=lambda x: index_of[x])
+                        # named at the first (in the file) of its members whose edge begins at t
+                        first = min((x for x in cyc if x in fresh), key=lambda x: index_of[x])
                         j = cyc.index(first)
                         cyc = cyc[j:] + cyc[:j]
                         once(
                             ("cycle", frozenset(cyc)),
-                            f"{at(loc.site(index_of[first], 'parent'))}: parent cycle{when(t)}: "
+                            f"{line(first, fresh[first], 'parent')}: parent cycle{when(t)}: "
                             f"{' -> '.join([*cyc, first])}: one of these must have no parent or another parent",
                         )
                     break
