@@ -140,6 +140,16 @@ def validate(ctx: click.Context) -> None:
         f"({counts['province']} province, {counts['district']} district, {counts['commune']} commune) "
         f"in {len(inv.districts)} districts"
     )
+    tl = cfg.timeline
+    for t in tl.instants:  # a dated inventory: each state it describes, in one line
+        epoch = tl.at(t)
+        now = Inventory.from_config(dataclasses.replace(cfg, sites=epoch.active))
+        c = now.level_counts()
+        click.echo(
+            f"  from {tl.labels[t]}: {len(epoch.active)} sites in service "
+            f"({c['province']} province, {c['district']} district, {c['commune']} commune) "
+            f"in {len(now.districts)} districts"
+        )
 
 
 def _snmp_json(view) -> dict[str, Any]:
@@ -485,6 +495,134 @@ class _NoStore:
 
     def meta(self, key):
         return None
+
+
+def _instant_option(value: str | None, name: str) -> str | None:
+    """An instant for regroup as TOML will write it: ISO 8601 with its UTC offset."""
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        dt = None
+    if dt is None or dt.tzinfo is None:
+        raise click.BadParameter(
+            f"{value!r}: write the instant with its UTC offset, e.g. 2025-07-01T00:00:00+07:00", param_hint=name
+        )
+    return dt.isoformat()
+
+
+@cli.command()
+@click.argument("table", type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--at", "at", required=True, metavar="WHEN", help="When the table's new units take effect (ISO 8601 with offset)."
+)
+@click.option(
+    "--interim-at",
+    metavar="WHEN",
+    help="When the table's unit_before_* column took effect where it differs from the old unit.",
+)
+@click.option(
+    "--review",
+    "reviews",
+    multiple=True,
+    metavar="DISTRICT/UNIT=WHY",
+    help="Mark that unit's changes 'REVIEW: WHY' (rows that rest on fewer sources). Repeatable.",
+)
+@click.option("-o", "--output", "out", type=click.Path(dir_okay=False), help="Write here (default: stdout).")
+@click.pass_context
+def regroup(
+    ctx: click.Context, table: str, at: str, interim_at: str | None, reviews: tuple[str, ...], out: str | None
+) -> None:
+    """Write the config carried through a merger of units (a [[sites.changes]] per site), for review.
+
+    TABLE is tab-separated, one row per former commune-level unit, like
+    ../shared/data/bacninh-2023-to-2025-merge.tsv (README, "Dated inventory").
+    """
+    from wanmon import regroup as rg
+    from wanmon.config import parse
+    from wanmon.files import replacing
+
+    at_s = _instant_option(at, "--at")
+    interim_s = _instant_option(interim_at, "--interim-at")
+    assert at_s is not None
+    if interim_s is not None and _posix(interim_s) >= _posix(at_s):
+        raise click.BadParameter(f"{interim_s} must be before --at {at_s}", param_hint="--interim-at")
+    marks: dict[tuple[str, str], str] = {}
+    for item in reviews:
+        unit, sep, why = item.partition("=")
+        district, slash, name = unit.partition("/")
+        if not (sep and slash and district.strip() and name.strip() and why.strip()):
+            raise click.BadParameter(
+                f"{item!r}: write DISTRICT/UNIT=WHY, e.g. 'Lương Tài/Lai Hạ=one source'", param_hint="--review"
+            )
+        marks[(rg._nfc(district), rg._nfc(name))] = why.strip()
+    cfg = _load(ctx)
+    try:
+        rows = rg.read_table(Path(table))
+        p = rg.plan(cfg, rows, Path(table).name, at_s, interim_s, marks)
+    except WanmonError as exc:
+        _fail(exc)
+    steps = f"{interim_s} and {at_s}" if interim_s else at_s
+    command = f"wanmon --config {cfg.path.name} regroup {Path(table).name}"
+    command += f" --interim-at {interim_s}" if interim_s else ""
+    command += f" --at {at_s}" + "".join(f" --review {_shell_quoted(r)}" for r in reviews)
+    header = [
+        "# " + "=" * 77,
+        f"# {cfg.path.name} carried through {steps} by `wanmon regroup`:",
+        *(f"#     {line}" for line in _wrap_command(command)),
+        "# Review each [[sites.changes]] below (each says the table line it comes from;",
+        "# REVIEW: marks rows that rest on fewer sources), then check with `wanmon validate`.",
+        "# " + "=" * 77,
+        "",
+    ]
+    text = rg.render(cfg.path.read_text(encoding="utf-8"), p, header)
+    try:
+        parse(__import__("tomllib").loads(text), text, Path(out or cfg.path), secrets=False)
+    except WanmonError as exc:
+        click.echo(f"wanmon: error: the regrouped inventory would not validate:\n{exc}", err=True)
+        sys.exit(EXIT_FAILURE)
+    for note in p.notes:
+        click.echo(f"wanmon: note: {note}", err=True)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        with replacing(Path(out), encoding="utf-8") as f:
+            f.write(text)
+    moved = sum(1 for ch in p.changes.values() for _ in ch)
+    click.echo(f"wanmon: {moved} changes for {len(p.changes)} sites, at {steps}", err=True)
+
+
+def _shell_quoted(word: str) -> str:
+    """word as a shell reads it back, quoted the readable way where one exists."""
+    import shlex
+
+    if "'" in word and not any(c in word for c in '"$`\\!'):
+        return f'"{word}"'
+    return shlex.quote(word)
+
+
+def _posix(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _wrap_command(command: str, width: int = 72) -> list[str]:
+    """The command on lines of at most width characters, continued with backslashes."""
+    lines: list[str] = []
+    current = ""
+    for word in command.split(" --"):
+        word = word if not current and not lines else "--" + word
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current + " \\")
+            current = "    " + word
+        else:
+            current = f"{current} {word}" if current else word
+    lines.append(current)
+    return lines
 
 
 @cli.command("test-email")
