@@ -826,6 +826,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     sites: list[Site] = []
     index_of: dict[str, int] = {}  # site id -> position of its [[sites]] table
     seen_ids: dict[str, int] = {}  # id -> the index of the site that defined it first
+    bad_addresses: set[str] = set()  # reported already: no "duplicate address" for them
     for i, rs in enumerate(raw_sites):
         sid = rs.get("id") if isinstance(rs, dict) else None
         label = f"site '{sid}'" if isinstance(sid, str) else f"site #{i + 1}"
@@ -855,6 +856,8 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
             index_of[site.id] = i
         for key, msg in _site_problems(site):
             bad(key, msg)
+            if key == "address":
+                bad_addresses.add(site.address)
         lo, hi = site.in_service_from, site.retired_at
         if lo is not None and hi is not None and hi <= lo:
             bad(
@@ -874,7 +877,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     known_ids = {r.get("id") for r in raw_ok} | set(by_id)
     failed_districts = {r.get("district") for r in raw_ok if r.get("level") == "district" and r.get("id") not in by_id}
     timeline = Timeline(sites)
-    _over_time(sites, index_of, known_ids, failed_districts, timeline.labels, loc, at, problems)
+    _over_time(sites, index_of, known_ids, failed_districts, bad_addresses, timeline.labels, loc, at, problems)
     all_districts = {r.get("district") for r in raw_ok} | {
         ch.district for s in sites for ch in s.changes if ch.district is not None
     }
@@ -1378,6 +1381,7 @@ def _over_time(
     index_of: dict[str, int],
     known_ids: set,
     failed_districts: set,
+    bad_addresses: set[str],
     labels: dict[float, str],
     loc: _LazyLocator,
     at,
@@ -1409,7 +1413,10 @@ def _over_time(
             p = sp.site.parent
             if p is None:
                 continue
-            head = f"{line(s.id, sp, 'parent')}: site '{s.id}'"
+            if p == s.id or p not in period or period[p][0] > sp.start or period[p][1] < sp.end:
+                head = f"{line(s.id, sp, 'parent')}: site '{s.id}'"  # the locator scans the text: only for a problem
+            else:
+                continue
             if p == s.id:
                 once(("self", s.id), f"{head}: parent is the site itself")
             elif p not in period:
@@ -1478,11 +1485,23 @@ def _over_time(
             done.update(path)
 
     # one site per address at any instant (a retired router's address may be reused after it)
-    by_addr: dict[str, list[tuple[float, int, str, Span]]] = {}
+    first_at: dict[str, tuple[float, int, str, Span]] = {}  # address -> its first user
+    by_addr: dict[str, list[tuple[float, int, str, Span]]] = {}  # only the addresses used twice
+    usable: dict[str, bool] = {}  # address -> neither invalid nor refused (those are reported already)
     for s in sites:
         for sp in life[s.id]:
-            if valid_address(sp.site.address) and address_problem(sp.site.address) is None:
-                by_addr.setdefault(address_key(sp.site.address), []).append((sp.start, index_of[s.id], s.id, sp))
+            a = sp.site.address
+            if a not in usable:  # the sites' own addresses were checked as they were read
+                usable[a] = (
+                    (a not in bad_addresses) if sp.change is None else (valid_address(a) and address_problem(a) is None)
+                )
+            if usable[a]:
+                key = address_key(a)
+                item = (sp.start, index_of[s.id], s.id, sp)
+                if key not in first_at:
+                    first_at[key] = item
+                else:
+                    by_addr.setdefault(key, [first_at[key]]).append(item)
     for items in by_addr.values():
         if len(items) < 2:
             continue
@@ -1502,6 +1521,8 @@ def _over_time(
         for sp in life[s.id]:
             if sp.site.level == "district" and sp.site.district:
                 cover.setdefault(sp.site.district, []).append((sp.start, sp.end))
+    for spans_of in cover.values():
+        spans_of.sort()
     for s in sites:
         for sp in life[s.id]:
             d = sp.site.district
@@ -1520,7 +1541,7 @@ def _over_time(
 def _uncovered(intervals: list[tuple[float, float]], start: float, end: float) -> float | None:
     """The first instant of [start, end) that no interval covers, or None."""
     t = start
-    for a, b in sorted(intervals):
+    for a, b in intervals:  # sorted by the caller
         if a > t:
             break
         t = max(t, b)

@@ -71,6 +71,8 @@ class Span:
 def spans(site: Site) -> list[Span]:
     """The site's life as stretches of constant keys, clipped to its service period (empty when
     the period is empty: validate says so)."""
+    if not site.changes and site.in_service_from is None and site.retired_at is None:
+        return [Span(BEFORE, AFTER, site, None)]  # most sites, most of the time
     lo = instant(site.in_service_from) if site.in_service_from is not None else BEFORE
     hi = instant(site.retired_at) if site.retired_at is not None else AFTER
     out: list[Span] = []
