@@ -8,6 +8,7 @@ write nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import hashlib
@@ -430,10 +431,34 @@ class Config:
     warnings: tuple[str, ...] = ()  # not errors: `wanmon validate` prints them and exits 0
     # the inventory through time (wanmon.dated); `sites` above are the sites as first written
     timeline: Timeline = field(default_factory=lambda: Timeline(()))
+    # SNMP settings of the states a change gives its own snmp table: (site id, snmp_key(state)) ->
+    # spec, None = SNMP off then. Secrets are read and checked at load, like the sites' own.
+    dated_snmp_specs: dict[tuple[str, str], SnmpSpec | None] = field(default_factory=dict, repr=False)
+    _views: dict[float, Config] = field(default_factory=dict, repr=False, compare=False)
 
     def at(self, ts: float) -> Epoch:
         """The sites with the keys valid at ts (POSIX seconds), and those in service then."""
         return self.timeline.at(ts)
+
+    def as_of(self, ts: float) -> Config:
+        """This config as the agent uses it at ts: `sites` are the sites in service then, with
+        their keys then (file order), and `snmp_specs` theirs. The same object for every ts of
+        one stretch of the timeline; the config itself when nothing in it is dated."""
+        if not self.timeline.dated:
+            return self
+        epoch = self.timeline.at(ts)
+        view = self._views.get(epoch.start)
+        if view is not None:
+            return view
+        specs: dict[str, SnmpSpec] = {}
+        for s in epoch.active:
+            base = self.timeline.base_by_id[s.id]
+            spec = self.snmp_specs.get(s.id) if s.snmp == base.snmp else self.dated_snmp_specs.get((s.id, snmp_key(s)))
+            if spec is not None:
+                specs[s.id] = spec
+        view = dataclasses.replace(self, sites=epoch.active, snmp_specs=specs, _views={})
+        self._views[epoch.start] = view
+        return view
 
     @property
     def run_cap_s(self) -> float:
@@ -944,8 +969,12 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     ):
         sections["snmp"] = sections["snmp"].model_copy(update={"interval_s": sections["schedule"].snmp_interval_s})
     snmp_specs: dict[str, SnmpSpec] = {}
+    dated_snmp_specs: dict[tuple[str, str], SnmpSpec | None] = {}
     if sections["snmp"] is not None:
         snmp_specs = _snmp_specs(sections["snmp"], sites, index_of, loc, path, at, problems if secrets else [])
+        dated_snmp_specs = _dated_snmp_specs(
+            sections["snmp"], sites, index_of, loc, path, at, problems if secrets else []
+        )
 
     if problems:
         raise ConfigError(shown, sorted(problems, key=lambda p: _line_of(p, shown)))
@@ -962,6 +991,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         agent=sections["agent"],
         sites=tuple(sites),
         snmp_specs=snmp_specs,
+        dated_snmp_specs=dated_snmp_specs,
         influx=influx,
         smtp=smtp,
         maintenance=maintenance,
@@ -1262,6 +1292,28 @@ def _snmp_specs(
             uplink=own.get("uplink"),
         )
     return specs
+
+
+def snmp_key(site: Site) -> str:
+    """A site state's own snmp table as a key (Config.dated_snmp_specs)."""
+    return site.snmp.model_dump_json(exclude_none=True) if site.snmp is not None else ""
+
+
+def _dated_snmp_specs(
+    glob: SnmpSettings, sites, index_of, loc: _LazyLocator, path: Path, at, problems: list[str]
+) -> dict[tuple[str, str], SnmpSpec | None]:
+    """The SNMP settings of each state a change gives other snmp keys than the site's own (its
+    secrets read and checked like the site's): {(site id, snmp_key(state)): spec or None}."""
+    out: dict[tuple[str, str], SnmpSpec | None] = {}
+    for site in sites:
+        if not any(ch.snmp is not None or "snmp" in ch.unset for ch in site.changes):
+            continue
+        for sp in spans(site):
+            key = (site.id, snmp_key(sp.site))
+            if sp.site.snmp == site.snmp or key in out:
+                continue
+            out[key] = _snmp_specs(glob, [sp.site], index_of, loc, path, at, problems).get(site.id)
+    return out
 
 
 def _line_of(problem: str, shown: str) -> int:

@@ -364,11 +364,14 @@ async def run_cycle(
     cycle lock is released. No peer is waited on here (see the module docstring)."""
     if peers.icmp is icmp.probe:  # fail on a missing ICMP permission before anything is written
         icmp.open_sockets(cfg.icmp.mode, {socket.AF_INET}).popitem()[1].close()
-    inv = Inventory.from_config(cfg)
     held = _Held(CycleLock(cfg.store_path).__enter__())
     try:
         store = await held.open(cfg.store_path)
         started = now()
+        # the sites in service at the cycle's instant, with their keys then (a dated inventory):
+        # sweep, parents, alert routing, tags and the page all follow them
+        cfg = cfg.as_of(started)
+        inv = Inventory.from_config(cfg)
         results = await _sweep(cfg, store, progress, peers)
         finished = now()
         result = await held.finish_in_thread(_record, cfg, inv, store, started, finished, results, dry_run, now)
@@ -616,6 +619,7 @@ async def run_snmp(
     """Poll the due SNMP agents of the sites that answered ICMP in the last cycle (all enabled
     sites with force), within [snmp] budget_s; record outcomes and their points, write the page.
     None when another SNMP poll holds the lock (this one is skipped)."""
+    cfg = cfg.as_of(now())  # the sites in service now, with their SNMP settings then
     if not cfg.snmp_specs:
         return {}
     try:

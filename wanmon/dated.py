@@ -108,6 +108,7 @@ class Timeline:
 
     def __init__(self, sites: Sequence[Site]):
         self.base = tuple(sites)
+        self.base_by_id = {s.id: s for s in self.base}
         # instant -> [(site index, what)]: what is a change index, "in" or "out"
         events: dict[float, list[tuple[int, int | str]]] = {}
         self.labels: dict[float, str] = {}  # instant -> as written in the file
