@@ -287,3 +287,34 @@ def test_cli_validate_names_the_instant_and_exits_2(write_config):
     assert "parent cycle from 2025-07-01T00:00:00+07:00" in r.stderr
     ok = wanmon("--config", str(write_config(DATED)), "validate")
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_large_dated_file_is_cached_with_its_instants(tmp_path, monkeypatch):
+    """The parsed-TOML cache keeps a dated inventory's instants (marshal cannot store dates):
+    the second load reads the cache and gives the same keys at the same instants."""
+    import tomllib
+
+    from wanmon import config as C
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sites = "".join(
+        f'\n[[sites]]\nid = "s{i:04d}"\nname = "Điểm số {i:04d}"\nlevel = "province"\n'
+        f'address = "127.1.{i // 250}.{1 + i % 250}"\n'
+        + ("in_service_from = 2024-01-01T00:00:00+07:00\n" if i % 3 == 0 else "")
+        + f'[[sites.changes]]\nat = 2025-07-01T00:00:{i % 60:02d}+07:00\nname = "Điểm mới {i:04d}"\n'
+        for i in range(1000)
+    )
+    path = tmp_path / "sites.toml"
+    path.write_text('[store]\npath = "var/w.db"\n' + sites, encoding="utf-8")
+    first = C.load(path)
+    assert len(list((tmp_path / "cache" / "wanmon").iterdir())) == 1  # the cache was written
+    parsed = []
+    monkeypatch.setattr(C.tomllib, "loads", lambda text: parsed.append(1) or tomllib.loads(text))
+    again = C.load(path)
+    assert parsed == []  # read from the cache
+    assert again.timeline.instants == first.timeline.instants and len(again.timeline.instants) == 61
+    for ts in (datetime.fromisoformat(t).timestamp() for t in ("2024-06-01T00:00:00+07:00", "2025-07-01T00:00:30+07:00")):
+        assert [(s.name, again.at(ts).in_service(s.id)) for s in again.at(ts).sites] == [
+            (s.name, first.at(ts).in_service(s.id)) for s in first.at(ts).sites
+        ]
+    assert again.sites[3].in_service_from == datetime.fromisoformat("2024-01-01T00:00:00+07:00")

@@ -16,9 +16,9 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -741,7 +741,7 @@ def address_key(address: str) -> str:
     return ip.compressed if ip is not None else address.lower().rstrip(".")
 
 
-_TOML_CACHE_TAG = "wanmon-toml-1"
+_TOML_CACHE_TAG = "wanmon-toml-2"
 _TOML_CACHE_MIN = 64 * 1024  # smaller files parse in a few ms: not worth a file
 
 
@@ -753,6 +753,38 @@ def _toml_cache_file(path: Path) -> Path | None:
         return None
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
     return Path(home) / "wanmon" / f"toml-{key}.marshal"
+
+
+_DATE_KINDS: dict[type, Callable[[str], Any]] = {
+    datetime: datetime.fromisoformat,
+    date: date.fromisoformat,
+    time: time.fromisoformat,
+}
+
+
+def _take_dates(value: Any, path: tuple, dates: list) -> Any:
+    """value with its TOML dates and times left out (marshal cannot store them), each put in
+    dates as (path, kind, ISO text): a dated inventory's 10,000 instants are cached too."""
+    if isinstance(value, dict):
+        return {k: _take_dates(v, (*path, k), dates) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_take_dates(v, (*path, i), dates) for i, v in enumerate(value)]
+    kind = type(value)
+    if kind in _DATE_KINDS:
+        dates.append((path, kind.__name__, value.isoformat()))
+        return None
+    return value
+
+
+def _put_dates(raw: dict, dates: list) -> dict:
+    """The parsed TOML again from the cache: each date put back at its path."""
+    kinds = {k.__name__: parse for k, parse in _DATE_KINDS.items()}
+    for path, kind, text in dates:
+        node: Any = raw
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = kinds[kind](text)
+    return raw
 
 
 def _parse_toml(text: str, path: Path) -> dict:
@@ -769,15 +801,17 @@ def _parse_toml(text: str, path: Path) -> dict:
     cache = _toml_cache_file(path)
     if cache is not None:
         try:
-            tag, seen, raw = marshal.loads(cache.read_bytes())
+            tag, seen, raw, put = marshal.loads(cache.read_bytes())
             if tag == _TOML_CACHE_TAG and seen == digest and isinstance(raw, dict):
-                return raw
-        except (OSError, ValueError, EOFError, TypeError):
+                return _put_dates(raw, put)
+        except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError):
             pass
     raw = tomllib.loads(text)
     if cache is not None:
         try:
-            blob = marshal.dumps((_TOML_CACHE_TAG, digest, raw))  # ValueError for TOML dates: no cache then
+            dates: list = []
+            bare = _take_dates(raw, (), dates)
+            blob = marshal.dumps((_TOML_CACHE_TAG, digest, bare, dates))
             make_folder(cache.parent, 0o700)  # XDG: missing cache folders are made 0700
             with replacing(cache, binary=True, mode=0o600) as f:
                 f.write(blob)
@@ -850,15 +884,18 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
 
     sites: list[Site] = []
     index_of: dict[str, int] = {}  # site id -> position of its [[sites]] table
+    states_of: dict[str, list[Site]] = {}  # site id -> the site after each of its changes
     seen_ids: dict[str, int] = {}  # id -> the index of the site that defined it first
     bad_addresses: set[str] = set()  # reported already: no "duplicate address" for them
     for i, rs in enumerate(raw_sites):
         sid = rs.get("id") if isinstance(rs, dict) else None
         label = f"site '{sid}'" if isinstance(sid, str) else f"site #{i + 1}"
         raw_changes = rs.get("changes") if isinstance(rs, dict) else None
-        if isinstance(rs, dict) and "changes" in rs:  # validated one by one below, for their lines
-            rs = {k: v for k, v in rs.items() if k != "changes"}
         obj, errs = _validate_model(Site, rs)
+        if errs and raw_changes is not None:  # the changes again one by one below, for their lines
+            obj, errs = _validate_model(Site, {k: v for k, v in rs.items() if k != "changes"})
+        else:
+            raw_changes = None  # valid: the site has its changes (checked together below)
         for err_key, msg in errs:
             problems.append(f"{at(loc.site(i, err_key))}: {label}: {msg}")
         if obj is None:
@@ -891,7 +928,12 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
                 "a site leaves service after it enters it",
             )
         if raw_changes is not None:
-            site = site.model_copy(update={"changes": _changes(site, raw_changes, i, label, loc, at, problems)})
+            good = _change_models(raw_changes, i, label, loc, at, problems)
+            site = site.model_copy(update={"changes": tuple(ch for _, ch in good)})
+        else:
+            good = list(enumerate(site.changes))
+        if good:
+            states_of[site.id] = _changes(site, good, i, label, loc, at, problems)
         if site.id in index_of and index_of[site.id] == i:
             sites.append(site)  # a duplicate id is reported above and not used further
 
@@ -902,7 +944,8 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     known_ids = {r.get("id") for r in raw_ok} | set(by_id)
     failed_districts = {r.get("district") for r in raw_ok if r.get("level") == "district" and r.get("id") not in by_id}
     timeline = Timeline(sites)
-    _over_time(sites, index_of, known_ids, failed_districts, bad_addresses, timeline.labels, loc, at, problems)
+    life = {s.id: spans(s, states_of.get(s.id)) for s in sites}
+    _over_time(sites, life, index_of, known_ids, failed_districts, bad_addresses, timeline.labels, loc, at, problems)
     all_districts = {r.get("district") for r in raw_ok} | {
         ch.district for s in sites for ch in s.changes if ch.district is not None
     }
@@ -1321,25 +1364,27 @@ def _line_of(problem: str, shown: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _site_problems(site: Site) -> list[tuple[str, str]]:
+def _site_problems(site: Site, keys: Collection[str] = CHANGEABLE) -> list[tuple[str, str]]:
     """(key, message) for what is wrong with one site's keys on their own (as written, or as a
-    change leaves them)."""
+    change leaves them); keys: only those (a change's, with level and district together)."""
     out: list[tuple[str, str]] = []
-    if not valid_address(site.address):
-        out.append(("address", f"invalid address {site.address!r}: use an IPv4 or IPv6 address or a host name"))
-    elif (why := address_problem(site.address)) is not None:
-        out.append(("address", why))
-    if site.level in ("district", "commune") and not site.district:
+    if "address" in keys:
+        if not valid_address(site.address):
+            out.append(("address", f"invalid address {site.address!r}: use an IPv4 or IPv6 address or a host name"))
+        elif (why := address_problem(site.address)) is not None:
+            out.append(("address", why))
+    if "level" in keys and site.level in ("district", "commune") and not site.district:
         out.append(("level", f"level '{site.level}' requires a 'district' key naming its district"))
-    if site.level == "province" and site.district:
+    if "district" in keys and site.level == "province" and site.district:
         out.append(("district", "a province-level site takes no 'district' (remove it, or change 'level')"))
-    for email in site.admins:
-        if not _EMAIL.match(email):
-            out.append(("admins", f"invalid email {email!r} in 'admins'"))
+    if "admins" in keys:
+        for email in site.admins:
+            if not _EMAIL.match(email):
+                out.append(("admins", f"invalid email {email!r} in 'admins'"))
     for key in ("name", "district", "address"):
-        if (why := tag_problem(key, getattr(site, key))) is not None:
+        if key in keys and (why := tag_problem(key, getattr(site, key))) is not None:
             out.append((key, why))
-    if site.contact is not None and (why := contact_problem(site.contact)) is not None:
+    if "contact" in keys and site.contact is not None and (why := contact_problem(site.contact)) is not None:
         out.append(("contact", f"contact {why}"))
     return out
 
@@ -1347,17 +1392,27 @@ def _site_problems(site: Site) -> list[tuple[str, str]]:
 _LIFE_KEYS = ("in_service_from", "retired_at", "changes")
 
 
-def _changes(
-    site: Site, raw: Any, i: int, label: str, loc: _LazyLocator, at, problems: list[str]
-) -> tuple[SiteChange, ...]:
-    """The site's [[sites.changes]], each checked on its own, in time order, inside the site's
-    service period, and for the keys it leaves the site with."""
+class _Lazy:
+    """A text worked out when it is formatted (a valid file never looks up its lines)."""
+
+    def __init__(self, make: Callable[[], str]):
+        self._make = make
+
+    def __format__(self, spec: str) -> str:
+        return format(self._make(), spec)
+
+
+def _change_models(
+    raw: Any, i: int, label: str, loc: _LazyLocator, at, problems: list[str]
+) -> list[tuple[int, SiteChange]]:
+    """The site's [[sites.changes]] one by one, when the site with them did not validate: each
+    problem at its line; [(index in the file, change)] for the valid ones."""
     if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
         problems.append(
             f"{at(loc.site(i, 'changes'))}: {label}: 'changes' must be [[sites.changes]] tables, each with "
             "its instant `at` and the keys that hold from then on"
         )
-        return ()
+        return []
     good: list[tuple[int, SiteChange]] = []
     for k, item in enumerate(raw):
         what = f"{label}: change #{k + 1}"
@@ -1378,20 +1433,35 @@ def _changes(
             problems.append(f"{at(loc.change(i, k, err_key))}: {what}: {msg}")
         if obj is None:
             continue
-        ch: SiteChange = obj  # type: ignore[assignment]
+        good.append((k, obj))  # type: ignore[arg-type]
+    return good
+
+
+def _changes(
+    site: Site, good: list[tuple[int, SiteChange]], i: int, label: str, loc: _LazyLocator, at, problems: list[str]
+) -> list[Site]:
+    """The site's valid changes (with their index in the file) checked: each says something, in
+    time order, inside the site's service period, and for the keys it leaves the site with.
+    Returns the site after each of them."""
+    for k, ch in good:
         given = [key for key in CHANGEABLE if getattr(ch, key) is not None]
         if not given and not ch.unset:
             problems.append(
-                f"{at(loc.change(i, k))}: {what}: says nothing: give the keys that hold from {ch.at.isoformat()} "
-                f"({', '.join(CHANGEABLE)}) or remove it"
+                f"{at(loc.change(i, k))}: {label}: change #{k + 1}: says nothing: give the keys that hold from "
+                f"{ch.at.isoformat()} ({', '.join(CHANGEABLE)}) or remove it"
             )
         for key in set(given) & set(ch.unset):
-            problems.append(f"{at(loc.change(i, k, 'unset'))}: {what}: sets '{key}' and unsets it: keep one")
-        good.append((k, ch))
+            problems.append(
+                f"{at(loc.change(i, k, 'unset'))}: {label}: change #{k + 1}: sets '{key}' and unsets it: keep one"
+            )
     lo, hi = site.in_service_from, site.retired_at
     prev: SiteChange | None = None
+
+    def at_line(k: int) -> str:
+        return at(loc.change(i, k, "at"))
+
     for k, ch in good:
-        here = at(loc.change(i, k, "at"))
+        here = _Lazy(functools.partial(at_line, k))  # the line is looked up for a problem only
         when = ch.at.isoformat()
         if prev is not None and ch.at == prev.at:
             problems.append(f"{here}: {label}: two changes at {when}: merge them into one [[sites.changes]]")
@@ -1412,24 +1482,26 @@ def _changes(
             )
         if prev is None or ch.at > prev.at:
             prev = ch
-    changes = tuple(ch for _, ch in good)
+    states: list[Site] = []
     state = site
     for k, ch in good:
         state = apply(state, ch)
+        states.append(state)
         touched = {key for key in CHANGEABLE if getattr(ch, key) is not None} | set(ch.unset)
         if touched & {"level", "district"}:
             touched |= {"level", "district"}
         given = [key for key in CHANGEABLE if getattr(ch, key) is not None]
-        for key, msg in _site_problems(state):
+        for key, msg in _site_problems(state, touched):
             if key in touched:
                 # the line of the key that made the problem: itself, else the level/district or unset beside it
                 shown_key = key if key in given else next((g for g in given if g in ("level", "district")), "unset")
                 problems.append(f"{at(loc.change(i, k, shown_key))}: {label}: from {ch.at.isoformat()}: {msg}")
-    return changes
+    return states
 
 
 def _over_time(
     sites: list[Site],
+    life: dict[str, list[Span]],
     index_of: dict[str, int],
     known_ids: set,
     failed_districts: set,
@@ -1443,7 +1515,6 @@ def _over_time(
     are in service, no parent cycle, one site per address, a district-level site for each
     commune's district. Each is checked over the sites' spans (wanmon.dated), not epoch by
     epoch: 10,000 sites with a change each are 20,000 spans, not 10,000 epochs of 10,000."""
-    life = {s.id: spans(s) for s in sites}
     period = {s.id: (life[s.id][0].start, life[s.id][-1].end) if life[s.id] else (AFTER, AFTER) for s in sites}
     said: set[tuple] = set()
 
@@ -1537,30 +1608,36 @@ def _over_time(
             done.update(path)
 
     # one site per address at any instant (a retired router's address may be reused after it)
-    first_at: dict[str, tuple[float, int, str, Span]] = {}  # address -> its first user
-    by_addr: dict[str, list[tuple[float, int, str, Span]]] = {}  # only the addresses used twice
+    # [start, end, file index, id, span]: one per stretch of a site at one address
+    first_at: dict[str, list] = {}  # address -> its first user
+    by_addr: dict[str, list[list]] = {}  # only the addresses used twice
     usable: dict[str, bool] = {}  # address -> neither invalid nor refused (those are reported already)
+    keys: dict[str, str] = {}
     for s in sites:
+        last: list | None = None
         for sp in life[s.id]:
             a = sp.site.address
+            if last is not None and a == last[4].site.address and sp.start == last[1]:
+                last[1] = sp.end  # the same address on: one stretch (a renamed site keeps its address)
+                continue
             if a not in usable:  # the sites' own addresses were checked as they were read
                 usable[a] = (
                     (a not in bad_addresses) if sp.change is None else (valid_address(a) and address_problem(a) is None)
                 )
-            if usable[a]:
-                key = address_key(a)
-                item = (sp.start, index_of[s.id], s.id, sp)
-                if key not in first_at:
-                    first_at[key] = item
-                else:
-                    by_addr.setdefault(key, [first_at[key]]).append(item)
+            if not usable[a]:
+                last = None
+                continue
+            key = keys.get(a) or keys.setdefault(a, address_key(a))
+            last = [sp.start, sp.end, index_of[s.id], s.id, sp]
+            if key not in first_at:
+                first_at[key] = last
+            else:
+                by_addr.setdefault(key, [first_at[key]]).append(last)
     for items in by_addr.values():
-        if len(items) < 2:
-            continue
-        items.sort(key=lambda x: (x[0], x[1]))
-        for n, (start, _, sid, sp) in enumerate(items):
-            for ostart, _, oid, osp in items[:n]:
-                if oid != sid and osp.end > start and ("addr", sid) not in said:
+        items.sort(key=lambda x: (x[0], x[2]))
+        for n, (start, _, _, sid, sp) in enumerate(items):
+            for ostart, oend, _, oid, _ in items[:n]:
+                if oid != sid and oend > start and ("addr", sid) not in said:
                     once(
                         ("addr", sid),
                         f"{line(sid, sp, 'address')}: site '{sid}': duplicate address {sp.site.address!r}, "

@@ -68,9 +68,10 @@ class Span:
     change: int | None
 
 
-def spans(site: Site) -> list[Span]:
+def spans(site: Site, states: Sequence[Site] | None = None) -> list[Span]:
     """The site's life as stretches of constant keys, clipped to its service period (empty when
-    the period is empty: validate says so)."""
+    the period is empty: validate says so). states: the site after each of its changes, when
+    the caller has them already (config's validation: 10,000 copies fewer)."""
     if not site.changes and site.in_service_from is None and site.retired_at is None:
         return [Span(BEFORE, AFTER, site, None)]  # most sites, most of the time
     lo = instant(site.in_service_from) if site.in_service_from is not None else BEFORE
@@ -81,8 +82,10 @@ def spans(site: Site) -> list[Span]:
         t = instant(ch.at)
         if t > start:
             out.append(Span(start, t, state, index))
-        state, start, index = apply(state, ch), t, k
+        state, start, index = (apply(state, ch) if states is None else states[k]), t, k
     out.append(Span(start, AFTER, state, index))
+    if lo == BEFORE and hi == AFTER:
+        return out
     clipped = [Span(max(s.start, lo), min(s.end, hi), s.site, s.change) for s in out]
     return [s for s in clipped if s.start < s.end]
 
