@@ -90,7 +90,13 @@ def held_fields(prev: tuple[str, float, int] | None, ts: float, cap: float) -> d
     if prev is None:
         return {}
     status, last, maint = prev
-    held = 0.0 if maint else held_s(last, ts, cap)
+    return held_split(status, maint, held_s(last, ts, cap))
+
+
+def held_split(status: str, maint: int, held: float) -> dict[str, float]:
+    """`held` seconds of one status as the prev_*_s fields count them (0 in maintenance): also
+    each piece of a hold that a change of the site's keys cuts (wanmon.cycle.held_pieces)."""
+    held = 0.0 if maint else held
     return {
         "prev_available_s": held if status in AVAILABLE else 0.0,
         "prev_observed_s": held if status in COUNTED else 0.0,

@@ -37,10 +37,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from wanmon import account, outputs
+from wanmon.account import held_s
 from wanmon.alerts.engine import evaluate
 from wanmon.alerts.mail import compose
 from wanmon.alerts.maintenance import sites_in_maintenance
 from wanmon.config import Config, InfluxSpec, Site
+from wanmon.dated import instant
 from wanmon.devices import derive
 from wanmon.errors import StoreBusyError, WanmonError
 from wanmon.inventory import Inventory
@@ -412,11 +414,13 @@ def _record(
     store.rebuild_runs(cfg.run_cap_s, started, (lambda ts: sites_in_maintenance(cfg, ts)) if cfg.maintenance else None)
     points: Sequence[str] = ()
     limits: tuple[int, float] | None = None
-    cadence = account.cadence_s([*store.recent_starts(account.CADENCE_CYCLES), started])
+    starts = store.recent_starts(account.CADENCE_CYCLES)
+    cadence = account.cadence_s([*starts, started])
     cap = account.cap_s(cfg.schedule.icmp_interval_s, cadence)
     if slow := account.slow_cadence_note(cfg.schedule.icmp_interval_s, cadence, cfg.path):
         logger.warning("%s", slow)
     if cfg.influx is not None:
+        prev = store.previous_cycles()
         points = cycle_points(
             obs,
             (),
@@ -424,10 +428,11 @@ def _record(
             socket.gethostname(),
             started,
             v1=cfg.influx.settings.api == "v1",
-            prev=store.previous_cycles(),
+            prev=prev,
             cap_s=cap,
             agent_id=cfg.agent.id,
             parents={s.id: s.parent for s in cfg.sites},
+            cuts=held_pieces(cfg, prev, obs, started, starts[-1] if starts else None, cap),
         )
         limits = _spool_limits(cfg.influx)
     t_alerts = time.perf_counter()
@@ -479,6 +484,57 @@ def _record(
         page_ts[0] if page_ts else None,
         failed,
     )
+
+
+def held_pieces(
+    cfg: Config,
+    prev: dict[str, tuple[str, float, int]],
+    obs: Sequence[Observation],
+    started: float,
+    prev_start: float | None,
+    cap: float,
+) -> dict[str, list[tuple[dict[str, str | None], float, float]]]:
+    """The previous holds that a dated inventory cuts (pure): {site_id: [(tags, from, to)]} for
+    each site whose tags changed, or whose service ended, between its last cycle and this one.
+
+    A point's prev_*_s fields tell how long the site's previous cycle held, but the point carries
+    the tags of its own instant: across a change the time before it would be counted under the
+    new tags. lineproto.cycle_points writes each piece under the tags valid then, so InfluxQL
+    grouped by "district" gives the report's `--grouping then`, also for a period that ends at the
+    change. A retired site's last hold is written once, by the first cycle after it left service
+    (up to then; no point after it). Nothing to do (one lookup) for an undated inventory or when
+    no instant lies between two cycles; a site absent from the cycle before (left out of the
+    config for a while) keeps its hold under its tags now."""
+    tl = cfg.timeline
+    if not tl.dated or prev_start is None:
+        return {}
+    changed = tl.changed(prev_start - cap, started)
+    if not changed:
+        return {}
+    agent = cfg.agent.id
+    now = cfg.at(started)
+    seen = {o.site_id for o in obs}
+    out = {}
+    for sid, instants in changed.items():
+        p = prev.get(sid)
+        if p is None:
+            continue
+        last = p[1]
+        end = last + held_s(last, started, cap)
+        if sid in seen:
+            if not any(last < t < end for t in instants):
+                continue  # its hold lies wholly on one side of its instants
+            keep = now.by_id[sid]
+            tags = site_tags(sid, keep, agent, keep.parent)
+        else:
+            retired = tl.base_by_id[sid].retired_at
+            if retired is None or not prev_start < instant(retired) <= started:
+                continue  # out of service before the cycle before: closed then
+            tags = None
+        cut = [(site_tags(sid, s, agent, s.parent), a, b) for a, b, s in tl.pieces(sid, last, end)]
+        if tags is None or any(t != tags for t, _, _ in cut):
+            out[sid] = cut
+    return out
 
 
 def _warn_same_hosts(cfg: Config, icmp_results) -> None:

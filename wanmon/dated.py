@@ -180,3 +180,29 @@ class Timeline:
             e = self.at(ts)
             yield e
             ts = e.end
+
+    def changed(self, start: float, end: float) -> dict[str, list[float]]:
+        """{site id: its instants in (start, end]} for the sites whose keys or service change then:
+        the only ones a stretch of time ending at `end` may have to split (one lookup when none do)."""
+        lo = bisect.bisect_right(self.instants, start)
+        hi = bisect.bisect_right(self.instants, end)
+        out: dict[str, list[float]] = {}
+        for k in range(lo, hi):
+            for i, _ in self._events[k]:
+                out.setdefault(self.base[i].id, []).append(self.instants[k])
+        return out
+
+    def pieces(self, site_id: str, start: float, end: float) -> list[tuple[float, float, Site]]:
+        """[start, end) of one site's life cut where its keys change, inside its service period:
+        [(from, to, its keys then)], in time order (empty outside the period). From the cached
+        epochs: no key is applied again, however many sites ask."""
+        out: list[tuple[float, float, Site]] = []
+        for e in self.epochs(start, end) if start < end else ():
+            if not e.in_service(site_id):
+                continue
+            a, b, keys = max(e.start, start), min(e.end, end), e.by_id[site_id]
+            if out and out[-1][2] is keys and out[-1][1] == a:  # another site's change: one piece
+                out[-1] = (out[-1][0], b, keys)
+            else:
+                out.append((a, b, keys))
+        return out

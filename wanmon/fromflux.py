@@ -5,8 +5,11 @@ all requests within `[page] influx_budget_s`, into a `FluxView`: the reading met
 calls on a store, answered from that data; the page is then written by the same code as
 always (wanmon.page), so a page from InfluxDB looks and behaves like the agent's own.
 
-* The sites are those seen in the last 30 days, with their tags (name, level, district,
-  address, parent): shards with disjoint sites make one page, grouped as usual.
+* The sites are those seen in the last 30 days, in today's tree: a point's tags are the
+  keys valid when it was written, so a site the inventory knows takes its keys valid now
+  (by site_id; out of service now: not on the page), and only a site the inventory does not
+  list (another shard's) takes its newest point's tags (name, level, district, address,
+  parent): shards with disjoint sites make one page, grouped as usual.
 * Agents: from their heartbeats (wanmon_agent); fresh = within 3 x its interval. A
   site's current status is the best one a fresh agent reports (up, degraded,
   unreachable, down); when fresh agents disagree the page says who sees what ("down
@@ -34,6 +37,7 @@ from typing import Any
 
 from wanmon import influxql
 from wanmon.config import LEVELS, Config, Site, valid_id
+from wanmon.dated import Timeline
 from wanmon.model import SiteState
 
 logger = logging.getLogger(__name__)
@@ -140,29 +144,20 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
                 skipped[why] += 1
                 continue
             views.setdefault(sid, []).append((agent, row))
+    today = _today(cfg, sites, now)
     out_sites: list[Site] = []
-    # (site id, its tags, status, since, last ts, loss %, RTT ms, jitter ms, reason, the agent whose row it is)
-    states: list[
-        tuple[str, dict, str, float, float, float | None, float | None, float | None, str | None, str | None]
-    ] = []
+    # (the site today, status, since, last ts, loss %, RTT ms, jitter ms, reason, the agent whose row it is)
+    states: list[tuple[Site, str, float, float, float | None, float | None, float | None, str | None, str | None]] = []
     disagree: list[dict[str, Any]] = []
-    known = set(sites)
-    for sid, t in sites.items():
-        parent = t.get("parent") or None
-        out_sites.append(
-            Site(
-                id=sid,
-                name=t.get("site_name") or sid,
-                level=t.get("level") or "province",
-                district=t.get("district") or None,
-                address=t.get("address") or "0.0.0.0",
-                parent=parent if parent in known and parent != sid else None,
-            )
-        )
+    known = set(today)
+    for sid, site in today.items():
+        if site.parent is not None and (site.parent not in known or site.parent == sid):
+            site = site.model_copy(update={"parent": None})
+        out_sites.append(site)
         # every row in views passed _bad_row: its status is one of RANK's
         v = sorted(views.get(sid, []), key=lambda x: (RANK[x[1]["status"]], x[0]))
         if not v:
-            states.append((sid, t, "unknown", now, now, None, None, None, "no fresh agent reports this site", None))
+            states.append((site, "unknown", now, now, None, None, None, "no fresh agent reports this site", None))
             continue
         agent, row = v[0]
         status = row.get("status") or "unknown"
@@ -178,8 +173,7 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
         since = other if other is not None else now - HISTORY_DAYS * 86400
         states.append(
             (
-                sid,
-                t,
+                site,
                 status,
                 since,
                 row["time"] / 1000.0,
@@ -251,6 +245,34 @@ def merge(cfg: Config, data: dict[str, Any], now: float):
         for a in data["seen"]
     ]
     return out_sites, states, hourly, agents, disagree
+
+
+def _today(cfg: Config, tags: dict[str, dict], now: float) -> dict[str, Site]:
+    """The sites of the page, in today's tree: the tags of a point are the keys valid when it was
+    written ("then"), so a site the inventory knows is shown with its keys valid now (Config.at),
+    and not at all when it is out of service now (retired, or not yet in service: never down or
+    unknown for it); a site only InfluxDB knows (another shard's) with its newest point's tags."""
+    epoch = cfg.at(now)
+    out: dict[str, Site] = {}
+    for sid, t in tags.items():
+        if sid in cfg.timeline.base_by_id:
+            if epoch.in_service(sid):
+                site = epoch.by_id[sid]
+                if (
+                    site.changes or site.in_service_from or site.retired_at
+                ):  # applied already: the page's tree is today's
+                    site = site.model_copy(update={"changes": (), "in_service_from": None, "retired_at": None})
+                out[sid] = site
+            continue
+        out[sid] = Site(
+            id=sid,
+            name=t.get("site_name") or sid,
+            level=t.get("level") or "province",
+            district=t.get("district") or None,
+            address=t.get("address") or "0.0.0.0",
+            parent=t.get("parent") or None,
+        )
+    return out
 
 
 def _number(v: Any) -> bool:
@@ -348,16 +370,18 @@ def render(cfg: Config, out: str | Path | None = None, now: float | None = None)
     now = time.time() if now is None else now
     data = gather(cfg, now)
     sites, states, hourly, agents, disagree = merge(cfg, data, now)
-    view = dataclasses.replace(cfg, sites=tuple(sites), maintenance=())
+    # the page's config: these sites as they are now, nothing dated left to apply (Config.as_of
+    # gives it back as it is); maintenance windows are each agent's own
+    view = dataclasses.replace(cfg, sites=tuple(sites), maintenance=(), timeline=Timeline(sites), _views={})
     last = max([a["last_ts"] for a in agents if a["fresh"]] or [a["last_ts"] for a in agents] or [now])
     source = FluxView(
         [
             SiteState(
-                sid,
-                t.get("site_name") or sid,
-                t.get("level") or "province",
-                t.get("district") or None,
-                t.get("address") or "",
+                site.id,
+                site.name,
+                site.level,
+                site.district,
+                site.address,
                 st,
                 since,
                 last_ts,
@@ -368,7 +392,7 @@ def render(cfg: Config, out: str | Path | None = None, now: float | None = None)
                 jit,
                 reason,
             )
-            for sid, t, st, since, last_ts, loss, rtt, jit, reason, _ in states
+            for site, st, since, last_ts, loss, rtt, jit, reason, _ in states
         ],
         [
             (sid, hour, rtt_sum, rtt_n, sent, received)

@@ -8,9 +8,9 @@ sample times in nanoseconds, so a retried write lands on the same point.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from wanmon.account import held_fields
+from wanmon.account import held_fields, held_split
 from wanmon.model import Observation, SnmpOutcome
 
 STATUS_CODE = {"up": 0, "degraded": 1, "down": 2, "unreachable": 3, "unknown": 4}
@@ -58,7 +58,7 @@ def _field(value) -> str | None:
 
 
 def _line(
-    measurement: str, tags: dict[str, str | None], fields: dict[str, object], ts: float, v1: bool = False
+    measurement: str, tags: dict[str, str | None], fields: Mapping[str, object], ts: float, v1: bool = False
 ) -> str | None:
     """One point; None when it has no field (line protocol needs at least one)."""
     tag_part = "".join(f",{_esc_key(k, v1)}={_esc_key(v, v1)}" for k, v in sorted(tags.items()) if v not in (None, ""))
@@ -95,17 +95,26 @@ def cycle_points(
     cap_s: float = 120.0,
     agent_id: str | None = None,
     parents: dict[str, str | None] | None = None,
+    cuts: Mapping[str, Sequence[tuple[dict[str, str | None], float, float]]] | None = None,
 ) -> list[str]:
     """Every point of one cycle: ICMP per site, SNMP per polled site and interface, events, the agent.
-    prev: each site's previous cycle (status, ts, in maintenance), for the prev_*_s fields."""
+    prev: each site's previous cycle (status, ts, in maintenance), for the prev_*_s fields.
+    cuts: the sites whose previous hold a dated inventory cuts (their tags changed, or their
+    service ended, meanwhile): {site_id: [(tags, from, to)]} (wanmon.cycle.held_pieces)."""
     out: list[str | None] = []
     prev = prev or {}
     parents = parents or {}
+    cuts = cuts or {}
     for o in obs:
+        tags = site_tags(o.site_id, o, agent_id, parents.get(o.site_id))
+        held = held_fields(prev.get(o.site_id), o.ts, cap_s)
+        cut = cuts.get(o.site_id)
+        if cut and o.site_id in prev:
+            held = _cut_hold(out, cut, prev[o.site_id], tags, v1)
         out.append(
             _line(
                 "wanmon_icmp",
-                site_tags(o.site_id, o, agent_id, parents.get(o.site_id)),
+                tags,
                 {
                     "sent": o.sent,
                     "received": o.received,
@@ -117,18 +126,40 @@ def cycle_points(
                     "up": int(o.status in ("up", "degraded")),
                     "status": o.status,
                     "status_code": STATUS_CODE.get(o.status, 4),
-                    **held_fields(prev.get(o.site_id), o.ts, cap_s),
+                    **held,
                 },
                 o.ts,
                 v1=v1,
             )
         )
+    seen = {o.site_id for o in obs} if cuts else ()
+    for sid, cut in cuts.items():
+        if sid not in seen and sid in prev:  # out of service now: its last hold, up to the end of its service
+            _cut_hold(out, cut, prev[sid], None, v1)
     if snmp:
         out.extend(
             snmp_points(snmp, {o.site_id: site_tags(o.site_id, o, agent_id, parents.get(o.site_id)) for o in obs}, v1)
         )
     out.append(agent_point(host, agent, started, v1, agent_id))
     return [p for p in out if p is not None]
+
+
+def _cut_hold(
+    out: list[str | None],
+    cut: Sequence[tuple[dict[str, str | None], float, float]],
+    prev: tuple[str, float, int],
+    tags: dict[str, str | None] | None,
+    v1: bool,
+) -> dict[str, float]:
+    """A previous hold cut where the site's tags changed: each piece under other tags than `tags`
+    (the new point's; None: no new point) becomes a point of its own with those tags and only the
+    prev_*_s fields, at the piece's end, so InfluxQL grouped by a tag counts every stretch under
+    the tags valid then (the report's "then"). Returns the fields of the pieces under `tags`."""
+    status, _, maint = prev
+    for t, a, b in cut:
+        if t != tags:
+            out.append(_line("wanmon_icmp", t, held_split(status, maint, b - a), b, v1=v1))
+    return held_split(status, maint, sum(b - a for t, a, b in cut if t == tags))
 
 
 def snmp_points(
