@@ -20,16 +20,16 @@ INTERVAL_S = 1.0
 CAP = 2 * INTERVAL_S
 
 
-def expected(history: dict[str, list[tuple[float, str]]], start: float, end: float) -> dict[str, dict]:
+def expected(history: dict[str, list[tuple[float, str]]], start: float, end: float, cap: float = CAP) -> dict[str, dict]:
     """The README's method, written out plainly: each check's status holds until the next
-    check's ts, at most CAP; the last one until `end`, at most CAP; cut to [start, end)."""
+    check's ts, at most cap; the last one until `end`, at most cap; cut to [start, end)."""
     out = {}
     for sid, seq in history.items():
         seq = sorted(seq)
         avail = down = unreach = 0.0
         for i, (ts, st) in enumerate(seq):
             nxt = seq[i + 1][0] if i + 1 < len(seq) else end
-            a, b = max(ts, start), min(ts + min(nxt - ts, CAP), end)
+            a, b = max(ts, start), min(ts + min(nxt - ts, cap), end)
             if b <= a:
                 continue
             if st in ("up", "degraded"):

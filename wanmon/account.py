@@ -18,21 +18,35 @@ The method (also in the README and at the foot of every report):
 * An outage is a stretch of own downtime without a break: an unobserved gap or a
   maintenance window ends it; outages crossing a period's edges are cut there. MTTR =
   downtime / outages.
+* A site's time outside its service period (before `in_service_from`, from `retired_at`
+  on: wanmon.dated) is *out of service*: never down, never unobserved, not in the
+  availability; its runs there are not counted.
 """
 
 from __future__ import annotations
 
 import itertools
+import operator
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from wanmon import dated
 from wanmon.status import DEGRADED, DOWN, UNREACHABLE, UP
+
+if TYPE_CHECKING:
+    from wanmon.config import Site
+
+Runs = list[tuple[str, int, float, float]]  # one site's runs [(status, maint, from, to)]
 
 AVAILABLE = (UP, DEGRADED)
 COUNTED = (UP, DEGRADED, DOWN, UNREACHABLE)  # observed; unknown is not
 CADENCE_CYCLES = 10  # the spacings of the last cycles that tell the real cadence
 SLOW_CADENCE = 1.5  # checks further apart than this x icmp_interval_s: said, with the fix
+
+
+_FROM = operator.itemgetter(2)  # a run's start; sorting 10,000 sites' runs: 16 ms, 26 with a lambda
 
 
 def held_s(last_ts: float, ts: float, cap_s: float) -> float:
@@ -114,6 +128,7 @@ class Figures:
     unreachable_s: float = 0.0
     maintenance_s: float = 0.0
     unobserved_s: float = 0.0
+    out_of_service_s: float = 0.0  # outside the site's service period: in no other class
     outages: int = 0
     longest_outage_s: float = 0.0
     sites: int = 0
@@ -143,6 +158,7 @@ class Figures:
         self.unreachable_s += o.unreachable_s
         self.maintenance_s += o.maintenance_s
         self.unobserved_s += o.unobserved_s
+        self.out_of_service_s += o.out_of_service_s
         self.outages += o.outages
         self.longest_outage_s = max(self.longest_outage_s, o.longest_outage_s)
         self.prev_available_s += o.prev_available_s
@@ -161,7 +177,7 @@ def site_figures(
     # Counted up to here: each instant counts once, also where runs overlap (a store written
     # before the clock set back was handled has such runs).
     covered = start
-    for status, maint, a, b in sorted(runs, key=lambda r: r[2]):
+    for status, maint, a, b in sorted(runs, key=_FROM):
         a, b = max(a, covered), min(b, end)
         if b <= a:
             continue
@@ -195,6 +211,80 @@ def site_figures(
     f.unobserved_s = max(0.0, known - f.observed_s - f.maintenance_s)
     f.sites = 1
     return f
+
+
+def service_period(site: Site) -> tuple[float, float]:
+    """The site's service period [from, to) in POSIX seconds (infinite where it is open)."""
+    lo = dated.instant(site.in_service_from) if site.in_service_from is not None else dated.BEFORE
+    hi = dated.instant(site.retired_at) if site.retired_at is not None else dated.AFTER
+    return lo, hi
+
+
+def _served(runs: Runs, start: float, end: float, lo: float, hi: float, history_from: float | None) -> Figures:
+    """The figures over [start, end) of a site in service over [lo, hi): site_figures over the part in
+    service, the rest out of service."""
+    a, b = max(start, lo), min(end, hi)
+    f = site_figures(runs, a, b, history_from) if a < b else Figures(sites=1)
+    f.out_of_service_s = (end - start) - max(b - a, 0.0)
+    return f
+
+
+def in_service_figures(
+    runs: Runs, site: Site, start: float, end: float, history_from: float | None = None
+) -> Figures | None:
+    """One site's figures over [start, end), not split where its keys change: its time out of service
+    in out_of_service_s. None when it is out of service for the whole period."""
+    lo, hi = service_period(site)
+    if max(start, lo) >= min(end, hi):
+        return None
+    return _served(runs, start, end, lo, hi, history_from)
+
+
+@dataclass(frozen=True, slots=True)
+class Stretch:
+    """A part [start, end) of a period over which a site's keys (`site`) hold, with its figures. A
+    site's stretches tile the period: its time out of service before the first span and after the
+    last is in the first's and the last's out_of_service_s."""
+
+    start: float
+    end: float
+    site: Site
+    figures: Figures
+
+
+def stretches(
+    runs: Runs,
+    site: Site,
+    start: float,
+    end: float,
+    history_from: float | None = None,
+    keys: Callable[[Site], Hashable] | None = None,
+    spans: Sequence[dated.Span] | None = None,
+) -> list[Stretch]:
+    """One site's figures over [start, end) split by its dated spans (wanmon.dated.spans: the
+    stretches of constant keys), in time order; neighbours whose keys(state) are equal are one
+    stretch (keys: the keys that matter to the caller; default all of them). An outage across a
+    split counts in both stretches, as one across a period's edge. Empty when the site is out of
+    service for the whole period. An undated site: one stretch, site_figures over the period.
+    spans: dated.spans(site), when the caller has them (they cost a copy of the site per change)."""
+    lo, hi = service_period(site)
+    if max(start, lo) >= min(end, hi):
+        return []
+    parts: list[tuple[float, float, Site]] = []
+    for sp in dated.spans(site) if spans is None else spans:
+        a, b = max(sp.start, start), min(sp.end, end)
+        if a >= b:
+            continue
+        if parts and keys is not None and keys(parts[-1][2]) == keys(sp.site):
+            parts[-1] = (parts[-1][0], b, sp.site)
+        else:
+            parts.append((a, b, sp.site))
+    last = len(parts) - 1
+    out = []
+    for k, (a, b, state) in enumerate(parts):
+        a, b = start if k == 0 else a, end if k == last else b
+        out.append(Stretch(a, b, state, _served(runs, a, b, lo, hi, history_from)))
+    return out
 
 
 def by_site(runs: Iterable[tuple[str, str, int, float, float]]) -> dict[str, list[tuple[str, int, float, float]]]:

@@ -424,9 +424,20 @@ def _print_mail_trouble(con, outbox: list[dict]) -> None:
     type=click.Path(dir_okay=False),
     help="Output file ('-': stdout). Default: [page] out_dir/reports/wanmon-report-PERIOD.FORMAT.",
 )
+@click.option(
+    "--grouping",
+    # wanmon.report.GROUPINGS (a test keeps them equal)
+    type=click.Choice(["then", "now"]),
+    default="then",
+    show_default=True,
+    help="A dated inventory: 'then' counts each stretch of time under the group, level and name valid then "
+    "(a period spanning a change is split at its instant); 'now' counts the whole period under today's keys.",
+)
 @click.option("--email", is_flag=True, help="Mail it (HTML body, PDF and CSV attached) to [report] recipients.")
 @click.pass_context
-def report(ctx: click.Context, month, quarter, year, frm, to, fmt: str, out: str | None, email: bool) -> None:
+def report(
+    ctx: click.Context, month, quarter, year, frm, to, fmt: str, out: str | None, grouping: str, email: bool
+) -> None:
     """Availability over a period, per level, district and site (README: 'Availability reports')."""
     from zoneinfo import ZoneInfo
 
@@ -440,10 +451,10 @@ def report(ctx: click.Context, month, quarter, year, frm, to, fmt: str, out: str
         click.echo(f"wanmon: error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
     if cfg.store_path.exists():
-        rep = _read_store(cfg, lambda st: rp.build(cfg, st, period, now))
+        rep = _read_store(cfg, lambda st: rp.build(cfg, st, period, now, grouping))
     else:
         click.echo(f"wanmon: no store at {cfg.store_path} yet: the report says nothing was observed", err=True)
-        rep = rp.build(cfg, _NoStore(), period, now)
+        rep = rp.build(cfg, _NoStore(), period, now, grouping)
     if rep.total.observed_s == 0:
         click.echo(f"wanmon: nothing was observed in {period.label}: availability is left blank", err=True)
     try:

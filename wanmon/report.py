@@ -12,24 +12,28 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from wanmon import account
+from wanmon import account, dated
 from wanmon.account import Figures, site_figures
-from wanmon.config import LEVELS, Config
+from wanmon.config import LEVELS, Config, Site
 from wanmon.errors import WanmonError
-from wanmon.inventory import Inventory
 
 if TYPE_CHECKING:  # wanmon.words is imported where the text is written
     from wanmon.words import ReportWords
 
 FORMATS = ("html", "pdf", "xlsx", "csv", "json")  # also the order of the page's links to the archive
+# --grouping, the default first: "then" counts each stretch under the keys valid then, "now" the
+# whole period under today's (README: Availability reports)
+GROUPINGS = ("then", "now")
 
 NAME_CAP = 120  # characters of a name shown in the HTML and PDF (CSV, JSON and xlsx keep it whole)
 WORST_N = 10  # the first page's worst sites
@@ -184,11 +188,17 @@ def previous(p: Period) -> Period:
 
 @dataclass
 class SiteRow:
+    """A site's row: its keys over [start, end), the part of the period it covers (the whole period,
+    unless its keys changed inside it and the report is grouped "then")."""
+
     id: str
     name: str
     level: str
     district: str | None
     figures: Figures
+    start: float = 0.0
+    end: float = 0.0
+    served: tuple[float, float] = (-math.inf, math.inf)  # its service period (wanmon.account.service_period)
 
 
 @dataclass
@@ -218,6 +228,7 @@ class Report:
     notes: list[str] = field(default_factory=list)  # what the reader must know to trust the figures
     history_from: float | None = None  # set when the period begins before an upgraded store's history
     worst: list[Worst] = field(default_factory=list)
+    grouping: str = "then"  # GROUPINGS
 
     def met(self, f: Figures) -> bool | None:
         """The target met (availability at or above it); None when nothing was observed."""
@@ -243,6 +254,17 @@ class Report:
         return REPORT[self.language]["history_from"].format(t=fmt.dt(self.history_from))
 
 
+def _report_keys(s: Site) -> tuple[str, str, str | None]:
+    """The keys a report row is counted under: a change of another key (address, admins, ...) does
+    not split the period."""
+    return (s.name, s.level, s.district)
+
+
+def _districts_in_order(sites) -> list[str]:
+    """The groups as the inventory lists them (wanmon.inventory: first appearance in file order)."""
+    return list(dict.fromkeys(s.district for s in sites if s.district))
+
+
 def compute(
     cfg: Config,
     runs: list[tuple[str, str, int, float, float]],
@@ -252,76 +274,189 @@ def compute(
     now: float,
     cap_s: float,
     history_from: float | None = None,
+    grouping: str = GROUPINGS[0],
 ) -> Report:
     """The report from the runs [(site_id, status, maint, from, to)] of both periods. history_from:
-    where an upgraded store's history starts (meta history_from; before it, only hourly rollups)."""
+    where an upgraded store's history starts (meta history_from; before it, only hourly rollups).
+
+    grouping (a dated inventory, wanmon.dated): "then" counts each stretch of a site's time under
+    the name, level and group valid then (a site whose keys change inside the period has one row
+    per stretch); "now" counts the whole period under the keys valid at `now` (a retired site: its
+    last keys). A site out of service for the whole period is not a row. The previous period's
+    figure of a group is that period's, grouped the same way."""
+    if grouping not in GROUPINGS:
+        raise ValueError(grouping)
     by_site = account.by_site(runs)
-    inv = Inventory.from_config(cfg)
     start, end = period.start.timestamp(), period.end.timestamp()
     p_start, p_end = prev.start.timestamp(), prev.end.timestamp()
     if history_from is not None and history_from <= start:
         history_from = None  # the whole period is history: nothing to say
     target = cfg.report.target_pct
+    changes = cfg.timeline.dated
+    split = changes and grouping == "then"
+    today = cfg.at(now) if changes and grouping == "now" else None
+    last = cfg.at(math.nextafter(end, -math.inf)) if changes else None  # the inventory at the period's end
+
     rows: list[SiteRow] = []
-    known = set()
-    for s in inv.ordered():
-        known.add(s.id)
-        rows.append(SiteRow(s.id, s.name, s.level, s.district, Figures()))
+    # a dated inventory: the previous period's figures, grouped the same way (level, group,
+    # available_s, observed_s); and (now) whether a site is counted under keys it did not have then
+    before: list[tuple[str, str | None, float, float]] = []
+    regrouped = False
+
+    def below(f: Figures) -> int:
+        return int(f.availability_pct is not None and f.availability_pct < target)
+
+    for s in cfg.sites:
+        mine = by_site.get(s.id, [])
+        if not changes:  # the fast path: each site in service all along, one row under its keys
+            f = site_figures(mine, start, end, history_from)
+            pf = site_figures(mine, p_start, p_end)
+            f.prev_available_s, f.prev_observed_s = pf.available_s, pf.observed_s
+            f.below_target = below(f)
+            rows.append(SiteRow(s.id, s.name, s.level, s.district, f, start, end))
+            continue
+        if split:
+            spans = dated.spans(s)
+            cur = [
+                (x.site, x.start, x.end, x.figures)
+                for x in account.stretches(mine, s, start, end, history_from, _report_keys, spans)
+            ]
+            old = [(x.site, x.figures) for x in account.stretches(mine, s, p_start, p_end, None, _report_keys, spans)]
+        else:
+            assert today is not None, "a dated inventory, grouped now"
+            keys = today.by_id[s.id]
+            whole = account.in_service_figures(mine, s, start, end, history_from)
+            whole_prev = account.in_service_figures(mine, s, p_start, p_end)
+            cur = [] if whole is None else [(keys, start, end, whole)]
+            old = [] if whole_prev is None else [(keys, whole_prev)]
+            if today is not None and s.changes and cur and not regrouped:
+                regrouped = any(
+                    _report_keys(sp.site) != _report_keys(keys)
+                    for sp in dated.spans(s)
+                    if sp.start < end and sp.end > start
+                )
+        pa = sum(f.available_s for _k, f in old)
+        po = sum(f.observed_s for _k, f in old)
+        served = account.service_period(s)
+        for keys, a, b, f in cur:
+            f.prev_available_s, f.prev_observed_s = pa, po
+            f.below_target = below(f)
+            rows.append(SiteRow(s.id, keys.name, keys.level, keys.district, f, a, b, served))
+        before.extend((k.level, k.district, f.available_s, f.observed_s) for k, f in old)
+    known_rows = len(rows)
     # sites no longer in the config that were observed in the period still count
-    for sid in sorted(set(by_site) - known):
+    for sid in sorted(set(by_site) - {s.id for s in cfg.sites}):
         name, level, district = labels.get(sid, (sid, "province", None))
-        rows.append(SiteRow(sid, name, level if level in LEVELS else "province", district, Figures()))
-    for r in rows:
-        mine = by_site.get(r.id, [])
+        level = level if level in LEVELS else "province"
+        mine = by_site[sid]
         f = site_figures(mine, start, end, history_from)
+        if not (f.observed_s or f.maintenance_s):
+            continue
         pf = site_figures(mine, p_start, p_end)
         f.prev_available_s, f.prev_observed_s = pf.available_s, pf.observed_s
-        f.below_target = int(f.availability_pct is not None and f.availability_pct < target)
-        r.figures = f
-    rows = [r for r in rows if r.id in known or r.figures.observed_s or r.figures.maintenance_s]
-    levels = []
-    for lv in LEVELS:
-        g = Figures()
-        for r in rows:
-            if r.level == lv:
-                g.add(r.figures)
-                g.sites += 1
-                g.below_target += r.figures.below_target
-        levels.append((lv, g))
-    districts: dict[str, Figures] = {}
-    order = [d.name for d in inv.districts]
-    for r in rows:
-        if r.district:
-            g = districts.setdefault(r.district, Figures())
-            g.add(r.figures)
-            g.sites += 1
-            g.below_target += r.figures.below_target
-    total = Figures()
-    for r in rows:
-        total.add(r.figures)
-        total.sites += 1
-        total.below_target += r.figures.below_target
-    dist_list = [(d, districts[d]) for d in order if d in districts] + [
-        (d, g) for d, g in sorted(districts.items()) if d not in order
+        f.below_target = below(f)
+        rows.append(SiteRow(sid, name, level, district, f, start, end))
+        before.append((level, district, pf.available_s, pf.observed_s))
+
+    levels, groups, total = _sums(rows, before if changes else None)
+    # the inventory's order at the relevant time (now; the period's end), then the groups that no
+    # longer exist then, as they come (file order, time order), then those of sites left out
+    ref = today.active if today is not None else last.active if last is not None else cfg.sites
+    order = _districts_in_order(ref)
+    seen = set(order)
+    for r in rows[:known_rows]:
+        if r.district and r.district not in seen:
+            seen.add(r.district)
+            order.append(r.district)
+    dist_list = [(d, groups[d]) for d in order if d in groups] + [
+        (d, g) for d, g in sorted(groups.items()) if d not in seen
     ]
     rows.sort(key=_worst_first)
-    parents = {s.id: s.parent for s in inv.sites}
-    worst = _worst(rows, by_site, parents, start, end)
-    return Report(
+    parents = {s.id: s.parent for s in (last.sites if last is not None else cfg.sites)}
+    worst = _worst(rows, by_site, parents)
+    rep = Report(
         period,
         prev,
         now,
         target,
         cap_s,
         rows,
-        levels,
+        [(lv, levels[lv]) for lv in LEVELS],
         dist_list,
         total,
         language=cfg.page.language,
         province=cfg.page.province,
         history_from=history_from,
         worst=worst,
+        grouping=grouping,
     )
+    if note := _grouping_note(rep, start, regrouped):
+        rep.notes.append(note)
+    return rep
+
+
+def _sums(
+    rows: list[SiteRow], before: list[tuple[str, str | None, float, float]] | None
+) -> tuple[dict[str, Figures], dict[str, Figures], Figures]:
+    """The rows (a site's rows one after the other) summed per level, per group and over all; a site,
+    and a site below target, counted once in each (one split at a change may have two rows in one).
+    before: the previous period's figures grouped the same way (a dated inventory); None: each
+    row's own (its site's)."""
+    levels = {lv: Figures() for lv in LEVELS}
+    groups: dict[str, Figures] = {}
+    total = Figures()
+    last = None
+    counted: list[int] = []  # the sums the current site is counted in (their ids), and below target in
+    below: list[int] = []
+    for r in rows:
+        f = r.figures
+        if r.id != last:
+            last, counted, below = r.id, [], []
+        sums = [levels[r.level], total]
+        if r.district:
+            g = groups.get(r.district)
+            if g is None:
+                g = groups[r.district] = Figures()
+            sums.append(g)
+        for g in sums:
+            g.add(f)
+            k = id(g)
+            if k not in counted:
+                counted.append(k)
+                g.sites += 1
+            if f.below_target and k not in below:
+                below.append(k)
+                g.below_target += 1
+    if before is not None:
+        for g in (*levels.values(), *groups.values(), total):
+            g.prev_available_s = g.prev_observed_s = 0.0
+        for level, district, pa, po in before:
+            for g in (levels[level], groups.get(district) if district else None, total):
+                if g is not None:
+                    g.prev_available_s += pa
+                    g.prev_observed_s += po
+    return levels, groups, total
+
+
+SPLIT_SHOWN = 5  # instants named in the note of a period split (then view); the rest counted
+
+
+def _grouping_note(rep: Report, start: float, regrouped: bool) -> str | None:
+    """What the reader must know about the grouping: where the period is split (then), or that sites
+    are counted under keys they did not have in the period (now)."""
+    from wanmon.words import REPORT, Fmt
+
+    w = REPORT[rep.language]
+    fmt = Fmt(rep.language, rep.period.tz)
+    if rep.grouping == "now":
+        return w["now_note"].format(t=fmt.dt(rep.generated)) if regrouped else None
+    cuts = sorted({r.start for r in rep.sites if r.start > start})
+    if not cuts:
+        return None
+    text = ", ".join(fmt.dt(t) for t in cuts[:SPLIT_SHOWN])
+    if len(cuts) > SPLIT_SHOWN:
+        text += " " + w["split_more"].format(n=len(cuts) - SPLIT_SHOWN)
+    return w["split_note"].format(t=text)
 
 
 def change_pp(f: Figures) -> float | None:
@@ -330,28 +465,28 @@ def change_pp(f: Figures) -> float | None:
     return None if pct is None or prev is None else pct - prev
 
 
-def _worst(rows: list[SiteRow], by_site, parents, start: float, end: float) -> list[Worst]:
+def _worst(rows: list[SiteRow], by_site, parents) -> list[Worst]:
     """The WORST_N worst sites (rows are worst first) that were down or unreachable, as root causes:
     a site mostly unreachable because an upstream site was down is not listed itself but counted
     behind the site whose outage cut it off."""
-    cause: dict[str, str | None] = {}  # site -> the upstream site most of its unreachable time is owed to
-    behind: dict[str, int] = {}
-    for r in rows:
+    cause: dict[int, str | None] = {}  # row -> the upstream site most of its unreachable time is owed to
+    behind: dict[str, set[str]] = {}  # upstream site -> the sites it cut off (a site split at a change: once)
+    for n, r in enumerate(rows):
         if r.figures.unreachable_s > 0:
-            owed = account.upstream_causes(by_site, parents, r.id, start, end)
+            owed = account.upstream_causes(by_site, parents, r.id, max(r.start, r.served[0]), min(r.end, r.served[1]))
             up = max(owed, key=lambda k: owed[k]) if owed else None
-            cause[r.id] = up
+            cause[n] = up
             if up is not None:
-                behind[up] = behind.get(up, 0) + 1
+                behind.setdefault(up, set()).add(r.id)
     out: list[Worst] = []
-    for r in rows:
+    for n, r in enumerate(rows):
         f = r.figures
         if f.down_s + f.unreachable_s <= 0:
             continue
         cut_off = f.unreachable_s > f.down_s
-        if cut_off and cause.get(r.id) is not None:
+        if cut_off and cause.get(n) is not None:
             continue  # the upstream site's entry says it
-        out.append(Worst(r, behind.get(r.id, 0), cut_off))
+        out.append(Worst(r, len(behind.get(r.id, ())), cut_off))
         if len(out) == WORST_N:
             break
     return out
@@ -367,10 +502,10 @@ def short(name: str | None, cap: int = NAME_CAP) -> str:
 
 def _worst_first(r: SiteRow):
     a = r.figures.availability_pct
-    return (a is None, a if a is not None else 0.0, -r.figures.down_s, -r.figures.unreachable_s, r.id)
+    return (a is None, a if a is not None else 0.0, -r.figures.down_s, -r.figures.unreachable_s, r.id, r.start)
 
 
-def build(cfg: Config, store, period: Period, now: float | None = None) -> Report:
+def build(cfg: Config, store, period: Period, now: float | None = None, grouping: str = GROUPINGS[0]) -> Report:
     """Read the runs of the period and the one before, and compute."""
     now = time.time() if now is None else now
     prev = previous(period)
@@ -378,7 +513,15 @@ def build(cfg: Config, store, period: Period, now: float | None = None) -> Repor
     runs = store.status_runs(prev.start.timestamp(), period.end.timestamp(), now, cap)
     history_from = store.meta("history_from")
     rep = compute(
-        cfg, runs, store.site_labels(), period, prev, now, cap, None if history_from is None else float(history_from)
+        cfg,
+        runs,
+        store.site_labels(),
+        period,
+        prev,
+        now,
+        cap,
+        None if history_from is None else float(history_from),
+        grouping,
     )
     cadence = store.cadence_s()
     if slow := account.slow_cadence_note(cfg.schedule.icmp_interval_s, cadence, cfg.path.name):
@@ -390,25 +533,55 @@ def build(cfg: Config, store, period: Period, now: float | None = None) -> Repor
 
 
 def _fig_json(f: Figures) -> dict[str, Any]:
-    r = lambda v: round(v, 3)  # noqa: E731
     pct = f.availability_pct
     prev = f.previous_pct
+    mttr = f.mttr_s
     return {
         "availability_pct": None if pct is None else round(pct, 4),
-        "downtime_s": r(f.down_s),
+        "downtime_s": round(f.down_s, 3),
         "outages": f.outages,
-        "longest_outage_s": r(f.longest_outage_s),
-        "mttr_s": None if f.mttr_s is None else r(f.mttr_s),
-        "observed_s": r(f.observed_s),
-        "available_s": r(f.available_s),
-        "unreachable_s": r(f.unreachable_s),
-        "maintenance_s": r(f.maintenance_s),
-        "unobserved_s": r(f.unobserved_s),
+        "longest_outage_s": round(f.longest_outage_s, 3),
+        "mttr_s": None if mttr is None else round(mttr, 3),
+        "observed_s": round(f.observed_s, 3),
+        "available_s": round(f.available_s, 3),
+        "unreachable_s": round(f.unreachable_s, 3),
+        "maintenance_s": round(f.maintenance_s, 3),
+        "unobserved_s": round(f.unobserved_s, 3),
+        "out_of_service_s": round(f.out_of_service_s, 3),
         "previous_availability_pct": None if prev is None else round(prev, 4),
     }
 
 
+def row_when(rep: Report, t: float) -> datetime:
+    """A row's edge as a time in the period's zone (the period's own edges as they are)."""
+    if t == rep.period.start.timestamp():
+        return rep.period.start
+    if t == rep.period.end.timestamp():
+        return rep.period.end
+    return datetime.fromtimestamp(t, rep.period.tz)
+
+
+def row_iso(rep: Report) -> Callable[[float], str]:
+    """A row's edges in ISO 8601 (row_when), each instant written once (10,000 rows, 2 edges each)."""
+    memo: dict[float, str] = {}
+
+    def iso(t: float) -> str:
+        text = memo.get(t)
+        if text is None:
+            text = memo[t] = row_when(rep, t).isoformat()
+        return text
+
+    return iso
+
+
+def is_split(rep: Report, r: SiteRow) -> bool:
+    """Whether the row covers only a part of the period (its keys changed inside it)."""
+    return r.start > rep.period.start.timestamp() or r.end < rep.period.end.timestamp()
+
+
 def to_json(rep: Report) -> dict[str, Any]:
+    iso = row_iso(rep)
+
     def group(f: Figures) -> dict[str, Any]:
         change = change_pp(f)
         return _fig_json(f) | {
@@ -432,6 +605,7 @@ def to_json(rep: Report) -> dict[str, Any]:
             "label": rep.prev.label,
         },
         "generated": datetime.fromtimestamp(rep.generated, rep.period.tz).isoformat(timespec="seconds"),
+        "grouping": rep.grouping,
         "target_pct": rep.target_pct,
         "status_hold_cap_s": rep.cap_s,
         # the store was upgraded and its history starts inside the period: before it, not unobserved but unknown
@@ -442,12 +616,7 @@ def to_json(rep: Report) -> dict[str, Any]:
         "total": group(rep.total),
         "levels": [{"level": lv} | group(f) for lv, f in rep.levels],
         "districts": [{"district": d} | group(f) for d, f in rep.districts],
-        "sites": [
-            {"id": r.id, "name": r.name, "level": r.level, "district": r.district}
-            | _fig_json(r.figures)
-            | {"below_target": bool(r.figures.below_target)}
-            for r in rep.sites
-        ],
+        "sites": [_site_json(r, iso) for r in rep.sites],
         # the first page's worst sites, as root causes (see _worst)
         "worst": [
             {
@@ -467,6 +636,14 @@ def to_json(rep: Report) -> dict[str, Any]:
     }
 
 
+def _site_json(r: SiteRow, iso: Callable[[float], str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": r.id, "name": r.name, "level": r.level, "district": r.district}
+    out.update(_fig_json(r.figures))
+    out["below_target"] = bool(r.figures.below_target)
+    out["from"], out["to"] = iso(r.start), iso(r.end)  # the row's stretch of the period
+    return out
+
+
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -483,6 +660,7 @@ def to_csv(rep: Report) -> bytes:
     from wanmon.words import REPORT
 
     w = REPORT[rep.language]
+    iso = row_iso(rep)
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\r\n")
     cols = [
@@ -501,30 +679,33 @@ def to_csv(rep: Report) -> bytes:
         "unobserved_s",
         "observed_s",
         "below_target",
+        "out_of_service_s",  # the columns added since are last: programs reading by position go on
+        "from",
+        "to",
     ]
     out.writerow(cols)
     for r in rep.sites:
-        j = _fig_json(r.figures)
+        f = r.figures
+        pct, prev = f.availability_pct, f.previous_pct
+        mttr = f.mttr_s
         out.writerow(
             [
-                csv_cell(x)
-                for x in (
-                    r.id,
-                    r.name,
-                    w["levels"][r.level],
-                    r.district or "",
-                    "" if j["availability_pct"] is None else f"{j['availability_pct']:.4f}",
-                    "" if j["previous_availability_pct"] is None else f"{j['previous_availability_pct']:.4f}",
-                    round(r.figures.down_s),
-                    r.figures.outages,
-                    round(r.figures.longest_outage_s),
-                    "" if j["mttr_s"] is None else round(j["mttr_s"]),
-                    round(r.figures.unreachable_s),
-                    round(r.figures.maintenance_s),
-                    round(r.figures.unobserved_s),
-                    round(r.figures.observed_s),
-                    int(bool(r.figures.below_target)),
-                )
+                # the text cells (names come from the config): the others are numbers and times
+                *(csv_cell(x) for x in (r.id, r.name, w["levels"][r.level], r.district or "")),
+                "" if pct is None else f"{round(pct, 4):.4f}",
+                "" if prev is None else f"{round(prev, 4):.4f}",
+                round(f.down_s),
+                f.outages,
+                round(f.longest_outage_s),
+                "" if mttr is None else round(round(mttr, 3)),
+                round(f.unreachable_s),
+                round(f.maintenance_s),
+                round(f.unobserved_s),
+                round(f.observed_s),
+                int(bool(f.below_target)),
+                round(f.out_of_service_s),
+                iso(r.start),
+                iso(r.end),
             ]
         )
     return "\ufeff".encode() + buf.getvalue().encode("utf-8")
@@ -550,6 +731,7 @@ def to_xlsx(rep: Report) -> bytes:
     pct = book.add_format({"num_format": "0.00%"})
     pp = book.add_format({"num_format": "+0.00;-0.00;0.00"})
     dur = book.add_format({"num_format": "[h]:mm"})
+    when = book.add_format({"num_format": "yyyy-mm-dd hh:mm"})
     missed = book.add_format({"font_color": "#A00000", "bold": True})
     target = w["target_col"].format(t=fmt.pct(rep.target_pct))
 
@@ -572,6 +754,7 @@ def to_xlsx(rep: Report) -> bytes:
             (w["unreachable"], f.unreachable_s / 86400, dur),
             (w["maintenance"], f.maintenance_s / 86400, dur),
             (w["unobserved"], f.unobserved_s / 86400, dur),
+            (w["out_of_service"], f.out_of_service_s / 86400, dur),
         ]
 
     def sheet(title: str, build, items: list, dummy, widths: dict[int, int]) -> None:
@@ -587,6 +770,8 @@ def to_xlsx(rep: Report) -> bytes:
                     ws.write_blank(r, col, None, f)
                 elif isinstance(v, str):
                     ws.write_string(r, col, text(v), f)
+                elif isinstance(v, datetime):
+                    ws.write_datetime(r, col, v, f)
                 else:
                     ws.write_number(r, col, v, f)
         ws.freeze_panes(1, 1)
@@ -607,6 +792,9 @@ def to_xlsx(rep: Report) -> bytes:
             (w["level"], w["levels"][r.level], None),
             (w["district"], r.district, None),
             *figures(r.figures),
+            # the row's stretch, local time of the period (Excel has no time zones)
+            (w["from_"], row_when(rep, r.start).replace(tzinfo=None), when),
+            (w["to"], row_when(rep, r.end).replace(tzinfo=None), when),
         ]
 
     def worst(x: Worst) -> list[tuple[str, Any, Any]]:
@@ -622,7 +810,7 @@ def to_xlsx(rep: Report) -> bytes:
             (w["why"], why_text(x, fmt, w) if x.row.id else "", None),
         ]
 
-    empty = SiteRow("", "", "province", None, Figures())
+    empty = SiteRow("", "", "province", None, Figures(), rep.period.start.timestamp(), rep.period.end.timestamp())
     sheet(w["level"], level, [*rep.levels, ("total", rep.total)], ("", Figures()), {0: 28})
     sheet(w["district"], district, rep.districts, ("", Figures()), {0: 28})
     sheet(w["site"], site, rep.sites, empty, {0: 22, 1: 40, 2: 18, 3: 16})
@@ -671,6 +859,8 @@ def to_html(cfg: Config, rep: Report, max_sites: int | None = None) -> str:
             prev_text=period_text(rep.prev, fmt, w),
             history_note=rep.history_note(),
             generated=fmt.dt(rep.generated),
+            grouping_text=w["grouping_now"] if rep.grouping == "now" else w["grouping_then"],
+            stretch=lambda r: f"{fmt.dt(r.start)} – {fmt.dt(r.end)}" if is_split(rep, r) else "",
         )
     )
 

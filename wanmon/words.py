@@ -415,6 +415,15 @@ class ReportWords(TypedDict):
     no_worst: str
     details_title: str
     more_districts: str
+    out_of_service: str
+    grouping: str
+    grouping_then: str
+    grouping_now: str
+    split_note: str
+    split_more: str
+    now_note: str
+    from_: str
+    to: str
 
 
 REPORT: dict[str, ReportWords] = {
@@ -468,6 +477,17 @@ REPORT: dict[str, ReportWords] = {
         "no_worst": "Không có điểm nào mất kết nối trong kỳ.",
         "details_title": "Chi tiết",
         "more_districts": "… và {n} huyện khác: xem bảng «Theo huyện» ở phần chi tiết.",
+        "out_of_service": "Ngoài thời gian sử dụng",
+        "grouping": "Cách nhóm",
+        "grouping_then": "theo đơn vị có hiệu lực ở từng thời điểm",
+        "grouping_now": "theo cây đơn vị hiện tại",
+        "split_note": "Kỳ báo cáo được chia tại {t}: mỗi khoảng thời gian được tính theo tên, cấp và đơn vị "
+        "có hiệu lực lúc đó (--grouping then); điểm nào đổi tên, cấp hoặc đơn vị trong kỳ có một dòng cho mỗi khoảng.",
+        "split_more": "và {n} thời điểm khác",
+        "now_note": "Có điểm đã đổi tên, cấp hoặc đơn vị kể từ kỳ này: cả kỳ của mỗi điểm được tính theo tên, cấp "
+        "và đơn vị có hiệu lực lúc {t} (--grouping now; --grouping then: theo đơn vị lúc đó).",
+        "from_": "Từ",
+        "to": "Đến",
         "method": [
             "Kết quả mỗi lần kiểm tra có hiệu lực từ thời điểm kiểm tra (ts) đến lần kiểm tra kế tiếp, "
             "nhưng không quá {cap} giây (2 × [schedule] icmp_interval_s); quá thời gian đó là không giám sát.",
@@ -479,6 +499,9 @@ REPORT: dict[str, ReportWords] = {
             "được ghi riêng (vẫn là không sẵn sàng). Một lần mất kết nối kết thúc khi điểm hoạt động lại, "
             "khi không giám sát hoặc khi bảo trì; sự cố vắt qua đầu hay cuối kỳ được cắt tại mốc đó. "
             "Khắc phục trung bình = tổng thời gian mất kết nối / số lần.",
+            "Thời gian một điểm chưa đưa vào sử dụng hoặc đã ngừng sử dụng (in_service_from, retired_at) "
+            "được ghi riêng là ngoài thời gian sử dụng: không phải mất kết nối, không phải không giám sát, "
+            "không có trong tỷ lệ sẵn sàng.",
         ],
     },
     "en": {
@@ -535,6 +558,17 @@ REPORT: dict[str, ReportWords] = {
         "no_worst": "No site was down or unreachable in this period.",
         "details_title": "Details",
         "more_districts": "… and {n} more districts: see «By district» in the details.",
+        "out_of_service": "Out of service",
+        "grouping": "Grouping",
+        "grouping_then": "under the groups valid at the time",
+        "grouping_now": "under today's tree",
+        "split_note": "The period is split at {t}: each stretch is counted under the name, level and group "
+        "valid then (--grouping then); a site whose name, level or group changed has one row per stretch.",
+        "split_more": "and {n} more instants",
+        "now_note": "Sites changed name, level or group since this period: each site's whole period is counted "
+        "under the name, level and group valid at {t} (--grouping now; --grouping then: the groups of the time).",
+        "from_": "From",
+        "to": "To",
         "method": [
             "Each check's result holds from its time (ts) until the next check, but never longer than {cap} s "
             "(2 × [schedule] icmp_interval_s); beyond that the time is unobserved.",
@@ -546,6 +580,8 @@ REPORT: dict[str, ReportWords] = {
             "(it is still not available). An outage ends when the site answers again, when observation stops "
             "or a maintenance window begins; outages crossing the period's edges are cut there. "
             "MTTR = downtime / outages.",
+            "Time before a site entered service or after it was retired (in_service_from, retired_at) is "
+            "shown apart as out of service: never down, never unobserved, not in the availability.",
         ],
     },
 }
