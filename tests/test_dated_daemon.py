@@ -56,6 +56,8 @@ class FileClock:
     def __init__(self, path: Path, ts: float):
         self.path = path
         self.set(ts)
+        # the file read at every clock call; the monotonic clock real (with it real, this
+        # libfaketime makes time.sleep() fail with EINVAL: the daemon without InfluxDB never sleeps)
         self.prefix = ("env", f"LD_PRELOAD={LIBFAKETIME}", f"FAKETIME_TIMESTAMP_FILE={path}",
                        "FAKETIME_NO_CACHE=1", "FAKETIME_DONT_FAKE_MONOTONIC=1")
 
