@@ -52,10 +52,11 @@ def lab():
 
 
 class Daemon:
-    def __init__(self, lab, cfg: Path, log: Path, verbose: bool = True):
+    def __init__(self, lab, cfg: Path, log: Path, verbose: bool = True, prefix: tuple[str, ...] = ()):
+        """prefix: argv before python's (e.g. `env LD_PRELOAD=...` for a fake clock)."""
         self.cfg, self.log = cfg, log
         v = ["-v"] if verbose else []   # -v: the INFO lines the tests wait on (quiet by default)
-        self.p = lab.popen([PY, "-m", "wanmon", *v, "--config", str(cfg), "run"], cwd=cfg.parent,
+        self.p = lab.popen([*prefix, PY, "-m", "wanmon", *v, "--config", str(cfg), "run"], cwd=cfg.parent,
                            env=wm_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.out = Output(self.p.stdout, log)
 
@@ -93,8 +94,8 @@ class Daemon:
 def daemons():
     started: list[Daemon] = []
 
-    def start(lab, cfg, log, verbose=True):
-        d = Daemon(lab, cfg, log, verbose)
+    def start(lab, cfg, log, verbose=True, prefix=()):
+        d = Daemon(lab, cfg, log, verbose, prefix)
         started.append(d)
         return d
 

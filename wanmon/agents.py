@@ -142,7 +142,9 @@ def catch_up(cfg: Config, store: Store, latest: dict[str, str], pending: set, no
     """Mails for the news no agent has sent: each site whose hard alert state here (a notified
     problem, or up again after one) differs from the newest notice any agent sent for it, and
     that no queued mail carries already. Composed fresh from the current state (a held mail
-    may be old news). Empty while the guard is raised (this agent may be blind)."""
+    may be old news). Empty while the guard is raised (this agent may be blind). The sites in
+    service now, with their keys now (admins, names, districts of a dated inventory): a site
+    retired meanwhile gets no news, not even a recovery."""
     from wanmon.alerts.mail import compose
     from wanmon.alerts.maintenance import sites_in_maintenance
     from wanmon.model import Notification
@@ -151,6 +153,7 @@ def catch_up(cfg: Config, store: Store, latest: dict[str, str], pending: set, no
     states, guard = store.alert_states()
     if guard:
         return []
+    cfg = cfg.as_of(now)
     resting = set(sites_in_maintenance(cfg, now))
     quiet = {"unreachable": not cfg.alerts.notify_unreachable, "degraded": not cfg.alerts.notify_degraded}
     notes = []

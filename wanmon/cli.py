@@ -248,7 +248,7 @@ def check(ctx: click.Context, as_json: bool, dry_run: bool) -> None:
     _WRITER_CFG[0] = cfg
     _warn_shared_net_raw()
     try:
-        with _ProgressBar(len(cfg.sites)) as progress:
+        with _ProgressBar(len(cfg.as_of(time.time()).sites)) as progress:
             result = run_check(cfg, progress, dry_run=dry_run)
     except WanmonError as exc:
         _tell_noc_if_damaged()
@@ -326,7 +326,8 @@ def alerts(ctx: click.Context, as_json: bool) -> None:
     """Open problems (hard, as notified) and the mail outbox."""
     cfg = _load(ctx, secrets=False)
     (states, guard), box = _read_store(cfg, lambda st: (st.alert_states(), st.outbox(limit=100_000)))
-    names = {s.id: s.name for s in cfg.sites}
+    now = cfg.at(time.time())  # the names valid now; a site out of service has no open problem
+    names = {s.id: s.name for s in now.sites}
     problems = [
         {
             "id": sid,
@@ -337,7 +338,7 @@ def alerts(ctx: click.Context, as_json: bool) -> None:
             "flapping": a.flapping,
         }
         for sid, a in sorted(states.items())
-        if a.hard != "up" or a.flapping
+        if (a.hard != "up" or a.flapping) and (now.in_service(sid) or sid not in now.by_id)
     ]
     outbox = [
         {
@@ -675,7 +676,7 @@ def _print_summary(cfg: Config, result, dry_run: bool = False) -> None:
         cells = [str(sum(o.status == st for o in rows)) for st in STATUSES]
         table.add_row(level or "[bold]all[/]", *cells, str(len(rows)))
     con.print(table)
-    _print_causes(con, cfg, obs)
+    _print_causes(con, cfg.as_of(result.started_at), obs)  # the parents of the cycle's instant
     _print_snmp_summary(con, result)
     if dry_run:
         con.print("--dry-run: nothing was recorded, no page written, no mail sent", style="dim")
@@ -797,6 +798,7 @@ def _inventory_rows(cfg: Config) -> list[dict[str, Any]]:
     for e in recent:
         events.setdefault(e.site_id, []).append(e)
     out = []
+    cfg = cfg.as_of(time.time())  # the sites in service now, with their keys and SNMP settings now
     for site in Inventory.from_config(cfg).ordered():
         d = devices.get(site.id)
         known = d is not None and d.last_ok_ts is not None
@@ -1001,6 +1003,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     slow = account.slow_cadence_note(cfg.schedule.icmp_interval_s, cadence, cfg.path)
     if slow and not as_json:
         click.echo("wanmon: " + slow, err=True)
+    cfg = cfg.as_of(time.time())  # the sites in service now, with their keys now
     inv = Inventory.from_config(cfg)
     ordered = inv.ordered()
     if as_json:

@@ -435,6 +435,7 @@ class Config:
     # spec, None = SNMP off then. Secrets are read and checked at load, like the sites' own.
     dated_snmp_specs: dict[tuple[str, str], SnmpSpec | None] = field(default_factory=dict, repr=False)
     _views: dict[float, Config] = field(default_factory=dict, repr=False, compare=False)
+    _root: Config | None = field(default=None, repr=False, compare=False)  # a view's config as loaded
 
     def at(self, ts: float) -> Epoch:
         """The sites with the keys valid at ts (POSIX seconds), and those in service then."""
@@ -443,21 +444,24 @@ class Config:
     def as_of(self, ts: float) -> Config:
         """This config as the agent uses it at ts: `sites` are the sites in service then, with
         their keys then (file order), and `snmp_specs` theirs. The same object for every ts of
-        one stretch of the timeline; the config itself when nothing in it is dated."""
+        one stretch of the timeline; the config itself when nothing in it is dated. A view's
+        as_of is the loaded config's (a cycle's view handed on, e.g. to the page, gives the
+        same view of another instant as the config it came from)."""
         if not self.timeline.dated:
             return self
-        epoch = self.timeline.at(ts)
-        view = self._views.get(epoch.start)
+        root = self._root or self
+        epoch = root.timeline.at(ts)
+        view = root._views.get(epoch.start)
         if view is not None:
             return view
         specs: dict[str, SnmpSpec] = {}
         for s in epoch.active:
-            base = self.timeline.base_by_id[s.id]
-            spec = self.snmp_specs.get(s.id) if s.snmp == base.snmp else self.dated_snmp_specs.get((s.id, snmp_key(s)))
+            base = root.timeline.base_by_id[s.id]
+            spec = root.snmp_specs.get(s.id) if s.snmp == base.snmp else root.dated_snmp_specs.get((s.id, snmp_key(s)))
             if spec is not None:
                 specs[s.id] = spec
-        view = dataclasses.replace(self, sites=epoch.active, snmp_specs=specs, _views={})
-        self._views[epoch.start] = view
+        view = dataclasses.replace(root, sites=epoch.active, snmp_specs=specs, _views={}, _root=root)
+        root._views[epoch.start] = view
         return view
 
     @property

@@ -338,7 +338,7 @@ def run_check(
         )
         try:
             if snmp_tail and not dry_run:
-                views = await run_snmp(cfg, now=now, peers=peers, ips=res.ip_by_site)
+                views = await run_snmp(cfg, now=now, peers=peers, ips=res.ip_by_site, ips_at=res.started_at)
                 if views is not None:
                     res = _with_snmp(res, views)
         finally:
@@ -411,7 +411,10 @@ def _record(
             tuple(update.mails) if update else (),
         )
     # once, after an upgrade from a store without status runs: its history rebuilt from the raw samples
-    store.rebuild_runs(cfg.run_cap_s, started, (lambda ts: sites_in_maintenance(cfg, ts)) if cfg.maintenance else None)
+    # (a window given by district covers the sites of that district at each sample's time)
+    store.rebuild_runs(
+        cfg.run_cap_s, started, (lambda ts: sites_in_maintenance(cfg.as_of(ts), ts)) if cfg.maintenance else None
+    )
     points: Sequence[str] = ()
     limits: tuple[int, float] | None = None
     starts = store.recent_starts(account.CADENCE_CYCLES)
@@ -671,11 +674,16 @@ async def run_snmp(
     force: bool = False,
     ips: dict[str, str | None] | None = None,
     page: bool = True,
+    ips_at: float | None = None,
 ) -> dict[str, SnmpView] | None:
     """Poll the due SNMP agents of the sites that answered ICMP in the last cycle (all enabled
     sites with force), within [snmp] budget_s; record outcomes and their points, write the page.
-    None when another SNMP poll holds the lock (this one is skipped)."""
-    cfg = cfg.as_of(now())  # the sites in service now, with their SNMP settings then
+    ips: the addresses the cycle that started at ips_at resolved. None when another SNMP poll
+    holds the lock (this one is skipped)."""
+    view = cfg.as_of(now())  # the sites in service now, with their SNMP settings then
+    if ips and ips_at is not None and cfg.as_of(ips_at) is not view:
+        ips = None  # resolved under the keys before a change (an address may differ now): resolve again
+    cfg = view
     if not cfg.snmp_specs:
         return {}
     try:

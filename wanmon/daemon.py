@@ -115,6 +115,7 @@ class Daemon:
         self.cycles = 0
         self.cancelled = 0
         self.last_ips: dict[str, str | None] = {}  # what the last sweep resolved: SNMP polls these
+        self.last_ips_at: float | None = None  # that sweep's instant (a dated inventory's keys then)
         self.sched = None
         from wanmon.reportmail import Monthly
 
@@ -136,7 +137,7 @@ class Daemon:
             async with asyncio.timeout(limit):
                 res = await run_cycle(cfg, now=self.now, peers=self.peers)
             self.cycles += 1
-            self.last_ips = res.ip_by_site
+            self.last_ips, self.last_ips_at = res.ip_by_site, res.started_at
             took = time.monotonic() - t0
             counts: dict[str, int] = {}
             for o in res.observations:
@@ -181,7 +182,8 @@ class Daemon:
         """The SNMP job: due agents at the sites that answer ICMP, within [snmp] budget_s."""
         from wanmon.cycle import run_snmp
 
-        if self.stopping.is_set() or not self.cfg.snmp_specs:
+        # the agents enabled now (a dated inventory may turn SNMP on or off at an instant)
+        if self.stopping.is_set() or not self.cfg.as_of(self.now()).snmp_specs:
             return
         self.snmp_task = asyncio.current_task()
         try:
@@ -192,7 +194,7 @@ class Daemon:
                 # cycle's ICMP answers anyway.
                 await asyncio.wait({cycle})
             async with asyncio.timeout(self.cfg.snmp.budget_s + 30.0):
-                await run_snmp(self.cfg, now=self.now, peers=self.peers, ips=self.last_ips)
+                await run_snmp(self.cfg, now=self.now, peers=self.peers, ips=self.last_ips, ips_at=self.last_ips_at)
         except asyncio.CancelledError:
             if not self.stopping.is_set():
                 raise
@@ -291,7 +293,7 @@ class Daemon:
             return
         self.cfg = new
         _release_memory()
-        logger.info("SIGHUP: reloaded %s (%d sites)", path, len(new.sites))
+        logger.info("SIGHUP: reloaded %s (%d sites in service)", path, len(new.as_of(self.now()).sites))
 
     async def _watch_clock(self) -> None:
         """Re-plan the jobs when the wall clock steps (see the module docstring)."""
@@ -361,7 +363,10 @@ class Daemon:
         sched.start()
         clock = asyncio.ensure_future(self._watch_clock())
         logger.info(
-            "daemon started: %d sites, a cycle every %.0f s (pid %d)", len(self.cfg.sites), interval, os.getpid()
+            "daemon started: %d sites in service, a cycle every %.0f s (pid %d)",
+            len(self.cfg.as_of(self.now()).sites),
+            interval,
+            os.getpid(),
         )
         await self.stopping.wait()
         await self._stop(sched)

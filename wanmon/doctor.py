@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def icmp(cfg: Config) -> Finding:
     from wanmon.probes.icmp import open_sockets
 
     families: set[int] = {socket.AF_INET}
-    if any(":" in s.address for s in cfg.sites):
+    # the addresses in service now and from any change to come (a dated inventory)
+    ahead = (s for e in cfg.timeline.epochs(time.time()) for s in e.active) if cfg.timeline.dated else cfg.sites
+    if any(":" in s.address for s in ahead):
         families.add(socket.AF_INET6)
     try:
         socks = open_sockets(cfg.icmp.mode, families)
