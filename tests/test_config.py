@@ -302,6 +302,32 @@ def test_a_large_file_is_parsed_once_per_change_and_a_bad_cache_is_ignored(tmp_p
         C.load(path)
 
 
+def test_a_large_dated_file_is_cached_with_its_instants(tmp_path, monkeypatch):
+    """A dated inventory's instants (offset date-times; dates and times elsewhere) come back from
+    the cache as TOML gave them: the same instants, offsets, keys; the cache read, not the text."""
+    from wanmon import config as C
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sites = "".join(f'\n[[sites]]\nid = "s{i:04d}"\nname = "Điểm số {i:04d}"\nlevel = "province"\n'
+                    f'address = "127.1.{i // 250}.{1 + i % 250}"\n'
+                    f'[[sites.changes]]\nat = 2025-07-01T00:00:00{"+07:00" if i % 2 else "Z"}\nname = "Mới {i}"\n'
+                    for i in range(1000))
+    path = tmp_path / "sites.toml"
+    path.write_text('[store]\npath = "var/w.db"\n' + sites, encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    first = C.load(path)
+    (cache,) = (tmp_path / "cache" / "wanmon").iterdir()
+    raw = C._parse_toml(text, path)
+    assert raw == tomllib.loads(text)  # from the cache: equal, offsets and all
+    assert [type(ch["at"].tzinfo) for ch in raw["sites"][0]["changes"] + raw["sites"][1]["changes"]] == \
+        [type(ch["at"].tzinfo) for s in tomllib.loads(text)["sites"][:2] for ch in s["changes"]]
+    again = C.load(path)
+    assert again.timeline.instants == first.timeline.instants and len(again.timeline.instants) == 2
+    assert again.at(again.timeline.instants[-1]).by_id["s0001"].name == "Mới 1"
+    cache.write_bytes(cache.read_bytes().replace("Mới 1".encode(), "Mỡi 1".encode()))  # same length: still valid
+    assert C.load(path).at(again.timeline.instants[-1]).by_id["s0001"].name == "Mỡi 1"  # the cache is what is read
+
+
 def test_gen_sites_reproduces_the_shipped_file(tmp_path):
     """tools/gen_sites.py writes the shipped sites.toml byte for byte (its comments included)."""
     data = REPO.parent / "shared" / "data"
