@@ -172,8 +172,8 @@ def _before(cfg: Config, now: float) -> dict[str, dict[str, Any]]:
 
 
 def _out_of_service(cfg: Config, now: float) -> dict[str, Any]:
-    """The sites not in service now that the page does not list: retired in the last 30 days,
-    and those that enter service later (with the first instant)."""
+    """The sites not in service now that the page does not list: retired in the last 30 days
+    (the incidents' days), and those that enter service later (with the first instant)."""
     retired: list[str] = []
     upcoming: list[tuple[float, str]] = []
     if cfg.timeline.dated:
@@ -486,11 +486,9 @@ def snapshot(
     for s in inv.sites:
         if s.parent:
             children.setdefault(s.parent, []).append(s.id)
-    retired = {
-        s.id: s.retired_at.timestamp()
-        for s in (cfg.timeline.base if cfg.timeline.dated else ())
-        if s.retired_at is not None and s.retired_at.timestamp() <= now and s.id not in sites
-    }
+    out_of_service = _out_of_service(cfg, now)
+    by_base = cfg.timeline.base_by_id
+    retired = {sid: by_base[sid].retired_at.timestamp() for sid in out_of_service["retired"]}  # type: ignore[union-attr]
     incidents = _incidents(store, sites, children, now, retired)
     alert_states, _ = store.alert_states() if alerts is None else (alerts, False)
     flapping = {sid for sid, a in alert_states.items() if getattr(a, "flapping", False)}
@@ -511,7 +509,7 @@ def snapshot(
         "districts": districts,
         "sites": sites,
         # sites not listed: retired in the last 30 days, and those that enter service later
-        "out_of_service": _out_of_service(cfg, now),
+        "out_of_service": out_of_service,
         "problems": problems,
         "incidents": incidents,
         # alert mail the relay did not take: failed for good (last 7 days), or waiting for a retry
