@@ -134,8 +134,9 @@ def _before(cfg: Config, now: float) -> dict[str, dict[str, Any]]:
     in the NOTE_DAYS before now (and after it entered service), with the change's instant and the
     uplink's name then}: the page's "trước 01/07/2025: UBND xã Xuân Lai, huyện Gia Bình".
 
-    cfg: a view (Config.as_of(now)): its sites are those in service now. The keys are followed
-    as tuples, never as Site copies: 10,000 sites with a change each cost ~20 ms here."""
+    cfg: a view (Config.as_of(now)): its sites are those in service now. The four keys are
+    followed by hand, never as Site copies (wanmon.dated.apply): 10,000 sites with a change each
+    cost ~45 ms here (60 ms with a loop over the keys)."""
     timeline = cfg.timeline
     if not timeline.dated:
         return {}
@@ -152,9 +153,12 @@ def _before(cfg: Config, now: float) -> dict[str, dict[str, Any]]:
             t = ch.at.timestamp()
             if t > now:
                 break
-            new = tuple(
-                None if k in ch.unset else (old if (v := getattr(ch, k)) is None else v)
-                for k, old in zip(SHOWN_KEYS, keys, strict=True)
+            name, district, level, parent = keys
+            new = (
+                name if ch.name is None else ch.name,
+                None if "district" in ch.unset else district if ch.district is None else ch.district,
+                level if ch.level is None else ch.level,
+                None if "parent" in ch.unset else parent if ch.parent is None else ch.parent,
             )
             if new != keys and t > since and t > entered:
                 found = (t, keys)
