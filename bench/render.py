@@ -90,22 +90,36 @@ def shipped_config(folder: Path) -> Path:
     return path
 
 
-def generated_config(folder: Path, n: int) -> Path:
+def generated_config(folder: Path, n: int, dated: bool = False) -> Path:
     """n sites: 1 % provincial bodies (dc-core the root), the rest in 60 districts,
-    each a district UBND with its communes; Vietnamese-length names."""
+    each a district UBND with its communes; Vietnamese-length names.
+
+    dated: a change for every site at one instant 10 days ago (a midnight in Vietnam), as a
+    reform writes them: each commune moves to the next district (its parent kept: a decree
+    moves no cable) and is renamed, each district and provincial site is renamed; the page
+    shows every site's old name and group."""
     n_prov = max(1, n // 100)
     n_dist = 60
     rest = n - n_prov
     per = [rest // n_dist + (1 if d < rest % n_dist else 0) for d in range(n_dist)]
     out = ['[store]\npath = "var/wanmon.db"\n\n[snmp]\nenabled = false\n\n[page]\nprovince = "Bắc Ninh"\n']
 
-    def site(sid, name, level, addr, district=None, parent=None):
+    midnight = time.time() - 10 * DAY
+    midnight -= (midnight + 7 * HOUR) % DAY  # 00:00 in Vietnam (UTC+7)
+    at = time.strftime("%Y-%m-%dT%H:%M:%S+07:00", time.gmtime(midnight + 7 * HOUR))
+
+    def site(sid, name, level, addr, district=None, parent=None, moved_to=None):
         s = f'\n[[sites]]\nid = "{sid}"\nname = "{name}"\nlevel = "{level}"\n'
         if district:
             s += f'district = "{district}"\n'
         if parent:
             s += f'parent = "{parent}"\n'
-        return s + f'address = "{addr}"\n'
+        s += f'address = "{addr}"\n'
+        if dated:
+            s += f'\n  [[sites.changes]]\n  at = {at}\n  name = "{name} (nay đổi tên)"\n'
+            if moved_to:
+                s += f'  district = "{moved_to}"\n'
+        return s
 
     k = 0
 
@@ -121,9 +135,10 @@ def generated_config(folder: Path, n: int) -> Path:
         dname = f"Huyện Thử Nghiệm {d + 1:02d}"
         did = f"huyen-{d + 1:02d}"
         out.append(site(did, f"UBND {dname}", "district", addr(), district=dname, parent="dc-core"))
+        moved_to = f"Huyện Thử Nghiệm {(d + 1) % n_dist + 1:02d}"
         for c in range(1, per[d]):
             out.append(site(f"{did}-xa-{c:03d}", f"UBND xã Phường Thử Nghiệm {c:03d} ({dname})", "commune", addr(),
-                            district=dname, parent=did))
+                            district=dname, parent=did, moved_to=moved_to))
     path = folder / "sites.toml"
     path.write_text("".join(out), encoding="utf-8")
     return path
@@ -431,6 +446,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--history-days", type=int, default=HISTORY_DAYS,
                    help="days of hourly rollups in the store (default: %(default)s; a real store keeps "
                         "retention_rollup_days = 400 of them): the page reads 30 days whatever this is")
+    p.add_argument("--dated", action="store_true",
+                   help="a dated inventory: every site (generated, also at 177) has a change 10 days ago, a commune "
+                        "moved to another district and renamed (README 'The page of a dated inventory')")
     p.add_argument("--no-phases", action="store_true", help="skip the in-process per-phase timing")
     p.add_argument("--profile", metavar="DIR",
                    help="cProfile every size's render into DIR/render-N.prof and print the top entries "
@@ -570,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
             work = tmp / f"n{n}"
             work.mkdir()
             log(f"size {n}: building the store ({args.history_days} d hourly + {args.raw_days} d raw at 5 min)")
-            cfg = shipped_config(work) if n == 177 else generated_config(work, n)
+            cfg = shipped_config(work) if n == 177 and not args.dated else generated_config(work, n, args.dated)
             gen = build_store(cfg, args.raw_days, seed=n, history_days=args.history_days)
             runs = []
             for i in range(args.repeat):

@@ -302,6 +302,32 @@ def test_a_large_file_is_parsed_once_per_change_and_a_bad_cache_is_ignored(tmp_p
         C.load(path)
 
 
+def test_a_large_dated_file_is_cached_with_its_instants(tmp_path, monkeypatch):
+    """A dated inventory's instants (offset date-times; dates and times elsewhere) come back from
+    the cache as TOML gave them: the same instants, offsets, keys; the cache read, not the text."""
+    from wanmon import config as C
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sites = "".join(f'\n[[sites]]\nid = "s{i:04d}"\nname = "Điểm số {i:04d}"\nlevel = "province"\n'
+                    f'address = "127.1.{i // 250}.{1 + i % 250}"\n'
+                    f'[[sites.changes]]\nat = 2025-07-01T00:00:00{"+07:00" if i % 2 else "Z"}\nname = "Mới {i}"\n'
+                    for i in range(1000))
+    path = tmp_path / "sites.toml"
+    path.write_text('[store]\npath = "var/w.db"\n' + sites, encoding="utf-8")
+    text = path.read_text(encoding="utf-8")
+    first = C.load(path)
+    (cache,) = (tmp_path / "cache" / "wanmon").iterdir()
+    raw = C._parse_toml(text, path)
+    assert raw == tomllib.loads(text)  # from the cache: equal, offsets and all
+    assert [type(ch["at"].tzinfo) for ch in raw["sites"][0]["changes"] + raw["sites"][1]["changes"]] == \
+        [type(ch["at"].tzinfo) for s in tomllib.loads(text)["sites"][:2] for ch in s["changes"]]
+    again = C.load(path)
+    assert again.timeline.instants == first.timeline.instants and len(again.timeline.instants) == 2
+    assert again.at(again.timeline.instants[-1]).by_id["s0001"].name == "Mới 1"
+    cache.write_bytes(cache.read_bytes().replace("Mới 1".encode(), "Mỡi 1".encode()))  # same length: still valid
+    assert C.load(path).at(again.timeline.instants[-1]).by_id["s0001"].name == "Mỡi 1"  # the cache is what is read
+
+
 def test_gen_sites_reproduces_the_shipped_file(tmp_path):
     """tools/gen_sites.py writes the shipped sites.toml byte for byte (its comments included)."""
     data = REPO.parent / "shared" / "data"
@@ -355,3 +381,58 @@ def test_contacts_are_one_line_each_and_name_known_districts(write_config):
     long_contact = "Trung tâm CNTT tỉnh: " + "0" * 400
     assert (f"{path}:{contact_line}: [alerts] contact is {len(long_contact)} characters long: at most 300"
             in "\n".join(_problems(write_config(too_long))))
+
+
+# [page.level_names]: the levels' shown names, dated (README "Dated inventory")
+LEVEL_NAMES = MINIMAL + """
+[page.level_names]
+vi.commune = "Điểm cầu"
+
+[page.level_names.en]
+commune = { name = "Connection points", noun = "connection point", nouns = "connection points" }
+
+[[page.level_names.changes]]
+at = 2025-07-01T00:00:00+07:00
+vi.district = { name = "UBND xã, phường", noun = "xã/phường" }
+"""
+LATER = '\n[[page.level_names.changes]]\nat = {at}\nen.district = "Units"\n'
+
+# (description, edit of LEVEL_NAMES, words the message must contain, the text of its line, nth such line)
+LEVEL_NAME_CASES = [
+    ("unknown level", lambda t: t.replace("vi.commune =", "vi.comune ="),
+     ["[page.level_names] unknown key 'vi.comune'", "did you mean 'commune'"], "vi.comune", 1),
+    ("unknown word", lambda t: t.replace('noun = "connection point"', 'nom = "connection point"'),
+     ["[page.level_names] unknown key 'en.commune.nom'", "(known keys: name, noun, nouns, heading)"], "commune = {", 1),
+    ("unknown language", lambda t: t.replace("vi.district = {", "fr.district = {"),
+     ["[page.level_names] change #1: unknown key 'fr'", "known keys: at, vi, en"], "fr.district", 1),
+    ("instant without its offset", lambda t: t.replace("at = 2025-07-01T00:00:00+07:00", "at = 2025-07-01"),
+     ["change #1: key 'at'", "with its UTC offset", "2025-07-01T00:00:00+07:00"], "at = 2025-07-01", 1),
+    ("an empty name", lambda t: t.replace('vi.commune = "Điểm cầu"', 'vi.commune = ""'),
+     ["[page.level_names]", "vi.commune.name", "at least 1 character"], "vi.commune", 1),
+    ("an English noun without its plural", lambda t: t.replace(', nouns = "connection points"', ""),
+     ['en.commune: noun = "connection point" needs its plural, nouns'], "commune = {", 1),
+    ("a level that says nothing", lambda t: t.replace('vi.district = { name = "UBND xã, phường", noun = "xã/phường" }',
+                                                      "vi.district = {}"),
+     ["change #1: vi.district says nothing"], "vi.district = {}", 1),
+    ("a change that says nothing", lambda t: t.replace('vi.district = { name = "UBND xã, phường", noun = "xã/phường" }', ""),
+     ["change #1: says nothing: give vi and/or en"], "[[page.level_names.changes]]", 1),
+    ("changes out of order", lambda t: t + LATER.format(at="2025-01-01T00:00:00+07:00"),
+     ["change at 2025-01-01T00:00:00+07:00 comes after the one at 2025-07-01T00:00:00+07:00", "time order"],
+     "at = 2025-01-01", 1),
+    ("two changes at one instant", lambda t: t + LATER.format(at="2025-07-01T00:00:00+07:00"),
+     ["two changes at 2025-07-01T00:00:00+07:00", "merge them"], "at = 2025-07-01", 2),
+    ("not a table", lambda t: MINIMAL + '\n[page]\nlevel_names = "Điểm cầu"\n',
+     ["[page.level_names] must be a table"], "level_names =", 1),
+]
+
+
+@pytest.mark.parametrize("name,edit,words,needle,nth", LEVEL_NAME_CASES, ids=[c[0] for c in LEVEL_NAME_CASES])
+def test_level_names_errors_name_their_line(write_config, name, edit, words, needle, nth):
+    assert load(write_config(LEVEL_NAMES)).page.level_names.changes  # the file as written is valid
+    text = edit(LEVEL_NAMES)
+    path = write_config(text)
+    problems = "\n".join(_problems(path))
+    for w in words:
+        assert w in problems, f"{name}: {w!r} not in {problems!r}"
+    line = [n for n, ln in enumerate(text.splitlines(), start=1) if needle in ln][nth - 1]
+    assert f"{path}:{line}: [page.level_names]" in problems, f"{name}: line {line} not named in {problems!r}"

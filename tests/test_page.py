@@ -163,17 +163,21 @@ def observation(site, ts: float, status: str) -> Observation:
 
 def record(cfg_path: Path, cycles, snmp_last=()) -> dict[str, dict]:
     """Record cycles [(ts, {site_id: own status, default up})] in order, as real cycles are:
-    a silent child of a down parent becomes unreachable (wanmon.status.with_parents).
+    a silent child of a down parent becomes unreachable (wanmon.status.with_parents); the sites
+    in service at ts, with their keys then.
     snmp_last: SNMP outcomes stored with the last cycle. Returns the final statuses."""
     cfg = load_config(cfg_path, secrets=False)
-    inv = Inventory.from_config(cfg)
     store = Store.open(cfg.store_path)
     final: dict[str, str] = {}
+    inv = None
     try:
         cycles = list(cycles)
         for n, (ts, own) in enumerate(cycles):
-            final = with_parents({s.id: own.get(s.id, "up") for s in cfg.sites}, inv.by_id)
-            obs = [observation(s, ts, final[s.id]) for s in cfg.sites]
+            view = cfg.as_of(ts)  # a dated inventory: the sites in service then, their keys then (as `check`)
+            if inv is None or inv.sites is not view.sites:
+                inv = Inventory.from_config(view)
+            final = with_parents({s.id: own.get(s.id, "up") for s in view.sites}, inv.by_id)
+            obs = [observation(s, ts, final[s.id]) for s in view.sites]
             store.record_cycle(ts, ts + 1.5, obs, snmp=snmp_last if n == len(cycles) - 1 else ())
     finally:
         store.close()

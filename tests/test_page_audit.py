@@ -95,3 +95,21 @@ def test_a_stale_page_passes_axe_and_html_validate(tmp_path):
                       viewports=({"width": 1366, "height": 768}, {"width": 390, "height": 844}))
     assert bad == [] and passes > 20, bad
     assert html_validate(tmp_path / "out" / "index.html") == []
+
+
+def test_a_dated_page_passes_axe_and_html_validate(tmp_path):
+    """A dated inventory's page after its change (test_page_dated): old names and groups under
+    the sites, the line of the sites out of service, the line of the levels' new names."""
+    prereq.need_module("playwright.sync_api")
+    from audit_page import axe, html_validate
+    from test_page import record, write_config
+    from test_page_dated import HOUR, LEVEL_NAMES_TOML, T, c1_down, cycles, dated_small
+
+    cfg = write_config(tmp_path, dated_small() + LEVEL_NAMES_TOML)
+    record(cfg, cycles(T - 3 * HOUR, T + 2 * HOUR, c1_down))
+    soup, _, _ = render(cfg, tmp_path / "out", T + 2 * HOUR + 30)
+    assert soup.select("div.was") and soup.select_one("#out-of-service") and soup.select_one("#levels-since")
+    bad, passes = axe((tmp_path / "out" / "index.html").as_uri(),
+                      viewports=({"width": 1366, "height": 768}, {"width": 390, "height": 844}))
+    assert bad == [] and passes > 20, bad
+    assert html_validate(tmp_path / "out" / "index.html") == []

@@ -160,3 +160,24 @@ def test_an_instant_without_its_offset_is_refused(write_config, tmp_path):
     r = wanmon("--config", str(write_config()), "regroup", str(table), "--at", "2025-07-01")
     assert r.returncode == 2
     assert "with its UTC offset, e.g. 2025-07-01T00:00:00+07:00" in r.stderr
+
+
+def test_the_levels_are_named_for_the_tree_after_the_reform():
+    """The example says how the three levels map onto the tree from the reform on: the names the
+    page shows (README, [page.level_names]); before it, wanmon's own names of the 2023 tree."""
+    from wanmon.words import AFTER_DISTRICT_TIER, LEVEL_NAMES, level_names
+
+    cfg = load(EXAMPLE)
+    for lang in ("vi", "en"):
+        assert level_names(cfg, T2 - 1, lang) == LEVEL_NAMES[lang]
+        assert level_names(cfg, T2, lang) == AFTER_DISTRICT_TIER[lang]
+    assert [ch.at.timestamp() for ch in cfg.page.level_names.changes] == [T2]  # nothing at the 2024 step
+
+
+def test_level_names_already_changed_then_are_not_written_twice(write_config, tmp_path):
+    path = write_config(MINIMAL + f'\n[[page.level_names.changes]]\nat = {REFORM}\nvi.commune = "Điểm cầu"\n')
+    table = tmp_path / "map.tsv"
+    table.write_text("old_unit_name\told_district\tnew_unit_name\nPhật Tích\tTiên Du\txã Phật Tích\n", encoding="utf-8")
+    r = wanmon("--config", str(path), "regroup", str(table), "--at", REFORM)
+    assert r.returncode == 2
+    assert f"[page.level_names] already has a change at {REFORM}" in r.stderr

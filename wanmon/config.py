@@ -18,7 +18,8 @@ import re
 import tomllib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime
+from datetime import time as dtime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -140,6 +141,57 @@ class SnmpSettings(_Strict):
     priv_key_file: str | None = None
 
 
+def _name_only(value: Any) -> Any:
+    """A level given as a string is its name alone: `vi.commune = "Điểm cầu"`."""
+    return {"name": value} if isinstance(value, str) else value
+
+
+class LevelNameSetting(_Strict):
+    """One level's words in one language ([page.level_names]): the keys not given keep the
+    words valid before (wanmon.words.LEVEL_NAMES, then earlier changes)."""
+
+    name: str | None = Field(None, min_length=1)  # the level: the page's level summary, a site's note
+    noun: str | None = Field(None, min_length=1)  # one of its units: "1 điểm cầu", the filter's hint
+    nouns: str | None = Field(None, min_length=1)  # several (English plural; Vietnamese: noun)
+    heading: str | None = Field(None, min_length=1)  # what heads a list of its units (section, column)
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+LevelNameEntry = Annotated[LevelNameSetting, BeforeValidator(_name_only)]
+
+
+class LevelNamesByLevel(_Strict):
+    """One language's words, by level key (the keys of the file never change)."""
+
+    province: LevelNameEntry | None = None
+    district: LevelNameEntry | None = None
+    commune: LevelNameEntry | None = None
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class LevelNamesChange(_Strict):
+    """One [[page.level_names.changes]]: from `at` on, the words it gives hold."""
+
+    at: Instant
+    vi: LevelNamesByLevel | None = None
+    en: LevelNamesByLevel | None = None
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class LevelNamesSettings(_Strict):
+    """[page.level_names]: the shown names of the three levels, by language, optionally dated
+    (wanmon.words.level_names reads them)."""
+
+    vi: LevelNamesByLevel | None = None
+    en: LevelNamesByLevel | None = None
+    changes: tuple[LevelNamesChange, ...] = ()
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
 class PageSettings(_Strict):
     """[page]: the static status page."""
 
@@ -152,6 +204,8 @@ class PageSettings(_Strict):
     url: str | None = None  # where the IT staff open the page: alert mails link it (no link without it)
     source: Literal["store", "influxdb"] = "store"  # `wanmon render` (and the daemon's page) from InfluxDB
     influx_budget_s: float = _range(60.0, 1, 3600)  # all the queries of a page from InfluxDB, together
+    # validated apart (parse: _level_names), for the lines of its changes
+    level_names: LevelNamesSettings = Field(default_factory=LevelNamesSettings)
 
 
 class ScheduleSettings(_Strict):
@@ -434,8 +488,10 @@ class Config:
     # SNMP settings of the states a change gives its own snmp table: (site id, snmp_key(state)) ->
     # spec, None = SNMP off then. Secrets are read and checked at load, like the sites' own.
     dated_snmp_specs: dict[tuple[str, str], SnmpSpec | None] = field(default_factory=dict, repr=False)
-    _views: dict[float, Config] = field(default_factory=dict, repr=False, compare=False)
-    _root: Config | None = field(default=None, repr=False, compare=False)  # a view's config as loaded
+    # as_of's views, by the start of their stretch; a view knows the config it is a view of (its
+    # own as_of asks that one). init=False: dataclasses.replace() makes a config of its own.
+    _views: dict[float, Config] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _root: Config | None = field(default=None, init=False, repr=False, compare=False)
 
     def at(self, ts: float) -> Epoch:
         """The sites with the keys valid at ts (POSIX seconds), and those in service then."""
@@ -445,11 +501,10 @@ class Config:
         """This config as the agent uses it at ts: `sites` are the sites in service then, with
         their keys then (file order), and `snmp_specs` theirs. The same object for every ts of
         one stretch of the timeline; the config itself when nothing in it is dated. A view's
-        as_of is the loaded config's (a cycle's view handed on, e.g. to the page, gives the
-        same view of another instant as the config it came from)."""
+        as_of is its config's (the page re-views the cycle's view at its own instant)."""
         if not self.timeline.dated:
             return self
-        root = self._root or self
+        root = self if self._root is None else self._root
         epoch = root.timeline.at(ts)
         view = root._views.get(epoch.start)
         if view is not None:
@@ -460,7 +515,8 @@ class Config:
             spec = root.snmp_specs.get(s.id) if s.snmp == base.snmp else root.dated_snmp_specs.get((s.id, snmp_key(s)))
             if spec is not None:
                 specs[s.id] = spec
-        view = dataclasses.replace(root, sites=epoch.active, snmp_specs=specs, _views={}, _root=root)
+        view = dataclasses.replace(root, sites=epoch.active, snmp_specs=specs)
+        object.__setattr__(view, "_root", root)
         root._views[epoch.start] = view
         return view
 
@@ -488,7 +544,17 @@ class _Block:
 
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+|\"[^\"]*\")\s*=")
+_PART = r"(?:[A-Za-z0-9_\-]+|\"[^\"]*\")"
+_KEY = re.compile(rf"^\s*({_PART}(?:\s*\.\s*{_PART})*)\s*=")  # a key, or a dotted key: vi.commune = ...
+
+
+def _key_names(key: str) -> list[str]:
+    """A key as the locator records it: `vi . "commune"` -> ["vi", "vi.commune"] (every prefix, so
+    the line of `vi.commune = ...` answers for `vi` too)."""
+    if "." not in key:  # most keys: a plain or quoted name
+        return [key.strip('"')]
+    parts = [p.strip().strip('"') for p in re.findall(_PART, key)]
+    return [".".join(parts[: n + 1]) for n in range(len(parts))]
 
 
 class _LazyLocator:
@@ -520,6 +586,12 @@ class _LazyLocator:
     def section(self, name: str, key: str | None = None) -> int | None:
         return self._locator().section(name, key)
 
+    def dotted(self, table: str, key: str) -> int | None:
+        return self._locator().dotted(table, key)
+
+    def element(self, array: str, k: int, key: str | None = None) -> int | None:
+        return self._locator().element(array, k, key)
+
 
 class _Locator:
     """Maps (table, index, key) to a line number, by a light scan of the text."""
@@ -528,6 +600,7 @@ class _Locator:
         self.top: dict[str, _Block] = {}
         self.sites: list[_Block] = []
         self.changes: list[list[_Block]] = []  # per site: its [[sites.changes]] tables
+        self.arrays: dict[str, list[_Block]] = {}  # other arrays of tables: [[page.level_names.changes]]
         current = _Block("", 0)
         self.root = current
         prefix = ""  # "snmp." while inside a [sites.snmp] sub-table: keys land on the site
@@ -553,13 +626,24 @@ class _Locator:
                     sub = name[len("sites.") :]
                     current.keys.setdefault(sub, n)
                     prefix = sub + "."
-                else:
+                elif m.group(1) == "[[":
                     current = _Block(name, n)
-                    self.top.setdefault(name, current)
+                    self.arrays.setdefault(name, []).append(current)
+                else:
+                    array = next((a for a in self.arrays if name.startswith(a + ".")), None)
+                    if array is not None:  # [page.level_names.changes.vi]: keys land on the element
+                        current = self.arrays[array][-1]
+                        sub = name[len(array) + 1 :]
+                        current.keys.setdefault(sub, n)
+                        prefix = sub + "."
+                    else:
+                        current = _Block(name, n)
+                        self.top.setdefault(name, current)
                 continue
             k = _KEY.match(line)
             if k:
-                current.keys.setdefault(prefix + k.group(1).strip('"'), n)
+                for key in _key_names(k.group(1)):
+                    current.keys.setdefault(prefix + key, n)
 
     def site(self, index: int, key: str | None = None) -> int | None:
         if index >= len(self.sites):
@@ -594,20 +678,58 @@ class _Locator:
             return None
         return b.keys.get(key, b.line) if key else b.line
 
+    def element(self, array: str, k: int, key: str | None = None) -> int | None:
+        """Line of a (dotted) key of the k-th table of an array of tables, or of its nearest
+        enclosing key given, else of the table's header; None when the array is not written
+        as [[tables]] (then the caller names the key that holds it)."""
+        blocks = self.arrays.get(array, [])
+        if k >= len(blocks):
+            return None
+        b = blocks[k]
+        parts = key.split(".") if key else []
+        return next(
+            (b.keys[".".join(parts[:n])] for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in b.keys), b.line
+        )
+
+    def dotted(self, table: str, key: str) -> int | None:
+        """Line of a dotted key under a table, wherever it is written: `[page.level_names.vi]
+        district = ...`, `[page.level_names] vi.district = ...`, `[page] level_names = {...}`:
+        the deepest table written and the longest part of the key found there."""
+        parts = [*table.split("."), *key.split(".")]
+        for cut in range(len(parts) - 1, 0, -1):
+            b = self.top.get(".".join(parts[:cut]))
+            if b is None:
+                continue
+            rest = parts[cut:]
+            for n in range(len(rest), 0, -1):
+                line = b.keys.get(".".join(rest[:n]))
+                if line is not None:
+                    return line
+        for cut in range(len(parts), 0, -1):  # no key found: the deepest table written
+            b = self.top.get(".".join(parts[:cut]))
+            if b is not None:
+                return b.line
+        return None
+
 
 # --------------------------------------------------------------------------
 
 
 def _table(model: type[BaseModel], loc: list[str]) -> type[BaseModel]:
     """The (possibly nested) model whose field is the last part of loc, as far as it can be followed."""
+    import typing
+
+    def plain(a: Any) -> Any:  # Annotated[Model, ...] -> Model
+        return typing.get_args(a)[0] if typing.get_origin(a) is Annotated else a
+
     for part in loc[:-1]:
         ann = model.model_fields.get(part)
         sub = (
             next(
                 (
-                    a
+                    plain(a)
                     for a in getattr(ann.annotation, "__args__", (ann.annotation,))
-                    if isinstance(a, type) and issubclass(a, BaseModel)
+                    if isinstance(plain(a), type) and issubclass(plain(a), BaseModel)
                 ),
                 None,
             )
@@ -739,16 +861,16 @@ def tag_problem(key: str, value: str | None) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def address_key(address: str) -> str:
-    """Normalised form for duplicate detection."""
+    """Normalised form for duplicate detection. Kept per address: validate asks it of every
+    stretch of a dated site (20,000 times for 10,000 sites with a change each: 0.17 s)."""
     ip = ip_literal(address)
     return ip.compressed if ip is not None else address.lower().rstrip(".")
 
 
 _TOML_CACHE_TAG = "wanmon-toml-2"
 _TOML_CACHE_MIN = 64 * 1024  # smaller files parse in a few ms: not worth a file
-
-
 def _toml_cache_file(path: Path) -> Path | None:
     home = os.environ.get("XDG_CACHE_HOME") or (
         os.path.join(os.path.expanduser("~"), ".cache") if os.path.expanduser("~") != "~" else None
@@ -762,7 +884,7 @@ def _toml_cache_file(path: Path) -> Path | None:
 _DATE_KINDS: dict[type, Callable[[str], Any]] = {
     datetime: datetime.fromisoformat,
     date: date.fromisoformat,
-    time: time.fromisoformat,
+    dtime: dtime.fromisoformat,
 }
 
 
@@ -796,7 +918,9 @@ def _parse_toml(text: str, path: Path) -> dict:
     0700) under the text's SHA-256: the pure-Python parser takes 33-36 ms on a 2,000-site file
     (178 KB; 61 ms with the shipped file's keys), 0.6 s at 10,000 sites, against about 2 ms to
     read the cache, and cron parses the same file every minute (measured Dec 2026, 2 cores). Any change to the text is a new parse; a cache
-    that cannot be read or written is ignored."""
+    that cannot be read or written is ignored. A file with dates (a dated inventory) is kept with
+    them apart, each put back at its path (_take_dates): 10,000 sites with a change each, 0.56 s
+    to parse, a few ms back."""
     import marshal
 
     if len(text) < _TOML_CACHE_MIN:
@@ -865,11 +989,20 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
             problems.append(f"{at(line)}: unknown table or key '{key}'{hint}")
 
     sections: dict[str, Any] = {}
+    raw_page = raw.get("page", {})
+    raw_level_names = None
+    if isinstance(raw_page, dict) and "level_names" in raw_page:  # validated apart, for its lines
+        raw_level_names = raw_page["level_names"]
+        raw = {**raw, "page": {k: v for k, v in raw_page.items() if k != "level_names"}}
     for name, model in _SECTIONS.items():
         obj, errs = _validate_model(model, raw.get(name, {}))
         sections[name] = obj
         for err_key, msg in errs:
             problems.append(f"{at(loc.section(name, err_key))}: [{name}] {msg}")
+    if raw_level_names is not None:
+        level_names = _level_names(raw_level_names, loc, at, problems)
+        if level_names is not None and sections["page"] is not None:
+            sections["page"] = sections["page"].model_copy(update={"level_names": level_names})
 
     warnings: list[str] = []
     influx = None
@@ -1197,6 +1330,82 @@ def _maintenance(raw: Any, where_at: Callable[[], str], problems: list[str]) -> 
     return tuple(out)
 
 
+def _level_names(raw: Any, loc: _LazyLocator, at, problems: list[str]) -> LevelNamesSettings | None:
+    """[page.level_names] with each problem at its line: the changes in time order, each saying
+    something, and English nouns with their plural."""
+    table = "page.level_names"
+
+    def line(loc_parts: tuple) -> int | None:
+        parts = [str(x) for x in loc_parts]
+        if len(parts) >= 2 and parts[0] == "changes" and parts[1].isdigit():
+            key = ".".join(parts[2:]) or None
+            found = loc.element(f"{table}.changes", int(parts[1]), key)
+            if found is not None:
+                return found
+            parts = parts[:1]  # written inline: the line of `changes`
+        return loc.dotted(table, ".".join(parts)) if parts else loc.dotted("page", "level_names")
+
+    if not isinstance(raw, dict):
+        problems.append(f"{at(loc.dotted('page', 'level_names'))}: [{table}] must be a table (vi, en, changes)")
+        return None
+    try:
+        obj = LevelNamesSettings.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            where = err["loc"]
+            if len(where) >= 2 and where[0] == "changes" and isinstance(where[1], int):  # one change's key
+                _key, msg = _describe({**err, "loc": where[2:]}, LevelNamesChange)
+                msg = f"change #{where[1] + 1}: {msg}"
+            else:
+                _key, msg = _describe(err, LevelNamesSettings)
+            problems.append(f"{at(line(where))}: [{table}] {msg}")
+        return None
+
+    def check(words: LevelNamesByLevel | None, where: tuple, what: str) -> None:
+        """One language's words (where: their place, ending in the language)."""
+        if words is None:
+            return
+        lang = where[-1]
+        for level in LEVELS:
+            entry = getattr(words, level)
+            if entry is None:
+                continue
+            given = [k for k in ("name", "noun", "nouns", "heading") if getattr(entry, k) is not None]
+            here = at(line((*where, level)))
+            if not given:
+                problems.append(
+                    f"{here}: [{table}] {what}{lang}.{level} says nothing: give name, noun, nouns or heading"
+                )
+            if lang == "en" and entry.noun is not None and entry.nouns is None:
+                problems.append(
+                    f'{here}: [{table}] {what}en.{level}: noun = "{entry.noun}" needs its plural, '
+                    f'nouns (e.g. nouns = "{entry.noun}s")'
+                )
+
+    for lang in ("vi", "en"):
+        check(getattr(obj, lang), (lang,), "")
+    prev: LevelNamesChange | None = None
+    for k, ch in enumerate(obj.changes):
+        what = f"change #{k + 1}: "
+        when = ch.at.isoformat()
+        here = at(line(("changes", k, "at")))
+        if ch.vi is None and ch.en is None:
+            problems.append(
+                f"{at(line(('changes', k)))}: [{table}] {what}says nothing: give vi and/or en, or remove it"
+            )
+        for lang in ("vi", "en"):
+            check(getattr(ch, lang), ("changes", k, lang), what)
+        if prev is not None and ch.at == prev.at:
+            problems.append(f"{here}: [{table}] two changes at {when}: merge them into one [[{table}.changes]]")
+        elif prev is not None and ch.at < prev.at:
+            problems.append(
+                f"{here}: [{table}] change at {when} comes after the one at {prev.at.isoformat()}: "
+                "list the changes in time order"
+            )
+        prev = ch
+    return obj
+
+
 def _heartbeat_problem(url: str) -> str | None:
     """What is wrong with a heartbeat URL, or None. (Its path and query hold the monitor's
     token: the messages never repeat the URL.)"""
@@ -1465,23 +1674,24 @@ def _changes(
         return at(loc.change(i, k, "at"))
 
     for k, ch in good:
-        here = _Lazy(functools.partial(at_line, k))  # the line is looked up for a problem only
+        # the line only when there is a problem: finding it scans the whole file (1 s at 10,000 sites)
+        here = lambda k=k: at(loc.change(i, k, "at"))  # noqa: E731
         when = ch.at.isoformat()
         if prev is not None and ch.at == prev.at:
-            problems.append(f"{here}: {label}: two changes at {when}: merge them into one [[sites.changes]]")
+            problems.append(f"{here()}: {label}: two changes at {when}: merge them into one [[sites.changes]]")
         elif prev is not None and ch.at < prev.at:
             problems.append(
-                f"{here}: {label}: change at {when} comes after the one at {prev.at.isoformat()}: "
+                f"{here()}: {label}: change at {when} comes after the one at {prev.at.isoformat()}: "
                 "list the changes in time order"
             )
         if lo is not None and ch.at <= lo:
             problems.append(
-                f"{here}: {label}: change at {when} is not after the site enters service (in_service_from "
+                f"{here()}: {label}: change at {when} is not after the site enters service (in_service_from "
                 f"{lo.isoformat()}): write its keys in the [[sites]] table itself"
             )
         if hi is not None and ch.at >= hi:
             problems.append(
-                f"{here}: {label}: change at {when} is not before the site leaves service (retired_at "
+                f"{here()}: {label}: change at {when} is not before the site leaves service (retired_at "
                 f"{hi.isoformat()}): a retired site takes no changes; remove it"
             )
         if prev is None or ch.at > prev.at:

@@ -9,6 +9,7 @@ first partial hour); 7 d and 30 d and the sparklines use the hourly rollups.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import logging
@@ -17,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 from wanmon import account, outputs
@@ -34,8 +35,11 @@ from wanmon.words import (
     DURATION_UNITS,
     NBSP,
     Fmt,
+    LevelName,
     counted,
     degraded_why,
+    level_names,
+    page_level_words,
     since_text,
     unreachable_count,
     unreachable_n,
@@ -119,6 +123,77 @@ def _sparklines(store: PageSource, now: float) -> dict[str, list[tuple]]:
 
 
 LEVEL_ORDER = {lv: i for i, lv in enumerate(LEVELS)}
+# A site's note gives its keys before its last change of name, group, level or uplink within a
+# year: the longest report (`wanmon report --year`) still counts time under them.
+NOTE_DAYS = 366
+SHOWN_KEYS = ("name", "district", "level", "parent")
+
+
+def _before(cfg: Config, now: float) -> dict[str, dict[str, Any]]:
+    """{site id: its keys just before its most recent change of name, district, level or parent
+    in the NOTE_DAYS before now (and after it entered service), with the change's instant and the
+    uplink's name then}: the page's "trước 01/07/2025: UBND xã Xuân Lai, huyện Gia Bình".
+
+    cfg: a view (Config.as_of(now)): its sites are those in service now. The four keys are
+    followed by hand, never as Site copies (wanmon.dated.apply): 10,000 sites with a change each
+    cost ~45 ms here (60 ms with a loop over the keys)."""
+    timeline = cfg.timeline
+    if not timeline.dated:
+        return {}
+    since = now - NOTE_DAYS * 86400
+    out: dict[str, dict[str, Any]] = {}
+    for site in cfg.sites:
+        base = timeline.base_by_id.get(site.id)
+        if base is None or not base.changes:
+            continue
+        entered = base.in_service_from.timestamp() if base.in_service_from is not None else -math.inf
+        keys: tuple[Any, ...] = (base.name, base.district, base.level, base.parent)
+        found: tuple[float, tuple] | None = None
+        for ch in base.changes:
+            t = ch.at.timestamp()
+            if t > now:
+                break
+            name, district, level, parent = keys
+            new = (
+                name if ch.name is None else ch.name,
+                None if "district" in ch.unset else district if ch.district is None else ch.district,
+                level if ch.level is None else ch.level,
+                None if "parent" in ch.unset else parent if ch.parent is None else ch.parent,
+            )
+            if new != keys and t > since and t > entered:
+                found = (t, keys)
+            keys = new
+        if found is not None:
+            t, old = found
+            note: dict[str, Any] = {"at": t, **dict(zip(SHOWN_KEYS, old, strict=True)), "parent_name": None}
+            if old[3] is not None and old[3] != site.parent:
+                k = bisect.bisect_left(timeline.instants, t)
+                then = timeline.at(timeline.instants[k - 1] if k else -math.inf)
+                parent = then.by_id.get(old[3])
+                note["parent_name"] = parent.name if parent is not None else None
+            out[site.id] = note
+    return out
+
+
+def _out_of_service(cfg: Config, now: float) -> dict[str, Any]:
+    """The sites not in service now that the page does not list: retired in the last 30 days
+    (the incidents' days), and those that enter service later (with the first instant)."""
+    retired: list[str] = []
+    upcoming: list[tuple[float, str]] = []
+    if cfg.timeline.dated:
+        for s in cfg.timeline.base:
+            if s.retired_at is not None and now - WINDOWS["30d"] < s.retired_at.timestamp() <= now:
+                retired.append(s.id)
+            elif s.in_service_from is not None and s.in_service_from.timestamp() > now:
+                upcoming.append((s.in_service_from.timestamp(), s.id))
+    upcoming.sort()
+    return {
+        "retired": retired,
+        "upcoming": [sid for _, sid in upcoming],
+        "upcoming_from": upcoming[0][0] if upcoming else None,
+    }
+
+
 INCIDENT_DAYS = 30
 INCIDENTS_MAX = 500  # the newest root causes kept in status.json; the page shows INCIDENTS_SHOWN
 INCIDENTS_SHOWN = 200
@@ -201,12 +276,21 @@ def _problems(
     return out
 
 
-def _incidents(store: PageSource, sites: dict[str, dict[str, Any]], children: dict[str, list[str]], now: float) -> list:
+def _incidents(
+    store: PageSource,
+    sites: dict[str, dict[str, Any]],
+    children: dict[str, list[str]],
+    now: float,
+    retired: dict[str, float] | None = None,
+) -> list:
     """The last INCIDENT_DAYS days, one entry per root cause, newest first: a site's own
     outage (down) or degradation, with its start, end (None: ongoing), and the sites it made
     unreachable meanwhile (descendants that became unreachable during it). Unreachable
     periods are not entries of their own: they are counted under their cause. first_seen:
-    the site was in that state at its first observation, the start (it may have begun earlier)."""
+    the site was in that state at its first observation, the start (it may have begun earlier).
+    retired: {site id: the instant it left service} of the sites not in service now (a problem
+    it had then ends there: a retired site is never down afterwards)."""
+    retired = retired or {}
     cut = now - INCIDENT_DAYS * 86400
     events = store.status_events_since(cut)
     open_: dict[str, dict[str, Any]] = {}
@@ -239,6 +323,14 @@ def _incidents(store: PageSource, sites: dict[str, dict[str, Any]], children: di
         if new in ("down", "degraded") and sid not in open_:
             # old None: the site's first observation (the store logs a problem seen first)
             open_[sid] = {"site": sid, "kind": new, "start": ts, "end": None, "first_seen": old is None}
+    for sid, inc in list(open_.items()):  # a site out of service now: its problem ended when it left
+        if sid not in sites:
+            left = retired.get(sid)
+            if left is None:
+                continue
+            del open_[sid]
+            if inc["start"] is None or inc["start"] < left:
+                done.append({**inc, "end": left})
     for sid, s in sites.items():  # still going: the site's state says since when
         if s["status"] in ("down", "degraded") and sid not in open_:
             began = store.status_change_before(sid, math.inf)
@@ -291,7 +383,9 @@ def snapshot(
     alerts: the alert states likewise ({site_id: SiteAlert}: who is flapping);
     extra: more top-level keys (a page from InfluxDB: source, agents, disagreements)."""
     now = time.time() if now is None else now
+    cfg = cfg.as_of(now)  # today's tree: the sites in service now, with their keys now
     inv = Inventory.from_config(cfg)
+    before = _before(cfg, now)
     by_site = {s.site_id: s for s in (store.states() if states is None else states)}
     devices = store.device_lines()
     avail = _availability(cfg, store, now)
@@ -342,6 +436,8 @@ def snapshot(
             # compact lists, since 10,000 sites x 25 points of dicts would cost far more.
             "spark": sparks.get(s.id, []),
             "snmp": snmp,
+            # its keys before its last change of them (in the last NOTE_DAYS), or null
+            "before": before.get(s.id),
         }
 
     sites = {s.id: site_data(s) for s in inv.ordered()}
@@ -394,7 +490,10 @@ def snapshot(
     for s in inv.sites:
         if s.parent:
             children.setdefault(s.parent, []).append(s.id)
-    incidents = _incidents(store, sites, children, now)
+    out_of_service = _out_of_service(cfg, now)
+    by_base = cfg.timeline.base_by_id
+    retired = {sid: by_base[sid].retired_at.timestamp() for sid in out_of_service["retired"]}  # type: ignore[union-attr]
+    incidents = _incidents(store, sites, children, now, retired)
     alert_states, _ = store.alert_states() if alerts is None else (alerts, False)
     flapping = {sid for sid, a in alert_states.items() if getattr(a, "flapping", False)}
     first_seen = {i["site"] for i in incidents if i["end"] is None and i["first_seen"]}
@@ -413,6 +512,8 @@ def snapshot(
         "province": {"sites": [s.id for s in inv.province], **group([s.id for s in inv.province])},
         "districts": districts,
         "sites": sites,
+        # sites not listed: retired in the last 30 days, and those that enter service later
+        "out_of_service": out_of_service,
         "problems": problems,
         "incidents": incidents,
         # alert mail the relay did not take: failed for good (last 7 days), or waiting for a retry
@@ -512,8 +613,11 @@ def _env(cfg: Config):
     return env
 
 
-def _cause_lines(snap: dict[str, Any], fmt: Fmt, thresholds) -> list[dict[str, Any]]:
-    """The "now" section's entries (snapshot's problems) as the page words them."""
+def _cause_lines(
+    snap: dict[str, Any], fmt: Fmt, thresholds, names: dict[str, LevelName] | None = None
+) -> list[dict[str, Any]]:
+    """The "now" section's entries (snapshot's problems) as the page words them (names: the
+    levels' words now)."""
     c = CAUSE[fmt.lang]
     sites, now = snap["sites"], snap["generated_at"]
     out = []
@@ -550,7 +654,7 @@ def _cause_lines(snap: dict[str, Any], fmt: Fmt, thresholds) -> list[dict[str, A
                 "name": s["name"],
                 "district": s["district"],
                 "text": " · ".join(b for b in bits if b),
-                "impact": unreachable_count(fmt.lang, [sites[x]["level"] for x in below]) if below else "",
+                "impact": unreachable_count(fmt.lang, [sites[x]["level"] for x in below], names) if below else "",
                 "children": [(sites[x]["name"], x) for x in below],
             }
         )
@@ -563,11 +667,12 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
 
     lang = cfg.page.language
     fmt = Fmt(lang, ZoneInfo(cfg.page.timezone), NBSP)  # no number apart from its unit on a phone
-    t = {k: v for k, v in TEXT[lang].items()}
     now = snap["generated_at"]
+    names = level_names(cfg, now, lang)  # the levels' words of today's tree
+    t = {**TEXT[lang], **page_level_words(names)}
     sites = snap["sites"]
 
-    row = _row_writer(t, fmt, now)
+    row = _row_writer(t, fmt, now, lambda ts: level_names(cfg, ts, lang, before=True))
 
     def site_rows(ids: list[str]) -> Markup:  # one group's rows: see _row_writer
         return Markup("".join([row(sites[i]) for i in ids]))
@@ -581,7 +686,7 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
             [i for i in ids if sites[i]["status"] == "up"],
         )
 
-    causes = _cause_lines(snap, fmt, cfg.thresholds)
+    causes = _cause_lines(snap, fmt, cfg.thresholds, names)
     return (
         _env(cfg)
         .get_template("page.html.j2")
@@ -600,6 +705,8 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
             counted=counted,
             unreachable_n=unreachable_n,
             levels=LEVELS,
+            ln=names,  # the levels' words now ({level: LevelName}): group words, counts
+            levels_since=_levels_since(cfg, now, lang, fmt),
             unreachable_count=unreachable_count,
             loud=[x for x in causes if x["kind"] != "snmp"],
             quiet=[x for x in causes if x["kind"] == "snmp"],
@@ -622,6 +729,18 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
             fold_rule={"spaces": FOLD_SPACES, "map": FOLD_MAP},
         )
     )
+
+
+def _levels_since(cfg: Config, now: float, lang: str, fmt: Fmt) -> dict[str, Any] | None:
+    """The last change of the levels' names ([page.level_names] changes) at or before now, as
+    the page says it under its level summary: {when, levels: [(name now, name before)]} for the
+    levels it renamed; None when there is none."""
+    last = max((ch.at.timestamp() for ch in cfg.page.level_names.changes if ch.at.timestamp() <= now), default=None)
+    if last is None:
+        return None
+    now_names, was = level_names(cfg, now, lang), level_names(cfg, last, lang, before=True)
+    changed = [(now_names[lv].name, was[lv].name) for lv in LEVELS if now_names[lv].name != was[lv].name]
+    return {"when": fmt.when(last), "levels": changed} if changed else None
 
 
 REPORTS_SHOWN = 24
@@ -653,11 +772,14 @@ def report_archive(cfg: Config) -> list[dict[str, Any]]:
 _NEEDS_ESCAPE = re.compile(r"[&<>\"']").search
 
 
-def _memo(fn: Callable[[Any], str]) -> Callable[[Any], str]:
-    """fn with its results kept: at 10,000 sites most values repeat (100,00%, 0%, the same minute)."""
-    cache: dict[Any, str] = {}
+_V = TypeVar("_V")
 
-    def get(v: Any) -> str:
+
+def _memo(fn: Callable[[Any], _V]) -> Callable[[Any], _V]:
+    """fn with its results kept: at 10,000 sites most values repeat (100,00%, 0%, the same minute)."""
+    cache: dict[Any, _V] = {}
+
+    def get(v: Any) -> _V:
         r = cache.get(v)
         if r is None:
             r = cache[v] = fn(v)
@@ -666,11 +788,14 @@ def _memo(fn: Callable[[Any], str]) -> Callable[[Any], str]:
     return get
 
 
-def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, Any]], str]:
+def _row_writer(
+    t: dict[str, str], fmt: Fmt, now: float, names_before: Callable[[float], dict[str, LevelName]]
+) -> Callable[[dict[str, Any]], str]:
     """The page's site rows, written in Python rather than in the template: at 10,000 sites
     Jinja spent 0.7 s of the page's 2 s on them (an escape() and a Markup per value, a
     context lookup per name), this ~0.2 s. The markup is the template's own: the template
     keeps the table, its head and everything around it, and calls site_rows(ids).
+    names_before(ts): the levels' words before the instant ts (a site's note of its old keys).
 
     Every value from the config or a device goes through markupsafe's escape (as Jinja's
     autoescape would); the fixed texts are escaped once here. What Fmt writes (digits,
@@ -694,6 +819,28 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
 
     def dt(ts: float) -> str:  # dates are shown to the minute: one strftime per distinct minute
         return minute(ts // 60)
+
+    names_then = _memo(names_before)  # one per instant of change (a reform: one for every site)
+    when = _memo(fmt.when)
+
+    def was(site: dict[str, Any], before: dict[str, Any]) -> str:
+        """The site's keys before its last change, those that differ from now: "trước
+        01/07/2025: UBND xã Xuân Lai, huyện Gia Bình" (a group's name without its kind gets the
+        level's noun of then)."""
+        names = names_then(before["at"])
+        parts = []
+        if before["name"] != site["name"]:
+            parts.append(e(before["name"]))
+        group = before["district"]
+        if group and group != site["district"]:
+            parts.append(e(group if group[:1].islower() else f"{names['district'].noun} {group}"))
+        if before["level"] != site["level"]:
+            parts.append(e(names[before["level"]].name))
+        if before["parent"] and before["parent"] != site["parent"]:
+            parts.append(e(t["uplink_was"].format(name=before["parent_name"] or before["parent"])))
+        if not parts:
+            return ""
+        return f'<div class="meta was">{te["before"].format(when=when(before["at"]), what=", ".join(parts))}</div>'
 
     def row(site: dict[str, Any]) -> str:
         status, since, snmp = site["status"], site["since"], site["snmp"]
@@ -725,8 +872,14 @@ def _row_writer(t: dict[str, str], fmt: Fmt, now: float) -> Callable[[dict[str, 
         avail = "".join([f'<td class="num" data-label="{wl[w]}">{pct(a[w])}</td>' for w in WINDOWS])
         sid, name, address = e(site["id"]), e(site["name"]), e(site["address"])
         # what the filter compares, without accents (wanmon.text.fold), as shown (printable), with
-        # the district: typing a district's name shows its group and all its communes
-        search = e(fold(printable(f"{site['id']} {site['name']} {site['address']} {site['district'] or ''}")))
+        # the district: typing a district's name shows its group and all its communes; with the
+        # name and group before the last change: typing the old name finds the site
+        text = f"{site['id']} {site['name']} {site['address']} {site['district'] or ''}"
+        before = site["before"]
+        if before:
+            text += f" {before['name']} {before['district'] or ''}"
+            note = was(site, before) + note
+        search = e(fold(printable(text)))
         return (
             f'<tr class="site st-{status}" data-status="{status}" data-search="{search}">\n'
             f"  <td>{badge[status]}</td>\n"

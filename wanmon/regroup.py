@@ -38,6 +38,7 @@ from pathlib import Path
 
 from wanmon.config import Config, Site
 from wanmon.errors import ConfigError
+from wanmon.words import AFTER_DISTRICT_TIER
 
 _KINDS = ("thị trấn", "phường", "xã")
 _REQUIRED = ("old_unit_name", "old_district", "new_unit_name")
@@ -148,6 +149,7 @@ class Plan:
 
     changes: dict[str, list[tuple[list[str], list[str]]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the operator must look at (also on stderr)
+    tail: list[str] = field(default_factory=list)  # lines after the sites: the levels' names from --at
 
     def add(self, site_id: str, comments: list[str], keys: list[str]) -> None:
         self.changes.setdefault(site_id, []).append((comments, keys))
@@ -181,6 +183,15 @@ def plan(
                     f"from {interim_at or at} on; remove those first"
                 ],
             )
+    late_names = [ch.at.isoformat() for ch in cfg.page.level_names.changes if ch.at.timestamp() >= first]
+    if late_names:
+        raise ConfigError(
+            str(cfg.path),
+            [
+                f"{cfg.path}: [page.level_names] already has a change at {late_names[0]}: regroup writes the "
+                f"levels' names from {at} on; remove it first"
+            ],
+        )
     state = cfg.at(first - 1e-3)
     sites: list[Site] = list(state.sites)
     by_unit: dict[tuple[str, str], Site] = {}
@@ -261,7 +272,29 @@ def plan(
             [f"# the district tier ends: '{s.district}' is no more"],
             [f"at = {at}", 'level = "province"', 'unset = ["district"]', f"name = {_q(s.name + ' (cũ)')}"],
         )
+    out.tail = level_names_change(at)
     return out
+
+
+def level_names_change(at: str) -> list[str]:
+    """The [[page.level_names.changes]] that words the levels after the district tier ends
+    (wanmon.words.AFTER_DISTRICT_TIER), as TOML lines with the comment that says why."""
+    lines = [
+        "# " + "=" * 77,
+        f"# The levels' names from {at}, as the page shows them",
+        '# ([page.level_names], README "Dated inventory"). The district tier ends: the',
+        "# level `district` holds the new commune-level units (their seats), the level",
+        "# `commune` the connection points inside them, the level `province` also the",
+        "# former districts' own sites. The keys of the file stay; only the names change.",
+        "# " + "=" * 77,
+        "[[page.level_names.changes]]",
+        f"at = {at}",
+    ]
+    for lang, levels in AFTER_DISTRICT_TIER.items():
+        for level, w in levels.items():
+            words = ", ".join(f"{k} = {_q(getattr(w, k))}" for k in ("name", "noun", "nouns", "heading"))
+            lines.append(f"{lang}.{level} = {{ {words} }}")
+    return lines
 
 
 def render(text: str, p: Plan, header: list[str]) -> str:
@@ -299,6 +332,8 @@ def render(text: str, p: Plan, header: list[str]) -> str:
     for n, line in enumerate(lines):
         out.append(line)
         out.extend(inserts.get(n, ()))
+    if p.tail:
+        out += ["", *p.tail]
     return "\n".join(out) + "\n"
 
 

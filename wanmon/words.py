@@ -18,7 +18,7 @@ PAGE = {
     "vi": {
         "title": "Tình trạng mạng WAN tỉnh {province}",
         "description": "Tình trạng kết nối của {n} điểm mạng WAN tỉnh {province}: sự cố hiện tại, tỷ lệ sẵn sàng "
-        "theo cấp, huyện và điểm, sự cố 30 ngày qua.",
+        "theo cấp, {group} và điểm, sự cố 30 ngày qua.",
         "last_cycle": "Lần kiểm tra gần nhất",
         "ago": "cách đây {age}",
         "never": "chưa có dữ liệu",
@@ -33,10 +33,6 @@ PAGE = {
         "down": "Mất kết nối",
         "unreachable": "Không tới được",
         "unknown": "Chưa rõ",
-        "province": "Cơ quan cấp tỉnh",
-        "district": "UBND cấp huyện",
-        "commune": "UBND cấp xã",
-        "province_section": "Sở, ban, ngành và Trung tâm dữ liệu tỉnh",
         "district_section": "{name}",
         "sites": "điểm",
         "site": "Điểm kết nối",
@@ -64,11 +60,10 @@ PAGE = {
         "no_incidents_influx": "Trang này dựng từ InfluxDB: danh sách sự cố chỉ có trên trang của từng máy giám sát.",
         "now_title": "Sự cố hiện tại",
         "quiet_title": "Cần để ý (SNMP)",
-        "partial": "{n}/{m} xã có sự cố",
+        "partial": "{n}/{m} {what} có sự cố",
         "start": "Bắt đầu",
         "end": "Kết thúc",
         "duration": "Thời lượng",
-        "district_col": "Huyện",
         "first_seen": "từ lần đầu ghi nhận lúc {when}",
         "at_least": "ít nhất {d}",
         "impact": "Ảnh hưởng",
@@ -78,7 +73,7 @@ PAGE = {
         "show_list": "danh sách",
         "healthy_n": "{n} điểm hoạt động bình thường",
         "cut_n": "{n} điểm không tới được do tuyến trên mất kết nối",
-        "filter": "Tìm theo tên, mã, huyện…",
+        "filter": "Tìm theo tên, mã, {group}…",
         "no_match": "Không tìm thấy điểm nào khớp với \u201c{q}\u201d.",
         "no_match_filters": "Không có điểm nào khớp với bộ lọc đã chọn.",
         "w_24h": "24\u00a0giờ",
@@ -100,11 +95,18 @@ PAGE = {
         "store_damaged": "Kho dữ liệu của wanmon bị hỏng (phát hiện lúc {when}): không ghi thêm dữ liệu cho đến khi "
         "khôi phục từ bản sao lưu. Trang này có thể đã cũ.",
         "mail_retrying": "{n} thư cảnh báo đang chờ gửi lại (máy chủ thư chưa nhận).",
+        "before": "trước {when}: {what}",
+        "uplink_was": "tuyến trên {name}",
+        "retired_n": "{n} điểm đã ngừng phục vụ trong 30 ngày qua",
+        "upcoming_n": "{n} điểm sẽ vào phục vụ, sớm nhất từ {when}",
+        "out_of_service": "không tính là mất kết nối, không có trong danh sách",
+        "levels_since": "Các cấp từ {when}:",
+        "level_was": "{now} (trước đó: {was})",
     },
     "en": {
         "title": "{province} provincial WAN status",
         "description": "Connection status of the {n} sites of the {province} provincial WAN: problems now, "
-        "availability by level, district and site, incidents of the last 30 days.",
+        "availability by level, {group} and site, incidents of the last 30 days.",
         "last_cycle": "Last check",
         "ago": "{age} ago",
         "never": "no data yet",
@@ -119,10 +121,6 @@ PAGE = {
         "down": "Down",
         "unreachable": "Unreachable",
         "unknown": "Unknown",
-        "province": "Provincial agencies",
-        "district": "District People's Committees",
-        "commune": "Commune People's Committees",
-        "province_section": "Provincial agencies and data centre",
         "district_section": "{name}",
         "sites": "sites",
         "sites_one": "site",
@@ -151,12 +149,10 @@ PAGE = {
         "no_incidents_influx": "This page is built from InfluxDB: the incident list is on each agent's own page.",
         "now_title": "Problems now",
         "quiet_title": "Worth a look (SNMP)",
-        "partial": "{n} of {m} communes with problems",
-        "partial_one": "{n} of {m} commune with problems",
+        "partial": "{n} of {m} {what} with problems",
         "start": "Start",
         "end": "End",
         "duration": "Duration",
-        "district_col": "District",
         "first_seen": "since first seen at {when}",
         "at_least": "at least {d}",
         "impact": "Impact",
@@ -169,7 +165,7 @@ PAGE = {
         "healthy_n_one": "{n} site up",
         "cut_n": "{n} sites unreachable because their uplink is down",
         "cut_n_one": "{n} site unreachable because its uplink is down",
-        "filter": "Search by name, id, district…",
+        "filter": "Search by name, id, {group}…",
         "no_match": "No site matches \u201c{q}\u201d.",
         "no_match_filters": "No site matches the chosen filters.",
         "w_24h": "24\u00a0h",
@@ -194,8 +190,113 @@ PAGE = {
         "from a backup. This page may be out of date.",
         "mail_retrying": "{n} alert emails waiting to be sent again (the mail server has not taken them yet).",
         "mail_retrying_one": "{n} alert email waiting to be sent again (the mail server has not taken it yet).",
+        "before": "before {when}: {what}",
+        "uplink_was": "uplink {name}",
+        "retired_n": "{n} sites left service in the last 30 days",
+        "retired_n_one": "{n} site left service in the last 30 days",
+        "upcoming_n": "{n} sites enter service, the first from {when}",
+        "upcoming_n_one": "{n} site enters service from {when}",
+        "out_of_service": "not counted as down, not listed",
+        "levels_since": "Levels since {when}:",
+        "level_was": "{now} (before: {was})",
     },
 }
+
+
+# -- the three levels' names ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LevelName:
+    """A level's shown words in one language. name: the level (the page's level summary, a
+    site's note); noun, nouns: one of its units, several ("1 xã", "14 xã"; "1 commune",
+    "14 communes"); heading: what heads a list of its units (the province's section on the page,
+    the district column of the incidents)."""
+
+    name: str
+    noun: str
+    nouns: str
+    heading: str
+
+    def count(self, n: int) -> str:
+        return self.noun if n == 1 else self.nouns
+
+
+# wanmon's own words for the 2023 tree (province -> district -> commune); [page.level_names]
+# changes them, from an instant if dated (level_names)
+LEVEL_NAMES: dict[str, dict[str, LevelName]] = {
+    "vi": {
+        "province": LevelName("Cơ quan cấp tỉnh", "cơ quan", "cơ quan", "Sở, ban, ngành và Trung tâm dữ liệu tỉnh"),
+        "district": LevelName("UBND cấp huyện", "huyện", "huyện", "Huyện"),
+        "commune": LevelName("UBND cấp xã", "xã", "xã", "Xã"),
+    },
+    "en": {
+        "province": LevelName("Provincial agencies", "agency", "agencies", "Provincial agencies and data centre"),
+        "district": LevelName("District People's Committees", "district", "districts", "District"),
+        "commune": LevelName("Commune People's Committees", "commune", "communes", "Commune"),
+    },
+}
+
+# The words `wanmon regroup --at` writes for the tree after the district tier ends (2025-07-01):
+# the "district" level holds the new commune-level units (their seats), the "commune" level the
+# connection points inside them, the "province" level also the former districts' own sites.
+AFTER_DISTRICT_TIER: dict[str, dict[str, LevelName]] = {
+    "vi": {
+        "province": LevelName(
+            "Cấp tỉnh (gồm điểm cấp huyện cũ)",
+            "điểm",
+            "điểm",
+            "Sở, ban, ngành, Trung tâm dữ liệu tỉnh và điểm cấp huyện cũ",
+        ),
+        "district": LevelName("UBND xã, phường (cấp xã mới)", "xã/phường", "xã/phường", "Xã/phường"),
+        "commune": LevelName("Điểm cầu (xã, phường cũ)", "điểm cầu", "điểm cầu", "Điểm cầu"),
+    },
+    "en": {
+        "province": LevelName(
+            "Province level (with the former district sites)",
+            "site",
+            "sites",
+            "Provincial agencies, data centre and former district sites",
+        ),
+        "district": LevelName(
+            "Commune-level units (communes, wards)", "commune-level unit", "commune-level units", "Unit"
+        ),
+        "commune": LevelName(
+            "Connection points (former communes)", "connection point", "connection points", "Connection point"
+        ),
+    },
+}
+
+
+def _given(base: LevelName, entry) -> LevelName:
+    """base with the words a [page.level_names] entry gives (config.LevelNameSetting): a noun
+    without its plural is its own plural (Vietnamese; validate asks English for nouns)."""
+    if entry is None:
+        return base
+    return LevelName(
+        entry.name or base.name,
+        entry.noun or base.noun,
+        entry.nouns or entry.noun or base.nouns,
+        entry.heading or base.heading,
+    )
+
+
+def level_names(cfg, ts: float, language: str, *, before: bool = False) -> dict[str, LevelName]:
+    """The three levels' words in `language` ("vi", "en") at ts (POSIX seconds), {level key:
+    LevelName}: wanmon's (LEVEL_NAMES), then cfg's [page.level_names], then its changes whose
+    instant is at or before ts (before=True: strictly before ts, the words a change replaced)."""
+    settings = cfg.page.level_names
+    out = dict(LEVEL_NAMES[language])
+    layers = [
+        settings,
+        *(ch for ch in settings.changes if (ch.at.timestamp() < ts if before else ch.at.timestamp() <= ts)),
+    ]
+    for layer in layers:
+        words = getattr(layer, language)
+        if words is not None:
+            for level in out:  # the level keys of the file (config.LEVELS), for life
+                out[level] = _given(out[level], getattr(words, level))
+    return out
 
 
 def counted(words: Mapping[str, str], key: str, by: str = "n", **values: object) -> str:
@@ -644,6 +745,14 @@ class Fmt:
         d = datetime.fromtimestamp(ts, self.tz)
         return d.strftime("%d/%m/%Y %H:%M") if self.lang == "vi" else d.strftime("%Y-%m-%d %H:%M")
 
+    def when(self, ts: float) -> str:
+        """An instant as a day when it is a midnight here (01/07/2025, 2025-07-01), else as dt():
+        the instants of a dated inventory."""
+        d = datetime.fromtimestamp(ts, self.tz)
+        if (d.hour, d.minute, d.second, d.microsecond) != (0, 0, 0, 0):
+            return self.dt(ts)
+        return d.strftime("%d/%m/%Y") if self.lang == "vi" else d.strftime("%Y-%m-%d")
+
     def iso(self, ts: float) -> str:
         """For <time datetime>: 2025-01-01T00:30:00+07:00."""
         return datetime.fromtimestamp(ts, self.tz).isoformat(timespec="seconds")
@@ -668,8 +777,8 @@ class CauseWords(TypedDict):
     down_first_seen: str
     degraded_first_seen: str
     unreachable_n: str
-    what: dict[str, str]
-    what_one: dict[str, str]
+    sites: str  # what unreachable_n counts when they are not of one level
+    site: str
     rtt: str
     loss: str
     outage: str
@@ -691,8 +800,8 @@ CAUSE: dict[str, CauseWords] = {
         "down_first_seen": "mất kết nối từ lần đầu ghi nhận lúc {since} (ít nhất {span})",
         "degraded_first_seen": "suy giảm từ lần đầu ghi nhận lúc {since}",
         "unreachable_n": "{n} {what} không tới được",
-        "what": {"commune": "xã", "district": "huyện", "province": "cơ quan", "": "điểm"},
-        "what_one": {"commune": "xã", "district": "huyện", "province": "cơ quan", "": "điểm"},
+        "sites": "điểm",
+        "site": "điểm",
         "rtt": "độ trễ {v} ≥ {t}",
         "loss": "mất gói {v} ≥ {t}",
         "outage": "sau {d} mất kết nối",
@@ -712,8 +821,8 @@ CAUSE: dict[str, CauseWords] = {
         "down_first_seen": "down since first seen at {since} (at least {span})",
         "degraded_first_seen": "degraded since first seen at {since}",
         "unreachable_n": "{n} {what} unreachable",
-        "what": {"commune": "communes", "district": "districts", "province": "agencies", "": "sites"},
-        "what_one": {"commune": "commune", "district": "district", "province": "agency", "": "site"},
+        "sites": "sites",
+        "site": "site",
         "rtt": "RTT {v} ≥ {t}",
         "loss": "loss {v} ≥ {t}",
         "outage": "after {d} down",
@@ -762,13 +871,32 @@ def since_text(fmt: Fmt, status: str, since: float, now: float, first_seen: bool
     return texts[key].format(since=fmt.dt(since), span=fmt.span(now - since))
 
 
-def unreachable_count(lang: str, levels: list[str]) -> str:
-    """ "14 xã không tới được" (all communes), "3 điểm không tới được" (a mix)."""
+def unreachable_count(lang: str, levels: list[str], names: Mapping[str, LevelName] | None = None) -> str:
+    """ "14 xã không tới được" (all communes), "3 điểm không tới được" (a mix). names: the levels'
+    words (level_names; default wanmon's own, LEVEL_NAMES)."""
     kinds = set(levels)
-    return unreachable_n(lang, len(levels), kinds.pop() if len(kinds) == 1 else "")
+    return unreachable_n(lang, len(levels), kinds.pop() if len(kinds) == 1 else "", names)
 
 
-def unreachable_n(lang: str, n: int, level: str = "") -> str:
+def unreachable_n(lang: str, n: int, level: str = "", names: Mapping[str, LevelName] | None = None) -> str:
     """ "14 xã không tới được"; in English "1 commune unreachable", "2 sites unreachable"."""
     c = CAUSE[lang]
-    return c["unreachable_n"].format(n=n, what=(c["what_one"] if n == 1 else c["what"])[level])
+    if level:
+        what = (names or LEVEL_NAMES[lang])[level].count(n)
+    else:
+        what = c["site"] if n == 1 else c["sites"]
+    return c["unreachable_n"].format(n=n, what=what)
+
+
+# The page's words for the levels, as templates read them (t.province, t.province_section,
+# t.district_col): wanmon's own level names; the page puts the configured ones in their place.
+def page_level_words(names: Mapping[str, LevelName]) -> dict[str, str]:
+    return {
+        **{level: w.name for level, w in names.items()},
+        "province_section": names["province"].heading,
+        "district_col": names["district"].heading,
+    }
+
+
+for _lang, _words in PAGE.items():
+    _words.update(page_level_words(LEVEL_NAMES[_lang]))
