@@ -871,6 +871,8 @@ def address_key(address: str) -> str:
 
 _TOML_CACHE_TAG = "wanmon-toml-2"
 _TOML_CACHE_MIN = 64 * 1024  # smaller files parse in a few ms: not worth a file
+
+
 def _toml_cache_file(path: Path) -> Path | None:
     home = os.environ.get("XDG_CACHE_HOME") or (
         os.path.join(os.path.expanduser("~"), ".cache") if os.path.expanduser("~") != "~" else None
