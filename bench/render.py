@@ -90,7 +90,7 @@ def shipped_config(folder: Path) -> Path:
     return path
 
 
-def generated_config(folder: Path, n: int, dated: bool = False) -> Path:
+def generated_config(folder: Path, n: int, dated: bool = False, at_ts: float | None = None) -> Path:
     """n sites: 1 % provincial bodies (dc-core the root), the rest in 60 districts,
     each a district UBND with its communes; Vietnamese-length names.
 
@@ -104,7 +104,7 @@ def generated_config(folder: Path, n: int, dated: bool = False) -> Path:
     per = [rest // n_dist + (1 if d < rest % n_dist else 0) for d in range(n_dist)]
     out = ['[store]\npath = "var/wanmon.db"\n\n[snmp]\nenabled = false\n\n[page]\nprovince = "Bắc Ninh"\n']
 
-    midnight = time.time() - 10 * DAY
+    midnight = time.time() - 10 * DAY if at_ts is None else at_ts  # at_ts: bench/report.py's mid-period
     midnight -= (midnight + 7 * HOUR) % DAY  # 00:00 in Vietnam (UTC+7)
     at = time.strftime("%Y-%m-%dT%H:%M:%S+07:00", time.gmtime(midnight + 7 * HOUR))
 

@@ -171,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="runs per format; the table shows medians")
     p.add_argument("--long-name", type=int, default=5000, metavar="CHARS",
                    help="the 177-site PDF again with a name this long (0: skip; default: %(default)s)")
+    p.add_argument("--dated", action="store_true",
+                   help="a dated inventory (generated sizes only): every site has a change in the middle of the "
+                        "reported months, a commune moved to another district and renamed (bench/render.py); the "
+                        "report (default --grouping then) splits every site's row there")
     p.add_argument("--python", default=M.default_python())
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--keep-tmp", action="store_true")
@@ -183,7 +187,13 @@ def main(argv: list[str] | None = None) -> int:
             n, months = (int(x) for x in case.split(":"))
             work = tmp / f"n{n}-m{months}"
             work.mkdir()
-            cfg = shipped_config(work) if n == 177 else generated_config(work, n)
+            if args.dated and n != 177:
+                now = datetime.now(TZ)
+                bounds = month_starts(now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), months)
+                mid = (bounds[0].timestamp() + bounds[-1].timestamp()) / 2
+                cfg = generated_config(work, n, dated=True, at_ts=mid)
+            else:
+                cfg = shipped_config(work) if n == 177 else generated_config(work, n)
             M.log(f"{n} sites x {months} month(s): building the store ...")
             info = build(cfg, months, seed=20261202 + n)
             M.log(f"  {info['runs']:,} status runs, {info['store_mib']:.0f} MiB, built in {info['build_s']:.1f} s")
