@@ -736,3 +736,19 @@ def unreachable_n(lang: str, n: int, level: str = "") -> str:
     """ "14 xã không tới được"; in English "1 commune unreachable", "2 sites unreachable"."""
     c = CAUSE[lang]
     return c["unreachable_n"].format(n=n, what=(c["what_one"] if n == 1 else c["what"])[level])
+
+
+# -- where a path stops (wanmon.trace) --------------------------------------------
+
+PATH = {
+    "vi": {
+        "stops": "đường truyền dừng sau {hop}, hop {n} của {m}",
+        "stops_open": "đường truyền dừng sau {hop}, hop {n}",
+        "silent": "đường truyền không có hop nào trả lời",
+    },
+    "en": {
+        "stops": "the path stops after {hop}, hop {n} of {m}",
+        "stops_open": "the path stops after {hop}, hop {n}",
+        "silent": "no hop on the path answers",
+    },
+}
