@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import netns
@@ -98,6 +99,33 @@ class RoutedLab:
     def wrap(self, argv, role: str = "agent") -> list[str]:
         """argv prefixed to run inside a node's namespace (for a subprocess of the test's own)."""
         return self.base._wrap(argv, self.nodes[role].ns)
+
+    def prefix(self, role: str = "agent") -> list[str]:
+        """The command prefix that runs a program inside a node's namespace."""
+        return self.wrap([], role)
+
+    @contextlib.contextmanager
+    def capture(self, role: str = "agent"):
+        """Record every IPv4 packet a node sends, on all its interfaces, while the block runs:
+        yields a list that holds (protocol, destination, ICMP type) for each after the block."""
+        proc = self.popen(
+            [sys.executable, "-c", _CAPTURE],
+            role,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        sent: list[tuple[int, str, int | None]] = []
+        try:
+            yield sent
+        finally:
+            out, err = proc.communicate(input="stop\n", timeout=30)
+            assert proc.returncode == 0, err
+            for line in out.splitlines():
+                proto, dst, typ = line.split()
+                sent.append((int(proto), dst, None if typ == "-" else int(typ)))
 
     @property
     def agent(self) -> Node:
@@ -173,6 +201,37 @@ class RoutedLab:
         for n in self.nodes.values():
             for prefix, via in n.routes:
                 self._ip(n, "route", "replace", prefix, "via", via)
+
+
+# A packet capture (AF_PACKET, outgoing IPv4 only) run inside a namespace: "ready" once it
+# listens, then on a line on stdin one "protocol destination icmp-type" line per packet.
+_CAPTURE = r"""
+import select, socket, struct, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))  # ETH_P_ALL: the only tap on outgoing
+print("ready", flush=True)
+seen = []
+while True:
+    r, _, _ = select.select([s, sys.stdin], [], [])
+    if sys.stdin in r:
+        break
+    data, addr = s.recvfrom(65535)
+    if addr[2] != socket.PACKET_OUTGOING or addr[1] != 0x0800 or len(data) < 20:
+        continue
+    ihl = (data[0] & 15) * 4
+    typ = data[ihl] if data[9] == 1 and len(data) > ihl else None
+    seen.append((data[9], socket.inet_ntoa(data[16:20]), typ))
+s.setblocking(False)
+while True:  # what was queued before the stop
+    try:
+        data, addr = s.recvfrom(65535)
+    except BlockingIOError:
+        break
+    if addr[2] == socket.PACKET_OUTGOING and addr[1] == 0x0800 and len(data) >= 20:
+        ihl = (data[0] & 15) * 4
+        seen.append((data[9], socket.inet_ntoa(data[16:20]), data[ihl] if data[9] == 1 else None))
+for proto, dst, typ in seen:
+    print(proto, dst, "-" if typ is None else typ)
+"""
 
 
 @contextlib.contextmanager
