@@ -241,9 +241,9 @@ class _Tracer:
 
     # -- the trace ------------------------------------------------------------
 
-    async def run(self, budget_s: float) -> str | None:
-        """Probe until every distance worth probing answered or went silent, or the budget is
-        spent (the reason then)."""
+    async def run(self, budget_s: float) -> bool:
+        """Probe until every distance worth probing answered or went silent (True), or until
+        budget_s is spent (False)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s
         gap = self.spec.gap_ms / 1000.0
@@ -253,14 +253,14 @@ class _Tracer:
             while True:
                 now = loop.time()
                 if now >= deadline:
-                    return f"the trace's budget of {budget_s:g} s was spent"
+                    return False
                 d, wake = self._due(now)
                 if d is not None and now >= next_send:
                     self._send(d, now)
                     next_send = now + gap
                     continue
                 if d is None and wake is None:
-                    return None
+                    return True
                 until = min(x for x in (deadline, wake, next_send if d is not None else None) if x is not None)
                 self.arrived.clear()
                 try:
@@ -318,10 +318,11 @@ async def trace(
     fam = icmp._open_one(mode, family, errors=True)
     try:
         tracer = _Tracer(ip, spec, fam)
-        reason = await tracer.run(max(budget - (loop.time() - start), 0.0))
+        whole = await tracer.run(max(budget - (loop.time() - start), 0.0))
     finally:
         fam.close()
     hops, reached = tracer.hops()
+    reason = None if whole else f"the trace's budget of {budget:g} s was spent"
     if reason is None and not reached:
         last = next((h for h in reversed(hops) if h.address is not None), None)
         if last is None:
