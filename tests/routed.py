@@ -37,9 +37,12 @@ unique inside their namespace (up0 towards the parent, dn<i> towards children).
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import netns
 
@@ -58,6 +61,7 @@ class Node:
     dev_down: str = ""  # the parent's interface towards it
     children: list[Node] = field(default_factory=list)
     routes: list[tuple[str, str]] = field(default_factory=list)  # (prefix, via) it was given
+    agentx: Path | None = None  # its snmpd's AgentX socket (RoutedLab.snmpd)
 
     @property
     def addr(self) -> str:
@@ -87,6 +91,9 @@ class RoutedLab:
         self.ratelimit_ms = ratelimit_ms
         self.nodes: dict[str, Node] = {}
         self._links = 0
+        self._agents: list = []  # snmp_agents.NetSnmpAgent
+        self._logs: list = []
+        self._folders: list[Path] = []
 
     # -- helpers ------------------------------------------------------------
     def run(self, argv, role: str = "agent", **kw) -> subprocess.CompletedProcess:
@@ -126,6 +133,53 @@ class RoutedLab:
             for line in out.splitlines():
                 proto, dst, typ = line.split()
                 sent.append((int(proto), dst, None if typ == "-" else int(typ)))
+
+    def snmpd(self, role: str, community: str):
+        """A real net-snmp snmpd in a node's namespace, on its address, port 161, answering the
+        lab (198.19.0.0/16), master of an AgentX socket of its own (for lldpd -x). Stopped at
+        teardown."""
+        from snmp_agents import NetSnmpAgent
+
+        node = self.nodes[role]
+        folder = Path(tempfile.mkdtemp(prefix=f"wm-routed-{role}-"))
+        folder.chmod(0o755)  # lldpd's unprivileged half reaches its control socket here
+        self._folders.append(folder)
+        agent = NetSnmpAgent(
+            host=node.addr,
+            port=161,
+            community=community,
+            users={},
+            netns=node.ns,
+            clients="198.19.0.0/16",
+            sys_name=role,
+            extra_conf=f"master agentx\nagentXSocket {folder / 'agentx.sock'}",
+        )
+        self._agents.append(agent)
+        agent.start()
+        node.agentx = folder / "agentx.sock"
+        return agent
+
+    def lldpd(self, role: str) -> None:
+        """Debian's lldpd in a node's namespace: LLDP on its veths every second, its address as
+        the management address, its neighbours exported into the node's snmpd (`snmpd()` first)
+        through AgentX. Ended at teardown with the namespace's other processes."""
+        node = self.nodes[role]
+        assert node.agentx is not None, f"start snmpd({role!r}) first"
+        folder = node.agentx.parent
+        conf = folder / "lldpd.conf"
+        conf.write_text(f"configure system hostname {role}\nconfigure lldp tx-interval 1\n", encoding="utf-8")
+        log = open(folder / "lldpd.log", "wb")  # noqa: SIM115 - the process writes it until teardown
+        self._logs.append(log)
+        argv = ["lldpd", "-d", "-x", "-X", str(node.agentx), "-u", str(folder / "lldpd.sock"), "-O", str(conf)]
+        self.popen([*argv, "-m", node.addr], role, stdout=log, stderr=subprocess.STDOUT)
+
+    def close(self) -> None:
+        for agent in self._agents:
+            agent.close()
+        for log in self._logs:
+            log.close()
+        for folder in self._folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
     @property
     def agent(self) -> Node:
@@ -245,12 +299,15 @@ def lab(tree: dict[str, list[str]] | None = None, ratelimit_ms: int | None = 0):
     netns.cleanup_stale()
     base = netns.Lab(tag=netns._next_tag(), slow_ms=0)
     netns._live[id(base)] = base
+    routed = RoutedLab(base, tree or {"d1": ["c11", "c12"], "d2": ["c21"]}, ratelimit_ms)
     try:
-        routed = RoutedLab(base, tree or {"d1": ["c11", "c12"], "d2": ["c21"]}, ratelimit_ms)
         routed.build()
         yield routed
     finally:
-        base.close()
+        try:
+            routed.close()
+        finally:
+            base.close()
 
 
 if __name__ == "__main__":  # manual smoke test: python tests/routed.py

@@ -288,3 +288,32 @@ def test_a_late_answer_stays_at_its_own_distance():
     late = struct.pack("!BBHI", 11, 0, 0, 0) + _ip("198.19.0.1", "198.19.2.2", probe0)
     t._handle(_ip("198.19.1.2", "198.19.0.1", late), [], "198.19.1.2", False)
     assert set(t.answers) == {2} and t.answers[2].address == "198.19.1.2"
+
+
+# -- LLDP / CDP neighbours -------------------------------------------------------------------
+
+
+def test_neighbours_from_the_lldp_and_cdp_tables(names):
+    from wanmon.probes.lldp import Neighbour, Neighbours, neighbours_of
+    from wanmon.topology import neighbour_sites
+
+    rows = {
+        (100, 2, 1): {"lldp_name": b"tien-du-router"},
+        (100, 2, 1, 1, 4, 10, 7, 1, 254): {"lldp_addr": 2},  # its management address, in the index
+        (100, 3, 7): {"lldp_name": b"unknown-box"},
+        (100, 3, 7, 2, 16, *([0] * 15), 1): {"lldp_addr": 2},  # ::1
+        (100, 4, 9, 1, 3, 10, 7, 1): {"lldp_addr": 2},  # a length that does not fit: no address
+        (5, 1): {"cdp_addr": bytes([127, 0, 0, 1]), "cdp_name": b"core.example"},
+    }
+    got = neighbours_of(rows)
+    assert got == (
+        Neighbour("lldp", "tien-du-router", "10.7.1.254"),
+        Neighbour("lldp", "unknown-box", "::1"),
+        Neighbour("lldp", None, None),
+        Neighbour("cdp", "core.example", "127.0.0.1"),
+    )
+    read = {"tien-du-phat-tich": Neighbours("ok", None, got), "tien-du": Neighbours("timeout", "no answer"), "x": None}
+    sites, how = neighbour_sites(read, names, {"unknown-box": "tien-du"})
+    # by address: 10.7.1.254 is tien-du's ([[hops]] site), ::1 the site itself (left out), 127.0.0.1 dc-core
+    assert sites == {"tien-du-phat-tich": {"tien-du", "dc-core"}}
+    assert how["tien-du-phat-tich"] == {"tien-du": "10.7.1.254, tien-du-router", "dc-core": "127.0.0.1, core.example"}

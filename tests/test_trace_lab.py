@@ -324,3 +324,52 @@ def test_topology_names_a_wrong_parent_with_the_right_one_and_its_evidence(lab, 
     again = run(lab, cfg, "topology", "--json")
     assert json.loads(again.stdout) == {"suggestions": []}
     assert "traced now" not in run(lab, cfg, "topology").stdout  # the stored good paths were used
+
+
+# -- LLDP (last: it leaves lldpd and snmpd running in the lab until its teardown) -----------
+
+LLDP_MAN_ADDR = "1.0.8802.1.1.2.1.4.2.1.3"
+
+
+def test_topology_with_lldp_neighbours_adds_their_evidence(lab, tmp_path):
+    """Acceptance 3 (LLDP): lldpd in every site's namespace exports its neighbours through AgentX
+    into a real snmpd there; topology reads them over SNMP and the wrong parent's suggestion has
+    the evidence of both."""
+    for tool, package in (("lldpd", "lldpd"), ("snmpd", "snmpd"), ("snmpwalk", "snmp")):
+        if shutil.which(tool) is None:
+            prereq.need(tool, f"Debian package {package}")
+    community = "lab-community"
+    roles = [role for role, *_ in SITES.values()]
+    for role in roles:
+        lab.snmpd(role, community)
+    for role in roles:
+        lab.lldpd(role)
+    n = lab.nodes
+    # xuan-lai's router has heard gia-binh's (its management address in the LLDP-MIB): wait for it
+    walk = ["snmpwalk", "-v2c", "-c", community, "-On", "-t", "1", "-r", "0", n["c12"].addr, LLDP_MAN_ADDR]
+    seen = ""
+    for _ in range(60):
+        seen = lab.run(walk).stdout
+        if f".{n['d1'].addr} = " in seen:
+            break
+        lab.run(["sleep", "0.5"])
+    assert f".{n['d1'].addr} = " in seen, seen
+    (tmp_path / "community.txt").write_text(community + "\n")
+    snmp = '[snmp]\nenabled = true\ncommunity_file = "community.txt"\ntimeout_ms = 1000\nretries = 1\n'
+    cfg = write_config(tmp_path, lab, parents={"xuan-lai": "luong-tai"})
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("[snmp]\nenabled = false\n", snmp), encoding="utf-8")
+    cp = run(lab, cfg, "topology", "--json")
+    assert cp.returncode == 0, cp.stderr
+    assert json.loads(cp.stdout) == {
+        "suggestions": [
+            {
+                "site": "xuan-lai",
+                "configured_parent": "luong-tai",
+                "discovered_parent": "gia-binh",
+                "evidence": ["traceroute", "lldp"],
+            }
+        ]
+    }
+    text = run(lab, cfg, "topology").stdout
+    assert f"lldp: xuan-lai's device lists gia-binh ({n['d1'].addr}, d1) as a neighbour" in text, text
+    assert "5 with LLDP neighbours read" in text, text

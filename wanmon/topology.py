@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from wanmon.config import LEVELS, Config, site_key_lines
 from wanmon.errors import WanmonError
 from wanmon.model import Trace
+from wanmon.probes.lldp import Neighbours
 from wanmon.trace import Names, parent_on_path, trace
 
 logger = logging.getLogger(__name__)
@@ -189,6 +190,37 @@ class Findings:
     lldp_sites: int  # sites whose LLDP neighbours were read
 
 
+async def read_neighbours(cfg: Config) -> dict[str, Neighbours | None]:
+    """The LLDP/CDP neighbours of every site with SNMP enabled, within [snmp] budget_s."""
+    from wanmon.probes import lldp, snmp
+
+    ids = [s.id for s in cfg.sites if s.id in cfg.snmp_specs]
+    by_id = {s.id: s for s in cfg.sites}
+    targets = [snmp.SnmpTarget(by_id[sid].address, cfg.snmp_specs[sid]) for sid in ids]
+    got = await lldp.probe(targets, cfg.snmp.max_concurrency, cfg.snmp.budget_s)
+    return dict(zip(ids, got))
+
+
+def neighbour_sites(
+    read: Mapping[str, Neighbours | None], names: Names, sys_names: Mapping[str, str]
+) -> tuple[dict[str, set[str]], dict[str, dict[str, str]]]:
+    """({site: the sites among its neighbours}, {site: {neighbour site: how it was known}}): a
+    neighbour is a site by its management address (a site's, or an [[hops]] entry with `site`),
+    else by its system name (the sysName the store has for a site)."""
+    out: dict[str, set[str]] = {}
+    how: dict[str, dict[str, str]] = {}
+    for sid, r in read.items():
+        if r is None or r.status != "ok":
+            continue
+        out[sid] = set()
+        for n in r.neighbours:
+            other = names.site(n.address) or (sys_names.get(n.sys_name) if n.sys_name else None)
+            if other is not None and other != sid:
+                out[sid].add(other)
+                how.setdefault(sid, {})[other] = ", ".join(x for x in (n.address, n.sys_name) if x)
+    return out, how
+
+
 def discover(cfg: Config, budget_s: float, fresh: bool = False) -> Findings:
     """Gather the evidence (stored paths, traces now, LLDP) and compare it with the config."""
     from wanmon.store import Store
@@ -199,12 +231,19 @@ def discover(cfg: Config, budget_s: float, fresh: bool = False) -> Findings:
             store = Store.open(cfg.store_path)
         except WanmonError as exc:
             logger.warning("the store is not usable (%s): every site is traced now", exc)
+    sys_names: dict[str, str] = {}
     try:
         stored = {} if store is None or fresh else store.good_paths()
         dns_cache = store.dns_cache() if store is not None else {}
+        if store is not None:
+            sys_names = {d.sys_name: sid for sid, d in store.devices().items() if d.sys_name}
         ids = {s.id for s in cfg.sites}
         stored = {sid: t for sid, t in stored.items() if sid in ids}
-        new, left = asyncio.run(trace_missing(cfg, stored, budget_s))
+
+        async def both() -> tuple[tuple[dict[str, Trace], list[str]], dict[str, Neighbours | None]]:
+            return await asyncio.gather(trace_missing(cfg, stored, budget_s), read_neighbours(cfg))
+
+        (new, left), read = asyncio.run(both())
         if store is not None:
             store.record_good_paths(new)
     finally:
@@ -218,8 +257,10 @@ def discover(cfg: Config, budget_s: float, fresh: bool = False) -> Findings:
         + " -> ".join(names.hop(h.address) if h.address else "*" for h in paths[sid].hops)
         for sid in traced
     }
-    neighbours: dict[str, set[str]] = {}
+    neighbours, how = neighbour_sites(read, names, sys_names)
     lldp = by_lldp(cfg, neighbours, paths)
+    for sid, parent in lldp.items():
+        details[(sid, LLDP)] = f"lldp: {sid}'s device lists {parent} ({how[sid][parent]}) as a neighbour"
     return Findings(
         suggest(cfg, traced, lldp, details),
         paths,
