@@ -11,6 +11,7 @@ cut with `ip link set down` on the router before them and restored after each te
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -373,3 +374,15 @@ def test_topology_with_lldp_neighbours_adds_their_evidence(lab, tmp_path):
     text = run(lab, cfg, "topology").stdout
     assert f"lldp: xuan-lai's device lists gia-binh ({n['d1'].addr}, d1) as a neighbour" in text, text
     assert "5 with LLDP neighbours read" in text, text
+    # the same agents answer `wanmon probe`'s SNMP question (each line as the lab's snmpd has it)
+    assert run(lab, cfg, "check").returncode == 0
+    probe = run(lab, cfg, "probe", "xuan-lai", "-v")
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    snmp_lines = [line for line in probe.stdout.splitlines() if line.startswith(("SNMP", "  sysDescr", "  interface"))]
+    assert re.fullmatch(
+        rf"SNMP v2c to {re.escape(n['c12'].addr)}:161: answered in \d+ ms: sysName 'c12', uptime \d+ s, "
+        r"2 interfaces \(2 up\)",
+        snmp_lines[0],
+    ), snmp_lines
+    assert snmp_lines[1].startswith("  sysDescr ") and "sysLocation 'Tầng 3, UBND huyện Tiên Du'" in snmp_lines[1]
+    assert sorted(line.split(":")[0].split()[2] for line in snmp_lines[2:]) == ["lo", "up0"]  # its interfaces
