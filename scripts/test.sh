@@ -11,7 +11,7 @@
 set -euo pipefail
 OLDEST_ONLY=0
 if [ "${1:-}" = --oldest-only ]; then OLDEST_ONLY=1; shift; fi
-source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" iproute2 iputils-ping util-linux fping snmp snmpd influxdb victoria-metrics chromium faketime systemd \
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh" iproute2 iputils-ping util-linux fping snmp snmpd lldpd influxdb victoria-metrics chromium faketime systemd \
     libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core poppler-utils
 cd "$ROOT"
 

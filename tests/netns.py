@@ -117,7 +117,7 @@ def cleanup_stale() -> list[str]:
         return []
     cp = _sh([ip, "netns", "list"], check=False)
     removed = []
-    pat = re.compile(rf"^{PREFIX}(\d+)n\d+[car]$")
+    pat = re.compile(rf"^{PREFIX}(\d+)n\d+[a-z][a-z0-9]*$")  # netns.py: c, a, r; routed.py: agent, core, d1, c11
     for line in cp.stdout.splitlines():
         m = pat.match(line.split()[0]) if line.split() else None
         if not m or int(m.group(1)) == os.getpid():

@@ -434,8 +434,10 @@ def snmpcmd(tool: str, host: str, port: int, oids: Sequence[str] | str, *,
             extra: Sequence[str] = (), wrap: Sequence[str] = ()) -> SnmpResult:
     """Run a net-snmp CLI tool (snmpget, snmpbulkwalk, snmpwalk, snmpgetnext)
     with numeric output; ``v3_args`` (from ``V3User.cli_args``) wins over ``v3``.
-    ``wrap`` prefixes the command (e.g. ``["ip", "netns", "exec", NS]``)."""
-    _check_loopback(host)
+    ``wrap`` prefixes the command (e.g. ``["ip", "netns", "exec", NS]``): then the host is one
+    of that namespace of the test's own (a routed lab's router), else on loopback."""
+    if not wrap:
+        _check_loopback(host)
     exe = _which(tool)
     if exe is None:
         raise RuntimeError(f"{tool} not installed (apt-get install snmp)")
@@ -548,9 +550,11 @@ class NetSnmpAgent(_AgentProcess):
                  sys_name: str | None = None, sys_location: str = VI_LOCATION,
                  sys_contact: str = "noc@sotttt.example", sys_descr: str | None = None,
                  extra_conf: str = "", start_timeout: float = 20.0,
-                 extra_hosts: Sequence[str] = (), netns: str | None = None):
-        for h in (host, *extra_hosts):
-            _check_loopback(h)
+                 extra_hosts: Sequence[str] = (), netns: str | None = None, clients: str = "127.0.0.0/8"):
+        if netns is None:  # inside a namespace of the test's own, any address of that namespace
+            for h in (host, *extra_hosts):
+                _check_loopback(h)
+        self.clients = clients                 # who may ask (rocommunity's source)
         self.host = host
         self.extra_hosts = list(extra_hosts)   # more 127.x addresses to listen on (same port)
         self.netns = netns                     # run inside this network namespace (its own loopback)
@@ -676,7 +680,7 @@ class NetSnmpAgent(_AgentProcess):
                 raise ValueError("newline in an snmpd.conf value")
         lines = [
             f"agentAddress {','.join(addrs)}",
-            f"rocommunity {self.community} 127.0.0.0/8",
+            f"rocommunity {self.community} {self.clients}",
         ]
         if self.ipv6:
             lines.append(f"rocommunity6 {self.community} ::1/128")

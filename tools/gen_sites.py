@@ -639,6 +639,31 @@ recipients = []
 monthly = true
 
 # =============================================================================
+# [trace] – the path to a site (`wanmon probe`, `wanmon topology`, README
+# "Finding the break"): ICMP echo requests to the site with growing TTLs
+# =============================================================================
+# [trace]
+# max_hops = 16        # the farthest distance probed
+# attempts = 3         # probes at one distance before it counts as silent
+#                      # (routers rate-limit their ICMP answers: Linux 1 a second)
+# timeout_ms = 1000    # one probe's wait for its answer
+# gap_ms = 20          # between two probes of one trace
+# budget_s = 10        # one whole trace, enforced while it runs
+
+# =============================================================================
+# [[hops]] – names for addresses seen on the paths that are no site's address
+# (any number): the carrier's routers, or another interface of a site's router
+# =============================================================================
+# [[hops]]
+# address = "10.7.0.1"           # an IP address: traces see hops by address
+# name = "Router VNPT Gia Bình"
+#
+# [[hops]]
+# address = "10.7.1.254"
+# name = "UBND huyện Gia Bình (cổng WAN)"
+# site = "gia-binh"              # this equipment is that site's: the path passes it
+
+# =============================================================================
 # [smtp] – mail relay for alert emails (optional; without it mails are only
 # listed by `wanmon alerts`)
 # =============================================================================

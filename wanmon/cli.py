@@ -273,6 +273,70 @@ def check(ctx: click.Context, as_json: bool, dry_run: bool) -> None:
         sys.exit(f"wanmon: error: the cycle was recorded and the other outputs ran, but {result.failed['page']}")
 
 
+def _site_now(cfg: Config, site_id: str) -> Config:
+    """The config as of now, when site_id is in service now; else exit 2 saying why, with the
+    closest id when it is a typo."""
+    import difflib
+
+    now_cfg = cfg.as_of(time.time())
+    if any(s.id == site_id for s in now_cfg.sites):
+        return now_cfg
+    if any(s.id == site_id for s in cfg.timeline.base):
+        why = f"site '{site_id}' is not in service now (see its in_service_from / retired_at in {cfg.path})"
+    else:
+        close = difflib.get_close_matches(site_id, [s.id for s in now_cfg.sites], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else " (`wanmon status` lists the sites)"
+        why = f"unknown site '{site_id}' in {cfg.path}{hint}"
+    click.echo(f"wanmon: error: {printable(why)}", err=True)
+    sys.exit(EXIT_CONFIG)
+
+
+@cli.command()
+@click.argument("site_id", metavar="SITE")
+@click.option("-v", "--verbose", "verbose", is_flag=True, help="Also the SNMP details and the last good path.")
+@click.pass_context
+def probe(ctx: click.Context, site_id: str, verbose: bool) -> None:
+    """One site under the magnifier: DNS, each ICMP reply, the path, SNMP, and what the agent
+    concludes. Exit 0 up (or degraded), 1 down or unreachable, 2 unknown site."""
+    from wanmon.siteprobe import probe_site
+
+    cfg = _site_now(_load(ctx), site_id)
+    lines, code = probe_site(cfg, site_id, verbose)
+    for line in lines:
+        click.echo(printable(line))
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help='{"suggestions": [...]} on stdout.')
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    help="Seconds for tracing the sites without a stored good path, in all.",
+)
+@click.option("--fresh", is_flag=True, help="Trace every site now instead of using the stored good paths.")
+@click.pass_context
+def topology(ctx: click.Context, as_json: bool, budget: float, fresh: bool) -> None:
+    """Each site's parent from the evidence (traceroute paths, LLDP neighbours), against the
+    configured parents: the differences, their evidence and a patch of the config to review."""
+    from wanmon.topology import discover, text_report
+
+    cfg = _load(ctx)
+    now_cfg = cfg.as_of(time.time())
+    try:
+        found = discover(now_cfg, budget, fresh)
+    except WanmonError as exc:
+        _fail(exc)
+    if as_json:
+        json.dump({"suggestions": [s.as_json() for s in found.suggestions]}, sys.stdout, ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+        return
+    for line in text_report(now_cfg, found, cfg.path.read_text(encoding="utf-8")):
+        click.echo(printable(line))
+
+
 def _print_mails(mails, out) -> None:
     if not mails:
         out.write("--dry-run: no alert mail this cycle\n")

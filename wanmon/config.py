@@ -85,6 +85,25 @@ class IcmpSettings(_Strict):
     dns_timeout_ms: float = _range(1000.0, 1, 60000)
 
 
+class TraceSettings(_Strict):
+    """[trace]: tracing the path to a site (wanmon.trace; `wanmon probe`, `wanmon topology`)."""
+
+    max_hops: int = _range(16, 1, 64)
+    attempts: int = _range(3, 1, 10)  # probes at one distance before it counts as silent (rate limits drop some)
+    timeout_ms: float = _range(1000.0, 1, 60000)  # one probe's wait for its answer
+    gap_ms: float = _range(20.0, 0, 10000)  # between two probes of one trace (routers rate-limit their answers)
+    budget_s: float = _range(10.0, 0, 600, above=True)  # one whole trace, enforced while it runs
+
+
+class HopEntry(_Strict):
+    """[[hops]]: an address seen on traced paths that is not a site's own address: the carrier's
+    equipment, or another interface of a site's router (`site`)."""
+
+    address: str
+    name: str = Field(min_length=1)
+    site: str | None = None  # the site this equipment belongs to (a router answering from another interface)
+
+
 class Thresholds(_Strict):
     degraded_loss_pct: float = _range(10.0, 0, 100, above=True)
     degraded_rtt_ms: float = _range(300.0, 1, 60000)
@@ -462,6 +481,7 @@ _SECTIONS: dict[str, type[_Strict]] = {
     "alerts": AlertSettings,
     "report": ReportSettings,
     "agent": AgentSettings,
+    "trace": TraceSettings,
 }
 
 
@@ -482,6 +502,8 @@ class Config:
     influx: InfluxSpec | None = None
     smtp: SmtpSpec | None = None
     maintenance: tuple[Maintenance, ...] = ()
+    trace: TraceSettings = field(default_factory=TraceSettings)
+    hops: tuple[HopEntry, ...] = ()  # [[hops]]: names of addresses on the paths (wanmon.trace)
     warnings: tuple[str, ...] = ()  # not errors: `wanmon validate` prints them and exits 0
     # the inventory through time (wanmon.dated); `sites` above are the sites as first written
     timeline: Timeline = field(default_factory=lambda: Timeline(()))
@@ -591,6 +613,12 @@ class _LazyLocator:
 
     def element(self, array: str, k: int, key: str | None = None) -> int | None:
         return self._locator().element(array, k, key)
+
+    def entry(self, name: str, index: int, key: str | None = None) -> int | None:
+        """Line of a key of the index-th [[name]] table, else of its header; for entries written
+        inline (`name = [{...}]`), the line of `name`."""
+        found = self._locator().element(name, index, key)
+        return found if found is not None else self._locator().root.keys.get(name)
 
 
 class _Locator:
@@ -710,6 +738,12 @@ class _Locator:
             if b is not None:
                 return b.line
         return None
+
+
+def site_key_lines(text: str) -> list[tuple[int, dict[str, int]]]:
+    """(header line, {key: line}) of each [[sites]] table of a config's text, in file order
+    (keys of its sub-tables as "snmp.port"): where `wanmon topology`'s patch edits."""
+    return [(b.line, dict(b.keys)) for b in _Locator(text).sites]
 
 
 # --------------------------------------------------------------------------
@@ -982,7 +1016,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     def at(line: int | None) -> str:
         return f"{shown}:{line}" if line else shown
 
-    known = [*_SECTIONS, "sites", "influxdb", "smtp", "maintenance"]
+    known = [*_SECTIONS, "sites", "influxdb", "smtp", "maintenance", "hops"]
     for key in raw:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -1096,6 +1130,8 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
             if d not in all_districts:
                 problems.append(f"{at(loc.section('maintenance'))}: [[maintenance]] #{k + 1}: unknown district '{d}'")
 
+    hops = _hops(raw.get("hops", []), sites, known_ids, loc, at, problems)
+
     if sections["page"] is not None:
         try:
             from zoneinfo import ZoneInfo
@@ -1177,6 +1213,8 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
         influx=influx,
         smtp=smtp,
         maintenance=maintenance,
+        trace=sections["trace"],
+        hops=hops,
         warnings=tuple(warnings),
         timeline=timeline,
     )
@@ -1406,6 +1444,61 @@ def _level_names(raw: Any, loc: _LazyLocator, at, problems: list[str]) -> LevelN
             )
         prev = ch
     return obj
+
+def _hops(
+    raw: Any, sites: list[Site], known_ids: set, loc: _LazyLocator, at, problems: list[str]
+) -> tuple[HopEntry, ...]:
+    """[[hops]]: each an IP address (a trace sees hops by address) used once, and not a site's own
+    address (the site names it already); `site` one of the sites."""
+    if isinstance(raw, list) and not raw:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        problems.append(
+            f"{at(loc.section('hops') or loc.root.keys.get('hops'))}: 'hops' must be [[hops]] tables, each with "
+            "an `address` and a `name`"
+        )
+        return ()
+    site_at: dict[str, str] = {}
+    for s in sites:
+        for sp in spans(s):
+            site_at.setdefault(address_key(sp.site.address), s.id)
+    by_id = [s.id for s in sites]
+    seen: dict[str, int] = {}
+    out = []
+    for k, item in enumerate(raw):
+        label = f"[[hops]] #{k + 1}"
+        obj, errs = _validate_model(HopEntry, item)
+        for err_key, msg in errs:
+            problems.append(f"{at(loc.entry('hops', k, err_key))}: {label}: {msg}")
+        if obj is None:
+            continue
+        hop: HopEntry = obj  # type: ignore[assignment]
+        here = at(loc.entry("hops", k, "address"))
+        ip = ip_literal(hop.address)
+        if ip is None:
+            problems.append(
+                f"{here}: {label}: address {hop.address!r} must be an IP address (a trace sees the hops on a "
+                "path by address, never by name)"
+            )
+            continue
+        key = ip.compressed
+        if key in seen:
+            problems.append(
+                f"{here}: {label}: duplicate address {hop.address!r} (first at line "
+                f"{loc.entry('hops', seen[key]) or 0}): one name per address"
+            )
+        elif key in site_at:
+            problems.append(
+                f"{here}: {label}: {hop.address!r} is the address of site '{site_at[key]}', which names it "
+                "already: remove this entry"
+            )
+        seen.setdefault(key, k)
+        if hop.site is not None and hop.site not in known_ids:
+            close = difflib.get_close_matches(hop.site, by_id, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"{at(loc.entry('hops', k, 'site'))}: {label}: unknown site '{hop.site}'{hint}")
+        out.append(hop)
+    return tuple(out)
 
 
 def _heartbeat_problem(url: str) -> str | None:

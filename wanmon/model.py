@@ -216,3 +216,33 @@ class Mail:
     kinds: tuple[str, ...]
     created_ts: float
     notes: tuple[tuple[str, str], ...] = ()  # (site id, kind) of each notification in it ("" for no site)
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One distance (TTL) of a traced path: who answered the probes that expired there."""
+
+    distance: int
+    address: str | None  # None: nothing answered at this distance
+    rtt_ms: float | None
+    unreachable: bool = False  # it answered "destination unreachable": it has no way on to the target
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """The path to one address (wanmon.trace): its hops by distance, and whether the address itself
+    answered (then it is the last hop)."""
+
+    target: str  # the address traced, as the inventory writes it
+    ip: str | None  # where the probes went (None: the name did not resolve)
+    ts: float  # when the trace began, POSIX seconds
+    hops: tuple[Hop, ...]  # distances 1..n, silent ones included
+    reached: bool
+    reason: str | None = None  # why it is not a whole path: no answer, budget spent, no address, no permission
+    duration_ms: float = 0.0
+
+    @property
+    def last_answer(self) -> Hop | None:
+        """The farthest hop that answered, the target itself not counted: where a broken path stops."""
+        end = len(self.hops) - 1 if self.reached else len(self.hops)
+        return next((h for h in reversed(self.hops[:end]) if h.address is not None), None)

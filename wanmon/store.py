@@ -29,7 +29,18 @@ from wanmon.account import held_s, run_goes_on
 from wanmon.errors import WanmonError, means_damage, os_cause, sqlite_cause
 from wanmon.files import replacing
 from wanmon.locks import CycleLock, PublishLock, SnmpLock, _prepare_folder  # noqa: F401 (re-exported)
-from wanmon.model import AlertUpdate, DeviceLine, DeviceState, Event, IfState, Observation, SiteState, SnmpOutcome
+from wanmon.model import (
+    AlertUpdate,
+    DeviceLine,
+    DeviceState,
+    Event,
+    Hop,
+    IfState,
+    Observation,
+    SiteState,
+    SnmpOutcome,
+    Trace,
+)
 from wanmon.status import FAILING, PROBLEMS, REACHABLE, Track, advance
 
 logger = logging.getLogger(__name__)
@@ -194,6 +205,11 @@ MIGRATIONS: list[str] = [
     # another agent has already sent (wanmon.agents); 'held' is a status of its own.
     """
     ALTER TABLE outbox ADD COLUMN notes TEXT;
+    """,
+    # 12: the last good path to each site (wanmon.trace): a broken path is told against it, and
+    # `wanmon topology` reads each site's parent from it. hops: JSON [[address or null, rtt_ms or null], ...]
+    """
+    CREATE TABLE good_paths (site_id TEXT PRIMARY KEY, ts REAL NOT NULL, ip TEXT NOT NULL, hops TEXT NOT NULL);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -1289,6 +1305,30 @@ class Store:
         for row in self.conn.execute(f"SELECT site_id, {cols} FROM snmp_if {where} ORDER BY site_id, if_index", args):
             out.setdefault(row[0], {})[row[1]] = IfState(*row[1:])
         return out
+
+    def good_paths(self) -> dict[str, Trace]:
+        """{site_id: the last path that reached it} (wanmon.trace)."""
+        out = {}
+        for sid, ts, ip, hops in self.conn.execute("SELECT site_id, ts, ip, hops FROM good_paths"):
+            path = tuple(Hop(d, a, r) for d, (a, r) in enumerate(json.loads(hops), start=1))
+            out[sid] = Trace(ip, ip, ts, path, True)
+        return out
+
+    def record_good_paths(self, paths: dict[str, Trace]) -> None:
+        """Keep each site's path that reached it (others are ignored), replacing the older one."""
+        rows = [
+            (sid, t.ts, t.ip, json.dumps([[h.address, h.rtt_ms] for h in t.hops]))
+            for sid, t in paths.items()
+            if t.reached and t.ip is not None
+        ]
+        if not rows:
+            return
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT INTO good_paths (site_id, ts, ip, hops) VALUES (?, ?, ?, ?) ON CONFLICT(site_id) DO UPDATE"
+                " SET ts = excluded.ts, ip = excluded.ip, hops = excluded.hops",
+                rows,
+            )
 
     def events(self, site_id: str | None = None, limit: int = 100) -> list[Event]:
         where, args = ("WHERE site_id = ?", (site_id,)) if site_id else ("", ())

@@ -900,3 +900,19 @@ def page_level_words(names: Mapping[str, LevelName]) -> dict[str, str]:
 
 for _lang, _words in PAGE.items():
     _words.update(page_level_words(LEVEL_NAMES[_lang]))
+
+
+# -- where a path stops (wanmon.trace) --------------------------------------------
+
+PATH = {
+    "vi": {
+        "stops": "đường truyền dừng sau {hop}, hop {n} của {m}",
+        "stops_open": "đường truyền dừng sau {hop}, hop {n}",
+        "silent": "đường truyền không có hop nào trả lời",
+    },
+    "en": {
+        "stops": "the path stops after {hop}, hop {n} of {m}",
+        "stops_open": "the path stops after {hop}, hop {n}",
+        "silent": "no hop on the path answers",
+    },
+}

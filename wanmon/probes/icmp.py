@@ -159,10 +159,19 @@ def permission_help() -> str:
     )
 
 
-class _Family:
-    """One ICMP socket (of one address family) plus how to read it."""
+# ICMP errors a trace reads (wanmon.trace): destination unreachable and time exceeded.
+ERRORS_V4 = (3, 11)
+ERRORS_V6 = (1, 3)
+IP_RECVERR = 11  # Linux: queue ICMP errors on an unprivileged socket (read with MSG_ERRQUEUE)
+IPV6_RECVERR = 25
 
-    def __init__(self, family: int, raw: bool):
+
+class _Family:
+    """One ICMP socket (of one address family) plus how to read it. errors: the socket also
+    receives the ICMP errors about its own packets (a trace's time exceeded): in raw mode through
+    its type filter, unprivileged on the socket's error queue (IP_RECVERR)."""
+
+    def __init__(self, family: int, raw: bool, errors: bool = False):
         self.family = family
         self.raw = raw
         v6 = family == socket.AF_INET6
@@ -179,14 +188,24 @@ class _Family:
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
         if raw:
-            # Only echo replies: a raw socket otherwise also sees every echo
-            # request (our own, on loopback) and all other ICMP traffic.
+            # Only echo replies (and the errors a trace asks for): a raw socket otherwise also
+            # sees every echo request (our own, on loopback) and all other ICMP traffic.
+            wanted = (self.reply_type, *((ERRORS_V6 if v6 else ERRORS_V4) if errors else ()))
             if v6:
                 words = [0xFFFFFFFF] * 8
-                words[self.reply_type >> 5] &= ~(1 << (self.reply_type & 31))
+                for t in wanted:
+                    words[t >> 5] &= ~(1 << (t & 31))
                 self.sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *words))
             else:
-                self.sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("=I", ~(1 << self.reply_type) & 0xFFFFFFFF))
+                mask = 0xFFFFFFFF
+                for t in wanted:
+                    mask &= ~(1 << t)
+                self.sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("=I", mask))
+        elif errors:
+            if v6:
+                self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+            else:
+                self.sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         # Unprivileged sockets get their ICMP identifier from the kernel (the
         # "port"); it is only assigned at bind or first send, so bind now to learn it.
         self.kernel_id = None
@@ -211,12 +230,12 @@ def open_sockets(mode: str, families: set[int]) -> dict[int, _Family]:
     return out
 
 
-def _open_one(mode: str, family: int) -> _Family:
+def _open_one(mode: str, family: int, errors: bool = False) -> _Family:
     tries = {"raw": [True], "unprivileged": [False], "auto": [True, False]}[mode]
     last: Exception | None = None
     for raw in tries:
         try:
-            fam = _Family(family, raw)
+            fam = _Family(family, raw, errors)
             logger.debug("icmp socket family=%s kind=%s", family, "raw" if raw else "unprivileged")
             return fam
         except (icmplib.SocketPermissionError, PermissionError) as exc:
@@ -272,6 +291,20 @@ async def probe(
     finally:
         for f in sweep.socks.values():
             f.close()
+
+
+async def ping(ip: str, spec: IcmpSettings) -> tuple[IcmpResult, list[float | None]]:
+    """One IP literal pinged exactly as the sweep pings a site: its result, and each packet's RTT
+    in send order (None: no reply within timeout_ms), for `wanmon probe` to show one by one."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    socks = open_sockets(spec.mode, {family})
+    sweep = _Sweep([ip], socks, spec, None, None, [ip])
+    try:
+        (result,) = await sweep.run()
+    finally:
+        for f in sweep.socks.values():
+            f.close()
+    return result, list(sweep.rtt[: spec.count]) if sweep.index else []
 
 
 class _Sweep:

@@ -31,8 +31,9 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from wanmon import dns
 from wanmon.config import SnmpSpec
@@ -511,9 +512,10 @@ class _Agent:
             raise _Failed("error", f"agent answered {len(vbs)} values for a GET of {len(names_oids)}")
         return {name: vb[1] for name, vb in zip(names_oids, vbs)}
 
-    async def table(self, columns: dict[str, tuple], rows_hint: int) -> dict[int, dict]:
-        """Walk the given columns together; {ifIndex: {column: value}}."""
-        rows: dict[int, dict] = {}
+    async def table(self, columns: dict[str, tuple], rows_hint: int, whole_index: bool = False) -> dict:
+        """Walk the given columns together; {ifIndex: {column: value}}. whole_index: tables indexed
+        by several sub-identifiers (LLDP-MIB's): {index tuple: {column: value}}."""
+        rows: dict = {}
         cursor = dict(columns)
         active = list(columns)
         reps = max(1, min(rows_hint + 1, _MAX_VARBINDS // max(1, len(active))))
@@ -549,10 +551,11 @@ class _Agent:
                 if col in done:
                     continue
                 prefix = columns[col]
-                if _absent(val) or len(oid) != len(prefix) + 1 or oid[: len(prefix)] != prefix or oid <= cursor[col]:
+                width_ok = len(oid) > len(prefix) if whole_index else len(oid) == len(prefix) + 1
+                if _absent(val) or not width_ok or oid[: len(prefix)] != prefix or oid <= cursor[col]:
                     done.add(col)  # left the column (or a non-increasing OID: agent bug)
                     continue
-                rows.setdefault(oid[-1], {})[col] = val
+                rows.setdefault(oid[len(prefix) :] if whole_index else oid[-1], {})[col] = val
                 cursor[col] = oid
                 progressed = True
             active = [c for c in active if c not in done]
@@ -664,21 +667,41 @@ async def probe(
     budget_s bounds the whole poll: targets still waiting or in flight when it
     runs out are abandoned and their result is None (not polled: no sample, no
     failure counted); the caller polls them next time."""
+
+    def bug(exc: Exception) -> SnmpResult:
+        return SnmpResult(status="error", reason=f"internal error while polling: {type(exc).__name__}", ts=time.time())
+
+    return await each(targets, _poll_one, bug, max_concurrency, budget_s)
+
+
+R = TypeVar("R")
+PollOne = Callable[["_Net", "_Keyring", SnmpTarget], Awaitable[R]]
+
+
+async def each(
+    targets: Sequence[SnmpTarget],
+    poll: PollOne[R],
+    bug: Callable[[Exception], R],
+    max_concurrency: int = 256,
+    budget_s: float | None = None,
+) -> list[R | None]:
+    """poll(net, keyring, target) for every target over one socket per family, at most
+    max_concurrency at once, within budget_s in all (None for the targets not done by then);
+    a bug in one target's poll is bug(exc) for it, not the others' end. probe() reads the system
+    group and interfaces; wanmon.probes.lldp the neighbour tables."""
     if not targets:
         return []
     net = _Net()
     keyring = _Keyring()
     sem = asyncio.Semaphore(max_concurrency)
 
-    async def one(t: SnmpTarget) -> SnmpResult:
+    async def one(t: SnmpTarget) -> R:
         async with sem:
             try:
-                return await _poll_one(net, keyring, t)
+                return await poll(net, keyring, t)
             except Exception as exc:  # a bug in decoding one agent's answer must not stop the others
                 logger.exception("snmp poll failed host=%s", t.host)
-                return SnmpResult(
-                    status="error", reason=f"internal error while polling: {type(exc).__name__}", ts=time.time()
-                )
+                return bug(exc)
 
     tasks = [asyncio.ensure_future(one(t)) for t in targets]
     try:

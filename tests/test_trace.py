@@ -1,0 +1,319 @@
+"""The pure parts of finding the break: [[hops]] validation, naming hops, where a path stops,
+parents read off paths and LLDP neighbours, topology's patch, the store's good paths, and
+which ICMP answers a trace accepts. The network parts run in tests/test_trace_lab.py."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import MINIMAL
+
+from wanmon.config import ConfigError, TraceSettings, load
+from wanmon.model import Hop, Trace
+from wanmon.store import Store
+from wanmon.topology import TRACEROUTE, by_lldp, by_traceroute, patch, suggest
+from wanmon.trace import Names, _Tracer, parent_on_path, stops
+
+# MINIMAL: dc-core 127.0.0.1 (province) <- tien-du 127.10.2.1 (district) <- tien-du-phat-tich ::1
+HOPS = textwrap.dedent(
+    """\
+    [[hops]]
+    address = "10.7.0.1"
+    name = "Router VNPT Tiên Du"
+
+    [[hops]]
+    address = "10.7.1.254"
+    name = "UBND huyện Tiên Du (cổng WAN)"
+    site = "tien-du"
+    """
+)
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as ei:
+        load(path)
+    return ei.value.problems
+
+
+def test_hops_are_read_with_their_sites(write_config):
+    cfg = load(write_config(MINIMAL + HOPS))
+    assert [(h.address, h.name, h.site) for h in cfg.hops] == [
+        ("10.7.0.1", "Router VNPT Tiên Du", None),
+        ("10.7.1.254", "UBND huyện Tiên Du (cổng WAN)", "tien-du"),
+    ]
+    assert cfg.trace == TraceSettings() and load(write_config()).hops == ()
+
+
+@pytest.mark.parametrize(
+    "edit,words,line",
+    [
+        (lambda h: h.replace('"10.7.0.1"', '"vnpt-router.example"'), ["[[hops]] #1", "must be an IP address"], 37),
+        (lambda h: h.replace('"10.7.1.254"', '"10.7.0.1"'), ["[[hops]] #2", "duplicate address", "line 36"], 41),
+        (lambda h: h.replace('"10.7.0.1"', '"127.10.2.1"'), ["[[hops]] #1", "address of site 'tien-du'"], 37),
+        (
+            lambda h: h.replace('site = "tien-du"', 'site = "tien-duu"'),
+            ["unknown site 'tien-duu'", "did you mean 'tien-du'"],
+            43,
+        ),
+        (lambda h: h.replace('name = "Router VNPT Tiên Du"\n', ""), ["[[hops]] #1", "missing required key 'name'"], 36),
+        (lambda h: h.replace("site = ", "sitee = "), ["[[hops]] #2", "unknown key 'sitee'", "did you mean 'site'"], 43),
+    ],
+)
+def test_every_hops_problem_names_its_line(write_config, edit, words, line):
+    path = write_config(MINIMAL + edit(HOPS))
+    (problem,) = _problems(path)
+    assert problem.startswith(f"{path}:{line}: "), problem
+    for w in words:
+        assert w in problem, problem
+
+
+def _trace(*hops: tuple[str | None, bool], reached: bool) -> Trace:
+    return Trace(
+        "x", "x", 0.0, tuple(Hop(d, a, None if a is None else 1.0, u) for d, (a, u) in enumerate(hops, 1)), reached
+    )
+
+
+@pytest.fixture
+def names(write_config) -> Names:
+    return Names.of(load(write_config(MINIMAL + HOPS)))
+
+
+def test_a_hop_is_named_by_its_site_or_its_hops_entry(names):
+    assert names.hop("127.10.2.1") == "127.10.2.1 (UBND huyện Tiên Du)"
+    assert (names.site("127.10.2.1"), names.site("10.7.1.254"), names.site("10.7.0.1")) == ("tien-du", "tien-du", None)
+    assert names.hop("10.7.0.1") == "10.7.0.1 (Router VNPT Tiên Du)"
+    assert names.hop("10.9.9.9") == "10.9.9.9" and names.site("10.9.9.9") is None
+
+
+GOOD = _trace(("10.7.0.1", False), ("10.7.1.254", False), ("127.0.0.1", False), ("::1", False), reached=True)
+
+
+@pytest.mark.parametrize(
+    "lang,path,good,text",
+    [
+        (
+            "vi",
+            _trace(("10.7.0.1", False), ("10.7.1.254", True), reached=False),
+            GOOD,
+            "đường truyền dừng sau 10.7.1.254 (UBND huyện Tiên Du (cổng WAN)), hop 2 của 4",
+        ),
+        (
+            "en",
+            _trace(("10.7.0.1", False), ("10.7.1.254", True), reached=False),
+            GOOD,
+            "the path stops after 10.7.1.254 (UBND huyện Tiên Du (cổng WAN)), hop 2 of 4",
+        ),
+        (
+            "vi",
+            _trace(("10.7.0.1", False), (None, False), reached=False),
+            None,
+            "đường truyền dừng sau 10.7.0.1 (Router VNPT Tiên Du), hop 1",
+        ),
+        ("en", _trace(("10.9.9.9", False), reached=False), GOOD, "the path stops after 10.9.9.9, hop 1 of 4"),
+        ("vi", _trace(reached=False), GOOD, "đường truyền không có hop nào trả lời"),
+        ("en", _trace((None, False), reached=False), GOOD, "no hop on the path answers"),
+        ("vi", GOOD, GOOD, None),
+    ],
+)
+def test_where_a_path_stops(names, lang, path, good, text):
+    assert stops(lang, path, good, names) == text
+
+
+def test_the_last_answer_is_never_the_target():
+    assert GOOD.last_answer == GOOD.hops[2]
+    assert _trace((None, False), ("::1", False), reached=True).last_answer is None
+    assert _trace(("a", False), (None, False), reached=False).last_answer == Hop(1, "a", 1.0)
+
+
+def test_the_parent_on_a_path_is_the_last_known_site_before_it(names):
+    assert parent_on_path("tien-du-phat-tich", GOOD, names) == "dc-core"  # 127.0.0.1 just before it
+    skip = _trace(("10.7.1.254", False), ("10.9.9.9", False), ("::1", False), reached=True)
+    assert parent_on_path("tien-du-phat-tich", skip, names) == "tien-du"  # its router's other interface
+    assert parent_on_path("x", _trace(("10.7.0.1", False), ("::1", False), reached=True), names) is None
+    assert parent_on_path("tien-du-phat-tich", _trace(("10.7.1.254", False), reached=False), names) is None
+
+
+# -- topology -------------------------------------------------------------------------------
+
+
+def test_suggestions_only_where_the_evidence_names_another_parent(write_config, names):
+    cfg = load(write_config(MINIMAL + HOPS))
+    paths = {
+        "tien-du": _trace(("10.7.0.1", False), ("127.10.2.1", False), reached=True),  # no site before it
+        "tien-du-phat-tich": GOOD,  # ... -> tien-du's WAN port -> dc-core -> it: dc-core, not tien-du
+    }
+    traced = by_traceroute(cfg, paths, names)
+    assert traced == {"tien-du-phat-tich": "dc-core"}
+    got = suggest(cfg, traced, {}, {("tien-du-phat-tich", TRACEROUTE): "traceroute: the path"})
+    assert [s.as_json() for s in got] == [
+        {
+            "site": "tien-du-phat-tich",
+            "configured_parent": "tien-du",
+            "discovered_parent": "dc-core",
+            "evidence": ["traceroute"],
+        }
+    ]
+    assert got[0].details == ("traceroute: the path",)
+    both = suggest(cfg, traced, {"tien-du-phat-tich": "dc-core"}, {})
+    assert both[0].evidence == ("traceroute", "lldp")
+    assert suggest(cfg, {"tien-du-phat-tich": "tien-du"}, {"tien-du-phat-tich": "tien-du"}, {}) == []
+
+
+def test_the_lldp_parent_is_the_neighbour_a_hop_nearer(write_config):
+    cfg = load(write_config(MINIMAL))
+    paths = {
+        "dc-core": _trace(("127.0.0.1", False), reached=True),
+        "tien-du": _trace(("127.0.0.1", False), ("127.10.2.1", False), reached=True),
+        "tien-du-phat-tich": _trace(("127.0.0.1", False), ("127.10.2.1", False), ("::1", False), reached=True),
+    }
+    neighbours = {"tien-du": {"dc-core", "tien-du-phat-tich"}, "tien-du-phat-tich": {"tien-du"}, "dc-core": {"tien-du"}}
+    assert by_lldp(cfg, neighbours, paths) == {"tien-du": "dc-core", "tien-du-phat-tich": "tien-du"}
+    # without paths, the neighbour of the higher level; two alike name none
+    assert by_lldp(cfg, neighbours, {}) == {"tien-du": "dc-core", "tien-du-phat-tich": "tien-du"}
+    assert by_lldp(cfg, {"tien-du-phat-tich": {"tien-du", "dc-core"}}, {}) == {}
+
+
+def test_the_patch_sets_or_adds_the_parent_and_the_result_validates(write_config):
+    path = write_config(MINIMAL.replace('parent = "dc-core"\n', ""))  # tien-du without a parent
+    cfg = load(path)
+    sg = suggest(cfg, {"tien-du": "dc-core", "tien-du-phat-tich": "dc-core"}, {}, {})
+    diff, skipped = patch(cfg, path.read_text(encoding="utf-8"), sg)
+    assert skipped == []
+    changed = [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert changed == ['+parent = "dc-core"', '-parent = "tien-du"', '+parent = "dc-core"']
+    import subprocess
+
+    assert subprocess.run(["patch", "-p0", str(path)], input=diff, text=True, capture_output=True).returncode == 0
+    after = load(path)
+    assert {s.id: s.parent for s in after.sites} == {
+        "dc-core": None,
+        "tien-du": "dc-core",
+        "tien-du-phat-tich": "dc-core",
+    }
+
+
+def test_a_dated_parent_is_left_to_the_operator(write_config):
+    dated = MINIMAL.replace(
+        'address = "::1"\n',
+        'address = "::1"\n[[sites.changes]]\nat = 2025-07-01T00:00:00+07:00\nparent = "dc-core"\n',
+    )
+    path = write_config(dated)
+    cfg = load(path)
+    sg = suggest(cfg, {"tien-du-phat-tich": "dc-core"}, {}, {})
+    diff, skipped = patch(cfg, path.read_text(encoding="utf-8"), sg)
+    assert (diff, skipped) == ("", ["tien-du-phat-tich"])
+
+
+# -- the store ------------------------------------------------------------------------------
+
+
+def test_good_paths_keep_the_last_path_that_reached(tmp_path):
+    s = Store.open(tmp_path / "w.db")
+    try:
+        first = Trace("a", "127.0.0.2", 100.0, (Hop(1, "127.0.0.1", 0.5), Hop(2, "127.0.0.2", 0.7)), True)
+        broken = Trace("a", "127.0.0.2", 200.0, (Hop(1, "127.0.0.1", 0.5, True),), False)
+        silent = Trace("b", "127.0.0.3", 100.0, (Hop(1, None, None), Hop(2, "127.0.0.3", 1.0)), True)
+        s.record_good_paths({"a": first, "b": silent})
+        s.record_good_paths({"a": broken})  # not a good path: the first one stays
+        got = s.good_paths()
+        assert got["a"].hops == first.hops and got["a"].ts == 100.0 and got["a"].reached
+        assert got["b"].hops == silent.hops
+        later = Trace("a", "127.0.0.2", 300.0, (Hop(1, "127.0.0.9", 0.4), Hop(2, "127.0.0.2", 0.6)), True)
+        s.record_good_paths({"a": later})
+        assert s.good_paths()["a"].hops == later.hops
+    finally:
+        s.close()
+
+
+# -- which answers a trace takes -------------------------------------------------------------
+
+
+class _RawV4:
+    """What _Tracer reads of its socket: a raw IPv4 ICMP socket (no I/O in these tests)."""
+
+    family, raw, request_type, kernel_id, sock = socket.AF_INET, True, 8, None, None
+
+
+def _ip(src: str, dst: str, payload: bytes, proto: int = 1) -> bytes:
+    return (
+        struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(payload),
+            0,
+            0,
+            64,
+            proto,
+            0,
+            socket.inet_aton(src),
+            socket.inet_aton(dst),
+        )
+        + payload
+    )
+
+
+def test_an_answer_counts_only_if_it_quotes_our_probe_to_our_target():
+    t = _Tracer("198.19.2.2", TraceSettings(), _RawV4())  # type: ignore[arg-type]
+    t.sent = [(1, 0), (2, 0), (3, 0)]
+    probe = struct.pack("!BBHHH", 8, 0, 0, t.ident, (t.base + 1) & 0xFFFF) + t.token + (1).to_bytes(4, "big")
+    quoted = _ip("198.19.0.1", "198.19.2.2", probe[:8])  # RFC 792: the header and 8 bytes
+    te = struct.pack("!BBHI", 11, 0, 0, 0) + quoted
+    assert t._parse(_ip("198.19.1.2", "198.19.0.1", te), "198.19.1.2") == (1, "time", "198.19.1.2")
+    unreach = struct.pack("!BBHI", 3, 0, 0, 0) + quoted
+    assert t._parse(_ip("198.19.1.2", "198.19.0.1", unreach), "198.19.1.2") == (1, "unreachable", "198.19.1.2")
+    other_target = struct.pack("!BBHI", 11, 0, 0, 0) + _ip("198.19.0.1", "198.19.5.2", probe[:8])
+    assert t._parse(_ip("198.19.1.2", "198.19.0.1", other_target), "198.19.1.2") is None
+    other_id = bytearray(probe)
+    other_id[4:6] = struct.pack("!H", (t.ident + 1) & 0xFFFF)
+    foreign = struct.pack("!BBHI", 11, 0, 0, 0) + _ip("198.19.0.1", "198.19.2.2", bytes(other_id[:8]))
+    assert t._parse(_ip("198.19.1.2", "198.19.0.1", foreign), "198.19.1.2") is None
+    echo = struct.pack("!BBHHH", 0, 0, 0, t.ident, (t.base + 2) & 0xFFFF) + t.token + (2).to_bytes(4, "big")
+    assert t._parse(_ip("198.19.2.2", "198.19.0.1", echo), "198.19.2.2") == (2, "echo", "198.19.2.2")
+    assert t._parse(_ip("198.19.9.9", "198.19.0.1", echo), "198.19.9.9") is None  # an echo from another host
+    wrong_token = echo[:8] + bytes(8) + echo[16:]
+    assert t._parse(_ip("198.19.2.2", "198.19.0.1", wrong_token), "198.19.2.2") is None
+
+
+def test_a_late_answer_stays_at_its_own_distance():
+    """icmplib.traceroute numbers each distance's probes 0..count-1, so a late answer to distance
+    2 is taken for distance 3; here the probe number says the distance."""
+    t = _Tracer("198.19.2.2", TraceSettings(), _RawV4())  # type: ignore[arg-type]
+    t.sent = [(2, 0), (3, 0)]  # probe 0 went to distance 2, probe 1 to distance 3
+    probe0 = struct.pack("!BBHHH", 8, 0, 0, t.ident, t.base) + bytes(4)
+    late = struct.pack("!BBHI", 11, 0, 0, 0) + _ip("198.19.0.1", "198.19.2.2", probe0)
+    t._handle(_ip("198.19.1.2", "198.19.0.1", late), [], "198.19.1.2", False)
+    assert set(t.answers) == {2} and t.answers[2].address == "198.19.1.2"
+
+
+# -- LLDP / CDP neighbours -------------------------------------------------------------------
+
+
+def test_neighbours_from_the_lldp_and_cdp_tables(names):
+    from wanmon.probes.lldp import Neighbour, Neighbours, neighbours_of
+    from wanmon.topology import neighbour_sites
+
+    rows = {
+        (100, 2, 1): {"lldp_name": b"tien-du-router"},
+        (100, 2, 1, 1, 4, 10, 7, 1, 254): {"lldp_addr": 2},  # its management address, in the index
+        (100, 3, 7): {"lldp_name": b"unknown-box"},
+        (100, 3, 7, 2, 16, *([0] * 15), 1): {"lldp_addr": 2},  # ::1
+        (100, 4, 9, 1, 3, 10, 7, 1): {"lldp_addr": 2},  # a length that does not fit: no address
+        (5, 1): {"cdp_addr": bytes([127, 0, 0, 1]), "cdp_name": b"core.example"},
+    }
+    got = neighbours_of(rows)
+    assert got == (
+        Neighbour("lldp", "tien-du-router", "10.7.1.254"),
+        Neighbour("lldp", "unknown-box", "::1"),
+        Neighbour("lldp", None, None),
+        Neighbour("cdp", "core.example", "127.0.0.1"),
+    )
+    read = {"tien-du-phat-tich": Neighbours("ok", None, got), "tien-du": Neighbours("timeout", "no answer"), "x": None}
+    sites, how = neighbour_sites(read, names, {"unknown-box": "tien-du"})
+    # by address: 10.7.1.254 is tien-du's ([[hops]] site), ::1 the site itself (left out), 127.0.0.1 dc-core
+    assert sites == {"tien-du-phat-tich": {"tien-du", "dc-core"}}
+    assert how["tien-du-phat-tich"] == {"tien-du": "10.7.1.254, tien-du-router", "dc-core": "127.0.0.1, core.example"}
