@@ -372,7 +372,7 @@ def render(cfg: Config, out: str | Path | None = None, now: float | None = None)
     sites, states, hourly, agents, disagree = merge(cfg, data, now)
     # the page's config: these sites as they are now, nothing dated left to apply (Config.as_of
     # gives it back as it is); maintenance windows are each agent's own
-    view = dataclasses.replace(cfg, sites=tuple(sites), maintenance=(), timeline=Timeline(sites), _views={})
+    view = dataclasses.replace(cfg, sites=tuple(sites), maintenance=(), timeline=Timeline(sites))
     last = max([a["last_ts"] for a in agents if a["fresh"]] or [a["last_ts"] for a in agents] or [now])
     source = FluxView(
         [
