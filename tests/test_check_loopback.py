@@ -246,7 +246,7 @@ def test_shipped_inventory_one_cycle(tmp_path):
     text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "r.pdf"), "-"], capture_output=True, check=True,
                           text=True).stdout
     assert "Báo cáo tỷ lệ sẵn sàng mạng WAN tỉnh Bắc Ninh" in text
-    assert "Sở, ban, ngành" in text and "Cấp xã" in text and "UBND phường Đại Phúc" in text
+    assert "Cơ quan cấp tỉnh" in text and "UBND cấp xã" in text and "UBND phường Đại Phúc" in text
 
 
 WITH_NET_RAW = ["--inh-caps=+net_raw", "--ambient-caps=+net_raw"]  # setpriv's options

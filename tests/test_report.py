@@ -302,7 +302,7 @@ def test_cli_formats_on_real_checks_with_hostile_names(tmp_path):
         text = subprocess.run(["pdftotext", "-layout", "-", "-"], input=outs["pdf"], capture_output=True,
                               check=True).stdout.decode()
         assert "Báo cáo tỷ lệ sẵn sàng mạng WAN" in text and "Phương pháp tính" in text
-        assert "Sở, ban, ngành" in text and "Gia Bình" in text
+        assert "Cơ quan cấp tỉnh" in text and "Gia Bình" in text
 
 
 def test_cli_bad_input_and_an_empty_store(tmp_path):
@@ -377,7 +377,7 @@ def test_english_with_page_language_en(tmp_path):
     finally:
         store.close()
     html = rp.to_html(cfg, rep)
-    assert '<html lang="en">' in html and "Availability by level" in html and "Commune level" in html
+    assert '<html lang="en">' in html and "Availability by level" in html and "Commune People&#39;s Committees" in html
     assert "Method" in html and "Tỷ lệ" not in html
     assert rp.to_json(rep)["method"][0].startswith("Each check's result holds")
 
@@ -453,7 +453,7 @@ def test_the_pdfs_first_page_answers_how_did_we_do(big):
     page1 = _pdftotext(pdf, 1)
     lines = page1.splitlines()
     flat = " ".join(page1.split())
-    for level in ("Sở, ban, ngành (cấp tỉnh)", "Cấp huyện", "Cấp xã", "Toàn mạng"):
+    for level in ("Cơ quan cấp tỉnh", "UBND cấp huyện", "UBND cấp xã", "Toàn mạng"):
         assert any(line.startswith(level + " ") for line in lines), (level, page1)
     # every district on the first page: sites, availability, target met or not, previous, change
     hour = 3600

@@ -341,7 +341,7 @@ def test_every_format_has_the_out_of_service_column_and_each_rows_stretch(histor
     html = rp.to_html(history, then)
     assert html.count('<th scope="col">Ngoài thời gian sử dụng</th>') == 3
     assert html.count('data-label="Ngoài thời gian sử dụng">0:15</td>') == 4  # n, r and their two districts
-    assert "c · Cấp xã · Huyện Một · 01/11/2026 00:00 – 01/11/2026 00:30" in html
+    assert "c · UBND cấp xã · Huyện Một · 01/11/2026 00:00 – 01/11/2026 00:30" in html
     assert "Cách nhóm:</strong> theo đơn vị có hiệu lực ở từng thời điểm" in html
     # xlsx: a duration column, and the row's stretch as Excel times
     openpyxl = pytest.importorskip("openpyxl")
@@ -524,3 +524,23 @@ def test_a_period_across_the_reform_is_split_then_and_whole_now(reform):
     assert (a.end, b.start) == (REFORM, REFORM) and a.figures.down_s == b.figures.down_s == 6 * 3600
     assert (a.figures.outages, b.figures.outages, w.figures.outages, w.figures.down_s) == (1, 1, 1, 12 * 3600)
     assert math.isclose(then.total.availability_pct, whole.total.availability_pct)
+
+
+def test_the_report_names_the_levels_as_the_page_does_in_the_tree_of_its_period(reform):
+    """One definition of the levels' names ([page.level_names], words.level_names): June 2025's
+    report names them as the 2023 tree did, July's as the file's change at 2025-07-01 says."""
+    from wanmon.words import level_names
+
+    cfg = reform["cfg"]
+    html = {}
+    for month in ("2025-06", "2025-07"):
+        r = wanmon("--config", str(reform["path"]), "report", "--month", month, "--format", "html", "--out", "-",
+                   cwd=reform["path"].parent)
+        assert r.returncode == 0, r.stderr
+        html[month] = r.stdout
+    june, july = level_names(cfg, REFORM - 1, "vi"), level_names(cfg, REFORM, "vi")
+    assert june["district"].name != july["district"].name  # the example renames the levels at the reform
+    for lv in ("province", "district", "commune"):
+        assert f'<td class="name">{july[lv].name}</td>' in html["2025-07"], lv
+        assert f'<td class="name">{june[lv].name}</td>' in html["2025-06"], lv
+    assert july["district"].name not in html["2025-06"]

@@ -64,7 +64,7 @@ def test_monthly_report_mail_once_across_restarts_and_on_demand(lab, smtp, tmp_p
     assert sorted(m.rcpt_tos[0] for m in mails) == sorted(TO)
     m = mails[0]
     assert "Báo cáo tỷ lệ sẵn sàng" in m.subject and m.html and "Phương pháp tính" in m.html
-    assert "Cấp huyện" in m.text
+    assert "UBND cấp huyện" in m.text  # the levels named as on the page (words.level_names)
     parts = {p.get_filename(): p for p in m.message.iter_attachments()}
     assert set(parts) == {f"wanmon-report-{label}.pdf", f"wanmon-report-{label}.csv"}
     assert parts[f"wanmon-report-{label}.pdf"].get_content().startswith(b"%PDF")

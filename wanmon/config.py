@@ -1445,6 +1445,7 @@ def _level_names(raw: Any, loc: _LazyLocator, at, problems: list[str]) -> LevelN
         prev = ch
     return obj
 
+
 def _hops(
     raw: Any, sites: list[Site], known_ids: set, loc: _LazyLocator, at, problems: list[str]
 ) -> tuple[HopEntry, ...]:

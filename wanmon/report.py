@@ -229,6 +229,16 @@ class Report:
     history_from: float | None = None  # set when the period begins before an upgraded store's history
     worst: list[Worst] = field(default_factory=list)
     grouping: str = "then"  # GROUPINGS
+    level_words: dict[str, str] = field(default_factory=dict)  # the levels' names (words.level_names)
+
+    def words(self) -> ReportWords:
+        """The report's words in its language, the levels named as the page names them then
+        ([page.level_names]: one definition for page and report)."""
+        from wanmon.words import LEVEL_NAMES, REPORT
+
+        w: ReportWords = {**REPORT[self.language]}
+        w["levels"] = self.level_words or {lv: n.name for lv, n in LEVEL_NAMES[self.language].items()}
+        return w
 
     def met(self, f: Figures) -> bool | None:
         """The target met (availability at or above it); None when nothing was observed."""
@@ -374,6 +384,8 @@ def compute(
     rows.sort(key=_worst_first)
     parents = {s.id: s.parent for s in (last.sites if last is not None else cfg.sites)}
     worst = _worst(rows, by_site, parents)
+    from wanmon.words import level_names
+
     rep = Report(
         period,
         prev,
@@ -389,6 +401,11 @@ def compute(
         history_from=history_from,
         worst=worst,
         grouping=grouping,
+        # the levels' names of the tree the rows are grouped by: today's (now), else the period's last
+        level_words={
+            lv: n.name
+            for lv, n in level_names(cfg, now if grouping == "now" else min(end, now) - 1e-3, cfg.page.language).items()
+        },
     )
     if note := _grouping_note(rep, start, regrouped):
         rep.notes.append(note)
@@ -444,9 +461,9 @@ SPLIT_SHOWN = 5  # instants named in the note of a period split (then view); the
 def _grouping_note(rep: Report, start: float, regrouped: bool) -> str | None:
     """What the reader must know about the grouping: where the period is split (then), or that sites
     are counted under keys they did not have in the period (now)."""
-    from wanmon.words import REPORT, Fmt
+    from wanmon.words import Fmt
 
-    w = REPORT[rep.language]
+    w = rep.words()
     fmt = Fmt(rep.language, rep.period.tz)
     if rep.grouping == "now":
         return w["now_note"].format(t=fmt.dt(rep.generated)) if regrouped else None
@@ -657,9 +674,8 @@ def csv_cell(v: Any) -> Any:
 
 def to_csv(rep: Report) -> bytes:
     """UTF-8 with a BOM (Excel then reads Vietnamese right), one row per site, worst first."""
-    from wanmon.words import REPORT
 
-    w = REPORT[rep.language]
+    w = rep.words()
     iso = row_iso(rep)
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\r\n")
@@ -721,9 +737,9 @@ def to_xlsx(rep: Report) -> bytes:
     Names are whole and always text (never a formula)."""
     import xlsxwriter
 
-    from wanmon.words import REPORT, Fmt
+    from wanmon.words import Fmt
 
-    w = REPORT[rep.language]
+    w = rep.words()
     fmt = Fmt(rep.language, rep.period.tz)
     buf = io.BytesIO()
     book = xlsxwriter.Workbook(buf, {"in_memory": True, "strings_to_formulas": False, "strings_to_urls": False})
@@ -832,10 +848,10 @@ PDF_MAX_SITES = 300  # the PDF's site table: the worst ones (the full list is in
 def to_html(cfg: Config, rep: Report, max_sites: int | None = None) -> str:
     """The report page; max_sites: list only the worst ones, with a line saying how many more."""
     from wanmon.page import _env
-    from wanmon.words import REPORT, Fmt
+    from wanmon.words import Fmt
 
     fmt = Fmt(rep.language, rep.period.tz)
-    w = REPORT[rep.language]
+    w = rep.words()
     shown = rep.sites if max_sites is None else rep.sites[:max_sites]
     districts, more_districts = rep.summary_districts()
     return (

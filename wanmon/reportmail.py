@@ -31,9 +31,9 @@ RETRY_S = 3600.0
 def message_rows(cfg: Config, rep) -> list[dict]:
     from wanmon import report as rp
     from wanmon.alerts.mail import header_safe, new_message_id
-    from wanmon.words import REPORT, Fmt
+    from wanmon.words import Fmt
 
-    w = REPORT[rep.language]
+    w = rep.words()
     fmt = Fmt(rep.language, ZoneInfo(cfg.page.timezone))
     when = rp.period_text(rep.period, fmt, w)
     total = fmt.pct(rep.total.availability_pct)

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 PAGE = {
     "vi": {
@@ -499,7 +499,7 @@ class ReportWords(TypedDict):
     nothing: str
     method_title: str
     more_sites: str
-    levels: dict[str, str]
+    levels: NotRequired[dict[str, str]]  # not in REPORT: the levels' names are words.level_names (Report.words)
     history_from: str
     method: list[str]
     summary_title: str
@@ -560,7 +560,6 @@ REPORT: dict[str, ReportWords] = {
         "Tỷ lệ sẵn sàng để trống thay vì 100 %.",
         "method_title": "Phương pháp tính",
         "more_sites": "… và {n} điểm khác (sẵn sàng bằng hoặc cao hơn, hoặc không có dữ liệu): danh sách đầy đủ trong tệp CSV và bản HTML.",
-        "levels": {"province": "Sở, ban, ngành (cấp tỉnh)", "district": "Cấp huyện", "commune": "Cấp xã"},
         "history_from": "Ghi chú: lịch sử bắt đầu từ {t} (nâng cấp kho dữ liệu): phiên bản wanmon cũ chỉ giữ lại "
         "số liệu tổng hợp theo giờ cho thời gian trước đó, không đủ để tính tỷ lệ sẵn sàng, nên "
         "khoảng thời gian ấy không được tính (cũng không tính là không giám sát).",
@@ -637,11 +636,6 @@ REPORT: dict[str, ReportWords] = {
         "Availability is left blank rather than shown as 100 %.",
         "method_title": "Method",
         "more_sites": "… and {n} more sites (as available or more, or not observed): the full list is in the CSV and the HTML.",
-        "levels": {
-            "province": "Departments (province level)",
-            "district": "District level",
-            "commune": "Commune level",
-        },
         "history_from": "Note: history starts at {t}, the store was upgraded: the older wanmon kept only hourly "
         "rollups of the time before, which cannot give the availability, so that time is left out "
         "(it is not counted as unobserved either).",
