@@ -218,8 +218,9 @@ def generated(n_districts: int, communes: int) -> str:
 
 def test_a_large_tree_keeps_every_site_and_closes_the_healthy_panels(tmp_path):
     """Past wanmon.tree.OPEN_ALL sites the panels with nothing wrong are closed (each still holds its
-    sites); the one with a problem is open. In English, with no `wanmon topology` run yet."""
-    from wanmon.tree import OPEN_ALL
+    sites); those with a problem or a difference are open. In English; before `wanmon topology`
+    has run, then with more differences than the list shows open."""
+    from wanmon.tree import DIFFS_OPEN, OPEN_ALL
 
     cfg = write_config(tmp_path, generated(6, 100))
     now = time.time()
@@ -242,3 +243,16 @@ def test_a_large_tree_keeps_every_site_and_closes_the_healthy_panels(tmp_path):
     assert data["topology"] == {"ts": None, "suggestions": []}
     assert soup_index.find("a", href="tree.html").get_text() == "Network tree"
     assert (tmp_path / "out" / "tree.html").stat().st_size < 500 * len(data["sites"])
+
+    moved = [f"d5-c{c}" for c in range(1, DIFFS_OPEN + 2)]  # found under d6's router
+    for sid in moved:
+        keep_good_path(cfg, sid, ["core", "d6"], now)
+    assert len(json.loads(topology(cfg, "--json").stdout)["suggestions"]) == len(moved)
+    render(cfg, tmp_path / "out", now)
+    soup = read_tree(tmp_path / "out")
+    opened = {d["id"] for d in soup.select("details.panel") if d.has_attr("open")}
+    assert opened == {"b-core", "b-d3", "b-d5", "b-d6"}  # healthy, but with differences drawn in them
+    assert [g["id"] for g in soup.find("details", id="b-d6").select("g.ghost")] == [f"g-{sid}" for sid in moved]
+    diffbox = soup.select_one("details.diffbox")
+    assert not diffbox.has_attr("open") and len(diffbox.select("li")) == len(moved)
+    assert diffbox.find("summary").get_text() == f"{len(moved)} differ"

@@ -38,6 +38,7 @@ from wanmon.words import NBSP, TREE, Fmt, counted, level_names
 from wanmon.words import PAGE as TEXT
 
 OPEN_ALL = 500  # up to this many sites every panel is open
+DIFFS_OPEN = 10  # the list of differences is open up to this many (the picture comes first)
 COLS = 4  # boxes in a row
 W, H = 232, 34  # a box
 GX, GY = 8, 8  # between boxes
@@ -299,6 +300,7 @@ def tree_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
             topology_ts=topo["ts"],
             statuses=("up", "degraded", "down", "unreachable", "unknown"),
             counted=counted,
+            diffs_open=DIFFS_OPEN,
         )
     )
 
