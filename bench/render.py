@@ -345,6 +345,7 @@ def build_store(cfg_path: Path, raw_days: int, seed: int, history_days: int = HI
     # the cap the runs were closed with; the open runs are held by it too (Store.run_cap_s)
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('run_cap_s', ?)", (repr(RUN_CAP_S),))
     conn.executemany("INSERT INTO events (ts, site_id, kind, detail) VALUES (?,?,?,?)", events)
+    n_moved = good_paths(conn, sites, by_id, rng, last_raw)
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
@@ -355,8 +356,31 @@ def build_store(cfg_path: Path, raw_days: int, seed: int, history_days: int = HI
         f" store {size / 2**20:.0f} MiB;"
         f" generated in {gen_s:.1f} s")
     final = {st: sum(1 for v in prev.values() if v[0] == st) for st in ("up", "degraded", "down", "unreachable")}
-    return {"sites": len(sites), "raw_rows": n_raw_rows, "hourly_rows": n_hourly, "events": len(events),
+    return {"sites": len(sites), "moved": n_moved, "raw_rows": n_raw_rows, "hourly_rows": n_hourly, "events": len(events),
             "status_runs": len(runs), "store_bytes": size, "gen_s": gen_s, "final": final, "last_cycle_ts": last_raw}
+
+
+def good_paths(conn: sqlite3.Connection, sites: list, by_id: dict, rng: random.Random, ts: float) -> int:
+    """A good path for every site (table good_paths, as Store.record_good_paths writes it): the
+    carrier's router, then the site's uplinks from the root down, then the site. 1 % of the
+    communes (at least one) hang from another district's router than their configured parent
+    (the page's tree marks them: wanmon.topology). Returns how many were moved."""
+    routers = sorted({s.parent for s in sites if s.parent and by_id[s.parent].level == "district"})
+    communes = [s for s in sites if s.level == "commune"]
+    moved = {s.id for s in rng.sample(communes, max(1, len(communes) // 100))} if len(routers) > 1 else set()
+    rows = []
+    for s in sites:
+        chain = [s.address]
+        p = s.parent
+        if s.id in moved:
+            p = routers[(routers.index(p) + 1) % len(routers)] if p in routers else p
+        while p:
+            chain.append(by_id[p].address)
+            p = by_id[p].parent
+        hops = [["127.255.0.1", 0.4]] + [[a, round(1.0 + k, 1)] for k, a in enumerate(reversed(chain))]
+        rows.append((s.id, ts, s.address, json.dumps(hops)))
+    conn.executemany("INSERT INTO good_paths (site_id, ts, ip, hops) VALUES (?, ?, ?, ?)", rows)
+    return len(moved)
 
 
 # --------------------------------------------------------------------------
@@ -381,9 +405,23 @@ snap = lap("snapshot (all of it)", page.snapshot, cfg, store, now)
 out = page.out_dir(cfg, sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
 lap("status.json, streamed per site (atomic)", page._atomic_write, out / "status.json", page._json_chunks(snap))
 lap("index.html, Jinja streamed (atomic)", lambda: page._atomic_write(out / "index.html", page.html_fragments(cfg, snap)))
+if hasattr(page, "tree"):  # the picture of the tree (issue 24)
+    lap("tree.html, panels of SVG (atomic)", lambda: page._atomic_write(out / "tree.html", page.tree.tree_fragments(cfg, snap)))
 t["total"] = time.perf_counter() - t0
 print(json.dumps(t))
 """
+
+
+def topology(py: str, cfg: Path, work: Path) -> None:
+    """`wanmon topology` on the stored good paths (nothing traced: --budget 0), as an operator runs
+    it: the store keeps the differences it finds, which the page's tree draws. Before issue 24's
+    tree it kept nothing (and an older wanmon has no such command: skipped)."""
+    r = M._run([py, "-m", "wanmon", "--config", str(cfg), "topology", "--budget", "0", "--json"], cwd=str(work),
+               timeout=600)
+    if r.returncode == 0:
+        log(f"  wanmon topology: {len(json.loads(r.stdout)['suggestions'])} parents differ")
+    else:
+        log(f"  wanmon topology did not run (rc={r.returncode}): the tree has no difference to draw")
 
 
 def measure(runner: M.Runner, py: str, cfg: Path, work: Path, tag: str, timeout: float,
@@ -395,9 +433,11 @@ def measure(runner: M.Runner, py: str, cfg: Path, work: Path, tag: str, timeout:
     if rr.rc != 0 or rr.timed_out:
         err = Path(rr.stderr_path).read_text(errors="replace")[-2000:]
         raise M.LabError(f"wanmon render failed (rc={rr.rc}, timed out={rr.timed_out}): {err}")
+    tree = out / "tree.html"  # the picture of the tree (issue 24): absent before it
     return {"wall_s": rr.wall_s, "cpu_s": rr.cpu_s, "user_s": rr.user_s, "sys_s": rr.sys_s,
             "maxrss_mib": rr.maxrss_kib / 1024, "method": rr.method,
-            "index_bytes": (out / "index.html").stat().st_size, "json_bytes": (out / "status.json").stat().st_size}
+            "index_bytes": (out / "index.html").stat().st_size, "json_bytes": (out / "status.json").stat().st_size,
+            "tree_bytes": tree.stat().st_size if tree.exists() else 0}
 
 
 def phases(py: str, cfg: Path, work: Path) -> dict[str, float]:
@@ -590,13 +630,14 @@ def main(argv: list[str] | None = None) -> int:
             log(f"size {n}: building the store ({args.history_days} d hourly + {args.raw_days} d raw at 5 min)")
             cfg = shipped_config(work) if n == 177 and not args.dated else generated_config(work, n, args.dated)
             gen = build_store(cfg, args.raw_days, seed=n, history_days=args.history_days)
+            topology(args.python, cfg, work)
             runs = []
             for i in range(args.repeat):
                 runs.append(measure(runner, args.python, cfg, work, f"{i}", args.timeout))
                 log(f"  render {i + 1}/{args.repeat}: wall {runs[-1]['wall_s']:.2f} s, cpu {runs[-1]['cpu_s']:.2f} s,"
                     f" rss {runs[-1]['maxrss_mib']:.0f} MiB")
             med = {k: M.median_or_none([r[k] for r in runs]) for k in
-                   ("wall_s", "cpu_s", "maxrss_mib", "index_bytes", "json_bytes")}
+                   ("wall_s", "cpu_s", "maxrss_mib", "index_bytes", "json_bytes", "tree_bytes")}
             case: dict[str, Any] = {"sites": n, "gen": gen, "runs": runs, "median": med,
                                     "last_cycle_age_s_at_end": time.time() - gen["last_cycle_ts"]}
             if not args.no_phases:
@@ -637,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         ("render", "RSS MiB", 7, lambda c: M.fmt(c["median"]["maxrss_mib"], ".0f")),
         ("page", "index.html KiB", 14, lambda c: f"{c['median']['index_bytes'] / 1024:,.0f}"),
         ("page", "status.json KiB", 15, lambda c: f"{c['median']['json_bytes'] / 1024:,.0f}"),
+        ("page", "tree.html KiB", 13, lambda c: f"{c['median']['tree_bytes'] / 1024:,.0f}"),
     ]
     for line in M.render_table(cols, cases):
         print(line)

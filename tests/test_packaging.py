@@ -54,3 +54,4 @@ def test_wheel_installs_package_and_templates(tmp_path):
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "UBND huyện Tiên Du" in (tmp_path / "run" / "public" / "index.html").read_text(encoding="utf-8")
+    assert "UBND huyện Tiên Du" in (tmp_path / "run" / "public" / "tree.html").read_text(encoding="utf-8")

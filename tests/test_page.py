@@ -387,8 +387,8 @@ def test_status_json_has_the_page_data(checked177):
 def test_page_files_are_written_atomically_and_readers_never_see_half_a_file(checked177, tmp_path):
     cfg, out = checked177["cfg"], tmp_path / "web"
     render(cfg, out)
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "index.html.gz", "status.json", "status.json.gz"]
-    for name in ("index.html", "status.json"):  # the .gz copies are the files, byte for byte
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "index.html.gz", "status.json", "status.json.gz", "tree.html", "tree.html.gz"]
+    for name in ("index.html", "status.json", "tree.html"):  # the .gz copies are the files, byte for byte
         assert gzip.decompress((out / (name + ".gz")).read_bytes()) == (out / name).read_bytes()
     for p in out.iterdir():
         assert p.stat().st_mode & 0o777 == 0o644
@@ -403,9 +403,10 @@ def test_page_files_are_written_atomically_and_readers_never_see_half_a_file(che
             try:
                 text = (out / "status.json").read_text(encoding="utf-8")
                 json.loads(text)
-                html = (out / "index.html").read_text(encoding="utf-8")
-                if not html.startswith("<!DOCTYPE html>") or not html.rstrip().endswith("</html>"):
-                    seen["bad"].append(("index.html", len(html)))
+                for name in ("index.html", "tree.html"):
+                    html = (out / name).read_text(encoding="utf-8")
+                    if not html.startswith("<!DOCTYPE html>") or not html.rstrip().endswith("</html>"):
+                        seen["bad"].append((name, len(html)))
                 seen["reads"] += 1
             except (ValueError, FileNotFoundError) as exc:  # partial JSON, or a missing file mid-rename
                 seen["bad"].append((type(exc).__name__, str(exc)[:80]))
@@ -420,7 +421,7 @@ def test_page_files_are_written_atomically_and_readers_never_see_half_a_file(che
         t.join(10)
     assert seen["bad"] == []
     assert seen["reads"] >= 20
-    assert sorted(p.name for p in out.iterdir()) == ["index.html", "index.html.gz", "status.json", "status.json.gz"]  # no temp files left
+    assert sorted(p.name for p in out.iterdir()) == ["index.html", "index.html.gz", "status.json", "status.json.gz", "tree.html", "tree.html.gz"]  # no temp files left
 
 
 # ----------------------------------------------------------------------------
@@ -910,7 +911,7 @@ def test_render_needs_no_write_access_to_the_store(known, tmp_path):
 
 def test_shipped_page_copy_has_no_leftover_tmp_in_default_out(checked177):
     names = sorted(p.name for p in checked177["out"].iterdir())
-    assert names == ["index.html", "index.html.gz", "status.json", "status.json.gz"]
+    assert names == ["index.html", "index.html.gz", "status.json", "status.json.gz", "tree.html", "tree.html.gz"]
     assert not [n for n in os.listdir(checked177["out"]) if n.startswith(".")]
 
 
@@ -1003,7 +1004,7 @@ def test_output_folders_are_0755_and_page_files_0644_whatever_the_umask(tmp_path
         {str(p.relative_to(tmp_path)): "0o755" for p in folders}
     assert mode(tmp_path / "data" / "var") == 0o700
     files = [p for p in public.rglob("*") if p.is_file()]
-    assert {p.name for p in files} >= {"index.html", "status.json", "index.html.gz", "status.json.gz"}
+    assert {p.name for p in files} >= {"index.html", "status.json", "index.html.gz", "status.json.gz", "tree.html"}
     assert any(p.suffix == ".csv" for p in files)
     assert {p.name: oct(mode(p)) for p in files} == {p.name: "0o644" for p in files}
 

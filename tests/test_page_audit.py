@@ -113,3 +113,21 @@ def test_a_dated_page_passes_axe_and_html_validate(tmp_path):
                       viewports=({"width": 1366, "height": 768}, {"width": 390, "height": 844}))
     assert bad == [] and passes > 20, bad
     assert html_validate(tmp_path / "out" / "index.html") == []
+
+
+def test_the_tree_page_passes_axe_and_html_validate(tmp_path):
+    """tree.html (wanmon/tree.py, acceptance 4 of issue 24) on the 177-site hostile history with
+    an uplink that `wanmon topology` found to differ: every panel's SVG boxes (opened), the copy
+    drawn dashed under the uplink found, the list of differences, the legend."""
+    prereq.need_module("playwright.sync_api")
+    from audit_page import axe, html_validate
+    from test_tree import WRONG, read_tree, with_wrong_parent
+
+    cfg = with_wrong_parent(tmp_path)
+    render(cfg, tmp_path / "out")
+    tree = tmp_path / "out" / "tree.html"
+    soup = read_tree(tmp_path / "out")
+    assert len(soup.select("g[data-site]")) == 177 and soup.find("g", id=f"g-{WRONG}") is not None
+    bad, passes = axe(tree.as_uri(), viewports=({"width": 1366, "height": 768}, {"width": 390, "height": 844}))
+    assert bad == [] and passes > 20, bad
+    assert html_validate(tree) == []

@@ -122,6 +122,15 @@ def hops(t: Trace) -> list[tuple[int, str | None, bool]]:
     return [(h.distance, h.address, h.unreachable) for h in t.hops]
 
 
+def rendered_tree(cfg: Path):
+    """`wanmon render` (no packet: the page reads what topology kept in the store); its tree.html."""
+    from test_tree import read_tree
+
+    r = wanmon("--config", str(cfg), "render", cwd=cfg.parent)
+    assert r.returncode == 0, r.stderr
+    return read_tree(cfg.parent / "public")
+
+
 # -- the trace ---------------------------------------------------------------------------
 
 
@@ -314,6 +323,12 @@ def test_topology_names_a_wrong_parent_with_the_right_one_and_its_evidence(lab, 
         f"traceroute: {n['core'].addr} ({CORE_NAME}) -> {n['d1'].addr} (UBND huyện Gia Bình) -> "
         f"{n['c12'].addr} (UBND xã Xuân Lai)"
     ) in text.stdout
+    # the page's tree draws it (wanmon/tree.py): xuan-lai under its configured parent, and again,
+    # dashed, under gia-binh, the parent its path shows
+    tree = rendered_tree(cfg)
+    assert tree.find("g", id="n-xuan-lai").find_parent("details")["id"] == "b-luong-tai"
+    assert tree.find("details", id="b-gia-binh").find("g", id="g-xuan-lai") is not None
+    assert "thực tế qua UBND huyện Gia Bình (gia-binh) (theo traceroute)" in tree.select_one("ul.diffs li").get_text()
     diff = text.stdout[text.stdout.index(f"--- {cfg}") :]
     assert [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")] == [
         '-parent = "luong-tai"',
@@ -325,6 +340,9 @@ def test_topology_names_a_wrong_parent_with_the_right_one_and_its_evidence(lab, 
     again = run(lab, cfg, "topology", "--json")
     assert json.loads(again.stdout) == {"suggestions": []}
     assert "traced now" not in run(lab, cfg, "topology").stdout  # the stored good paths were used
+    tree = rendered_tree(cfg)
+    assert tree.find("g", id="n-xuan-lai").find_parent("details")["id"] == "b-gia-binh"
+    assert tree.find("g", id="g-xuan-lai") is None and not tree.select("ul.diffs")
 
 
 # -- LLDP (last: it leaves lldpd and snmpd running in the lab until its teardown) -----------
@@ -376,6 +394,10 @@ def test_topology_with_lldp_neighbours_adds_their_evidence(lab, tmp_path):
     assert "5 with LLDP neighbours read" in text, text
     # the same agents answer `wanmon probe`'s SNMP question (each line as the lab's snmpd has it)
     assert run(lab, cfg, "check").returncode == 0
+    # with a store, topology keeps its finding: the page's tree gives both pieces of evidence
+    assert json.loads(run(lab, cfg, "topology", "--json").stdout)["suggestions"][0]["evidence"] == ["traceroute", "lldp"]
+    (item,) = rendered_tree(cfg).select("ul.diffs li")
+    assert "(theo traceroute, LLDP)" in item.get_text()
     probe = run(lab, cfg, "probe", "xuan-lai", "-v")
     assert probe.returncode == 0, probe.stdout + probe.stderr
     snmp_lines = [line for line in probe.stdout.splitlines() if line.startswith(("SNMP", "  sysDescr", "  interface"))]

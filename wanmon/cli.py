@@ -1148,7 +1148,9 @@ def render(ctx: click.Context, out: str | None, source: str | None) -> None:
         folder = _read_store(cfg, lambda st: write_page(cfg, st, out))
     except OSError as exc:
         _fail(WanmonError(f"cannot write the page: {exc}"))
-    click.echo(f"wrote {folder / 'index.html'} and {folder / 'status.json'} (and their .gz copies)")
+    click.echo(
+        f"wrote {folder / 'index.html'}, {folder / 'status.json'} and {folder / 'tree.html'} (and their .gz copies)"
+    )
 
 
 def _render_from_influx(cfg: Config, out: str | None) -> None:
@@ -1164,7 +1166,10 @@ def _render_from_influx(cfg: Config, out: str | None) -> None:
         sys.exit(EXIT_FAILURE)
     except OSError as exc:
         _fail(WanmonError(f"cannot write the page: {exc}"))
-    click.echo(f"wrote {folder / 'index.html'} and {folder / 'status.json'} from InfluxDB (and their .gz copies)")
+    click.echo(
+        f"wrote {folder / 'index.html'}, {folder / 'status.json'} and {folder / 'tree.html'} from InfluxDB"
+        " (and their .gz copies)"
+    )
 
 
 @cli.group()

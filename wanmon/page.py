@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
-from wanmon import account, outputs
+from wanmon import account, outputs, tree
 from wanmon.alerts.maintenance import sites_in_maintenance
 from wanmon.config import Config
 from wanmon.files import make_folder, replacing
@@ -34,6 +34,7 @@ from wanmon.words import (
     CAUSE,
     DURATION_UNITS,
     NBSP,
+    TREE,
     Fmt,
     LevelName,
     counted,
@@ -528,6 +529,8 @@ def snapshot(
         "source": "store",
         "agents": [],  # a page from InfluxDB: every agent, fresh or stale
         "disagreements": [],  # and the sites fresh agents see differently
+        # the uplinks `wanmon topology` last found to differ from today's parents (the tree's picture)
+        "topology": tree.differences(cfg, store),
         **(extra or {}),
     }
 
@@ -698,6 +701,7 @@ def html_fragments(cfg: Config, snap: dict[str, Any]) -> Iterable[str]:
             lang=lang,
             now=now,
             province=cfg.page.province,
+            tree_link=TREE[lang]["link"],  # tree.html beside it (wanmon.tree)
             site_rows=site_rows,
             symbol=STATUS_SYMBOL,
             windows=list(WINDOWS),
@@ -770,6 +774,21 @@ def report_archive(cfg: Config) -> list[dict[str, Any]]:
 
 
 _NEEDS_ESCAPE = re.compile(r"[&<>\"']").search
+_AS_IS = re.compile(r"[&<>\"'\x00-\x1f\x7f-\x9f]").search  # neither escaped nor made printable (wanmon.text)
+
+
+def html_text(v: Any) -> str:
+    """A value from the config or a device as HTML text: printable (wanmon.text), escaped as
+    Jinja's autoescape would (markupsafe). Most names need neither: one search (~10x cheaper
+    than escape()) says so, and they go in as they are."""
+    if not isinstance(v, str):
+        v = str(v)
+    if _AS_IS(v) is None:
+        return v
+    from markupsafe import escape
+
+    v = printable(v)
+    return str(escape(v)) if _NEEDS_ESCAPE(v) else v
 
 
 _V = TypeVar("_V")
@@ -800,12 +819,7 @@ def _row_writer(
     Every value from the config or a device goes through markupsafe's escape (as Jinja's
     autoescape would); the fixed texts are escaped once here. What Fmt writes (digits,
     separators, unit words, dates) has no character to escape, and goes in as is."""
-    from markupsafe import escape
-
-    def e(v: Any) -> str:  # most names need no escaping: a search is ~10x cheaper than escape()
-        v = printable(v if isinstance(v, str) else str(v))
-        return str(escape(v)) if _NEEDS_ESCAPE(v) else v
-
+    e = html_text
     te = {k: e(v) for k, v in t.items()}
     silent = e(CAUSE[fmt.lang]["snmp_silent"])  # the words of the "now" section's SNMP line
     badge = {
@@ -960,7 +974,8 @@ def write_page(
     states: Iterable[SiteState] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Render index.html, then status.json, into the output folder, atomically. Returns the folder.
+    """Render index.html, then status.json, then tree.html (the picture of the tree,
+    wanmon.tree), into the output folder, atomically. Returns the folder.
     on_html: called the moment index.html is in place (what the IT staff read comes first).
     states, extra: as for snapshot()."""
     folder = out_dir(cfg, out)
@@ -970,7 +985,8 @@ def write_page(
     if on_html is not None:
         on_html()
     _atomic_write(folder / "status.json", _json_chunks(snap))
+    chars += _atomic_write(folder / "tree.html", tree.tree_fragments(cfg, snap))
     # Compressed copies for a web server (nginx gzip_static), once the page is in place
-    gz = _gzip_beside(folder / "index.html") + _gzip_beside(folder / "status.json")
+    gz = sum(_gzip_beside(folder / name) for name in ("index.html", "status.json", "tree.html"))
     logger.info("page written dir=%s sites=%d bytes=%d gzipped=%d", folder, len(snap["sites"]), chars, gz)
     return folder

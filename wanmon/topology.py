@@ -14,27 +14,38 @@ A suggestion is made only where the evidence names a site other than the configu
 where no hop before a site is a known site, nothing is suggested (the path's routers may
 simply not be in the inventory: [[hops]] names them). The TOML patch changes `parent` in each
 such site's [[sites]] table, as a unified diff to review and apply by hand or with `patch`.
+
+Each run keeps its differences in the store (meta LAST_KEY, with their evidence and time): the
+page's picture of the tree (wanmon.tree) draws them, compared again with the config of its
+instant (`last`), without tracing anything. Imports of the probing side (asyncio, wanmon.trace,
+the SNMP probes) are made where they are used: the page imports this module, and they cost
+~50 ms, a sixth of a 177-site render.
 """
 
 from __future__ import annotations
 
-import asyncio
 import difflib
+import json
 import logging
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wanmon.config import LEVELS, Config, site_key_lines
 from wanmon.errors import WanmonError
 from wanmon.model import Trace
-from wanmon.probes.lldp import Neighbours
-from wanmon.trace import Names, parent_on_path, trace
+
+if TYPE_CHECKING:
+    from wanmon.probes.lldp import Neighbours
+    from wanmon.store import Store
+    from wanmon.trace import Names
 
 logger = logging.getLogger(__name__)
 
 TRACEROUTE, LLDP = "traceroute", "lldp"
+LAST_KEY = "topology"  # the store's meta key of the last run's differences (remember, last)
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,8 @@ class Suggestion:
 
 def by_traceroute(cfg: Config, paths: Mapping[str, Trace], names: Names) -> dict[str, str]:
     """{site: its parent by its good path} for the sites whose path shows a known site before them."""
+    from wanmon.trace import parent_on_path
+
     out = {}
     for s in cfg.sites:
         t = paths.get(s.id)
@@ -160,6 +173,8 @@ async def trace_missing(
 ) -> tuple[dict[str, Trace], list[str]]:
     """Trace the sites without a stored good path, one after the other, each within the
     [trace] budget and all within budget_s: ({site: its path}, the sites left untraced)."""
+    from wanmon.trace import trace
+
     end = now() + budget_s
     paths: dict[str, Trace] = {}
     left = []
@@ -221,9 +236,13 @@ def neighbour_sites(
     return out, how
 
 
-def discover(cfg: Config, budget_s: float, fresh: bool = False) -> Findings:
-    """Gather the evidence (stored paths, traces now, LLDP) and compare it with the config."""
+def discover(cfg: Config, budget_s: float, fresh: bool = False, now: float | None = None) -> Findings:
+    """Gather the evidence (stored paths, traces now, LLDP) and compare it with the config; the
+    differences are kept in the store for the page (remember), as of now."""
+    import asyncio
+
     from wanmon.store import Store
+    from wanmon.trace import Names
 
     store = None
     if cfg.store_path.exists():
@@ -246,29 +265,68 @@ def discover(cfg: Config, budget_s: float, fresh: bool = False) -> Findings:
         (new, left), read = asyncio.run(both())
         if store is not None:
             store.record_good_paths(new)
+        names = Names.of(cfg, dns_cache)
+        paths = {**stored, **{sid: t for sid, t in new.items() if t.reached}}
+        traced = by_traceroute(cfg, paths, names)
+        details = {
+            (sid, TRACEROUTE): "traceroute: "
+            + " -> ".join(names.hop(h.address) if h.address else "*" for h in paths[sid].hops)
+            for sid in traced
+        }
+        neighbours, how = neighbour_sites(read, names, sys_names)
+        lldp = by_lldp(cfg, neighbours, paths)
+        for sid, parent in lldp.items():
+            details[(sid, LLDP)] = f"lldp: {sid}'s device lists {parent} ({how[sid][parent]}) as a neighbour"
+        found = Findings(
+            suggest(cfg, traced, lldp, details),
+            paths,
+            len(new),
+            [sid for sid, t in new.items() if not t.reached],
+            left,
+            len(neighbours),
+        )
+        if store is not None:
+            remember(store, found.suggestions, time.time() if now is None else now)
     finally:
         if store is not None:
             store.close()
-    names = Names.of(cfg, dns_cache)
-    paths = {**stored, **{sid: t for sid, t in new.items() if t.reached}}
-    traced = by_traceroute(cfg, paths, names)
-    details = {
-        (sid, TRACEROUTE): "traceroute: "
-        + " -> ".join(names.hop(h.address) if h.address else "*" for h in paths[sid].hops)
-        for sid in traced
-    }
-    neighbours, how = neighbour_sites(read, names, sys_names)
-    lldp = by_lldp(cfg, neighbours, paths)
-    for sid, parent in lldp.items():
-        details[(sid, LLDP)] = f"lldp: {sid}'s device lists {parent} ({how[sid][parent]}) as a neighbour"
-    return Findings(
-        suggest(cfg, traced, lldp, details),
-        paths,
-        len(new),
-        [sid for sid, t in new.items() if not t.reached],
-        left,
-        len(neighbours),
-    )
+    return found
+
+
+def remember(store: Store, suggestions: list[Suggestion], ts: float) -> None:
+    """Keep a run's differences in the store (meta LAST_KEY), replacing the last run's: what the
+    page's tree draws (last)."""
+    rows = [{**sg.as_json(), "details": list(sg.details)} for sg in suggestions]
+    store.set_meta(**{LAST_KEY: json.dumps({"ts": ts, "suggestions": rows}, ensure_ascii=False)})
+
+
+class _Meta(Protocol):
+    def meta_prefixed(self, prefix: str) -> dict[str, str]: ...
+
+
+def last(cfg: Config, store: _Meta) -> tuple[float | None, list[Suggestion]]:
+    """(when `wanmon topology` last ran, None: never; its differences that still hold against
+    cfg's parents). cfg: the config of the page's instant (Config.as_of): a site out of service, or
+    whose parent is now the one found, has none; configured_parent is cfg's. Reads what remember
+    wrote, sends nothing."""
+    text = store.meta_prefixed(LAST_KEY).get(LAST_KEY)
+    if text is None:
+        return None, []
+    try:
+        data: dict[str, Any] = json.loads(text)
+        ts, rows = float(data["ts"]), list(data["suggestions"])
+    except (ValueError, KeyError, TypeError) as exc:
+        logger.warning("the store's last topology result is unreadable (%s): run `wanmon topology` again", exc)
+        return None, []
+    by_id = {s.id: s for s in cfg.sites}
+    out = []
+    for r in rows:
+        site = by_id.get(r.get("site"))
+        found = r.get("discovered_parent")
+        if site is None or found not in by_id or found == site.parent or found == site.id:
+            continue
+        out.append(Suggestion(site.id, site.parent, found, tuple(r.get("evidence", ())), tuple(r.get("details", ()))))
+    return ts, out
 
 
 def text_report(cfg: Config, f: Findings, config_text: str) -> list[str]:

@@ -910,3 +910,67 @@ PATH = {
         "silent": "no hop on the path answers",
     },
 }
+
+
+# -- the picture of the tree (wanmon.tree: tree.html beside the page) -------------------------
+
+TREE = {
+    "vi": {
+        "title": "Sơ đồ mạng WAN tỉnh {province}",
+        "description": "Sơ đồ {n} điểm mạng WAN tỉnh {province} theo tuyến trên trong cấu hình, với tình trạng "
+        "hiện tại và các tuyến trên mà đường đi thực tế cho thấy khác cấu hình.",
+        "link": "Sơ đồ mạng",
+        "back": "Trang tình trạng",
+        "intro": "Mỗi điểm nằm dưới tuyến trên (parent) của nó trong cấu hình hôm nay; trạng thái theo lần kiểm "
+        "tra gần nhất. Di chuột (hoặc chạm) vào một điểm để xem đầy đủ.",
+        "legend": "Chú giải",
+        "edge": "nối với tuyến trên trong cấu hình",
+        "ghost": "tuyến trên thực tế khác cấu hình (theo wanmon topology): điểm được vẽ thêm nét đứt dưới "
+        "tuyến trên tìm thấy",
+        "diff_title": "Tuyến trên khác cấu hình",
+        "diff_when": "Theo lần chạy `wanmon topology` lúc {when}; sửa `parent` trong sites.toml theo bản vá nó in ra.",
+        "diff_none": "Tuyến trên trong cấu hình khớp với lần chạy `wanmon topology` lúc {when}.",
+        "diff_never": "Chưa chạy `wanmon topology`: chạy lệnh này để so tuyến trên trong cấu hình với đường đi "
+        "thực tế (traceroute, LLDP).",
+        "diff_line": "cấu hình nối qua {configured}, thực tế qua {found} (theo {evidence})",
+        "no_parent": "không có tuyến trên",
+        "found_via": "≠ thực tế qua {name}",
+        "ghost_line": "≠ cấu hình: {name}",
+        "below": "{n}\u00a0{what} bên dưới",
+        "diffs_n": "{n} khác cấu hình",
+        "loose": "Điểm không có tuyến trên",
+        "picture": "Sơ đồ: {name}",
+        "sites_n": "{n}\u00a0điểm",
+        "traceroute": "traceroute",
+        "lldp": "LLDP",
+    },
+    "en": {
+        "title": "{province} provincial WAN: the tree",
+        "description": "The {n} sites of the {province} provincial WAN under their configured uplinks, with their "
+        "status now and the uplinks the paths show to differ from the configuration.",
+        "link": "Network tree",
+        "back": "Status page",
+        "intro": "Each site under its uplink (parent) in today's configuration; status from the last check. "
+        "Hover over (or tap) a site to read it whole.",
+        "legend": "Legend",
+        "edge": "linked to its configured uplink",
+        "ghost": "an uplink found to differ (by wanmon topology): the site drawn again, dashed, under the uplink found",
+        "diff_title": "Uplinks that differ from the configuration",
+        "diff_when": "As `wanmon topology` found them at {when}; fix `parent` in sites.toml with the patch it prints.",
+        "diff_none": "The configured uplinks agree with `wanmon topology` at {when}.",
+        "diff_never": "`wanmon topology` has not run: run it to compare the configured uplinks with the paths "
+        "(traceroute, LLDP).",
+        "diff_line": "configured under {configured}, found under {found} ({evidence})",
+        "no_parent": "no uplink",
+        "found_via": "≠ found under {name}",
+        "ghost_line": "≠ configured: {name}",
+        "below": "{n}\u00a0{what} below",
+        "diffs_n": "{n} differ",
+        "loose": "Sites without an uplink",
+        "picture": "Tree: {name}",
+        "sites_n": "{n}\u00a0sites",
+        "sites_n_one": "{n}\u00a0site",
+        "traceroute": "traceroute",
+        "lldp": "LLDP",
+    },
+}
