@@ -1116,7 +1116,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     raw_ok = [r for r in raw_sites if isinstance(r, dict)]
     known_ids = {r.get("id") for r in raw_ok} | set(by_id)
     failed_districts = {r.get("district") for r in raw_ok if r.get("level") == "district" and r.get("id") not in by_id}
-    timeline = Timeline(sites)
+    timeline = Timeline(sites, states_of)
     life = {s.id: spans(s, states_of.get(s.id)) for s in sites}
     _over_time(sites, life, index_of, known_ids, failed_districts, bad_addresses, timeline.labels, loc, at, problems)
     all_districts = {r.get("district") for r in raw_ok} | {
@@ -1751,7 +1751,12 @@ def _changes(
 ) -> list[Site]:
     """The site's valid changes (with their index in the file) checked: each says something, in
     time order, inside the site's service period, and for the keys it leaves the site with.
-    Returns the site after each of them."""
+    Returns the site after each of them. A change's line (found by scanning the file) and its
+    instant as text are worked out for a problem only (10,000 changes: a second of scanning)."""
+    lo, hi = site.in_service_from, site.retired_at
+    prev: SiteChange | None = None
+    states: list[Site] = []
+    state = site
     for k, ch in good:
         given = [key for key in CHANGEABLE if getattr(ch, key) is not None]
         if not given and not ch.unset:
@@ -1763,49 +1768,36 @@ def _changes(
             problems.append(
                 f"{at(loc.change(i, k, 'unset'))}: {label}: change #{k + 1}: sets '{key}' and unsets it: keep one"
             )
-    lo, hi = site.in_service_from, site.retired_at
-    prev: SiteChange | None = None
-
-    def at_line(k: int) -> str:
-        return at(loc.change(i, k, "at"))
-
-    for k, ch in good:
-        # the line only when there is a problem: finding it scans the whole file (1 s at 10,000 sites)
-        here = lambda k=k: at(loc.change(i, k, "at"))  # noqa: E731
-        when = ch.at.isoformat()
-        if prev is not None and ch.at == prev.at:
-            problems.append(f"{here()}: {label}: two changes at {when}: merge them into one [[sites.changes]]")
-        elif prev is not None and ch.at < prev.at:
-            problems.append(
-                f"{here()}: {label}: change at {when} comes after the one at {prev.at.isoformat()}: "
-                "list the changes in time order"
-            )
+        if prev is not None and ch.at <= prev.at:
+            here = f"{at(loc.change(i, k, 'at'))}: {label}"
+            if ch.at == prev.at:
+                problems.append(f"{here}: two changes at {ch.at.isoformat()}: merge them into one [[sites.changes]]")
+            else:
+                problems.append(
+                    f"{here}: change at {ch.at.isoformat()} comes after the one at {prev.at.isoformat()}: "
+                    "list the changes in time order"
+                )
         if lo is not None and ch.at <= lo:
             problems.append(
-                f"{here()}: {label}: change at {when} is not after the site enters service (in_service_from "
-                f"{lo.isoformat()}): write its keys in the [[sites]] table itself"
+                f"{at(loc.change(i, k, 'at'))}: {label}: change at {ch.at.isoformat()} is not after the site enters "
+                f"service (in_service_from {lo.isoformat()}): write its keys in the [[sites]] table itself"
             )
         if hi is not None and ch.at >= hi:
             problems.append(
-                f"{here()}: {label}: change at {when} is not before the site leaves service (retired_at "
-                f"{hi.isoformat()}): a retired site takes no changes; remove it"
+                f"{at(loc.change(i, k, 'at'))}: {label}: change at {ch.at.isoformat()} is not before the site leaves "
+                f"service (retired_at {hi.isoformat()}): a retired site takes no changes; remove it"
             )
         if prev is None or ch.at > prev.at:
             prev = ch
-    states: list[Site] = []
-    state = site
-    for k, ch in good:
         state = apply(state, ch)
         states.append(state)
-        touched = {key for key in CHANGEABLE if getattr(ch, key) is not None} | set(ch.unset)
+        touched = {*given, *ch.unset}
         if touched & {"level", "district"}:
             touched |= {"level", "district"}
-        given = [key for key in CHANGEABLE if getattr(ch, key) is not None]
         for key, msg in _site_problems(state, touched):
-            if key in touched:
-                # the line of the key that made the problem: itself, else the level/district or unset beside it
-                shown_key = key if key in given else next((g for g in given if g in ("level", "district")), "unset")
-                problems.append(f"{at(loc.change(i, k, shown_key))}: {label}: from {ch.at.isoformat()}: {msg}")
+            # the line of the key that made the problem: itself, else the level/district or unset beside it
+            shown_key = key if key in given else next((g for g in given if g in ("level", "district")), "unset")
+            problems.append(f"{at(loc.change(i, k, shown_key))}: {label}: from {ch.at.isoformat()}: {msg}")
     return states
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -109,8 +109,11 @@ class Epoch:
 class Timeline:
     """The inventory through time, from the sites as written (config.Config.timeline)."""
 
-    def __init__(self, sites: Sequence[Site]):
+    def __init__(self, sites: Sequence[Site], states: Mapping[str, Sequence[Site]] | None = None):
+        """states: {site id: the site after each of its changes}, when the caller has them (the
+        config's validation made them: an epoch then takes them instead of applying again)."""
         self.base = tuple(sites)
+        self._states = states or {}
         self.base_by_id = {s.id: s for s in self.base}
         # instant -> [(site index, what)]: what is a change index, "in" or "out"
         events: dict[float, list[tuple[int, int | str]]] = {}
@@ -167,7 +170,8 @@ class Timeline:
                     active[i] = False
                 else:
                     assert isinstance(what, int)
-                    states[i] = apply(states[i], self.base[i].changes[what])
+                    made = self._states.get(self.base[i].id)
+                    states[i] = made[what] if made is not None else apply(states[i], self.base[i].changes[what])
         end = self.instants[k] if k < len(self.instants) else AFTER
         epoch = self._make(self.instants[k - 1], end, states, active)
         self._cache[k] = epoch
