@@ -130,6 +130,10 @@ class Timeline:
         self._cache: dict[int, Epoch] = {}
         self._first = self._epoch0()
 
+    def site_spans(self, site: Site) -> list[Span]:
+        """spans(site) with the states the config's validation made (no change applied again)."""
+        return spans(site, self._states.get(site.id))
+
     def _event(self, events: dict, dt: datetime, what: tuple[int, int | str]) -> None:
         t = instant(dt)
         events.setdefault(t, []).append(what)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from wanmon import account, dated
+from wanmon import account
 from wanmon.account import Figures, site_figures
 from wanmon.config import LEVELS, Config, Site
 from wanmon.errors import WanmonError
@@ -326,7 +326,7 @@ def compute(
             rows.append(SiteRow(s.id, s.name, s.level, s.district, f, start, end))
             continue
         if split:
-            spans = dated.spans(s)
+            spans = cfg.timeline.site_spans(s)
             cur = [
                 (x.site, x.start, x.end, x.figures)
                 for x in account.stretches(mine, s, start, end, history_from, _report_keys, spans)
@@ -342,7 +342,7 @@ def compute(
             if today is not None and s.changes and cur and not regrouped:
                 regrouped = any(
                     _report_keys(sp.site) != _report_keys(keys)
-                    for sp in dated.spans(s)
+                    for sp in cfg.timeline.site_spans(s)
                     if sp.start < end and sp.end > start
                 )
         pa = sum(f.available_s for _k, f in old)
@@ -594,6 +594,20 @@ def row_iso(rep: Report) -> Callable[[float], str]:
 def is_split(rep: Report, r: SiteRow) -> bool:
     """Whether the row covers only a part of the period (its keys changed inside it)."""
     return r.start > rep.period.start.timestamp() or r.end < rep.period.end.timestamp()
+
+
+def json_text(obj: dict[str, Any]) -> str:
+    """The report's JSON text: a key of the top level per line, and an element of its lists per
+    line, each in the compact form of json's C encoder (`indent` makes json use its pure-Python
+    encoder: 1.3 s for 20,000 site rows against ~0.15 s); still a row per line to read or diff."""
+    enc = json.JSONEncoder(ensure_ascii=False)
+    parts = []
+    for k, v in obj.items():
+        if isinstance(v, list) and v:
+            parts.append(f" {enc.encode(k)}: [\n  " + ",\n  ".join(enc.encode(x) for x in v) + "\n ]")
+        else:
+            parts.append(f" {enc.encode(k)}: {enc.encode(v)}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
 def to_json(rep: Report) -> dict[str, Any]:
@@ -949,7 +963,7 @@ def to_pdf(cfg: Config, rep: Report) -> bytes:
 
 def render(cfg: Config, rep: Report, fmt: str) -> bytes:
     if fmt == "json":
-        return (json.dumps(to_json(rep), ensure_ascii=False, indent=1) + "\n").encode()
+        return json_text(to_json(rep)).encode()
     if fmt == "csv":
         return to_csv(rep)
     if fmt == "html":
