@@ -544,3 +544,21 @@ def test_the_report_names_the_levels_as_the_page_does_in_the_tree_of_its_period(
         assert f'<td class="name">{july[lv].name}</td>' in html["2025-07"], lv
         assert f'<td class="name">{june[lv].name}</td>' in html["2025-06"], lv
     assert july["district"].name not in html["2025-06"]
+
+
+def test_the_network_counts_a_site_below_target_by_its_whole_period_not_by_a_stretch():
+    """A commune split at its move: 10 s down in its first half-hour (99.44 % there, below 99.5)
+    and none in the second: its old district has it below target for its time there, the new one
+    not, and the network not (99.72 % over the hour): "N sites below target" counts sites."""
+    def row(district: str, down: float, a: float, b: float) -> rp.SiteRow:
+        f = account.Figures(available_s=1800 - down, down_s=down)
+        f.below_target = int(f.availability_pct < 99.5)
+        return rp.SiteRow("c", "UBND xã Chuyển", "commune", district, f, a, b)
+
+    rows = [row("Huyện Một", 10, A, T), row("Huyện Hai", 0, T, A + H)]
+    levels, groups, total = rp._sums(rows, None, 99.5)
+    assert (groups["Huyện Một"].below_target, groups["Huyện Hai"].below_target) == (1, 0)
+    assert (total.sites, total.below_target) == (1, 0) and total.availability_pct == pytest.approx(100 * 3590 / 3600)
+    assert (levels["commune"].sites, levels["commune"].below_target) == (1, 0)  # a commune all the hour: 99.72 %
+    rows[1] = row("Huyện Hai", 20, T, A + H)  # 30 s down in the hour: 99.17 %, below
+    assert rp._sums(rows, None, 99.5)[2].below_target == 1

@@ -368,7 +368,7 @@ def compute(
         rows.append(SiteRow(sid, name, level, district, f, start, end))
         before.append((level, district, pf.available_s, pf.observed_s))
 
-    levels, groups, total = _sums(rows, before if changes else None)
+    levels, groups, total = _sums(rows, before if changes else None, target)
     # the inventory's order at the relevant time (now; the period's end), then the groups that no
     # longer exist then, as they come (file order, time order), then those of sites left out
     ref = today.active if today is not None else last.active if last is not None else cfg.sites
@@ -413,22 +413,31 @@ def compute(
 
 
 def _sums(
-    rows: list[SiteRow], before: list[tuple[str, str | None, float, float]] | None
+    rows: list[SiteRow], before: list[tuple[str, str | None, float, float]] | None, target: float
 ) -> tuple[dict[str, Figures], dict[str, Figures], Figures]:
-    """The rows (a site's rows one after the other) summed per level, per group and over all; a site,
-    and a site below target, counted once in each (one split at a change may have two rows in one).
+    """The rows (a site's rows one after the other) summed per level, per group and over all; a site
+    counted once in each (one split at a change may have two rows in one), and below target in
+    each when its time there is (a stretch below target inside a period above it is not a site
+    below target).
     before: the previous period's figures grouped the same way (a dated inventory); None: each
     row's own (its site's)."""
     levels = {lv: Figures() for lv in LEVELS}
     groups: dict[str, Figures] = {}
     total = Figures()
     last = None
-    counted: list[int] = []  # the sums the current site is counted in (their ids), and below target in
-    below: list[int] = []
+    mine: dict[int, tuple[Figures, Figures]] = {}  # the current site's time in each sum: (the sum, its rows there)
+
+    def site_done() -> None:
+        for g, there in mine.values():
+            g.sites += 1
+            pct = there.availability_pct
+            g.below_target += int(pct is not None and pct < target)
+
     for r in rows:
         f = r.figures
         if r.id != last:
-            last, counted, below = r.id, [], []
+            site_done()
+            last, mine = r.id, {}
         sums = [levels[r.level], total]
         if r.district:
             g = groups.get(r.district)
@@ -437,13 +446,8 @@ def _sums(
             sums.append(g)
         for g in sums:
             g.add(f)
-            k = id(g)
-            if k not in counted:
-                counted.append(k)
-                g.sites += 1
-            if f.below_target and k not in below:
-                below.append(k)
-                g.below_target += 1
+            mine.setdefault(id(g), (g, Figures()))[1].add(f)
+    site_done()
     if before is not None:
         for g in (*levels.values(), *groups.values(), total):
             g.prev_available_s = g.prev_observed_s = 0.0
