@@ -178,6 +178,8 @@ def site_figures(
     # before the clock set back was handled has such runs).
     covered = start
     for status, maint, a, b in sorted(runs, key=_FROM):
+        if a >= end:
+            break  # in order of their start: the rest begin after the period too
         a, b = max(a, covered), min(b, end)
         if b <= a:
             continue
