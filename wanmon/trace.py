@@ -34,18 +34,21 @@ path the last known site before its target (`wanmon topology`).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import math
 import secrets
 import socket
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from wanmon import dns
 from wanmon.config import Config, HopEntry, Site, TraceSettings
-from wanmon.model import Hop, Trace
+from wanmon.model import Hop, OutagePath, SiteState, Trace, TraceJob
 from wanmon.probes import icmp
+from wanmon.status import DOWN, REACHABLE
 
 logger = logging.getLogger(__name__)
 
@@ -382,6 +385,11 @@ class Names:
 def stops(lang: str, t: Trace, good: Trace | None, names: Names) -> str | None:
     """Where a path that did not reach its site stops, against its last good path: "đường
     truyền dừng sau 10.7.0.1 (UBND huyện Gia Bình), hop 3 của 5". None when it reached."""
+    return stops_of(lang, t, len(good.hops) if good is not None and good.reached else None, names)
+
+
+def stops_of(lang: str, t: Trace, good_hops: int | None, names: Names) -> str | None:
+    """stops(), the good path given by its length (None: no good path known)."""
     from wanmon.words import PATH
 
     w = PATH[lang]
@@ -391,9 +399,86 @@ def stops(lang: str, t: Trace, good: Trace | None, names: Names) -> str | None:
     if last is None or last.address is None:
         return w["silent"]
     hop = names.hop(last.address)
-    if good is not None and good.reached:
-        return w["stops"].format(hop=hop, n=last.distance, m=len(good.hops))
+    if good_hops is not None:
+        return w["stops"].format(hop=hop, n=last.distance, m=good_hops)
     return w["stops_open"].format(hop=hop, n=last.distance)
+
+
+def outage_json(o: OutagePath, names: Names, lang: str) -> dict:
+    """An outage path as the page's status.json and `status --json` give it (README, *Finding
+    the break*): where it stops (hop, of, address, name, site), the sentence, the hops."""
+    t = o.trace
+    last = t.last_answer
+    return {
+        "ts": t.ts,
+        "reached": t.reached,
+        "hop": last.distance if last is not None and not t.reached else None,
+        "of": o.good_hops,
+        "address": last.address if last is not None and not t.reached else None,
+        "name": names.name(last.address) if last is not None and not t.reached else None,
+        "site": names.site(last.address) if last is not None and not t.reached else None,
+        "text": stops_of(lang, t, o.good_hops, names),
+        "good_ts": o.good_ts,
+        "reason": t.reason,
+        "hops": [
+            {"distance": h.distance, "address": h.address, "rtt_ms": h.rtt_ms, "unreachable": h.unreachable}
+            for h in t.hops
+        ],
+    }
+
+
+# -- the agent's own traces: which ones a cycle asks for -------------------------
+
+
+def plan(
+    spec: TraceSettings,
+    states: Iterable[SiteState],
+    ips: Mapping[str, str | None],
+    good_ts: Mapping[str, float],
+    traced: Collection[tuple[str, float]],
+    now: float,
+    interval_s: float,
+) -> list[TraceJob]:
+    """The traces a cycle starts after its page (pure), at most spec.per_cycle:
+
+    * first, each site down on its own (status down: a site behind a down parent is
+      unreachable, never traced) whose incident has no outage path yet (`traced`: (site,
+      incident start) pairs), the newest incidents first; one trace per root cause, and the
+      ones left over are traced by the next cycles;
+    * else (a cycle that traces no outage: refreshing waits for a calm one), good paths to
+      refresh, at the rate that goes round every site in half of refresh_h (at least one a
+      cycle): the sites that answer whose good path is older than their status (they came
+      back, or changed, since), then those without one, then those older than refresh_h, the
+      oldest first.
+
+    states: the sites' states this cycle (status, since); ips: the addresses the sweep used."""
+    jobs: list[TraceJob] = []
+    rest: list[tuple[int, float, str]] = []
+    horizon = now - spec.refresh_h * 3600
+    n = 0
+    for st in states:
+        n += 1
+        ip = ips.get(st.site_id)
+        if ip is None:
+            continue  # no address (a name that did not resolve): nothing to trace
+        if st.status == DOWN:
+            if spec.on_outage and (st.site_id, st.since) not in traced:
+                jobs.append(TraceJob(st.site_id, ip, "outage", st.since))
+        elif spec.refresh_h > 0 and st.status in REACHABLE:
+            ts = good_ts.get(st.site_id)
+            if ts is None:
+                rest.append((1, 0.0, st.site_id))
+            elif ts < st.since:
+                rest.append((0, ts, st.site_id))
+            elif ts < horizon:
+                rest.append((2, ts, st.site_id))
+    if jobs:
+        jobs.sort(key=lambda j: (-(j.start_ts or 0.0), j.site_id))
+        return jobs[: spec.per_cycle]
+    rate = math.ceil(2 * n * interval_s / (spec.refresh_h * 3600)) if rest else 0
+    return [
+        TraceJob(sid, ips[sid] or "", "refresh") for _p, _ts, sid in heapq.nsmallest(min(spec.per_cycle, rate), rest)
+    ]
 
 
 def parent_on_path(site_id: str, t: Trace, names: Names) -> str | None:
