@@ -345,7 +345,11 @@ def run_check(
             else None
         )
         # the traces run on this loop beside the SNMP poll (both mostly wait on the network)
-        tracing = asyncio.ensure_future(run_traces(cfg, res.to_trace, now=now, peers=peers)) if res.to_trace else None
+        tracing = (
+            asyncio.ensure_future(run_traces(cfg, res.to_trace, now=now, peers=peers, page="page" not in res.failed))
+            if res.to_trace
+            else None
+        )
         try:
             if snmp_tail and not dry_run:
                 views = await run_snmp(cfg, now=now, peers=peers, ips=res.ip_by_site, ips_at=res.started_at)
@@ -709,13 +713,14 @@ def _trace_plan(cfg: Config, store: Store, ips: dict[str, str | None], now: floa
 
 
 async def run_traces(
-    cfg: Config, jobs: Sequence[TraceJob], *, now: Now = time.time, peers: Peers = REAL
+    cfg: Config, jobs: Sequence[TraceJob], *, now: Now = time.time, peers: Peers = REAL, page: bool = True
 ) -> list[Trace | None] | None:
     """Trace what a cycle's plan asks for, all within [trace] budget_s: the traces start gap_ms
     apart (each sends its own probes gap_ms apart), every one ends by the budget's end. The
     outage paths are kept with their incidents (with the length of the site's good path then),
     the paths that reach as good paths, and the page is written again when an outage path was
-    kept. None when another process is tracing on this store (these are asked again next cycle)."""
+    kept (page: unless the cycle's own page failed: it would fail again, counted twice). None
+    when another process is tracing on this store (these are asked again next cycle)."""
     if not jobs:
         return []
     if peers.trace is REAL.trace and peers.icmp is not REAL.icmp:
@@ -749,7 +754,7 @@ async def run_traces(
 
         traces = await asyncio.gather(*(one(k, j) for k, j in enumerate(jobs)))
         store = await held.open(cfg.store_path)
-        kept = await held.finish_in_thread(_record_traces, cfg, store, jobs, traces)
+        kept = await held.finish_in_thread(_record_traces, cfg, store, jobs, traces, page)
         logger.info(
             "traces outage=%d refresh=%d reached=%d kept_outage=%d took=%.2fs",
             sum(j.why == "outage" for j in jobs),
@@ -763,7 +768,9 @@ async def run_traces(
         held.close_unless_handed()
 
 
-def _record_traces(cfg: Config, store: Store, jobs: Sequence[TraceJob], traces: Sequence[Trace | None]) -> int:
+def _record_traces(
+    cfg: Config, store: Store, jobs: Sequence[TraceJob], traces: Sequence[Trace | None], page: bool
+) -> int:
     """Keep the traces (Store.record_traces); the page again when an outage path was kept."""
     goods = store.good_paths([j.site_id for j in jobs if j.why == "outage"])
     outages, good = [], {}
@@ -785,7 +792,7 @@ def _record_traces(cfg: Config, store: Store, jobs: Sequence[TraceJob], traces: 
                 len(o.trace.hops),
                 stops_of("en", o.trace, o.good_hops, names) or "the path reached it",
             )
-        if cfg.page.source == "store":
+        if page and cfg.page.source == "store":
             outputs.attempt(store, cfg, "page", write_page, cfg, store)
     return len(outages)
 

@@ -163,7 +163,7 @@ class Daemon:
                     cfg.schedule.icmp_interval_s,
                 )
             self._start_publishing()
-            self._start_tracing(res.to_trace)
+            self._start_tracing(res.to_trace, "page" not in res.failed)
             self._start_heartbeat(res)
             self._start_monthly_report()
         except asyncio.CancelledError:
@@ -265,20 +265,20 @@ class Daemon:
 
         self.publishing = _in_background(publish, cfg, self.peers, failed="publish failed with an internal error")
 
-    def _start_tracing(self, jobs) -> None:
+    def _start_tracing(self, jobs, page: bool) -> None:
         """The cycle's traces on the loop, beside the next jobs (never two at once)."""
         if not jobs:
             return
         if self.tracing is not None and not self.tracing.done():
             logger.info("traces still running from an earlier cycle: the next cycle asks for these again")
             return
-        self.tracing = asyncio.ensure_future(self._trace(jobs))
+        self.tracing = asyncio.ensure_future(self._trace(jobs, page))
 
-    async def _trace(self, jobs) -> None:
+    async def _trace(self, jobs, page: bool) -> None:
         from wanmon.cycle import run_traces
 
         try:
-            await run_traces(self.cfg, jobs, now=self.now, peers=self.peers)
+            await run_traces(self.cfg, jobs, now=self.now, peers=self.peers, page=page)
         except asyncio.CancelledError:
             if not self.stopping.is_set():
                 raise
