@@ -92,7 +92,7 @@ class Net:
             )
         return out
 
-    async def trace(self, address, spec, mode="auto", dns_timeout_s=1.0, budget_s=None):
+    async def trace(self, address, spec, mode="auto", dns_timeout_s=1.0, budget_s=None, pacer=None):
         self.traced.append(address)
         if self.tracing is not None:
             self.tracing.set()

@@ -16,7 +16,7 @@ from wanmon.config import ConfigError, TraceSettings, load
 from wanmon.model import Hop, OutagePath, SiteState, Trace
 from wanmon.store import Store
 from wanmon.topology import TRACEROUTE, by_lldp, by_traceroute, patch, suggest
-from wanmon.trace import Names, _Tracer, outage_json, parent_on_path, plan, stops
+from wanmon.trace import Names, Pacer, _Tracer, outage_json, parent_on_path, plan, stops
 
 # MINIMAL: dc-core 127.0.0.1 (province) <- tien-du 127.10.2.1 (district) <- tien-du-phat-tich ::1
 HOPS = textwrap.dedent(
@@ -453,3 +453,11 @@ def test_outage_paths_one_per_incident_the_current_one_by_the_sites_state(tmp_pa
         assert s.outage_paths(0.0) == []  # kept as long as the incident log (events)
     finally:
         s.close()
+
+
+def test_the_traces_in_flight_share_one_send_rate():
+    """Pacer: each probe takes the next free slot of [icmp] rate_pps, whichever trace sends it."""
+    p = Pacer(1000.0)  # a slot every millisecond
+    assert [round(p.take(10.0), 6) for _ in range(4)] == [10.0, 10.001, 10.002, 10.003]  # 4 traces at once
+    assert p.take(10.5) == 10.5  # later than the next free slot: at once
+    assert round(p.take(10.5), 6) == 10.501

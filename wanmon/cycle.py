@@ -55,7 +55,7 @@ from wanmon.model import AlertUpdate, DeviceState, Observation, OutagePath, Snmp
 from wanmon.probes import icmp, snmp
 from wanmon.status import DOWN, REACHABLE, icmp_status, with_parents
 from wanmon.store import CycleLock, PublishLock, SnmpLock, Store, TraceLock
-from wanmon.trace import Names, plan, stops_of, trace
+from wanmon.trace import Names, Pacer, plan, stops_of, trace
 
 logger = logging.getLogger(__name__)
 
@@ -715,8 +715,9 @@ def _trace_plan(cfg: Config, store: Store, ips: dict[str, str | None], now: floa
 async def run_traces(
     cfg: Config, jobs: Sequence[TraceJob], *, now: Now = time.time, peers: Peers = REAL, page: bool = True
 ) -> list[Trace | None] | None:
-    """Trace what a cycle's plan asks for, all within [trace] budget_s: the traces start gap_ms
-    apart (each sends its own probes gap_ms apart), every one ends by the budget's end. The
+    """Trace what a cycle's plan asks for, all within [trace] budget_s: the traces run at once,
+    their probes paced together at the sweep's [icmp] rate_pps (each trace's own gap_ms apart),
+    every one ends by the budget's end. The
     outage paths are kept with their incidents (with the length of the site's good path then),
     the paths that reach as good paths, and the page is written again when an outage path was
     kept (page: unless the cycle's own page failed: it would fail again, counted twice). None
@@ -738,21 +739,18 @@ async def run_traces(
         spec = cfg.trace
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        end = t0 + spec.budget_s
+        pacer = Pacer(cfg.icmp.rate_pps)
 
-        async def one(k: int, job: TraceJob) -> Trace | None:
-            if k:
-                await asyncio.sleep(k * spec.gap_ms / 1000.0)
-            left = end - loop.time()
-            if left <= 0:
-                return None
+        async def one(job: TraceJob) -> Trace | None:
             try:
-                return await peers.trace(job.address, spec, cfg.icmp.mode, cfg.icmp.dns_timeout_ms / 1000.0, left)
+                return await peers.trace(
+                    job.address, spec, cfg.icmp.mode, cfg.icmp.dns_timeout_ms / 1000.0, spec.budget_s, pacer=pacer
+                )
             except WanmonError as exc:  # a missing permission (the sweep had it: a changed setup)
                 logger.warning("trace site=%s not traced: %s", job.site_id, exc)
                 return None
 
-        traces = await asyncio.gather(*(one(k, j) for k, j in enumerate(jobs)))
+        traces = await asyncio.gather(*(one(j) for j in jobs))
         store = await held.open(cfg.store_path)
         kept = await held.finish_in_thread(_record_traces, cfg, store, jobs, traces, page)
         logger.info(

@@ -384,7 +384,7 @@ def _with_paths(
         return
     from wanmon.trace import Names, outage_json
 
-    names = Names.of(cfg.as_of(now), getattr(store, "dns_cache", dict)())
+    names = Names.of(cfg, getattr(store, "dns_cache", dict)())  # cfg: as of now (snapshot's)
     lang = cfg.page.language
 
     def find(sid: str, start: float | None, end: float | None) -> dict[str, Any] | None:

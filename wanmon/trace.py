@@ -244,9 +244,9 @@ class _Tracer:
 
     # -- the trace ------------------------------------------------------------
 
-    async def run(self, budget_s: float) -> bool:
+    async def run(self, budget_s: float, pacer: Pacer | None = None) -> bool:
         """Probe until every distance worth probing answered or went silent (True), or until
-        budget_s is spent (False)."""
+        budget_s is spent (False). pacer: a send rate shared with other traces in flight."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s
         gap = self.spec.gap_ms / 1000.0
@@ -259,6 +259,16 @@ class _Tracer:
                     return False
                 d, wake = self._due(now)
                 if d is not None and now >= next_send:
+                    at = pacer.take(now) if pacer is not None else now
+                    if at > now:  # a slot of the shared rate, reserved: wait for it, then look again
+                        await asyncio.sleep(min(at, deadline) - now)
+                        next_send = at
+                        if loop.time() >= deadline:
+                            return False
+                        d, _ = self._due(loop.time())
+                        if d is None:
+                            continue
+                    now = loop.time()
                     self._send(d, now)
                     next_send = now + gap
                     continue
@@ -297,16 +307,34 @@ class _Tracer:
         return tuple(out), reached_at is not None
 
 
+class Pacer:
+    """One send rate for the probes of every trace in flight (the agent's own traces share the
+    sweep's [icmp] rate_pps): each probe takes the next free slot, whichever trace sends it; a
+    trace still keeps gap_ms between its own probes."""
+
+    def __init__(self, rate_pps: float):
+        self.gap_s = 1.0 / rate_pps
+        self.next = 0.0
+
+    def take(self, now: float) -> float:
+        """The instant a probe may leave (its slot, reserved): now, or the next free one."""
+        at = max(now, self.next)
+        self.next = at + self.gap_s
+        return at
+
+
 async def trace(
     address: str,
     spec: TraceSettings,
     mode: str = "auto",
     dns_timeout_s: float = 1.0,
     budget_s: float | None = None,
+    pacer: Pacer | None = None,
 ) -> Trace:
     """Trace the path to `address` (an IP literal or a host name) within spec.budget_s (or
     budget_s): a Trace, whatever the network does. Only a missing permission
-    (ProbePermissionError, with the fix) or a bug raises, as for the sweep."""
+    (ProbePermissionError, with the fix) or a bug raises, as for the sweep. pacer: a send rate
+    shared with the other traces in flight (wanmon.cycle.run_traces)."""
     t0 = time.time()
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -321,7 +349,7 @@ async def trace(
     fam = icmp._open_one(mode, family, errors=True)
     try:
         tracer = _Tracer(ip, spec, fam)
-        whole = await tracer.run(max(budget - (loop.time() - start), 0.0))
+        whole = await tracer.run(max(budget - (loop.time() - start), 0.0), pacer)
     finally:
         fam.close()
     hops, reached = tracer.hops()
