@@ -34,6 +34,7 @@ LIVE_NET = ipaddress.ip_network("127.30.0.0/16")
 DEAD_NET = ipaddress.ip_network("127.31.0.0/16")
 NS_PREFIX = "wmbench-"
 NFT_TABLE = "wmbench"
+SWEEP_TTL = 64  # Linux's default TTL (net.ipv4.ip_default_ttl): the sweep's; a trace's probes are shorter
 
 
 # --------------------------------------------------------------------------
@@ -162,15 +163,20 @@ class Netns:
         except (OSError, IndexError, LabError):
             pass
         # dead targets: echo requests silently dropped; both kinds counted, so
-        # every run can be checked for the number of requests actually sent
+        # every run can be checked for the number of requests actually sent.
+        # The sweep's requests leave with the default TTL (64); a trace's probes
+        # (wanmon.trace: good paths refreshed, outages) with shorter ones, counted apart
         ruleset = (
             f"table inet {NFT_TABLE} {{\n"
             "  counter live_req { }\n"
             "  counter dead_req { }\n"
+            "  counter trace_req { }\n"
             "  chain in {\n"
             "    type filter hook input priority 0; policy accept;\n"
-            f'    ip daddr {LIVE_NET} icmp type echo-request counter name "live_req"\n'
-            f'    ip daddr {DEAD_NET} icmp type echo-request counter name "dead_req" drop\n'
+            f'    ip ttl < {SWEEP_TTL} icmp type echo-request counter name "trace_req"\n'
+            f'    ip daddr {LIVE_NET} ip ttl >= {SWEEP_TTL} icmp type echo-request counter name "live_req"\n'
+            f'    ip daddr {DEAD_NET} ip ttl >= {SWEEP_TTL} icmp type echo-request counter name "dead_req" drop\n'
+            f"    ip daddr {DEAD_NET} icmp type echo-request drop\n"
             "  }\n"
             "}\n"
         )
@@ -199,7 +205,8 @@ class Netns:
         return ["ip", "netns", "exec", self.name]
 
     def counters(self) -> dict[str, int]:
-        """Packets counted so far: {"live_req": n, "dead_req": n}."""
+        """Packets counted so far: {"live_req": n, "dead_req": n, "trace_req": n} (the sweep's
+        echo requests to live and dead targets; a trace's probes, TTL under 64, to either)."""
         out = self._check(self.exec_prefix() + [
             "nft", "-j", "list", "counters", "table", "inet", NFT_TABLE])
         res = {}

@@ -386,7 +386,7 @@ class Bouncer:
             "  set down { type ipv4_addr; flags interval; }\n"
             "  chain in {\n"
             "    type filter hook input priority -10; policy accept;\n"
-            f'    ip daddr {BOUNCE_NET} icmp type echo-request counter name "bounce_req"\n'
+            f'    ip daddr {BOUNCE_NET} ip ttl >= {_lab.SWEEP_TTL} icmp type echo-request counter name "bounce_req"\n'
             "    ip daddr @down icmp type echo-request drop\n"
             "    ip daddr @down udp dport 161 drop\n"   # a router that is down answers no SNMP either
             "  }\n"
@@ -411,6 +411,7 @@ class Bouncer:
 
 
 def echo_requests(ns: _lab.Netns, bouncer: Bouncer, agent: "SnmpLab | None" = None) -> int:
+    """The sweeps' echo requests (a trace's probes, with shorter TTLs, are not counted here)."""
     c = ns.counters()
     extra = agent.counters().get("snmpdead_echo", 0) if agent is not None else 0
     return c.get("live_req", 0) + c.get("dead_req", 0) + bouncer.count() + extra
@@ -499,7 +500,7 @@ class SnmpLab:
             "  counter snmp_req_dropped { }\n"
             "  chain in {\n"
             "    type filter hook input priority -5; policy accept;\n"
-            f'    ip daddr {SNMPDEAD_NET} icmp type echo-request counter name "snmpdead_echo"\n'
+            f'    ip daddr {SNMPDEAD_NET} ip ttl >= {_lab.SWEEP_TTL} icmp type echo-request counter name "snmpdead_echo"\n'
             f'    ip daddr {{ {_lab.DEAD_NET}, {SNMPDEAD_NET} }} udp dport 161 counter name "snmp_req_dropped" drop\n'
             '    udp dport 161 counter name "snmp_req_agent"\n'
             "  }\n"

@@ -48,6 +48,9 @@ RATE_PPS = 10000     # 0.1 ms between any two packets     (fping -i 0.1)
 FPING_I_MS = "0.1"
 
 RSS_LIMIT_BYTES = 200 * 1000 * 1000  # "200 MB", decimal: the stricter reading
+NOTRACE = "wanmon-notrace"  # --traces-cost: the same check with the agent's own traces off
+TRACES_OFF = "\n[trace]\non_outage = false\nrefresh_h = 0\n"
+TRACES_COST_LIMIT_S = 0.1  # issue 24: tracing never adds more than 0.1 s to check when nothing is down
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="kill a single tool run after this many seconds (default: %(default)s)")
     p.add_argument("--fping-only", action="store_true",
                    help="measure fping only (e.g. while wanmon is not installed)")
+    p.add_argument("--traces-cost", action="store_true",
+                   help="also run wanmon with its own traces off ([trace] on_outage = false, refresh_h = 0), "
+                        "warmed up and interleaved the same way, and print what the shipped traces add")
     p.add_argument("--profile", metavar="FILE.prof",
                    help="afterwards, run wanmon once more under cProfile on the "
                         "largest live case, save FILE.prof and print the top entries")
@@ -179,6 +185,7 @@ def run_tool(runner: _lab.Runner, ns: _lab.Netns, tool: str, argv: list[str],
     c1 = ns.counters()
     req_live = c1.get("live_req", 0) - c0.get("live_req", 0)
     req_dead = c1.get("dead_req", 0) - c0.get("dead_req", 0)
+    req_trace = c1.get("trace_req", 0) - c0.get("trace_req", 0)
     run: dict[str, Any] = {
         "tool": tool, "rc": rr.rc, "timed_out": rr.timed_out,
         "wall_s": rr.wall_s, "cpu_s": rr.cpu_s, "user_s": rr.user_s,
@@ -188,6 +195,8 @@ def run_tool(runner: _lab.Runner, ns: _lab.Netns, tool: str, argv: list[str],
         # echo requests the namespace saw during the run (nftables counters)
         "echo_req_live": req_live, "echo_req_dead": req_dead,
         "echo_req_expected": len(targets) * COUNT, "ok": False,
+        # a trace's probes (TTL under 64): good paths refreshed ([trace] refresh_h), outages
+        "trace_probes": req_trace,
     }
     with open(out, errors="replace") as f:
         stdout = f.read()
@@ -239,14 +248,27 @@ def run_case(runner: _lab.Runner, ns: _lab.Netns, args, tmp: str, n: int, dead_p
     tools = {"fping": fping_argv}
     if not args.fping_only:
         tools["wanmon"] = wanmon_argv
+        if args.traces_cost:  # the same sites, its own store, the agent's own traces off
+            cfg_off = os.path.join(casedir, "wanmon-notrace.toml")
+            store_off = os.path.join(casedir, "store-notrace", "wanmon.db")
+            os.makedirs(os.path.dirname(store_off), exist_ok=True)
+            with open(cfg_off, "w") as f:
+                f.write(_lab.wanmon_config(targets, store_off, count=COUNT, interval_ms=INTERVAL_MS,
+                                           timeout_ms=args.wanmon_timeout_ms, rate_pps=RATE_PPS,
+                                           mode=args.mode) + TRACES_OFF)
+            tools[NOTRACE] = [args.python, "-m", "wanmon", "--config", cfg_off, "check", "--json"]
     runs: dict[str, list[dict]] = {k: [] for k in tools}
     rtt_diffs: list[float | None] = []
     for w in range(args.warmup if "wanmon" in tools else 0):
-        r = run_tool(runner, ns, "wanmon", tools["wanmon"], casedir, f"w{w + 1}", targets, args.timeout)
-        log(f"  [{n} targets, {n_dead} dead, warm-up {w + 1}/{args.warmup}] wanmon wall {r.get('wall_s', 0):7.3f} s"
-            " (not counted)")
+        for tool in [t for t in tools if t != "fping"]:
+            r = run_tool(runner, ns, tool, tools[tool], casedir, f"w{w + 1}", targets, args.timeout)
+            log(f"  [{n} targets, {n_dead} dead, warm-up {w + 1}/{args.warmup}] {tool} wall "
+                f"{r.get('wall_s', 0):7.3f} s (not counted)")
     for rep in range(args.repeat):
-        order = list(tools) if rep % 2 == 0 else list(reversed(tools))
+        # each tool first in turn (with two: forwards, then backwards)
+        names = list(tools)
+        order = names[rep % len(names):] + names[:rep % len(names)] if len(names) > 2 else \
+            (names if rep % 2 == 0 else list(reversed(names)))
         this: dict[str, dict] = {}
         for tool in order:
             r = run_tool(runner, ns, tool, tools[tool], casedir, f"r{rep + 1}", targets, args.timeout)
@@ -278,6 +300,15 @@ def run_case(runner: _lab.Runner, ns: _lab.Netns, args, tmp: str, n: int, dead_p
         "cpu": ratio(w and w["cpu_s"], f and f["cpu_s"]),
         "rss": ratio(w and w["maxrss_mib"], f and f["maxrss_mib"]),
     }
+    case["trace_probes"] = median_or_none([r["trace_probes"] for r in runs.get("wanmon", []) if r.get("ok")])
+    if NOTRACE in runs:  # what the shipped traces add: each repetition's shipped run against its run without
+        pairs = [(a["wall_s"], b["wall_s"]) for a, b in zip(runs["wanmon"], runs[NOTRACE]) if a["ok"] and b["ok"]]
+        off = summarize(runs[NOTRACE])
+        case["traces_cost"] = {
+            "added_s": median_or_none([a - b for a, b in pairs]),
+            "shipped_s": w and w["wall_s"], "off_s": off and off["wall_s"], "fping_s": f and f["wall_s"],
+            "off_trace_probes": median_or_none([r["trace_probes"] for r in runs[NOTRACE] if r.get("ok")]),
+        }
     return case
 
 
@@ -365,6 +396,15 @@ def acceptance(cases: list[dict], fping_only: bool) -> list[dict]:
             lambda v: v is not None and v <= 1.2, primary)
         add(f"10,000 {sfx}: wanmon RSS <= 200 MB", c10k, rss, "200 MB",
             lambda v: v <= RSS_LIMIT_BYTES / 1e6, primary)
+    for c in cases:  # --traces-cost: what the shipped traces add to a check with nothing down
+        tc = c.get("traces_cost")
+        if c["dead"] == 0 and tc and tc["added_s"] is not None:
+            added = tc["added_s"]
+            checks.append({"check": f"{c['targets']:,} live: traces add <= 0.1 s", "value": added,
+                           "limit": "0.1 s", "result": "PASS" if added <= TRACES_COST_LIMIT_S else "FAIL",
+                           "detail": f"shipped {tc['shipped_s']:.3f} s vs traces off {tc['off_s']:.3f} s: "
+                                     f"{added:+.3f} s (fping {tc['fping_s']:.3f} s)",
+                           "acceptance": True})
     return checks
 
 
@@ -450,7 +490,19 @@ def print_report(meta: dict, cases: list[dict], checks: list[dict],
     n_match = sum(1 for c in cases for rs in c["runs"].values() for r in rs if r.get("ok")
                   and r["echo_req_live"] + r["echo_req_dead"] == r["echo_req_expected"])
     p(f"echo requests counted by nftables in the namespace = targets x {COUNT} "
-      f"in {n_match} of {n_runs} runs")
+      f"in {n_match} of {n_runs} runs (the sweep's: a trace's probes, with TTLs under 64, apart)")
+    for c in cases:
+        if c.get("trace_probes"):
+            p(f"trace probes per wanmon run at {c['targets']} targets/{c['dead']} dead: median "
+              f"{c['trace_probes']:g} (good paths refreshed, [trace] refresh_h; outages)")
+    for c in cases:
+        tc = c.get("traces_cost")
+        if tc and tc["added_s"] is not None:
+            p(f"traces' cost at {c['targets']} targets/{c['dead']} dead: shipped {tc['shipped_s']:.3f} s "
+              f"({ratio(tc['shipped_s'], tc['fping_s']):.2f}x fping), traces off {tc['off_s']:.3f} s "
+              f"({ratio(tc['off_s'], tc['fping_s']):.2f}x fping), fping's own {tc['fping_s']:.3f} s; "
+              f"added {tc['added_s']:+.3f} s (median of the paired runs; {tc['off_trace_probes']:g} probes "
+              "with traces off)")
     p()
     p("Acceptance (judged on the live-only cases; the 'with dead' lines are informational):")
     for ck in checks:

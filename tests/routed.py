@@ -112,9 +112,10 @@ class RoutedLab:
         return self.wrap([], role)
 
     @contextlib.contextmanager
-    def capture(self, role: str = "agent"):
+    def capture(self, role: str = "agent", ttl: bool = False):
         """Record every IPv4 packet a node sends, on all its interfaces, while the block runs:
-        yields a list that holds (protocol, destination, ICMP type) for each after the block."""
+        yields a list that holds (protocol, destination, ICMP type) for each after the block
+        (with ttl: (protocol, destination, ICMP type, TTL): a trace's probes have short ones)."""
         proc = self.popen(
             [sys.executable, "-c", _CAPTURE],
             role,
@@ -131,8 +132,9 @@ class RoutedLab:
             out, err = proc.communicate(input="stop\n", timeout=30)
             assert proc.returncode == 0, err
             for line in out.splitlines():
-                proto, dst, typ = line.split()
-                sent.append((int(proto), dst, None if typ == "-" else int(typ)))
+                proto, dst, typ, hops = line.split()
+                got = (int(proto), dst, None if typ == "-" else int(typ))
+                sent.append((*got, int(hops)) if ttl else got)
 
     def snmpd(self, role: str, community: str):
         """A real net-snmp snmpd in a node's namespace, on its address, port 161, answering the
@@ -172,6 +174,16 @@ class RoutedLab:
         self._logs.append(log)
         argv = ["lldpd", "-d", "-x", "-X", str(node.agentx), "-u", str(folder / "lldpd.sock"), "-O", str(conf)]
         self.popen([*argv, "-m", node.addr], role, stdout=log, stderr=subprocess.STDOUT)
+
+    def add_addresses(self, role: str, n: int) -> list[str]:
+        """n more addresses for a node, on its link towards its parent (198.19.<link>.3, .4, ...):
+        as many sites behind that parent as a test needs, without a namespace for each."""
+        node = self.nodes[role]
+        assert node.link and 0 < n <= 252, f"{role}: 1 to 252 more addresses on a link of its own"
+        addrs = [NET.format(node.link, 3 + k) for k in range(n)]
+        batch = "".join(f"address add {a}/24 dev {node.dev_up}\n" for a in addrs)
+        netns._sh([netns._ip_bin(), "-n", node.ns, "-batch", "-"], input=batch)
+        return addrs
 
     def close(self) -> None:
         for agent in self._agents:
@@ -273,7 +285,7 @@ while True:
         continue
     ihl = (data[0] & 15) * 4
     typ = data[ihl] if data[9] == 1 and len(data) > ihl else None
-    seen.append((data[9], socket.inet_ntoa(data[16:20]), typ))
+    seen.append((data[9], socket.inet_ntoa(data[16:20]), typ, data[8]))
 s.setblocking(False)
 while True:  # what was queued before the stop
     try:
@@ -282,9 +294,9 @@ while True:  # what was queued before the stop
         break
     if addr[2] == socket.PACKET_OUTGOING and addr[1] == 0x0800 and len(data) >= 20:
         ihl = (data[0] & 15) * 4
-        seen.append((data[9], socket.inet_ntoa(data[16:20]), data[ihl] if data[9] == 1 else None))
-for proto, dst, typ in seen:
-    print(proto, dst, "-" if typ is None else typ)
+        seen.append((data[9], socket.inet_ntoa(data[16:20]), data[ihl] if data[9] == 1 else None, data[8]))
+for proto, dst, typ, ttl in seen:
+    print(proto, dst, "-" if typ is None else typ, ttl)
 """
 
 

@@ -10,7 +10,10 @@ in-process, without sleeping and without sending a packet.
   factory); `deliver` plays an SMTP relay that accepts everything: it takes
   the due outbox oldest first, marks each mail sent and keeps the row in
   `sent` (a mail queued twice would be delivered twice); `deliver` and
-  `drain` can be held on a threading event (a hung peer).
+  `drain` can be held on a threading event (a hung peer); `trace` gives the
+  path the test puts in `paths` (an address -> the addresses that answer, in
+  order; default: the address itself, reached), records each address traced
+  in `traced`, and can be held on an asyncio event (a slow trace).
 
 The real peers are exercised end to end in test_alerts_integration.py,
 test_daemon.py, test_snmp_integration.py and test_publish_faults.py.
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from wanmon.cycle import Peers
+from wanmon.model import Hop, Trace
 from wanmon.probes.icmp import summarize
 from wanmon.probes.snmp import SnmpResult
 
@@ -58,6 +62,10 @@ class Net:
         self.drains = 0
         self.hold_deliver: threading.Event | None = None  # a hung relay until set
         self.delivering = threading.Event()
+        self.paths: dict[str, list[str]] = {}  # address -> the hops that answer (the last one "unreachable")
+        self.traced: list[str] = []  # every address traced, in order
+        self.hold_trace: asyncio.Event | None = None
+        self.tracing: asyncio.Event | None = None  # set when a trace starts
 
     # -- the peers -----------------------------------------------------------
     async def icmp(self, addresses, spec, progress=None, **kw):
@@ -77,9 +85,24 @@ class Net:
         out = []
         for t in targets:
             answer = self.snmp.get(t.host)
-            out.append(answer() if answer else SnmpResult("ok", None, self.clock(), sys_name=f"r-{t.host}",
-                                                           sys_uptime_ticks=100_000))
+            out.append(
+                answer()
+                if answer
+                else SnmpResult("ok", None, self.clock(), sys_name=f"r-{t.host}", sys_uptime_ticks=100_000)
+            )
         return out
+
+    async def trace(self, address, spec, mode="auto", dns_timeout_s=1.0, budget_s=None, pacer=None):
+        self.traced.append(address)
+        if self.tracing is not None:
+            self.tracing.set()
+        if self.hold_trace is not None:
+            await self.hold_trace.wait()
+        hops = self.paths.get(address)
+        if hops is None:  # reached: the site answers at distance 1
+            return Trace(address, address, self.clock(), (Hop(1, address, 0.4),), True)
+        path = tuple(Hop(d, a, 0.4, d == len(hops)) for d, a in enumerate(hops, 1))
+        return Trace(address, address, self.clock(), path, False, f"{hops[-1]} answered that it has no route on")
 
     def drain(self, store, spec, budget_s):
         self.drains += 1
@@ -94,19 +117,21 @@ class Net:
             self.sent.append(row)
 
     def peers(self) -> Peers:
-        return Peers(icmp=self.icmp, snmp=self.snmp_probe, drain=self.drain, deliver=self.deliver)
+        return Peers(icmp=self.icmp, snmp=self.snmp_probe, drain=self.drain, deliver=self.deliver, trace=self.trace)
 
     # -- asyncio events belong to the loop that runs the test ------------------
     def in_loop(self) -> None:
         """Fresh events for the running loop (call at the start of each asyncio.run)."""
-        self.sweeping, self.polling = asyncio.Event(), asyncio.Event()
+        self.sweeping, self.polling, self.tracing = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
 
 def run(coro, timeout: float = 30):
     """asyncio.run, but a test whose event never comes fails after `timeout` instead of hanging."""
+
     async def bounded():
         async with asyncio.timeout(timeout):
             return await coro
+
     return asyncio.run(bounded())
 
 

@@ -100,6 +100,9 @@ def write_config(folder: Path, lab, *, sites=SITES, count=COUNT, mode="auto",
         f"degraded_rtt_ms = {DEGRADED_RTT_MS}",
         "[snmp]",
         "enabled = false  # these tests are about ICMP",
+        "[trace]  # and about the sweep: the agent's own traces are a tail of their own (test_outage_*)",
+        "on_outage = false",
+        "refresh_h = 0",
     ]
     for sid, (key, level, district, parent) in sites.items():
         lines += ["", "[[sites]]", f'id = "{sid}"', f'name = "Lab {sid}"', f'level = "{level}"',

@@ -13,10 +13,10 @@ import pytest
 from conftest import MINIMAL
 
 from wanmon.config import ConfigError, TraceSettings, load
-from wanmon.model import Hop, Trace
+from wanmon.model import Hop, OutagePath, SiteState, Trace
 from wanmon.store import Store
 from wanmon.topology import TRACEROUTE, by_lldp, by_traceroute, patch, suggest
-from wanmon.trace import Names, _Tracer, parent_on_path, stops
+from wanmon.trace import Names, Pacer, _Tracer, outage_json, parent_on_path, plan, stops
 
 # MINIMAL: dc-core 127.0.0.1 (province) <- tien-du 127.10.2.1 (district) <- tien-du-phat-tich ::1
 HOPS = textwrap.dedent(
@@ -317,3 +317,147 @@ def test_neighbours_from_the_lldp_and_cdp_tables(names):
     # by address: 10.7.1.254 is tien-du's ([[hops]] site), ::1 the site itself (left out), 127.0.0.1 dc-core
     assert sites == {"tien-du-phat-tich": {"tien-du", "dc-core"}}
     assert how["tien-du-phat-tich"] == {"tien-du": "10.7.1.254, tien-du-router", "dc-core": "127.0.0.1, core.example"}
+
+
+# -- the agent's own traces: which ones a cycle asks for (wanmon.trace.plan) ------------------
+
+
+def _state(sid: str, status: str, since: float = 1000.0) -> SiteState:
+    return SiteState(sid, sid, "commune", None, sid, status, since, 5000.0, 0, None, None, None, None, None)
+
+
+def _plan(states, good=None, traced=(), refresh_h=24.0, per_cycle=8, on_outage=True, interval_s=60.0, ips=None):
+    spec = TraceSettings(refresh_h=refresh_h, per_cycle=per_cycle, on_outage=on_outage)
+    ips = {s.site_id: f"ip-{s.site_id}" for s in states} if ips is None else ips
+    jobs = plan(spec, states, ips, good or {}, set(traced), 100_000.0, interval_s)  # now: 100,000 s
+    return [(j.why, j.site_id, j.start_ts) for j in jobs]
+
+
+def test_300_communes_behind_3_down_districts_are_3_outage_traces():
+    """One trace per root cause: the communes behind a down district are unreachable, never traced;
+    a cycle with outages refreshes no good path."""
+    states = [_state(f"d{k}", "down", 4000.0) for k in range(3)]
+    states += [_state(f"d{k}-c{j}", "unreachable", 4000.0) for k in range(3) for j in range(100)]
+    states += [_state(f"up{k}", "up") for k in range(50)]  # no good path: due, but not in this cycle
+    assert _plan(states) == [("outage", f"d{k}", 4000.0) for k in range(3)]
+
+
+def test_an_incident_is_traced_once_and_a_new_one_again():
+    states = [_state("a", "down", 4000.0), _state("b", "down", 4000.0)]
+    assert _plan(states, traced={("a", 4000.0)}) == [("outage", "b", 4000.0)]
+    # a's next outage (down since a later cycle) is another incident: traced again
+    assert _plan([_state("a", "down", 9000.0)], traced={("a", 4000.0)}) == [("outage", "a", 9000.0)]
+    assert _plan(states, traced={("a", 4000.0)}, on_outage=False) == []  # [trace] on_outage = false
+
+
+def test_outages_beyond_per_cycle_wait_for_the_next_cycles_the_newest_first():
+    states = [_state(f"s{k:02}", "down", 1000.0 + k) for k in range(20)]
+    assert [sid for _w, sid, _t in _plan(states, per_cycle=8)] == [f"s{k:02}" for k in range(19, 11, -1)]
+    traced = {(f"s{k:02}", 1000.0 + k) for k in range(12, 20)}  # the next cycle: those 8 have their path
+    assert [sid for _w, sid, _t in _plan(states, traced=traced, per_cycle=8)] == [f"s{k:02}" for k in range(11, 3, -1)]
+
+
+def test_a_site_without_an_address_is_not_traced():
+    states = [_state("a", "down"), _state("b", "up")]
+    assert _plan(states, ips={"a": None, "b": None}) == []
+
+
+@pytest.mark.parametrize(
+    "n,interval_s,refresh_h,per_cycle,want",
+    [
+        (10_000, 60.0, 24.0, 8, 8),  # 14 would go round in 12 h: per_cycle caps it
+        (10_000, 60.0, 24.0, 20, 14),
+        (177, 60.0, 24.0, 8, 1),  # at least one a cycle
+        (177, 60.0, 0.5, 8, 8),
+        (40, 60.0, 0.5, 8, 3),  # ceil(2 x 40 x 60 / 1800)
+    ],
+)
+def test_good_paths_are_refreshed_a_few_a_cycle_never_all_at_once(n, interval_s, refresh_h, per_cycle, want):
+    states = [_state(f"s{k:05}", "up") for k in range(n)]
+    jobs = _plan(states, refresh_h=refresh_h, per_cycle=per_cycle, interval_s=interval_s)
+    assert len(jobs) == want and {w for w, _s, _t in jobs} == {"refresh"}
+
+
+def test_refresh_order_the_recovered_then_the_missing_then_the_oldest():
+    now, day = 100_000.0, 86400.0
+    states = [
+        _state("fresh", "up", since=now - 10 * day),  # traced an hour ago: not due
+        _state("old", "up", since=now - 10 * day),  # traced 2 days ago
+        _state("older", "up", since=now - 10 * day),  # traced 3 days ago
+        _state("missing", "up", since=now - 10 * day),
+        _state("back", "up", since=now - 120),  # up again for 2 min; its path is from before
+        _state("slow", "degraded", since=now - 10 * day),  # answers: refreshed like an up site
+        _state("cut", "unreachable", since=now - 10 * day),  # never refreshed
+    ]
+    good = {"fresh": now - 3600, "old": now - 2 * day, "older": now - 3 * day, "back": now - 3600}
+    # a cycle a day: room for all that are due (14 a cycle), per_cycle = 8
+    assert [s for _w, s, _t in _plan(states, good=good, interval_s=day)] == [
+        "back",
+        "missing",
+        "slow",
+        "older",
+        "old",
+    ]
+    assert _plan(states, good=good, interval_s=day, per_cycle=1) == [("refresh", "back", None)]
+    assert _plan(states, good=good, interval_s=day, refresh_h=0) == []  # refresh_h = 0: never
+
+
+def test_an_outage_path_as_json_tells_where_it_stops(names):
+    broken = _trace(("10.7.0.1", False), ("10.7.1.254", True), reached=False)
+    o = OutagePath("tien-du-phat-tich", 4000.0, broken, 4, 3000.0)
+    got = outage_json(o, names, "vi")
+    assert {k: got[k] for k in ("hop", "of", "address", "name", "site", "text", "reached", "good_ts")} == {
+        "hop": 2,
+        "of": 4,
+        "address": "10.7.1.254",
+        "name": "UBND huyện Tiên Du (cổng WAN)",
+        "site": "tien-du",
+        "text": "đường truyền dừng sau 10.7.1.254 (UBND huyện Tiên Du (cổng WAN)), hop 2 của 4",
+        "reached": False,
+        "good_ts": 3000.0,
+    }
+    assert [h["unreachable"] for h in got["hops"]] == [False, True]
+    back = outage_json(OutagePath("x", 1.0, GOOD, None, None), names, "en")
+    assert (back["reached"], back["hop"], back["text"]) == (True, None, None)
+
+
+def test_outage_paths_one_per_incident_the_current_one_by_the_sites_state(tmp_path):
+    s = Store.open(tmp_path / "w.db")
+    try:
+        broken = _trace(("10.7.0.1", False), ("10.7.1.254", True), reached=False)
+        later = _trace(("10.7.0.1", True), reached=False)
+        s.record_traces([OutagePath("a", 100.0, broken, 3, 50.0)], {})
+        s.record_traces([OutagePath("a", 100.0, later, 3, 50.0)], {"b": GOOD})  # the same incident: kept once
+        s.record_traces([OutagePath("a", 900.0, later, 3, 50.0)], {})
+        got = s.outage_paths(0.0)
+        assert [(o.site_id, o.start_ts, o.trace.hops) for o in got] == [
+            ("a", 100.0, broken.hops),
+            ("a", 900.0, later.hops),
+        ]
+        assert got[0].good_hops == 3 and got[0].good_ts == 50.0 and not got[0].trace.reached
+        assert s.outage_paths(500.0)[0].start_ts == 900.0
+        assert s.good_paths()["b"].hops == tuple(Hop(h.distance, h.address, h.rtt_ms) for h in GOOD.hops)
+        assert s.outage_traced(["a", "b"]) == {("a", 100.0), ("a", 900.0)}
+        # the current incident: the one that began when the site's recorded state went down
+        for sid, status, since in (("a", "down", 900.0), ("b", "down", 100.0)):
+            s.conn.execute(
+                "INSERT INTO site_state (site_id, name, level, address, status, since, last_ts, last_cycle_id,"
+                " consecutive_failures) VALUES (?, ?, 'commune', ?, ?, ?, 1000.0, 1, 3)",
+                (sid, sid, sid, status, since),
+            )
+        assert {k: o.start_ts for k, o in s.current_outage_paths().items()} == {"a": 900.0}
+        assert s.current_outage_paths(["b"]) == {}
+        s.conn.execute("UPDATE site_state SET status = 'unreachable' WHERE site_id = 'a'")
+        assert s.current_outage_paths() == {}  # behind a down parent now: not its own outage
+        s.apply_retention(900.0 + 400 * 86400 + 1, 35, 400)
+        assert s.outage_paths(0.0) == []  # kept as long as the incident log (events)
+    finally:
+        s.close()
+
+
+def test_the_traces_in_flight_share_one_send_rate():
+    """Pacer: each probe takes the next free slot of [icmp] rate_pps, whichever trace sends it."""
+    p = Pacer(1000.0)  # a slot every millisecond
+    assert [round(p.take(10.0), 6) for _ in range(4)] == [10.0, 10.001, 10.002, 10.003]  # 4 traces at once
+    assert p.take(10.5) == 10.5  # later than the next free slot: at once
+    assert round(p.take(10.5), 6) == 10.501

@@ -639,8 +639,9 @@ recipients = []
 monthly = true
 
 # =============================================================================
-# [trace] – the path to a site (`wanmon probe`, `wanmon topology`, README
-# "Finding the break"): ICMP echo requests to the site with growing TTLs
+# [trace] – the path to a site (`wanmon probe`, `wanmon topology`, and the
+# agent's own traces at an outage; README "Finding the break"): ICMP echo
+# requests to the site with growing TTLs
 # =============================================================================
 # [trace]
 # max_hops = 16        # the farthest distance probed
@@ -648,7 +649,10 @@ monthly = true
 #                      # (routers rate-limit their ICMP answers: Linux 1 a second)
 # timeout_ms = 1000    # one probe's wait for its answer
 # gap_ms = 20          # between two probes of one trace
-# budget_s = 10        # one whole trace, enforced while it runs
+# budget_s = 10        # one whole trace (and all of a cycle's traces), enforced while it runs
+# on_outage = true     # trace a site that goes down on its own, after the cycle's page
+# refresh_h = 24       # a site's good path traced again after this (0: never)
+# per_cycle = 8        # traces a cycle starts at most (outages first)
 
 # =============================================================================
 # [[hops]] – names for addresses seen on the paths that are no site's address

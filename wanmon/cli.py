@@ -1053,7 +1053,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         )
     from wanmon import account, outputs
 
-    states, devices, last, spool, health, cadence = _read_store(
+    states, devices, last, spool, health, cadence, paths = _read_store(
         cfg,
         lambda st: (
             {s.site_id: s for s in st.states()},
@@ -1062,6 +1062,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
             st.spool_stats() if cfg.influx is not None else None,
             outputs.health(st),
             st.cadence_s(),
+            (st.current_outage_paths(), st.good_paths(), st.dns_cache()) if as_json else None,
         ),
     )
     slow = account.slow_cadence_note(cfg.schedule.icmp_interval_s, cadence, cfg.path)
@@ -1071,10 +1072,15 @@ def status(ctx: click.Context, as_json: bool) -> None:
     inv = Inventory.from_config(cfg)
     ordered = inv.ordered()
     if as_json:
+        from wanmon.trace import Names, outage_json
+
+        outages, goods, dns_cache = paths
+        names = Names.of(cfg, dns_cache)
         out = []
         for site in ordered:
             st = states.get(site.id)
             dev = devices.get(site.id)
+            outage, good = outages.get(site.id), goods.get(site.id)
             out.append(
                 {
                     "id": site.id,
@@ -1097,6 +1103,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
                         "sys_name": dev.sys_name if dev and dev.last_ok_ts else None,
                         "last_reboot": dev.last_reboot_ts if dev else None,
                     },
+                    # down: the path traced at this outage, where it stops (README, Finding the break)
+                    "path": outage_json(outage, names, cfg.page.language) if outage else None,
+                    "good_path": {"ts": good.ts, "hops": [h.address for h in good.hops]} if good else None,
                 }
             )
         json.dump(

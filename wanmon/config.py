@@ -93,6 +93,10 @@ class TraceSettings(_Strict):
     timeout_ms: float = _range(1000.0, 1, 60000)  # one probe's wait for its answer
     gap_ms: float = _range(20.0, 0, 10000)  # between two probes of one trace (routers rate-limit their answers)
     budget_s: float = _range(10.0, 0, 600, above=True)  # one whole trace, enforced while it runs
+    # the agent's own traces, after a cycle's page (wanmon.cycle.run_traces)
+    on_outage: bool = True  # trace a site that goes down on its own (not one behind a down parent)
+    refresh_h: float = _range(24.0, 0, 8760)  # a site's good path traced again after this (0: never)
+    per_cycle: int = _range(8, 1, 1000)  # traces a cycle starts at most (outages first)
 
 
 class HopEntry(_Strict):

@@ -19,6 +19,10 @@ holds the next cycle back (a cron run started meanwhile records its own cycle):
   InfluxDB drain within `drain_budget_s` and mail delivery within its budget,
   every network operation under a deadline enforced while it runs
   (wanmon/deadline.py).
+* traces (`run_traces`, lock `<store>.trace.lock`): the paths the cycle's plan
+  asks for (wanmon.trace.plan: each site down on its own whose incident has no
+  path yet, then a few good paths to refresh), all within `[trace] budget_s`;
+  the outage paths are kept with their incidents and the page is written again.
 
 `now` (wall clock) and the peers (`Peers`: ICMP, SNMP, InfluxDB, SMTP) are
 parameters, so cycle, alert and scheduling logic is tested without sleeping.
@@ -47,10 +51,11 @@ from wanmon.devices import derive
 from wanmon.errors import StoreBusyError, WanmonError
 from wanmon.inventory import Inventory
 from wanmon.lineproto import agent_point, cycle_points, site_tags, snmp_points
-from wanmon.model import AlertUpdate, DeviceState, Observation, SnmpOutcome
+from wanmon.model import AlertUpdate, DeviceState, Observation, OutagePath, SnmpOutcome, Trace, TraceJob
 from wanmon.probes import icmp, snmp
-from wanmon.status import REACHABLE, icmp_status, with_parents
-from wanmon.store import CycleLock, PublishLock, SnmpLock, Store
+from wanmon.status import DOWN, REACHABLE, icmp_status, with_parents
+from wanmon.store import CycleLock, PublishLock, SnmpLock, Store, TraceLock
+from wanmon.trace import Names, Pacer, plan, stops_of, trace
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +80,7 @@ class Peers:
 
     icmp(addresses, spec, progress, dns_cache) -> [IcmpResult]      async
     snmp(targets, max_concurrency, budget_s) -> [SnmpResult | None]   async
+    trace(address, trace_spec, mode, dns_timeout_s, budget_s) -> Trace  async
     drain(store, influx_spec, budget_s) -> report             blocking, deadline-bound
     deliver(store, smtp_spec, budget_s) -> report             blocking, deadline-bound
     """
@@ -83,6 +89,7 @@ class Peers:
     snmp: Callable = snmp.probe
     drain: Callable = _drain
     deliver: Callable = _deliver
+    trace: Callable = trace
 
 
 REAL = Peers()
@@ -110,6 +117,7 @@ class CycleResult:
     alerts_ms: float = 0.0  # time spent evaluating alerts and composing mail
     page_ts: float | None = None  # when the page was written (wall clock)
     failed: dict[str, str] = field(default_factory=dict)  # outputs that failed in this cycle: {name: why}
+    to_trace: tuple[TraceJob, ...] = ()  # the traces this cycle asks for (run_traces), after its page
 
     def __repr__(self) -> str:
         # Short: asyncio.run's SIGINT bookkeeping reprs the main task, result included
@@ -336,13 +344,19 @@ def run_check(
             if cfg.agent.heartbeat_url and not dry_run
             else None
         )
+        # the traces run on this loop beside the SNMP poll (both mostly wait on the network)
+        tracing = (
+            asyncio.ensure_future(run_traces(cfg, res.to_trace, now=now, peers=peers, page="page" not in res.failed))
+            if res.to_trace
+            else None
+        )
         try:
             if snmp_tail and not dry_run:
                 views = await run_snmp(cfg, now=now, peers=peers, ips=res.ip_by_site, ips_at=res.started_at)
                 if views is not None:
                     res = _with_snmp(res, views)
         finally:
-            for fut in (sending, beating):
+            for fut in (tracing, sending, beating):
                 if fut is not None:
                     await fut
         return res
@@ -471,7 +485,8 @@ def _record(
         )
         if err is not None:
             failed["page"] = err
-    # after the page: deleting old samples and checkpointing the WAL are nobody's wait
+    # after the page: the plan of traces, deleting old samples and checkpointing the WAL are nobody's wait
+    to_trace = _trace_plan(cfg, store, ips, finished)
     _warn_same_hosts(cfg, icmp_results)
     store.apply_retention(finished, cfg.store.retention_raw_days, cfg.store.retention_rollup_days)
     store.checkpoint()
@@ -486,6 +501,7 @@ def _record(
         alerts_ms,
         page_ts[0] if page_ts else None,
         failed,
+        to_trace,
     )
 
 
@@ -641,7 +657,13 @@ def _alerts(cfg: Config, store: Store, obs, now: float, dry_run: bool) -> AlertU
         reboots,
         guard,
     )
-    mails = compose(cfg, notes, now, {o.site_id: (o.rtt_avg_ms, o.loss_pct) for o in obs} if notes else None)
+    mails = compose(
+        cfg,
+        notes,
+        now,
+        {o.site_id: (o.rtt_avg_ms, o.loss_pct) for o in obs} if notes else None,
+        _told_paths(cfg, store, notes) if notes else None,
+    )
     for n in notes:
         logger.info("alert kind=%s site=%s", n.kind, n.site_id)
     status = "dry-run" if dry_run else ("queued" if cfg.smtp is not None else "unsent")
@@ -655,6 +677,122 @@ def _alerts(cfg: Config, store: Store, obs, now: float, dry_run: bool) -> AlertU
     # (10,000 JSON rows rewritten every cycle cost 0.1 s of the page's path at 10,000 sites).
     changed = {sid: st for sid, st in new_states.items() if states.get(sid) != st}
     return AlertUpdate(changed, guard, mails, status, events_seen)
+
+
+def _told_paths(cfg: Config, store: Store, notes) -> dict[str, tuple[float, str]]:
+    """{site: (when it was traced, where its path stops)} for the DOWN notices (and reminders) of
+    sites whose incident has an outage path already (run_traces, after its first down cycle);
+    none for the others: a mail never waits for a trace."""
+    ids = {n.site_id for n in notes if n.kind in ("down", "reminder") and n.status == DOWN and n.site_id}
+    paths = store.current_outage_paths(ids) if ids else {}
+    if not paths:
+        return {}
+    names = Names.of(cfg, store.dns_cache())
+    out = {}
+    for sid, o in paths.items():
+        text = stops_of(cfg.page.language, o.trace, o.good_hops, names)
+        if text is not None:
+            out[sid] = (o.trace.ts, text)
+    return out
+
+
+# -- traces, off the critical path --------------------------------------------
+
+
+def _trace_plan(cfg: Config, store: Store, ips: dict[str, str | None], now: float) -> tuple[TraceJob, ...]:
+    """The traces this cycle asks for (wanmon.trace.plan), from the states it just wrote: two
+    small reads (the good paths' times; the outage paths of the sites down), nothing more."""
+    spec = cfg.trace
+    states = store.written_states or []
+    down = [st.site_id for st in states if st.status == DOWN] if spec.on_outage else []
+    if not down and spec.refresh_h == 0:
+        return ()
+    traced = store.outage_traced(down) if down else set()
+    good = store.good_path_ts() if spec.refresh_h > 0 else {}
+    return tuple(plan(spec, states, ips, good, traced, now, cfg.schedule.icmp_interval_s))
+
+
+async def run_traces(
+    cfg: Config, jobs: Sequence[TraceJob], *, now: Now = time.time, peers: Peers = REAL, page: bool = True
+) -> list[Trace | None] | None:
+    """Trace what a cycle's plan asks for, all within [trace] budget_s: the traces run at once,
+    their probes paced together at the sweep's [icmp] rate_pps (each trace's own gap_ms apart),
+    every one ends by the budget's end. The
+    outage paths are kept with their incidents (with the length of the site's good path then),
+    the paths that reach as good paths, and the page is written again when an outage path was
+    kept (page: unless the cycle's own page failed: it would fail again, counted twice). None
+    when another process is tracing on this store (these are asked again next cycle)."""
+    if not jobs:
+        return []
+    if peers.trace is REAL.trace and peers.icmp is not REAL.icmp:
+        # Real traces only to what a real sweep probed: beside a fake sweep (the tests' seams)
+        # the addresses are names for a network that does not exist, never to be sent to.
+        logger.debug("traces skipped: the sweep is not the real one")
+        return []
+    cfg = cfg.as_of(now())
+    try:
+        held = _Held(TraceLock(cfg.store_path).__enter__())
+    except StoreBusyError as exc:
+        logger.info("traces skipped: %s", exc)
+        return None
+    try:
+        spec = cfg.trace
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        pacer = Pacer(cfg.icmp.rate_pps)
+
+        async def one(job: TraceJob) -> Trace | None:
+            try:
+                return await peers.trace(
+                    job.address, spec, cfg.icmp.mode, cfg.icmp.dns_timeout_ms / 1000.0, spec.budget_s, pacer=pacer
+                )
+            except WanmonError as exc:  # a missing permission (the sweep had it: a changed setup)
+                logger.warning("trace site=%s not traced: %s", job.site_id, exc)
+                return None
+
+        traces = await asyncio.gather(*(one(j) for j in jobs))
+        store = await held.open(cfg.store_path)
+        kept = await held.finish_in_thread(_record_traces, cfg, store, jobs, traces, page)
+        logger.info(
+            "traces outage=%d refresh=%d reached=%d kept_outage=%d took=%.2fs",
+            sum(j.why == "outage" for j in jobs),
+            sum(j.why == "refresh" for j in jobs),
+            sum(t is not None and t.reached for t in traces),
+            kept,
+            loop.time() - t0,
+        )
+        return traces
+    finally:
+        held.close_unless_handed()
+
+
+def _record_traces(
+    cfg: Config, store: Store, jobs: Sequence[TraceJob], traces: Sequence[Trace | None], page: bool
+) -> int:
+    """Keep the traces (Store.record_traces); the page again when an outage path was kept."""
+    goods = store.good_paths([j.site_id for j in jobs if j.why == "outage"])
+    outages, good = [], {}
+    for job, t in zip(jobs, traces):
+        if t is None:
+            continue
+        if t.reached:
+            good[job.site_id] = t
+        if job.why == "outage" and job.start_ts is not None:
+            g = goods.get(job.site_id)
+            outages.append(OutagePath(job.site_id, job.start_ts, t, len(g.hops) if g else None, g.ts if g else None))
+    store.record_traces(outages, good)
+    if outages:
+        names = Names.of(cfg, store.dns_cache())
+        for o in outages:
+            logger.info(
+                "outage path site=%s hops=%d: %s",
+                o.site_id,
+                len(o.trace.hops),
+                stops_of("en", o.trace, o.good_hops, names) or "the path reached it",
+            )
+        if page and cfg.page.source == "store":
+            outputs.attempt(store, cfg, "page", write_page, cfg, store)
+    return len(outages)
 
 
 # -- SNMP, off the critical path ----------------------------------------------

@@ -10,9 +10,13 @@ Three jobs, none waiting on another:
   interval_s, back-off for agents that keep timing out) at the sites that
   answered ICMP, within [snmp] budget_s;
 * publishing (InfluxDB drain, mail) after each cycle, in a thread, never two at
-  once; every network operation there has a deadline (wanmon/deadline.py).
+  once; every network operation there has a deadline (wanmon/deadline.py);
+* the traces a cycle asks for (cycle.run_traces: the sites down on their own,
+  a few good paths to refresh), after its page, within [trace] budget_s; never
+  two at once (a cycle whose traces find the last ones still running leaves
+  them to the next cycle, which asks again).
 
-SIGTERM / SIGINT: publishing and SNMP are stopped at once (points stay spooled,
+SIGTERM / SIGINT: publishing, SNMP and traces are stopped at once (points stay spooled,
 mail stays queued, unpolled agents are polled next time); the running cycle may
 finish within grace_s, else it is abandoned; exit 0 within grace_s whatever is in
 flight. SIGHUP: reload sites.toml if it validates; else log why and keep the old one.
@@ -110,6 +114,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.running: asyncio.Task | None = None  # the cycle in flight
         self.snmp_task: asyncio.Task | None = None
+        self.tracing: asyncio.Task | None = None  # the last cycle's traces, in flight
         self.publishing: asyncio.Future | None = None
         self.telling: asyncio.Future | None = None  # the NOC's notice of a damaged store, in flight
         self.cycles = 0
@@ -158,6 +163,7 @@ class Daemon:
                     cfg.schedule.icmp_interval_s,
                 )
             self._start_publishing()
+            self._start_tracing(res.to_trace, "page" not in res.failed)
             self._start_heartbeat(res)
             self._start_monthly_report()
         except asyncio.CancelledError:
@@ -258,6 +264,27 @@ class Daemon:
             return
 
         self.publishing = _in_background(publish, cfg, self.peers, failed="publish failed with an internal error")
+
+    def _start_tracing(self, jobs, page: bool) -> None:
+        """The cycle's traces on the loop, beside the next jobs (never two at once)."""
+        if not jobs:
+            return
+        if self.tracing is not None and not self.tracing.done():
+            logger.info("traces still running from an earlier cycle: the next cycle asks for these again")
+            return
+        self.tracing = asyncio.ensure_future(self._trace(jobs, page))
+
+    async def _trace(self, jobs, page: bool) -> None:
+        from wanmon.cycle import run_traces
+
+        try:
+            await run_traces(self.cfg, jobs, now=self.now, peers=self.peers, page=page)
+        except asyncio.CancelledError:
+            if not self.stopping.is_set():
+                raise
+            logger.info("traces stopped: the next cycles ask for them again")
+        except Exception as exc:  # noqa: BLE001 - logged, never fatal to the daemon
+            _log_failure("traces", exc)
 
     def _start_heartbeat(self, res) -> None:
         """[agent] heartbeat_url, in a thread of its own (cycle.send_heartbeat), once per recorded cycle."""
@@ -383,8 +410,8 @@ class Daemon:
         # 0.3-0.7 s with a 10,000-site heap), so the process is gone within grace_s.
         t_end = time.monotonic() + grace - min(1.0, grace / 4)
         sched.pause()
-        # Publishing and SNMP stop now: nothing is lost (spool, outbox, next poll).
-        for task in (self.snmp_task,):
+        # Publishing, SNMP and traces stop now: nothing is lost (spool, outbox, next poll, next plan).
+        for task in (self.snmp_task, self.tracing):
             if task is not None and not task.done():
                 task.cancel()
         aborted = abort_all()
@@ -402,7 +429,7 @@ class Daemon:
             except TimeoutError:
                 logger.warning("the running cycle did not finish within grace_s=%.0f: abandoning it", grace)
                 task.cancel()
-        for fut in (self.publishing, self.snmp_task):
+        for fut in (self.publishing, self.snmp_task, self.tracing):
             if fut is not None and not fut.done():
                 try:
                     await asyncio.wait_for(asyncio.shield(fut), max(0.0, min(1.0, t_end - time.monotonic())))

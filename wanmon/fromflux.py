@@ -359,6 +359,9 @@ class FluxView:
     def outbox_summary(self, since_ts: float) -> dict[str, int]:
         return {"failed": 0, "retrying": 0, "queued": 0}
 
+    def outage_paths(self, since: float) -> list:
+        return []  # traced paths live in each agent's own store
+
     def meta_prefixed(self, prefix: str) -> dict[str, str]:
         return {}
 

@@ -73,3 +73,10 @@ class SnmpLock(CycleLock):
 class PublishLock(CycleLock):
     suffix = ".publish.lock"
     busy_message = "another wanmon is publishing (InfluxDB, mail) from {folder} ({holder}): it will send these too"
+
+
+class TraceLock(CycleLock):
+    suffix = ".trace.lock"
+    busy_message = (
+        "another wanmon is tracing paths on {folder} ({holder}): this cycle's traces are asked again next cycle"
+    )

@@ -246,3 +246,25 @@ class Trace:
         """The farthest hop that answered, the target itself not counted: where a broken path stops."""
         end = len(self.hops) - 1 if self.reached else len(self.hops)
         return next((h for h in reversed(self.hops[:end]) if h.address is not None), None)
+
+
+@dataclass(frozen=True, slots=True)
+class OutagePath:
+    """The path traced when a site went down on its own (wanmon.trace), kept with its incident:
+    the site's down stretch that began at start_ts (its status `since`)."""
+
+    site_id: str
+    start_ts: float  # the incident's start: the first cycle that found the site down
+    trace: Trace
+    good_hops: int | None  # the length of the site's last good path then (None: none was kept)
+    good_ts: float | None  # when that good path was traced
+
+
+@dataclass(frozen=True, slots=True)
+class TraceJob:
+    """One trace a cycle asks for, after its page (wanmon.cycle.run_traces)."""
+
+    site_id: str
+    address: str  # where to send: the address the sweep used (an IP), else the inventory's
+    why: str  # "outage" (down on its own, start_ts its incident's start) | "refresh" (its good path)
+    start_ts: float | None = None

@@ -26,7 +26,7 @@ from wanmon.alerts.maintenance import sites_in_maintenance
 from wanmon.config import Config
 from wanmon.files import make_folder, replacing
 from wanmon.inventory import Inventory
-from wanmon.model import DeviceLine, SiteState
+from wanmon.model import DeviceLine, OutagePath, SiteState
 from wanmon.status import PROBLEMS, SEVERITY, root_of
 from wanmon.store import damaged
 from wanmon.text import FOLD_MAP, FOLD_SPACES, fold, printable
@@ -82,6 +82,8 @@ class PageSource(Protocol):
     def outbox_summary(self, since_ts: float) -> dict[str, int]: ...
 
     def meta_prefixed(self, prefix: str) -> dict[str, str]: ...  # outputs.health
+
+    def outage_paths(self, since: float) -> list[OutagePath]: ...  # the paths traced at outages
 
 
 WINDOWS = {"24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
@@ -366,6 +368,39 @@ def _incidents(
     return done[:INCIDENTS_MAX]
 
 
+def _with_paths(
+    cfg: Config, store: PageSource, now: float, incidents: list[dict[str, Any]], problems: list[dict[str, Any]]
+) -> None:
+    """Each down incident (and each site down now) with the path traced at its outage, where it
+    stops (wanmon.trace.outage_json): "path", or None. One read; nothing more when none is kept."""
+    paths: dict[str, list[OutagePath]] = {}
+    for o in store.outage_paths(now - INCIDENT_DAYS * 86400):
+        paths.setdefault(o.site_id, []).append(o)
+    for i in incidents:
+        i["path"] = None
+    for p in problems:
+        if p["kind"] == "down":
+            p["path"] = None
+    if not paths:
+        return
+    from wanmon.trace import Names, outage_json
+
+    names = Names.of(cfg, getattr(store, "dns_cache", dict)())  # cfg: as of now (snapshot's)
+    lang = cfg.page.language
+
+    def find(sid: str, start: float | None, end: float | None) -> dict[str, Any] | None:
+        lo, hi = start if start is not None else -math.inf, end if end is not None else math.inf
+        o = next((o for o in paths.get(sid, ()) if lo <= o.start_ts < hi), None)
+        return outage_json(o, names, lang) if o is not None else None
+
+    for i in incidents:
+        if i["kind"] == "down":
+            i["path"] = find(i["site"], i["start"], i["end"])
+    for p in problems:
+        if p["kind"] == "down":
+            p["path"] = find(p["site"], p["since"], None)
+
+
 def pct(pair: tuple[float, float] | None) -> float | None:
     if not pair or not pair[1]:
         return None
@@ -499,6 +534,7 @@ def snapshot(
     flapping = {sid for sid, a in alert_states.items() if getattr(a, "flapping", False)}
     first_seen = {i["site"] for i in incidents if i["end"] is None and i["first_seen"]}
     problems = _problems(sites, now, flapping, sites_in_maintenance(cfg, now), first_seen)
+    _with_paths(cfg, store, now, incidents, problems)
     return {
         "generated_at": now,
         "last_cycle": last,
@@ -630,6 +666,8 @@ def _cause_lines(
         bits = []
         if kind in ("down", "unreachable") and since is not None:
             bits.append(since_text(fmt, kind, since, now, p.get("first_seen", False)))
+        if kind == "down" and p.get("path") and p["path"]["text"]:
+            bits.append(p["path"]["text"])  # where its path stops (traced at the outage)
         elif kind == "degraded":
             bits.append(
                 degraded_why(fmt, p["rtt_avg_ms"], p["loss_pct"], thresholds)

@@ -28,7 +28,7 @@ from typing import TypedDict
 from wanmon.account import held_s, run_goes_on
 from wanmon.errors import WanmonError, means_damage, os_cause, sqlite_cause
 from wanmon.files import replacing
-from wanmon.locks import CycleLock, PublishLock, SnmpLock, _prepare_folder  # noqa: F401 (re-exported)
+from wanmon.locks import CycleLock, PublishLock, SnmpLock, TraceLock, _prepare_folder  # noqa: F401 (re-exported)
 from wanmon.model import (
     AlertUpdate,
     DeviceLine,
@@ -37,6 +37,7 @@ from wanmon.model import (
     Hop,
     IfState,
     Observation,
+    OutagePath,
     SiteState,
     SnmpOutcome,
     Trace,
@@ -210,6 +211,26 @@ MIGRATIONS: list[str] = [
     # `wanmon topology` reads each site's parent from it. hops: JSON [[address or null, rtt_ms or null], ...]
     """
     CREATE TABLE good_paths (site_id TEXT PRIMARY KEY, ts REAL NOT NULL, ip TEXT NOT NULL, hops TEXT NOT NULL);
+    """,
+    # 13: the path traced when a site went down on its own, kept with its incident (the site's
+    # down stretch that began at start_ts, its status `since`): the page, the DOWN mail and
+    # `status --json` tell where it stops against the good path of then (good_hops: its length).
+    # hops: JSON [[address or null, rtt_ms or null, unreachable 0/1], ...]
+    """
+    CREATE TABLE outage_paths (
+        site_id TEXT NOT NULL,
+        start_ts REAL NOT NULL,
+        ts REAL NOT NULL,
+        ip TEXT,
+        reached INTEGER NOT NULL,
+        reason TEXT,
+        duration_ms REAL NOT NULL,
+        hops TEXT NOT NULL,
+        good_hops INTEGER,
+        good_ts REAL,
+        PRIMARY KEY (site_id, start_ts)
+    );
+    CREATE INDEX outage_paths_start ON outage_paths(start_ts);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -1183,6 +1204,7 @@ class Store:
             n_raw += self.conn.execute("DELETE FROM if_samples WHERE ts < ?", (raw_cut,)).rowcount
             self.conn.execute("DELETE FROM events WHERE ts < ?", (roll_cut,))
             self.conn.execute("DELETE FROM status_runs WHERE end_ts < ?", (roll_cut,))
+            self.conn.execute("DELETE FROM outage_paths WHERE start_ts < ?", (roll_cut,))
             self._set_meta("retention_ts", repr(now))
         if n_raw or n_roll:
             logger.info("store retention raw_deleted=%d rollups_deleted=%d", n_raw, n_roll)
@@ -1306,24 +1328,91 @@ class Store:
             out.setdefault(row[0], {})[row[1]] = IfState(*row[1:])
         return out
 
-    def good_paths(self) -> dict[str, Trace]:
-        """{site_id: the last path that reached it} (wanmon.trace)."""
+    def good_paths(self, site_ids: Collection[str] | None = None) -> dict[str, Trace]:
+        """{site_id: the last path that reached it} (wanmon.trace), of every site or of site_ids."""
         out = {}
-        for sid, ts, ip, hops in self.conn.execute("SELECT site_id, ts, ip, hops FROM good_paths"):
+        sql = "SELECT site_id, ts, ip, hops FROM good_paths"
+        for sid, ts, ip, hops in self._for_sites(sql, site_ids):
             path = tuple(Hop(d, a, r) for d, (a, r) in enumerate(json.loads(hops), start=1))
             out[sid] = Trace(ip, ip, ts, path, True)
         return out
 
+    def good_path_ts(self) -> dict[str, float]:
+        """{site_id: when its good path was traced}: what the cycle's plan of traces reads."""
+        return dict(self.conn.execute("SELECT site_id, ts FROM good_paths"))
+
+    def _for_sites(self, sql: str, site_ids: Collection[str] | None, where: str = "WHERE site_id") -> list:
+        """Rows of sql, only those of site_ids when given (`where`: the clause's start, on the
+        column; SQLite binds at most 32,766 values)."""
+        if site_ids is None:
+            return self.conn.execute(sql).fetchall()
+        ids, rows = list(site_ids), []
+        for k in range(0, len(ids), 30000):
+            part = ids[k : k + 30000]
+            rows += self.conn.execute(f"{sql} {where} IN ({','.join('?' * len(part))})", part).fetchall()
+        return rows
+
+    def record_traces(self, outages: Sequence[OutagePath], good: dict[str, Trace]) -> None:
+        """Keep the outage paths (one per site and incident: a second trace of the same incident
+        is ignored) and the good paths (wanmon.cycle.run_traces), in one transaction."""
+        rows = [
+            (
+                o.site_id,
+                o.start_ts,
+                o.trace.ts,
+                o.trace.ip,
+                int(o.trace.reached),
+                o.trace.reason,
+                o.trace.duration_ms,
+                json.dumps([[h.address, h.rtt_ms, int(h.unreachable)] for h in o.trace.hops]),
+                o.good_hops,
+                o.good_ts,
+            )
+            for o in outages
+        ]
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO outage_paths (site_id, start_ts, ts, ip, reached, reason, duration_ms, hops,"
+                " good_hops, good_ts) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            self._record_good_paths(good)
+
+    def outage_paths(self, since: float) -> list[OutagePath]:
+        """The outage paths of the incidents that began at or after `since`, oldest first."""
+        rows = self.conn.execute(
+            "SELECT site_id, start_ts, ts, ip, reached, reason, duration_ms, hops, good_hops, good_ts"
+            " FROM outage_paths WHERE start_ts >= ? ORDER BY start_ts",
+            (since,),
+        ).fetchall()
+        return [_outage_path(r) for r in rows]
+
+    def current_outage_paths(self, site_ids: Collection[str] | None = None) -> dict[str, OutagePath]:
+        """{site_id: the outage path of its incident now}: the sites whose recorded state is down,
+        with a path traced since that stretch began (all such sites, or those of site_ids)."""
+        sql = (
+            "SELECT o.site_id, o.start_ts, o.ts, o.ip, o.reached, o.reason, o.duration_ms, o.hops, o.good_hops,"
+            " o.good_ts FROM outage_paths o JOIN site_state s ON s.site_id = o.site_id AND s.since = o.start_ts"
+            " WHERE s.status = 'down'"
+        )
+        return {r[0]: _outage_path(r) for r in self._for_sites(sql, site_ids, "AND o.site_id")}
+
+    def outage_traced(self, site_ids: Collection[str]) -> set[tuple[str, float]]:
+        """(site_id, start_ts) of the incidents of these sites that have an outage path."""
+        return {(r[0], r[1]) for r in self._for_sites("SELECT site_id, start_ts FROM outage_paths", site_ids)}
+
     def record_good_paths(self, paths: dict[str, Trace]) -> None:
         """Keep each site's path that reached it (others are ignored), replacing the older one."""
+        with self.transaction():
+            self._record_good_paths(paths)
+
+    def _record_good_paths(self, paths: dict[str, Trace]) -> None:
         rows = [
             (sid, t.ts, t.ip, json.dumps([[h.address, h.rtt_ms] for h in t.hops]))
             for sid, t in paths.items()
             if t.reached and t.ip is not None
         ]
-        if not rows:
-            return
-        with self.transaction():
+        if rows:
             self.conn.executemany(
                 "INSERT INTO good_paths (site_id, ts, ip, hops) VALUES (?, ?, ?, ?) ON CONFLICT(site_id) DO UPDATE"
                 " SET ts = excluded.ts, ip = excluded.ip, hops = excluded.hops",
@@ -1347,6 +1436,12 @@ def _change(detail: str, data: str | None) -> tuple[str, str]:
         return d["from"], d["to"]
     old, _, new = detail.partition(" -> ")
     return old, new
+
+
+def _outage_path(r: Sequence) -> OutagePath:
+    sid, start, ts, ip, reached, reason, duration_ms, hops, good_hops, good_ts = r
+    path = tuple(Hop(d, a, rtt, bool(u)) for d, (a, rtt, u) in enumerate(json.loads(hops), start=1))
+    return OutagePath(sid, start, Trace(ip or "", ip, ts, path, bool(reached), reason, duration_ms), good_hops, good_ts)
 
 
 def _event_row(e: Event) -> tuple:

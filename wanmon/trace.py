@@ -34,18 +34,21 @@ path the last known site before its target (`wanmon topology`).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import math
 import secrets
 import socket
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from wanmon import dns
 from wanmon.config import Config, HopEntry, Site, TraceSettings
-from wanmon.model import Hop, Trace
+from wanmon.model import Hop, OutagePath, SiteState, Trace, TraceJob
 from wanmon.probes import icmp
+from wanmon.status import DOWN, REACHABLE
 
 logger = logging.getLogger(__name__)
 
@@ -241,9 +244,9 @@ class _Tracer:
 
     # -- the trace ------------------------------------------------------------
 
-    async def run(self, budget_s: float) -> bool:
+    async def run(self, budget_s: float, pacer: Pacer | None = None) -> bool:
         """Probe until every distance worth probing answered or went silent (True), or until
-        budget_s is spent (False)."""
+        budget_s is spent (False). pacer: a send rate shared with other traces in flight."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s
         gap = self.spec.gap_ms / 1000.0
@@ -256,6 +259,16 @@ class _Tracer:
                     return False
                 d, wake = self._due(now)
                 if d is not None and now >= next_send:
+                    at = pacer.take(now) if pacer is not None else now
+                    if at > now:  # a slot of the shared rate, reserved: wait for it, then look again
+                        await asyncio.sleep(min(at, deadline) - now)
+                        next_send = at
+                        if loop.time() >= deadline:
+                            return False
+                        d, _ = self._due(loop.time())
+                        if d is None:
+                            continue
+                    now = loop.time()
                     self._send(d, now)
                     next_send = now + gap
                     continue
@@ -294,16 +307,34 @@ class _Tracer:
         return tuple(out), reached_at is not None
 
 
+class Pacer:
+    """One send rate for the probes of every trace in flight (the agent's own traces share the
+    sweep's [icmp] rate_pps): each probe takes the next free slot, whichever trace sends it; a
+    trace still keeps gap_ms between its own probes."""
+
+    def __init__(self, rate_pps: float):
+        self.gap_s = 1.0 / rate_pps
+        self.next = 0.0
+
+    def take(self, now: float) -> float:
+        """The instant a probe may leave (its slot, reserved): now, or the next free one."""
+        at = max(now, self.next)
+        self.next = at + self.gap_s
+        return at
+
+
 async def trace(
     address: str,
     spec: TraceSettings,
     mode: str = "auto",
     dns_timeout_s: float = 1.0,
     budget_s: float | None = None,
+    pacer: Pacer | None = None,
 ) -> Trace:
     """Trace the path to `address` (an IP literal or a host name) within spec.budget_s (or
     budget_s): a Trace, whatever the network does. Only a missing permission
-    (ProbePermissionError, with the fix) or a bug raises, as for the sweep."""
+    (ProbePermissionError, with the fix) or a bug raises, as for the sweep. pacer: a send rate
+    shared with the other traces in flight (wanmon.cycle.run_traces)."""
     t0 = time.time()
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -318,7 +349,7 @@ async def trace(
     fam = icmp._open_one(mode, family, errors=True)
     try:
         tracer = _Tracer(ip, spec, fam)
-        whole = await tracer.run(max(budget - (loop.time() - start), 0.0))
+        whole = await tracer.run(max(budget - (loop.time() - start), 0.0), pacer)
     finally:
         fam.close()
     hops, reached = tracer.hops()
@@ -382,6 +413,11 @@ class Names:
 def stops(lang: str, t: Trace, good: Trace | None, names: Names) -> str | None:
     """Where a path that did not reach its site stops, against its last good path: "đường
     truyền dừng sau 10.7.0.1 (UBND huyện Gia Bình), hop 3 của 5". None when it reached."""
+    return stops_of(lang, t, len(good.hops) if good is not None and good.reached else None, names)
+
+
+def stops_of(lang: str, t: Trace, good_hops: int | None, names: Names) -> str | None:
+    """stops(), the good path given by its length (None: no good path known)."""
     from wanmon.words import PATH
 
     w = PATH[lang]
@@ -391,9 +427,86 @@ def stops(lang: str, t: Trace, good: Trace | None, names: Names) -> str | None:
     if last is None or last.address is None:
         return w["silent"]
     hop = names.hop(last.address)
-    if good is not None and good.reached:
-        return w["stops"].format(hop=hop, n=last.distance, m=len(good.hops))
+    if good_hops is not None:
+        return w["stops"].format(hop=hop, n=last.distance, m=good_hops)
     return w["stops_open"].format(hop=hop, n=last.distance)
+
+
+def outage_json(o: OutagePath, names: Names, lang: str) -> dict:
+    """An outage path as the page's status.json and `status --json` give it (README, *Finding
+    the break*): where it stops (hop, of, address, name, site), the sentence, the hops."""
+    t = o.trace
+    last = t.last_answer
+    return {
+        "ts": t.ts,
+        "reached": t.reached,
+        "hop": last.distance if last is not None and not t.reached else None,
+        "of": o.good_hops,
+        "address": last.address if last is not None and not t.reached else None,
+        "name": names.name(last.address) if last is not None and not t.reached else None,
+        "site": names.site(last.address) if last is not None and not t.reached else None,
+        "text": stops_of(lang, t, o.good_hops, names),
+        "good_ts": o.good_ts,
+        "reason": t.reason,
+        "hops": [
+            {"distance": h.distance, "address": h.address, "rtt_ms": h.rtt_ms, "unreachable": h.unreachable}
+            for h in t.hops
+        ],
+    }
+
+
+# -- the agent's own traces: which ones a cycle asks for -------------------------
+
+
+def plan(
+    spec: TraceSettings,
+    states: Iterable[SiteState],
+    ips: Mapping[str, str | None],
+    good_ts: Mapping[str, float],
+    traced: Collection[tuple[str, float]],
+    now: float,
+    interval_s: float,
+) -> list[TraceJob]:
+    """The traces a cycle starts after its page (pure), at most spec.per_cycle:
+
+    * first, each site down on its own (status down: a site behind a down parent is
+      unreachable, never traced) whose incident has no outage path yet (`traced`: (site,
+      incident start) pairs), the newest incidents first; one trace per root cause, and the
+      ones left over are traced by the next cycles;
+    * else (a cycle that traces no outage: refreshing waits for a calm one), good paths to
+      refresh, at the rate that goes round every site in half of refresh_h (at least one a
+      cycle): the sites that answer whose good path is older than their status (they came
+      back, or changed, since), then those without one, then those older than refresh_h, the
+      oldest first.
+
+    states: the sites' states this cycle (status, since); ips: the addresses the sweep used."""
+    jobs: list[TraceJob] = []
+    rest: list[tuple[int, float, str]] = []
+    horizon = now - spec.refresh_h * 3600
+    n = 0
+    for st in states:
+        n += 1
+        ip = ips.get(st.site_id)
+        if ip is None:
+            continue  # no address (a name that did not resolve): nothing to trace
+        if st.status == DOWN:
+            if spec.on_outage and (st.site_id, st.since) not in traced:
+                jobs.append(TraceJob(st.site_id, ip, "outage", st.since))
+        elif spec.refresh_h > 0 and st.status in REACHABLE:
+            ts = good_ts.get(st.site_id)
+            if ts is None:
+                rest.append((1, 0.0, st.site_id))
+            elif ts < st.since:
+                rest.append((0, ts, st.site_id))
+            elif ts < horizon:
+                rest.append((2, ts, st.site_id))
+    if jobs:
+        jobs.sort(key=lambda j: (-(j.start_ts or 0.0), j.site_id))
+        return jobs[: spec.per_cycle]
+    rate = math.ceil(2 * n * interval_s / (spec.refresh_h * 3600)) if rest else 0
+    return [
+        TraceJob(sid, ips[sid] or "", "refresh") for _p, _ts, sid in heapq.nsmallest(min(spec.per_cycle, rate), rest)
+    ]
 
 
 def parent_on_path(site_id: str, t: Trace, names: Names) -> str | None:

@@ -337,6 +337,7 @@ MAIL = {
         "cause_was": "Nguyên nhân: tuyến trên {site} mất kết nối từ {when}; tuyến trên đã hoạt động lại.",
         "cause_was_unknown": "Nguyên nhân: tuyến trên {site} mất kết nối; tuyến trên đã hoạt động lại.",
         "cause_unknown": "Nguyên nhân: sự cố ở tuyến trên.",
+        "path": "Dò đường lúc {when}: {text}.",
         "todo": "Việc cần làm: {text}",
         "do_down": "Kiểm tra nguồn điện và thiết bị mạng (router, modem) của đơn vị. Nếu thiết bị có điện mà vẫn "
         "mất kết nối, báo cho {contact}, kèm tên và mã điểm.",
@@ -415,6 +416,7 @@ MAIL = {
         "cause_was": "Cause: the upstream site {site} was down from {when}; it is back.",
         "cause_was_unknown": "Cause: the upstream site {site} was down; it is back.",
         "cause_unknown": "Cause: an outage upstream.",
+        "path": "Traced at {when}: {text}.",
         "todo": "What to do: {text}",
         "do_down": "Check the power and the network equipment (router, modem) at your site. If they have power "
         "and the link is still down, call {contact} with the site's name and id.",

@@ -128,6 +128,7 @@ class Item:
     children_title: str  # "Các điểm không tới được do sự cố này (14)"
     children: tuple[tuple[str, str], ...]  # (name, id), in Vietnamese alphabetical order
     todo: str  # what the reader should do, and whom to call
+    path: str = ""  # a DOWN's outage path: "Dò đường lúc …: đường truyền dừng sau …, hop 2 của 3"
 
 
 class _Words:
@@ -197,7 +198,12 @@ class _Words:
         title = self.w["back_children" if n.kind == "recovery" else "children"]
         return f"{title} ({len(kids)})", tuple(kids)
 
-    def item(self, n: Notification, noc: bool, detail_text: str) -> Item:
+    def path(self, n: Notification, paths: dict[str, tuple[float, str]]) -> str:
+        """Where a down site's path stops (traced after its first down cycle), when it is known."""
+        got = paths.get(n.site_id or "") if n.kind in ("down", "reminder") and n.status == "down" else None
+        return self.w["path"].format(when=self.fmt.dt(got[0]), text=got[1]) if got else ""
+
+    def item(self, n: Notification, noc: bool, detail_text: str, path: str = "") -> Item:
         title, kids = self.children(n)
         return Item(
             kind=n.kind,
@@ -210,6 +216,7 @@ class _Words:
             children_title=title,
             children=kids,
             todo=self.todo(n, noc),
+            path=path,
         )
 
 
@@ -218,10 +225,12 @@ def compose(
     notes: Sequence[Notification],
     now: float | None = None,
     figures: dict[str, tuple[float | None, float | None]] | None = None,
+    paths: dict[str, tuple[float, str]] | None = None,
 ) -> list[Mail]:
     """Group the cycle's notifications per recipient: one mail each, written for its reader (a
     site's administrators: the cause, what to do, whom to call; the NOC: whom to call at the site).
-    figures: {site_id: (rtt_avg_ms, loss_pct)} of this cycle (a degraded mail gives them)."""
+    figures: {site_id: (rtt_avg_ms, loss_pct)} of this cycle (a degraded mail gives them);
+    paths: {site_id: (when traced, where its path stops)} of the down sites (a DOWN gives it)."""
     if not notes:
         return []
     now = time.time() if now is None else now
@@ -254,7 +263,7 @@ def compose(
             # the NOC's view, unless this address is also one of the site's own administrators
             noc = rcpt in noc_addrs and rcpt not in admins.get(n.site_id or "", ())
             if (n, noc) not in items:
-                items[(n, noc)] = words.item(n, noc, details[n])
+                items[(n, noc)] = words.item(n, noc, details[n], words.path(n, paths or {}))
             mine.append(items[(n, noc)])
         subj = subject(words.lang, ns, names)
         ctx = {**ctx_common, "notes": ns, "items": mine, "noc": rcpt in noc_addrs, "subject": subj}
