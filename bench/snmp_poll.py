@@ -75,7 +75,7 @@ SYS_OIDS = [sa.SYS_DESCR, sa.SYS_OBJECT_ID, sa.SYS_UPTIME, sa.SYS_CONTACT, sa.SY
             sa.SYS_LOCATION, sa.IF_NUMBER]
 IF_TABLE = "1.3.6.1.2.1.2.2"
 IFX_TABLE = "1.3.6.1.2.1.31.1.1"
-UNITS_TSV = "/work/shared/data/bacninh-units-2023.tsv"
+UNITS_TSV = str(Path(__file__).resolve().parent.parent / "data" / "bacninh-units-2023.tsv")
 TOOLS = ("netsnmp", "wanmon")
 
 

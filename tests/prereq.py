@@ -8,8 +8,8 @@ CI machine that lost a package fails instead of passing on fewer tests; anywhere
 it stays a skip. Either way the session ends with one list of what is missing and
 how to install it (scripts/test.sh installs all of it).
 
-Skips that are not about the machine stay plain `pytest.skip` (the reference data
-in ../shared/data, absent from some clones; an old commit a shallow clone lacks).
+Skips that are not about the machine stay plain `pytest.skip` (an old commit a
+shallow clone lacks; the team's ../shared/data, that data/ is checked against).
 """
 
 from __future__ import annotations

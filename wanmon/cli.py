@@ -615,7 +615,7 @@ def regroup(
     """Write the config carried through a merger of units (a [[sites.changes]] per site), for review.
 
     TABLE is tab-separated, one row per former commune-level unit, like
-    ../shared/data/bacninh-2023-to-2025-merge.tsv (README, "Dated inventory").
+    data/bacninh-2023-to-2025-merge.tsv (README, "Dated inventory").
     """
     from wanmon import regroup as rg
     from wanmon.config import parse

@@ -2,7 +2,7 @@
 
 Input: the config (sites as valid just before the first step) and a mapping table, tab-separated
 with a header, one row per former commune-level unit (the shape of
-`../shared/data/bacninh-2023-to-2025-merge.tsv`):
+`data/bacninh-2023-to-2025-merge.tsv`):
 
 - `old_unit_name`, `old_district`: the unit as the inventory names it (a site's `district`, and
   its name after "UBND xã/phường/thị trấn");
