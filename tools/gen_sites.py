@@ -659,11 +659,11 @@ monthly = true
 # (any number): the carrier's routers, or another interface of a site's router
 # =============================================================================
 # [[hops]]
-# address = "10.7.0.1"           # an IP address: traces see hops by address
+# address = "127.10.0.254"        # an IP address: traces see hops by address
 # name = "Router VNPT Gia Bình"
 #
 # [[hops]]
-# address = "10.7.1.254"
+# address = "127.10.7.254"
 # name = "UBND huyện Gia Bình (cổng WAN)"
 # site = "gia-binh"              # this equipment is that site's: the path passes it
 

@@ -1134,7 +1134,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
             if d not in all_districts:
                 problems.append(f"{at(loc.section('maintenance'))}: [[maintenance]] #{k + 1}: unknown district '{d}'")
 
-    hops = _hops(raw.get("hops", []), sites, known_ids, loc, at, problems)
+    hops = _hops(raw.get("hops", []), sites, life, known_ids, loc, at, problems)
 
     if sections["page"] is not None:
         try:
@@ -1451,10 +1451,17 @@ def _level_names(raw: Any, loc: _LazyLocator, at, problems: list[str]) -> LevelN
 
 
 def _hops(
-    raw: Any, sites: list[Site], known_ids: set, loc: _LazyLocator, at, problems: list[str]
+    raw: Any,
+    sites: list[Site],
+    life: dict[str, list[Span]],
+    known_ids: set,
+    loc: _LazyLocator,
+    at,
+    problems: list[str],
 ) -> tuple[HopEntry, ...]:
-    """[[hops]]: each an IP address (a trace sees hops by address) used once, and not a site's own
-    address (the site names it already); `site` one of the sites."""
+    """[[hops]]: each an IP address (a trace sees hops by address) used once, and not the address
+    of a site at any time (the site names it already); `site` one of the sites. life: each site's
+    spans (validation made them). A line is looked up only for a problem (it scans the file)."""
     if isinstance(raw, list) and not raw:
         return ()
     if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
@@ -1465,43 +1472,46 @@ def _hops(
         return ()
     site_at: dict[str, str] = {}
     for s in sites:
-        for sp in spans(s):
+        for sp in life[s.id]:
             site_at.setdefault(address_key(sp.site.address), s.id)
     by_id = [s.id for s in sites]
     seen: dict[str, int] = {}
+
+    def line(k: int, key: str | None) -> str:
+        return at(loc.entry("hops", k, key))
+
     out = []
     for k, item in enumerate(raw):
         label = f"[[hops]] #{k + 1}"
         obj, errs = _validate_model(HopEntry, item)
         for err_key, msg in errs:
-            problems.append(f"{at(loc.entry('hops', k, err_key))}: {label}: {msg}")
+            problems.append(f"{line(k, err_key)}: {label}: {msg}")
         if obj is None:
             continue
         hop: HopEntry = obj  # type: ignore[assignment]
-        here = at(loc.entry("hops", k, "address"))
         ip = ip_literal(hop.address)
         if ip is None:
             problems.append(
-                f"{here}: {label}: address {hop.address!r} must be an IP address (a trace sees the hops on a "
+                f"{line(k, 'address')}: {label}: address {hop.address!r} must be an IP address (a trace sees the hops on a "
                 "path by address, never by name)"
             )
             continue
         key = ip.compressed
         if key in seen:
             problems.append(
-                f"{here}: {label}: duplicate address {hop.address!r} (first at line "
+                f"{line(k, 'address')}: {label}: duplicate address {hop.address!r} (first at line "
                 f"{loc.entry('hops', seen[key]) or 0}): one name per address"
             )
         elif key in site_at:
             problems.append(
-                f"{here}: {label}: {hop.address!r} is the address of site '{site_at[key]}', which names it "
+                f"{line(k, 'address')}: {label}: {hop.address!r} is the address of site '{site_at[key]}', which names it "
                 "already: remove this entry"
             )
         seen.setdefault(key, k)
         if hop.site is not None and hop.site not in known_ids:
             close = difflib.get_close_matches(hop.site, by_id, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"{at(loc.entry('hops', k, 'site'))}: {label}: unknown site '{hop.site}'{hint}")
+            problems.append(f"{line(k, 'site')}: {label}: unknown site '{hop.site}'{hint}")
         out.append(hop)
     return tuple(out)
 

@@ -24,7 +24,7 @@ from wanmon.errors import ProbePermissionError, WanmonError
 from wanmon.model import SiteState, Trace
 from wanmon.probes import icmp, snmp
 from wanmon.trace import Names, stops, trace
-from wanmon.words import Fmt
+from wanmon.words import Fmt, degraded_why
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +103,7 @@ def conclude(cfg: Config, seen: Seen, states: dict[str, SiteState]) -> Verdict:
         root = status.root_of(sid, known.get, parent_of.get)
     why = {
         status.UP: "up: it answers",
-        status.DEGRADED: "degraded: it answers, but "
-        + _degraded(cfg, seen)
-        + f" (thresholds: loss {cfg.thresholds.degraded_loss_pct:g} %, RTT {cfg.thresholds.degraded_rtt_ms:g} ms)",
+        status.DEGRADED: "degraded: it answers, but " + _degraded(cfg, seen),
         status.DOWN: "down: " + _down_why(seen),
         status.UNKNOWN: "unknown: it could not be pinged from here",
     }.get(st)
@@ -135,14 +133,10 @@ def _down_why(seen: Seen) -> str:
 
 
 def _degraded(cfg: Config, seen: Seen) -> str:
+    """The threshold crossed, with its figure, as the page and `check` word it (words.degraded_why)."""
     p = seen.ping
     assert p is not None
-    parts = []
-    if p.loss_pct >= cfg.thresholds.degraded_loss_pct:
-        parts.append(f"loss {p.loss_pct:g} %")
-    if p.rtt_avg_ms is not None and p.rtt_avg_ms >= cfg.thresholds.degraded_rtt_ms:
-        parts.append(f"average RTT {p.rtt_avg_ms:g} ms")
-    return " and ".join(parts)
+    return degraded_why(Fmt("en", ZoneInfo(cfg.page.timezone)), p.rtt_avg_ms, p.loss_pct, cfg.thresholds)
 
 
 def _local(cfg: Config, ts: float) -> str:

@@ -405,14 +405,14 @@ class Names:
         return self.site_of.get(ip) if ip else None
 
     def hop(self, ip: str) -> str:
-        """ "10.7.0.1 (UBND huyện Gia Bình)", or the address alone when nobody is known by it."""
+        """ "127.10.7.1 (UBND huyện Gia Bình)", or the address alone when nobody is known by it."""
         name = self.name(ip)
         return f"{ip} ({name})" if name else ip
 
 
 def stops(lang: str, t: Trace, good: Trace | None, names: Names) -> str | None:
     """Where a path that did not reach its site stops, against its last good path: "đường
-    truyền dừng sau 10.7.0.1 (UBND huyện Gia Bình), hop 3 của 5". None when it reached."""
+    truyền dừng sau 127.10.7.1 (UBND huyện Gia Bình), hop 3 của 5". None when it reached."""
     return stops_of(lang, t, len(good.hops) if good is not None and good.reached else None, names)
 
 
