@@ -88,7 +88,7 @@ def test_a_cut_is_told_by_the_down_mail_and_the_page_at_its_hop_and_a_cut_furthe
         want = f"đường truyền dừng sau {n['d1'].addr} (UBND huyện Gia Bình), hop 2 của 3"
         snap, html = page(cfg)
         inc = incident(snap, "dai-lai")
-        assert inc["path"]["text"] == want
+        assert inc["path"]["text"] == want, (log, inc["path"])  # the agent's log and the hops, if not
         assert (inc["path"]["site"], inc["path"]["hop"], inc["path"]["of"]) == ("gia-binh", 2, 3)
         assert inc["path"]["ts"] >= snap["last_cycle"]["started_at"]  # traced by this cycle, after its page
         assert want in html
@@ -113,7 +113,7 @@ def test_a_cut_is_told_by_the_down_mail_and_the_page_at_its_hop_and_a_cut_furthe
         assert "traces outage=1 " in log, log  # gia-binh alone: the sites behind it are unreachable
         up = f"đường truyền dừng sau {n['core'].addr} ({CORE_NAME}), hop 1 của 2"
         snap, html = page(cfg)
-        assert incident(snap, "gia-binh")["path"]["text"] == up and up in html
+        assert incident(snap, "gia-binh")["path"]["text"] == up and up in html, (log, incident(snap, "gia-binh")["path"])
         assert incident(snap, "gia-binh")["path"]["site"] is None  # the carrier's router: a named hop, no site
         check(lab, cfg)
         m = down_mail(smtp, "UBND huyện Gia Bình", 2)

@@ -16,7 +16,7 @@ from wanmon.config import ConfigError, TraceSettings, load
 from wanmon.model import Hop, OutagePath, SiteState, Trace
 from wanmon.store import Store
 from wanmon.topology import TRACEROUTE, by_lldp, by_traceroute, patch, suggest
-from wanmon.trace import Names, Pacer, _Tracer, outage_json, parent_on_path, plan, stops
+from wanmon.trace import Names, Pacer, _Answer, _Tracer, outage_json, parent_on_path, plan, stops
 
 # MINIMAL: dc-core 127.0.0.1 (province) <- tien-du 127.10.2.1 (district) <- tien-du-phat-tich ::1
 HOPS = textwrap.dedent(
@@ -288,6 +288,78 @@ def test_a_late_answer_stays_at_its_own_distance():
     late = struct.pack("!BBHI", 11, 0, 0, 0) + _ip("198.19.0.1", "198.19.2.2", probe0)
     t._handle(_ip("198.19.1.2", "198.19.0.1", late), [], "198.19.1.2", False)
     assert set(t.answers) == {2} and t.answers[2].address == "198.19.1.2"
+
+
+class _Limited:
+    """A router with no route on, at distance `at`: it answers "unreachable" to every probe that
+    reaches it (distance >= at), through a token bucket like Linux's per-peer ICMP limit (one
+    answer every `period_s`, a burst of 5), starting with `tokens_s` of credit; nearer routers
+    answer "time exceeded" every time. Answers take no time."""
+
+    def __init__(self, at: int, period_s: float, tokens_s: float, silent: bool = False):
+        self.at, self.period, self.tokens, self.last, self.silent = at, period_s, tokens_s, 0.0, silent
+
+    def answer(self, d: int, now: float) -> tuple[str, str] | None:
+        if self.silent and d >= self.at:
+            return None  # a router that never answers, and nothing beyond it
+        if d < self.at:
+            return f"198.19.{d - 1}.2", "time"
+        self.tokens = min(self.tokens + now - self.last, 5 * self.period)
+        self.last = now
+        if self.tokens < self.period:
+            return None  # dropped by the limiter
+        self.tokens -= self.period
+        return f"198.19.{self.at - 1}.2", "unreachable"
+
+
+def _run_on(t: _Tracer, net: _Limited, budget_s: float = 10.0) -> float:
+    """_Tracer's schedule (its run(), without the socket), the clock injected: the trace's end."""
+    now = next_send = 0.0
+    while now < budget_s:
+        d, wake = t._due(now)
+        if d is not None and now >= next_send:
+            t.tries[d] += 1
+            t.last_tx[d] = now
+            t.sent.append((d, 0))
+            next_send = now + t.spec.gap_ms / 1000.0
+            got = net.answer(d, now)
+            if got is not None and d not in t.answers:
+                t.answers[d] = _Answer(got[0], 0.1, got[1])
+            continue
+        if d is None and wake is None:
+            return now
+        now = min(x for x in (wake, next_send if d is not None else None) if x is not None)
+    return budget_s
+
+
+@pytest.mark.parametrize("period_s", [0.5, 1.0, 1.5, 2.0])
+def test_a_rate_limited_router_is_placed_at_its_own_distance_whatever_credit_it_had(period_s):
+    """The sweep's pings to a cut site spend the router's ICMP credit just before the trace; which
+    of the trace's probes the limiter lets through then depends on the instant. The router that
+    said "unreachable" must stand at its own distance (2), not at the farther one whose answer
+    got through first: the silent distance below it is asked until it answers (retries spaced
+    so they do not keep in step with the limiter). Every start from no credit to a full token."""
+    spec = TraceSettings(timeout_ms=1000)
+    wrong = []
+    for ms in range(0, int(period_s * 1000) + 100, 5):
+        t = _Tracer("198.19.2.2", spec, _RawV4())  # type: ignore[arg-type]
+        ends = _run_on(t, _Limited(2, period_s, ms / 1000))
+        hops, reached = t.hops()
+        if reached or [h.address for h in hops] != ["198.19.0.2", "198.19.1.2"] or not hops[-1].unreachable:
+            wrong.append((ms, [(h.distance, h.address) for h in hops]))
+        assert ends < spec.budget_s
+    assert wrong == []
+
+
+def test_a_silent_distance_is_asked_attempts_times_spaced_out_and_no_more():
+    """A path silent after distance 1 (no router answers): each silent distance gets `attempts`
+    probes, the retries 1 and 1.5 timeouts apart, and the trace ends a timeout after the last."""
+    spec = TraceSettings(timeout_ms=1000, attempts=3)
+    t = _Tracer("198.19.2.2", spec, _RawV4())  # type: ignore[arg-type]
+    ends = _run_on(t, _Limited(2, 1.0, 0.0, silent=True))
+    assert [t.tries[d] for d in range(1, 8)] == [1, 3, 3, 3, 3, 3, 0]  # distances 2-6: five past the farthest
+    assert 3.5 <= ends <= 3.5 + 6 * spec.gap_ms / 1000.0
+    assert [(h.distance, h.address) for h in t.hops()[0]] == [(1, "198.19.0.2")]
 
 
 # -- LLDP / CDP neighbours -------------------------------------------------------------------

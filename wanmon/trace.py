@@ -19,7 +19,9 @@ unprivileged where the kernel hands the errors over on the socket's error queue)
 * several distances are in flight at once, `gap_ms` apart (routers rate-limit their ICMP
   errors; Linux drops the first "unreachable" to a new peer and then allows one a second):
   distances up to SILENT_AHEAD past the farthest answer go out at once, so a 3-hop path
-  takes a round trip, not three; a distance that stays silent is asked again (`attempts`);
+  takes a round trip, not three; a distance that stays silent is asked again (`attempts`),
+  each time half a timeout later than the time before, and twice more when it lies right
+  below a router that said "unreachable" (where that router stands is the answer);
 * every probe has its own sequence number and a random identifier per trace, and an answer
   is taken only if it quotes our probe to our target, so no answer is ever put at another
   distance and another process's traceroute never mixes in;
@@ -53,6 +55,7 @@ from wanmon.status import DOWN, REACHABLE
 logger = logging.getLogger(__name__)
 
 SILENT_AHEAD = 5  # distances probed past the farthest one that answered (mtr's max-unknown)
+BELOW_REFUSAL = 2  # more probes for a silent distance right below a router that said "unreachable"
 _TOKEN_LEN = 8
 MSG_ERRQUEUE = 0x2000
 SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
@@ -106,9 +109,31 @@ class _Tracer:
             farthest = max(farthest, d)
         return min(limit, farthest + SILENT_AHEAD)
 
+    def _tries_for(self, d: int) -> int:
+        """How many probes distance d gets before it counts as silent: `attempts`, and
+        BELOW_REFUSAL more for a silent distance right below the nearest router that answered
+        "unreachable". Such a router answers every distance from its own on, so the nearest one
+        it answers at is its place on the path, and only its rate limit hides it: Linux lets one
+        error a second through to a peer, which a sweep's pings to the cut site have just spent,
+        and the one that gets through may be the answer to a farther distance."""
+        refused = [x for x, a in self.answers.items() if a.kind == UNREACHABLE]
+        if refused:
+            u = min(refused)
+            below = max((x for x in self.answers if x < u), default=0)
+            if below < d < u:
+                return self.spec.attempts + BELOW_REFUSAL
+        return self.spec.attempts
+
+    def _next_try(self, d: int) -> float:
+        """When distance d may be asked again: `timeout_ms` after its first probe, then
+        half a timeout longer each time, so that retries do not keep in step with a limiter
+        that lets one answer a second through (a retry every second can arrive just before
+        each new token, every time)."""
+        return self.last_tx[d] + self.spec.timeout_ms / 1000.0 * (1 + (self.tries[d] - 1) / 2)
+
     def _due(self, now: float) -> tuple[int | None, float | None]:
         """(the nearest distance to probe now, or None; the next instant something changes:
-        a probe in flight times out)."""
+        a probe in flight times out, or a silent distance may be asked again)."""
         timeout = self.spec.timeout_ms / 1000.0
         wake = None
         for d in range(1, self._limit() + 1):
@@ -116,10 +141,10 @@ class _Tracer:
                 continue
             if self.tries[d] == 0:
                 return d, wake
-            ends = self.last_tx[d] + timeout
+            ends = self.last_tx[d] + timeout if self.tries[d] >= self._tries_for(d) else self._next_try(d)
             if ends > now:
                 wake = ends if wake is None else min(wake, ends)
-            elif self.tries[d] < self.spec.attempts:
+            elif self.tries[d] < self._tries_for(d):
                 return d, wake
         return None, wake
 
