@@ -546,8 +546,10 @@ def test_upstream_causes_walk_up_to_the_site_that_was_down():
             "d1": [("down", 0, 0.0, 30.0), ("unreachable", 0, 30.0, 100.0)],
             "core": [("up", 0, 0.0, 30.0), ("down", 0, 30.0, 80.0), ("up", 0, 80.0, 200.0)]}
     parents = {"c1": "d1", "d1": "core", "core": None}
-    from wanmon.account import upstream_causes
-    assert upstream_causes(runs, parents, "c1", 0, 200) == {"d1": 30.0, "core": 50.0, None: 20.0}
-    assert upstream_causes(runs, parents, "c1", 50, 90) == {"core": 30.0, None: 10.0}
-    assert upstream_causes(runs, parents, "d1", 0, 200) == {"core": 50.0, None: 20.0}
-    assert upstream_causes(runs, parents, "core", 0, 200) == {}
+    from wanmon.account import UpstreamCauses
+
+    upstream_causes = UpstreamCauses(runs, parents).of
+    assert upstream_causes("c1", 0, 200) == {"d1": 30.0, "core": 50.0, None: 20.0}
+    assert upstream_causes("c1", 50, 90) == {"core": 30.0, None: 10.0}
+    assert upstream_causes("d1", 0, 200) == {"core": 50.0, None: 20.0}
+    assert upstream_causes("core", 0, 200) == {}

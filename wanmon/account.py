@@ -119,7 +119,7 @@ def held_split(status: str, maint: int, held: float) -> dict[str, float]:
     }
 
 
-@dataclass
+@dataclass(slots=True)
 class Figures:
     """Seconds in each class over the period, for one site or summed over a group."""
 
@@ -166,11 +166,17 @@ class Figures:
 
 
 def site_figures(
-    runs: list[tuple[str, int, float, float]], start: float, end: float, history_from: float | None = None
+    runs: list[tuple[str, int, float, float]],
+    start: float,
+    end: float,
+    history_from: float | None = None,
 ) -> Figures:
     """One site's figures over [start, end) from its runs [(status, maint, from, to)]. Time before
-    history_from (an upgraded store's history starts there) is not counted as unobserved."""
-    f = Figures()
+    history_from (an upgraded store's history starts there) is not counted as unobserved.
+    Sums in local variables, clipped with comparisons rather than min()/max() (10,000 sites x 3
+    windows: 0.09 s against 0.17): the page calls this 3 times a site every render, the report
+    twice a site and stretch."""
+    available = down = unreachable = maintenance = 0.0
     outage_end = None
     outage_len = 0.0
     lengths: list[float] = []
@@ -180,17 +186,20 @@ def site_figures(
     for status, maint, a, b in sorted(runs, key=_FROM):
         if a >= end:
             break  # in order of their start: the rest begin after the period too
-        a, b = max(a, covered), min(b, end)
+        if a < covered:
+            a = covered
+        if b > end:
+            b = end
         if b <= a:
             continue
         covered = b
         d = b - a
         if maint:
-            f.maintenance_s += d
+            maintenance += d
         elif status in AVAILABLE:
-            f.available_s += d
+            available += d
         elif status == DOWN:
-            f.down_s += d
+            down += d
             if outage_end is not None and abs(a - outage_end) < 1e-6:
                 outage_len += d  # touches the previous down stretch: the same outage
             else:
@@ -200,19 +209,24 @@ def site_figures(
             outage_end = b
             continue
         elif status == UNREACHABLE:
-            f.unreachable_s += d
+            unreachable += d
         # unknown: unobserved (counted below)
         if outage_end is not None:
             lengths.append(outage_len)
             outage_end = None
     if outage_end is not None:
         lengths.append(outage_len)
-    f.outages = len(lengths)
-    f.longest_outage_s = max(lengths, default=0.0)
     known = end - min(max(start, history_from or start), end)
-    f.unobserved_s = max(0.0, known - f.observed_s - f.maintenance_s)
-    f.sites = 1
-    return f
+    return Figures(
+        available_s=available,
+        down_s=down,
+        unreachable_s=unreachable,
+        maintenance_s=maintenance,
+        unobserved_s=max(0.0, known - (available + down + unreachable) - maintenance),
+        outages=len(lengths),
+        longest_outage_s=max(lengths, default=0.0),
+        sites=1,
+    )
 
 
 def service_period(site: Site) -> tuple[float, float]:
@@ -310,44 +324,57 @@ def windows(
     return out
 
 
-def upstream_causes(
-    runs: Mapping[str, list[tuple[str, int, float, float]]],
-    parents: Mapping[str, str | None],
-    site_id: str,
-    start: float,
-    end: float,
-) -> dict[str | None, float]:
-    """Whose outage made a site unreachable over [start, end): {upstream site id: seconds}.
-    Each unreachable stretch (outside maintenance) goes to the nearest upstream site that was
-    down meanwhile, walking up the parents; what no upstream's own downtime covers (its parent
-    left the config, or was unreachable from us itself to the top) goes to None."""
-    left = [
-        (max(a, start), min(b, end))
-        for status, maint, a, b in runs.get(site_id, ())
-        if status == UNREACHABLE and not maint and min(b, end) > max(a, start)
-    ]
-    out: dict[str | None, float] = {}
-    seen = {site_id}
-    up = parents.get(site_id)
-    while left and up is not None and up not in seen:
-        seen.add(up)
-        downs = [(a, b) for status, _m, a, b in runs.get(up, ()) if status == DOWN]
-        rest: list[tuple[float, float]] = []
-        for a, b in left:
-            for da, db in sorted(downs):
-                if db <= a or da >= b:
-                    continue
-                if da > a:
-                    rest.append((a, da))
-                lo, hi = max(a, da), min(b, db)
-                out[up] = out.get(up, 0.0) + hi - lo
-                a = hi
-                if a >= b:
-                    break
-            if a < b:
-                rest.append((a, b))
-        left = rest
-        up = parents.get(up)
-    if left:
-        out[None] = out.get(None, 0.0) + sum(b - a for a, b in left)
-    return out
+class UpstreamCauses:
+    """Whose outage made a site unreachable (the report's worst list), over the runs of by_site:
+    each site's unreachable and down stretches picked out once, when first asked for (a
+    report asks for each row with unreachable time, and a site split at a change has two)."""
+
+    def __init__(self, runs: Mapping[str, list[tuple[str, int, float, float]]], parents: Mapping[str, str | None]):
+        self.runs = runs
+        self.parents = parents
+        self._unreachable: dict[str, list[tuple[float, float]]] = {}
+        self._down: dict[str, list[tuple[float, float]]] = {}
+
+    def _stretches(self, site_id: str, down: bool) -> list[tuple[float, float]]:
+        memo = self._down if down else self._unreachable
+        got = memo.get(site_id)
+        if got is None:
+            mine = self.runs.get(site_id, ())
+            if down:
+                got = sorted((a, b) for status, _m, a, b in mine if status == DOWN)
+            else:
+                got = [(a, b) for status, maint, a, b in mine if status == UNREACHABLE and not maint]
+            memo[site_id] = got
+        return got
+
+    def of(self, site_id: str, start: float, end: float) -> dict[str | None, float]:
+        """{upstream site id: seconds} over [start, end). Each unreachable stretch (outside
+        maintenance) goes to the nearest upstream site that was down meanwhile, walking up the
+        parents; what no upstream's own downtime covers (its parent left the config, or was
+        unreachable from us itself to the top) goes to None."""
+        left = [(max(a, start), min(b, end)) for a, b in self._stretches(site_id, False) if min(b, end) > max(a, start)]
+        out: dict[str | None, float] = {}
+        seen = {site_id}
+        up = self.parents.get(site_id)
+        while left and up is not None and up not in seen:
+            seen.add(up)
+            downs = self._stretches(up, True)
+            rest: list[tuple[float, float]] = []
+            for a, b in left:
+                for da, db in downs:
+                    if db <= a or da >= b:
+                        continue
+                    if da > a:
+                        rest.append((a, da))
+                    lo, hi = max(a, da), min(b, db)
+                    out[up] = out.get(up, 0.0) + hi - lo
+                    a = hi
+                    if a >= b:
+                        break
+                if a < b:
+                    rest.append((a, b))
+            left = rest
+            up = self.parents.get(up)
+        if left:
+            out[None] = out.get(None, 0.0) + sum(b - a for a, b in left)
+        return out

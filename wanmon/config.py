@@ -1121,7 +1121,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True) -> C
     known_ids = {r.get("id") for r in raw_ok} | set(by_id)
     failed_districts = {r.get("district") for r in raw_ok if r.get("level") == "district" and r.get("id") not in by_id}
     timeline = Timeline(sites, states_of)
-    life = {s.id: spans(s, states_of.get(s.id)) for s in sites}
+    life = {s.id: timeline.site_spans(s) for s in sites}
     _over_time(sites, life, index_of, known_ids, failed_districts, bad_addresses, timeline.labels, loc, at, problems)
     all_districts = {r.get("district") for r in raw_ok} | {
         ch.district for s in sites for ch in s.changes if ch.district is not None

@@ -128,11 +128,16 @@ class Timeline:
         self.instants: tuple[float, ...] = tuple(sorted(events))
         self._events = [events[t] for t in self.instants]
         self._cache: dict[int, Epoch] = {}
+        self._spans: dict[str, tuple[Site, list[Span]]] = {}  # site id -> (the site asked for, its spans)
         self._first = self._epoch0()
 
     def site_spans(self, site: Site) -> list[Span]:
-        """spans(site) with the states the config's validation made (no change applied again)."""
-        return spans(site, self._states.get(site.id))
+        """spans(site) with the states the config's validation made (no change applied again),
+        worked out once per site (validation asks, then each report)."""
+        got = self._spans.get(site.id)
+        if got is None or got[0] is not site:
+            got = self._spans[site.id] = (site, spans(site, self._states.get(site.id)))
+        return got[1]
 
     def _event(self, events: dict, dt: datetime, what: tuple[int, int | str]) -> None:
         t = instant(dt)

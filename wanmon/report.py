@@ -424,38 +424,67 @@ def _sums(
     levels = {lv: Figures() for lv in LEVELS}
     groups: dict[str, Figures] = {}
     total = Figures()
-    last = None
-    mine: dict[int, tuple[Figures, Figures]] = {}  # the current site's time in each sum: (the sum, its rows there)
 
-    def site_done() -> None:
-        for g, there in mine.values():
-            g.sites += 1
-            pct = there.availability_pct
-            g.below_target += int(pct is not None and pct < target)
-
-    for r in rows:
-        f = r.figures
-        if r.id != last:
-            site_done()
-            last, mine = r.id, {}
-        sums = [levels[r.level], total]
-        if r.district:
-            g = groups.get(r.district)
+    def sums_of(level: str, district: str | None) -> list[Figures]:
+        out = [levels[level], total]
+        if district:
+            g = groups.get(district)
             if g is None:
-                g = groups[r.district] = Figures()
-            sums.append(g)
-        for g in sums:
-            g.add(f)
-            mine.setdefault(id(g), (g, Figures()))[1].add(f)
-    site_done()
+                g = groups[district] = Figures()
+            out.append(g)
+        return out
+
+    # the sites whose verdict is their own in every sum, summed per (level, group) first: one
+    # addition a site, not one per sum
+    acc: dict[tuple[str, str | None], Figures] = {}
+    n = len(rows)
+    i = 0
+    while i < n:
+        r = rows[i]
+        whole: Figures | None = None
+        j = i + 1
+        while j < n and rows[j].id == r.id:
+            j += 1
+        one = j == i + 1
+        if not one and all(x.level == r.level and x.district == r.district for x in rows[i + 1 : j]):
+            whole = Figures()  # split at a change that left its level and group: one site there
+            for x in rows[i:j]:
+                whole.add(x.figures)
+            pct = whole.availability_pct
+            whole.below_target = int(pct is not None and pct < target)
+        f = r.figures if one else whole
+        if f is not None:  # one row, or its rows' sum: its own verdict is the site's in each sum
+            key = (r.level, r.district)
+            a = acc.get(key)
+            if a is None:
+                a = acc[key] = Figures()
+            a.add(f)
+            a.sites += 1
+            a.below_target += f.below_target
+        else:  # split at a change of group or level: the site's time in each sum, judged whole
+            mine: dict[int, tuple[Figures, Figures]] = {}  # id(the sum) -> (the sum, the site's rows there)
+            for x in rows[i:j]:
+                for g in sums_of(x.level, x.district):
+                    g.add(x.figures)
+                    mine.setdefault(id(g), (g, Figures()))[1].add(x.figures)
+            for g, there in mine.values():
+                g.sites += 1
+                pct = there.availability_pct
+                g.below_target += int(pct is not None and pct < target)
+        i = j
+    for (level, district), a in acc.items():  # each level and group's sites, into its sums
+        for g in sums_of(level, district):
+            g.add(a)
+            g.sites += a.sites
+            g.below_target += a.below_target
     if before is not None:
         for g in (*levels.values(), *groups.values(), total):
             g.prev_available_s = g.prev_observed_s = 0.0
         for level, district, pa, po in before:
-            for g in (levels[level], groups.get(district) if district else None, total):
-                if g is not None:
-                    g.prev_available_s += pa
-                    g.prev_observed_s += po
+            for h in (levels[level], groups.get(district) if district else None, total):
+                if h is not None:
+                    h.prev_available_s += pa
+                    h.prev_observed_s += po
     return levels, groups, total
 
 
@@ -492,9 +521,10 @@ def _worst(rows: list[SiteRow], by_site, parents) -> list[Worst]:
     behind the site whose outage cut it off."""
     cause: dict[int, str | None] = {}  # row -> the upstream site most of its unreachable time is owed to
     behind: dict[str, set[str]] = {}  # upstream site -> the sites it cut off (a site split at a change: once)
+    causes = account.UpstreamCauses(by_site, parents)
     for n, r in enumerate(rows):
         if r.figures.unreachable_s > 0:
-            owed = account.upstream_causes(by_site, parents, r.id, max(r.start, r.served[0]), min(r.end, r.served[1]))
+            owed = causes.of(r.id, max(r.start, r.served[0]), min(r.end, r.served[1]))
             up = max(owed, key=lambda k: owed[k]) if owed else None
             cause[n] = up
             if up is not None:
