@@ -16,12 +16,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from bs4 import BeautifulSoup
 
 from conftest import wanmon
 from wanmon import report as rp
 from wanmon.config import load
 from wanmon.model import Observation
 from wanmon.store import Store
+from wanmon.words import REPORT
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 CAP = 120.0  # 2 x icmp_interval_s = 60
@@ -380,6 +382,37 @@ def test_english_with_page_language_en(tmp_path):
     assert '<html lang="en">' in html and "Availability by level" in html and "Commune People&#39;s Committees" in html
     assert "Method" in html and "Tỷ lệ" not in html
     assert rp.to_json(rep)["method"][0].startswith("Each check's result holds")
+
+
+def test_the_html_rows_show_names_groups_and_level_words_as_text(tmp_path):
+    """Markup and control characters in a name, a group or a level's words are shown as text in
+    every row that carries them (the site rows are written in Python: wanmon.report._html_writers)."""
+    name, group, level = 'Đông <b>Cứu</b> & "x" \x1b[31m', "Gia <Bình> & Co", 'Xã <phường> & "thị trấn"'
+    p = tmp_path / "sites.toml"
+    p.write_text(CONFIG.replace('"UBND xã Đông Cứu"', json.dumps(name)).replace('"Gia Bình"', json.dumps(group))
+                 .replace("[snmp]", f"[page.level_names]\nvi.commune = {json.dumps(level)}\n\n[snmp]"), encoding="utf-8")
+    cfg = load(p)
+    store = Store.open(cfg.store_path)
+    try:
+        h = every([T0, T0 + 60, T0 + 120])
+        h[T0 + 60]["c1"] = "down"
+        record(cfg, store, h)
+        rep = build(cfg, store, T0, T0 + 180, now=T0 + 180)
+    finally:
+        store.close()
+    html = rp.to_html(cfg, rep)
+    soup = BeautifulSoup(html, "html.parser")
+    assert "\x1b" not in html
+    assert soup.find(["b", "bình", "phường"]) is None  # no tag made of a name
+    shown = name.replace("\x1b", "\\x1b")
+    site_rows = soup.select("table.full")[-1].tbody.find_all("tr")
+    c1 = next(r for r in site_rows if r.td.span.get_text().startswith("c1 "))
+    assert c1.td.contents[0] == shown
+    assert c1.td.span.get_text() == f"c1 · {level} · {group} · {REPORT['vi']['below']}"
+    assert c1.get("class") == ["below"]
+    names = [td.get_text() for td in soup.select("td.name")]
+    assert names.count(level) == 2 and names.count(group) == 2  # the level and district tables
+    assert soup.select_one("table.worst td.name").get_text().startswith(shown)
 
 
 # -- what a director reads first, Excel, long names (issue 22) --------------------------

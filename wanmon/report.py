@@ -28,7 +28,7 @@ from wanmon.config import LEVELS, Config, Site
 from wanmon.errors import WanmonError
 
 if TYPE_CHECKING:  # wanmon.words is imported where the text is written
-    from wanmon.words import ReportWords
+    from wanmon.words import Fmt, ReportWords
 
 FORMATS = ("html", "pdf", "xlsx", "csv", "json")  # also the order of the page's links to the archive
 # --grouping, the default first: "then" counts each stretch under the keys valid then, "now" the
@@ -895,6 +895,8 @@ PDF_MAX_SITES = 300  # the PDF's site table: the worst ones (the full list is in
 
 def to_html(cfg: Config, rep: Report, max_sites: int | None = None) -> str:
     """The report page; max_sites: list only the worst ones, with a line saying how many more."""
+    from markupsafe import Markup
+
     from wanmon.page import _env
     from wanmon.words import Fmt
 
@@ -902,6 +904,7 @@ def to_html(cfg: Config, rep: Report, max_sites: int | None = None) -> str:
     w = rep.words()
     shown = rep.sites if max_sites is None else rep.sites[:max_sites]
     districts, more_districts = rep.summary_districts()
+    cells, site_row = _html_writers(rep, w, fmt)
     return (
         _env(cfg)
         .get_template("report.html.j2")
@@ -924,9 +927,64 @@ def to_html(cfg: Config, rep: Report, max_sites: int | None = None) -> str:
             history_note=rep.history_note(),
             generated=fmt.dt(rep.generated),
             grouping_text=w["grouping_now"] if rep.grouping == "now" else w["grouping_then"],
+            # the rows' markup, written in Python (_html_writers): a table's cells of figures, the site rows
+            cells=lambda f: Markup(cells(f)),
+            site_rows=lambda rows: Markup("".join([site_row(r) for r in rows])),
+            # a customised template of before may still write the site rows itself, with these
             stretch=lambda r: f"{fmt.dt(r.start)} – {fmt.dt(r.end)}" if is_split(rep, r) else "",
         )
     )
+
+
+def _html_writers(rep: Report, w: ReportWords, fmt: Fmt) -> tuple[Callable[[Figures], str], Callable[[SiteRow], str]]:
+    """The report page's cells of figures (a row of the levels', districts' and sites' full
+    tables) and its site rows, written in Python rather than in the template: at 10,000 sites
+    with a dated inventory (20,000 rows) Jinja spent 1.3 s of the HTML's 1.6 s on the site rows (a
+    macro call, an escape() and a Markup per value), undated 0.5 s of 0.6 s; the whole HTML now
+    takes 0.19 s (0.09 s undated). The markup is the template's of before, byte for byte; the
+    template keeps the tables, their heads and everything around them, and calls cells(f) and
+    site_rows(rows), as the status page's calls site_rows(ids) (wanmon.page._row_writer).
+
+    Every value from the config (ids, names, groups, the levels' words) goes through markupsafe's
+    escape, as Jinja's autoescape would (wanmon.page.html_text); the fixed words are escaped once
+    here. What Fmt and hm() write (digits, separators, units, dates) has nothing to escape, and
+    goes in as is; each distinct value is written once (_memo)."""
+    from wanmon.page import _memo, html_text
+
+    e = html_text
+
+    def td(key: str) -> str:  # a cell's start, with its label (a phone shows it before the figure)
+        return f'<td class="num" data-label="{e(w[key])}">'  # type: ignore[literal-required]
+
+    avail, prev, down, outages = td("availability"), td("previous"), td("downtime"), td("outages")
+    longest, mttr, unr, maint = td("longest"), td("mttr"), td("unreachable"), td("maintenance")
+    unobs, oos = td("unobserved"), td("out_of_service")
+    pct, dur = _memo(fmt.pct), _memo(hm)
+
+    def cells(f: Figures) -> str:
+        return (
+            f"{avail}{pct(f.availability_pct)}</td>{prev}{pct(f.previous_pct)}</td>\n"
+            f"{down}{dur(f.down_s)}</td>{outages}{f.outages}</td>{longest}{dur(f.longest_outage_s)}</td>\n"
+            f"{mttr}{dur(f.mttr_s)}</td>{unr}{dur(f.unreachable_s)}</td>{maint}{dur(f.maintenance_s)}</td>"
+            f"{unobs}{dur(f.unobserved_s)}</td>{oos}{dur(f.out_of_service_s)}</td>"
+        )
+
+    levels = {lv: e(name) for lv, name in w["levels"].items()}
+    group = _memo(lambda d: f" · {e(short(d))}" if d else "")  # a district: the same for its hundreds of sites
+    when = _memo(fmt.dt)  # a dated inventory's rows start and end at its few instants of change
+    below_tr, below = ' class="below"', f" · {e(w['below'])}"
+
+    def site_row(r: SiteRow) -> str:
+        f = r.figures
+        stretch = f" · {when(r.start)} – {when(r.end)}" if is_split(rep, r) else ""
+        low = f.below_target
+        return (
+            f'<tr{below_tr if low else ""}><td class="name">{e(short(r.name))}<br>'
+            f'<span class="prev">{e(r.id)} · {levels[r.level]}{group(r.district)}{stretch}{below if low else ""}'
+            f"</span></td>{cells(f)}</tr>\n"
+        )
+
+    return cells, site_row
 
 
 def met_text(rep: Report, f: Figures, w: ReportWords) -> str:
