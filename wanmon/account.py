@@ -119,6 +119,11 @@ def held_split(status: str, maint: int, held: float) -> dict[str, float]:
     }
 
 
+def pct(available_s: float, observed_s: float) -> float | None:
+    """Availability: available over observed time, in percent (None: nothing observed)."""
+    return 100.0 * available_s / observed_s if observed_s > 0 else None
+
+
 @dataclass(slots=True)
 class Figures:
     """Seconds in each class over the period, for one site or summed over a group."""
@@ -142,7 +147,7 @@ class Figures:
 
     @property
     def availability_pct(self) -> float | None:
-        return 100.0 * self.available_s / self.observed_s if self.observed_s > 0 else None
+        return pct(self.available_s, self.observed_s)
 
     @property
     def previous_pct(self) -> float | None:

@@ -462,15 +462,21 @@ def _sums(
             a.sites += 1
             a.below_target += f.below_target
         else:  # split at a change of group or level: the site's time in each sum, judged whole
-            mine: dict[int, tuple[Figures, Figures]] = {}  # id(the sum) -> (the sum, the site's rows there)
+            mine: dict[int, list] = {}  # id(the sum) -> [the sum, the site's available and observed time there]
             for x in rows[i:j]:
+                xf = x.figures
                 for g in sums_of(x.level, x.district):
-                    g.add(x.figures)
-                    mine.setdefault(id(g), (g, Figures()))[1].add(x.figures)
-            for g, there in mine.values():
+                    g.add(xf)
+                    there = mine.get(id(g))
+                    if there is None:
+                        mine[id(g)] = [g, xf.available_s, xf.observed_s]
+                    else:
+                        there[1] += xf.available_s
+                        there[2] += xf.observed_s
+            for g, available, observed in mine.values():
                 g.sites += 1
-                pct = there.availability_pct
-                g.below_target += int(pct is not None and pct < target)
+                a_pct = account.pct(available, observed)
+                g.below_target += int(a_pct is not None and a_pct < target)
         i = j
     for (level, district), a in acc.items():  # each level and group's sites, into its sums
         for g in sums_of(level, district):
