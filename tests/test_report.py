@@ -586,3 +586,49 @@ def test_upstream_causes_walk_up_to_the_site_that_was_down():
     assert upstream_causes("c1", 50, 90) == {"core": 30.0, None: 10.0}
     assert upstream_causes("d1", 0, 200) == {"core": 50.0, None: 20.0}
     assert upstream_causes("core", 0, 200) == {}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_worst_list_counts_behind_each_site_every_site_it_cut_off(seed):
+    """_worst works a row's upstream cause out only where the list needs it; its entries and
+    their counts must be those of asking every row: a random tree (a root, districts, communes,
+    some communes split at a change), random outages."""
+    import random
+
+    from wanmon.account import Figures, UpstreamCauses, by_site, site_figures
+
+    rnd = random.Random(seed)
+    parents: dict[str, str | None] = {"root": None}
+    for d in range(6):
+        parents[f"d{d}"] = "root"
+        for c in range(rnd.randint(0, 8)):
+            parents[f"d{d}c{c}"] = f"d{d}"
+    runs = []
+    for sid in parents:
+        t = 0.0
+        while t < 1000:
+            b = t + rnd.uniform(5, 120)
+            runs.append((sid, rnd.choice(["up", "up", "down", "unreachable"]), 0, t, b))
+            t = b
+    mine = by_site(runs)
+    rows = []
+    for sid in parents:
+        cuts = [0.0, rnd.uniform(100, 900), 1000.0] if rnd.random() < 0.3 else [0.0, 1000.0]
+        for a, b in zip(cuts, cuts[1:]):
+            f = site_figures(mine[sid], a, b)
+            rows.append(rp.SiteRow(sid, sid, "commune", None, f, a, b))
+    rows.sort(key=rp._worst_first)
+    got = rp._worst(rows, mine, parents)
+
+    causes = UpstreamCauses(mine, parents)  # every row asked, as a reader would count
+    cause = {}
+    for n, r in enumerate(rows):
+        owed = causes.of(r.id, r.start, r.end) if r.figures.unreachable_s > 0 else {}
+        cause[n] = max(owed, key=lambda k: owed[k]) if owed else None
+    want = []
+    for n, r in enumerate(rows):
+        f: Figures = r.figures
+        if f.down_s + f.unreachable_s <= 0 or (f.unreachable_s > f.down_s and cause[n] is not None):
+            continue
+        want.append((r.id, r.start, len({rows[m].id for m in cause if cause[m] == r.id})))
+    assert [(x.row.id, x.row.start, x.behind) for x in got] == want[: rp.WORST_N]

@@ -524,26 +524,54 @@ def change_pp(f: Figures) -> float | None:
 def _worst(rows: list[SiteRow], by_site, parents) -> list[Worst]:
     """The WORST_N worst sites (rows are worst first) that were down or unreachable, as root causes:
     a site mostly unreachable because an upstream site was down is not listed itself but counted
-    behind the site whose outage cut it off."""
-    cause: dict[int, str | None] = {}  # row -> the upstream site most of its unreachable time is owed to
-    behind: dict[str, set[str]] = {}  # upstream site -> the sites it cut off (a site split at a change: once)
+    behind the site whose outage cut it off. A row's cause is worked out only when asked: for the
+    rows the list passes over, and for the sites below each listed one (only a site below it can
+    owe it its unreachable time), not for every row of the report."""
     causes = account.UpstreamCauses(by_site, parents)
+    memo: dict[int, str | None] = {}  # row -> the upstream site most of its unreachable time is owed to
+
+    def cause(n: int) -> str | None:
+        if n not in memo:
+            r = rows[n]
+            up = None
+            if r.figures.unreachable_s > 0:
+                owed = causes.of(r.id, max(r.start, r.served[0]), min(r.end, r.served[1]))
+                up = max(owed, key=lambda k: owed[k]) if owed else None
+            memo[n] = up
+        return memo[n]
+
+    rows_of: dict[str, list[int]] = {}  # site id -> its rows (a site split at a change has several)
     for n, r in enumerate(rows):
-        if r.figures.unreachable_s > 0:
-            owed = causes.of(r.id, max(r.start, r.served[0]), min(r.end, r.served[1]))
-            up = max(owed, key=lambda k: owed[k]) if owed else None
-            cause[n] = up
-            if up is not None:
-                behind.setdefault(up, set()).add(r.id)
+        rows_of.setdefault(r.id, []).append(n)
+    children: dict[str, list[str]] = {}
+    for sid, p in parents.items():
+        if p is not None:
+            children.setdefault(p, []).append(sid)
+
+    def behind(site: str) -> int:
+        """The sites below `site` that it cut off (a site split at a change: once)."""
+        cut: set[str] = set()
+        seen = {site}
+        stack = list(children.get(site, ()))
+        while stack:
+            sid = stack.pop()
+            if sid in seen:
+                continue
+            seen.add(sid)
+            stack.extend(children.get(sid, ()))
+            if any(cause(n) == site for n in rows_of.get(sid, ())):
+                cut.add(sid)
+        return len(cut)
+
     out: list[Worst] = []
     for n, r in enumerate(rows):
         f = r.figures
         if f.down_s + f.unreachable_s <= 0:
             continue
         cut_off = f.unreachable_s > f.down_s
-        if cut_off and cause.get(n) is not None:
+        if cut_off and cause(n) is not None:
             continue  # the upstream site's entry says it
-        out.append(Worst(r, len(behind.get(r.id, ())), cut_off))
+        out.append(Worst(r, behind(r.id), cut_off))
         if len(out) == WORST_N:
             break
     return out
