@@ -315,7 +315,7 @@ def test_a_large_dated_file_is_cached_with_its_instants(tmp_path, monkeypatch):
     text = path.read_text(encoding="utf-8")
     first = C.load(path)
     (cache,) = (tmp_path / "cache" / "wanmon").iterdir()
-    raw = C._parse_toml(text, path)
+    raw = C._parse_toml(text, path).raw
     assert raw == tomllib.loads(text)  # from the cache: equal, offsets and all
     assert [type(ch["at"].tzinfo) for ch in raw["sites"][0]["changes"] + raw["sites"][1]["changes"]] == \
         [type(ch["at"].tzinfo) for s in tomllib.loads(text)["sites"][:2] for ch in s["changes"]]
@@ -324,6 +324,45 @@ def test_a_large_dated_file_is_cached_with_its_instants(tmp_path, monkeypatch):
     assert again.at(again.timeline.instants[-1]).by_id["s0001"].name == "Mới 1"
     cache.write_bytes(cache.read_bytes().replace("Mới 1".encode(), "Mỡi 1".encode()))  # same length: still valid
     assert C.load(path).at(again.timeline.instants[-1]).by_id["s0001"].name == "Mỡi 1"  # the cache is what is read
+
+
+def test_a_file_found_valid_skips_its_checks_over_time_until_anything_changes(tmp_path, monkeypatch):
+    """The cache marks a large file that a load found valid, so the next loads skip the checks
+    of every state it describes (they depend on the data alone); but a cache altered since, or
+    other checks' code, is checked in full: a problem is never hidden behind the mark."""
+    from wanmon import config as C
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ran = []
+    real = C._over_time
+    monkeypatch.setattr(C, "_over_time", lambda *a: (ran.append(1), real(*a)))
+    sites = "".join(f'\n[[sites]]\nid = "s{i:04d}"\nname = "Điểm số {i:04d}"\nlevel = "province"\n'
+                    f'address = "127.1.{i // 250}.{1 + i % 250}"\n'
+                    f'[[sites.changes]]\nat = 2025-07-01T00:00:00+07:00\naddress = "127.2.{i // 250}.{1 + i % 250}"\n'
+                    for i in range(1000))
+    path = tmp_path / "sites.toml"
+    path.write_text('[store]\npath = "var/w.db"\n' + sites, encoding="utf-8")
+    first = C.load(path)
+    second = C.load(path)
+    third = C.load(path)
+    assert len(ran) == 1  # the first load only: it found the file valid and marked its cache
+    assert [s.address for s in third.at(1.8e9).sites] == [s.address for s in first.at(1.8e9).sites]
+    assert third.at(1.8e9).by_id["s0001"].address == "127.2.0.2" and second.timeline.instants == first.timeline.instants
+    (cache,) = (tmp_path / "cache" / "wanmon").iterdir()
+    # the cache altered so that two sites share an address after the change (same length: it still reads)
+    cache.write_bytes(cache.read_bytes().replace(b"127.2.0.3", b"127.2.0.2"))
+    with pytest.raises(ConfigError, match="duplicate address"):
+        C.load(path)
+    path.write_text(path.read_text(encoding="utf-8") + "\n", encoding="utf-8")  # a new cache
+    n = len(ran)
+    C.load(path)
+    C.load(path)
+    assert len(ran) == n + 1  # checked once, marked, then skipped
+    n = len(ran)
+    C._checks_code.cache_clear()
+    monkeypatch.setattr(C, "_checks_code", lambda: b"other checks")
+    C.load(path)
+    assert len(ran) == n + 1  # other code: the mark does not hold
 
 
 def test_gen_sites_reproduces_the_shipped_file(tmp_path):
