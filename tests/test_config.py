@@ -328,8 +328,9 @@ def test_a_large_dated_file_is_cached_with_its_instants(tmp_path, monkeypatch):
 
 def test_a_file_found_valid_skips_its_checks_over_time_until_anything_changes(tmp_path, monkeypatch):
     """The cache marks a large file that a load found valid, so the next loads skip the checks
-    of every state it describes (they depend on the data alone); but a cache altered since, or
-    other checks' code, is checked in full: a problem is never hidden behind the mark."""
+    of each site and every state it describes (they depend on the data alone); but a cache
+    altered since, or other checks' code, is checked in full: a problem is never hidden behind
+    the mark."""
     from wanmon import config as C
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -349,10 +350,25 @@ def test_a_file_found_valid_skips_its_checks_over_time_until_anything_changes(tm
     assert [s.address for s in third.at(1.8e9).sites] == [s.address for s in first.at(1.8e9).sites]
     assert third.at(1.8e9).by_id["s0001"].address == "127.2.0.2" and second.timeline.instants == first.timeline.instants
     (cache,) = (tmp_path / "cache" / "wanmon").iterdir()
-    # the cache altered so that two sites share an address after the change (same length: it still reads)
-    cache.write_bytes(cache.read_bytes().replace(b"127.2.0.3", b"127.2.0.2"))
-    with pytest.raises(ConfigError, match="duplicate address"):
+    # the cache altered (same length: it still reads): two sites share an address after the change; a bad address
+    import marshal
+
+    good = cache.read_bytes()
+
+    def altered(site: int, edit) -> bytes:
+        """The cache with one site's data edited, its mark kept as it was."""
+        tag, digest, body, mark = marshal.loads(good)
+        raw, dates = marshal.loads(body)
+        edit(raw["sites"][site])
+        return marshal.dumps((tag, digest, marshal.dumps((raw, dates)), mark))
+
+    cache.write_bytes(altered(249, lambda s: s["changes"][0].update(address="127.2.0.249")))
+    with pytest.raises(ConfigError, match="duplicate address '127.2.0.249'"):
         C.load(path)
+    cache.write_bytes(altered(5, lambda s: s.update(address="127.1.0.6 x")))
+    with pytest.raises(ConfigError, match="invalid address '127.1.0.6 x'"):  # a site's own keys: checked again too
+        C.load(path)
+    cache.write_bytes(good)
     path.write_text(path.read_text(encoding="utf-8") + "\n", encoding="utf-8")  # a new cache
     n = len(ran)
     C.load(path)

@@ -318,12 +318,15 @@ def compute(
 
     for s in cfg.sites:
         mine = by_site.get(s.id, [])
-        if not changes:  # the fast path: each site in service all along, one row under its keys
+        if not changes or (split and not s.changes and s.in_service_from is None and s.retired_at is None):
+            # the fast path: a site in service all along under one set of keys, one row under them
             f = site_figures(mine, start, end, history_from)
             pf = site_figures(mine, p_start, p_end)
             f.prev_available_s, f.prev_observed_s = pf.available_s, pf.observed_s
             f.below_target = below(f)
             rows.append(SiteRow(s.id, s.name, s.level, s.district, f, start, end))
+            if changes:
+                before.append((s.level, s.district, pf.available_s, pf.observed_s))
             continue
         if split:
             spans = cfg.timeline.site_spans(s)
