@@ -381,6 +381,29 @@ def test_a_file_found_valid_skips_its_checks_over_time_until_anything_changes(tm
     assert len(ran) == n + 1  # other code: the mark does not hold
 
 
+def test_cached_parses_not_written_for_a_month_go_when_another_is_written(tmp_path, monkeypatch):
+    """One cached parse per config path: those of files gone (a benchmark's temporary folder) do
+    not pile up: a month unwritten, they go when another file's is written; recent ones stay."""
+    import os
+
+    from wanmon import config as C
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "wanmon"
+    folder.mkdir(parents=True)
+    old, recent = folder / "toml-0000000000000001.marshal", folder / "toml-0000000000000002.marshal"
+    old.write_bytes(b"x")
+    recent.write_bytes(b"y")
+    month = 31 * 86400
+    os.utime(old, (os.path.getatime(old) - month, os.path.getmtime(old) - month))
+    path = tmp_path / "sites.toml"
+    path.write_text(MINIMAL + "".join(f'\n# {"padding " * 12}{i}' for i in range(1000)), encoding="utf-8")
+    assert len(path.read_bytes()) >= C._TOML_CACHE_MIN
+    C.load(path)
+    assert not old.exists() and recent.exists()
+    assert C._toml_cache_file(path).exists()
+
+
 def test_gen_sites_reproduces_the_shipped_file(tmp_path):
     """tools/gen_sites.py writes the shipped sites.toml byte for byte (its comments included)."""
     data = REPO / "data"  # the reference data (data/README.md)

@@ -982,6 +982,24 @@ def _put_dates(raw: dict, dates: list) -> dict:
     return raw
 
 
+_TOML_CACHE_DAYS = 30  # a cached file not written for this long goes when another is written
+
+
+def _prune_cache(keep: Path) -> None:
+    """Remove the cached parses (one per config path) not written for _TOML_CACHE_DAYS: files
+    moved, renamed or left by a test or benchmark in a temporary folder (4 MB each at 10,000
+    sites with a change each). A file still in use comes back at its next load."""
+    import time
+
+    cutoff = time.time() - _TOML_CACHE_DAYS * 86400
+    try:
+        for f in keep.parent.glob("toml-*.marshal"):
+            if f != keep and f.stat().st_mtime < cutoff:
+                f.unlink()
+    except OSError:
+        pass
+
+
 def _parse_toml(text: str, path: Path) -> _Parsed:
     """tomllib.loads(text), kept for the next run in the user's cache folder (~/.cache/wanmon,
     0700) under the text's SHA-256: the pure-Python parser takes 33-36 ms on a 2,000-site file
@@ -1009,7 +1027,8 @@ def _parse_toml(text: str, path: Path) -> _Parsed:
             with replacing(cache, binary=True, mode=0o600) as f:  # type: ignore[arg-type]
                 f.write(marshal.dumps((_TOML_CACHE_TAG, digest, body, mark)))
         except (OSError, ValueError):
-            pass
+            return
+        _prune_cache(cache)  # type: ignore[arg-type]
 
     if cache is not None:
         try:
