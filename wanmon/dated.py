@@ -141,8 +141,12 @@ class Timeline:
 
     def _event(self, events: dict, dt: datetime, what: tuple[int, int | str]) -> None:
         t = instant(dt)
-        events.setdefault(t, []).append(what)
-        self.labels.setdefault(t, dt.isoformat())
+        got = events.get(t)
+        if got is None:  # a new instant: its text as written (a reform: one for 10,000 changes)
+            events[t] = [what]
+            self.labels[t] = dt.isoformat()
+        else:
+            got.append(what)
 
     @property
     def dated(self) -> bool:
