@@ -291,21 +291,20 @@ def stretches(
     lo, hi = service_period(site)
     if max(start, lo) >= min(end, hi):
         return []
-    parts: list[tuple[float, float, Site]] = []
+    parts: list[list] = []  # [from, to, keys then, keys(keys then)]
     for sp in dated.spans(site) if spans is None else spans:
-        a, b = max(sp.start, start), min(sp.end, end)
-        if a >= b:
+        if sp.end <= start or sp.start >= end:
             continue
-        if parts and keys is not None and keys(parts[-1][2]) == keys(sp.site):
-            parts[-1] = (parts[-1][0], b, sp.site)
+        k = keys(sp.site) if keys is not None else sp
+        if parts and keys is not None and parts[-1][3] == k:
+            parts[-1][1], parts[-1][2] = sp.end, sp.site
         else:
-            parts.append((a, b, sp.site))
-    last = len(parts) - 1
-    out = []
-    for k, (a, b, state) in enumerate(parts):
-        a, b = start if k == 0 else a, end if k == last else b
-        out.append(Stretch(a, b, state, _served(runs, a, b, lo, hi, history_from)))
-    return out
+            parts.append([sp.start, sp.end, sp.site, k])
+    if not parts:
+        return []  # no span in the period (validate reports a site whose spans are empty)
+    # the first starts and the last ends with the period (time out of service there included)
+    parts[0][0], parts[-1][1] = start, end
+    return [Stretch(a, b, state, _served(runs, a, b, lo, hi, history_from)) for a, b, state, _k in parts]
 
 
 def by_site(runs: Iterable[tuple[str, str, int, float, float]]) -> dict[str, list[tuple[str, int, float, float]]]:

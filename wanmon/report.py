@@ -437,8 +437,8 @@ def _sums(
             out.append(g)
         return out
 
-    # the sites whose verdict is their own in every sum, summed per (level, group) first: one
-    # addition a site, not one per sum
+    # the rows' time summed per (level, group) first, then into the sums (one addition a row, not
+    # one per sum); with the sites counted, and their verdicts, where a site's verdict is its own
     acc: dict[tuple[str, str | None], Figures] = {}
     n = len(rows)
     i = 0
@@ -468,8 +468,12 @@ def _sums(
             mine: dict[int, list] = {}  # id(the sum) -> [the sum, the site's available and observed time there]
             for x in rows[i:j]:
                 xf = x.figures
+                key = (x.level, x.district)
+                a = acc.get(key)
+                if a is None:
+                    a = acc[key] = Figures()
+                a.add(xf)  # its time, into the sums with the others' (its count and verdict: below)
                 for g in sums_of(x.level, x.district):
-                    g.add(xf)
                     there = mine.get(id(g))
                     if there is None:
                         mine[id(g)] = [g, xf.available_s, xf.observed_s]
