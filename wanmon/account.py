@@ -30,7 +30,7 @@ import operator
 import statistics
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from wanmon import dated
 from wanmon.status import DEGRADED, DOWN, UNREACHABLE, UP
@@ -261,11 +261,11 @@ def in_service_figures(
     return _served(runs, start, end, lo, hi, history_from)
 
 
-@dataclass(frozen=True, slots=True)
-class Stretch:
+class Stretch(NamedTuple):
     """A part [start, end) of a period over which a site's keys (`site`) hold, with its figures. A
     site's stretches tile the period: its time out of service before the first span and after the
-    last is in the first's and the last's out_of_service_s."""
+    last is in the first's and the last's out_of_service_s. (A tuple: made for every site and
+    stretch of a report, 20,000 at once; a frozen dataclass took four times as long to make.)"""
 
     start: float
     end: float

@@ -330,17 +330,14 @@ def compute(
             continue
         if split:
             spans = cfg.timeline.site_spans(s)
-            cur = [
-                (x.site, x.start, x.end, x.figures)
-                for x in account.stretches(mine, s, start, end, history_from, _report_keys, spans)
-            ]
+            cur = account.stretches(mine, s, start, end, history_from, _report_keys, spans)
             old = [(x.site, x.figures) for x in account.stretches(mine, s, p_start, p_end, None, _report_keys, spans)]
         else:
             assert today is not None, "a dated inventory, grouped now"
             keys = today.by_id[s.id]
             whole = account.in_service_figures(mine, s, start, end, history_from)
             whole_prev = account.in_service_figures(mine, s, p_start, p_end)
-            cur = [] if whole is None else [(keys, start, end, whole)]
+            cur = [] if whole is None else [account.Stretch(start, end, keys, whole)]
             old = [] if whole_prev is None else [(keys, whole_prev)]
             if today is not None and s.changes and cur and not regrouped:
                 regrouped = any(
@@ -351,7 +348,7 @@ def compute(
         pa = sum(f.available_s for _k, f in old)
         po = sum(f.observed_s for _k, f in old)
         served = account.service_period(s)
-        for keys, a, b, f in cur:
+        for a, b, keys, f in cur:
             f.prev_available_s, f.prev_observed_s = pa, po
             f.below_target = below(f)
             rows.append(SiteRow(s.id, keys.name, keys.level, keys.district, f, a, b, served))
