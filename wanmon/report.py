@@ -786,6 +786,7 @@ def to_csv(rep: Report) -> bytes:
         "to",
     ]
     out.writerow(cols)
+    level_words = {lv: csv_cell(text) for lv, text in w["levels"].items()}
     for r in rep.sites:
         f = r.figures
         pct, prev = f.availability_pct, f.previous_pct
@@ -793,7 +794,10 @@ def to_csv(rep: Report) -> bytes:
         out.writerow(
             [
                 # the text cells (names come from the config): the others are numbers and times
-                *(csv_cell(x) for x in (r.id, r.name, w["levels"][r.level], r.district or "")),
+                csv_cell(r.id),
+                csv_cell(r.name),
+                level_words[r.level],
+                csv_cell(r.district or ""),
                 "" if pct is None else f"{round(pct, 4):.4f}",
                 "" if prev is None else f"{round(prev, 4):.4f}",
                 round(f.down_s),
