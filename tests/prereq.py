@@ -74,3 +74,15 @@ def is_root() -> bool:
 
 def have(*tools: str) -> bool:
     return all(shutil.which(t) for t in tools)
+
+
+def faketime(spec: str) -> list[str]:
+    """The command prefix that runs a program on libfaketime's clock `spec` ("@2026-12-09 17:00:02":
+    from that instant on; "+120": two minutes ahead), the library preloaded through env(1). Not
+    the faketime(1) wrapper: it makes a named semaphore per run (/dev/shm/sem.faketime_sem_PID)
+    that a killed run leaves behind, and a later run given the same PID then fails with
+    "sem_open: File exists" (CI, Dec 2026). [] when the library is missing (tests skip then)."""
+    import glob
+
+    lib = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
+    return ["env", f"LD_PRELOAD={lib}", f"FAKETIME={spec}"] if lib else []

@@ -47,7 +47,7 @@ def test_page_and_report_tell_the_same_figures(lab, hosts, tmp_path):  # noqa: F
     clock = [math.ceil(time.time() / 3600) * 3600 + 2 * 86400]  # two days ahead, on the hour
 
     def wm(*args: str) -> subprocess.CompletedProcess:
-        return lab.run([FAKETIME, "-f", "@" + _at(clock[0]), PY, "-m", "wanmon", "--config", str(cfg), *args],
+        return lab.run([*prereq.faketime("@" + _at(clock[0])), PY, "-m", "wanmon", "--config", str(cfg), *args],
                        cwd=cfg.parent, env=wm_env({"TZ": "UTC"}), timeout=60)
 
     def run(n: int) -> None:

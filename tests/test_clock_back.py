@@ -206,7 +206,7 @@ def _netns_ok() -> bool:
 
 def _fake(ts: float) -> list[str]:
     """libfaketime: the process's clock starts at ts (UTC) and runs on from there."""
-    return [FAKETIME, "-f", "@" + datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")]
+    return prereq.faketime("@" + datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S"))
 
 
 def _method(history: dict[str, list[tuple[float, str]]], start: float, end: float, cap: float) -> dict[str, dict]:

@@ -54,7 +54,7 @@ def change(at: float, **keys) -> str:
 
 def cli_at(path: Path, ts: float, *args: str) -> dict:
     """`wanmon ARGS --json` as a process whose clock reads ts (libfaketime)."""
-    fake = [FAKETIME, "-f", "@" + datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")]
+    fake = prereq.faketime("@" + datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S"))
     r = wanmon("--config", str(path), *args, "--json", cwd=path.parent, env={"TZ": "UTC"}, prefix=fake)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)

@@ -277,7 +277,7 @@ def test_then_from_influxql_equals_the_report_and_the_page_from_influxdb_shows_t
 
     def wm(*args: str):
         return lab.run(
-            [FAKETIME, "-f", "@" + at(clock[0]), PY, "-m", "wanmon", "--config", str(cfg), *args],
+            [*prereq.faketime("@" + at(clock[0])), PY, "-m", "wanmon", "--config", str(cfg), *args],
             cwd=cfg.parent,
             env=wm_env({"TZ": "UTC"}),
             timeout=60,

@@ -67,7 +67,7 @@ def moved(lab, tmp_path_factory):  # noqa: F811
     cfg = write_config(tmp, None, sites, interval_s=SPACING_S, timeout_ms=500)
 
     def wm(at: float, *args: str) -> subprocess.CompletedProcess:
-        r = lab.run([FAKETIME, "-f", "@" + _at(at), PY, "-m", "wanmon", "--config", str(cfg), *args],
+        r = lab.run([*prereq.faketime("@" + _at(at)), PY, "-m", "wanmon", "--config", str(cfg), *args],
                     cwd=cfg.parent, env=wm_env({"TZ": "UTC"}), timeout=60)
         assert r.returncode == 0, r.stderr[-3000:]
         return r

@@ -126,7 +126,7 @@ def test_two_vantage_points_disagree_then_the_remaining_one_decides(lab, influx_
 
     # the client agent stops; after 3 of its intervals (200 s > 180 s) only the alive one counts.
     # InfluxDB's own clock is not moved: its raw queries include the points "from the future".
-    later[:] = [FAKETIME, "-f", "+200"]
+    later[:] = prereq.faketime("+200")
     check(va, lab.alive_ns)
     snap = render()
     assert snap["sites"]["gia-binh"]["status"] == "down", snap["sites"]["gia-binh"]

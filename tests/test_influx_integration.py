@@ -506,7 +506,7 @@ def test_retry_after_beyond_the_budget_is_remembered_across_runs(influx_auth, db
         rig.check(max_s=10)                      # a new process: still waiting, does not even try
         assert [rq.status for rq in write_requests(px)] == [429]
         assert rig.spool()["points"] == 2 * PER_CYCLE
-        rig.check(max_s=10, prefix=[FAKETIME, "-f", "+120"])  # its clock 2 minutes on (InfluxDB's is not)
+        rig.check(max_s=10, prefix=prereq.faketime("+120"))  # its clock 2 minutes on (InfluxDB's is not)
         assert [rq.status for rq in write_requests(px)] == [429, 204]
         assert rig.spool()["points"] == 0
         assert len(icmp_rows(influx_auth, db)) == 3 * len(SITES)

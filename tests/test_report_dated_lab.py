@@ -56,7 +56,7 @@ def test_then_and_now_on_real_checks_across_a_move_while_down(lab, hosts, tmp_pa
     cfg = write_config(tmp_path, None, base_sites(2) + commune, interval_s=INTERVAL_S, timeout_ms=500)
 
     def wm(*args: str) -> subprocess.CompletedProcess:
-        return lab.run([FAKETIME, "-f", "@" + _at(clock[0]), PY, "-m", "wanmon", "--config", str(cfg), *args],
+        return lab.run([*prereq.faketime("@" + _at(clock[0])), PY, "-m", "wanmon", "--config", str(cfg), *args],
                        cwd=cfg.parent, env=wm_env({"TZ": "UTC"}), timeout=60)
 
     history: dict[str, list[tuple[float, str]]] = {}
