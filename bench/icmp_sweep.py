@@ -233,13 +233,19 @@ def run_case(runner: _lab.Runner, ns: _lab.Netns, args, tmp: str, n: int, dead_p
     n_dead = sum(t.dead for t in targets)
     casedir = os.path.join(tmp, f"n{n}-dead{n_dead}")
     os.makedirs(casedir, exist_ok=True)
-    cfg = os.path.join(casedir, "wanmon.toml")
-    store = os.path.join(casedir, "store", "wanmon.db")
-    os.makedirs(os.path.dirname(store), exist_ok=True)
-    with open(cfg, "w") as f:
-        f.write(_lab.wanmon_config(targets, store, count=COUNT, interval_ms=INTERVAL_MS,
-                                   timeout_ms=args.wanmon_timeout_ms, rate_pps=RATE_PPS,
-                                   mode=args.mode))
+
+    def config(name: str, store_dir: str, extra: str = "") -> str:
+        """A wanmon config for the targets in the case folder, with its own store."""
+        path = os.path.join(casedir, name)
+        store = os.path.join(casedir, store_dir, "wanmon.db")
+        os.makedirs(os.path.dirname(store), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(_lab.wanmon_config(targets, store, count=COUNT, interval_ms=INTERVAL_MS,
+                                       timeout_ms=args.wanmon_timeout_ms, rate_pps=RATE_PPS,
+                                       mode=args.mode) + extra)
+        return path
+
+    cfg = config("wanmon.toml", "store")
     addrs = [t.address for t in targets]
     fping_argv = [args.fping, "-q", "-c", str(COUNT), "-p",
                                      str(INTERVAL_MS), "-i", FPING_I_MS] + addrs
@@ -249,13 +255,7 @@ def run_case(runner: _lab.Runner, ns: _lab.Netns, args, tmp: str, n: int, dead_p
     if not args.fping_only:
         tools["wanmon"] = wanmon_argv
         if args.traces_cost:  # the same sites, its own store, the agent's own traces off
-            cfg_off = os.path.join(casedir, "wanmon-notrace.toml")
-            store_off = os.path.join(casedir, "store-notrace", "wanmon.db")
-            os.makedirs(os.path.dirname(store_off), exist_ok=True)
-            with open(cfg_off, "w") as f:
-                f.write(_lab.wanmon_config(targets, store_off, count=COUNT, interval_ms=INTERVAL_MS,
-                                           timeout_ms=args.wanmon_timeout_ms, rate_pps=RATE_PPS,
-                                           mode=args.mode) + TRACES_OFF)
+            cfg_off = config("wanmon-notrace.toml", "store-notrace", TRACES_OFF)
             tools[NOTRACE] = [args.python, "-m", "wanmon", "--config", cfg_off, "check", "--json"]
     runs: dict[str, list[dict]] = {k: [] for k in tools}
     rtt_diffs: list[float | None] = []

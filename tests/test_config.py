@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -300,18 +301,24 @@ def test_a_large_file_is_parsed_once_per_change_and_a_bad_cache_is_ignored(tmp_p
         C.load(path)
 
 
+def _thousand_dated(folder: Path, change: Callable[[int], str]) -> Path:
+    """sites.toml with 1,000 sites (large enough for the TOML cache), site i with one change,
+    change(i) its lines (its `at` and keys)."""
+    sites = "".join(f'\n[[sites]]\nid = "s{i:04d}"\nname = "Điểm số {i:04d}"\nlevel = "province"\n'
+                    f'address = "127.1.{i // 250}.{1 + i % 250}"\n[[sites.changes]]\n{change(i)}\n'
+                    for i in range(1000))
+    path = folder / "sites.toml"
+    path.write_text('[store]\npath = "var/w.db"\n' + sites, encoding="utf-8")
+    return path
+
+
 def test_a_large_dated_file_is_cached_with_its_instants(tmp_path, monkeypatch):
     """A dated inventory's instants (offset date-times; dates and times elsewhere) come back from
     the cache as TOML gave them: the same instants, offsets, keys; the cache read, not the text."""
     from wanmon import config as C
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    sites = "".join(f'\n[[sites]]\nid = "s{i:04d}"\nname = "Điểm số {i:04d}"\nlevel = "province"\n'
-                    f'address = "127.1.{i // 250}.{1 + i % 250}"\n'
-                    f'[[sites.changes]]\nat = 2025-07-01T00:00:00{"+07:00" if i % 2 else "Z"}\nname = "Mới {i}"\n'
-                    for i in range(1000))
-    path = tmp_path / "sites.toml"
-    path.write_text('[store]\npath = "var/w.db"\n' + sites, encoding="utf-8")
+    path = _thousand_dated(tmp_path, lambda i: f'at = 2025-07-01T00:00:00{"+07:00" if i % 2 else "Z"}\nname = "Mới {i}"')
     text = path.read_text(encoding="utf-8")
     first = C.load(path)
     (cache,) = (tmp_path / "cache" / "wanmon").iterdir()
@@ -337,12 +344,7 @@ def test_a_file_found_valid_skips_its_checks_over_time_until_anything_changes(tm
     ran = []
     real = C._over_time
     monkeypatch.setattr(C, "_over_time", lambda *a: (ran.append(1), real(*a)))
-    sites = "".join(f'\n[[sites]]\nid = "s{i:04d}"\nname = "Điểm số {i:04d}"\nlevel = "province"\n'
-                    f'address = "127.1.{i // 250}.{1 + i % 250}"\n'
-                    f'[[sites.changes]]\nat = 2025-07-01T00:00:00+07:00\naddress = "127.2.{i // 250}.{1 + i % 250}"\n'
-                    for i in range(1000))
-    path = tmp_path / "sites.toml"
-    path.write_text('[store]\npath = "var/w.db"\n' + sites, encoding="utf-8")
+    path = _thousand_dated(tmp_path, lambda i: f'at = 2025-07-01T00:00:00+07:00\naddress = "127.2.{i // 250}.{1 + i % 250}"')
     first = C.load(path)
     second = C.load(path)
     third = C.load(path)

@@ -22,11 +22,11 @@ from wanmon.trace import Names, Pacer, _Answer, _Tracer, outage_json, parent_on_
 HOPS = textwrap.dedent(
     """\
     [[hops]]
-    address = "10.7.0.1"
+    address = "127.107.0.1"
     name = "Router VNPT Tiên Du"
 
     [[hops]]
-    address = "10.7.1.254"
+    address = "127.107.1.254"
     name = "UBND huyện Tiên Du (cổng WAN)"
     site = "tien-du"
     """
@@ -42,8 +42,8 @@ def _problems(path: Path) -> list[str]:
 def test_hops_are_read_with_their_sites(write_config):
     cfg = load(write_config(MINIMAL + HOPS))
     assert [(h.address, h.name, h.site) for h in cfg.hops] == [
-        ("10.7.0.1", "Router VNPT Tiên Du", None),
-        ("10.7.1.254", "UBND huyện Tiên Du (cổng WAN)", "tien-du"),
+        ("127.107.0.1", "Router VNPT Tiên Du", None),
+        ("127.107.1.254", "UBND huyện Tiên Du (cổng WAN)", "tien-du"),
     ]
     assert cfg.trace == TraceSettings() and load(write_config()).hops == ()
 
@@ -51,9 +51,9 @@ def test_hops_are_read_with_their_sites(write_config):
 @pytest.mark.parametrize(
     "edit,words,line",
     [
-        (lambda h: h.replace('"10.7.0.1"', '"vnpt-router.example"'), ["[[hops]] #1", "must be an IP address"], 37),
-        (lambda h: h.replace('"10.7.1.254"', '"10.7.0.1"'), ["[[hops]] #2", "duplicate address", "line 36"], 41),
-        (lambda h: h.replace('"10.7.0.1"', '"127.10.2.1"'), ["[[hops]] #1", "address of site 'tien-du'"], 37),
+        (lambda h: h.replace('"127.107.0.1"', '"vnpt-router.example"'), ["[[hops]] #1", "must be an IP address"], 37),
+        (lambda h: h.replace('"127.107.1.254"', '"127.107.0.1"'), ["[[hops]] #2", "duplicate address", "line 36"], 41),
+        (lambda h: h.replace('"127.107.0.1"', '"127.10.2.1"'), ["[[hops]] #1", "address of site 'tien-du'"], 37),
         (
             lambda h: h.replace('site = "tien-du"', 'site = "tien-duu"'),
             ["unknown site 'tien-duu'", "did you mean 'tien-du'"],
@@ -84,12 +84,12 @@ def names(write_config) -> Names:
 
 def test_a_hop_is_named_by_its_site_or_its_hops_entry(names):
     assert names.hop("127.10.2.1") == "127.10.2.1 (UBND huyện Tiên Du)"
-    assert (names.site("127.10.2.1"), names.site("10.7.1.254"), names.site("10.7.0.1")) == ("tien-du", "tien-du", None)
-    assert names.hop("10.7.0.1") == "10.7.0.1 (Router VNPT Tiên Du)"
-    assert names.hop("10.9.9.9") == "10.9.9.9" and names.site("10.9.9.9") is None
+    assert (names.site("127.10.2.1"), names.site("127.107.1.254"), names.site("127.107.0.1")) == ("tien-du", "tien-du", None)
+    assert names.hop("127.107.0.1") == "127.107.0.1 (Router VNPT Tiên Du)"
+    assert names.hop("127.109.9.9") == "127.109.9.9" and names.site("127.109.9.9") is None
 
 
-GOOD = _trace(("10.7.0.1", False), ("10.7.1.254", False), ("127.0.0.1", False), ("::1", False), reached=True)
+GOOD = _trace(("127.107.0.1", False), ("127.107.1.254", False), ("127.0.0.1", False), ("::1", False), reached=True)
 
 
 @pytest.mark.parametrize(
@@ -97,23 +97,23 @@ GOOD = _trace(("10.7.0.1", False), ("10.7.1.254", False), ("127.0.0.1", False), 
     [
         (
             "vi",
-            _trace(("10.7.0.1", False), ("10.7.1.254", True), reached=False),
+            _trace(("127.107.0.1", False), ("127.107.1.254", True), reached=False),
             GOOD,
-            "đường truyền dừng sau 10.7.1.254 (UBND huyện Tiên Du (cổng WAN)), hop 2 của 4",
+            "đường truyền dừng sau 127.107.1.254 (UBND huyện Tiên Du (cổng WAN)), hop 2 của 4",
         ),
         (
             "en",
-            _trace(("10.7.0.1", False), ("10.7.1.254", True), reached=False),
+            _trace(("127.107.0.1", False), ("127.107.1.254", True), reached=False),
             GOOD,
-            "the path stops after 10.7.1.254 (UBND huyện Tiên Du (cổng WAN)), hop 2 of 4",
+            "the path stops after 127.107.1.254 (UBND huyện Tiên Du (cổng WAN)), hop 2 of 4",
         ),
         (
             "vi",
-            _trace(("10.7.0.1", False), (None, False), reached=False),
+            _trace(("127.107.0.1", False), (None, False), reached=False),
             None,
-            "đường truyền dừng sau 10.7.0.1 (Router VNPT Tiên Du), hop 1",
+            "đường truyền dừng sau 127.107.0.1 (Router VNPT Tiên Du), hop 1",
         ),
-        ("en", _trace(("10.9.9.9", False), reached=False), GOOD, "the path stops after 10.9.9.9, hop 1 of 4"),
+        ("en", _trace(("127.109.9.9", False), reached=False), GOOD, "the path stops after 127.109.9.9, hop 1 of 4"),
         ("vi", _trace(reached=False), GOOD, "đường truyền không có hop nào trả lời"),
         ("en", _trace((None, False), reached=False), GOOD, "no hop on the path answers"),
         ("vi", GOOD, GOOD, None),
@@ -131,10 +131,10 @@ def test_the_last_answer_is_never_the_target():
 
 def test_the_parent_on_a_path_is_the_last_known_site_before_it(names):
     assert parent_on_path("tien-du-phat-tich", GOOD, names) == "dc-core"  # 127.0.0.1 just before it
-    skip = _trace(("10.7.1.254", False), ("10.9.9.9", False), ("::1", False), reached=True)
+    skip = _trace(("127.107.1.254", False), ("127.109.9.9", False), ("::1", False), reached=True)
     assert parent_on_path("tien-du-phat-tich", skip, names) == "tien-du"  # its router's other interface
-    assert parent_on_path("x", _trace(("10.7.0.1", False), ("::1", False), reached=True), names) is None
-    assert parent_on_path("tien-du-phat-tich", _trace(("10.7.1.254", False), reached=False), names) is None
+    assert parent_on_path("x", _trace(("127.107.0.1", False), ("::1", False), reached=True), names) is None
+    assert parent_on_path("tien-du-phat-tich", _trace(("127.107.1.254", False), reached=False), names) is None
 
 
 # -- topology -------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_the_parent_on_a_path_is_the_last_known_site_before_it(names):
 def test_suggestions_only_where_the_evidence_names_another_parent(write_config, names):
     cfg = load(write_config(MINIMAL + HOPS))
     paths = {
-        "tien-du": _trace(("10.7.0.1", False), ("127.10.2.1", False), reached=True),  # no site before it
+        "tien-du": _trace(("127.107.0.1", False), ("127.10.2.1", False), reached=True),  # no site before it
         "tien-du-phat-tich": GOOD,  # ... -> tien-du's WAN port -> dc-core -> it: dc-core, not tien-du
     }
     traced = by_traceroute(cfg, paths, names)
@@ -371,24 +371,24 @@ def test_neighbours_from_the_lldp_and_cdp_tables(names):
 
     rows = {
         (100, 2, 1): {"lldp_name": b"tien-du-router"},
-        (100, 2, 1, 1, 4, 10, 7, 1, 254): {"lldp_addr": 2},  # its management address, in the index
+        (100, 2, 1, 1, 4, 127, 107, 1, 254): {"lldp_addr": 2},  # its management address, in the index
         (100, 3, 7): {"lldp_name": b"unknown-box"},
         (100, 3, 7, 2, 16, *([0] * 15), 1): {"lldp_addr": 2},  # ::1
-        (100, 4, 9, 1, 3, 10, 7, 1): {"lldp_addr": 2},  # a length that does not fit: no address
+        (100, 4, 9, 1, 3, 127, 107, 1): {"lldp_addr": 2},  # a length that does not fit: no address
         (5, 1): {"cdp_addr": bytes([127, 0, 0, 1]), "cdp_name": b"core.example"},
     }
     got = neighbours_of(rows)
     assert got == (
-        Neighbour("lldp", "tien-du-router", "10.7.1.254"),
+        Neighbour("lldp", "tien-du-router", "127.107.1.254"),
         Neighbour("lldp", "unknown-box", "::1"),
         Neighbour("lldp", None, None),
         Neighbour("cdp", "core.example", "127.0.0.1"),
     )
     read = {"tien-du-phat-tich": Neighbours("ok", None, got), "tien-du": Neighbours("timeout", "no answer"), "x": None}
     sites, how = neighbour_sites(read, names, {"unknown-box": "tien-du"})
-    # by address: 10.7.1.254 is tien-du's ([[hops]] site), ::1 the site itself (left out), 127.0.0.1 dc-core
+    # by address: 127.107.1.254 is tien-du's ([[hops]] site), ::1 the site itself (left out), 127.0.0.1 dc-core
     assert sites == {"tien-du-phat-tich": {"tien-du", "dc-core"}}
-    assert how["tien-du-phat-tich"] == {"tien-du": "10.7.1.254, tien-du-router", "dc-core": "127.0.0.1, core.example"}
+    assert how["tien-du-phat-tich"] == {"tien-du": "127.107.1.254, tien-du-router", "dc-core": "127.0.0.1, core.example"}
 
 
 # -- the agent's own traces: which ones a cycle asks for (wanmon.trace.plan) ------------------
@@ -475,16 +475,16 @@ def test_refresh_order_the_recovered_then_the_missing_then_the_oldest():
 
 
 def test_an_outage_path_as_json_tells_where_it_stops(names):
-    broken = _trace(("10.7.0.1", False), ("10.7.1.254", True), reached=False)
+    broken = _trace(("127.107.0.1", False), ("127.107.1.254", True), reached=False)
     o = OutagePath("tien-du-phat-tich", 4000.0, broken, 4, 3000.0)
     got = outage_json(o, names, "vi")
     assert {k: got[k] for k in ("hop", "of", "address", "name", "site", "text", "reached", "good_ts")} == {
         "hop": 2,
         "of": 4,
-        "address": "10.7.1.254",
+        "address": "127.107.1.254",
         "name": "UBND huyện Tiên Du (cổng WAN)",
         "site": "tien-du",
-        "text": "đường truyền dừng sau 10.7.1.254 (UBND huyện Tiên Du (cổng WAN)), hop 2 của 4",
+        "text": "đường truyền dừng sau 127.107.1.254 (UBND huyện Tiên Du (cổng WAN)), hop 2 của 4",
         "reached": False,
         "good_ts": 3000.0,
     }
@@ -496,8 +496,8 @@ def test_an_outage_path_as_json_tells_where_it_stops(names):
 def test_outage_paths_one_per_incident_the_current_one_by_the_sites_state(tmp_path):
     s = Store.open(tmp_path / "w.db")
     try:
-        broken = _trace(("10.7.0.1", False), ("10.7.1.254", True), reached=False)
-        later = _trace(("10.7.0.1", True), reached=False)
+        broken = _trace(("127.107.0.1", False), ("127.107.1.254", True), reached=False)
+        later = _trace(("127.107.0.1", True), reached=False)
         s.record_traces([OutagePath("a", 100.0, broken, 3, 50.0)], {})
         s.record_traces([OutagePath("a", 100.0, later, 3, 50.0)], {"b": GOOD})  # the same incident: kept once
         s.record_traces([OutagePath("a", 900.0, later, 3, 50.0)], {})

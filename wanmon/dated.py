@@ -68,11 +68,16 @@ class Span:
     change: int | None
 
 
+def constant(site: Site) -> bool:
+    """Whether the site is the same all its life: no change, in service always."""
+    return not site.changes and site.in_service_from is None and site.retired_at is None
+
+
 def spans(site: Site, states: Sequence[Site] | None = None) -> list[Span]:
     """The site's life as stretches of constant keys, clipped to its service period (empty when
     the period is empty: validate says so). states: the site after each of its changes, when
     the caller has them already (config's validation: 10,000 copies fewer)."""
-    if not site.changes and site.in_service_from is None and site.retired_at is None:
+    if constant(site):
         return [Span(BEFORE, AFTER, site, None)]  # most sites, most of the time
     lo = instant(site.in_service_from) if site.in_service_from is not None else BEFORE
     hi = instant(site.retired_at) if site.retired_at is not None else AFTER

@@ -27,7 +27,7 @@ from wanmon.config import Config
 from wanmon.files import make_folder, replacing
 from wanmon.inventory import Inventory
 from wanmon.model import DeviceLine, OutagePath, SiteState
-from wanmon.status import PROBLEMS, SEVERITY, root_of
+from wanmon.status import PROBLEMS, SEVERITY, below, children_of, root_of
 from wanmon.store import damaged
 from wanmon.text import FOLD_MAP, FOLD_SPACES, fold, printable
 from wanmon.words import (
@@ -350,13 +350,7 @@ def _incidents(
         if inc["kind"] == "down":
             lo = inc["start"] if inc["start"] is not None else cut
             hi = inc["end"] if inc["end"] is not None else float("inf")
-            todo, seen = list(children.get(inc["site"], ())), set()
-            while todo:
-                c = todo.pop()
-                if c in seen:
-                    continue
-                seen.add(c)
-                todo.extend(children.get(c, ()))
+            for c in below(children, inc["site"]):
                 if any(a < hi and b > lo for a, b in unreach.get(c, ())) or (
                     inc["end"] is None and sites.get(c, {}).get("status") == "unreachable"
                 ):
@@ -522,10 +516,7 @@ def snapshot(
                 **g,
             }
         )
-    children: dict[str, list[str]] = {}
-    for s in inv.sites:
-        if s.parent:
-            children.setdefault(s.parent, []).append(s.id)
+    children = children_of((s.id, s.parent) for s in inv.sites)
     out_of_service = _out_of_service(cfg, now)
     by_base = cfg.timeline.base_by_id
     retired = {sid: by_base[sid].retired_at.timestamp() for sid in out_of_service["retired"]}  # type: ignore[union-attr]

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from wanmon import account
+from wanmon import account, dated
 from wanmon.account import Figures, site_figures
 from wanmon.config import LEVELS, Config, Site
 from wanmon.errors import WanmonError
+from wanmon.status import below, children_of
 
 if TYPE_CHECKING:  # wanmon.words is imported where the text is written
     from wanmon.words import Fmt, ReportWords
@@ -313,17 +314,17 @@ def compute(
     before: list[tuple[str, str | None, float, float]] = []
     regrouped = False
 
-    def below(f: Figures) -> int:
+    def under_target(f: Figures) -> int:
         return int(f.availability_pct is not None and f.availability_pct < target)
 
     for s in cfg.sites:
         mine = by_site.get(s.id, [])
-        if not changes or (split and not s.changes and s.in_service_from is None and s.retired_at is None):
+        if not changes or (split and dated.constant(s)):
             # the fast path: a site in service all along under one set of keys, one row under them
             f = site_figures(mine, start, end, history_from)
             pf = site_figures(mine, p_start, p_end)
             f.prev_available_s, f.prev_observed_s = pf.available_s, pf.observed_s
-            f.below_target = below(f)
+            f.below_target = under_target(f)
             rows.append(SiteRow(s.id, s.name, s.level, s.district, f, start, end))
             if changes:
                 before.append((s.level, s.district, pf.available_s, pf.observed_s))
@@ -350,7 +351,7 @@ def compute(
         served = account.service_period(s)
         for a, b, keys, f in cur:
             f.prev_available_s, f.prev_observed_s = pa, po
-            f.below_target = below(f)
+            f.below_target = under_target(f)
             rows.append(SiteRow(s.id, keys.name, keys.level, keys.district, f, a, b, served))
         before.extend((k.level, k.district, f.available_s, f.observed_s) for k, f in old)
     known_rows = len(rows)
@@ -364,7 +365,7 @@ def compute(
             continue
         pf = site_figures(mine, p_start, p_end)
         f.prev_available_s, f.prev_observed_s = pf.available_s, pf.observed_s
-        f.below_target = below(f)
+        f.below_target = under_target(f)
         rows.append(SiteRow(sid, name, level, district, f, start, end))
         before.append((level, district, pf.available_s, pf.observed_s))
 
@@ -441,19 +442,11 @@ def _sums(
     i = 0
     while i < n:
         r = rows[i]
-        whole: Figures | None = None
         j = i + 1
         while j < n and rows[j].id == r.id:
             j += 1
-        one = j == i + 1
-        if not one and all(x.level == r.level and x.district == r.district for x in rows[i + 1 : j]):
-            whole = Figures()  # split at a change that left its level and group: one site there
-            for x in rows[i:j]:
-                whole.add(x.figures)
-            pct = whole.availability_pct
-            whole.below_target = int(pct is not None and pct < target)
-        f = r.figures if one else whole
-        if f is not None:  # one row, or its rows' sum: its own verdict is the site's in each sum
+        if j == i + 1:  # one row (most sites): its own verdict is the site's in each sum
+            f = r.figures
             key = (r.level, r.district)
             a = acc.get(key)
             if a is None:
@@ -461,7 +454,7 @@ def _sums(
             a.add(f)
             a.sites += 1
             a.below_target += f.below_target
-        else:  # split at a change of group or level: the site's time in each sum, judged whole
+        else:  # split at a change: the site's time in each sum, judged whole
             mine: dict[int, list] = {}  # id(the sum) -> [the sum, the site's available and observed time there]
             for x in rows[i:j]:
                 xf = x.figures
@@ -547,25 +540,11 @@ def _worst(rows: list[SiteRow], by_site, parents) -> list[Worst]:
     rows_of: dict[str, list[int]] = {}  # site id -> its rows (a site split at a change has several)
     for n, r in enumerate(rows):
         rows_of.setdefault(r.id, []).append(n)
-    children: dict[str, list[str]] = {}
-    for sid, p in parents.items():
-        if p is not None:
-            children.setdefault(p, []).append(sid)
+    children = children_of(parents.items())
 
     def behind(site: str) -> int:
         """The sites below `site` that it cut off (a site split at a change: once)."""
-        cut: set[str] = set()
-        seen = {site}
-        stack = list(children.get(site, ()))
-        while stack:
-            sid = stack.pop()
-            if sid in seen:
-                continue
-            seen.add(sid)
-            stack.extend(children.get(sid, ()))
-            if any(cause(n) == site for n in rows_of.get(sid, ())):
-                cut.add(sid)
-        return len(cut)
+        return sum(1 for sid in below(children, site) if any(cause(n) == site for n in rows_of.get(sid, ())))
 
     out: list[Worst] = []
     for n, r in enumerate(rows):

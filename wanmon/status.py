@@ -10,7 +10,7 @@ UNKNOWN     not observed in this cycle
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -81,6 +81,29 @@ def with_parents(own: Mapping[str, str], sites: Mapping[str, Site]) -> dict[str,
     for sid in own:
         resolve(sid)
     return out
+
+
+def children_of(parents: Iterable[tuple[str, str | None]]) -> dict[str, list[str]]:
+    """{site id: the sites hanging from it} from (site id, its parent) pairs."""
+    out: dict[str, list[str]] = {}
+    for sid, parent in parents:
+        if parent is not None:
+            out.setdefault(parent, []).append(sid)
+    return out
+
+
+def below(children: Mapping[str, list[str]], sid: str) -> Iterator[str]:
+    """Every site under `sid` (its children, theirs, ...), each once, `sid` itself never: the
+    sites an outage of `sid` can cut off (the page's incidents, the report's worst list)."""
+    seen = {sid}
+    todo = list(children.get(sid, ()))
+    while todo:
+        c = todo.pop()
+        if c in seen:
+            continue
+        seen.add(c)
+        todo.extend(children.get(c, ()))
+        yield c
 
 
 def root_of(sid: str, status_of: Callable[[str], str | None], parent_of: Callable[[str], str | None]) -> str | None:

@@ -109,42 +109,39 @@ class _Tracer:
             farthest = max(farthest, d)
         return min(limit, farthest + SILENT_AHEAD)
 
-    def _tries_for(self, d: int) -> int:
-        """How many probes distance d gets before it counts as silent: `attempts`, and
-        BELOW_REFUSAL more for a silent distance right below the nearest router that answered
-        "unreachable". Such a router answers every distance from its own on, so the nearest one
-        it answers at is its place on the path, and only its rate limit hides it: Linux lets one
-        error a second through to a peer, which a sweep's pings to the cut site have just spent,
-        and the one that gets through may be the answer to a farther distance."""
+    def _below_refusal(self) -> range:
+        """The silent distances right below the nearest router that answered "unreachable": they
+        get BELOW_REFUSAL more probes than `attempts`. Such a router answers every distance
+        from its own on, so the nearest one it answers at is its place on the path, and only
+        its rate limit hides it: Linux lets one error a second through to a peer, which a
+        sweep's pings to the cut site have just spent, and the one that gets through may be the
+        answer to a farther distance."""
         refused = [x for x, a in self.answers.items() if a.kind == UNREACHABLE]
-        if refused:
-            u = min(refused)
-            below = max((x for x in self.answers if x < u), default=0)
-            if below < d < u:
-                return self.spec.attempts + BELOW_REFUSAL
-        return self.spec.attempts
-
-    def _next_try(self, d: int) -> float:
-        """When distance d may be asked again: `timeout_ms` after its first probe, then
-        half a timeout longer each time, so that retries do not keep in step with a limiter
-        that lets one answer a second through (a retry every second can arrive just before
-        each new token, every time)."""
-        return self.last_tx[d] + self.spec.timeout_ms / 1000.0 * (1 + (self.tries[d] - 1) / 2)
+        if not refused:
+            return range(0)
+        u = min(refused)
+        return range(max((x for x in self.answers if x < u), default=0) + 1, u)
 
     def _due(self, now: float) -> tuple[int | None, float | None]:
         """(the nearest distance to probe now, or None; the next instant something changes:
-        a probe in flight times out, or a silent distance may be asked again)."""
+        a probe in flight times out, or a silent distance may be asked again). A distance is
+        asked again `timeout_ms` after its first probe, then half a timeout later each time,
+        so that retries do not keep in step with a limiter that lets one answer a second
+        through (a retry every second can arrive just before each new token, every time)."""
         timeout = self.spec.timeout_ms / 1000.0
+        gap = self._below_refusal()
         wake = None
         for d in range(1, self._limit() + 1):
             if d in self.answers:
                 continue
-            if self.tries[d] == 0:
+            tries = self.tries[d]
+            if tries == 0:
                 return d, wake
-            ends = self.last_tx[d] + timeout if self.tries[d] >= self._tries_for(d) else self._next_try(d)
+            most = self.spec.attempts + (BELOW_REFUSAL if d in gap else 0)
+            ends = self.last_tx[d] + (timeout if tries >= most else timeout * (1 + (tries - 1) / 2))
             if ends > now:
                 wake = ends if wake is None else min(wake, ends)
-            elif self.tries[d] < self._tries_for(d):
+            elif tries < most:
                 return d, wake
         return None, wake
 
