@@ -564,6 +564,28 @@ def test_the_json_says_the_same_first_page(big):
     assert j["worst"][0]["sites_behind"] == len(big["behind"]) and j["worst"][1]["name"] == LONG
 
 
+def test_the_json_files_rows_are_what_jsons_encoder_writes_for_them():
+    """The report's file writes its site rows as text (site_json_text), not through dicts: the same
+    text as json's encoder gives for the rows' data (to_json), for awkward names and figures."""
+    from wanmon.account import Figures
+
+    names = ['UBND "Xã" \\ Đông\x01', "Ủy ban 🌾\u2028", "<b>&amp;</b>", ""]
+    figures = [
+        Figures(),  # nothing observed: availability, MTTR and the previous figure are null
+        Figures(available_s=1234.56789, down_s=0.1 + 0.2, unreachable_s=7, outages=3, longest_outage_s=1 / 3,
+                maintenance_s=60.0, unobserved_s=2.5e-7, out_of_service_s=86400.0, below_target=1,
+                prev_available_s=10.0, prev_observed_s=30.0),
+        Figures(available_s=2**53 + 1.0, down_s=1e-9, outages=1, longest_outage_s=1e-9),
+    ]
+    rows = [rp.SiteRow(f"s{i}", n, lv, d, f, 1.5e9 + i, 1.6e9 - i * 0.25)
+            for i, (n, f, lv, d) in enumerate(zip(names * 3, figures * 4, ["commune", "province", "district"] * 4,
+                                                  [None, "Huyện \"A\"", "Thị xã Quế Võ"] * 4))]
+    iso = {t: datetime.fromtimestamp(t, timezone.utc).isoformat() for r in rows for t in (r.start, r.end)}.__getitem__
+    enc = json.JSONEncoder(ensure_ascii=False)
+    for r in rows:
+        assert rp.site_json_text(r, iso) == enc.encode(rp._site_json(r, iso))
+
+
 def test_the_command_offers_every_format():
     from wanmon.cli import report as command
 

@@ -177,10 +177,25 @@ def site_figures(
     history_from: float | None = None,
 ) -> Figures:
     """One site's figures over [start, end) from its runs [(status, maint, from, to)]. Time before
-    history_from (an upgraded store's history starts there) is not counted as unobserved.
-    Sums in local variables, clipped with comparisons rather than min()/max() (10,000 sites x 3
-    windows: 0.09 s against 0.17): the page calls this 3 times a site every render, the report
-    twice a site and stretch."""
+    history_from (an upgraded store's history starts there) is not counted as unobserved."""
+    return figures_over(runs, (start, end), history_from)[0]
+
+
+def figures_over(
+    runs: list[tuple[str, int, float, float]],
+    bounds: Sequence[float],
+    history_from: float | None = None,
+) -> list[Figures]:
+    """One site's figures over each of the consecutive windows [bounds[i], bounds[i+1]) (bounds in
+    order), in one pass over its runs: each window's figures are what site_figures gives for it
+    alone (an outage across an edge counts in both windows, cut there). The report asks for the
+    previous period and the period, or a site's stretches, at once: one sort and one pass a site,
+    not one per window. Sums in local variables, clipped with comparisons rather than min()/max()
+    (10,000 sites x 3 windows: 0.09 s against 0.17)."""
+    out: list[Figures] = []
+    last = len(bounds) - 1
+    w = 0
+    start, end = bounds[0], bounds[1]
     available = down = unreachable = maintenance = 0.0
     outage_end = None
     outage_len = 0.0
@@ -189,38 +204,77 @@ def site_figures(
     # before the clock set back was handled has such runs).
     covered = start
     for status, maint, a, b in sorted(runs, key=_FROM):
-        if a >= end:
-            break  # in order of their start: the rest begin after the period too
         if a < covered:
             a = covered
-        if b > end:
-            b = end
         if b <= a:
             continue
         covered = b
-        d = b - a
-        if maint:
-            maintenance += d
-        elif status in AVAILABLE:
-            available += d
-        elif status == DOWN:
-            down += d
-            if outage_end is not None and abs(a - outage_end) < 1e-6:
-                outage_len += d  # touches the previous down stretch: the same outage
-            else:
+        while w < last:  # the run [a, b), cut at the windows' edges
+            if a >= end:  # it begins after this window: the window is complete
                 if outage_end is not None:
                     lengths.append(outage_len)
-                outage_len = d
-            outage_end = b
-            continue
-        elif status == UNREACHABLE:
-            unreachable += d
-        # unknown: unobserved (counted below)
+                    outage_end = None
+                out.append(_window(start, end, history_from, available, down, unreachable, maintenance, lengths))
+                available = down = unreachable = maintenance = 0.0
+                lengths = []
+                w += 1
+                if w < last:
+                    start, end = bounds[w], bounds[w + 1]
+                continue
+            e = b if b < end else end
+            d = e - a
+            if maint:
+                maintenance += d
+            elif status in AVAILABLE:
+                available += d
+            elif status == DOWN:
+                down += d
+                if outage_end is not None and abs(a - outage_end) < 1e-6:
+                    outage_len += d  # touches the previous down stretch: the same outage
+                else:
+                    if outage_end is not None:
+                        lengths.append(outage_len)
+                    outage_len = d
+                outage_end = e
+                if b <= end:
+                    break
+                a = end
+                continue
+            elif status == UNREACHABLE:
+                unreachable += d
+            # unknown: unobserved (counted in _window)
+            if outage_end is not None:
+                lengths.append(outage_len)
+                outage_end = None
+            if b <= end:
+                break
+            a = end
+        else:
+            break  # past the last window: the rest begin later still
+    while w < last:
         if outage_end is not None:
             lengths.append(outage_len)
             outage_end = None
-    if outage_end is not None:
-        lengths.append(outage_len)
+        out.append(_window(start, end, history_from, available, down, unreachable, maintenance, lengths))
+        available = down = unreachable = maintenance = 0.0
+        lengths = []
+        w += 1
+        if w < last:
+            start, end = bounds[w], bounds[w + 1]
+    return out
+
+
+def _window(
+    start: float,
+    end: float,
+    history_from: float | None,
+    available: float,
+    down: float,
+    unreachable: float,
+    maintenance: float,
+    lengths: list[float],
+) -> Figures:
+    """A window's figures from its sums (figures_over): the rest of its time known is unobserved."""
     known = end - min(max(start, history_from or start), end)
     return Figures(
         available_s=available,
@@ -244,10 +298,19 @@ def service_period(site: Site) -> tuple[float, float]:
 def _served(runs: Runs, start: float, end: float, lo: float, hi: float, history_from: float | None) -> Figures:
     """The figures over [start, end) of a site in service over [lo, hi): site_figures over the part in
     service, the rest out of service."""
-    a, b = max(start, lo), min(end, hi)
-    f = site_figures(runs, a, b, history_from) if a < b else Figures(sites=1)
-    f.out_of_service_s = (end - start) - max(b - a, 0.0)
-    return f
+    return _served_over(runs, (start, end), lo, hi, history_from)[0]
+
+
+def _served_over(
+    runs: Runs, bounds: Sequence[float], lo: float, hi: float, history_from: float | None
+) -> list[Figures]:
+    """_served over each of the consecutive windows [bounds[i], bounds[i+1]), in one pass: the
+    windows cut to the service period [lo, hi) stay consecutive (an empty one has no figures)."""
+    served = [min(max(t, lo), hi) for t in bounds]
+    out = figures_over(runs, served, history_from)
+    for f, a, b, sa, sb in zip(out, bounds, bounds[1:], served, served[1:]):
+        f.out_of_service_s = (b - a) - (sb - sa)
+    return out
 
 
 def in_service_figures(
@@ -304,7 +367,8 @@ def stretches(
         return []  # no span in the period (validate reports a site whose spans are empty)
     # the first starts and the last ends with the period (time out of service there included)
     parts[0][0], parts[-1][1] = start, end
-    return [Stretch(a, b, state, _served(runs, a, b, lo, hi, history_from)) for a, b, state, _k in parts]
+    figures = _served_over(runs, [p[0] for p in parts] + [end], lo, hi, history_from)
+    return [Stretch(a, b, state, f) for (a, b, state, _k), f in zip(parts, figures)]
 
 
 def by_site(runs: Iterable[tuple[str, str, int, float, float]]) -> dict[str, list[tuple[str, int, float, float]]]:
