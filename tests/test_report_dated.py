@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import math
+import random
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -562,3 +563,43 @@ def test_the_network_counts_a_site_below_target_by_its_whole_period_not_by_a_str
     assert (levels["commune"].sites, levels["commune"].below_target) == (1, 0)  # a commune all the hour: 99.72 %
     rows[1] = row("Huyện Hai", 20, T, A + H)  # 30 s down in the hour: 99.17 %, below
     assert rp._sums(rows, None, 99.5)[2].below_target == 1
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_the_sums_count_each_site_once_per_sum_and_judge_its_whole_time_there(seed):
+    """_sums against a plain reference: per level, group and over all, each site counted once, below
+    target by its available over observed time in that sum; sites of one, two (its own fast path)
+    and three rows, levels and groups alike or not, groups missing (None)."""
+    rnd = random.Random(seed)
+    target = 99.0
+    rows = []
+    for n in range(rnd.randint(1, 40)):
+        for _ in range(rnd.choice((1, 1, 2, 2, 3))):
+            f = account.Figures(available_s=rnd.choice((0.0, 1.0, 980.0, 995.0, 1000.0)),
+                                down_s=rnd.choice((0.0, 5.0, 30.0)), unreachable_s=rnd.choice((0.0, 2.0)),
+                                outages=rnd.randint(0, 2))
+            f.below_target = int(f.availability_pct is not None and f.availability_pct < target)
+            rows.append(rp.SiteRow(f"s{n}", "x", rnd.choice(("commune", "district")), rnd.choice(("D1", "D2", None)),
+                                   f))
+    levels, groups, total = rp._sums(rows, None, target)
+
+    def reference(member) -> tuple[int, int, float, float]:
+        mine: dict[str, list[float]] = {}
+        for r in rows:
+            if member(r):
+                t = mine.setdefault(r.id, [0.0, 0.0])
+                t[0] += r.figures.available_s
+                t[1] += r.figures.observed_s
+        below = sum(1 for a, o in mine.values() if o > 0 and 100 * a / o < target)
+        return len(mine), below, sum(t[0] for t in mine.values()), sum(t[1] for t in mine.values())
+
+    def got(g: account.Figures) -> tuple[int, int, float, float]:
+        return g.sites, g.below_target, g.available_s, g.observed_s
+
+    assert got(total) == pytest.approx(reference(lambda r: True))
+    for lv in ("commune", "district"):
+        assert got(levels[lv]) == pytest.approx(reference(lambda r: r.level == lv)), lv
+    for d in ("D1", "D2"):
+        want = reference(lambda r: r.district == d)
+        assert (got(groups[d]) if d in groups else (0, 0, 0.0, 0.0)) == pytest.approx(want), d
+    assert set(groups) <= {"D1", "D2"}

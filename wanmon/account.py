@@ -351,24 +351,55 @@ def stretches(
     split counts in both stretches, as one across a period's edge. Empty when the site is out of
     service for the whole period. An undated site: one stretch, site_figures over the period.
     spans: dated.spans(site), when the caller has them (they cost a copy of the site per change)."""
+    return stretches_over(runs, site, (start, end), history_from, keys, spans)[0]
+
+
+def stretches_over(
+    runs: Runs,
+    site: Site,
+    bounds: Sequence[float],
+    history_from: float | None = None,
+    keys: Callable[[Site], Hashable] | None = None,
+    spans: Sequence[dated.Span] | None = None,
+) -> list[list[Stretch]]:
+    """stretches() over each of the consecutive periods [bounds[i], bounds[i+1]) (the report's
+    previous period and its period), with one pass over the runs for all of them."""
     lo, hi = service_period(site)
-    if max(start, lo) >= min(end, hi):
-        return []
-    parts: list[list] = []  # [from, to, keys then, keys(keys then)]
-    for sp in dated.spans(site) if spans is None else spans:
-        if sp.end <= start or sp.start >= end:
-            continue
-        k = keys(sp.site) if keys is not None else sp
-        if parts and keys is not None and parts[-1][3] == k:
-            parts[-1][1], parts[-1][2] = sp.end, sp.site
-        else:
-            parts.append([sp.start, sp.end, sp.site, k])
-    if not parts:
-        return []  # no span in the period (validate reports a site whose spans are empty)
-    # the first starts and the last ends with the period (time out of service there included)
-    parts[0][0], parts[-1][1] = start, end
-    figures = _served_over(runs, [p[0] for p in parts] + [end], lo, hi, history_from)
-    return [Stretch(a, b, state, f) for (a, b, state, _k), f in zip(parts, figures)]
+    if spans is None:
+        spans = dated.spans(site)
+    per: list[list[list]] = []  # each period's parts: [from, to, keys then, keys(keys then)]
+    for start, end in itertools.pairwise(bounds):
+        parts: list[list] = []
+        if max(start, lo) < min(end, hi):
+            for sp in spans:
+                if sp.end <= start or sp.start >= end:
+                    continue
+                k = keys(sp.site) if keys is not None else sp
+                if parts and keys is not None and parts[-1][3] == k:
+                    parts[-1][1], parts[-1][2] = sp.end, sp.site
+                else:
+                    parts.append([sp.start, sp.end, sp.site, k])
+        if parts:  # (none: out of service all period, or no span in it: validate reports that)
+            # the first starts and the last ends with the period (time out of service there included)
+            parts[0][0], parts[-1][1] = start, end
+        per.append(parts)
+    filled = [i for i, parts in enumerate(per) if parts]
+    if filled and filled[-1] - filled[0] + 1 != len(filled):  # an empty period between: each alone
+        return [_figured(runs, [parts], lo, hi, history_from)[0] for parts in per]
+    return _figured(runs, per, lo, hi, history_from)
+
+
+def _figured(
+    runs: Runs, per: list[list[list]], lo: float, hi: float, history_from: float | None
+) -> list[list[Stretch]]:
+    """The stretches of consecutive periods' parts ([from, to, keys then, _]; the non-empty periods
+    one after the other), their figures from one pass over the runs."""
+    edges = [p[0] for parts in per for p in parts]
+    if not edges:
+        return [[] for _ in per]
+    edges.append(next(parts[-1][1] for parts in reversed(per) if parts))
+    figures = iter(_served_over(runs, edges, lo, hi, history_from))
+    return [[Stretch(a, b, state, next(figures)) for a, b, state, _k in parts] for parts in per]
 
 
 def by_site(runs: Iterable[tuple[str, str, int, float, float]]) -> dict[str, list[tuple[str, int, float, float]]]:

@@ -340,8 +340,12 @@ def compute(
             continue
         if split:
             spans = cfg.timeline.site_spans(s)
-            cur = account.stretches(mine, s, start, end, history_from, _report_keys, spans)
-            old = [(x.site, x.figures) for x in account.stretches(mine, s, p_start, p_end, None, _report_keys, spans)]
+            if p_end == start:  # one pass over the site's runs (the previous period's unobserved time is not used)
+                was, cur = account.stretches_over(mine, s, (p_start, start, end), history_from, _report_keys, spans)
+            else:
+                was = account.stretches(mine, s, p_start, p_end, None, _report_keys, spans)
+                cur = account.stretches(mine, s, start, end, history_from, _report_keys, spans)
+            old = [(x.site, x.figures) for x in was]
         else:
             assert today is not None, "a dated inventory, grouped now"
             keys = today.by_id[s.id]
@@ -462,7 +466,33 @@ def _sums(
             a.add(f)
             a.sites += 1
             a.below_target += f.below_target
-        else:  # split at a change: the site's time in each sum, judged whole
+        elif j == i + 2:  # split in two (a change inside the period: most split sites), judged whole
+            x, y = rows[i], rows[i + 1]
+            xf, yf = x.figures, y.figures
+            for r, rf in ((x, xf), (y, yf)):
+                key = (r.level, r.district)
+                a = acc.get(key)
+                if a is None:
+                    a = acc[key] = Figures()
+                a.add(rf)  # its time, into the sums with the others' (its count and verdict: here)
+            ta, to = xf.available_s + yf.available_s, xf.observed_s + yf.observed_s
+            whole = int(to > 0 and 100.0 * ta / to < target)  # account.pct below target
+            for g, v in (
+                [(total, whole)]
+                + (
+                    [(levels[x.level], whole)]
+                    if x.level == y.level
+                    else [(levels[x.level], xf.below_target), (levels[y.level], yf.below_target)]
+                )
+                + (
+                    [(sums_of_group(x.district), whole)]
+                    if x.district and x.district == y.district
+                    else [(sums_of_group(r.district), r.figures.below_target) for r in (x, y) if r.district]
+                )
+            ):
+                g.sites += 1
+                g.below_target += v
+        else:  # split at changes: the site's time in each sum, judged whole
             # the site's available and observed time over all, per level and per group
             tot_a = tot_o = 0.0
             per_level: dict[str, list[float]] = {}
