@@ -586,6 +586,17 @@ def test_the_json_files_rows_are_what_jsons_encoder_writes_for_them():
         assert rp.site_json_text(r, iso) == enc.encode(rp._site_json(r, iso))
 
 
+def test_the_csv_files_text_cells_are_quoted_as_the_csv_module_does():
+    """The CSV rows are written as text (csv_field), not through csv.writer: a cell reads back the
+    same, quoted where csv.writer quotes it (commas, quotes, line breaks), for awkward names."""
+    cells = ["Tiên Du", 'UBND "Xã", Đông', "a\r\nb", "x\ny", '"', ",", "", " lead", "tab\there", "=1+2", "🌾;"]
+    for v in cells:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\r\n").writerow(["x", v, "y"])
+        assert f"x,{rp.csv_field(v)},y\r\n" == buf.getvalue(), v
+        assert next(csv.reader(io.StringIO(f"{rp.csv_field(v)},end", newline=""))) == [v, "end"]
+
+
 def test_the_command_offers_every_format():
     from wanmon.cli import report as command
 
