@@ -68,6 +68,7 @@ RAW_STEP = 300          # raw samples every 5 minutes
 HOURLY_SAMPLES = 12     # 5-minute cycles per hour
 RUN_CAP_S = 2.0 * RAW_STEP  # the longest one cycle's status holds (wanmon.account.cap_s at a 5-minute cadence)
 HISTORY_DAYS = 30
+DATED_GOAL = 1.2  # issue 23: a dated inventory's render against "today" (M.ISSUE23_TODAY), undated
 PROFILE_ABOVE_S = 30.0  # profile a size whose render takes longer than this
 
 
@@ -379,6 +380,8 @@ def good_paths(conn: sqlite3.Connection, sites: list, by_id: dict, rng: random.R
             p = by_id[p].parent
         hops = [["127.255.0.1", 0.4]] + [[a, round(1.0 + k, 1)] for k, a in enumerate(reversed(chain))]
         rows.append((s.id, ts, s.address, json.dumps(hops)))
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'good_paths'").fetchone() is None:
+        return 0  # an older wanmon's store (--today's tree): no paths kept before issue 24
     conn.executemany("INSERT INTO good_paths (site_id, ts, ip, hops) VALUES (?, ?, ?, ?)", rows)
     return len(moved)
 
@@ -425,11 +428,11 @@ def topology(py: str, cfg: Path, work: Path) -> None:
 
 
 def measure(runner: M.Runner, py: str, cfg: Path, work: Path, tag: str, timeout: float,
-            source: str = "store") -> dict[str, Any]:
+            source: str = "store", env: dict[str, str] | None = None) -> dict[str, Any]:
     out = work / f"out-{tag}"
     rr = runner.run([py, "-m", "wanmon", "--config", str(cfg), "render", "--source", source, "--out", str(out)],
                     stdout_path=str(work / f"render-{tag}.out"), stderr_path=str(work / f"render-{tag}.err"),
-                    timeout_s=timeout, cwd=str(work))
+                    timeout_s=timeout, cwd=str(work), env=env)
     if rr.rc != 0 or rr.timed_out:
         err = Path(rr.stderr_path).read_text(errors="replace")[-2000:]
         raise M.LabError(f"wanmon render failed (rc={rr.rc}, timed out={rr.timed_out}): {err}")
@@ -489,6 +492,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dated", action="store_true",
                    help="a dated inventory: every site (generated, also at 177) has a change 10 days ago, a commune "
                         "moved to another district and renamed (README 'The page of a dated inventory')")
+    p.add_argument("--today", default=M.ISSUE23_TODAY, metavar="REV",
+                   help="with --dated (generated sizes): also render the same sites undated, with this tree and with "
+                        "wanmon as it was at this git revision (issue 23's \"today\", the tree it was filed on), each on "
+                        "its own store built by its own code with the same seed, in turn with the dated renders "
+                        "(default: %(default)s; '' for this tree's undated run only)")
     p.add_argument("--no-phases", action="store_true", help="skip the in-process per-phase timing")
     p.add_argument("--profile", metavar="DIR",
                    help="cProfile every size's render into DIR/render-N.prof and print the top entries "
@@ -624,6 +632,9 @@ def main(argv: list[str] | None = None) -> int:
         if helper is None:
             log("warning: no C compiler: peak RSS has this script's own RSS as a floor (see README)")
         runner = M.Runner(None, helper)
+        M.compile_package(args.python, REPO)
+        tree = M.git_tree(args.today, str(tmp / "today"), args.python) if args.dated and args.today else None
+        env_today = {**os.environ, "PYTHONPATH": tree} if tree is not None else None
         for n in sizes:
             work = tmp / f"n{n}"
             work.mkdir()
@@ -631,15 +642,40 @@ def main(argv: list[str] | None = None) -> int:
             cfg = shipped_config(work) if n == 177 and not args.dated else generated_config(work, n, args.dated)
             gen = build_store(cfg, args.raw_days, seed=n, history_days=args.history_days)
             topology(args.python, cfg, work)
+            # --dated: the same sites undated, with this tree and with --today's, each on its own store
+            others: dict[str, tuple[Path, dict[str, str] | None]] = {}
+            if args.dated and n != 177:
+                (work / "undated").mkdir()
+                plain = generated_config(work / "undated", n)
+                log(f"size {n}: the same sites undated, this tree: building its store")
+                build_store(plain, args.raw_days, seed=n, history_days=args.history_days)
+                topology(args.python, plain, work / "undated")
+                others["undated"] = (plain, None)
+                if tree is not None:
+                    (work / "today").mkdir()
+                    old = generated_config(work / "today", n)
+                    log(f"size {n}: the same sites undated, {args.today}'s tree: building its store with its code")
+                    M.build_with(args.python, tree, "render", "build_store", old, args.raw_days, n, args.history_days)
+                    others["today"] = (old, env_today)
+                for name, (c, env) in others.items():  # each tree's first render (its caches) is not timed
+                    measure(runner, args.python, c, c.parent, "warm", args.timeout, env=env)
             runs = []
+            other_runs: dict[str, list[dict[str, Any]]] = {name: [] for name in others}
             for i in range(args.repeat):
                 runs.append(measure(runner, args.python, cfg, work, f"{i}", args.timeout))
                 log(f"  render {i + 1}/{args.repeat}: wall {runs[-1]['wall_s']:.2f} s, cpu {runs[-1]['cpu_s']:.2f} s,"
                     f" rss {runs[-1]['maxrss_mib']:.0f} MiB")
-            med = {k: M.median_or_none([r[k] for r in runs]) for k in
-                   ("wall_s", "cpu_s", "maxrss_mib", "index_bytes", "json_bytes", "tree_bytes")}
+                for name, (c, env) in others.items():  # in turn: a busy host slows them alike
+                    other_runs[name].append(measure(runner, args.python, c, c.parent, f"{i}", args.timeout, env=env))
+                    log(f"    {name}: wall {other_runs[name][-1]['wall_s']:.2f} s")
+            keys = ("wall_s", "cpu_s", "maxrss_mib", "index_bytes", "json_bytes", "tree_bytes")
+            med = {k: M.median_or_none([r[k] for r in runs]) for k in keys}
             case: dict[str, Any] = {"sites": n, "gen": gen, "runs": runs, "median": med,
                                     "last_cycle_age_s_at_end": time.time() - gen["last_cycle_ts"]}
+            for name, rs in other_runs.items():
+                case[name] = {k: M.median_or_none([r[k] for r in rs]) for k in keys}
+            if "today" in case:
+                case["today_rev"] = args.today
             if not args.no_phases:
                 case["phases"] = phases(args.python, cfg, work)
             if args.profile or med["wall_s"] > PROFILE_ABOVE_S:
@@ -687,6 +723,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{c['sites']} sites: final states up {f['up']}, degraded {f['degraded']}, down {f['down']},"
               f" unreachable {f['unreachable']}; {c['gen']['events']:,} status events; store built in"
               f" {c['gen']['gen_s']:.0f} s")
+        if "undated" in c:
+            d = c["median"]
+            print(f"  dated (every site changes 10 days ago): {d['wall_s']:.2f} s (CPU {d['cpu_s']:.2f}); the same sites"
+                  f" undated, in turn (issue 23's goal: <= {DATED_GOAL:g}x \"today\", the tree it was filed on):")
+            if "today" in c:
+                t = c["today"]
+                r = d["wall_s"] / t["wall_s"]
+                print(f"    {c['today_rev']} (today): {t['wall_s']:.2f} s (CPU {t['cpu_s']:.2f}): ratio {r:.2f}  "
+                      f"{'PASS' if r <= DATED_GOAL else 'FAIL'}")
+            u = c["undated"]
+            print(f"    this tree:        {u['wall_s']:.2f} s (CPU {u['cpu_s']:.2f}): ratio {d['wall_s'] / u['wall_s']:.2f}")
         if "phases" in c:
             print("  where the time goes (one in-process render, seconds):")
             for k, v in c["phases"].items():

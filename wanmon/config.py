@@ -1194,8 +1194,8 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True, chec
     known_ids = {r.get("id") for r in raw_ok} | set(by_id)
     failed_districts = {r.get("district") for r in raw_ok if r.get("level") == "district" and r.get("id") not in by_id}
     timeline = Timeline(sites, states_of)
-    life = {s.id: timeline.site_spans(s) for s in sites}
-    if not checked:
+    if not checked:  # (a marked file: the spans are worked out where they are asked for)
+        life = {s.id: timeline.site_spans(s) for s in sites}
         _over_time(
             sites, life, index_of, known_ids, failed_districts, bad_addresses, timeline.labels, loc, at, problems
         )
@@ -1210,7 +1210,7 @@ def parse(raw: dict[str, Any], text: str, path: Path, secrets: bool = True, chec
             if d not in all_districts:
                 problems.append(f"{at(loc.section('maintenance'))}: [[maintenance]] #{k + 1}: unknown district '{d}'")
 
-    hops = _hops(raw.get("hops", []), sites, life, known_ids, loc, at, problems)
+    hops = _hops(raw.get("hops", []), sites, timeline.site_spans, known_ids, loc, at, problems)
 
     if sections["page"] is not None:
         try:
@@ -1529,15 +1529,15 @@ def _level_names(raw: Any, loc: _LazyLocator, at, problems: list[str]) -> LevelN
 def _hops(
     raw: Any,
     sites: list[Site],
-    life: dict[str, list[Span]],
+    spans_of: Callable[[Site], list[Span]],
     known_ids: set,
     loc: _LazyLocator,
     at,
     problems: list[str],
 ) -> tuple[HopEntry, ...]:
     """[[hops]]: each an IP address (a trace sees hops by address) used once, and not the address
-    of a site at any time (the site names it already); `site` one of the sites. life: each site's
-    spans (validation made them). A line is looked up only for a problem (it scans the file)."""
+    of a site at any time (the site names it already); `site` one of the sites. spans_of: a site's
+    spans (Timeline.site_spans: made once). A line is looked up only for a problem (it scans the file)."""
     if isinstance(raw, list) and not raw:
         return ()
     if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
@@ -1548,7 +1548,7 @@ def _hops(
         return ()
     site_at: dict[str, str] = {}
     for s in sites:
-        for sp in life[s.id]:
+        for sp in spans_of(s):
             site_at.setdefault(address_key(sp.site.address), s.id)
     by_id = [s.id for s in sites]
     seen: dict[str, int] = {}
