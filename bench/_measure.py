@@ -326,7 +326,7 @@ def render_table(cols: Sequence[Column], rows: Sequence[object], sep: str = "  "
 # --------------------------------------------------------------------------
 # a reference tree: wanmon as it was at a git revision, run beside this one
 
-ISSUE23_TODAY = "de41676"  # the tree issue 23 was filed on: its "today" (undated inventories only)
+ISSUE23_TODAY = "4e9bec4"  # the tree issues 20-24 were filed on (the end of stop 18): issue 23's "today", undated only
 
 
 def compile_package(python: str, folder: str) -> None:

@@ -418,3 +418,20 @@ def test_a_store_locked_by_another_process_is_one_clear_line_and_nothing_is_lost
     assert run("check").returncode == 0
     r = run("status", "--json")
     assert json.loads(r.stdout)["last_cycle"]["id"] == 2
+
+
+def test_status_runs_are_the_runs_overlapping_the_period_whether_it_reaches_back_over_all_history_or_not(store):
+    """Store.status_runs scans the table when every run ends after the period's start and uses
+    the end_ts index otherwise: the same rows either way (runs touching an edge are not in it)."""
+    runs = [(f"s{i % 7}", ("up", "down", "unreachable")[i % 3], i % 5 == 0, 1000.0 + 60 * i, 1060.0 + 60 * i)
+            for i in range(300)]
+    with store.transaction():
+        store.conn.executemany("INSERT INTO status_runs (site_id, status, maint, start_ts, end_ts) VALUES (?,?,?,?,?)",
+                               [(s, st, int(m), a, b) for s, st, m, a, b in runs])
+    for start, end in ((0.0, 5000.0), (1000.0, 99999.0), (1060.0, 1240.0), (7000.0, 12000.0), (30000.0, 40000.0)):
+        want = sorted((s, st, int(m), a, b) for s, st, m, a, b in runs if b > start and a < end)
+        got = sorted(store.status_runs(start, end, now=0.0, cap_s=120.0))
+        assert got == want, (start, end)
+    plan = " ".join(str(r) for r in store.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM status_runs WHERE end_ts > 5000 AND start_ts < 6000"))
+    assert "status_runs_end" in plan  # the index the late periods use is there

@@ -275,15 +275,16 @@ def _window(
     lengths: list[float],
 ) -> Figures:
     """A window's figures from its sums (figures_over): the rest of its time known is unobserved."""
-    known = end - min(max(start, history_from or start), end)
+    known = end - start if history_from is None else end - min(max(start, history_from), end)
+    unobserved = known - (available + down + unreachable) - maintenance
     return Figures(
         available_s=available,
         down_s=down,
         unreachable_s=unreachable,
         maintenance_s=maintenance,
-        unobserved_s=max(0.0, known - (available + down + unreachable) - maintenance),
+        unobserved_s=unobserved if unobserved > 0.0 else 0.0,
         outages=len(lengths),
-        longest_outage_s=max(lengths, default=0.0),
+        longest_outage_s=max(lengths) if lengths else 0.0,
         sites=1,
     )
 
@@ -306,6 +307,8 @@ def _served_over(
 ) -> list[Figures]:
     """_served over each of the consecutive windows [bounds[i], bounds[i+1]), in one pass: the
     windows cut to the service period [lo, hi) stay consecutive (an empty one has no figures)."""
+    if lo == dated.BEFORE and hi == dated.AFTER:  # in service all along (most sites): nothing out of it
+        return figures_over(runs, bounds, history_from)
     served = [min(max(t, lo), hi) for t in bounds]
     out = figures_over(runs, served, history_from)
     for f, a, b, sa, sb in zip(out, bounds, bounds[1:], served, served[1:]):
@@ -367,14 +370,14 @@ def stretches_over(
     lo, hi = service_period(site)
     if spans is None:
         spans = dated.spans(site)
+    span_keys = [keys(sp.site) if keys is not None else sp for sp in spans]  # once for all periods
     per: list[list[list]] = []  # each period's parts: [from, to, keys then, keys(keys then)]
     for start, end in itertools.pairwise(bounds):
         parts: list[list] = []
         if max(start, lo) < min(end, hi):
-            for sp in spans:
+            for sp, k in zip(spans, span_keys, strict=True):
                 if sp.end <= start or sp.start >= end:
                     continue
-                k = keys(sp.site) if keys is not None else sp
                 if parts and keys is not None and parts[-1][3] == k:
                     parts[-1][1], parts[-1][2] = sp.end, sp.site
                 else:

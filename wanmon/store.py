@@ -1259,8 +1259,14 @@ class Store:
     ) -> list[tuple[str, str, int, float, float]]:
         """Each site's runs of one status that overlap [start, end): (site_id, status, maint, from, to),
         the runs still open (site_state) held from their last cycle for min(now - it, cap_s)."""
+        # The end_ts index picks the runs of a period out of a long history; where every run ends
+        # after `start` (the period reaches back over the whole history: a young store, a year's
+        # report) it picks them all, each at the cost of a lookup: a plain scan is then faster
+        # (157,525 runs: 0.13 s against 0.20). The first end is one step down the index.
+        (first_end,) = self.conn.execute("SELECT min(end_ts) FROM status_runs").fetchone()
+        table = "status_runs NOT INDEXED" if first_end is not None and first_end > start else "status_runs"
         rows = self.conn.execute(
-            "SELECT site_id, status, maint, start_ts, end_ts FROM status_runs WHERE end_ts > ? AND start_ts < ?",
+            f"SELECT site_id, status, maint, start_ts, end_ts FROM {table} WHERE end_ts > ? AND start_ts < ?",
             (start, end),
         ).fetchall()
         for sid, status, maint, run, last in self.conn.execute(
