@@ -15,6 +15,21 @@ import prereq
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_home(tmp_path_factory):
+    """The user's cache folder (XDG_CACHE_HOME: wanmon's parsed-TOML cache, ~/.cache/wanmon) in the
+    session's temporary folder, for the tests and every process they start: hundreds of test
+    configs in temporary folders are not left in the user's cache (they were: 287 files, 369 MB
+    here), and no test reads what another run left there. Tests of the cache set their own."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache-home"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 def wanmon(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120,
            prefix: list[str] | None = None) -> subprocess.CompletedProcess:
     """Run `python -m wanmon ARGS` in a subprocess; returns the CompletedProcess (text)."""
