@@ -2,7 +2,8 @@
 tool's own wall-clock time, CPU time and peak RSS (wait4 rusage taken by a
 tiny fork/exec helper), plus the table and number formatting the bench
 scripts share.  Used by bench/icmp_sweep.py (through _lab) and
-bench/snmp_poll.py.
+bench/snmp_poll.py; its reference trees (wanmon at a git revision, run beside
+this one) and compile_package by bench/report.py, render.py and mechanisms.py.
 """
 
 from __future__ import annotations

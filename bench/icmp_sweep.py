@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _lab  # noqa: E402
-from _measure import default_python, log  # noqa: E402
+from _measure import compile_package, default_python, log  # noqa: E402
 from _measure import fmt, fmt_count, fmt_ratio, median_or_none, ratio, render_table  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -529,9 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error: fping not found at {args.fping}")
         return 2
     if not args.fping_only:
-        # bytecode, as `pip install` leaves it (PYTHONDONTWRITEBYTECODE in a shell would
-        # otherwise have every run compile the changed modules again)
-        _lab._run([args.python, "-m", "compileall", "-q", os.path.join(REPO, "wanmon")], timeout=120)
+        compile_package(args.python, REPO)  # bytecode, as `pip install` leaves it
         r = _lab._run([args.python, "-m", "wanmon", "--help"], cwd=REPO, timeout=60)
         if r.returncode != 0 or "check" not in r.stdout + r.stderr:
             log(f"error: `{args.python} -m wanmon --help` failed (rc {r.returncode}):\n"

@@ -30,6 +30,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _lab
+from _measure import compile_package
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,7 +79,7 @@ def main() -> int:
                     return 2
                 with open(p, "w", encoding="utf-8") as fh:
                     fh.write(text.replace(old, new))
-            subprocess.run([args.python, "-m", "compileall", "-q", os.path.join(d, "wanmon")], check=True)
+            compile_package(args.python, d)
             cfg = os.path.join(d, "sites.toml")
             with open(cfg, "w", encoding="utf-8") as fh:
                 fh.write(_lab.wanmon_config(targets, os.path.join(d, "wanmon.db"), count=3, interval_ms=200,

@@ -633,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
             log("warning: no C compiler: peak RSS has this script's own RSS as a floor (see README)")
         runner = M.Runner(None, helper)
         M.compile_package(args.python, REPO)
-        tree = M.git_tree(args.today, str(tmp / "today"), args.python) if args.dated and args.today else None
+        generated = any(n != 177 for n in sizes)  # --dated compares these
+        tree = M.git_tree(args.today, str(tmp / "today"), args.python) if args.dated and args.today and generated else None
         env_today = {**os.environ, "PYTHONPATH": tree} if tree is not None else None
         for n in sizes:
             work = tmp / f"n{n}"

@@ -24,6 +24,7 @@ import pytest
 import prereq
 
 from conftest import wanmon
+from wanmon import account
 from wanmon import report as rp
 from wanmon.alerts.engine import evaluate
 from wanmon.config import AlertSettings, load
@@ -181,7 +182,7 @@ def test_overlapping_runs_from_an_older_store_count_each_instant_once():
     """A store written before the set-back clock was handled holds overlapping runs (134 s
     observed in a 120 s window): the report counts each instant once, the earlier run first."""
     runs = [("up", 0, 1000.0, 1100.0), ("down", 0, 1050.0, 1120.0), ("down", 0, 1080.0, 1134.0)]
-    f = rp.site_figures(runs, 1000.0, 1120.0)
+    f = account.site_figures(runs, 1000.0, 1120.0)
     assert f.observed_s == pytest.approx(120.0) and f.unobserved_s == 0
     assert (f.available_s, f.down_s, f.outages) == (pytest.approx(100.0), pytest.approx(20.0), 1)
 

@@ -303,13 +303,13 @@ class _Limited:
         if self.silent and d >= self.at:
             return None  # a router that never answers, and nothing beyond it
         if d < self.at:
-            return f"198.19.{d - 1}.2", "time"
+            return f"127.108.{d - 1}.2", "time"
         self.tokens = min(self.tokens + now - self.last, 5 * self.period)
         self.last = now
         if self.tokens < self.period:
             return None  # dropped by the limiter
         self.tokens -= self.period
-        return f"198.19.{self.at - 1}.2", "unreachable"
+        return f"127.108.{self.at - 1}.2", "unreachable"
 
 
 def _run_on(t: _Tracer, net: _Limited, budget_s: float = 10.0) -> float:
@@ -342,10 +342,10 @@ def test_a_rate_limited_router_is_placed_at_its_own_distance_whatever_credit_it_
     spec = TraceSettings(timeout_ms=1000)
     wrong = []
     for ms in range(0, int(period_s * 1000) + 100, 5):
-        t = _Tracer("198.19.2.2", spec, _RawV4())  # type: ignore[arg-type]
+        t = _Tracer("127.108.2.2", spec, _RawV4())  # type: ignore[arg-type]
         ends = _run_on(t, _Limited(2, period_s, ms / 1000))
         hops, reached = t.hops()
-        if reached or [h.address for h in hops] != ["198.19.0.2", "198.19.1.2"] or not hops[-1].unreachable:
+        if reached or [h.address for h in hops] != ["127.108.0.2", "127.108.1.2"] or not hops[-1].unreachable:
             wrong.append((ms, [(h.distance, h.address) for h in hops]))
         assert ends < spec.budget_s
     assert wrong == []
@@ -355,11 +355,11 @@ def test_a_silent_distance_is_asked_attempts_times_spaced_out_and_no_more():
     """A path silent after distance 1 (no router answers): each silent distance gets `attempts`
     probes, the retries 1 and 1.5 timeouts apart, and the trace ends a timeout after the last."""
     spec = TraceSettings(timeout_ms=1000, attempts=3)
-    t = _Tracer("198.19.2.2", spec, _RawV4())  # type: ignore[arg-type]
+    t = _Tracer("127.108.2.2", spec, _RawV4())  # type: ignore[arg-type]
     ends = _run_on(t, _Limited(2, 1.0, 0.0, silent=True))
     assert [t.tries[d] for d in range(1, 8)] == [1, 3, 3, 3, 3, 3, 0]  # distances 2-6: five past the farthest
     assert 3.5 <= ends <= 3.5 + 6 * spec.gap_ms / 1000.0
-    assert [(h.distance, h.address) for h in t.hops()[0]] == [(1, "198.19.0.2")]
+    assert [(h.distance, h.address) for h in t.hops()[0]] == [(1, "127.108.0.2")]
 
 
 # -- LLDP / CDP neighbours -------------------------------------------------------------------

@@ -26,6 +26,7 @@ The method (also in the README and at the foot of every report):
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 import statistics
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from wanmon import dated
-from wanmon.status import DEGRADED, DOWN, UNREACHABLE, UP
+from wanmon.status import DEGRADED, DOWN, UNKNOWN, UNREACHABLE, UP
 
 if TYPE_CHECKING:
     from wanmon.config import Site
@@ -203,7 +204,9 @@ def figures_over(
     # Counted up to here: each instant counts once, also where runs overlap (a store written
     # before the clock set back was handled has such runs).
     covered = start
-    for status, maint, a, b in sorted(runs, key=_FROM):
+    # the runs in order of their start, then one that begins where the last window ends (counted
+    # nowhere): it closes the windows still open
+    for status, maint, a, b in itertools.chain(sorted(runs, key=_FROM), ((UNKNOWN, 0, bounds[-1], math.inf),)):
         if a < covered:
             a = covered
         if b <= a:
@@ -251,16 +254,6 @@ def figures_over(
             a = end
         else:
             break  # past the last window: the rest begin later still
-    while w < last:
-        if outage_end is not None:
-            lengths.append(outage_len)
-            outage_end = None
-        out.append(_window(start, end, history_from, available, down, unreachable, maintenance, lengths))
-        available = down = unreachable = maintenance = 0.0
-        lengths = []
-        w += 1
-        if w < last:
-            start, end = bounds[w], bounds[w + 1]
     return out
 
 
@@ -386,17 +379,8 @@ def stretches_over(
             # the first starts and the last ends with the period (time out of service there included)
             parts[0][0], parts[-1][1] = start, end
         per.append(parts)
-    filled = [i for i, parts in enumerate(per) if parts]
-    if filled and filled[-1] - filled[0] + 1 != len(filled):  # an empty period between: each alone
-        return [_figured(runs, [parts], lo, hi, history_from)[0] for parts in per]
-    return _figured(runs, per, lo, hi, history_from)
-
-
-def _figured(
-    runs: Runs, per: list[list[list]], lo: float, hi: float, history_from: float | None
-) -> list[list[Stretch]]:
-    """The stretches of consecutive periods' parts ([from, to, keys then, _]; the non-empty periods
-    one after the other), their figures from one pass over the runs."""
+    # The periods with parts are those that meet the service period (the spans tile it): one after
+    # the other, so their parts' edges are consecutive windows, figured in one pass.
     edges = [p[0] for parts in per for p in parts]
     if not edges:
         return [[] for _ in per]

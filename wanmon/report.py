@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from wanmon import account, dated
-from wanmon.account import Figures, site_figures
+from wanmon.account import Figures
 from wanmon.config import LEVELS, Config, Site
 from wanmon.errors import WanmonError
 from wanmon.status import below, children_of
@@ -288,8 +288,9 @@ def compute(
     history_from: float | None = None,
     grouping: str = GROUPINGS[0],
 ) -> Report:
-    """The report from the runs [(site_id, status, maint, from, to)] of both periods. history_from:
-    where an upgraded store's history starts (meta history_from; before it, only hourly rollups).
+    """The report from the runs [(site_id, status, maint, from, to)] of both periods (prev: the one
+    just before, previous(period)). history_from: where an upgraded store's history starts (meta
+    history_from; before it, only hourly rollups).
 
     grouping (a dated inventory, wanmon.dated): "then" counts each stretch of a site's time under
     the name, level and group valid then (a site whose keys change inside the period has one row
@@ -301,6 +302,9 @@ def compute(
     by_site = account.by_site(runs)
     start, end = period.start.timestamp(), period.end.timestamp()
     p_start, p_end = prev.start.timestamp(), prev.end.timestamp()
+    # the previous period ends where the period starts: a site's runs are figured over both in one pass
+    assert p_end == start, "prev is the period just before (previous(period))"
+    bounds = (p_start, start, end)
     if history_from is not None and history_from <= start:
         history_from = None  # the whole period is history: nothing to say
     target = cfg.report.target_pct
@@ -315,15 +319,6 @@ def compute(
     before: list[tuple[str, str | None, float, float]] = []
     regrouped = False
 
-    def both(mine: account.Runs) -> tuple[Figures, Figures]:
-        """A site's figures over the previous period and the period (one pass when they meet; the
-        previous period's time before history_from is not counted, but only its available and
-        observed time are used)."""
-        if p_end == start:
-            pf, f = account.figures_over(mine, (p_start, start, end), history_from)
-            return pf, f
-        return site_figures(mine, p_start, p_end), site_figures(mine, start, end, history_from)
-
     def under_target(f: Figures) -> int:
         return int(f.availability_pct is not None and f.availability_pct < target)
 
@@ -331,7 +326,7 @@ def compute(
         mine = by_site.get(s.id, [])
         if not changes or (split and dated.constant(s)):
             # the fast path: a site in service all along under one set of keys, one row under them
-            pf, f = both(mine)
+            pf, f = account.figures_over(mine, bounds, history_from)  # (prev: its available, observed)
             f.prev_available_s, f.prev_observed_s = pf.available_s, pf.observed_s
             f.below_target = under_target(f)
             rows.append(SiteRow(s.id, s.name, s.level, s.district, f, start, end))
@@ -340,11 +335,7 @@ def compute(
             continue
         if split:
             spans = cfg.timeline.site_spans(s)
-            if p_end == start:  # one pass over the site's runs (the previous period's unobserved time is not used)
-                was, cur = account.stretches_over(mine, s, (p_start, start, end), history_from, _report_keys, spans)
-            else:
-                was = account.stretches(mine, s, p_start, p_end, None, _report_keys, spans)
-                cur = account.stretches(mine, s, start, end, history_from, _report_keys, spans)
+            was, cur = account.stretches_over(mine, s, bounds, history_from, _report_keys, spans)
             old = [(x.site, x.figures) for x in was]
         else:
             assert today is not None, "a dated inventory, grouped now"
@@ -373,7 +364,7 @@ def compute(
         name, level, district = labels.get(sid, (sid, "province", None))
         level = level if level in LEVELS else "province"
         mine = by_site[sid]
-        pf, f = both(mine)
+        pf, f = account.figures_over(mine, bounds, history_from)  # (prev: its available, observed)
         if not (f.observed_s or f.maintenance_s):
             continue
         f.prev_available_s, f.prev_observed_s = pf.available_s, pf.observed_s
@@ -466,37 +457,9 @@ def _sums(
             a.add(f)
             a.sites += 1
             a.below_target += f.below_target
-        elif j == i + 2:  # split in two (a change inside the period: most split sites), judged whole
-            x, y = rows[i], rows[i + 1]
-            xf, yf = x.figures, y.figures
-            for r, rf in ((x, xf), (y, yf)):
-                key = (r.level, r.district)
-                a = acc.get(key)
-                if a is None:
-                    a = acc[key] = Figures()
-                a.add(rf)  # its time, into the sums with the others' (its count and verdict: here)
-            ta, to = xf.available_s + yf.available_s, xf.observed_s + yf.observed_s
-            whole = int(to > 0 and 100.0 * ta / to < target)  # account.pct below target
-            for g, v in (
-                [(total, whole)]
-                + (
-                    [(levels[x.level], whole)]
-                    if x.level == y.level
-                    else [(levels[x.level], xf.below_target), (levels[y.level], yf.below_target)]
-                )
-                + (
-                    [(sums_of_group(x.district), whole)]
-                    if x.district and x.district == y.district
-                    else [(sums_of_group(r.district), r.figures.below_target) for r in (x, y) if r.district]
-                )
-            ):
-                g.sites += 1
-                g.below_target += v
-        else:  # split at changes: the site's time in each sum, judged whole
-            # the site's available and observed time over all, per level and per group
+        else:  # split at a change: the site's time in each sum, judged whole there
             tot_a = tot_o = 0.0
-            per_level: dict[str, list[float]] = {}
-            per_group: dict[str, list[float]] = {}
+            there: dict[tuple[str, str], list[float]] = {}  # (kind, level or group) -> its available, observed
             for x in rows[i:j]:
                 xf = x.figures
                 key = (x.level, x.district)
@@ -507,18 +470,17 @@ def _sums(
                 av, ob = xf.available_s, xf.observed_s
                 tot_a += av
                 tot_o += ob
-                for part, k in ((per_level, x.level), (per_group, x.district)):
-                    if k:
-                        t = part.get(k)
-                        if t is None:
-                            part[k] = [av, ob]
-                        else:
-                            t[0] += av
-                            t[1] += ob
-            judged = [(total, tot_a, tot_o)]
-            judged += [(levels[k], av, ob) for k, (av, ob) in per_level.items()]
-            judged += [(sums_of_group(k), av, ob) for k, (av, ob) in per_group.items()]
-            for g, av, ob in judged:
+                for k in (("level", x.level), ("group", x.district)) if x.district else (("level", x.level),):
+                    t = there.get(k)
+                    if t is None:
+                        there[k] = [av, ob]
+                    else:
+                        t[0] += av
+                        t[1] += ob
+            for g, av, ob in [(total, tot_a, tot_o)] + [
+                (levels[name] if kind == "level" else sums_of_group(name), av, ob)
+                for (kind, name), (av, ob) in there.items()
+            ]:
                 g.sites += 1
                 a_pct = account.pct(av, ob)
                 g.below_target += int(a_pct is not None and a_pct < target)
